@@ -1,0 +1,18 @@
+# kubecensus: the two commands of the quick start, and the services they need.
+.PHONY: demo test services lint bench
+
+# Services up, a simulated fleet (or KUBECONFIG=...), two workers, one refresh, a report.
+demo:
+	bash deploy/demo.sh
+
+# Every test, against the real PostgreSQL and NATS.
+test: services
+	bash deploy/test.sh
+
+# PostgreSQL and nats-server with JetStream on loopback; installs them on a fresh Debian machine.
+services:
+	bash deploy/services.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings

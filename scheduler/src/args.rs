@@ -1,0 +1,45 @@
+//! The scheduler's command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use kubecensus::args::CommonArgs;
+
+/// Publishes poll jobs to JetStream: on a cron per table, or now (`refresh`).
+#[derive(Debug, Parser)]
+#[command(version)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the cron loop (the default): one job per (cluster, table) at each table's tick.
+    Run {
+        /// Override a table's schedule: `kubernetes_pods='0 */2 * * * *'` (6 fields, seconds first).
+        #[arg(long = "schedule", value_name = "TABLE=CRON", env = "KUBECENSUS_SCHEDULES", value_delimiter = ';')]
+        schedules: Vec<String>,
+    },
+    /// Publish jobs now and say, for each, whether it was queued or one is already pending.
+    Refresh {
+        /// Only these clusters (repeatable); all by default.
+        #[arg(long = "cluster")]
+        clusters: Vec<String>,
+        /// Only these tables (repeatable); all by default.
+        #[arg(long = "table")]
+        tables: Vec<String>,
+        /// Wait until every queued job has finished, then print the report.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Print the latest run of every (cluster, table): status, rows, duration.
+    Report,
+    /// Print a registry (YAML) with one cluster per context of a kubeconfig file.
+    ImportKubeconfig {
+        /// The kubeconfig file.
+        kubeconfig: PathBuf,
+    },
+}

@@ -1,0 +1,128 @@
+//! The cron loop: at each table's tick, one job per (cluster, table).
+//!
+//! Ticks are computed from the current time, so a scheduler that was down does not publish the
+//! ticks it missed. The job's message id is derived from (cluster, table, tick), so two
+//! scheduler replicas publishing the same tick make one job.
+
+use std::{collections::HashMap, str::FromStr};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use cron::Schedule;
+use kubecensus::{
+    catalog::catalog,
+    job::{Job, Trigger},
+    queue::{Published, Queue},
+    registry::Registry,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(js: &async_nats::jetstream::Context, queue: &Queue, registry: &Registry, overrides: &[String]) -> anyhow::Result<()> {
+    let schedules = schedules(overrides)?;
+    for (table, schedule) in &schedules {
+        tracing::info!(table, schedule = %schedule.source(), "schedule");
+    }
+    let stop = CancellationToken::new();
+    tokio::spawn(stop_on_signal(stop.clone()));
+    loop {
+        let now = Utc::now();
+        let Some((tick, due)) = next_tick(&schedules, now) else {
+            anyhow::bail!("no schedule has a next tick");
+        };
+        let wait = (tick - now).to_std().unwrap_or_default();
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stop.cancelled() => {
+                tracing::info!("scheduler stopped");
+                return Ok(());
+            }
+        }
+        for table in due {
+            publish_tick(js, queue, registry, table, tick).await;
+        }
+    }
+}
+
+/// Each resource's job table with its schedule: the catalog's, unless overridden.
+fn schedules(overrides: &[String]) -> anyhow::Result<Vec<(&'static str, Schedule)>> {
+    let mut chosen: HashMap<&str, String> =
+        catalog().resources.iter().map(|r| (r.job_table(), r.schedule.clone())).collect();
+    for entry in overrides.iter().filter(|e| !e.trim().is_empty()) {
+        let (table, cron) = entry.split_once('=').with_context(|| format!("schedule `{entry}` is not TABLE=CRON"))?;
+        let resource = catalog().resource_of(table.trim()).with_context(|| format!("schedule for unknown table `{table}`"))?;
+        chosen.insert(resource.job_table(), cron.trim().trim_matches('\'').to_owned());
+    }
+    catalog()
+        .resources
+        .iter()
+        .map(|r| {
+            let cron = &chosen[r.job_table()];
+            let schedule = Schedule::from_str(cron).with_context(|| {
+                format!("schedule `{cron}` of {}: expected 6 fields, seconds first (1 = Sunday)", r.job_table())
+            })?;
+            Ok((r.job_table(), schedule))
+        })
+        .collect()
+}
+
+/// The earliest tick after `now`, and every table due at it.
+fn next_tick<'a>(schedules: &'a [(&'static str, Schedule)], now: DateTime<Utc>) -> Option<(DateTime<Utc>, Vec<&'a str>)> {
+    let ticks: Vec<(&str, DateTime<Utc>)> =
+        schedules.iter().filter_map(|(table, schedule)| Some((*table, schedule.after(&now).next()?))).collect();
+    let earliest = ticks.iter().map(|(_, tick)| *tick).min()?;
+    Some((earliest, ticks.into_iter().filter(|(_, tick)| *tick == earliest).map(|(table, _)| table).collect()))
+}
+
+async fn publish_tick(js: &async_nats::jetstream::Context, queue: &Queue, registry: &Registry, table: &str, tick: DateTime<Utc>) {
+    let (mut queued, mut pending) = (0, 0);
+    for cluster in &registry.clusters {
+        let published = match Job::new(&cluster.name, table, Trigger::Schedule, tick) {
+            Ok(job) => queue.publish(js, &job).await,
+            Err(err) => Err(err),
+        };
+        match published {
+            Ok(Published::Queued) => queued += 1,
+            Ok(Published::AlreadyPending | Published::Duplicate) => pending += 1,
+            Err(err) => tracing::error!(%err, cluster = %cluster.name, table, "cannot publish a job"),
+        }
+    }
+    tracing::info!(table, %tick, queued, already_pending = pending, "tick");
+}
+
+async fn stop_on_signal(stop: CancellationToken) {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    stop.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_replace_defaults_and_bad_crons_say_what_is_expected() {
+        let schedules = schedules(&["kubernetes_pod_containers=0 0 * * * *".into()]).unwrap();
+        let pods = schedules.iter().find(|(t, _)| *t == "kubernetes_pods").unwrap();
+        assert_eq!(pods.1.source(), "0 0 * * * *");
+        let err = schedules_error("kubernetes_pods=*/5 * * * *");
+        assert!(err.contains("6 fields"), "{err}");
+        assert!(schedules_error("nope=0 * * * * *").contains("unknown table"));
+    }
+
+    fn schedules_error(entry: &str) -> String {
+        format!("{:#}", schedules(&[entry.to_owned()]).unwrap_err())
+    }
+
+    #[test]
+    fn the_next_tick_is_after_now_and_groups_tables_due_together() {
+        let schedules = schedules(&[]).unwrap();
+        let now = DateTime::parse_from_rfc3339("2024-05-01T10:07:30Z").unwrap().with_timezone(&Utc);
+        let (tick, due) = next_tick(&schedules, now).unwrap();
+        assert_eq!(tick.to_rfc3339(), "2024-05-01T10:10:00+00:00");
+        assert_eq!(due.len(), 3, "pods every 5 min, nodes and namespaces every 10 min: all due at :10");
+    }
+}

@@ -1,0 +1,341 @@
+//! Flattening: one Kubernetes object (JSON) into rows of a catalog table, written straight into
+//! PostgreSQL's COPY text format.
+//!
+//! Each column's value is looked up by its catalog source and rendered as kubequery represents
+//! it (strings, JSON, integers, 0/1 booleans, unix seconds). A value of the wrong type is stored
+//! as NULL rather than failing the object; NUL characters, which PostgreSQL cannot store in
+//! `text` or `jsonb`, are dropped.
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+use crate::catalog::{CLUSTER_COLUMN, ColumnType, RowList, Source, Table};
+
+/// What every row of one cluster shares: its name, uid and the registry's extra fields.
+#[derive(Debug, Clone)]
+pub struct ClusterContext {
+    pub name: String,
+    pub uid: String,
+    /// Values of the extra field columns, in the order of [`Layout::fields`].
+    pub field_values: Vec<Option<String>>,
+}
+
+/// A table's columns as stored: the catalog's, with the registry's extra fields right after
+/// `cluster_name`.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout<'a> {
+    pub table: &'a Table,
+    pub fields: &'a [String],
+}
+
+impl Layout<'_> {
+    /// Column names in storage order.
+    pub fn column_names(&self) -> Vec<&str> {
+        let mut names = Vec::with_capacity(self.table.columns.len() + self.fields.len());
+        for column in &self.table.columns {
+            names.push(column.name.as_str());
+            if column.name == CLUSTER_COLUMN {
+                names.extend(self.fields.iter().map(String::as_str));
+            }
+        }
+        names
+    }
+
+    /// Appends the rows `object` yields to `out` in COPY text format; returns how many.
+    pub fn write_rows(&self, object: &Value, cluster: &ClusterContext, out: &mut Vec<u8>) -> usize {
+        if self.table.rows.is_empty() {
+            self.write_row(&Row { object, item: None, status: None, tag: None }, cluster, out);
+            return 1;
+        }
+        let mut count = 0;
+        for list in &self.table.rows {
+            for row in rows_of(object, list) {
+                self.write_row(&row, cluster, out);
+                count += 1;
+            }
+        }
+        count
+    }
+
+    fn write_row(&self, row: &Row, cluster: &ClusterContext, out: &mut Vec<u8>) {
+        for (i, column) in self.table.columns.iter().enumerate() {
+            if i > 0 {
+                out.push(b'\t');
+            }
+            let value = match &column.source {
+                Source::ClusterName => Some(Cow::Borrowed(cluster.name.as_str())),
+                Source::ClusterUid => Some(Cow::Borrowed(cluster.uid.as_str())),
+                source => render(column.ty, row.resolve(source)),
+            };
+            write_field(value.as_deref(), out);
+            if column.name == CLUSTER_COLUMN {
+                for value in &cluster.field_values {
+                    out.push(b'\t');
+                    write_field(value.as_deref(), out);
+                }
+            }
+        }
+        out.push(b'\n');
+    }
+}
+
+/// One row's inputs: the object, and for per-item tables the item, its status and its tag.
+struct Row<'a> {
+    object: &'a Value,
+    item: Option<&'a Value>,
+    status: Option<&'a Value>,
+    tag: Option<&'a str>,
+}
+
+/// A resolved source: a JSON value, or a string computed from one.
+enum Resolved<'a> {
+    Json(&'a Value),
+    Text(String),
+}
+
+impl<'a> Row<'a> {
+    fn resolve(&self, source: &Source) -> Option<Resolved<'a>> {
+        match source {
+            Source::Object(path) => lookup(self.object, path).map(Resolved::Json),
+            Source::Item(path) => lookup(self.item?, path).map(Resolved::Json),
+            Source::StatusItem(path) => lookup(self.status?, path).map(Resolved::Json),
+            Source::Tag => self.tag.map(|tag| Resolved::Text(tag.to_owned())),
+            Source::ImageRepo(inner) => match self.resolve(inner)? {
+                Resolved::Json(Value::String(image)) => Some(Resolved::Text(image_repo(image).to_owned())),
+                _ => None,
+            },
+            Source::ClusterName | Source::ClusterUid => None,
+        }
+    }
+}
+
+/// The rows of one row list: each item, with the status item at the same index.
+fn rows_of<'a>(object: &'a Value, list: &'a RowList) -> impl Iterator<Item = Row<'a>> {
+    let path = |p: &str| p.split('.').map(str::to_owned).collect::<Vec<_>>();
+    let items = lookup(object, &path(&list.items)).and_then(Value::as_array);
+    let statuses = list.status.as_deref().and_then(|p| lookup(object, &path(p))).and_then(Value::as_array);
+    items.into_iter().flatten().enumerate().map(move |(i, item)| Row {
+        object,
+        item: Some(item),
+        status: statuses.and_then(|s| s.get(i)),
+        tag: list.tag.as_deref(),
+    })
+}
+
+/// The value at a field path; `None` when any step is missing or null.
+fn lookup<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let found = path.iter().try_fold(value, |v, key| v.get(key))?;
+    (!found.is_null()).then_some(found)
+}
+
+/// An image reference without its tag or digest: `ghcr.io/a/b:1.2@sha256:..` → `ghcr.io/a/b`.
+pub fn image_repo(image: &str) -> &str {
+    let image = image.split('@').next().unwrap_or(image);
+    let name_start = image.rfind('/').map_or(0, |slash| slash + 1);
+    match image[name_start..].find(':') {
+        Some(colon) => &image[..name_start + colon],
+        None => image,
+    }
+}
+
+/// Renders a value as the column type stores it; `None` is SQL NULL (missing or wrong type).
+fn render<'a>(ty: ColumnType, value: Option<Resolved<'a>>) -> Option<Cow<'a, str>> {
+    let value = match value? {
+        Resolved::Text(text) => return Some(Cow::Owned(text)),
+        Resolved::Json(value) => value,
+    };
+    match ty {
+        ColumnType::Text => match value {
+            Value::String(s) => Some(Cow::Borrowed(s)),
+            Value::Number(_) | Value::Bool(_) => Some(Cow::Owned(value.to_string())),
+            _ => Some(Cow::Owned(json_text(value))),
+        },
+        ColumnType::Json => Some(Cow::Owned(json_text(value))),
+        ColumnType::Int => integer(value).and_then(|n| i32::try_from(n).ok()).map(|n| Cow::Owned(n.to_string())),
+        ColumnType::BigInt => integer(value).map(|n| Cow::Owned(n.to_string())),
+        ColumnType::Bool => value.as_bool().map(|b| Cow::Borrowed(if b { "1" } else { "0" })),
+        ColumnType::Time => value
+            .as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| Cow::Owned(t.timestamp().to_string())),
+    }
+}
+
+/// An integer from a JSON number, a boolean (0/1) or a numeric string.
+fn integer(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64(),
+        Value::Bool(b) => Some(i64::from(*b)),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// JSON text that `jsonb` accepts: `\u0000` (which jsonb rejects) is removed from strings.
+fn json_text(value: &Value) -> String {
+    let text = value.to_string();
+    if !text.contains("\\u0000") {
+        return text;
+    }
+    let mut clean = value.clone();
+    strip_nul(&mut clean);
+    clean.to_string()
+}
+
+fn strip_nul(value: &mut Value) {
+    match value {
+        Value::String(s) => s.retain(|c| c != '\0'),
+        Value::Array(items) => items.iter_mut().for_each(strip_nul),
+        Value::Object(map) => {
+            let entries = std::mem::take(map);
+            for (mut key, mut item) in entries {
+                key.retain(|c| c != '\0');
+                strip_nul(&mut item);
+                map.insert(key, item);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Appends one field in COPY text format: `\N` for NULL, else the text with `\`, tab, newline
+/// and carriage return escaped and NUL dropped.
+fn write_field(value: Option<&str>, out: &mut Vec<u8>) {
+    let Some(text) = value else {
+        out.extend_from_slice(b"\\N");
+        return;
+    };
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            0 => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escaped);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::catalog::catalog;
+
+    fn table(name: &str) -> &'static Table {
+        catalog().tables().find(|(_, t)| t.name == name).unwrap().1
+    }
+
+    fn cluster() -> ClusterContext {
+        ClusterContext { name: "c1".into(), uid: "u-1".into(), field_values: vec![Some("us-east".into())] }
+    }
+
+    /// Rows as a list of column → text (None for NULL), decoded back from COPY text.
+    fn rows(table_name: &str, object: &Value) -> Vec<Vec<(String, Option<String>)>> {
+        let fields = ["region".to_owned()];
+        let layout = Layout { table: table(table_name), fields: &fields };
+        let mut out = Vec::new();
+        let count = layout.write_rows(object, &cluster(), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let rows: Vec<_> = text
+            .lines()
+            .map(|line| {
+                layout
+                    .column_names()
+                    .into_iter()
+                    .zip(line.split('\t'))
+                    .map(|(name, field)| (name.to_owned(), (field != "\\N").then(|| field.to_owned())))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(rows.len(), count);
+        rows
+    }
+
+    fn get<'a>(row: &'a [(String, Option<String>)], column: &str) -> Option<&'a str> {
+        row.iter().find(|(name, _)| name == column).unwrap_or_else(|| panic!("no column {column}")).1.as_deref()
+    }
+
+    fn pod() -> Value {
+        json!({
+            "metadata": {"name": "web-1", "namespace": "shop", "uid": "p-1", "creationTimestamp": "2024-01-02T03:04:05Z",
+                         "labels": {"app": "web"}},
+            "spec": {"nodeName": "n1", "hostNetwork": true, "priority": 5,
+                     "initContainers": [{"name": "init", "image": "busybox:1.36"}],
+                     "containers": [{"name": "app", "image": "ghcr.io/org/app:1.2@sha256:abc", "stdin": false},
+                                    {"name": "side", "image": "envoy"}]},
+            "status": {"phase": "Running", "containerStatuses": [{"ready": true, "restartCount": 3}],
+                       "initContainerStatuses": [{"ready": false, "restartCount": 0}]}
+        })
+    }
+
+    #[test]
+    fn a_pod_becomes_one_pod_row_with_kubequery_values_and_the_cluster_fields() {
+        let rows = rows("kubernetes_pods", &pod());
+        let row = &rows[0];
+        assert_eq!(row[1].0, "cluster_name");
+        assert_eq!(row[2], ("region".into(), Some("us-east".into())));
+        assert_eq!(get(row, "cluster_uid"), Some("u-1"));
+        assert_eq!(get(row, "namespace"), Some("shop"));
+        assert_eq!(get(row, "creation_timestamp"), Some("1704164645"));
+        assert_eq!(get(row, "labels"), Some(r#"{"app":"web"}"#));
+        assert_eq!(get(row, "host_network"), Some("1"));
+        assert_eq!(get(row, "host_pid"), None);
+        assert_eq!(get(row, "priority"), Some("5"));
+        assert_eq!(get(row, "phase"), Some("Running"));
+    }
+
+    #[test]
+    fn a_pods_containers_are_matched_to_their_statuses_by_list_and_index() {
+        let rows = rows("kubernetes_pod_containers", &pod());
+        let summary: Vec<_> = rows
+            .iter()
+            .map(|r| (get(r, "name"), get(r, "container_type"), get(r, "ready"), get(r, "restart_count"), get(r, "pod_name")))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (Some("init"), Some("init"), Some("0"), Some("0"), Some("web-1")),
+                (Some("app"), Some("container"), Some("1"), Some("3"), Some("web-1")),
+                (Some("side"), Some("container"), None, None, Some("web-1")),
+            ]
+        );
+        assert_eq!(get(&rows[1], "image_repo"), Some("ghcr.io/org/app"));
+        assert_eq!(get(&rows[1], "stdin"), Some("0"));
+    }
+
+    #[test]
+    fn wrong_types_become_null_and_nul_and_control_characters_are_made_safe() {
+        let object = json!({
+            "metadata": {"name": "a\tb\\c\nd\u{0}e", "uid": 7, "creationTimestamp": "yesterday",
+                         "labels": {"k\u{0}": "v\u{0}"}},
+            "spec": {"hostNetwork": "yes", "priority": 99999999999_i64},
+        });
+        let rows = rows("kubernetes_pods", &object);
+        let row = &rows[0];
+        assert_eq!(get(row, "name"), Some(r"a\tb\\c\nde"));
+        assert_eq!(get(row, "uid"), Some("7"));
+        assert_eq!(get(row, "creation_timestamp"), None);
+        assert_eq!(get(row, "labels"), Some(r#"{"k":"v"}"#));
+        assert_eq!(get(row, "host_network"), None);
+        assert_eq!(get(row, "priority"), None);
+    }
+
+    #[test]
+    fn image_repo_drops_tag_and_digest_but_keeps_registry_ports() {
+        assert_eq!(image_repo("nginx"), "nginx");
+        assert_eq!(image_repo("nginx:1.25"), "nginx");
+        assert_eq!(image_repo("registry:5000/team/app:v1"), "registry:5000/team/app");
+        assert_eq!(image_repo("registry:5000/team/app"), "registry:5000/team/app");
+        assert_eq!(image_repo("ghcr.io/a/b@sha256:ff"), "ghcr.io/a/b");
+    }
+}

@@ -1,0 +1,130 @@
+//! The job message: "list this resource of this cluster now". Small JSON, no credentials.
+//!
+//! Published on `<prefix>.jobs.<cluster>.<table>`; any NATS client can publish one (README).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Error, Result, catalog::catalog, registry::is_cluster_name};
+
+/// One poll job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    pub id: Uuid,
+    pub cluster: String,
+    /// The job table of a catalog resource (e.g. `kubernetes_pods`, which also fills
+    /// `kubernetes_pod_containers`).
+    pub table: String,
+    pub trigger: Trigger,
+    /// The cron tick (or the request time, for a manual job). A job never replaces rows from a
+    /// later-scheduled job.
+    pub scheduled_at: DateTime<Utc>,
+}
+
+/// Why a job exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Schedule,
+    Manual,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Schedule => "schedule",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+impl Job {
+    /// A job for one cluster's resource. `table` may be any table of the resource; the job is
+    /// named by the resource's job table.
+    pub fn new(cluster: &str, table: &str, trigger: Trigger, scheduled_at: DateTime<Utc>) -> Result<Self> {
+        let job = Self {
+            id: Uuid::now_v7(),
+            cluster: cluster.to_owned(),
+            table: catalog()
+                .resource_of(table)
+                .ok_or_else(|| Error::Job(format!("unknown table `{table}`")))?
+                .job_table()
+                .to_owned(),
+            trigger,
+            scheduled_at,
+        };
+        job.check()?;
+        Ok(job)
+    }
+
+    /// Reads a job message; rejects bad JSON, a malformed cluster name and unknown tables.
+    pub fn parse(payload: &[u8]) -> Result<Self> {
+        let job: Self = serde_json::from_slice(payload).map_err(|err| Error::Job(format!("not a job message: {err}")))?;
+        job.check()?;
+        Ok(job)
+    }
+
+    fn check(&self) -> Result<()> {
+        if !is_cluster_name(&self.cluster) {
+            return Err(Error::Job(format!("`{}` is not a valid cluster name", self.cluster.escape_debug())));
+        }
+        match catalog().resource_of(&self.table) {
+            Some(resource) if resource.job_table() == self.table => Ok(()),
+            Some(resource) => Err(Error::Job(format!("`{}` is filled by jobs for `{}`", self.table, resource.job_table()))),
+            None => Err(Error::Job(format!("unknown table `{}`", self.table.escape_debug()))),
+        }
+    }
+
+    /// The NATS subject: one per (cluster, table), so the stream holds at most one job for each.
+    pub fn subject(&self, prefix: &str) -> String {
+        format!("{prefix}.jobs.{}.{}", self.cluster, self.table)
+    }
+
+    /// The `Nats-Msg-Id`: for a scheduled job, the same for every publish of the same tick (so a
+    /// second scheduler replica or a repeated publish makes no second job); for a manual job, its id.
+    pub fn message_id(&self) -> String {
+        match self.trigger {
+            Trigger::Schedule => format!("{}/{}/{}", self.cluster, self.table, self.scheduled_at.timestamp()),
+            Trigger::Manual => self.id.to_string(),
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a job serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_names_its_subject_and_message_id() {
+        let tick = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let job = Job::new("prod-1", "kubernetes_pod_containers", Trigger::Schedule, tick).unwrap();
+        assert_eq!(job.table, "kubernetes_pods");
+        assert_eq!(Job::parse(&job.to_json()).unwrap(), job);
+        assert_eq!(job.subject("kc"), "kc.jobs.prod-1.kubernetes_pods");
+        let again = Job::new("prod-1", "kubernetes_pods", Trigger::Schedule, tick).unwrap();
+        assert_eq!(job.message_id(), again.message_id());
+        let manual = Job::new("prod-1", "kubernetes_pods", Trigger::Manual, tick).unwrap();
+        assert_eq!(manual.message_id(), manual.id.to_string());
+    }
+
+    #[test]
+    fn malformed_messages_are_rejected_with_the_reason() {
+        let cases = [
+            (&b"{not json"[..], "not a job message"),
+            (br#"{"id":"00000000-0000-0000-0000-000000000000","cluster":"a","table":"x; drop table runs","trigger":"manual","scheduled_at":"2024-01-01T00:00:00Z"}"#, "unknown table"),
+            (br#"{"id":"00000000-0000-0000-0000-000000000000","cluster":"A.B","table":"kubernetes_pods","trigger":"manual","scheduled_at":"2024-01-01T00:00:00Z"}"#, "not a valid cluster name"),
+            (br#"{"id":"00000000-0000-0000-0000-000000000000","cluster":"a","table":"kubernetes_pod_containers","trigger":"manual","scheduled_at":"2024-01-01T00:00:00Z"}"#, "filled by jobs for `kubernetes_pods`"),
+            (br#"{"id":"00000000-0000-0000-0000-000000000000","cluster":"a","table":"kubernetes_pods","trigger":"manual","scheduled_at":"2024-01-01T00:00:00Z","token":"x"}"#, "unknown field"),
+        ];
+        for (payload, why) in cases {
+            let err = Job::parse(payload).unwrap_err().to_string();
+            assert!(err.contains(why), "{}: {err}", String::from_utf8_lossy(payload));
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Listing one resource of one cluster, page by page, as raw JSON objects.
+//!
+//! Pages are fetched with `limit` and `continue` so a worker holds one page at a time, whatever
+//! the cluster's size. Objects stay `serde_json::Value`: one malformed object is skipped (and
+//! counted) instead of failing its page. Errors are classified so the worker knows what to do:
+//! an expired continue token restarts the listing, a resource the cluster does not serve skips
+//! the job, anything else fails the attempt (after `Retry-After`, when the server gave one).
+
+use std::time::Duration;
+
+use http::{StatusCode, header::RETRY_AFTER};
+use kube::{
+    client::Body,
+    core::{Request, params::ListParams},
+};
+use serde::Deserialize;
+use serde_json::{Value, value::RawValue};
+
+use crate::{Error, Result, catalog::ApiRef};
+
+/// One page of a listing.
+#[derive(Debug)]
+pub struct Page {
+    pub objects: Vec<Value>,
+    /// Why each object that could not be read was skipped.
+    pub skipped: Vec<String>,
+    /// The token for the next page; `None` on the last page.
+    pub continue_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawList {
+    #[serde(default)]
+    metadata: RawListMeta,
+    /// `null` and absent both mean no items.
+    #[serde(default)]
+    items: Option<Vec<Box<RawValue>>>,
+}
+
+#[derive(Default, Deserialize)]
+struct RawListMeta {
+    #[serde(default, rename = "continue")]
+    continue_token: Option<String>,
+}
+
+/// The URL path that lists a resource in every namespace.
+pub fn list_path(api: &ApiRef) -> String {
+    match api.group.as_str() {
+        "" => format!("/api/{}/{}", api.version, api.plural),
+        group => format!("/apis/{group}/{}/{}", api.version, api.plural),
+    }
+}
+
+/// Fetches one page of `api`, starting at `continue_token`.
+pub async fn list_page(client: &kube::Client, api: &ApiRef, limit: u32, continue_token: Option<&str>) -> Result<Page> {
+    let mut params = ListParams::default().limit(limit);
+    if let Some(token) = continue_token {
+        params = params.continue_token(token);
+    }
+    let request = Request::new(list_path(api)).list(&params).map_err(|err| Error::Cluster(format!("bad request: {err}")))?;
+    let body = send(client, request).await?;
+    let list: RawList = serde_json::from_str(&String::from_utf8_lossy(&body))
+        .map_err(|err| Error::Cluster(format!("the list of {} is not valid JSON: {err}", api.plural)))?;
+    let mut page = Page {
+        objects: Vec::new(),
+        skipped: Vec::new(),
+        continue_token: list.metadata.continue_token.filter(|token| !token.is_empty()),
+    };
+    for raw in list.items.unwrap_or_default() {
+        match serde_json::from_str::<Value>(raw.get()) {
+            Ok(object) if object.is_object() => page.objects.push(object),
+            Ok(_) => page.skipped.push(format!("an item of the {} list is not an object", api.plural)),
+            Err(err) => page.skipped.push(format!("an item of the {} list is not valid JSON: {err}", api.plural)),
+        }
+    }
+    Ok(page)
+}
+
+/// The uid of the cluster's `kube-system` namespace: kubequery's cluster uid.
+pub async fn cluster_uid(client: &kube::Client) -> Result<String> {
+    let body = send(client, Request::new("/api/v1/namespaces").get("kube-system", &Default::default()).map_err(|err| Error::Cluster(err.to_string()))?).await?;
+    let namespace: Value = serde_json::from_slice(&body).map_err(|err| Error::Cluster(format!("kube-system namespace: {err}")))?;
+    namespace["metadata"]["uid"]
+        .as_str()
+        .filter(|uid| !uid.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Cluster("the kube-system namespace has no uid".into()))
+}
+
+async fn send(client: &kube::Client, request: http::Request<Vec<u8>>) -> Result<bytes::Bytes> {
+    let path = request.uri().path().to_owned();
+    let response = client.send(request.map(Body::from)).await.map_err(|err| Error::Cluster(format!("GET {path}: {err}")))?;
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse().ok())
+        .map(Duration::from_secs);
+    let body = response
+        .into_body()
+        .collect_bytes()
+        .await
+        .map_err(|err| Error::Cluster(format!("GET {path}: reading the response: {err}")))?;
+    if status.is_success() {
+        return Ok(body);
+    }
+    let reason = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|status| status["message"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let message = format!("GET {path}: {status} {reason}").trim_end().to_owned();
+    Err(match status {
+        StatusCode::GONE => Error::Expired(message),
+        StatusCode::NOT_FOUND => Error::NotServed(message),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE if retry_after.is_some() => {
+            Error::Throttled { message, retry_after: retry_after.unwrap_or_default() }
+        }
+        _ => Error::Cluster(message),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_paths_follow_the_api_group() {
+        let api = |group: &str| ApiRef {
+            group: group.into(),
+            version: "v1".into(),
+            kind: "X".into(),
+            plural: "xs".into(),
+            namespaced: true,
+        };
+        assert_eq!(list_path(&api("")), "/api/v1/xs");
+        assert_eq!(list_path(&api("apps")), "/apis/apps/v1/xs");
+    }
+}

@@ -1,0 +1,127 @@
+//! NATS JetStream: the work-queue stream jobs flow through, and the one consumer workers share.
+//!
+//! The stream keeps at most one message per subject (`discard_new_per_subject`), so at most one
+//! job per (cluster, table) is pending or running: a slow cluster never piles up work. Messages
+//! carry a `Nats-Msg-Id` so a repeated publish of the same tick is dropped as a duplicate.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    consumer::{AckPolicy, PullConsumer, pull},
+    context::PublishErrorKind,
+    stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
+};
+
+use crate::{Error, Result, job::Job};
+
+/// Where jobs go: a stream name and the prefix of its subjects, so that several deployments (or
+/// tests) can share one NATS server.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    pub stream: String,
+    pub subject_prefix: String,
+}
+
+/// The name of the durable consumer every worker replica pulls from.
+pub const CONSUMER: &str = "workers";
+/// How long a delivered job may go without an ack or a progress ack before it is redelivered.
+pub const ACK_WAIT: Duration = Duration::from_secs(30);
+/// How long NATS remembers a `Nats-Msg-Id`.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// A backstop against a job that is never acked nor terminated: it leaves the stream after this.
+const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// What happened to a published job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    Queued,
+    /// A job for the same (cluster, table) is already pending or running.
+    AlreadyPending,
+    /// The same tick was already published (by this or another scheduler).
+    Duplicate,
+}
+
+/// Connects to NATS, retrying the first connection, and logs connection events.
+pub async fn connect(url: &str) -> Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .event_callback(|event| async move { tracing::info!(%event, "nats") })
+        .connect(url)
+        .await
+        .map_err(|err| Error::Queue(format!("cannot connect to NATS at {url}: {err}")))
+}
+
+impl Queue {
+    fn subjects(&self) -> String {
+        format!("{}.jobs.>", self.subject_prefix)
+    }
+
+    /// Creates the stream, or brings an existing one to this configuration.
+    pub async fn ensure_stream(&self, js: &jetstream::Context) -> Result<()> {
+        js.create_or_update_stream(stream::Config {
+            name: self.stream.clone(),
+            subjects: vec![self.subjects()],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::File,
+            max_messages_per_subject: 1,
+            discard: DiscardPolicy::New,
+            discard_new_per_subject: true,
+            duplicate_window: DUPLICATE_WINDOW,
+            max_age: MAX_AGE,
+            ..Default::default()
+        })
+        .await
+        .map_err(|err| Error::Queue(format!("cannot create stream {}: {err}", self.stream)))?;
+        Ok(())
+    }
+
+    /// The shared durable pull consumer (created on first use).
+    pub async fn consumer(&self, js: &jetstream::Context) -> Result<PullConsumer> {
+        self.ensure_stream(js).await?;
+        let stream = js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|err| Error::Queue(format!("stream {}: {err}", self.stream)))?;
+        stream
+            .get_or_create_consumer(
+                CONSUMER,
+                pull::Config {
+                    durable_name: Some(CONSUMER.to_owned()),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: ACK_WAIT,
+                    // Attempts are counted and ended by the worker (Nak with delay, then Term).
+                    max_deliver: -1,
+                    max_ack_pending: 10_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|err| Error::Queue(format!("consumer {CONSUMER} on {}: {err}", self.stream)))
+    }
+
+    /// Publishes a job and waits for the stream's answer.
+    pub async fn publish(&self, js: &jetstream::Context, job: &Job) -> Result<Published> {
+        let message = jetstream::message::PublishMessage::build()
+            .payload(job.to_json().into())
+            .message_id(job.message_id());
+        let subject = job.subject(&self.subject_prefix);
+        let outcome = match js.send_publish(subject.clone(), message).await {
+            Ok(ack) => ack.await,
+            Err(err) => Err(err),
+        };
+        match outcome {
+            Ok(ack) if ack.duplicate => Ok(Published::Duplicate),
+            Ok(_) => Ok(Published::Queued),
+            Err(err) if err.kind() == PublishErrorKind::Other && is_subject_full(&err) => Ok(Published::AlreadyPending),
+            Err(err) => Err(Error::Queue(format!("cannot publish {subject}: {err}"))),
+        }
+    }
+}
+
+/// Whether a publish was refused because the subject already holds a message (err_code 10077).
+fn is_subject_full(err: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(err)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|js_err| js_err.error_code() == jetstream::ErrorCode::STREAM_STORE_FAILED)
+}

@@ -1,0 +1,329 @@
+//! The cluster registry: which clusters exist, how to reach them, and their extra fields.
+//!
+//! Users declare clusters in a YAML file (see the README): a name, the API server URL, a CA, a
+//! credential (token file, token from an environment variable, or a kubeconfig context), and
+//! free-form fields such as `region: us-east` that become columns of every table. Credentials
+//! stay here: job messages carry only the cluster name, and the `clusters` table only what is
+//! safe to show (see [`crate::store::sync_clusters`]).
+
+use std::{collections::BTreeMap, path::{Path, PathBuf}, time::Duration};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result, catalog};
+
+/// The registry file: a list of clusters.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    pub clusters: Vec<ClusterConfig>,
+}
+
+/// One cluster and how to reach it. Either `kubeconfig` (+ optional `context`), or `server`
+/// with a CA (`ca_file` or `ca_data`) and a token (`token_file` or `token_env`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// PEM file of the CA that signed the API server's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// The same, inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_data: Option<String>,
+    /// File holding the bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Environment variable holding the bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// A kubeconfig file to take the server, CA and credentials from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The context in `kubeconfig`; its current context when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Skip TLS verification. Off by default; turning it on logs a warning at every connection.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_tls_verify: bool,
+    /// Free-form fields (`region: us-east`) stored as columns after `cluster_name`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
+}
+
+/// How long to wait for a cluster's API server to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for one response (one page of a listing).
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Registry {
+    /// Reads and checks a registry file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| Error::Registry(format!("cannot read {}: {err}", path.display())))?;
+        let mut registry: Self = serde_yaml::from_str(&text)
+            .map_err(|err| Error::Registry(format!("{}: {err}", path.display())))?;
+        // Relative file paths are relative to the registry file.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for cluster in &mut registry.clusters {
+            for file in [&mut cluster.ca_file, &mut cluster.token_file, &mut cluster.kubeconfig].into_iter().flatten() {
+                if file.is_relative() {
+                    *file = base.join(&*file);
+                }
+            }
+        }
+        registry.check()?;
+        Ok(registry)
+    }
+
+    /// Checks names, credentials and fields; every error names the cluster.
+    pub fn check(&self) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for cluster in &self.clusters {
+            cluster.check()?;
+            if !seen.insert(&cluster.name) {
+                return Err(Error::Registry(format!("cluster {} is declared twice", cluster.name)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The cluster of this name.
+    pub fn get(&self, name: &str) -> Option<&ClusterConfig> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    /// Every extra field any cluster declares, sorted: the columns after `cluster_name`.
+    pub fn field_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.clusters.iter().flat_map(|c| c.fields.keys().cloned()).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// One cluster per context of a kubeconfig file, each pointing back at that file and context.
+    pub fn from_kubeconfig(path: &Path) -> Result<Self> {
+        let kubeconfig = Kubeconfig::read_from(path)
+            .map_err(|err| Error::Registry(format!("cannot read kubeconfig {}: {err}", path.display())))?;
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let clusters = kubeconfig
+            .contexts
+            .iter()
+            .map(|context| ClusterConfig {
+                name: cluster_name_from(&context.name),
+                kubeconfig: Some(path.clone()),
+                context: Some(context.name.clone()),
+                ..ClusterConfig::default()
+            })
+            .collect();
+        let registry = Self { clusters };
+        registry.check()?;
+        Ok(registry)
+    }
+}
+
+/// A registry-safe cluster name made from a kubeconfig context name (which may hold `@`, `:`, `/`).
+fn cluster_name_from(context: &str) -> String {
+    let name: String = context
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let name = name.trim_matches('-');
+    name[..name.len().min(MAX_NAME_LEN)].trim_end_matches('-').to_owned()
+}
+
+const MAX_NAME_LEN: usize = 50;
+
+/// Whether `name` can name a cluster: lower-case letters, digits and inner `-`, at most 50
+/// characters. Such names are safe in NATS subjects, SQL literals and table names.
+pub fn is_cluster_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+impl ClusterConfig {
+    fn check(&self) -> Result<()> {
+        let bad = |why: String| Err(Error::Registry(format!("cluster {}: {why}", self.name)));
+        if !is_cluster_name(&self.name) {
+            return bad("the name must be 1-50 lower-case letters, digits and inner '-'".into());
+        }
+        match (&self.kubeconfig, &self.server) {
+            (Some(_), Some(_)) => return bad("give either kubeconfig or server, not both".into()),
+            (None, None) => return bad("give kubeconfig, or server with a CA and a token".into()),
+            (None, Some(server)) => {
+                if self.ca_file.is_some() && self.ca_data.is_some() {
+                    return bad("give ca_file or ca_data, not both".into());
+                }
+                if self.token_file.is_some() == self.token_env.is_some() {
+                    return bad("give exactly one of token_file and token_env".into());
+                }
+                if server.parse::<http::Uri>().is_err() {
+                    return bad(format!("server `{server}` is not a URL"));
+                }
+            }
+            (Some(_), None) => {}
+        }
+        for field in self.fields.keys() {
+            if !catalog::is_identifier(field) {
+                return bad(format!("field `{field}` must be a lower-case SQL identifier"));
+            }
+            if catalog::catalog().tables().any(|(_, table)| table.has_column(field)) {
+                return bad(format!("field `{field}` has the name of a table column"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A Kubernetes client for this cluster. Reads credentials now, so a rotated token file is
+    /// picked up by the next client.
+    pub async fn client(&self) -> Result<kube::Client> {
+        let config = self.kube_config().await?;
+        if config.accept_invalid_certs {
+            tracing::warn!(cluster = %self.name, "TLS verification is off for this cluster (insecure_skip_tls_verify)");
+        }
+        kube::Client::try_from(config).map_err(|err| self.error(format!("cannot build a client: {err}")))
+    }
+
+    async fn kube_config(&self) -> Result<kube::Config> {
+        let mut config = match (&self.kubeconfig, &self.server) {
+            (Some(path), _) => {
+                let kubeconfig = Kubeconfig::read_from(path)
+                    .map_err(|err| self.error(format!("cannot read kubeconfig {}: {err}", path.display())))?;
+                let options = KubeConfigOptions { context: self.context.clone(), ..Default::default() };
+                kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(|err| self.error(format!("kubeconfig {}: {err}", path.display())))?
+            }
+            (None, Some(server)) => {
+                let url = server.parse().map_err(|_| self.error(format!("server `{server}` is not a URL")))?;
+                let mut config = kube::Config::new(url);
+                config.root_cert = self.ca_certificates()?;
+                config.auth_info.token = Some(self.token()?);
+                config
+            }
+            (None, None) => return Err(self.error("no server and no kubeconfig".into())),
+        };
+        config.accept_invalid_certs |= self.insecure_skip_tls_verify;
+        config.connect_timeout = Some(CONNECT_TIMEOUT);
+        config.read_timeout = Some(READ_TIMEOUT);
+        // Retries are the queue's business: a failed page fails the job, which is retried with backoff.
+        config.default_retry = false;
+        Ok(config)
+    }
+
+    /// The CA certificates as DER, from `ca_file` or `ca_data`; none means the system roots.
+    fn ca_certificates(&self) -> Result<Option<Vec<Vec<u8>>>> {
+        let pem_text = match (&self.ca_file, &self.ca_data) {
+            (Some(path), _) => std::fs::read(path)
+                .map_err(|err| self.error(format!("cannot read ca_file {}: {err}", path.display())))?,
+            (None, Some(data)) => data.clone().into_bytes(),
+            (None, None) => return Ok(None),
+        };
+        let certificates = pem::parse_many(&pem_text).map_err(|err| self.error(format!("CA is not PEM: {err}")))?;
+        if certificates.is_empty() {
+            return Err(self.error("the CA holds no certificate".into()));
+        }
+        Ok(Some(certificates.into_iter().map(pem::Pem::into_contents).collect()))
+    }
+
+    fn token(&self) -> Result<SecretString> {
+        let token = match (&self.token_file, &self.token_env) {
+            (Some(path), _) => std::fs::read_to_string(path)
+                .map_err(|err| self.error(format!("cannot read token_file {}: {err}", path.display())))?,
+            (None, Some(var)) => std::env::var(var)
+                .map_err(|_| self.error(format!("environment variable {var} (token_env) is not set")))?,
+            (None, None) => return Err(self.error("no token_file and no token_env".into())),
+        };
+        Ok(SecretString::from(token.trim().to_owned()))
+    }
+
+    fn error(&self, why: String) -> Error {
+        Error::Registry(format!("cluster {}: {why}", self.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn temp_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("kc-registry-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn loads_clusters_with_fields_and_resolves_relative_files() {
+        let dir = temp_dir();
+        let path = write(
+            &dir,
+            "clusters.yaml",
+            "clusters:\n- name: prod-1\n  server: https://10.0.0.1:6443\n  ca_file: ca.crt\n  token_file: t\n  fields: {region: us-east, team: payments}\n- name: dev\n  kubeconfig: kc\n  context: dev\n",
+        );
+        let registry = Registry::load(&path).unwrap();
+        assert_eq!(registry.get("prod-1").unwrap().ca_file.as_deref(), Some(dir.join("ca.crt").as_path()));
+        assert_eq!(registry.field_names(), ["region", "team"]);
+        assert!(registry.get("nope").is_none());
+    }
+
+    #[test]
+    fn rejects_bad_clusters_with_a_clear_reason() {
+        let cases = [
+            ("- name: Bad_Name\n  kubeconfig: k\n", "lower-case"),
+            ("- name: a\n  server: https://x\n  ca_data: x\n", "exactly one of token_file"),
+            ("- name: a\n", "give kubeconfig"),
+            ("- name: a\n  kubeconfig: k\n  fields: {namespace: x}\n", "name of a table column"),
+            ("- name: a\n  kubeconfig: k\n  fields: {'drop table': x}\n", "SQL identifier"),
+            ("- name: a\n  kubeconfig: k\n- name: a\n  kubeconfig: k\n", "declared twice"),
+            ("- name: a\n  kubeconfig: k\n  password: x\n", "unknown field"),
+        ];
+        let dir = temp_dir();
+        for (clusters, why) in cases {
+            let path = write(&dir, "r.yaml", &format!("clusters:\n{clusters}"));
+            let err = Registry::load(&path).unwrap_err().to_string();
+            assert!(err.contains(why), "{clusters:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn context_names_become_cluster_names() {
+        assert_eq!(cluster_name_from("arn:aws:eks:us-east-1:123:cluster/Prod"), "arn-aws-eks-us-east-1-123-cluster-prod");
+        assert_eq!(cluster_name_from("admin@kind-kind"), "admin-kind-kind");
+        assert!(is_cluster_name(&cluster_name_from(&"x".repeat(80))));
+    }
+
+    #[tokio::test]
+    async fn credentials_are_read_but_never_show_in_debug_output() {
+        let dir = temp_dir();
+        let token_file = write(&dir, "token", "s3cret-token\n");
+        let cluster = ClusterConfig {
+            name: "a".into(),
+            server: Some("https://127.0.0.1:1".into()),
+            token_file: Some(token_file),
+            ..Default::default()
+        };
+        let config = cluster.kube_config().await.unwrap();
+        assert!(config.auth_info.token.is_some());
+        assert!(!config.accept_invalid_certs);
+        assert!(!format!("{config:?}").contains("s3cret-token"));
+        assert!(!format!("{cluster:?}").contains("s3cret-token"));
+
+        let from_env = ClusterConfig { token_file: None, token_env: Some("KC_TEST_UNSET_TOKEN".into()), ..cluster };
+        let err = from_env.kube_config().await.unwrap_err().to_string();
+        assert!(err.contains("KC_TEST_UNSET_TOKEN") && err.contains("not set"), "{err}");
+    }
+}

@@ -1,0 +1,117 @@
+//! The `runs` table: one row per attempt at a job, from `running` to its outcome.
+
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::{Result, job::Job};
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Succeeded,
+    /// Failed for good: no more attempts.
+    Failed,
+    /// Failed; the job goes back to the queue for another attempt.
+    Retrying,
+    /// The cluster does not serve the resource.
+    Skipped,
+    /// A later-scheduled job's rows were already in.
+    Superseded,
+    /// The job message itself was unusable (bad JSON, unknown cluster or table).
+    Rejected,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Retrying => "retrying",
+            Self::Skipped => "skipped",
+            Self::Superseded => "superseded",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// The outcome recorded when an attempt ends.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: Status,
+    pub rows_written: Option<u64>,
+    pub objects_skipped: u32,
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    pub fn succeeded(rows: u64) -> Self {
+        Self { status: Status::Succeeded, rows_written: Some(rows), objects_skipped: 0, error: None }
+    }
+
+    pub fn failed(status: Status, error: String) -> Self {
+        Self { status, rows_written: None, objects_skipped: 0, error: Some(error) }
+    }
+}
+
+/// Records the start of an attempt; returns the run id.
+pub async fn start(pool: &PgPool, job: &Job, attempt: u32, worker_id: &str) -> Result<Uuid> {
+    let run_id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO runs (run_id, job_id, cluster_name, table_name, trigger, attempt, worker_id, scheduled_at, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running')",
+    )
+    .bind(run_id)
+    .bind(job.id)
+    .bind(&job.cluster)
+    .bind(&job.table)
+    .bind(job.trigger.as_str())
+    .bind(attempt as i32)
+    .bind(worker_id)
+    .bind(job.scheduled_at)
+    .execute(pool)
+    .await?;
+    Ok(run_id)
+}
+
+/// Records that a running attempt is alive (the staging sweep spares it).
+pub async fn heartbeat(pool: &PgPool, run_id: Uuid) -> Result<()> {
+    sqlx::query("UPDATE runs SET heartbeat_at = now() WHERE run_id = $1 AND status = 'running'")
+        .bind(run_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Records how an attempt ended. Called inside the swap transaction on success.
+pub async fn finish(conn: &mut PgConnection, run_id: Uuid, outcome: &Outcome) -> Result<()> {
+    sqlx::query(
+        "UPDATE runs SET status = $2, rows_written = $3, objects_skipped = objects_skipped + $4, error = $5,
+                finished_at = now(), heartbeat_at = now()
+         WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .bind(outcome.status.as_str())
+    .bind(outcome.rows_written.map(|rows| rows as i64))
+    .bind(outcome.objects_skipped as i32)
+    .bind(&outcome.error)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records a job message that was rejected before any attempt could start (it has no valid
+/// cluster or table, or is not JSON): a finished run with what could be read of it.
+pub async fn record_rejected(pool: &PgPool, job_id: Option<Uuid>, subject: &str, worker_id: &str, error: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO runs (run_id, job_id, cluster_name, table_name, trigger, attempt, worker_id, scheduled_at,
+                           finished_at, status, error)
+         VALUES ($1, $2, '?', '?', '?', 1, $3, now(), now(), 'rejected', $4)",
+    )
+    .bind(Uuid::new_v4())
+    .bind(job_id.unwrap_or_else(Uuid::nil))
+    .bind(worker_id)
+    .bind(format!("{error} (subject {subject})"))
+    .execute(pool)
+    .await?;
+    Ok(())
+}

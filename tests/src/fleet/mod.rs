@@ -1,0 +1,421 @@
+//! The simulated fleet: N Kubernetes API servers on loopback, each with its own CA, bearer token
+//! and content, good enough for the real `kubectl` and the `kube` crate.
+//!
+//! [`Fleet::start`] generates (or loads, with [`FleetSpec::objects`]) every cluster's objects,
+//! starts one HTTPS server per cluster on an ephemeral port, and writes what clients need into an
+//! output folder: `clusters.yaml` (the kubecensus registry), `kubeconfig` (one context per
+//! cluster), and `<cluster>.ca.crt` / `<cluster>.token`. Tests then read the fleet's state
+//! ([`Fleet::objects`]), change it ([`Fleet::churn`]) or make it misbehave ([`Fleet::set_faults`]).
+
+mod content;
+mod objects;
+mod server;
+mod store;
+mod tls;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use kubecensus::catalog::{ApiRef, catalog};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+pub use server::{FailResource, Faults, RequestCounts};
+
+use content::{PodFactory, Rng};
+use server::ClusterServer;
+use store::ClusterStore;
+
+/// Regions given to clusters in turn, in the registry's `fields` and the nodes' labels.
+const REGIONS: &[&str] = &["us-east", "eu-west", "ap-south"];
+
+/// What fleet to simulate.
+#[derive(Debug, Clone)]
+pub struct FleetSpec {
+    pub clusters: usize,
+    /// Namespaces per cluster (at least `kube-system` and `default`).
+    pub namespaces: usize,
+    /// Nodes per cluster.
+    pub nodes: usize,
+    /// Pods per cluster.
+    pub pods: usize,
+    /// Seeds the generated content: the same seed gives the same objects.
+    pub seed: u64,
+    /// Serve the objects of the JSON files in this folder instead of generated ones.
+    pub objects: Option<PathBuf>,
+    /// Clusters are named `<prefix>-01`, `<prefix>-02`, …
+    pub name_prefix: String,
+    /// How long a list's continue tokens stay valid, from its first page.
+    pub continue_ttl: Duration,
+}
+
+impl Default for FleetSpec {
+    fn default() -> Self {
+        Self {
+            clusters: 3,
+            namespaces: 5,
+            nodes: 3,
+            pods: 50,
+            seed: 1,
+            objects: None,
+            name_prefix: "sim".to_owned(),
+            continue_ttl: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// How a client reaches one simulated cluster.
+#[derive(Debug, Clone)]
+pub struct SimCluster {
+    pub name: String,
+    /// `https://127.0.0.1:<port>`.
+    pub url: String,
+    pub token: String,
+    /// The cluster's CA certificate, PEM-encoded.
+    pub ca_pem: String,
+    pub region: String,
+    /// The uid of its `kube-system` namespace.
+    pub uid: String,
+}
+
+struct RunningCluster {
+    info: SimCluster,
+    server: Arc<ClusterServer>,
+    handle: Handle<SocketAddr>,
+}
+
+/// A running simulated fleet. Dropping it stops the servers.
+pub struct Fleet {
+    clusters: Vec<RunningCluster>,
+}
+
+/// The content every cluster of a fleet starts from, before its own kube-system namespace.
+enum Source {
+    Generated,
+    Files(Vec<Value>),
+}
+
+impl Fleet {
+    /// Starts the fleet and writes its client files into `out_dir` (created if missing).
+    pub async fn start(spec: FleetSpec, out_dir: &Path) -> anyhow::Result<Fleet> {
+        std::fs::create_dir_all(out_dir)
+            .with_context(|| format!("creating {}", out_dir.display()))?;
+        let out_dir = out_dir.canonicalize()?;
+        let resources: Vec<ApiRef> = catalog().resources.iter().map(|r| r.api.clone()).collect();
+        let source = match &spec.objects {
+            Some(dir) => Source::Files(objects::load_dir(dir)?),
+            None => Source::Generated,
+        };
+        let digits = spec.clusters.to_string().len().max(2);
+        let mut clusters = Vec::with_capacity(spec.clusters);
+        for index in 0..spec.clusters {
+            let name = format!("{}-{:0digits$}", spec.name_prefix, index + 1);
+            let region = REGIONS[index % REGIONS.len()];
+            let mut rng =
+                Rng::new(spec.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (index as u64 + 1));
+            let uid = rng.uuid();
+            let (objects, pod_factory) = match &source {
+                Source::Generated => {
+                    let counts = (spec.namespaces, spec.nodes, spec.pods);
+                    let generated = content::generate(&name, region, &uid, counts, &mut rng);
+                    (generated.objects, generated.pod_factory)
+                }
+                Source::Files(objects) => with_own_kube_system(objects, &uid),
+            };
+            let classified = store::classify(&resources, objects, &mut rng);
+            if index == 0 {
+                for (kind, count) in &classified.skipped {
+                    tracing::warn!(
+                        kind,
+                        count,
+                        "skipped objects of a kind the catalog does not list"
+                    );
+                }
+                if classified.duplicates > 0 {
+                    tracing::warn!(
+                        duplicates = classified.duplicates,
+                        "dropped objects with the same kind, namespace and name as an earlier one"
+                    );
+                }
+            }
+            let store = ClusterStore::new(classified.objects, pod_factory, rng);
+            clusters.push(start_cluster(name, region, uid, &resources, &spec, store)?);
+        }
+        let fleet = Fleet { clusters };
+        fleet.write_files(&out_dir)?;
+        Ok(fleet)
+    }
+
+    /// Every cluster, in order.
+    pub fn clusters(&self) -> Vec<SimCluster> {
+        self.clusters.iter().map(|c| c.info.clone()).collect()
+    }
+
+    fn cluster(&self, name: &str) -> &RunningCluster {
+        self.clusters
+            .iter()
+            .find(|c| c.info.name == name)
+            .unwrap_or_else(|| panic!("no simulated cluster named {name}"))
+    }
+
+    /// How many objects of a resource (by plural) a cluster holds now. Panics on an unknown cluster.
+    pub fn count(&self, cluster: &str, plural: &str) -> usize {
+        self.cluster(cluster)
+            .server
+            .current()
+            .list(plural, None)
+            .len()
+    }
+
+    /// The objects of a resource a cluster holds now, sorted by namespace/name. Panics on an
+    /// unknown cluster.
+    pub fn objects(&self, cluster: &str, plural: &str) -> Vec<Value> {
+        let snapshot = self.cluster(cluster).server.current();
+        snapshot
+            .list(plural, None)
+            .iter()
+            .map(|object| serde_json::from_slice(&object.json).expect("stored objects are JSON"))
+            .collect()
+    }
+
+    /// Object counts per cluster and resource plural.
+    pub fn counts(&self) -> BTreeMap<String, BTreeMap<String, usize>> {
+        self.clusters
+            .iter()
+            .map(|cluster| {
+                let snapshot = cluster.server.current();
+                let counts = catalog()
+                    .resources
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.api.plural.clone(),
+                            snapshot.list(&r.api.plural, None).len(),
+                        )
+                    })
+                    .collect();
+                (cluster.info.name.clone(), counts)
+            })
+            .collect()
+    }
+
+    /// Deletes `delete` random pods of a cluster and adds `add` new ones, with a new
+    /// resourceVersion. Lists already being paged keep their snapshot. Panics on an unknown cluster.
+    pub fn churn(&self, cluster: &str, delete: usize, add: usize) {
+        let cluster = self.cluster(cluster);
+        cluster
+            .server
+            .store
+            .lock()
+            .expect("store lock")
+            .churn(delete, add);
+        tracing::debug!(cluster = cluster.info.name, delete, add, "churned pods");
+    }
+
+    /// Replaces a cluster's injected faults. Panics on an unknown cluster.
+    pub fn set_faults(&self, cluster: &str, faults: Faults) {
+        *self
+            .cluster(cluster)
+            .server
+            .faults
+            .lock()
+            .expect("faults lock") = faults;
+    }
+
+    /// How many requests a cluster has answered. Panics on an unknown cluster.
+    pub fn requests(&self, cluster: &str) -> RequestCounts {
+        self.cluster(cluster).server.request_counts()
+    }
+
+    /// Stops every server (also done on drop).
+    pub fn shutdown(&self) {
+        for cluster in &self.clusters {
+            cluster.handle.shutdown();
+        }
+    }
+
+    fn write_files(&self, out_dir: &Path) -> anyhow::Result<()> {
+        let mut registry = Vec::new();
+        for cluster in self.clusters() {
+            let ca_file = out_dir.join(format!("{}.ca.crt", cluster.name));
+            let token_file = out_dir.join(format!("{}.token", cluster.name));
+            std::fs::write(&ca_file, &cluster.ca_pem)
+                .with_context(|| format!("writing {}", ca_file.display()))?;
+            write_private(&token_file, &cluster.token)?;
+            let fields = BTreeMap::from([
+                ("region", cluster.region.clone()),
+                ("provider", "simulated".to_owned()),
+            ]);
+            registry.push(RegistryEntry {
+                name: cluster.name,
+                server: cluster.url,
+                ca_file,
+                token_file,
+                fields,
+            });
+        }
+        let registry_yaml = serde_yaml::to_string(&BTreeMap::from([("clusters", registry)]))?;
+        std::fs::write(out_dir.join("clusters.yaml"), registry_yaml)?;
+        write_private(
+            &out_dir.join("kubeconfig"),
+            &serde_yaml::to_string(&self.kubeconfig())?,
+        )
+    }
+
+    /// A kubeconfig with one context (and cluster and user) per cluster, all named as the cluster.
+    fn kubeconfig(&self) -> Value {
+        let clusters = self.clusters();
+        json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": clusters.iter().map(|c| json!({
+                "name": c.name,
+                "cluster": {"server": c.url, "certificate-authority-data": STANDARD.encode(&c.ca_pem)},
+            })).collect::<Vec<_>>(),
+            "users": clusters.iter().map(|c| json!({"name": c.name, "user": {"token": c.token}})).collect::<Vec<_>>(),
+            "contexts": clusters.iter().map(|c| json!({
+                "name": c.name,
+                "context": {"cluster": c.name, "user": c.name},
+            })).collect::<Vec<_>>(),
+            "current-context": clusters.first().map(|c| c.name.as_str()).unwrap_or_default(),
+        })
+    }
+}
+
+/// One cluster in `clusters.yaml`, the registry kubecensus reads.
+#[derive(Serialize)]
+struct RegistryEntry {
+    name: String,
+    server: String,
+    ca_file: PathBuf,
+    token_file: PathBuf,
+    fields: BTreeMap<&'static str, String>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A copy of the loaded objects where `kube-system` has the cluster's uid (and exists), and a pod
+/// factory for churn built from the copy's namespaces and nodes.
+fn with_own_kube_system(objects: &[Value], cluster_uid: &str) -> (Vec<Value>, PodFactory) {
+    let is_namespace = |o: &Value| o["kind"] == "Namespace" && o["apiVersion"] == "v1";
+    let mut objects = objects.to_vec();
+    match objects
+        .iter_mut()
+        .find(|o| is_namespace(o) && o["metadata"]["name"] == "kube-system")
+    {
+        Some(kube_system) => kube_system["metadata"]["uid"] = json!(cluster_uid),
+        None => objects.push(content::namespace(
+            "kube-system",
+            cluster_uid,
+            chrono::Utc::now(),
+        )),
+    }
+    let namespaces: Vec<Value> = objects
+        .iter()
+        .filter(|o| is_namespace(o))
+        .cloned()
+        .collect();
+    let nodes: Vec<Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Node" && o["apiVersion"] == "v1")
+        .cloned()
+        .collect();
+    let pod_factory = PodFactory::new(&namespaces, &nodes);
+    (objects, pod_factory)
+}
+
+/// Binds a cluster's server on an ephemeral loopback port and starts serving.
+fn start_cluster(
+    name: String,
+    region: &str,
+    uid: String,
+    resources: &[ApiRef],
+    spec: &FleetSpec,
+    store: ClusterStore,
+) -> anyhow::Result<RunningCluster> {
+    let tls = tls::cluster_tls(&name)?;
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
+    listener.set_nonblocking(true)?;
+    let address = listener.local_addr()?;
+    let server = Arc::new(ClusterServer::new(
+        name.clone(),
+        token.clone(),
+        resources.to_vec(),
+        address.to_string(),
+        spec.continue_ttl,
+        store,
+    ));
+    let handle = Handle::new();
+    let http =
+        axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls.server_config))?
+            .handle(handle.clone());
+    let app = server::router(Arc::clone(&server));
+    tokio::spawn(async move {
+        if let Err(err) = http.serve(app.into_make_service()).await {
+            tracing::error!(cluster = name, %err, "simulated API server stopped");
+        }
+    });
+    let info = SimCluster {
+        name: server.name.clone(),
+        url: format!("https://{address}"),
+        token,
+        ca_pem: tls.ca_pem,
+        region: region.to_owned(),
+        uid,
+    };
+    Ok(RunningCluster {
+        info,
+        server,
+        handle,
+    })
+}
+
+/// Writes a file readable by its owner only (tokens, kubeconfig).
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loaded_objects_get_the_cluster_uid_on_kube_system() {
+        let objects =
+            vec![json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "default"}})];
+        let (with_own, _) = with_own_kube_system(&objects, "uid-7");
+        let kube_system = with_own
+            .iter()
+            .find(|o| o["metadata"]["name"] == "kube-system")
+            .unwrap();
+        assert_eq!(kube_system["metadata"]["uid"], "uid-7");
+        assert_eq!(with_own.len(), 2);
+    }
+}

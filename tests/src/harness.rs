@@ -1,0 +1,193 @@
+//! What every end-to-end test needs: its own database, its own stream and subject prefix on the
+//! real NATS server, its own folder, and the real `scheduler` and `worker` binaries as child
+//! processes. Isolated, so tests run in parallel; cleaned up on drop.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::Context;
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+/// The server's admin URL; each test makes its own database next to it.
+fn admin_database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/kubecensus".into())
+}
+
+fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// The path of one of the workspace's binaries (`make test` builds them first).
+pub fn binary(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("debug").join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --bins` first (make test does)", path.display());
+    path
+}
+
+/// One test's private corner of the real services.
+pub struct TestEnv {
+    pub id: String,
+    pub database_url: String,
+    pub pool: PgPool,
+    pub dir: PathBuf,
+    pub stream: String,
+    pub subject_prefix: String,
+    database: String,
+    children: Vec<Child>,
+}
+
+impl TestEnv {
+    pub async fn new() -> anyhow::Result<Self> {
+        let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let database = format!("kc_test_{id}");
+        let admin_url = admin_database_url();
+        let mut admin = PgConnection::connect(&admin_url).await.context("connecting to PostgreSQL")?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"))).execute(&mut admin).await?;
+        let database_url = with_database(&admin_url, &database);
+        let pool = PgPool::connect(&database_url).await?;
+        let dir = std::env::temp_dir().join(format!("kubecensus-test-{id}"));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self {
+            stream: format!("KC_TEST_{id}"),
+            subject_prefix: format!("kctest_{id}"),
+            id,
+            database_url,
+            pool,
+            dir,
+            database,
+            children: Vec::new(),
+        })
+    }
+
+    /// The environment both binaries read.
+    fn configure(&self, command: &mut Command, registry: &Path) {
+        command
+            .env("DATABASE_URL", &self.database_url)
+            .env("NATS_URL", nats_url())
+            .env("KUBECENSUS_STREAM", &self.stream)
+            .env("KUBECENSUS_SUBJECT_PREFIX", &self.subject_prefix)
+            .env("KUBECENSUS_REGISTRY", registry)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+    }
+
+    /// Starts a worker process with extra arguments; its log goes to `<dir>/<name>.log`.
+    pub fn spawn_worker(&mut self, name: &str, registry: &Path, extra: &[&str]) -> anyhow::Result<u32> {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
+        let mut command = Command::new(binary("worker"));
+        self.configure(&mut command, registry);
+        command.args(["--worker-id", name]).args(extra).stdout(log.try_clone()?).stderr(log);
+        let child = command.spawn()?;
+        let pid = child.id();
+        self.children.push(child);
+        Ok(pid)
+    }
+
+    /// Starts `scheduler run` with extra arguments in the background.
+    pub fn spawn_scheduler(&mut self, registry: &Path, extra: &[&str]) -> anyhow::Result<u32> {
+        let log = std::fs::File::create(self.dir.join("scheduler.log"))?;
+        let mut command = Command::new(binary("scheduler"));
+        self.configure(&mut command, registry);
+        command.arg("run").args(extra).stdout(log.try_clone()?).stderr(log);
+        let child = command.spawn()?;
+        let pid = child.id();
+        self.children.push(child);
+        Ok(pid)
+    }
+
+    /// Stops a child started by this environment (SIGKILL).
+    pub fn kill(&mut self, pid: u32) {
+        if let Some(at) = self.children.iter().position(|c| c.id() == pid) {
+            let mut child = self.children.remove(at);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs the scheduler to completion with these arguments; returns its stdout.
+    pub async fn scheduler(&self, registry: &Path, args: &[&str]) -> anyhow::Result<String> {
+        let mut command = Command::new(binary("scheduler"));
+        self.configure(&mut command, registry);
+        command.args(args).stdin(Stdio::null());
+        let output = tokio::process::Command::from(command).output().await?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        anyhow::ensure!(
+            output.status.success(),
+            "scheduler {args:?} failed: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(stdout)
+    }
+
+    /// The log a child wrote.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Waits until `query` (a SQL scalar yielding bool) is true, or fails after `timeout` with
+    /// the workers' logs.
+    pub async fn wait_until(&self, what: &str, query: &'static str, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let done: Option<bool> = sqlx::query_scalar(query).fetch_one(&self.pool).await.ok().flatten();
+            if done == Some(true) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                let runs: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+                    "SELECT cluster_name, table_name, status, error FROM runs ORDER BY started_at",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .unwrap_or_default();
+                anyhow::bail!("timed out waiting for {what}; runs: {runs:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Best effort: the database and the stream are named after the test, so leftovers never
+        // disturb another test.
+        let (database, admin_url, stream) = (self.database.clone(), admin_database_url(), self.stream.clone());
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                if let Ok(client) = async_nats::connect(nats_url()).await {
+                    let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
+                }
+                let mut admin = PgConnection::connect(&admin_url).await.ok()?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")))
+                    .execute(&mut admin)
+                    .await
+                    .ok()
+            })
+        });
+        let _ = cleanup.join();
+        if std::env::var_os("KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The same URL with another database name.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(server, _)| server);
+    match query {
+        Some(query) => format!("{base}/{database}?{query}"),
+        None => format!("{base}/{database}"),
+    }
+}

@@ -1,0 +1,6 @@
+//! The simulated fleet ([`fleet`]), a Kubernetes API server per cluster that the real kubectl
+//! and the kube crate work against, and the harness ([`harness`]) that gives each end-to-end
+//! test its own database, stream and processes on the real PostgreSQL and NATS.
+
+pub mod fleet;
+pub mod harness;

@@ -1,0 +1,303 @@
+//! The whole pipeline on the real services: scheduler → JetStream → two worker processes →
+//! atomically swapped PostgreSQL tables, against a simulated fleet.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use kubecensus_tests::{
+    fleet::{Fleet, FleetSpec},
+    harness::TestEnv,
+};
+use serde_json::Value;
+use sqlx::PgPool;
+
+/// (namespace, name, uid) of every pod the simulator holds for a cluster.
+fn simulator_pods(fleet: &Fleet, cluster: &str) -> BTreeSet<(String, String, String)> {
+    fleet
+        .objects(cluster, "pods")
+        .iter()
+        .map(|pod| {
+            let meta = &pod["metadata"];
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            (text(&meta["namespace"]), text(&meta["name"]), text(&meta["uid"]))
+        })
+        .collect()
+}
+
+fn simulator_containers(fleet: &Fleet, cluster: &str) -> usize {
+    let count = |pod: &Value, list: &str| pod["spec"][list].as_array().map_or(0, Vec::len);
+    fleet
+        .objects(cluster, "pods")
+        .iter()
+        .map(|pod| count(pod, "containers") + count(pod, "initContainers") + count(pod, "ephemeralContainers"))
+        .sum()
+}
+
+async fn postgres_pods(pool: &PgPool, cluster: &str) -> BTreeSet<(String, String, String)> {
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT namespace, name, uid FROM kubernetes_pods WHERE cluster_name = $1")
+            .bind(cluster)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let set: BTreeSet<_> = rows.iter().cloned().collect();
+    assert_eq!(set.len(), rows.len(), "{cluster}: a pod row landed twice");
+    set
+}
+
+async fn count(pool: &PgPool, table: &str, cluster: &str) -> usize {
+    let sql = format!("SELECT count(*) FROM {table} WHERE cluster_name = $1");
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(cluster).fetch_one(pool).await.unwrap();
+    n as usize
+}
+
+/// PostgreSQL holds exactly what the simulator serves, for every cluster and table.
+async fn assert_postgres_equals_simulator(pool: &PgPool, fleet: &Fleet) {
+    for cluster in fleet.clusters() {
+        let name = &cluster.name;
+        assert_same_pods(pool, fleet, name).await;
+        assert_eq!(count(pool, "kubernetes_pod_containers", name).await, simulator_containers(fleet, name), "{name}");
+        assert_eq!(count(pool, "kubernetes_nodes", name).await, fleet.count(name, "nodes"), "{name}");
+        assert_eq!(count(pool, "kubernetes_namespaces", name).await, fleet.count(name, "namespaces"), "{name}");
+        let uid: String = sqlx::query_scalar("SELECT DISTINCT cluster_uid FROM kubernetes_pods WHERE cluster_name = $1")
+            .bind(name)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(uid, cluster.uid, "{name}: cluster_uid is the kube-system namespace's uid");
+    }
+}
+
+/// Pod counts per cluster as one reader statement sees them.
+async fn pod_counts(pool: &PgPool) -> BTreeMap<String, i64> {
+    sqlx::query_as::<_, (String, i64)>("SELECT cluster_name, count(*) FROM kubernetes_pods GROUP BY 1")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_loads_every_table_and_a_refresh_replaces_it_without_readers_seeing_a_mix() {
+    let mut env = TestEnv::new().await.unwrap();
+    let spec = FleetSpec { clusters: 3, pods: 120, namespaces: 4, nodes: 3, ..FleetSpec::default() };
+    let fleet = Fleet::start(spec, &env.dir).await.unwrap();
+    let registry = env.dir.join("clusters.yaml");
+    // Small pages and one job at a time per worker: both workers share the fleet's nine jobs.
+    for worker in ["worker-a", "worker-b"] {
+        env.spawn_worker(worker, &registry, &["--concurrency", "1", "--page-size", "25"]).unwrap();
+    }
+
+    // Round 1: the cron loop, every table due every 2 seconds.
+    let every_2s = "kubernetes_pods=*/2 * * * * *;kubernetes_nodes=*/2 * * * * *;kubernetes_namespaces=*/2 * * * * *";
+    let scheduler = env.spawn_scheduler(&registry, &["--schedule", every_2s]).unwrap();
+    env.wait_until(
+        "a scheduled run of every (cluster, table)",
+        "SELECT count(DISTINCT (cluster_name, table_name)) = 9 FROM runs WHERE trigger = 'schedule' AND status = 'succeeded'",
+        Duration::from_secs(90),
+    )
+    .await
+    .unwrap();
+    env.kill(scheduler);
+    // Let jobs published by the last ticks finish, so round 2 starts from a settled state.
+    env.wait_until("no running job", "SELECT count(*) = 0 FROM runs WHERE status = 'running'", Duration::from_secs(60))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    env.wait_until("no running job", "SELECT count(*) = 0 FROM runs WHERE status = 'running'", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_postgres_equals_simulator(&env.pool, &fleet).await;
+    let before = pod_counts(&env.pool).await;
+
+    // The clusters change: pods deleted and added.
+    let all_uids = |fleet: &Fleet| -> BTreeSet<String> {
+        fleet.clusters().iter().flat_map(|c| simulator_pods(fleet, &c.name)).map(|pod| pod.2).collect()
+    };
+    let old_uids = all_uids(&fleet);
+    for cluster in fleet.clusters() {
+        fleet.churn(&cluster.name, 10, 4);
+    }
+    let deleted_uids: Vec<String> = old_uids.difference(&all_uids(&fleet)).cloned().collect();
+    assert_eq!(deleted_uids.len(), 30);
+    let after: BTreeMap<String, i64> =
+        fleet.clusters().iter().map(|c| (c.name.clone(), fleet.count(&c.name, "pods") as i64)).collect();
+
+    // Readers poll while round 2 swaps: each sees a cluster's old count or its new one.
+    let reading = Arc::new(AtomicBool::new(true));
+    let reader = tokio::spawn({
+        let (pool, reading) = (env.pool.clone(), reading.clone());
+        async move {
+            let mut seen = Vec::new();
+            while reading.load(Ordering::Relaxed) {
+                seen.push(pod_counts(&pool).await);
+            }
+            seen
+        }
+    });
+    let report = env.scheduler(&registry, &["refresh", "--wait"]).await.unwrap();
+    reading.store(false, Ordering::Relaxed);
+    let seen = reader.await.unwrap();
+
+    assert!(report.contains("queued"), "{report}");
+    assert_postgres_equals_simulator(&env.pool, &fleet).await;
+    let deleted_still_there: i64 = sqlx::query_scalar("SELECT count(*) FROM kubernetes_pods WHERE uid = ANY($1)")
+        .bind(&deleted_uids)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(deleted_still_there, 0, "deleted pods are gone");
+    assert!(seen.len() > 3, "the reader polled during the refresh ({} reads)", seen.len());
+    for counts in &seen {
+        for (cluster, n) in counts {
+            assert!(*n == before[cluster] || *n == after[cluster], "{cluster}: a reader saw {n} pods, neither {} nor {}", before[cluster], after[cluster]);
+        }
+        assert_eq!(counts.len(), 3, "a reader saw a cluster with no pods: {counts:?}");
+    }
+
+    // Both rounds are in `runs`, and both workers took part.
+    let rounds: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT trigger, count(DISTINCT (cluster_name, table_name)) FROM runs WHERE status = 'succeeded' GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(rounds, [("manual".to_owned(), 9), ("schedule".to_owned(), 9)]);
+    let workers: i64 = sqlx::query_scalar("SELECT count(DISTINCT worker_id) FROM runs").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(workers, 2, "both worker processes ran jobs");
+    let snapshots: i64 = sqlx::query_scalar("SELECT count(*) FROM snapshots").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(snapshots, 12, "3 clusters x 4 tables");
+
+    // The two example queries of the kubequery-postgres design run verbatim.
+    let by_region: Vec<(Option<String>, i64, i64, i64)> = sqlx::query_as(
+        "select region, count(distinct cluster_name) cluster_cnt, count(distinct namespace) ns_count, count(*) pod_cnt from kubernetes_pods group by region;",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(by_region.len(), 3, "one row per region: {by_region:?}");
+    assert_eq!(by_region.iter().map(|r| r.3).sum::<i64>(), after.values().sum::<i64>());
+    let images: Vec<(Option<String>, i64)> = sqlx::query_as(
+        "select c.image, count(*) pod_cnt from kubernetes_pod_containers c group by c.image order by count(*) desc limit 10;",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(images.len(), 10);
+    assert!(images.windows(2).all(|w| w[0].1 >= w[1].1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_cluster_fails_only_its_own_jobs_and_keeps_its_last_good_rows() {
+    let mut env = TestEnv::new().await.unwrap();
+    let fleet = Fleet::start(FleetSpec { clusters: 2, pods: 30, ..FleetSpec::default() }, &env.dir).await.unwrap();
+    let registry = env.dir.join("clusters.yaml");
+    let worker = env.spawn_worker("worker", &registry, &["--max-attempts", "2", "--retry-delay", "1s"]).unwrap();
+    env.scheduler(&registry, &["refresh", "--wait"]).await.unwrap();
+    assert_postgres_equals_simulator(&env.pool, &fleet).await;
+    env.kill(worker);
+
+    // The first cluster's API server now points at a closed port.
+    let text = std::fs::read_to_string(&registry).unwrap();
+    let broken = fleet.clusters()[0].clone();
+    let unreachable = env.dir.join("unreachable.yaml");
+    std::fs::write(&unreachable, text.replace(&broken.url, "https://127.0.0.1:9")).unwrap();
+    env.spawn_worker("worker-2", &unreachable, &["--max-attempts", "2", "--retry-delay", "1s"]).unwrap();
+    fleet.churn(&fleet.clusters()[1].name, 5, 0);
+    let before = count(&env.pool, "kubernetes_pods", &broken.name).await;
+    env.scheduler(&unreachable, &["refresh", "--wait"]).await.unwrap();
+
+    let failures: Vec<(String, String, i32, String)> = sqlx::query_as(
+        "SELECT cluster_name, status, attempt, error FROM runs WHERE trigger = 'manual' AND status IN ('failed', 'retrying')
+         ORDER BY table_name, attempt",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(failures.len(), 2 * 3, "two attempts for each of the broken cluster's 3 jobs: {failures:#?}");
+    assert!(failures.iter().all(|f| f.0 == broken.name), "only the broken cluster failed: {failures:#?}");
+    assert!(failures.iter().all(|f| f.3.starts_with("cluster: ")), "the error says the cluster failed: {failures:#?}");
+    assert_eq!(failures.iter().filter(|f| f.1 == "failed").count(), 3);
+    assert_eq!(count(&env.pool, "kubernetes_pods", &broken.name).await, before, "last good rows stay");
+    assert_same_pods(&env.pool, &fleet, &fleet.clusters()[1].name).await;
+}
+
+/// The cluster's pods in PostgreSQL are the simulator's; on failure, says which differ and why.
+async fn assert_same_pods(pool: &PgPool, fleet: &Fleet, cluster: &str) {
+    let (postgres, simulator) = (postgres_pods(pool, cluster).await, simulator_pods(fleet, cluster));
+    if postgres != simulator {
+        let runs: Vec<(String, String, String, String, Option<String>)> =
+            sqlx::query_as("SELECT cluster_name, table_name, trigger, status, error FROM runs ORDER BY started_at")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        panic!(
+            "{cluster}: {} pods only in PostgreSQL, {} only in the simulator; runs: {runs:#?}",
+            postgres.difference(&simulator).count(),
+            simulator.difference(&postgres).count()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_job_messages_are_rejected_at_once_and_the_worker_carries_on() {
+    let mut env = TestEnv::new().await.unwrap();
+    let _fleet = Fleet::start(FleetSpec { clusters: 1, pods: 5, ..FleetSpec::default() }, &env.dir).await.unwrap();
+    let registry = env.dir.join("clusters.yaml");
+    env.spawn_worker("worker", &registry, &[]).unwrap();
+    // The worker creates the stream; publish through a plain NATS client, as any user could.
+    env.wait_until("the worker to start", "SELECT to_regclass('public.runs') IS NOT NULL", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let client = async_nats::connect(std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let prefix = &env.subject_prefix;
+    let job = |cluster: &str, table: &str| {
+        format!(
+            r#"{{"id":"018f0000-0000-7000-8000-000000000001","cluster":"{cluster}","table":"{table}","trigger":"manual","scheduled_at":"2024-01-01T00:00:00Z"}}"#
+        )
+    };
+    let messages = [
+        ("a.bad-json", "{not json".to_owned()),
+        ("b.unknown-cluster", job("nope", "kubernetes_pods")),
+        ("c.sql", job("sim-01", "kubernetes_pods; DROP TABLE runs")),
+    ];
+    for (suffix, payload) in messages {
+        // The stream exists once the worker is up; retry until it does.
+        let subject = format!("{prefix}.jobs.{suffix}");
+        for _ in 0..100 {
+            if js.publish(subject.clone(), payload.clone().into()).await.unwrap().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    env.wait_until("three rejected runs", "SELECT count(*) = 3 FROM runs WHERE status = 'rejected'", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let errors: Vec<String> = sqlx::query_scalar("SELECT error FROM runs WHERE status = 'rejected' ORDER BY error")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+    assert!(errors.iter().any(|e| e.contains("not a job message")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("`nope` is not in this worker's registry")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("unknown table")), "{errors:?}");
+
+    // The worker still works: a real job succeeds after the bad ones.
+    env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_namespaces"]).await.unwrap();
+    let succeeded: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE status = 'succeeded'").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(succeeded, 1);
+    // Nothing was redelivered: each rejected message was terminated on its first delivery.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rejected: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE status = 'rejected'").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(rejected, 3);
+}

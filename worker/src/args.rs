@@ -1,0 +1,33 @@
+//! The worker's command line.
+
+use std::time::Duration;
+
+use clap::Parser;
+use kubecensus::args::CommonArgs;
+
+/// Claims poll jobs from JetStream, lists each resource from its cluster, and swaps the rows
+/// into PostgreSQL. Run as many replicas as you like: they share one durable consumer.
+#[derive(Debug, Parser)]
+#[command(version)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Jobs this worker runs at once; it pulls only as many jobs as it has free slots.
+    #[arg(long, env = "KUBECENSUS_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: usize,
+    /// Name in the `runs` table; defaults to `<hostname>-<pid>`.
+    #[arg(long, env = "KUBECENSUS_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Objects per page when listing.
+    #[arg(long, env = "KUBECENSUS_PAGE_SIZE", default_value_t = 500)]
+    pub page_size: u32,
+    /// Attempts per job before its failure is final.
+    #[arg(long, env = "KUBECENSUS_MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: u32,
+    /// Delay before the second attempt; it doubles for each further one (capped at 5 minutes).
+    #[arg(long, env = "KUBECENSUS_RETRY_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub retry_delay: Duration,
+    /// On SIGTERM, how long in-flight jobs may take to finish before they are handed back.
+    #[arg(long, env = "KUBECENSUS_SHUTDOWN_GRACE", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}

@@ -1,0 +1,131 @@
+//! The worker: wiring and the pull loop. One job's path is in `poll.rs`.
+
+mod args;
+mod poll;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use futures::StreamExt;
+use kubecensus::{queue, registry::Registry, store, telemetry};
+use tokio::{sync::Semaphore, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{args::Args, poll::Poller};
+
+/// How often leftovers of dead workers are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// A run whose worker has not heartbeated for this long is considered dead.
+const STALE_AFTER: Duration = Duration::from_secs(3 * queue::ACK_WAIT.as_secs());
+/// How long one pull waits for jobs before asking again.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init(args.common.log_format);
+    anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
+    let registry = Registry::load(&args.common.registry)?;
+    let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
+    let pool = store::connect(&args.common.database_url, args.concurrency as u32 + 2).await?;
+    store::prepare(&pool, &registry).await?;
+    let nats = queue::connect(&args.common.nats_url).await?;
+    let js = async_nats::jetstream::new(nats.clone());
+    let consumer = args.common.queue().consumer(&js).await?;
+    tracing::info!(%worker_id, concurrency = args.concurrency, clusters = registry.clusters.len(), "worker started");
+
+    let poller = Arc::new(Poller {
+        pool: pool.clone(),
+        fields: registry.field_names(),
+        registry,
+        worker_id,
+        page_size: args.page_size,
+        max_attempts: args.max_attempts,
+        retry_delay: args.retry_delay,
+        clients: Default::default(),
+    });
+    let stop_pulling = CancellationToken::new();
+    let abandon_jobs = CancellationToken::new();
+    tokio::spawn(shutdown_on_signal(stop_pulling.clone()));
+    tokio::spawn(sweep_forever(pool.clone()).instrument(tracing::info_span!("sweep")));
+
+    let slots = Arc::new(Semaphore::new(args.concurrency));
+    let mut jobs = JoinSet::new();
+    while !stop_pulling.is_cancelled() {
+        // Wait for one free slot, then take every other free one: pull that many jobs.
+        let first = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit?,
+            () = stop_pulling.cancelled() => break,
+        };
+        let mut permits = vec![first];
+        while let Ok(permit) = slots.clone().try_acquire_owned() {
+            permits.push(permit);
+        }
+        let batch = consumer.fetch().max_messages(permits.len()).expires(PULL_EXPIRES).messages().await;
+        let mut batch = match batch {
+            Ok(batch) => batch,
+            Err(err) => {
+                tracing::warn!(%err, "cannot pull jobs; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(message) = tokio::select! {
+            message = batch.next() => message,
+            () = stop_pulling.cancelled() => None,
+        } {
+            match message {
+                Ok(message) => {
+                    let permit = permits.pop().context("more jobs than free slots")?;
+                    let (poller, abandon) = (poller.clone(), abandon_jobs.clone());
+                    jobs.spawn(async move {
+                        poller.handle(message, abandon).await;
+                        drop(permit);
+                    });
+                }
+                Err(err) => tracing::warn!(%err, "pull error"),
+            }
+        }
+        while jobs.try_join_next().is_some() {}
+    }
+
+    tracing::info!(in_flight = jobs.len(), grace = ?args.shutdown_grace, "stopping: no more pulls; finishing in-flight jobs");
+    if tokio::time::timeout(args.shutdown_grace, async { while jobs.join_next().await.is_some() {} }).await.is_err() {
+        tracing::warn!(in_flight = jobs.len(), "grace period over; handing unfinished jobs back to the queue");
+        abandon_jobs.cancel();
+        while jobs.join_next().await.is_some() {}
+    }
+    nats.flush().await.context("flushing the last acks to NATS")?;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+async fn shutdown_on_signal(token: CancellationToken) {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+    token.cancel();
+}
+
+/// Drops staging tables left by dead workers, now and every minute.
+async fn sweep_forever(pool: sqlx::PgPool) {
+    let mut ticks = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        ticks.tick().await;
+        match store::sweep_staging(&pool, STALE_AFTER).await {
+            Ok(0) => {}
+            Ok(dropped) => tracing::info!(dropped, "dropped staging tables left by dead workers"),
+            Err(err) => tracing::warn!(%err, "sweep failed"),
+        }
+    }
+}

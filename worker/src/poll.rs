@@ -1,0 +1,251 @@
+//! One job, from its message to swapped rows: resolve the cluster, list the resource page by
+//! page, flatten each page into COPY rows for every table of the resource, load staging, swap.
+//! Then ack, retry later (nak with a delay), or give up (term), with the outcome in `runs`.
+
+use std::{collections::HashMap, time::Duration};
+
+use async_nats::jetstream::{AckKind, Message};
+use kubecensus::{
+    Error, Result,
+    catalog::{Resource, catalog},
+    flatten::{ClusterContext, Layout},
+    job::Job,
+    kubeapi,
+    queue::ACK_WAIT,
+    registry::{ClusterConfig, Registry},
+    runs::{self, Outcome, Status},
+    store::{self, Staging, SwapOutcome},
+};
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info_span, instrument};
+use uuid::Uuid;
+
+/// How many times a listing starts over after its continue token expired.
+const MAX_LIST_RESTARTS: u32 = 3;
+/// The longest delay between attempts.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+
+/// What every job of this worker needs.
+pub struct Poller {
+    pub pool: PgPool,
+    pub registry: Registry,
+    /// The registry's extra field names: columns after `cluster_name`.
+    pub fields: Vec<String>,
+    pub worker_id: String,
+    pub page_size: u32,
+    pub max_attempts: u32,
+    pub retry_delay: Duration,
+    /// One client per cluster, dropped when it fails so credentials are re-read.
+    pub clients: Mutex<HashMap<String, kube::Client>>,
+}
+
+impl Poller {
+    /// Runs one job message to its end. Never panics on bad input; always acks, naks or terms.
+    /// `abandon` fires when the worker must stop: the job is then handed back to the queue.
+    pub async fn handle(&self, message: Message, abandon: CancellationToken) {
+        let attempt = message.info().map(|info| info.delivered.max(1) as u32).unwrap_or(1);
+        let job = match Job::parse(&message.payload) {
+            Ok(job) => job,
+            Err(err) => return self.reject(&message, None, err.to_string()).await,
+        };
+        let Some(cluster) = self.registry.get(&job.cluster) else {
+            let why = format!("cluster `{}` is not in this worker's registry", job.cluster);
+            return self.reject(&message, Some(job.id), why).await;
+        };
+        let span = info_span!("job", job = %job.id, cluster = %job.cluster, table = %job.table, attempt);
+        async move {
+            let run_id = match runs::start(&self.pool, &job, attempt, &self.worker_id).await {
+                Ok(run_id) => run_id,
+                Err(err) => {
+                    tracing::error!(%err, "cannot record the run; handing the job back");
+                    return ack(&message, AckKind::Nak(Some(self.retry_delay))).await;
+                }
+            };
+            let heartbeat = self.heartbeat(&message, run_id);
+            let result = tokio::select! {
+                result = self.poll(&job, cluster, run_id) => result,
+                () = heartbeat => unreachable!("the heartbeat never ends"),
+                () = abandon.cancelled() => Err(Error::Cluster("the worker is shutting down".into())),
+            };
+            self.settle(&message, &job, attempt, run_id, result).await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Records the outcome and tells the queue what to do with the message.
+    async fn settle(&self, message: &Message, job: &Job, attempt: u32, run_id: Uuid, result: Result<SwapOutcome>) {
+        let (outcome, ack_kind) = match result {
+            Ok(SwapOutcome::Swapped { rows }) => {
+                tracing::info!(rows, "swapped");
+                return ack(message, AckKind::Ack).await;
+            }
+            Ok(SwapOutcome::Superseded { current }) => {
+                let why = format!("rows of a job scheduled later ({current}) were already in");
+                tracing::info!("{why}");
+                (Outcome::failed(Status::Superseded, why), AckKind::Ack)
+            }
+            Err(Error::NotServed(why)) => {
+                tracing::info!(%why, "skipped: the cluster does not serve this resource");
+                (Outcome::failed(Status::Skipped, why), AckKind::Term)
+            }
+            Err(err) if attempt < self.max_attempts => {
+                let delay = match &err {
+                    Error::Throttled { retry_after, .. } => *retry_after,
+                    _ => self.retry_delay.saturating_mul(1 << (attempt - 1).min(16)).min(MAX_RETRY_DELAY),
+                };
+                tracing::warn!(%err, ?delay, "attempt failed; retrying");
+                self.clients.lock().await.remove(&job.cluster);
+                (Outcome::failed(Status::Retrying, err.to_string()), AckKind::Nak(Some(delay)))
+            }
+            Err(err) => {
+                tracing::error!(%err, "job failed after its last attempt");
+                self.clients.lock().await.remove(&job.cluster);
+                (Outcome::failed(Status::Failed, err.to_string()), AckKind::Term)
+            }
+        };
+        let recorded = match self.pool.acquire().await {
+            Ok(mut conn) => runs::finish(&mut conn, run_id, &outcome).await,
+            Err(err) => Err(err.into()),
+        };
+        if let Err(err) = recorded {
+            tracing::error!(%err, "cannot record the run's outcome");
+        }
+        ack(message, ack_kind).await;
+    }
+
+    /// Keeps the message and the run alive while the job runs.
+    async fn heartbeat(&self, message: &Message, run_id: Uuid) {
+        let mut ticks = tokio::time::interval(ACK_WAIT / 3);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            ack(message, AckKind::Progress).await;
+            if let Err(err) = runs::heartbeat(&self.pool, run_id).await {
+                tracing::warn!(%err, "cannot record a heartbeat");
+            }
+        }
+    }
+
+    /// A message that can never succeed: logged, recorded, terminated at once.
+    async fn reject(&self, message: &Message, job_id: Option<Uuid>, why: String) {
+        tracing::warn!(subject = %message.subject, %why, "rejected a malformed job message");
+        if let Err(err) = runs::record_rejected(&self.pool, job_id, &message.subject, &self.worker_id, &why).await {
+            tracing::error!(%err, "cannot record the rejected job");
+        }
+        ack(message, AckKind::Term).await;
+    }
+
+    #[instrument(skip_all)]
+    async fn poll(&self, job: &Job, cluster: &ClusterConfig, run_id: Uuid) -> Result<SwapOutcome> {
+        let resource = catalog().resource_of(&job.table).ok_or_else(|| Error::Job(format!("unknown table {}", job.table)))?;
+        let client = self.client(cluster).await?;
+        let cluster_uid = kubeapi::cluster_uid(&client).await?;
+        store::record_contact(&self.pool, &cluster.name, &cluster_uid).await?;
+        let context = ClusterContext {
+            name: cluster.name.clone(),
+            uid: cluster_uid,
+            field_values: self.fields.iter().map(|field| cluster.fields.get(field).cloned()).collect(),
+        };
+        let mut conn = self.pool.acquire().await?;
+        let mut staging = Staging::create(&mut conn, resource, &self.fields, run_id).await?;
+        let result = self.load_and_swap(&mut conn, &client, resource, &context, &mut staging, job, run_id).await;
+        if !matches!(result, Ok(SwapOutcome::Swapped { .. })) {
+            if let Err(err) = staging.drop_tables(&mut conn).await {
+                tracing::warn!(%err, "cannot drop staging tables; the sweep will");
+                conn.close_on_drop();
+            }
+        }
+        result
+    }
+
+    /// Lists every page into staging, seals it, and swaps it in with the run's outcome.
+    #[allow(clippy::too_many_arguments)]
+    async fn load_and_swap(
+        &self,
+        conn: &mut PgConnection,
+        client: &kube::Client,
+        resource: &'static Resource,
+        context: &ClusterContext,
+        staging: &mut Staging,
+        job: &Job,
+        run_id: Uuid,
+    ) -> Result<SwapOutcome> {
+        let skipped = self.load(conn, client, resource, context, staging).await?;
+        staging.seal(conn, &context.name).await?;
+        let outcome = Outcome {
+            objects_skipped: skipped.len() as u32,
+            error: skipped.first().map(|first| format!("{} objects skipped; first: {first}", skipped.len())),
+            ..Outcome::succeeded(0)
+        };
+        staging.swap(conn, &context.name, job, run_id, &outcome).await
+    }
+
+    /// Lists the resource page by page into staging, one COPY per table per page. Starts over
+    /// (a bounded number of times) when the continue token expires, so what is loaded is always
+    /// one consistent list. Returns why objects were skipped.
+    async fn load(
+        &self,
+        conn: &mut PgConnection,
+        client: &kube::Client,
+        resource: &'static Resource,
+        context: &ClusterContext,
+        staging: &mut Staging,
+    ) -> Result<Vec<String>> {
+        let layouts: Vec<Layout> = resource.tables.iter().map(|table| Layout { table, fields: &self.fields }).collect();
+        let mut buffers: Vec<Vec<u8>> = vec![Vec::new(); layouts.len()];
+        let mut restarts = 0;
+        'listing: loop {
+            let mut skipped = Vec::new();
+            let mut continue_token: Option<String> = None;
+            loop {
+                let page = match kubeapi::list_page(client, &resource.api, self.page_size, continue_token.as_deref()).await {
+                    Err(Error::Expired(why)) if restarts < MAX_LIST_RESTARTS => {
+                        restarts += 1;
+                        tracing::warn!(%why, restarts, "continue token expired; listing again from the start");
+                        staging.truncate(conn).await?;
+                        continue 'listing;
+                    }
+                    page => page?,
+                };
+                for (layout, buffer) in layouts.iter().zip(&mut buffers) {
+                    buffer.clear();
+                    for object in &page.objects {
+                        layout.write_rows(object, context, buffer);
+                    }
+                }
+                for (index, buffer) in buffers.iter().enumerate() {
+                    staging.copy(conn, index, buffer).await?;
+                }
+                skipped.extend(page.skipped);
+                tracing::debug!(objects = page.objects.len(), rows = staging.rows(), "page loaded");
+                match page.continue_token {
+                    Some(token) => continue_token = Some(token),
+                    None => return Ok(skipped),
+                }
+            }
+        }
+    }
+
+    async fn client(&self, cluster: &ClusterConfig) -> Result<kube::Client> {
+        if let Some(client) = self.clients.lock().await.get(&cluster.name) {
+            return Ok(client.clone());
+        }
+        let client = cluster.client().await?;
+        self.clients.lock().await.insert(cluster.name.clone(), client.clone());
+        Ok(client)
+    }
+}
+
+/// Sends an ack of any kind; a failure only means NATS will redeliver, so it is logged.
+async fn ack(message: &Message, kind: AckKind) {
+    let result = match kind {
+        AckKind::Ack => message.double_ack().await,
+        kind => message.ack_with(kind).await,
+    };
+    if let Err(err) = result {
+        tracing::warn!(%err, ?kind, "cannot ack the job message; NATS will redeliver it");
+    }
+}
