@@ -5,22 +5,34 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+/// One line of the report.
+#[derive(sqlx::FromRow)]
+struct LatestRun {
+    cluster_name: String,
+    table_name: String,
+    status: String,
+    rows_written: Option<i64>,
+    millis: Option<f64>,
+    error: Option<String>,
+}
+
 /// Prints the latest run of every (cluster, table) with the rows its snapshot holds.
 pub async fn print(pool: &PgPool) -> anyhow::Result<()> {
-    let rows: Vec<(String, String, String, Option<i64>, Option<f64>, Option<String>)> = sqlx::query_as(
+    let runs: Vec<LatestRun> = sqlx::query_as(
         "SELECT DISTINCT ON (r.cluster_name, r.table_name)
                 r.cluster_name, r.table_name, r.status, r.rows_written,
-                extract(epoch FROM r.duration)::float8 * 1000, r.error
+                extract(epoch FROM r.duration)::float8 * 1000 AS millis, r.error
          FROM runs r WHERE r.status <> 'running' AND r.cluster_name <> '?'
          ORDER BY r.cluster_name, r.table_name, r.started_at DESC",
     )
     .fetch_all(pool)
     .await?;
     println!("{:<20} {:<26} {:<11} {:>9} {:>10}  error", "cluster", "table", "status", "rows", "ms");
-    for (cluster, table, status, rows, millis, error) in rows {
-        let rows = rows.map_or_else(|| "-".to_owned(), |r| r.to_string());
-        let millis = millis.map_or_else(|| "-".to_owned(), |m| format!("{m:.0}"));
-        println!("{cluster:<20} {table:<26} {status:<11} {rows:>9} {millis:>10}  {}", error.unwrap_or_default());
+    for run in runs {
+        let rows = run.rows_written.map_or_else(|| "-".to_owned(), |r| r.to_string());
+        let millis = run.millis.map_or_else(|| "-".to_owned(), |m| format!("{m:.0}"));
+        let (cluster, table, status) = (run.cluster_name, run.table_name, run.status);
+        println!("{cluster:<20} {table:<26} {status:<11} {rows:>9} {millis:>10}  {}", run.error.unwrap_or_default());
     }
     let snapshots: Vec<(String, String, i64)> =
         sqlx::query_as("SELECT cluster_name, table_name, row_count FROM snapshots ORDER BY 1, 2").fetch_all(pool).await?;

@@ -152,11 +152,11 @@ impl Poller {
         let mut conn = self.pool.acquire().await?;
         let mut staging = Staging::create(&mut conn, resource, &self.fields, run_id).await?;
         let result = self.load_and_swap(&mut conn, &client, resource, &context, &mut staging, job, run_id).await;
-        if !matches!(result, Ok(SwapOutcome::Swapped { .. })) {
-            if let Err(err) = staging.drop_tables(&mut conn).await {
-                tracing::warn!(%err, "cannot drop staging tables; the sweep will");
-                conn.close_on_drop();
-            }
+        if !matches!(result, Ok(SwapOutcome::Swapped { .. }))
+            && let Err(err) = staging.drop_tables(&mut conn).await
+        {
+            tracing::warn!(%err, "cannot drop staging tables; the sweep will");
+            conn.close_on_drop();
         }
         result
     }

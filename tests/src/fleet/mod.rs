@@ -107,6 +107,7 @@ enum Source {
 
 impl Fleet {
     /// Starts the fleet and writes its client files into `out_dir` (created if missing).
+    /// Building the content blocks the calling thread (a few seconds for 100 x 1000 pods).
     pub async fn start(spec: FleetSpec, out_dir: &Path) -> anyhow::Result<Fleet> {
         std::fs::create_dir_all(out_dir)
             .with_context(|| format!("creating {}", out_dir.display()))?;
@@ -116,41 +117,29 @@ impl Fleet {
             Some(dir) => Source::Files(objects::load_dir(dir)?),
             None => Source::Generated,
         };
-        let digits = spec.clusters.to_string().len().max(2);
-        let mut clusters = Vec::with_capacity(spec.clusters);
-        for index in 0..spec.clusters {
-            let name = format!("{}-{:0digits$}", spec.name_prefix, index + 1);
-            let region = REGIONS[index % REGIONS.len()];
-            let mut rng =
-                Rng::new(spec.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (index as u64 + 1));
-            let uid = rng.uuid();
-            let (objects, pod_factory) = match &source {
-                Source::Generated => {
-                    let counts = (spec.namespaces, spec.nodes, spec.pods);
-                    let generated = content::generate(&name, region, &uid, counts, &mut rng);
-                    (generated.objects, generated.pod_factory)
-                }
-                Source::Files(objects) => with_own_kube_system(objects, &uid),
-            };
-            let classified = store::classify(&resources, objects, &mut rng);
-            if index == 0 {
-                for (kind, count) in &classified.skipped {
-                    tracing::warn!(
-                        kind,
-                        count,
-                        "skipped objects of a kind the catalog does not list"
-                    );
-                }
-                if classified.duplicates > 0 {
-                    tracing::warn!(
-                        duplicates = classified.duplicates,
-                        "dropped objects with the same kind, namespace and name as an earlier one"
-                    );
-                }
+        // Building content is the slow part (100 clusters x 1000 pods): use every core.
+        let prepared = parallel_map(spec.clusters, |index| {
+            prepare_cluster(&spec, &source, &resources, index)
+        });
+        if let Some(first) = prepared.first() {
+            for (kind, count) in &first.skipped {
+                tracing::warn!(
+                    kind,
+                    count,
+                    "skipped objects of a kind the catalog does not list"
+                );
             }
-            let store = ClusterStore::new(classified.objects, pod_factory, rng);
-            clusters.push(start_cluster(name, region, uid, &resources, &spec, store)?);
+            if first.duplicates > 0 {
+                tracing::warn!(
+                    duplicates = first.duplicates,
+                    "dropped objects with the same kind, namespace and name as an earlier one"
+                );
+            }
         }
+        let clusters = prepared
+            .into_iter()
+            .map(|cluster| start_cluster(cluster, &resources, spec.continue_ttl))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let fleet = Fleet { clusters };
         fleet.write_files(&out_dir)?;
         Ok(fleet)
@@ -338,15 +327,86 @@ fn with_own_kube_system(objects: &[Value], cluster_uid: &str) -> (Vec<Value>, Po
     (objects, pod_factory)
 }
 
+/// A cluster's content, ready to serve, and what its classification left out.
+struct PreparedCluster {
+    name: String,
+    region: &'static str,
+    uid: String,
+    store: ClusterStore,
+    skipped: BTreeMap<String, usize>,
+    duplicates: usize,
+}
+
+/// Generates (or copies from the files) the content of the cluster at `index`.
+fn prepare_cluster(
+    spec: &FleetSpec,
+    source: &Source,
+    resources: &[ApiRef],
+    index: usize,
+) -> PreparedCluster {
+    let digits = spec.clusters.to_string().len().max(2);
+    let name = format!("{}-{:0digits$}", spec.name_prefix, index + 1);
+    let region = REGIONS[index % REGIONS.len()];
+    let mut rng = Rng::new(spec.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (index as u64 + 1));
+    let uid = rng.uuid();
+    let (objects, pod_factory) = match source {
+        Source::Generated => {
+            let counts = (spec.namespaces, spec.nodes, spec.pods);
+            let generated = content::generate(&name, region, &uid, counts, &mut rng);
+            (generated.objects, generated.pod_factory)
+        }
+        Source::Files(objects) => with_own_kube_system(objects, &uid),
+    };
+    let classified = store::classify(resources, objects, &mut rng);
+    PreparedCluster {
+        name,
+        region,
+        uid,
+        store: ClusterStore::new(classified.objects, pod_factory, rng),
+        skipped: classified.skipped,
+        duplicates: classified.duplicates,
+    }
+}
+
+/// `build(i)` for every `i` in `0..count`, spread over the machine's cores, in index order.
+fn parallel_map<T: Send>(count: usize, build: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, count.max(1));
+    let build = &build;
+    let mut results: Vec<(usize, T)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|worker| {
+                scope.spawn(move || {
+                    (worker..count)
+                        .step_by(workers)
+                        .map(|i| (i, build(i)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a content builder panicked"))
+            .collect()
+    });
+    results.sort_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, result)| result).collect()
+}
+
 /// Binds a cluster's server on an ephemeral loopback port and starts serving.
 fn start_cluster(
-    name: String,
-    region: &str,
-    uid: String,
+    cluster: PreparedCluster,
     resources: &[ApiRef],
-    spec: &FleetSpec,
-    store: ClusterStore,
+    continue_ttl: Duration,
 ) -> anyhow::Result<RunningCluster> {
+    let PreparedCluster {
+        name,
+        region,
+        uid,
+        store,
+        ..
+    } = cluster;
     let tls = tls::cluster_tls(&name)?;
     let token = format!(
         "{}{}",
@@ -361,7 +421,7 @@ fn start_cluster(
         token.clone(),
         resources.to_vec(),
         address.to_string(),
-        spec.continue_ttl,
+        continue_ttl,
         store,
     ));
     let handle = Handle::new();
