@@ -68,7 +68,10 @@ pub async fn list_page(client: &kube::Client, api: &ApiRef, limit: u32, continue
     };
     for raw in list.items.unwrap_or_default() {
         match serde_json::from_str::<Value>(raw.get()) {
-            Ok(object) if object.is_object() => page.objects.push(object),
+            Ok(object) if object["metadata"]["name"].is_string() => page.objects.push(object),
+            Ok(object) if object.is_object() => {
+                page.skipped.push(format!("an item of the {} list has no metadata.name", api.plural))
+            }
             Ok(_) => page.skipped.push(format!("an item of the {} list is not an object", api.plural)),
             Err(err) => page.skipped.push(format!("an item of the {} list is not valid JSON: {err}", api.plural)),
         }
@@ -89,7 +92,10 @@ pub async fn cluster_uid(client: &kube::Client) -> Result<String> {
 
 async fn send(client: &kube::Client, request: http::Request<Vec<u8>>) -> Result<bytes::Bytes> {
     let path = request.uri().path().to_owned();
-    let response = client.send(request.map(Body::from)).await.map_err(|err| Error::Cluster(format!("GET {path}: {err}")))?;
+    let response = client
+        .send(request.map(Body::from))
+        .await
+        .map_err(|err| Error::Cluster(format!("GET {path}: {}", error_chain(&err))))?;
     let status = response.status();
     let retry_after = response
         .headers()
@@ -101,7 +107,7 @@ async fn send(client: &kube::Client, request: http::Request<Vec<u8>>) -> Result<
         .into_body()
         .collect_bytes()
         .await
-        .map_err(|err| Error::Cluster(format!("GET {path}: reading the response: {err}")))?;
+        .map_err(|err| Error::Cluster(format!("GET {path}: reading the response: {}", error_chain(&err))))?;
     if status.is_success() {
         return Ok(body);
     }
@@ -118,6 +124,21 @@ async fn send(client: &kube::Client, request: http::Request<Vec<u8>>) -> Result<
         }
         _ => Error::Cluster(message),
     })
+}
+
+/// An error and its causes, `outer: inner: root`: kube's own message often hides the cause
+/// (a refused connection, a certificate the CA did not sign) in its source chain.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

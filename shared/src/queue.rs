@@ -25,8 +25,6 @@ pub struct Queue {
 
 /// The name of the durable consumer every worker replica pulls from.
 pub const CONSUMER: &str = "workers";
-/// How long a delivered job may go without an ack or a progress ack before it is redelivered.
-pub const ACK_WAIT: Duration = Duration::from_secs(30);
 /// How long NATS remembers a `Nats-Msg-Id`.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// A backstop against a job that is never acked nor terminated: it leaves the stream after this.
@@ -76,8 +74,10 @@ impl Queue {
         Ok(())
     }
 
-    /// The shared durable pull consumer (created on first use).
-    pub async fn consumer(&self, js: &jetstream::Context) -> Result<PullConsumer> {
+    /// The shared durable pull consumer, created on first use. `ack_wait` is how long a delivered
+    /// job may go without an ack or a progress ack before NATS redelivers it (a dead worker's
+    /// jobs come back after it); it applies when the consumer is created.
+    pub async fn consumer(&self, js: &jetstream::Context, ack_wait: Duration) -> Result<PullConsumer> {
         self.ensure_stream(js).await?;
         let stream = js
             .get_stream(&self.stream)
@@ -89,7 +89,7 @@ impl Queue {
                 pull::Config {
                     durable_name: Some(CONSUMER.to_owned()),
                     ack_policy: AckPolicy::Explicit,
-                    ack_wait: ACK_WAIT,
+                    ack_wait,
                     // Attempts are counted and ended by the worker (Nak with delay, then Term).
                     max_deliver: -1,
                     max_ack_pending: 10_000,

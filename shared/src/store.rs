@@ -325,7 +325,7 @@ pub async fn sweep_staging(pool: &PgPool, stale_after: Duration) -> Result<usize
         "UPDATE runs SET status = 'abandoned', finished_at = now(), error = 'the worker stopped heartbeating'
          WHERE status = 'running' AND heartbeat_at < now() - $1::interval",
     )
-    .bind(format!("{} seconds", stale_after.as_secs()))
+    .bind(format!("{} milliseconds", stale_after.as_millis()))
     .execute(pool)
     .await?;
     let orphans: Vec<String> = sqlx::query_scalar(

@@ -79,9 +79,21 @@ impl TestEnv {
 
     /// Starts a worker process with extra arguments; its log goes to `<dir>/<name>.log`.
     pub fn spawn_worker(&mut self, name: &str, registry: &Path, extra: &[&str]) -> anyhow::Result<u32> {
+        self.spawn_worker_with(name, registry, extra, None)
+    }
+
+    /// Starts a worker logging at `level` (a `RUST_LOG` filter).
+    pub fn spawn_worker_with_log_level(&mut self, name: &str, registry: &Path, level: &str) -> anyhow::Result<u32> {
+        self.spawn_worker_with(name, registry, &[], Some(level))
+    }
+
+    fn spawn_worker_with(&mut self, name: &str, registry: &Path, extra: &[&str], level: Option<&str>) -> anyhow::Result<u32> {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
         let mut command = Command::new(binary("worker"));
         self.configure(&mut command, registry);
+        if let Some(level) = level {
+            command.env("RUST_LOG", level);
+        }
         command.args(["--worker-id", name]).args(extra).stdout(log.try_clone()?).stderr(log);
         let child = command.spawn()?;
         let pid = child.id();
@@ -101,7 +113,7 @@ impl TestEnv {
         Ok(pid)
     }
 
-    /// Stops a child started by this environment (SIGKILL).
+    /// Stops a child started by this environment (SIGKILL), at once.
     pub fn kill(&mut self, pid: u32) {
         if let Some(at) = self.children.iter().position(|c| c.id() == pid) {
             let mut child = self.children.remove(at);
@@ -123,6 +135,38 @@ impl TestEnv {
             String::from_utf8_lossy(&output.stderr)
         );
         Ok(stdout)
+    }
+
+    /// Publishes a raw message on `<prefix>.jobs.<suffix>` with a plain NATS client, as any user
+    /// could, retrying until the stream exists (a worker or scheduler creates it).
+    pub async fn publish_raw(&self, suffix: &str, payload: Vec<u8>) -> anyhow::Result<()> {
+        let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await?);
+        let subject = format!("{}.jobs.{suffix}", self.subject_prefix);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match js.publish(subject.clone(), payload.clone().into()).await?.await {
+                Ok(_) => return Ok(()),
+                Err(err) if tokio::time::Instant::now() > deadline => anyhow::bail!("cannot publish on {subject}: {err}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Sends a signal to a child started by this environment and waits for it to exit; returns
+    /// its exit code.
+    pub async fn signal_and_wait(&mut self, pid: u32, signal: &str, timeout: Duration) -> anyhow::Result<Option<i32>> {
+        let at = self.children.iter().position(|c| c.id() == pid).context("no such child")?;
+        let status = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.children[at].try_wait()? {
+                self.children.remove(at);
+                return Ok(status.code());
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "process {pid} did not exit within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The log a child wrote.

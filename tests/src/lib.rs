@@ -2,5 +2,6 @@
 //! and the kube crate work against, and the harness ([`harness`]) that gives each end-to-end
 //! test its own database, stream and processes on the real PostgreSQL and NATS.
 
+pub mod checks;
 pub mod fleet;
 pub mod harness;

@@ -11,78 +11,10 @@ use std::{
 };
 
 use kubecensus_tests::{
+    checks::{assert_postgres_equals_simulator, assert_same_pods, count, pod_counts, simulator_pods},
     fleet::{Fleet, FleetSpec},
     harness::TestEnv,
 };
-use serde_json::Value;
-use sqlx::PgPool;
-
-/// (namespace, name, uid) of every pod the simulator holds for a cluster.
-fn simulator_pods(fleet: &Fleet, cluster: &str) -> BTreeSet<(String, String, String)> {
-    fleet
-        .objects(cluster, "pods")
-        .iter()
-        .map(|pod| {
-            let meta = &pod["metadata"];
-            let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-            (text(&meta["namespace"]), text(&meta["name"]), text(&meta["uid"]))
-        })
-        .collect()
-}
-
-fn simulator_containers(fleet: &Fleet, cluster: &str) -> usize {
-    let count = |pod: &Value, list: &str| pod["spec"][list].as_array().map_or(0, Vec::len);
-    fleet
-        .objects(cluster, "pods")
-        .iter()
-        .map(|pod| count(pod, "containers") + count(pod, "initContainers") + count(pod, "ephemeralContainers"))
-        .sum()
-}
-
-async fn postgres_pods(pool: &PgPool, cluster: &str) -> BTreeSet<(String, String, String)> {
-    let rows: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT namespace, name, uid FROM kubernetes_pods WHERE cluster_name = $1")
-            .bind(cluster)
-            .fetch_all(pool)
-            .await
-            .unwrap();
-    let set: BTreeSet<_> = rows.iter().cloned().collect();
-    assert_eq!(set.len(), rows.len(), "{cluster}: a pod row landed twice");
-    set
-}
-
-async fn count(pool: &PgPool, table: &str, cluster: &str) -> usize {
-    let sql = format!("SELECT count(*) FROM {table} WHERE cluster_name = $1");
-    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(cluster).fetch_one(pool).await.unwrap();
-    n as usize
-}
-
-/// PostgreSQL holds exactly what the simulator serves, for every cluster and table.
-async fn assert_postgres_equals_simulator(pool: &PgPool, fleet: &Fleet) {
-    for cluster in fleet.clusters() {
-        let name = &cluster.name;
-        assert_same_pods(pool, fleet, name).await;
-        assert_eq!(count(pool, "kubernetes_pod_containers", name).await, simulator_containers(fleet, name), "{name}");
-        assert_eq!(count(pool, "kubernetes_nodes", name).await, fleet.count(name, "nodes"), "{name}");
-        assert_eq!(count(pool, "kubernetes_namespaces", name).await, fleet.count(name, "namespaces"), "{name}");
-        let uid: String = sqlx::query_scalar("SELECT DISTINCT cluster_uid FROM kubernetes_pods WHERE cluster_name = $1")
-            .bind(name)
-            .fetch_one(pool)
-            .await
-            .unwrap();
-        assert_eq!(uid, cluster.uid, "{name}: cluster_uid is the kube-system namespace's uid");
-    }
-}
-
-/// Pod counts per cluster as one reader statement sees them.
-async fn pod_counts(pool: &PgPool) -> BTreeMap<String, i64> {
-    sqlx::query_as::<_, (String, i64)>("SELECT cluster_name, count(*) FROM kubernetes_pods GROUP BY 1")
-        .fetch_all(pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tick_loads_every_table_and_a_refresh_replaces_it_without_readers_seeing_a_mix() {
@@ -229,38 +161,12 @@ async fn an_unreachable_cluster_fails_only_its_own_jobs_and_keeps_its_last_good_
     assert_same_pods(&env.pool, &fleet, &fleet.clusters()[1].name).await;
 }
 
-/// The cluster's pods in PostgreSQL are the simulator's; on failure, says which differ and why.
-async fn assert_same_pods(pool: &PgPool, fleet: &Fleet, cluster: &str) {
-    let (postgres, simulator) = (postgres_pods(pool, cluster).await, simulator_pods(fleet, cluster));
-    if postgres != simulator {
-        let runs: Vec<(String, String, String, String, Option<String>)> =
-            sqlx::query_as("SELECT cluster_name, table_name, trigger, status, error FROM runs ORDER BY started_at")
-                .fetch_all(pool)
-                .await
-                .unwrap();
-        panic!(
-            "{cluster}: {} pods only in PostgreSQL, {} only in the simulator; runs: {runs:#?}",
-            postgres.difference(&simulator).count(),
-            simulator.difference(&postgres).count()
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_job_messages_are_rejected_at_once_and_the_worker_carries_on() {
     let mut env = TestEnv::new().await.unwrap();
     let _fleet = Fleet::start(FleetSpec { clusters: 1, pods: 5, ..FleetSpec::default() }, &env.dir).await.unwrap();
     let registry = env.dir.join("clusters.yaml");
     env.spawn_worker("worker", &registry, &[]).unwrap();
-    // The worker creates the stream; publish through a plain NATS client, as any user could.
-    env.wait_until("the worker to start", "SELECT to_regclass('public.runs') IS NOT NULL", Duration::from_secs(30))
-        .await
-        .unwrap();
-    let client = async_nats::connect(std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()))
-        .await
-        .unwrap();
-    let js = async_nats::jetstream::new(client);
-    let prefix = &env.subject_prefix;
     let job = |cluster: &str, table: &str| {
         format!(
             r#"{{"id":"018f0000-0000-7000-8000-000000000001","cluster":"{cluster}","table":"{table}","trigger":"manual","scheduled_at":"2024-01-01T00:00:00Z"}}"#
@@ -268,20 +174,14 @@ async fn malformed_job_messages_are_rejected_at_once_and_the_worker_carries_on()
     };
     let messages = [
         ("a.bad-json", "{not json".to_owned()),
-        ("b.unknown-cluster", job("nope", "kubernetes_pods")),
-        ("c.sql", job("sim-01", "kubernetes_pods; DROP TABLE runs")),
+        ("nope.kubernetes_pods", job("nope", "kubernetes_pods")),
+        ("sim-01.x", job("sim-01", "kubernetes_pods; DROP TABLE runs")),
+        ("sim-01.kubernetes_nodes", job("sim-01", "kubernetes_pods")),
     ];
     for (suffix, payload) in messages {
-        // The stream exists once the worker is up; retry until it does.
-        let subject = format!("{prefix}.jobs.{suffix}");
-        for _ in 0..100 {
-            if js.publish(subject.clone(), payload.clone().into()).await.unwrap().await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        env.publish_raw(suffix, payload.into_bytes()).await.unwrap();
     }
-    env.wait_until("three rejected runs", "SELECT count(*) = 3 FROM runs WHERE status = 'rejected'", Duration::from_secs(30))
+    env.wait_until("four rejected runs", "SELECT count(*) = 4 FROM runs WHERE status = 'rejected'", Duration::from_secs(30))
         .await
         .unwrap();
     let errors: Vec<String> = sqlx::query_scalar("SELECT error FROM runs WHERE status = 'rejected' ORDER BY error")
@@ -291,6 +191,7 @@ async fn malformed_job_messages_are_rejected_at_once_and_the_worker_carries_on()
     assert!(errors.iter().any(|e| e.contains("not a job message")), "{errors:?}");
     assert!(errors.iter().any(|e| e.contains("`nope` is not in this worker's registry")), "{errors:?}");
     assert!(errors.iter().any(|e| e.contains("unknown table")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("published on another subject")), "{errors:?}");
 
     // The worker still works: a real job succeeds after the bad ones.
     env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_namespaces"]).await.unwrap();
@@ -299,5 +200,5 @@ async fn malformed_job_messages_are_rejected_at_once_and_the_worker_carries_on()
     // Nothing was redelivered: each rejected message was terminated on its first delivery.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rejected: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE status = 'rejected'").fetch_one(&env.pool).await.unwrap();
-    assert_eq!(rejected, 3);
+    assert_eq!(rejected, 4);
 }

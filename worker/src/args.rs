@@ -27,6 +27,10 @@ pub struct Args {
     /// Delay before the second attempt; it doubles for each further one (capped at 5 minutes).
     #[arg(long, env = "KUBECENSUS_RETRY_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
     pub retry_delay: Duration,
+    /// How long a job may go unacknowledged before NATS hands it to another worker; a running
+    /// job sends progress acks every third of it. Applies when the shared consumer is created.
+    #[arg(long, env = "KUBECENSUS_ACK_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ack_wait: Duration,
     /// On SIGTERM, how long in-flight jobs may take to finish before they are handed back.
     #[arg(long, env = "KUBECENSUS_SHUTDOWN_GRACE", default_value = "25s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,

@@ -15,10 +15,6 @@ use tracing::Instrument;
 
 use crate::{args::Args, poll::Poller};
 
-/// How often leftovers of dead workers are swept.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
-/// A run whose worker has not heartbeated for this long is considered dead.
-const STALE_AFTER: Duration = Duration::from_secs(3 * queue::ACK_WAIT.as_secs());
 /// How long one pull waits for jobs before asking again.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
@@ -33,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     store::prepare(&pool, &registry).await?;
     let nats = queue::connect(&args.common.nats_url).await?;
     let js = async_nats::jetstream::new(nats.clone());
-    let consumer = args.common.queue().consumer(&js).await?;
+    let consumer = args.common.queue().consumer(&js, args.ack_wait).await?;
     tracing::info!(%worker_id, concurrency = args.concurrency, clusters = registry.clusters.len(), "worker started");
 
     let poller = Arc::new(Poller {
@@ -41,15 +37,17 @@ async fn main() -> anyhow::Result<()> {
         fields: registry.field_names(),
         registry,
         worker_id,
+        subject_prefix: args.common.subject_prefix.clone(),
         page_size: args.page_size,
         max_attempts: args.max_attempts,
         retry_delay: args.retry_delay,
+        ack_wait: args.ack_wait,
         clients: Default::default(),
     });
     let stop_pulling = CancellationToken::new();
     let abandon_jobs = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(stop_pulling.clone()));
-    tokio::spawn(sweep_forever(pool.clone()).instrument(tracing::info_span!("sweep")));
+    tokio::spawn(sweep_forever(pool.clone(), args.ack_wait).instrument(tracing::info_span!("sweep")));
 
     let slots = Arc::new(Semaphore::new(args.concurrency));
     let mut jobs = JoinSet::new();
@@ -117,12 +115,13 @@ async fn shutdown_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
-/// Drops staging tables left by dead workers, now and every minute.
-async fn sweep_forever(pool: sqlx::PgPool) {
-    let mut ticks = tokio::time::interval(SWEEP_EVERY);
+/// Drops staging tables left by dead workers, now and every ack wait. A run whose worker has
+/// not heartbeated for three ack waits (nine heartbeats) is dead.
+async fn sweep_forever(pool: sqlx::PgPool, ack_wait: Duration) {
+    let mut ticks = tokio::time::interval(ack_wait);
     loop {
         ticks.tick().await;
-        match store::sweep_staging(&pool, STALE_AFTER).await {
+        match store::sweep_staging(&pool, 3 * ack_wait).await {
             Ok(0) => {}
             Ok(dropped) => tracing::info!(dropped, "dropped staging tables left by dead workers"),
             Err(err) => tracing::warn!(%err, "sweep failed"),

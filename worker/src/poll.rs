@@ -11,7 +11,6 @@ use kubecensus::{
     flatten::{ClusterContext, Layout},
     job::Job,
     kubeapi,
-    queue::ACK_WAIT,
     registry::{ClusterConfig, Registry},
     runs::{self, Outcome, Status},
     store::{self, Staging, SwapOutcome},
@@ -34,9 +33,13 @@ pub struct Poller {
     /// The registry's extra field names: columns after `cluster_name`.
     pub fields: Vec<String>,
     pub worker_id: String,
+    /// Jobs arrive on `<subject_prefix>.jobs.<cluster>.<table>`.
+    pub subject_prefix: String,
     pub page_size: u32,
     pub max_attempts: u32,
     pub retry_delay: Duration,
+    /// The consumer's ack wait: progress acks and run heartbeats go out every third of it.
+    pub ack_wait: Duration,
     /// One client per cluster, dropped when it fails so credentials are re-read.
     pub clients: Mutex<HashMap<String, kube::Client>>,
 }
@@ -50,6 +53,13 @@ impl Poller {
             Ok(job) => job,
             Err(err) => return self.reject(&message, None, err.to_string()).await,
         };
+        // The subject is what keeps one job per (cluster, table) in the stream: a body that
+        // names another (cluster, table) would slip past that limit.
+        let expected_subject = job.subject(&self.subject_prefix);
+        if message.subject.as_str() != expected_subject {
+            let why = format!("a job for {expected_subject} was published on another subject");
+            return self.reject(&message, Some(job.id), why).await;
+        }
         let Some(cluster) = self.registry.get(&job.cluster) else {
             let why = format!("cluster `{}` is not in this worker's registry", job.cluster);
             return self.reject(&message, Some(job.id), why).await;
@@ -118,7 +128,7 @@ impl Poller {
 
     /// Keeps the message and the run alive while the job runs.
     async fn heartbeat(&self, message: &Message, run_id: Uuid) {
-        let mut ticks = tokio::time::interval(ACK_WAIT / 3);
+        let mut ticks = tokio::time::interval(self.ack_wait / 3);
         ticks.tick().await;
         loop {
             ticks.tick().await;

@@ -30,7 +30,7 @@ use kubecensus::catalog::{ApiRef, catalog};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-pub use server::{FailResource, Faults, RequestCounts};
+pub use server::{Breakage, BrokenList, FailResource, Faults, RequestCounts};
 
 use content::{PodFactory, Rng};
 use server::ClusterServer;

@@ -25,14 +25,38 @@ use serde_json::{Value, json};
 
 use super::store::{ClusterStore, Snapshot};
 
-/// Faults injected into one cluster's answers; checked on every request. Add new kinds of
-/// misbehaviour (throttling, connection resets, …) here.
+/// Faults injected into one cluster's answers; checked on every request.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
     /// Delay before answering every request.
     pub latency: Option<Duration>,
     /// Answer every request for one resource with an error status.
     pub fail: Option<FailResource>,
+    /// Answer every request with 401, as when the cluster's token was revoked.
+    pub reject_token: bool,
+    /// Answer the next list request that carries a continue token with 410 Gone, once.
+    pub expire_next_continue: bool,
+    /// Break every list response of one resource mid-body.
+    pub break_list: Option<BrokenList>,
+    /// Raw JSON items (any bytes, even invalid UTF-8) appended to the first page of every
+    /// list of a resource: `(plural, item)`.
+    pub extra_items: Vec<(String, Vec<u8>)>,
+}
+
+/// How a list response of the resource `plural` is broken.
+#[derive(Debug, Clone)]
+pub struct BrokenList {
+    pub plural: String,
+    pub how: Breakage,
+}
+
+/// Ways a list response can break mid-body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breakage {
+    /// The body stops halfway: truncated, malformed JSON.
+    Truncated,
+    /// The connection is reset halfway through the body.
+    Reset,
 }
 
 /// Every request for the resource `plural` gets the HTTP status `status` and a `Status` body.
@@ -154,7 +178,7 @@ async fn authenticate(
         Some(value) => value.strip_prefix("Bearer ") == Some(server.token.as_str()),
         None => PUBLIC_PATHS.contains(&request.uri().path()),
     };
-    if !authorized {
+    if !authorized || server.faults().reject_token && token.is_some() {
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
     }
     if let Some(latency) = server.faults().latency {
@@ -536,6 +560,9 @@ fn list(
                     );
                 };
                 let age = Duration::from_millis(unix_millis().saturating_sub(token.started));
+                if std::mem::take(&mut server.faults.lock().expect("faults lock").expire_next_continue) {
+                    return status(StatusCode::GONE, "Expired", EXPIRED_MESSAGE);
+                }
                 let kept = server.store.lock().expect("store lock").at(token.rv);
                 match kept.filter(|_| age <= server.continue_ttl) {
                     Some(snapshot) => (snapshot, token.offset, token.started),
@@ -573,14 +600,37 @@ fn list(
     let mut body =
         Vec::with_capacity(head.len() + page.iter().map(|o| o.json.len() + 1).sum::<usize>() + 2);
     body.extend_from_slice(head.as_bytes());
-    for (i, object) in page.iter().enumerate() {
+    let faults = server.faults();
+    let extra_items = faults.extra_items.iter().filter(|(plural, _)| offset == 0 && *plural == api.plural);
+    let items = page.iter().map(|object| object.json.as_slice()).chain(extra_items.map(|(_, item)| item.as_slice()));
+    for (i, item) in items.enumerate() {
         if i > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(&object.json);
+        body.extend_from_slice(item);
     }
     body.extend_from_slice(b"]}");
-    json_bytes(body)
+    match faults.break_list.filter(|broken| broken.plural == api.plural) {
+        Some(broken) => broken_body(body, broken.how),
+        None => json_bytes(body),
+    }
+}
+
+/// A list response cut halfway: either a short, complete body (malformed JSON) or a body whose
+/// stream fails halfway, which resets the connection.
+fn broken_body(mut body: Vec<u8>, how: Breakage) -> Response {
+    let half = body.split_off(body.len() / 2);
+    match how {
+        Breakage::Truncated => json_bytes(body),
+        Breakage::Reset => {
+            drop(half);
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                vec![Ok(body), Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated reset"))];
+            let mut response = Response::new(Body::from_stream(futures::stream::iter(chunks)));
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,92 @@
+//! Assertions that compare what PostgreSQL holds with what the simulated fleet serves.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::fleet::Fleet;
+
+/// (namespace, name, uid) of every pod the simulator holds for a cluster.
+pub fn simulator_pods(fleet: &Fleet, cluster: &str) -> BTreeSet<(String, String, String)> {
+    fleet
+        .objects(cluster, "pods")
+        .iter()
+        .map(|pod| {
+            let meta = &pod["metadata"];
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            (text(&meta["namespace"]), text(&meta["name"]), text(&meta["uid"]))
+        })
+        .collect()
+}
+
+pub fn simulator_containers(fleet: &Fleet, cluster: &str) -> usize {
+    let count = |pod: &Value, list: &str| pod["spec"][list].as_array().map_or(0, Vec::len);
+    fleet
+        .objects(cluster, "pods")
+        .iter()
+        .map(|pod| count(pod, "containers") + count(pod, "initContainers") + count(pod, "ephemeralContainers"))
+        .sum()
+}
+
+pub async fn postgres_pods(pool: &PgPool, cluster: &str) -> BTreeSet<(String, String, String)> {
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT namespace, name, uid FROM kubernetes_pods WHERE cluster_name = $1")
+            .bind(cluster)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let set: BTreeSet<_> = rows.iter().cloned().collect();
+    assert_eq!(set.len(), rows.len(), "{cluster}: a pod row landed twice");
+    set
+}
+
+pub async fn count(pool: &PgPool, table: &str, cluster: &str) -> usize {
+    let sql = format!("SELECT count(*) FROM {table} WHERE cluster_name = $1");
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(cluster).fetch_one(pool).await.unwrap();
+    n as usize
+}
+
+/// PostgreSQL holds exactly what the simulator serves, for every cluster and table.
+pub async fn assert_postgres_equals_simulator(pool: &PgPool, fleet: &Fleet) {
+    for cluster in fleet.clusters() {
+        let name = &cluster.name;
+        assert_same_pods(pool, fleet, name).await;
+        assert_eq!(count(pool, "kubernetes_pod_containers", name).await, simulator_containers(fleet, name), "{name}");
+        assert_eq!(count(pool, "kubernetes_nodes", name).await, fleet.count(name, "nodes"), "{name}");
+        assert_eq!(count(pool, "kubernetes_namespaces", name).await, fleet.count(name, "namespaces"), "{name}");
+        let uid: String = sqlx::query_scalar("SELECT DISTINCT cluster_uid FROM kubernetes_pods WHERE cluster_name = $1")
+            .bind(name)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(uid, cluster.uid, "{name}: cluster_uid is the kube-system namespace's uid");
+    }
+}
+
+/// Pod counts per cluster as one reader statement sees them.
+pub async fn pod_counts(pool: &PgPool) -> BTreeMap<String, i64> {
+    sqlx::query_as::<_, (String, i64)>("SELECT cluster_name, count(*) FROM kubernetes_pods GROUP BY 1")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// The cluster's pods in PostgreSQL are the simulator's; on failure, says which differ and why.
+pub async fn assert_same_pods(pool: &PgPool, fleet: &Fleet, cluster: &str) {
+    let (postgres, simulator) = (postgres_pods(pool, cluster).await, simulator_pods(fleet, cluster));
+    if postgres != simulator {
+        let runs: Vec<(String, String, String, String, Option<String>)> =
+            sqlx::query_as("SELECT cluster_name, table_name, trigger, status, error FROM runs ORDER BY started_at")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        panic!(
+            "{cluster}: {} pods only in PostgreSQL, {} only in the simulator; runs: {runs:#?}",
+            postgres.difference(&simulator).count(),
+            simulator.difference(&postgres).count()
+        );
+    }
+}
