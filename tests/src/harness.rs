@@ -34,6 +34,8 @@ pub fn binary(name: &str) -> PathBuf {
 /// One test's private corner of the real services.
 pub struct TestEnv {
     pub id: String,
+    pub nats_url: String,
+    admin_url: String,
     pub database_url: String,
     pub pool: PgPool,
     pub dir: PathBuf,
@@ -44,10 +46,15 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    /// An environment on the machine's shared PostgreSQL and NATS servers.
     pub async fn new() -> anyhow::Result<Self> {
+        Self::on(admin_database_url(), nats_url()).await
+    }
+
+    /// An environment on the given servers (`admin_url` names an existing database there).
+    pub async fn on(admin_url: String, nats_url: String) -> anyhow::Result<Self> {
         let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
         let database = format!("kc_test_{id}");
-        let admin_url = admin_database_url();
         let mut admin = PgConnection::connect(&admin_url).await.context("connecting to PostgreSQL")?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"))).execute(&mut admin).await?;
         let database_url = with_database(&admin_url, &database);
@@ -58,6 +65,8 @@ impl TestEnv {
             stream: format!("KC_TEST_{id}"),
             subject_prefix: format!("kctest_{id}"),
             id,
+            nats_url,
+            admin_url,
             database_url,
             pool,
             dir,
@@ -70,7 +79,7 @@ impl TestEnv {
     fn configure(&self, command: &mut Command, registry: &Path) {
         command
             .env("DATABASE_URL", &self.database_url)
-            .env("NATS_URL", nats_url())
+            .env("NATS_URL", &self.nats_url)
             .env("KUBECENSUS_STREAM", &self.stream)
             .env("KUBECENSUS_SUBJECT_PREFIX", &self.subject_prefix)
             .env("KUBECENSUS_REGISTRY", registry)
@@ -140,7 +149,7 @@ impl TestEnv {
     /// Publishes a raw message on `<prefix>.jobs.<suffix>` with a plain NATS client, as any user
     /// could, retrying until the stream exists (a worker or scheduler creates it).
     pub async fn publish_raw(&self, suffix: &str, payload: Vec<u8>) -> anyhow::Result<()> {
-        let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await?);
+        let js = async_nats::jetstream::new(async_nats::connect(&self.nats_url).await?);
         let subject = format!("{}.jobs.{suffix}", self.subject_prefix);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -161,7 +170,8 @@ impl TestEnv {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(status) = self.children[at].try_wait()? {
-                self.children.remove(at);
+                // Already reaped by try_wait; wait() returns the same status at once.
+                self.children.remove(at).wait()?;
                 return Ok(status.code());
             }
             anyhow::ensure!(tokio::time::Instant::now() < deadline, "process {pid} did not exit within {timeout:?}");
@@ -176,10 +186,11 @@ impl TestEnv {
 
     /// Waits until `query` (a SQL scalar yielding bool) is true, or fails after `timeout` with
     /// the workers' logs.
-    pub async fn wait_until(&self, what: &str, query: &'static str, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_until(&self, what: &str, query: &str, timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let done: Option<bool> = sqlx::query_scalar(query).fetch_one(&self.pool).await.ok().flatten();
+            let done: Option<bool> =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(query)).fetch_one(&self.pool).await.ok().flatten();
             if done == Some(true) {
                 return Ok(());
             }
@@ -205,11 +216,12 @@ impl Drop for TestEnv {
         }
         // Best effort: the database and the stream are named after the test, so leftovers never
         // disturb another test.
-        let (database, admin_url, stream) = (self.database.clone(), admin_database_url(), self.stream.clone());
+        let (database, admin_url, stream, nats_url) =
+            (self.database.clone(), self.admin_url.clone(), self.stream.clone(), self.nats_url.clone());
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async {
-                if let Ok(client) = async_nats::connect(nats_url()).await {
+                if let Ok(client) = async_nats::connect(nats_url).await {
                     let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
                 }
                 let mut admin = PgConnection::connect(&admin_url).await.ok()?;

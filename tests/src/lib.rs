@@ -1,7 +1,9 @@
 //! The simulated fleet ([`fleet`]), a Kubernetes API server per cluster that the real kubectl
 //! and the kube crate work against, and the harness ([`harness`]) that gives each end-to-end
-//! test its own database, stream and processes on the real PostgreSQL and NATS.
+//! test its own database, stream and processes on the real PostgreSQL and NATS, and [`servers`]
+//! private servers for the tests that restart them.
 
 pub mod checks;
 pub mod fleet;
 pub mod harness;
+pub mod servers;

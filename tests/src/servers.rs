@@ -1,0 +1,218 @@
+//! Private PostgreSQL and NATS servers, for the tests that restart or crash them: restarting the
+//! machine's shared servers would disturb every other test running in parallel. Each server runs
+//! the real binary on a free loopback port with its data in a temporary folder, and is stopped
+//! and removed on drop.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::Context;
+
+/// A free TCP port on 127.0.0.1 (free when asked; the server binds it right after).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until something accepts connections on `port`.
+async fn wait_for_port(port: u16, what: &str) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("{what} did not listen on port {port}")
+}
+
+/// Runs a command to completion and fails with its output if it fails.
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let output = command.stdin(Stdio::null()).output().with_context(|| format!("running {command:?}"))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+/// Where PostgreSQL's server programs are: `pg_config --bindir`, else Debian's newest version.
+fn postgres_bin(program: &str) -> anyhow::Result<PathBuf> {
+    if let Ok(output) = Command::new("pg_config").arg("--bindir").output()
+        && output.status.success()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        if dir.join(program).exists() {
+            return Ok(dir.join(program));
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")?
+        .filter_map(|entry| Some(entry.ok()?.path().join("bin").join(program)))
+        .filter(|path| path.exists())
+        .collect();
+    versions.sort();
+    versions.pop().with_context(|| format!("no PostgreSQL {program} found"))
+}
+
+/// A private PostgreSQL cluster (trust auth on loopback), owned by the `postgres` user when the
+/// tests run as root, since PostgreSQL refuses to run as root.
+pub struct TempPostgres {
+    pub port: u16,
+    data: PathBuf,
+    dir: PathBuf,
+}
+
+impl TempPostgres {
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("kubecensus-pg-{}", uuid::Uuid::new_v4().simple()));
+        let data = dir.join("data");
+        std::fs::create_dir_all(&dir)?;
+        let server = Self { port: free_port()?, data, dir };
+        if is_root() {
+            run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&server.dir))?;
+        }
+        let initdb = postgres_bin("initdb")?;
+        let mut init = server.as_owner(&[initdb.to_str().context("path")?, "-A", "trust", "-U", "postgres", "-D"])?;
+        run(init.arg(&server.data))?;
+        server.start_server().await?;
+        Ok(server)
+    }
+
+    /// A command run as the data folder's owner.
+    fn as_owner(&self, program_and_args: &[&str]) -> anyhow::Result<Command> {
+        let mut command = if is_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).args(program_and_args);
+            command
+        } else {
+            let mut command = Command::new(program_and_args[0]);
+            command.args(&program_and_args[1..]);
+            command
+        };
+        command.stdin(Stdio::null());
+        Ok(command)
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> anyhow::Result<Command> {
+        let pg_ctl = postgres_bin("pg_ctl")?;
+        let mut command = self.as_owner(&[pg_ctl.to_str().context("path")?])?;
+        command.arg("-D").arg(&self.data).args(args);
+        Ok(command)
+    }
+
+    async fn start_server(&self) -> anyhow::Result<()> {
+        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on", self.port, self.dir.display());
+        let log = self.dir.join("postgres.log");
+        run(&mut self.pg_ctl(&["-w", "-l", log.to_str().context("path")?, "-o", &options, "start"])?)?;
+        wait_for_port(self.port, "PostgreSQL").await
+    }
+
+    /// The URL of a database on this server.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// A clean restart: connections are closed, the server shuts down and starts again.
+    pub async fn restart(&self) -> anyhow::Result<()> {
+        run(&mut self.pg_ctl(&["-w", "-m", "fast", "stop"])?)?;
+        self.start_server().await
+    }
+
+    /// A crash: SIGKILL to the postmaster, then a start, which runs crash recovery.
+    pub async fn crash_and_recover(&self) -> anyhow::Result<()> {
+        let pid_file = std::fs::read_to_string(self.data.join("postmaster.pid"))?;
+        let pid = pid_file.lines().next().context("empty postmaster.pid")?.trim().to_owned();
+        run(Command::new("kill").args(["-KILL", &pid]))?;
+        // The postmaster's children notice its death and exit; until they all have, a new
+        // postmaster refuses to start on the same data folder. Try for a while.
+        let mut last_error = None;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            match self.start_server().await {
+                Ok(()) => return Ok(()),
+                Err(err) => last_error = Some(err),
+            }
+        }
+        Err(last_error.expect("tried at least once"))
+    }
+}
+
+impl Drop for TempPostgres {
+    fn drop(&mut self) {
+        if let Ok(mut command) = self.pg_ctl(&["-m", "immediate", "stop"]) {
+            let _ = command.stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+/// A private nats-server with JetStream, its store in a temporary folder that outlives restarts.
+pub struct TempNats {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl TempNats {
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("kubecensus-nats-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let mut nats = Self { port: free_port()?, dir, child: None };
+        nats.spawn().await?;
+        Ok(nats)
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("nats.log"))?;
+        let child = Command::new(nats_server_binary())
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.dir.join("store"))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting nats-server")?;
+        self.child = Some(child);
+        wait_for_port(self.port, "nats-server").await
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (SIGTERM: it flushes its store) and starts it again on the same port
+    /// and store, after `down` of downtime.
+    pub async fn restart(&mut self, down: Duration) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            run(Command::new("kill").args(["-TERM", &child.id().to_string()]))?;
+            child.wait()?;
+        }
+        tokio::time::sleep(down).await;
+        self.spawn().await
+    }
+}
+
+impl Drop for TempNats {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn nats_server_binary() -> PathBuf {
+    ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|path| path.exists())
+        .unwrap_or_else(|| PathBuf::from("nats-server"))
+}
