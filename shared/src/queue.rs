@@ -47,7 +47,15 @@ pub async fn connect(url: &str) -> Result<async_nats::Client> {
         .event_callback(|event| async move { tracing::info!(%event, "nats") })
         .connect(url)
         .await
-        .map_err(|err| Error::Queue(format!("cannot connect to NATS at {url}: {err}")))
+        .map_err(|err| Error::Queue(format!("cannot connect to NATS at {}: {err}", without_credentials(url))))
+}
+
+/// A URL with any `user:password@` replaced, fit for logs and errors.
+pub fn without_credentials(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => format!("{}***{}", &url[..scheme_end + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
 }
 
 impl Queue {
@@ -116,6 +124,17 @@ impl Queue {
             Err(err) if err.kind() == PublishErrorKind::Other && is_subject_full(&err) => Ok(Published::AlreadyPending),
             Err(err) => Err(Error::Queue(format!("cannot publish {subject}: {err}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_cut_from_urls() {
+        assert_eq!(without_credentials("nats://user:s3cret@host:4222"), "nats://***@host:4222");
+        assert_eq!(without_credentials("nats://host:4222"), "nats://host:4222");
     }
 }
 

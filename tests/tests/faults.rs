@@ -186,6 +186,33 @@ async fn failing_clusters_fail_only_their_jobs_with_a_clear_error_and_keep_their
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_too_slow_to_answer_fails_its_job_on_time_and_keeps_its_rows() {
+    let mut env = TestEnv::new().await.unwrap();
+    let fleet = Fleet::start(FleetSpec { clusters: 2, pods: 20, ..FleetSpec::default() }, &env.dir).await.unwrap();
+    let registry = env.dir.join("clusters.yaml");
+    env.spawn_worker("worker", &registry, &["--max-attempts", "1", "--job-timeout", "2s"]).unwrap();
+    env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_pods"]).await.unwrap();
+    let before = pod_counts(&env.pool).await;
+    fleet.churn("sim-01", 5, 0);
+    fleet.churn("sim-02", 5, 0);
+    fleet.set_faults("sim-01", Faults { latency: Some(Duration::from_secs(10)), ..Faults::default() });
+    let started = std::time::Instant::now();
+    env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_pods"]).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(8), "the slow cluster did not hold the refresh for its 10 s");
+    let (status, error): (String, String) = sqlx::query_as(
+        "SELECT status, error FROM runs WHERE cluster_name = 'sim-01' AND status <> 'succeeded'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "failed");
+    assert!(error.contains("took longer than 2s"), "{error}");
+    assert_eq!(count(&env.pool, "kubernetes_pods", "sim-01").await as i64, before["sim-01"], "last good rows stay");
+    assert_same_pods(&env.pool, &fleet, "sim-02").await;
+    assert_eq!(leftovers(&env.pool).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_continue_token_restarts_the_listing_and_one_consistent_list_is_swapped_in() {
     let mut env = TestEnv::new().await.unwrap();
     let fleet = Fleet::start(FleetSpec { clusters: 1, pods: 100, ..FleetSpec::default() }, &env.dir).await.unwrap();

@@ -27,6 +27,10 @@ pub struct Args {
     /// Delay before the second attempt; it doubles for each further one (capped at 5 minutes).
     #[arg(long, env = "KUBECENSUS_RETRY_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
     pub retry_delay: Duration,
+    /// The longest a job may run (listing, loading, swapping); a cluster that is too slow fails
+    /// its job with this error instead of holding a slot.
+    #[arg(long, env = "KUBECENSUS_JOB_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub job_timeout: Duration,
     /// How long a job may go unacknowledged before NATS hands it to another worker; a running
     /// job sends progress acks every third of it. Applies when the shared consumer is created.
     #[arg(long, env = "KUBECENSUS_ACK_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]

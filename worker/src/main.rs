@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
         page_size: args.page_size,
         max_attempts: args.max_attempts,
         retry_delay: args.retry_delay,
+        job_timeout: args.job_timeout,
         ack_wait: args.ack_wait,
         clients: Default::default(),
     });

@@ -7,11 +7,11 @@ use std::{collections::HashMap, time::Duration};
 use async_nats::jetstream::{AckKind, Message};
 use kubecensus::{
     Error, Result,
-    catalog::{Resource, catalog},
+    catalog::{Resource, ResourceSource, catalog},
     flatten::{ClusterContext, Layout},
     job::Job,
     kubeapi,
-    registry::{ClusterConfig, Registry},
+    registry::{ClusterConfig, NamespaceFields, Registry},
     runs::{self, Outcome, Status},
     store::{self, Staging, SwapOutcome},
 };
@@ -38,6 +38,8 @@ pub struct Poller {
     pub page_size: u32,
     pub max_attempts: u32,
     pub retry_delay: Duration,
+    /// The longest a job may run.
+    pub job_timeout: Duration,
     /// The consumer's ack wait: progress acks and run heartbeats go out every third of it.
     pub ack_wait: Duration,
     /// One client per cluster, dropped when it fails so credentials are re-read.
@@ -78,6 +80,9 @@ impl Poller {
                 result = self.poll(&job, cluster, run_id) => result,
                 () = heartbeat => unreachable!("the heartbeat never ends"),
                 () = abandon.cancelled() => Err(Error::Cluster("the worker is shutting down".into())),
+                () = tokio::time::sleep(self.job_timeout) => {
+                    Err(Error::Cluster(format!("the job took longer than {:?} (--job-timeout)", self.job_timeout)))
+                }
             };
             self.settle(&message, &job, attempt, run_id, result).await;
         }
@@ -87,6 +92,11 @@ impl Poller {
 
     /// Records the outcome and tells the queue what to do with the message.
     async fn settle(&self, message: &Message, job: &Job, attempt: u32, run_id: Uuid, result: Result<SwapOutcome>) {
+        if !matches!(result, Ok(SwapOutcome::Swapped { .. }))
+            && let Err(err) = store::drop_staging(&self.pool, run_id).await
+        {
+            tracing::warn!(%err, "cannot drop the job's staging tables; the sweep will");
+        }
         let (outcome, ack_kind) = match result {
             Ok(SwapOutcome::Swapped { rows }) => {
                 tracing::info!(rows, "swapped");
@@ -162,10 +172,8 @@ impl Poller {
         let mut conn = self.pool.acquire().await?;
         let mut staging = Staging::create(&mut conn, resource, &self.fields, run_id).await?;
         let result = self.load_and_swap(&mut conn, &client, resource, &context, &mut staging, job, run_id).await;
-        if !matches!(result, Ok(SwapOutcome::Swapped { .. }))
-            && let Err(err) = staging.drop_tables(&mut conn).await
-        {
-            tracing::warn!(%err, "cannot drop staging tables; the sweep will");
+        if result.is_err() {
+            // A failed COPY can leave the connection out of step; never reuse it.
             conn.close_on_drop();
         }
         result
@@ -204,14 +212,28 @@ impl Poller {
         context: &ClusterContext,
         staging: &mut Staging,
     ) -> Result<Vec<String>> {
-        let layouts: Vec<Layout> = resource.tables.iter().map(|table| Layout { table, fields: &self.fields }).collect();
+        let namespaces = self.namespace_fields(client, resource, &context.name).await?;
+        let namespace_fields = namespaces.names().to_vec();
+        let layouts: Vec<Layout> = resource
+            .tables
+            .iter()
+            .map(|table| Layout { table, fields: &self.fields, namespace_fields: &namespace_fields })
+            .collect();
+        staging.set_columns(&layouts);
         let mut buffers: Vec<Vec<u8>> = vec![Vec::new(); layouts.len()];
         let mut restarts = 0;
         'listing: loop {
             let mut skipped = Vec::new();
             let mut continue_token: Option<String> = None;
             loop {
-                let page = match kubeapi::list_page(client, &resource.api, self.page_size, continue_token.as_deref()).await {
+                let listed = match resource.source {
+                    ResourceSource::List => {
+                        kubeapi::list_page(client, &resource.api, self.page_size, continue_token.as_deref()).await
+                    }
+                    ResourceSource::Discovery => kubeapi::discovery(client).await,
+                    ResourceSource::Version => kubeapi::version(client).await,
+                };
+                let page = match listed {
                     Err(Error::Expired(why)) if restarts < MAX_LIST_RESTARTS => {
                         restarts += 1;
                         tracing::warn!(%why, restarts, "continue token expired; listing again from the start");
@@ -223,7 +245,7 @@ impl Poller {
                 for (layout, buffer) in layouts.iter().zip(&mut buffers) {
                     buffer.clear();
                     for object in &page.objects {
-                        layout.write_rows(object, context, buffer);
+                        layout.write_rows_with(object, context, Some(&namespaces), buffer);
                     }
                 }
                 for (index, buffer) in buffers.iter().enumerate() {
@@ -237,6 +259,20 @@ impl Poller {
                 }
             }
         }
+    }
+
+    /// The registry's namespace fields for this cluster, with the namespaces' labels listed when
+    /// a rule copies a label and the resource has a table with a namespace column.
+    async fn namespace_fields(&self, client: &kube::Client, resource: &Resource, cluster: &str) -> Result<NamespaceFields> {
+        let Some(cluster) = self.registry.get(cluster) else {
+            return Ok(NamespaceFields::default());
+        };
+        let mut fields = self.registry.namespace_fields_of(cluster);
+        let has_namespaces = resource.tables.iter().any(|table| table.namespace_column.is_some());
+        if has_namespaces && fields.needs_labels() {
+            fields.set_labels(kubeapi::namespace_labels(client, self.page_size).await?);
+        }
+        Ok(fields)
     }
 
     async fn client(&self, cluster: &ClusterConfig) -> Result<kube::Client> {
