@@ -11,7 +11,7 @@ CLUSTERS=${CLUSTERS:-3}
 PODS=${PODS:-200}
 WORK=${DEMO_DIR:-$PWD/.demo}
 ADMIN=127.0.0.1:${ADMIN_PORT:-18080}
-export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/kubecensus}
+export DATABASE_URL=${DATABASE_URL:-postgres://kubecensus@127.0.0.1:5432/kubecensus}
 export NATS_URL=${NATS_URL:-nats://127.0.0.1:4222}
 export KUBECENSUS_REGISTRY=$WORK/clusters.yaml
 

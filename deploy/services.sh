@@ -7,6 +7,7 @@ set -euo pipefail
 PG_PORT=${PG_PORT:-5432}
 NATS_PORT=${NATS_PORT:-4222}
 DB_NAME=${DB_NAME:-kubecensus}
+DB_ROLE=${DB_ROLE:-kubecensus}
 STATE_DIR=${KUBECENSUS_STATE_DIR:-/var/lib/kubecensus}
 
 say() { echo "services: $*" >&2; }
@@ -44,8 +45,12 @@ if ! psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -qAtc 'select 1' >/
   sed -i '/^host\s\+all\s\+all\s\+127.0.0.1\/32/s/\S\+$/trust/; /^host\s\+all\s\+all\s\+::1\/128/s/\S\+$/trust/' "$hba"
   runuser -u postgres -- psql -p "$PG_PORT" -qAtc 'select pg_reload_conf()' >/dev/null
 fi
+# The role kubecensus runs as: it owns its database and may create databases (tests make their own).
+psql_admin -c "select 1 from pg_roles where rolname = '$DB_ROLE'" | grep -q 1 \
+  || { say "creating role $DB_ROLE"; psql_admin -c "create role $DB_ROLE login createdb"; }
 psql_admin -c "select 1 from pg_database where datname = '$DB_NAME'" | grep -q 1 \
-  || { say "creating database $DB_NAME"; psql_admin -c "create database $DB_NAME"; }
+  || { say "creating database $DB_NAME"; psql_admin -c "create database $DB_NAME owner $DB_ROLE"; }
+psql_admin -c "alter database $DB_NAME owner to $DB_ROLE" >/dev/null
 
 # nats-server with JetStream (file storage).
 if ! port_open "$NATS_PORT"; then
@@ -55,4 +60,4 @@ if ! port_open "$NATS_PORT"; then
   for _ in $(seq 50); do port_open "$NATS_PORT" && break; sleep 0.1; done
 fi
 port_open "$NATS_PORT" || { say "nats-server did not come up; see $STATE_DIR/nats.log"; exit 1; }
-say "PostgreSQL on 127.0.0.1:$PG_PORT (database $DB_NAME), NATS on 127.0.0.1:$NATS_PORT: ready"
+say "PostgreSQL on 127.0.0.1:$PG_PORT (database $DB_NAME, role $DB_ROLE), NATS on 127.0.0.1:$NATS_PORT: ready"

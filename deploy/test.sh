@@ -2,8 +2,8 @@
 # Every test, against the real PostgreSQL and NATS (deploy/services.sh brings them up).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/kubecensus}
+export DATABASE_URL=${DATABASE_URL:-postgres://kubecensus@127.0.0.1:5432/kubecensus}
 export NATS_URL=${NATS_URL:-nats://127.0.0.1:4222}
 # The end-to-end tests run the real scheduler, worker and fleet-sim binaries.
 cargo build --workspace --bins
-cargo test --workspace
+cargo test --workspace --no-fail-fast

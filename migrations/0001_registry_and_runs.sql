@@ -16,10 +16,11 @@ CREATE TABLE clusters (
 
 CREATE TABLE runs (
     run_id          uuid PRIMARY KEY,
-    job_id          uuid NOT NULL,
-    cluster_name    text NOT NULL,
-    table_name      text NOT NULL,
-    trigger         text NOT NULL,
+    -- NULL only for a rejected message that could not be read.
+    job_id          uuid,
+    cluster_name    text,
+    table_name      text,
+    trigger         text,
     attempt         integer NOT NULL,
     worker_id       text NOT NULL,
     scheduled_at    timestamptz NOT NULL,

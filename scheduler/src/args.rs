@@ -22,6 +22,9 @@ pub enum Command {
         /// Override a table's schedule: `kubernetes_pods='0 */2 * * * *'` (6 fields, seconds first).
         #[arg(long = "schedule", value_name = "TABLE=CRON", env = "KUBECENSUS_SCHEDULES", value_delimiter = ';')]
         schedules: Vec<String>,
+        /// Only schedule these tables (repeatable); all by default.
+        #[arg(long = "table", env = "KUBECENSUS_TABLES", value_delimiter = ',')]
+        tables: Vec<String>,
     },
     /// Publish jobs now and say, for each, whether it was queued or one is already pending.
     Refresh {

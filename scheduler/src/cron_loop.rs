@@ -17,9 +17,15 @@ use kubecensus::{
 };
 use tokio_util::sync::CancellationToken;
 
-/// Runs until SIGTERM or SIGINT.
-pub async fn run(js: &async_nats::jetstream::Context, queue: &Queue, registry: &Registry, overrides: &[String]) -> anyhow::Result<()> {
-    let schedules = schedules(overrides)?;
+/// Runs until SIGTERM or SIGINT. `only` limits the loop to some tables (all when empty).
+pub async fn run(
+    js: &async_nats::jetstream::Context,
+    queue: &Queue,
+    registry: &Registry,
+    overrides: &[String],
+    only: &[String],
+) -> anyhow::Result<()> {
+    let schedules = schedules(overrides, only)?;
     for (table, schedule) in &schedules {
         tracing::info!(table, schedule = %schedule.source(), "schedule");
     }
@@ -44,8 +50,14 @@ pub async fn run(js: &async_nats::jetstream::Context, queue: &Queue, registry: &
     }
 }
 
-/// Each resource's job table with its schedule: the catalog's, unless overridden.
-fn schedules(overrides: &[String]) -> anyhow::Result<Vec<(&'static str, Schedule)>> {
+/// Each resource's job table with its schedule: the catalog's, unless overridden; only the
+/// resources of the tables in `only`, when it is not empty.
+fn schedules(overrides: &[String], only: &[String]) -> anyhow::Result<Vec<(&'static str, Schedule)>> {
+    let mut selected = Vec::new();
+    for table in only {
+        let resource = catalog().resource_of(table).with_context(|| format!("unknown table `{table}`"))?;
+        selected.push(resource.job_table());
+    }
     let mut chosen: HashMap<&str, String> =
         catalog().resources.iter().map(|r| (r.job_table(), r.schedule.clone())).collect();
     for entry in overrides.iter().filter(|e| !e.trim().is_empty()) {
@@ -56,6 +68,7 @@ fn schedules(overrides: &[String]) -> anyhow::Result<Vec<(&'static str, Schedule
     catalog()
         .resources
         .iter()
+        .filter(|r| selected.is_empty() || selected.contains(&r.job_table()))
         .map(|r| {
             let cron = &chosen[r.job_table()];
             let schedule = Schedule::from_str(cron).with_context(|| {
@@ -105,7 +118,7 @@ mod tests {
 
     #[test]
     fn overrides_replace_defaults_and_bad_crons_say_what_is_expected() {
-        let schedules = schedules(&["kubernetes_pod_containers=0 0 * * * *".into()]).unwrap();
+        let schedules = schedules(&["kubernetes_pod_containers=0 0 * * * *".into()], &[]).unwrap();
         let pods = schedules.iter().find(|(t, _)| *t == "kubernetes_pods").unwrap();
         assert_eq!(pods.1.source(), "0 0 * * * *");
         let err = schedules_error("kubernetes_pods=*/5 * * * *");
@@ -114,15 +127,16 @@ mod tests {
     }
 
     fn schedules_error(entry: &str) -> String {
-        format!("{:#}", schedules(&[entry.to_owned()]).unwrap_err())
+        format!("{:#}", schedules(&[entry.to_owned()], &[]).unwrap_err())
     }
 
     #[test]
     fn the_next_tick_is_after_now_and_groups_tables_due_together() {
-        let schedules = schedules(&[]).unwrap();
+        let pipeline_tables = ["kubernetes_pod_containers".to_owned(), "kubernetes_nodes".into(), "kubernetes_namespaces".into()];
+        let schedules = schedules(&[], &pipeline_tables).unwrap();
         let now = DateTime::parse_from_rfc3339("2024-05-01T10:07:30Z").unwrap().with_timezone(&Utc);
         let (tick, due) = next_tick(&schedules, now).unwrap();
         assert_eq!(tick.to_rfc3339(), "2024-05-01T10:10:00+00:00");
-        assert_eq!(due.len(), 3, "pods every 5 min, nodes and namespaces every 10 min: all due at :10");
+        assert_eq!(due, ["kubernetes_namespaces", "kubernetes_nodes", "kubernetes_pods"], "all due at :10");
     }
 }

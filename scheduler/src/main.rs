@@ -41,8 +41,8 @@ async fn main() -> anyhow::Result<()> {
     let queue = args.common.queue();
     queue.ensure_stream(&js).await?;
 
-    match args.command.unwrap_or(Command::Run { schedules: Vec::new() }) {
-        Command::Run { schedules } => cron_loop::run(&js, &queue, &registry, &schedules).await?,
+    match args.command.unwrap_or(Command::Run { schedules: Vec::new(), tables: Vec::new() }) {
+        Command::Run { schedules, tables } => cron_loop::run(&js, &queue, &registry, &schedules, &tables).await?,
         Command::Refresh { clusters, tables, wait } => {
             let job_ids = refresh(&js, &queue, &registry, &clusters, &tables).await?;
             if wait {

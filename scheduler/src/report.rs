@@ -22,7 +22,7 @@ pub async fn print(pool: &PgPool) -> anyhow::Result<()> {
         "SELECT DISTINCT ON (r.cluster_name, r.table_name)
                 r.cluster_name, r.table_name, r.status, r.rows_written,
                 extract(epoch FROM r.duration)::float8 * 1000 AS millis, r.error
-         FROM runs r WHERE r.status <> 'running' AND r.cluster_name <> '?'
+         FROM runs r WHERE r.status <> 'running' AND r.cluster_name IS NOT NULL
          ORDER BY r.cluster_name, r.table_name, r.started_at DESC",
     )
     .fetch_all(pool)

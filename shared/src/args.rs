@@ -8,7 +8,7 @@ use crate::{queue::Queue, telemetry::LogFormat};
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
     /// PostgreSQL URL. A password is better given in PGPASSWORD or a ~/.pgpass file than here.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/kubecensus")]
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://kubecensus@127.0.0.1:5432/kubecensus")]
     pub database_url: String,
     /// NATS URL.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]

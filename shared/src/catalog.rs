@@ -15,9 +15,8 @@ use crate::{Error, Result};
 /// The catalog text, compiled into every binary.
 const CATALOG_YAML: &str = include_str!("../catalog.yaml");
 
-static CATALOG: LazyLock<Catalog> = LazyLock::new(|| {
-    Catalog::parse(CATALOG_YAML).unwrap_or_else(|err| panic!("the embedded catalog.yaml is invalid: {err}"))
-});
+static CATALOG: LazyLock<Catalog> =
+    LazyLock::new(|| Catalog::parse(CATALOG_YAML).unwrap_or_else(|err| panic!("the embedded catalog.yaml is invalid: {err}")));
 
 /// The embedded catalog.
 pub fn catalog() -> &'static Catalog {
@@ -36,9 +35,31 @@ pub struct Catalog {
 #[serde(deny_unknown_fields)]
 pub struct Resource {
     pub api: ApiRef,
+    /// Where the objects come from: a paged list of `api` (the default), or the discovery API.
+    #[serde(default)]
+    pub source: ResourceSource,
+    /// The Kubernetes minor version (`1.25`) that stopped serving this API, for documentation
+    /// and the simulated fleet; a cluster that does not serve it answers 404 and the job is
+    /// `skipped`.
+    #[serde(default)]
+    pub removed_in: Option<String>,
     /// Default cron schedule (6 fields, seconds first), overridable in the config.
     pub schedule: String,
     pub tables: Vec<Table>,
+}
+
+/// Where a resource's objects come from.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ResourceSource {
+    /// A paged list of the resource (`GET /apis/<group>/<version>/<plural>`).
+    #[default]
+    List,
+    /// Discovery (`/api`, `/apis`, every group/version): one object per `APIResourceList`, with
+    /// `group` and `version` filled in.
+    Discovery,
+    /// `GET /version`: one object.
+    Version,
 }
 
 /// Where a resource lives in the Kubernetes API.
@@ -62,16 +83,44 @@ pub struct Table {
     /// Where rows come from: absent means one row per object.
     #[serde(default)]
     pub rows: Vec<RowList>,
-    /// Table-specific columns, in order, after the common object columns. A column named like a
-    /// common column replaces that column's source in place.
+    /// Which common columns lead the table.
+    #[serde(default)]
+    pub common: CommonColumns,
+    /// Table-specific columns, in order, after the common columns. A column named like a
+    /// common column replaces that column's source in place. A nested list is spliced in place,
+    /// so a YAML anchor can share a column set between tables.
     #[serde(rename = "columns")]
-    column_specs: Vec<String>,
+    column_specs: Vec<ColumnSpecs>,
     /// Extra indexes (lists of column names) beyond the common ones.
     #[serde(default)]
     pub indexes: Vec<Vec<String>>,
     /// Common and specific columns, resolved at load.
     #[serde(skip)]
     pub columns: Vec<Column>,
+    /// The column naming each row's namespace, after which the registry's namespace fields go
+    /// (`namespace`; `name` in `kubernetes_namespaces`), and where its value comes from.
+    #[serde(skip)]
+    pub namespace_column: Option<(String, Source)>,
+}
+
+/// The columns a table starts with.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CommonColumns {
+    /// kubequery's object columns: uid, cluster_name, cluster_uid, name, [namespace,]
+    /// creation_timestamp, labels, annotations.
+    #[default]
+    Object,
+    /// Only cluster_name and cluster_uid (kubequery's tables without an object identity).
+    Cluster,
+}
+
+/// One column spec, or a list of them (spliced in place).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ColumnSpecs {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// A list inside each object whose items become rows (e.g. `spec.containers`).
@@ -111,6 +160,8 @@ pub enum ColumnType {
     Bool,
     /// An RFC 3339 timestamp as kubequery stores it: unix seconds in a `bigint`.
     Time,
+    /// A floating-point number, stored as `double precision` (e.g. CPU cores).
+    Double,
 }
 
 impl ColumnType {
@@ -122,8 +173,22 @@ impl ColumnType {
             "bigint" => Self::BigInt,
             "bool" => Self::Bool,
             "time" => Self::Time,
+            "double" => Self::Double,
             _ => return None,
         })
+    }
+
+    /// The type's name in the catalog.
+    pub fn catalog_name(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+            Self::Int => "int",
+            Self::BigInt => "bigint",
+            Self::Bool => "bool",
+            Self::Time => "time",
+            Self::Double => "double",
+        }
     }
 
     /// The PostgreSQL type of the column.
@@ -133,6 +198,7 @@ impl ColumnType {
             Self::Json => "jsonb",
             Self::Int | Self::Bool => "integer",
             Self::BigInt | Self::Time => "bigint",
+            Self::Double => "double precision",
         }
     }
 }
@@ -141,47 +207,169 @@ impl ColumnType {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
     /// A field path in the object, e.g. `metadata.uid`.
-    Object(Vec<String>),
+    Object(Vec<Step>),
     /// A field path in the row's list item, e.g. `item.image`.
-    Item(Vec<String>),
+    Item(Vec<Step>),
     /// A field path in the status item matched to the row's item, e.g. `status_item.ready`.
-    StatusItem(Vec<String>),
+    StatusItem(Vec<Step>),
     /// The row list's tag (`RowList::tag`).
     Tag,
     /// The cluster's name in the registry.
     ClusterName,
     /// The uid of the cluster's `kube-system` namespace.
     ClusterUid,
-    /// An image reference without its tag or digest, from a field of the item.
-    ImageRepo(Box<Source>),
+    /// A constant text, written `'text'`.
+    Const(String),
+    /// The first of these sources whose value is set (not missing, not null): `a.b|c.d`.
+    FirstOf(Vec<Source>),
+    /// A function of another source's value: `cores(item.resources.requests.cpu)`.
+    Call(Function, Box<Source>),
+}
+
+/// One step of a field path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// An object key.
+    Key(String),
+    /// `key[path=value]`: the first element of the list at `key` whose field at `path` is the
+    /// string `value` (e.g. `conditions[type=Ready]`, `metrics[resource.name=cpu]`).
+    Find { key: String, path: Vec<String>, value: String },
+}
+
+/// The functions a source can apply, each with the column type it yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    /// An image reference without its tag or digest (`text`).
+    ImageRepo,
+    /// Which volume source of a volume (or PersistentVolume spec) is set, named as kubequery
+    /// names it: `config_map`, `host_path`, `persistent_volume_claim`, ... (`text`).
+    VolumeType,
+    /// A condition list's `Ready` condition: 1 when its status is `True`, else 0; NULL when the
+    /// list has no `Ready` condition (`bool`).
+    Ready,
+    /// A Kubernetes quantity in CPU cores: `100m` → 0.1 (`double`).
+    Cores,
+    /// A Kubernetes quantity in bytes (or units), rounded up: `1Ki` → 1024 (`bigint`).
+    Bytes,
+    /// An annotation map without `kubectl.kubernetes.io/last-applied-configuration`, which can
+    /// hold a Secret's or ConfigMap's data (`json`).
+    NoLastApplied,
+}
+
+impl Function {
+    const ALL: [(&'static str, Function, ColumnType); 6] = [
+        ("image_repo", Function::ImageRepo, ColumnType::Text),
+        ("volume_type", Function::VolumeType, ColumnType::Text),
+        ("ready", Function::Ready, ColumnType::Bool),
+        ("cores", Function::Cores, ColumnType::Double),
+        ("bytes", Function::Bytes, ColumnType::BigInt),
+        ("no_last_applied", Function::NoLastApplied, ColumnType::Json),
+    ];
+
+    fn named(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _, _)| *n == name).map(|(_, f, _)| *f)
+    }
+
+    /// The function's name in the catalog.
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, f, _)| *f == self).map_or("?", |(n, _, _)| n)
+    }
+
+    /// The column type the function's values are stored as.
+    pub fn column_type(self) -> ColumnType {
+        Self::ALL.iter().find(|(_, f, _)| *f == self).map_or(ColumnType::Text, |(_, _, t)| *t)
+    }
+}
+
+/// Splits `text` at `separator` where it is outside parentheses and brackets.
+fn split_top_level(text: &str, separator: char) -> Vec<&str> {
+    let (mut parts, mut depth, mut start) = (Vec::new(), 0i32, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' | '[' => depth += 1,
+            ')' | ']' => depth -= 1,
+            c if c == separator && depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+/// Parses a field path: keys separated by `.`, each optionally `key[path=value]`.
+fn parse_path(text: &str) -> Option<Vec<Step>> {
+    split_top_level(text, '.')
+        .into_iter()
+        .map(|segment| {
+            let valid_key = |key: &str| !key.is_empty() && !key.contains(['(', ')', '[', ']', '=', '\'', '$', '|']);
+            match segment.split_once('[') {
+                None => valid_key(segment).then(|| Step::Key(segment.to_owned())),
+                Some((key, filter)) => {
+                    let (path, value) = filter.strip_suffix(']')?.split_once('=')?;
+                    let path: Vec<String> = path.split('.').map(str::to_owned).collect();
+                    (valid_key(key) && path.iter().all(|p| valid_key(p)) && !value.is_empty()).then(|| Step::Find {
+                        key: key.to_owned(),
+                        path,
+                        value: value.to_owned(),
+                    })
+                }
+            }
+        })
+        .collect()
 }
 
 impl Source {
     fn parse(text: &str) -> Option<Self> {
-        let path = |rest: &str| rest.split('.').map(str::to_owned).collect::<Vec<_>>();
-        if let Some(inner) = text.strip_prefix("image_repo(").and_then(|t| t.strip_suffix(')')) {
-            return Some(Self::ImageRepo(Box::new(Self::parse(inner)?)));
+        let alternatives = split_top_level(text, '|');
+        if alternatives.len() > 1 {
+            return alternatives.into_iter().map(Self::parse).collect::<Option<Vec<_>>>().map(Self::FirstOf);
+        }
+        if let Some(constant) = text.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')) {
+            return (!constant.contains('\'')).then(|| Self::Const(constant.to_owned()));
+        }
+        if let Some((name, rest)) = text.split_once('(') {
+            let inner = rest.strip_suffix(')')?;
+            return Some(Self::Call(Function::named(name)?, Box::new(Self::parse(inner)?)));
         }
         Some(match text {
+            "item" => Self::Item(Vec::new()),
+            "status_item" => Self::StatusItem(Vec::new()),
             "$tag" => Self::Tag,
             "$cluster_name" => Self::ClusterName,
             "$cluster_uid" => Self::ClusterUid,
             _ if text.starts_with('$') || text.is_empty() => return None,
             _ => {
                 if let Some(rest) = text.strip_prefix("status_item.") {
-                    Self::StatusItem(path(rest))
+                    Self::StatusItem(parse_path(rest)?)
                 } else if let Some(rest) = text.strip_prefix("item.") {
-                    Self::Item(path(rest))
+                    Self::Item(parse_path(rest)?)
                 } else {
-                    Self::Object(path(text))
+                    Self::Object(parse_path(text)?)
                 }
             }
         })
     }
+
+    /// The functions this source applies, outermost first.
+    fn functions(&self) -> Vec<Function> {
+        match self {
+            Self::Call(function, inner) => {
+                let mut functions = vec![*function];
+                functions.extend(inner.functions());
+                functions
+            }
+            Self::FirstOf(sources) => sources.iter().flat_map(Self::functions).collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
-/// The columns every table of a namespaced resource starts with, in kubequery's order.
-const NAMESPACED_COLUMNS: &[&str] = &[
+/// The columns every table of a namespaced resource starts with, in kubequery's order
+/// (`common: object`; cluster-scoped resources have no `namespace`).
+const OBJECT_COLUMNS: &[&str] = &[
     "uid text metadata.uid",
     "cluster_name text $cluster_name",
     "cluster_uid text $cluster_uid",
@@ -191,6 +379,9 @@ const NAMESPACED_COLUMNS: &[&str] = &[
     "labels json metadata.labels",
     "annotations json metadata.annotations",
 ];
+
+/// The columns of `common: cluster` tables.
+const CLUSTER_COLUMNS: &[&str] = &["cluster_name text $cluster_name", "cluster_uid text $cluster_uid"];
 
 /// The name of the column that partitions every data table by cluster.
 pub const CLUSTER_COLUMN: &str = "cluster_name";
@@ -204,11 +395,19 @@ fn parse_column(spec: &str) -> Result<Column> {
     if !is_identifier(name) {
         return Err(Error::Catalog(format!("column `{spec}`: `{name}` is not a lower-case SQL identifier")));
     }
-    Ok(Column {
-        name: name.to_owned(),
-        ty: ColumnType::parse(ty).ok_or_else(bad)?,
-        source: Source::parse(source).ok_or_else(bad)?,
-    })
+    let ty = ColumnType::parse(ty).ok_or_else(bad)?;
+    let source = Source::parse(source).ok_or_else(bad)?;
+    if let Some(function) = source.functions().first()
+        && function.column_type() != ty
+    {
+        return Err(Error::Catalog(format!(
+            "column `{spec}`: {}() yields {:?} values; declare the column {}",
+            function.name(),
+            function.column_type(),
+            function.column_type().catalog_name()
+        )));
+    }
+    Ok(Column { name: name.to_owned(), ty, source })
 }
 
 /// Whether `name` is safe to use unquoted in SQL: lower-case letters, digits and `_`, not leading
@@ -231,8 +430,9 @@ impl Catalog {
             if resource.tables.is_empty() {
                 return Err(Error::Catalog(format!("{} fills no table", resource.api.kind)));
             }
+            let is_namespace = resource.api.group.is_empty() && resource.api.kind == "Namespace";
             for table in &mut resource.tables {
-                table.resolve_columns(resource.api.namespaced)?;
+                table.resolve_columns(resource.api.namespaced, is_namespace)?;
             }
         }
         let catalog = Self { resources };
@@ -255,6 +455,40 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// The README's table list: every table, where it comes from, what one row is, and its
+    /// default schedule, as a Markdown table (a test keeps the README's copy equal to it and
+    /// prints it when they differ).
+    pub fn markdown_tables(&self) -> String {
+        let mut out = String::from("| table | Kubernetes source | one row per | default schedule |\n|---|---|---|---|\n");
+        for resource in &self.resources {
+            let api = &resource.api;
+            let group_version = if api.group.is_empty() { api.version.clone() } else { format!("{}/{}", api.group, api.version) };
+            let origin = match resource.source {
+                ResourceSource::List => format!("{group_version} {}", api.kind),
+                ResourceSource::Discovery => "discovery (`/api`, `/apis`)".to_owned(),
+                ResourceSource::Version => "`/version`".to_owned(),
+            };
+            let removed = resource.removed_in.as_ref().map(|v| format!(", not served since {v}")).unwrap_or_default();
+            for (i, table) in resource.tables.iter().enumerate() {
+                let source = if i == 0 { format!("{origin}{removed}") } else { format!("{origin} (same listing)") };
+                let row = if table.rows.is_empty() {
+                    match resource.source {
+                        ResourceSource::Version => "cluster".to_owned(),
+                        _ => api.kind.clone(),
+                    }
+                } else {
+                    let lists: Vec<String> = table.rows.iter().map(|r| format!("`{}[]`", r.items)).collect();
+                    format!("item of {}", lists.join(", "))
+                };
+                let schedule = if i == 0 { format!("`{}`", resource.schedule) } else { String::new() };
+                out.push_str(&format!("| `{}` | {source} | {row} | {schedule} |\n", table.name));
+            }
+        }
+        out
+    }
+}
+
 impl Resource {
     /// The table that names this resource's jobs: the first one.
     pub fn job_table(&self) -> &str {
@@ -263,17 +497,25 @@ impl Resource {
 }
 
 impl Table {
-    fn resolve_columns(&mut self, namespaced: bool) -> Result<()> {
+    fn resolve_columns(&mut self, namespaced: bool, is_namespace: bool) -> Result<()> {
         if !is_identifier(&self.name) {
             return Err(Error::Catalog(format!("table `{}` is not a lower-case SQL identifier", self.name)));
         }
-        let mut columns: Vec<Column> = NAMESPACED_COLUMNS
+        let common = match self.common {
+            CommonColumns::Object => OBJECT_COLUMNS,
+            CommonColumns::Cluster => CLUSTER_COLUMNS,
+        };
+        let mut columns: Vec<Column> = common
             .iter()
             .filter(|spec| namespaced || !spec.starts_with("namespace "))
             .map(|spec| parse_column(spec))
             .collect::<Result<_>>()?;
         let mut declared = std::collections::HashSet::new();
-        for spec in &self.column_specs {
+        let specs = self.column_specs.iter().flat_map(|specs| match specs {
+            ColumnSpecs::One(spec) => std::slice::from_ref(spec),
+            ColumnSpecs::Many(specs) => specs.as_slice(),
+        });
+        for spec in specs {
             let column = parse_column(spec)?;
             if !declared.insert(column.name.clone()) {
                 return Err(Error::Catalog(format!("{}: column {} is declared twice", self.name, column.name)));
@@ -283,6 +525,13 @@ impl Table {
                 None => columns.push(column),
             }
         }
+        self.namespace_column = match columns.iter().find(|c| c.name == "namespace") {
+            Some(column) => Some((column.name.clone(), column.source.clone())),
+            None if is_namespace && self.rows.is_empty() => {
+                Some(("name".to_owned(), Source::Object(vec![Step::Key("metadata".into()), Step::Key("name".into())])))
+            }
+            None => None,
+        };
         let uses_items = columns.iter().any(|c| c.source.is_per_item());
         if uses_items && self.rows.is_empty() {
             return Err(Error::Catalog(format!("{}: item columns need `rows`", self.name)));
@@ -306,7 +555,8 @@ impl Source {
     fn is_per_item(&self) -> bool {
         match self {
             Self::Item(_) | Self::StatusItem(_) | Self::Tag => true,
-            Self::ImageRepo(inner) => inner.is_per_item(),
+            Self::Call(_, inner) => inner.is_per_item(),
+            Self::FirstOf(sources) => sources.iter().any(Self::is_per_item),
             _ => false,
         }
     }
@@ -332,9 +582,64 @@ mod tests {
         let containers = catalog().tables().find(|(_, t)| t.name == "kubernetes_pod_containers").unwrap().1;
         let names: Vec<&str> = containers.columns.iter().take(5).map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["uid", "cluster_name", "cluster_uid", "name", "namespace"]);
-        assert_eq!(containers.columns[3].source, Source::Item(vec!["name".into()]));
+        assert_eq!(containers.columns[3].source, Source::Item(vec![Step::Key("name".into())]));
         let namespaces = catalog().tables().find(|(_, t)| t.name == "kubernetes_namespaces").unwrap().1;
         assert!(!namespaces.has_column("namespace"));
+    }
+
+    #[test]
+    fn sources_parse_paths_filters_alternatives_constants_and_functions() {
+        let key = |k: &str| Step::Key(k.into());
+        assert_eq!(
+            Source::parse("spec.metrics[resource.name=cpu].resource"),
+            Some(Source::Object(vec![
+                key("spec"),
+                Step::Find { key: "metrics".into(), path: vec!["resource".into(), "name".into()], value: "cpu".into() },
+                key("resource"),
+            ]))
+        );
+        assert_eq!(
+            Source::parse("item.from|item.to"),
+            Some(Source::FirstOf(vec![Source::Item(vec![key("from")]), Source::Item(vec![key("to")])]))
+        );
+        assert_eq!(Source::parse("'add'"), Some(Source::Const("add".into())));
+        assert_eq!(Source::parse("volume_type(item)"), Some(Source::Call(Function::VolumeType, Box::new(Source::Item(vec![])))));
+        assert_eq!(
+            Source::parse("cores(item.resources.requests.cpu)"),
+            Some(Source::Call(Function::Cores, Box::new(Source::Item(vec![key("resources"), key("requests"), key("cpu")]))))
+        );
+        assert_eq!(
+            Source::parse("bytes(status.capacity.ephemeral-storage)"),
+            Some(Source::Call(
+                Function::Bytes,
+                Box::new(Source::Object(vec![key("status"), key("capacity"), key("ephemeral-storage")]))
+            ))
+        );
+        for bad in ["", "nosuch(a)", "cores(a", "a..b", "a[b]", "a[=x]", "'a'b'", "$nope", "a|", "a[b=]"] {
+            assert_eq!(Source::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn functions_must_match_their_column_type_and_tables_find_their_namespace_column() {
+        let entry = |columns: &str| {
+            format!(
+                "- api: {{version: v1, kind: Pod, plural: pods, namespaced: true}}\n  schedule: '0 * * * * *'\n  tables:\n  - name: t\n    columns: [{columns}]\n"
+            )
+        };
+        let err = Catalog::parse(&entry("'c text cores(spec.cpu)'")).unwrap_err().to_string();
+        assert!(err.contains("declare the column double"), "{err}");
+        let catalog = Catalog::parse(&entry("'c double cores(spec.cpu)', ['a text x', 'b int y']")).unwrap();
+        let table = &catalog.resources[0].tables[0];
+        assert!(table.has_column("a") && table.has_column("b") && table.has_column("c"));
+        assert_eq!(table.namespace_column.as_ref().map(|c| c.0.as_str()), Some("namespace"));
+        let namespaces = self::catalog().tables().find(|(_, t)| t.name == "kubernetes_namespaces").unwrap().1;
+        assert_eq!(namespaces.namespace_column.as_ref().map(|c| c.0.as_str()), Some("name"));
+        let nodes = self::catalog().tables().find(|(_, t)| t.name == "kubernetes_nodes").unwrap().1;
+        assert!(nodes.namespace_column.is_none());
+        let info = self::catalog().tables().find(|(_, t)| t.name == "kubernetes_info").unwrap().1;
+        assert_eq!(info.columns[0].name, "cluster_name");
+        assert!(!info.has_column("uid"));
     }
 
     #[test]

@@ -8,9 +8,13 @@
 
 use std::borrow::Cow;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use crate::catalog::{CLUSTER_COLUMN, ColumnType, RowList, Source, Table};
+use crate::{
+    catalog::{CLUSTER_COLUMN, ColumnType, Function, RowList, Source, Step, Table},
+    quantity,
+    registry::NamespaceFields,
+};
 
 /// What every row of one cluster shares: its name, uid and the registry's extra fields.
 #[derive(Debug, Clone)]
@@ -21,44 +25,84 @@ pub struct ClusterContext {
     pub field_values: Vec<Option<String>>,
 }
 
-/// A table's columns as stored: the catalog's, with the registry's extra fields right after
-/// `cluster_name`.
+/// A table's columns as stored: the catalog's, with the registry's cluster fields right after
+/// `cluster_name` and its namespace fields right after the table's namespace column (tables
+/// without one have none).
 #[derive(Debug, Clone, Copy)]
 pub struct Layout<'a> {
     pub table: &'a Table,
     pub fields: &'a [String],
+    pub namespace_fields: &'a [String],
 }
 
-impl Layout<'_> {
+impl<'a> Layout<'a> {
+    /// The namespace fields this table stores: the registry's, when it has a namespace column.
+    fn own_namespace_fields(&self) -> &'a [String] {
+        if self.table.namespace_column.is_some() { self.namespace_fields } else { &[] }
+    }
+
+    /// Whether the namespace fields follow this column.
+    fn is_namespace_column(&self, name: &str) -> bool {
+        self.table.namespace_column.as_ref().is_some_and(|(column, _)| column == name)
+    }
+
     /// Column names in storage order.
-    pub fn column_names(&self) -> Vec<&str> {
-        let mut names = Vec::with_capacity(self.table.columns.len() + self.fields.len());
+    pub fn column_names(&self) -> Vec<&'a str> {
+        let mut names = Vec::with_capacity(self.table.columns.len() + self.fields.len() + self.namespace_fields.len());
         for column in &self.table.columns {
             names.push(column.name.as_str());
             if column.name == CLUSTER_COLUMN {
                 names.extend(self.fields.iter().map(String::as_str));
             }
+            if self.is_namespace_column(&column.name) {
+                names.extend(self.own_namespace_fields().iter().map(String::as_str));
+            }
         }
         names
     }
 
+    /// The column names in storage order, quoted and comma-separated, for SQL (kubequery has
+    /// columns named like reserved words: `group`, `default`).
+    pub fn column_list(&self) -> String {
+        self.column_names().iter().map(|name| quoted(name)).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The extra (registry) columns this table has, all `text`.
+    pub fn extra_column_names(&self) -> impl Iterator<Item = &'a str> {
+        self.fields.iter().chain(self.own_namespace_fields()).map(String::as_str)
+    }
+
     /// Appends the rows `object` yields to `out` in COPY text format; returns how many.
+    /// Namespace fields are NULL (see [`Self::write_rows_with`]).
     pub fn write_rows(&self, object: &Value, cluster: &ClusterContext, out: &mut Vec<u8>) -> usize {
+        self.write_rows_with(object, cluster, None, out)
+    }
+
+    /// Appends the rows `object` yields to `out` in COPY text format, with the namespace fields'
+    /// values from `namespaces` (whose names must be [`Self::namespace_fields`]); returns how
+    /// many.
+    pub fn write_rows_with(
+        &self,
+        object: &Value,
+        cluster: &ClusterContext,
+        namespaces: Option<&NamespaceFields>,
+        out: &mut Vec<u8>,
+    ) -> usize {
         if self.table.rows.is_empty() {
-            self.write_row(&Row { object, item: None, status: None, tag: None }, cluster, out);
+            self.write_row(&Row { object, item: None, status: None, tag: None }, cluster, namespaces, out);
             return 1;
         }
         let mut count = 0;
         for list in &self.table.rows {
             for row in rows_of(object, list) {
-                self.write_row(&row, cluster, out);
+                self.write_row(&row, cluster, namespaces, out);
                 count += 1;
             }
         }
         count
     }
 
-    fn write_row(&self, row: &Row, cluster: &ClusterContext, out: &mut Vec<u8>) {
+    fn write_row(&self, row: &Row, cluster: &ClusterContext, namespaces: Option<&NamespaceFields>, out: &mut Vec<u8>) {
         for (i, column) in self.table.columns.iter().enumerate() {
             if i > 0 {
                 out.push(b'\t');
@@ -75,9 +119,39 @@ impl Layout<'_> {
                     write_field(value.as_deref(), out);
                 }
             }
+            if self.is_namespace_column(&column.name) {
+                self.write_namespace_fields(row, namespaces, out);
+            }
         }
         out.push(b'\n');
     }
+
+    fn write_namespace_fields(&self, row: &Row, namespaces: Option<&NamespaceFields>, out: &mut Vec<u8>) {
+        let fields = self.own_namespace_fields();
+        let namespace = self.table.namespace_column.as_ref().and_then(|(_, source)| match row.resolve(source) {
+            Some(Resolved::Json(Value::String(name))) => Some(name.as_str()),
+            _ => None,
+        });
+        match (namespaces, namespace) {
+            (Some(namespaces), Some(namespace)) if namespaces.names() == fields => {
+                for value in namespaces.values(namespace) {
+                    out.push(b'\t');
+                    write_field(value, out);
+                }
+            }
+            _ => {
+                for _ in fields {
+                    out.extend_from_slice(b"\t\\N");
+                }
+            }
+        }
+    }
+}
+
+/// A column name quoted for SQL. Names are catalog or registry identifiers (lower-case letters,
+/// digits, `_`), so quoting only keeps reserved words such as `group` usable.
+pub fn quoted(name: &str) -> String {
+    format!("\"{name}\"")
 }
 
 /// One row's inputs: the object, and for per-item tables the item, its status and its tag.
@@ -88,10 +162,21 @@ struct Row<'a> {
     tag: Option<&'a str>,
 }
 
-/// A resolved source: a JSON value, or a string computed from one.
+/// A resolved source: a JSON value of the object, a string or a JSON value computed from one.
 enum Resolved<'a> {
     Json(&'a Value),
     Text(String),
+    Computed(Value),
+}
+
+impl Resolved<'_> {
+    fn json(&self) -> Option<&Value> {
+        match self {
+            Self::Json(value) => Some(value),
+            Self::Computed(value) => Some(value),
+            Self::Text(_) => None,
+        }
+    }
 }
 
 impl<'a> Row<'a> {
@@ -101,18 +186,90 @@ impl<'a> Row<'a> {
             Source::Item(path) => lookup(self.item?, path).map(Resolved::Json),
             Source::StatusItem(path) => lookup(self.status?, path).map(Resolved::Json),
             Source::Tag => self.tag.map(|tag| Resolved::Text(tag.to_owned())),
-            Source::ImageRepo(inner) => match self.resolve(inner)? {
-                Resolved::Json(Value::String(image)) => Some(Resolved::Text(image_repo(image).to_owned())),
-                _ => None,
-            },
+            Source::Const(text) => Some(Resolved::Text(text.clone())),
+            Source::FirstOf(sources) => sources.iter().find_map(|source| self.resolve(source)),
+            Source::Call(function, inner) => apply(*function, self.resolve(inner)?),
             Source::ClusterName | Source::ClusterUid => None,
         }
     }
 }
 
+/// Applies a catalog function to a resolved value; `None` when it does not apply.
+fn apply(function: Function, value: Resolved) -> Option<Resolved> {
+    let text = |value: &Resolved| match value {
+        Resolved::Text(text) => Some(text.clone()),
+        Resolved::Json(Value::String(text)) => Some(text.clone()),
+        Resolved::Json(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    Some(match function {
+        Function::ImageRepo => Resolved::Text(image_repo(&text(&value)?).to_owned()),
+        Function::VolumeType => Resolved::Text(volume_type(value.json()?)?.to_owned()),
+        Function::Ready => Resolved::Computed(Value::Bool(ready(value.json()?)?)),
+        Function::Cores => Resolved::Computed(Value::from(quantity::cores(&text(&value)?)?)),
+        Function::Bytes => Resolved::Computed(Value::from(quantity::bytes(&text(&value)?)?)),
+        Function::NoLastApplied => {
+            let Value::Object(map) = value.json()? else { return None };
+            let kept: Map<String, Value> =
+                map.iter().filter(|(key, _)| key.as_str() != LAST_APPLIED).map(|(k, v)| (k.clone(), v.clone())).collect();
+            Resolved::Computed(Value::Object(kept))
+        }
+    })
+}
+
+/// kubectl's copy of the last applied manifest: for a Secret or ConfigMap, its data.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Volume sources (Pod volumes and PersistentVolume specs) in the order of Kubernetes'
+/// `VolumeSource`, with the name kubequery gives each (`iscsci` is kubequery's spelling).
+/// A PersistentVolume's `local` source has no name, as in kubequery.
+pub const VOLUME_TYPES: &[(&str, &str)] = &[
+    ("hostPath", "host_path"),
+    ("emptyDir", "empty_dir"),
+    ("gcePersistentDisk", "gce_persistent_disk"),
+    ("awsElasticBlockStore", "aws_elastic_block_store"),
+    ("gitRepo", "git_repo"),
+    ("secret", "secret"),
+    ("nfs", "nfs"),
+    ("iscsi", "iscsci"),
+    ("glusterfs", "gluster_fs"),
+    ("persistentVolumeClaim", "persistent_volume_claim"),
+    ("rbd", "rbd"),
+    ("flexVolume", "flex_volume"),
+    ("cinder", "cinder"),
+    ("cephfs", "ceph_fs"),
+    ("flocker", "flocker"),
+    ("downwardAPI", "downward_api"),
+    ("fc", "fc"),
+    ("azureFile", "azure_file"),
+    ("configMap", "config_map"),
+    ("vsphereVolume", "vsphere_volume"),
+    ("quobyte", "quobyte"),
+    ("azureDisk", "azure_disk"),
+    ("photonPersistentDisk", "photon_persistent_disk"),
+    ("projected", "projected"),
+    ("portworxVolume", "portworx_volume"),
+    ("scaleIO", "scaleio"),
+    ("storageos", "storage_os"),
+    ("csi", "csi"),
+    ("ephemeral", "ephemeral"),
+    ("image", "image"),
+];
+
+/// Which volume source of a volume (or PersistentVolume spec) is set.
+pub fn volume_type(volume: &Value) -> Option<&'static str> {
+    VOLUME_TYPES.iter().find(|(key, _)| volume.get(key).is_some_and(|v| !v.is_null())).map(|(_, name)| *name)
+}
+
+/// A condition list's `Ready` condition: whether its status is `True`; `None` without one.
+pub fn ready(conditions: &Value) -> Option<bool> {
+    let ready = conditions.as_array()?.iter().find(|c| c["type"] == "Ready")?;
+    Some(ready["status"] == "True")
+}
+
 /// The rows of one row list: each item, with the status item at the same index.
 fn rows_of<'a>(object: &'a Value, list: &'a RowList) -> impl Iterator<Item = Row<'a>> {
-    let path = |p: &str| p.split('.').map(str::to_owned).collect::<Vec<_>>();
+    let path = |p: &str| p.split('.').map(|key| Step::Key(key.to_owned())).collect::<Vec<_>>();
     let items = lookup(object, &path(&list.items)).and_then(Value::as_array);
     let statuses = list.status.as_deref().and_then(|p| lookup(object, &path(p))).and_then(Value::as_array);
     items.into_iter().flatten().enumerate().map(move |(i, item)| Row {
@@ -124,8 +281,14 @@ fn rows_of<'a>(object: &'a Value, list: &'a RowList) -> impl Iterator<Item = Row
 }
 
 /// The value at a field path; `None` when any step is missing or null.
-fn lookup<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
-    let found = path.iter().try_fold(value, |v, key| v.get(key))?;
+pub fn lookup<'a>(value: &'a Value, path: &[Step]) -> Option<&'a Value> {
+    let found =
+        path.iter().try_fold(value, |v, step| match step {
+            Step::Key(key) => v.get(key),
+            Step::Find { key, path, value } => v.get(key)?.as_array()?.iter().find(|element| {
+                path.iter().try_fold(*element, |e, key| e.get(key)).and_then(Value::as_str) == Some(value.as_str())
+            }),
+        })?;
     (!found.is_null()).then_some(found)
 }
 
@@ -141,10 +304,19 @@ pub fn image_repo(image: &str) -> &str {
 
 /// Renders a value as the column type stores it; `None` is SQL NULL (missing or wrong type).
 fn render<'a>(ty: ColumnType, value: Option<Resolved<'a>>) -> Option<Cow<'a, str>> {
+    let computed;
     let value = match value? {
         Resolved::Text(text) => return Some(Cow::Owned(text)),
         Resolved::Json(value) => value,
+        Resolved::Computed(value) => {
+            computed = value;
+            return render_json(ty, &computed).map(|text| Cow::Owned(text.into_owned()));
+        }
     };
+    render_json(ty, value)
+}
+
+fn render_json(ty: ColumnType, value: &Value) -> Option<Cow<'_, str>> {
     match ty {
         ColumnType::Text => match value {
             Value::String(s) => Some(Cow::Borrowed(s)),
@@ -159,6 +331,13 @@ fn render<'a>(ty: ColumnType, value: Option<Resolved<'a>>) -> Option<Cow<'a, str
             .as_str()
             .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
             .map(|t| Cow::Owned(t.timestamp().to_string())),
+        ColumnType::Double => match value {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.parse::<f64>().ok(),
+            _ => None,
+        }
+        .filter(|f| f.is_finite())
+        .map(|f| Cow::Owned(f.to_string())),
     }
 }
 
@@ -242,7 +421,7 @@ mod tests {
     /// Rows as a list of column → text (None for NULL), decoded back from COPY text.
     fn rows(table_name: &str, object: &Value) -> Vec<Vec<(String, Option<String>)>> {
         let fields = ["region".to_owned()];
-        let layout = Layout { table: table(table_name), fields: &fields };
+        let layout = Layout { table: table(table_name), fields: &fields, namespace_fields: &[] };
         let mut out = Vec::new();
         let count = layout.write_rows(object, &cluster(), &mut out);
         let text = String::from_utf8(out).unwrap();

@@ -6,7 +6,10 @@
 //! an expired continue token restarts the listing, a resource the cluster does not serve skips
 //! the job, anything else fails the attempt (after `Retry-After`, when the server gave one).
 
-use std::time::Duration;
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use http::{StatusCode, header::RETRY_AFTER};
 use kube::{
@@ -77,6 +80,88 @@ pub async fn list_page(client: &kube::Client, api: &ApiRef, limit: u32, continue
         }
     }
     Ok(page)
+}
+
+/// Discovery as objects: one `APIResourceList` per group/version the cluster serves (`/api/v1`,
+/// then every version of every group under `/apis`), each with `group` and `version` added so
+/// rows can name them. A group/version that fails to answer (an aggregated API that is down) is
+/// skipped with the reason rather than failing the whole listing.
+pub async fn discovery(client: &kube::Client) -> Result<Page> {
+    let mut group_versions: Vec<(String, String, String)> = Vec::new();
+    let core: Value = get_json(client, "/api").await?;
+    for version in core["versions"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        group_versions.push((String::new(), version.to_owned(), format!("/api/{version}")));
+    }
+    let groups: Value = get_json(client, "/apis").await?;
+    for group in groups["groups"].as_array().into_iter().flatten() {
+        let name = group["name"].as_str().unwrap_or_default();
+        for version in group["versions"].as_array().into_iter().flatten() {
+            if let Some(group_version) = version["groupVersion"].as_str() {
+                let version = version["version"].as_str().unwrap_or_default();
+                group_versions.push((name.to_owned(), version.to_owned(), format!("/apis/{group_version}")));
+            }
+        }
+    }
+    let mut page = Page { objects: Vec::new(), skipped: Vec::new(), continue_token: None };
+    for (group, version, path) in group_versions {
+        match get_json(client, &path).await {
+            Ok(mut list) if list.is_object() => {
+                list["group"] = Value::String(group);
+                list["version"] = Value::String(version);
+                page.objects.push(list);
+            }
+            Ok(_) => page.skipped.push(format!("GET {path}: not an object")),
+            Err(err) => page.skipped.push(err.to_string()),
+        }
+    }
+    Ok(page)
+}
+
+/// The cluster's `/version` as one object.
+pub async fn version(client: &kube::Client) -> Result<Page> {
+    let info = get_json(client, "/version").await?;
+    let mut page = Page { objects: Vec::new(), skipped: Vec::new(), continue_token: None };
+    match info {
+        Value::Object(_) => page.objects.push(info),
+        _ => page.skipped.push("GET /version: not an object".into()),
+    }
+    Ok(page)
+}
+
+/// The labels of every namespace, by name, listed page by page.
+pub async fn namespace_labels(client: &kube::Client, limit: u32) -> Result<HashMap<String, BTreeMap<String, String>>> {
+    let api = ApiRef {
+        group: String::new(),
+        version: "v1".into(),
+        kind: "Namespace".into(),
+        plural: "namespaces".into(),
+        namespaced: false,
+    };
+    let mut labels = HashMap::new();
+    let mut continue_token: Option<String> = None;
+    loop {
+        let page = list_page(client, &api, limit, continue_token.as_deref()).await?;
+        for namespace in &page.objects {
+            let Some(name) = namespace["metadata"]["name"].as_str() else { continue };
+            let own: BTreeMap<String, String> = namespace["metadata"]["labels"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(key, value)| Some((key.clone(), value.as_str()?.to_owned())))
+                .collect();
+            labels.insert(name.to_owned(), own);
+        }
+        match page.continue_token {
+            Some(token) => continue_token = Some(token),
+            None => return Ok(labels),
+        }
+    }
+}
+
+async fn get_json(client: &kube::Client, path: &str) -> Result<Value> {
+    let request = http::Request::get(path).body(Vec::new()).map_err(|err| Error::Cluster(format!("bad request {path}: {err}")))?;
+    let body = send(client, request).await?;
+    serde_json::from_slice(&body).map_err(|err| Error::Cluster(format!("GET {path}: not valid JSON: {err}")))
 }
 
 /// The uid of the cluster's `kube-system` namespace: kubequery's cluster uid.

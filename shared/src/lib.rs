@@ -13,6 +13,7 @@ pub mod error;
 pub mod flatten;
 pub mod job;
 pub mod kubeapi;
+pub mod quantity;
 pub mod queue;
 pub mod registry;
 pub mod runs;

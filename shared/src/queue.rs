@@ -127,6 +127,13 @@ impl Queue {
     }
 }
 
+/// Whether a publish was refused because the subject already holds a message (err_code 10077).
+fn is_subject_full(err: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(err)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|js_err| js_err.error_code() == jetstream::ErrorCode::STREAM_STORE_FAILED)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,11 +143,4 @@ mod tests {
         assert_eq!(without_credentials("nats://user:s3cret@host:4222"), "nats://***@host:4222");
         assert_eq!(without_credentials("nats://host:4222"), "nats://host:4222");
     }
-}
-
-/// Whether a publish was refused because the subject already holds a message (err_code 10077).
-fn is_subject_full(err: &jetstream::context::PublishError) -> bool {
-    std::error::Error::source(err)
-        .and_then(|source| source.downcast_ref::<jetstream::Error>())
-        .is_some_and(|js_err| js_err.error_code() == jetstream::ErrorCode::STREAM_STORE_FAILED)
 }

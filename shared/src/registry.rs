@@ -5,8 +5,16 @@
 //! free-form fields such as `region: us-east` that become columns of every table. Credentials
 //! stay here: job messages carry only the cluster name, and the `clusters` table only what is
 //! safe to show (see [`crate::store::sync_clusters`]).
+//!
+//! Namespace fields (`team: payments`) are columns too, right after `namespace` in every
+//! namespaced table: rules map a namespace (by name or glob, fleet-wide or per cluster, or by
+//! copying one of the namespace's labels) to a value. [`NamespaceFields`] resolves them.
 
-use std::{collections::BTreeMap, path::{Path, PathBuf}, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use secrecy::SecretString;
@@ -18,7 +26,27 @@ use crate::{Error, Result, catalog};
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Registry {
+    /// Fleet-wide namespace fields: for each field, rules tried in order after the cluster's own.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespace_fields: BTreeMap<String, Vec<NamespaceRule>>,
     pub clusters: Vec<ClusterConfig>,
+}
+
+/// One rule of a namespace field: which namespaces it applies to, and the value it gives them,
+/// either a constant (`value`) or one of the namespace's labels (`label`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceRule {
+    /// A namespace name, or a glob (`*` any run of characters, `?` one); every namespace when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The field's value for matching namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Copy this label of the namespace; the rule does not match a namespace without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// One cluster and how to reach it. Either `kubeconfig` (+ optional `context`), or `server`
@@ -53,6 +81,9 @@ pub struct ClusterConfig {
     /// Free-form fields (`region: us-east`) stored as columns after `cluster_name`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: BTreeMap<String, String>,
+    /// This cluster's namespace field rules, tried before the fleet-wide ones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespace_fields: BTreeMap<String, Vec<NamespaceRule>>,
 }
 
 /// How long to wait for a cluster's API server to accept a connection.
@@ -63,10 +94,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 impl Registry {
     /// Reads and checks a registry file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| Error::Registry(format!("cannot read {}: {err}", path.display())))?;
-        let mut registry: Self = serde_yaml::from_str(&text)
-            .map_err(|err| Error::Registry(format!("{}: {err}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|err| Error::Registry(format!("cannot read {}: {err}", path.display())))?;
+        let mut registry: Self =
+            serde_yaml::from_str(&text).map_err(|err| Error::Registry(format!("{}: {err}", path.display())))?;
         // Relative file paths are relative to the registry file.
         let base = path.parent().unwrap_or(Path::new("."));
         for cluster in &mut registry.clusters {
@@ -89,7 +120,35 @@ impl Registry {
                 return Err(Error::Registry(format!("cluster {} is declared twice", cluster.name)));
             }
         }
+        let cluster_fields = self.field_names();
+        check_namespace_fields("namespace_fields", &self.namespace_fields, &cluster_fields)?;
+        for cluster in &self.clusters {
+            check_namespace_fields(&format!("cluster {}", cluster.name), &cluster.namespace_fields, &cluster_fields)?;
+        }
         Ok(())
+    }
+
+    /// Every namespace field the registry declares, fleet-wide or for any cluster, sorted: the
+    /// columns after `namespace`.
+    pub fn namespace_field_names(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            self.namespace_fields.keys().chain(self.clusters.iter().flat_map(|c| c.namespace_fields.keys())).cloned().collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The namespace field rules that apply to `cluster`, in [`Self::namespace_field_names`] order.
+    pub fn namespace_fields_of(&self, cluster: &ClusterConfig) -> NamespaceFields {
+        let names = self.namespace_field_names();
+        let rules = names
+            .iter()
+            .map(|name| {
+                let own = cluster.namespace_fields.get(name).into_iter().flatten();
+                own.chain(self.namespace_fields.get(name).into_iter().flatten()).cloned().collect()
+            })
+            .collect();
+        NamespaceFields { names, rules, labels: HashMap::new() }
     }
 
     /// The cluster of this name.
@@ -120,19 +179,120 @@ impl Registry {
                 ..ClusterConfig::default()
             })
             .collect();
-        let registry = Self { clusters };
+        let registry = Self { clusters, ..Self::default() };
         registry.check()?;
         Ok(registry)
     }
 }
 
+/// Checks the namespace field rules declared at `place`: names like cluster fields (and not one
+/// of theirs), each rule a `value` or a `label`, and globs that are not empty.
+fn check_namespace_fields(place: &str, fields: &BTreeMap<String, Vec<NamespaceRule>>, cluster_fields: &[String]) -> Result<()> {
+    let bad = |why: String| Err(Error::Registry(format!("{place}: {why}")));
+    for (name, rules) in fields {
+        check_field_name(name).or_else(|why| bad(format!("namespace field `{name}` {why}")))?;
+        if cluster_fields.contains(name) {
+            return bad(format!("namespace field `{name}` is also a cluster field"));
+        }
+        for rule in rules {
+            if rule.value.is_some() == rule.label.is_some() {
+                return bad(format!("namespace field `{name}`: give each rule either `value` or `label`"));
+            }
+            if rule.namespace.as_deref() == Some("") || rule.label.as_deref() == Some("") {
+                return bad(format!("namespace field `{name}`: empty `namespace` or `label`"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why `name` cannot be an extra column: not an identifier, or a table column's name.
+fn check_field_name(name: &str) -> std::result::Result<(), String> {
+    if !catalog::is_identifier(name) {
+        return Err("must be a lower-case SQL identifier".into());
+    }
+    if catalog::catalog().tables().any(|(_, table)| table.has_column(name)) {
+        return Err("has the name of a table column".into());
+    }
+    Ok(())
+}
+
+/// The namespace fields of one cluster: their rules, and the namespaces' labels for the rules
+/// that copy a label.
+#[derive(Debug, Clone, Default)]
+pub struct NamespaceFields {
+    names: Vec<String>,
+    /// Per field: the cluster's rules, then the fleet's.
+    rules: Vec<Vec<NamespaceRule>>,
+    /// Labels by namespace name.
+    labels: HashMap<String, BTreeMap<String, String>>,
+}
+
+impl NamespaceFields {
+    /// The field names, in column order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Whether a rule copies a label, so the namespaces' labels must be listed first.
+    pub fn needs_labels(&self) -> bool {
+        self.rules.iter().flatten().any(|rule| rule.label.is_some())
+    }
+
+    /// Sets the namespaces' labels (by namespace name).
+    pub fn set_labels(&mut self, labels: HashMap<String, BTreeMap<String, String>>) {
+        self.labels = labels;
+    }
+
+    /// Each field's value for `namespace`: the first matching rule's, or `None`.
+    pub fn values(&self, namespace: &str) -> impl Iterator<Item = Option<&str>> {
+        let labels = self.labels.get(namespace);
+        self.rules.iter().map(move |rules| {
+            rules.iter().find_map(|rule| {
+                if !rule.namespace.as_deref().is_none_or(|pattern| glob_matches(pattern, namespace)) {
+                    return None;
+                }
+                match (&rule.value, &rule.label) {
+                    (Some(value), _) => Some(value.as_str()),
+                    (None, Some(label)) => labels?.get(label).map(String::as_str),
+                    (None, None) => None,
+                }
+            })
+        })
+    }
+}
+
+/// Whether `text` matches a glob of `*` (any run of characters) and `?` (one character).
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
+    let (pattern, text): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut p, mut t) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some('*') => {
+                backtrack = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == '?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match backtrack {
+                Some((star, matched)) => {
+                    p = star + 1;
+                    t = matched + 1;
+                    backtrack = Some((star, matched + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == '*')
+}
+
 /// A registry-safe cluster name made from a kubeconfig context name (which may hold `@`, `:`, `/`).
 fn cluster_name_from(context: &str) -> String {
-    let name: String = context
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
+    let name: String = context.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
     let name = name.trim_matches('-');
     name[..name.len().min(MAX_NAME_LEN)].trim_end_matches('-').to_owned()
 }
@@ -172,12 +332,7 @@ impl ClusterConfig {
             (Some(_), None) => {}
         }
         for field in self.fields.keys() {
-            if !catalog::is_identifier(field) {
-                return bad(format!("field `{field}` must be a lower-case SQL identifier"));
-            }
-            if catalog::catalog().tables().any(|(_, table)| table.has_column(field)) {
-                return bad(format!("field `{field}` has the name of a table column"));
-            }
+            check_field_name(field).or_else(|why| bad(format!("field `{field}` {why}")))?;
         }
         Ok(())
     }
@@ -222,8 +377,9 @@ impl ClusterConfig {
     /// The CA certificates as DER, from `ca_file` or `ca_data`; none means the system roots.
     fn ca_certificates(&self) -> Result<Option<Vec<Vec<u8>>>> {
         let pem_text = match (&self.ca_file, &self.ca_data) {
-            (Some(path), _) => std::fs::read(path)
-                .map_err(|err| self.error(format!("cannot read ca_file {}: {err}", path.display())))?,
+            (Some(path), _) => {
+                std::fs::read(path).map_err(|err| self.error(format!("cannot read ca_file {}: {err}", path.display())))?
+            }
             (None, Some(data)) => data.clone().into_bytes(),
             (None, None) => return Ok(None),
         };
@@ -238,8 +394,9 @@ impl ClusterConfig {
         let token = match (&self.token_file, &self.token_env) {
             (Some(path), _) => std::fs::read_to_string(path)
                 .map_err(|err| self.error(format!("cannot read token_file {}: {err}", path.display())))?,
-            (None, Some(var)) => std::env::var(var)
-                .map_err(|_| self.error(format!("environment variable {var} (token_env) is not set")))?,
+            (None, Some(var)) => {
+                std::env::var(var).map_err(|_| self.error(format!("environment variable {var} (token_env) is not set")))?
+            }
             (None, None) => return Err(self.error("no token_file and no token_env".into())),
         };
         Ok(SecretString::from(token.trim().to_owned()))
@@ -297,6 +454,58 @@ mod tests {
             let err = Registry::load(&path).unwrap_err().to_string();
             assert!(err.contains(why), "{clusters:?}: {err}");
         }
+    }
+
+    #[test]
+    fn namespace_fields_resolve_cluster_rules_first_then_fleet_rules_globs_and_labels() {
+        let dir = temp_dir();
+        let path = write(
+            &dir,
+            "clusters.yaml",
+            "namespace_fields:\n  team:\n  - {namespace: 'pay-*', value: payments}\n  - {label: team}\n  cost_center:\n  - {value: shared}\nclusters:\n- name: a\n  kubeconfig: k\n  fields: {region: eu}\n  namespace_fields:\n    team:\n    - {namespace: legacy, value: core}\n- name: b\n  kubeconfig: k\n",
+        );
+        let registry = Registry::load(&path).unwrap();
+        assert_eq!(registry.namespace_field_names(), ["cost_center", "team"]);
+        let mut a = registry.namespace_fields_of(registry.get("a").unwrap());
+        assert!(a.needs_labels());
+        a.set_labels(HashMap::from([("shop".to_owned(), BTreeMap::from([("team".to_owned(), "web".to_owned())]))]));
+        let values = |fields: &NamespaceFields, ns: &str| fields.values(ns).map(|v| v.map(str::to_owned)).collect::<Vec<_>>();
+        assert_eq!(values(&a, "legacy"), [Some("shared".into()), Some("core".into())]);
+        assert_eq!(values(&a, "pay-eu"), [Some("shared".into()), Some("payments".into())]);
+        assert_eq!(values(&a, "shop"), [Some("shared".into()), Some("web".into())]);
+        assert_eq!(values(&a, "other"), [Some("shared".into()), None]);
+        let b = registry.namespace_fields_of(registry.get("b").unwrap());
+        assert_eq!(values(&b, "legacy"), [Some("shared".into()), None], "another cluster's rules do not apply");
+    }
+
+    #[test]
+    fn bad_namespace_fields_are_rejected() {
+        let dir = temp_dir();
+        let cases = [
+            ("namespace_fields: {Team: [{value: x}]}\n", "SQL identifier"),
+            ("namespace_fields: {namespace: [{value: x}]}\n", "name of a table column"),
+            ("namespace_fields: {region: [{value: x}]}\n", "also a cluster field"),
+            ("namespace_fields: {team: [{value: x, label: y}]}\n", "either `value` or `label`"),
+            ("namespace_fields: {team: [{namespace: a}]}\n", "either `value` or `label`"),
+            ("namespace_fields: {team: [{value: x, nope: 1}]}\n", "unknown field"),
+        ];
+        for (fields, why) in cases {
+            let path =
+                write(&dir, "r.yaml", &format!("{fields}clusters:\n- name: a\n  kubeconfig: k\n  fields: {{region: x}}\n"));
+            let err = Registry::load(&path).unwrap_err().to_string();
+            assert!(err.contains(why), "{fields:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn globs_match_whole_names() {
+        assert!(glob_matches("pay-*", "pay-eu"));
+        assert!(glob_matches("*", ""));
+        assert!(glob_matches("a*b*c", "aXXbYbc"));
+        assert!(glob_matches("team-?", "team-1"));
+        assert!(!glob_matches("team-?", "team-12"));
+        assert!(!glob_matches("pay-*", "xpay-eu"));
+        assert!(glob_matches("kube-system", "kube-system"));
     }
 
     #[test]

@@ -99,17 +99,21 @@ pub async fn finish(conn: &mut PgConnection, run_id: Uuid, outcome: &Outcome) ->
     Ok(())
 }
 
-/// Records a job message that was rejected before any attempt could start (it has no valid
-/// cluster or table, or is not JSON): a finished run with what could be read of it.
-pub async fn record_rejected(pool: &PgPool, job_id: Option<Uuid>, subject: &str, worker_id: &str, error: &str) -> Result<()> {
+/// Records a job message that was rejected before any attempt could start (not JSON, an
+/// unknown cluster or table, the wrong subject): a finished run with what could be read of it.
+pub async fn record_rejected(pool: &PgPool, job: Option<&Job>, subject: &str, worker_id: &str, error: &str) -> Result<()> {
     sqlx::query(
         "INSERT INTO runs (run_id, job_id, cluster_name, table_name, trigger, attempt, worker_id, scheduled_at,
                            finished_at, status, error)
-         VALUES ($1, $2, '?', '?', '?', 1, $3, now(), now(), 'rejected', $4)",
+         VALUES ($1, $2, $3, $4, $5, 1, $6, coalesce($7, now()), now(), 'rejected', $8)",
     )
     .bind(Uuid::new_v4())
-    .bind(job_id.unwrap_or_else(Uuid::nil))
+    .bind(job.map(|job| job.id))
+    .bind(job.map(|job| &job.cluster))
+    .bind(job.map(|job| &job.table))
+    .bind(job.map(|job| job.trigger.as_str()))
     .bind(worker_id)
+    .bind(job.map(|job| job.scheduled_at))
     .bind(format!("{error} (subject {subject})"))
     .execute(pool)
     .await?;

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::{
     Error, Result,
     catalog::{CLUSTER_COLUMN, Resource, Table, catalog},
-    flatten::Layout,
+    flatten::{self, Layout},
     job::Job,
     registry::Registry,
     runs::{self, Outcome},
@@ -48,25 +48,26 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
 /// Applies the migrations and creates (or extends) every catalog table for the registry's fields.
 pub async fn prepare(pool: &PgPool, registry: &Registry) -> Result<()> {
     MIGRATOR.run(pool).await.map_err(|err| Error::Database(format!("migrations: {err}")))?;
-    ensure_tables(pool, &registry.field_names()).await
+    ensure_tables(pool, &registry.field_names(), &registry.namespace_field_names()).await
 }
 
-/// Creates each catalog table that is missing, with `fields` as columns after `cluster_name`,
-/// and adds field columns that are missing to existing tables. Safe to run from many processes.
-pub async fn ensure_tables(pool: &PgPool, fields: &[String]) -> Result<()> {
+/// Creates each catalog table that is missing, with `fields` as columns after `cluster_name` and
+/// `namespace_fields` after the namespace column, and adds field columns that are missing to
+/// existing tables. Safe to run from many processes.
+pub async fn ensure_tables(pool: &PgPool, fields: &[String], namespace_fields: &[String]) -> Result<()> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('kubecensus ensure_tables', 0))")
         .execute(&mut *tx)
         .await?;
     for (_, table) in catalog().tables() {
-        let layout = Layout { table, fields };
+        let layout = Layout { table, fields, namespace_fields };
         let columns: Vec<String> = layout
             .column_names()
             .into_iter()
             .map(|name| {
                 let ty = table.columns.iter().find(|c| c.name == name).map_or("text", |c| c.ty.sql_type());
                 let not_null = if name == CLUSTER_COLUMN { " NOT NULL" } else { "" };
-                format!("{name} {ty}{not_null}")
+                format!("{} {ty}{not_null}", flatten::quoted(name))
             })
             .collect();
         let name = &table.name;
@@ -75,7 +76,8 @@ pub async fn ensure_tables(pool: &PgPool, fields: &[String]) -> Result<()> {
             format!("CREATE TABLE IF NOT EXISTS public.{name} ({}) PARTITION BY LIST ({CLUSTER_COLUMN})", columns.join(", ")),
         )
         .await?;
-        for field in fields {
+        for field in layout.extra_column_names() {
+            let field = flatten::quoted(field);
             execute(&mut tx, format!("ALTER TABLE public.{name} ADD COLUMN IF NOT EXISTS {field} text")).await?;
         }
         for index in index_definitions(table) {
@@ -97,7 +99,11 @@ struct IndexDefinition {
 /// ATTACH adopts them instead of building them under its lock): lookups by namespace and name,
 /// GIN on labels, and the catalog's own.
 fn index_definitions(table: &Table) -> Vec<IndexDefinition> {
-    let mut lookups: Vec<Vec<&str>> = vec![if table.has_column("namespace") { vec!["namespace", "name"] } else { vec!["name"] }];
+    let mut lookups: Vec<Vec<&str>> = match (table.has_column("namespace"), table.has_column("name")) {
+        (true, _) => vec![vec!["namespace", "name"]],
+        (false, true) => vec![vec!["name"]],
+        (false, false) => vec![],
+    };
     lookups.extend(table.indexes.iter().map(|columns| columns.iter().map(String::as_str).collect()));
     let mut indexes: Vec<IndexDefinition> = lookups
         .into_iter()
@@ -167,7 +173,7 @@ pub enum SwapOutcome {
 impl Staging {
     /// Creates empty staging tables shaped like the resource's tables.
     pub async fn create(conn: &mut PgConnection, resource: &'static Resource, fields: &[String], run_id: Uuid) -> Result<Self> {
-        let suffix = &run_id.simple().to_string()[..16];
+        let suffix = staging_suffix(run_id);
         let mut tables = Vec::new();
         for table in &resource.tables {
             let name = format!("{}__{suffix}", table.name);
@@ -176,11 +182,20 @@ impl Staging {
                 format!("CREATE TABLE {PARTITIONS_SCHEMA}.{name} (LIKE public.{} INCLUDING DEFAULTS)", table.name),
             )
             .await?;
-            let columns = Layout { table, fields }.column_names().join(", ");
+            let columns = Layout { table, fields, namespace_fields: &[] }.column_list();
             let copy_statement = format!("COPY {PARTITIONS_SCHEMA}.{name} ({columns}) FROM STDIN");
             tables.push(StagedTable { table, name, copy_statement, rows: 0 });
         }
         Ok(Self { tables })
+    }
+
+    /// Sets the columns (and their order) COPY rows carry, when they are not the catalog's with
+    /// the cluster fields (e.g. with namespace fields): one layout per table of the resource.
+    pub fn set_columns(&mut self, layouts: &[Layout]) {
+        for (staged, layout) in self.tables.iter_mut().zip(layouts) {
+            let columns = layout.column_list();
+            staged.copy_statement = format!("COPY {PARTITIONS_SCHEMA}.{} ({columns}) FROM STDIN", staged.name);
+        }
     }
 
     /// Streams COPY text rows (see [`crate::flatten`]) into the staging table of `table_index`.
@@ -304,18 +319,33 @@ impl Staging {
         Ok(SwapOutcome::Swapped { rows })
     }
 
-    /// Drops the staging tables (after a failure or a superseded swap).
-    pub async fn drop_tables(&self, conn: &mut PgConnection) -> Result<()> {
-        for staged in &self.tables {
-            execute(conn, format!("DROP TABLE IF EXISTS {PARTITIONS_SCHEMA}.{}", staged.name)).await?;
-        }
-        Ok(())
-    }
-
     /// Rows loaded so far across the staging tables.
     pub fn rows(&self) -> u64 {
         self.tables.iter().map(|t| t.rows).sum()
     }
+}
+
+/// The suffix of a run's staging table names: `<table>__<suffix>`.
+fn staging_suffix(run_id: Uuid) -> String {
+    run_id.simple().to_string()[..16].to_owned()
+}
+
+/// Drops a run's staging tables that were not swapped in: after a failure, a timeout, a
+/// shutdown or a superseded swap. Attached partitions are never touched.
+pub async fn drop_staging(pool: &PgPool, run_id: Uuid) -> Result<()> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relkind = 'r' AND NOT c.relispartition AND c.relname LIKE '%\\_\\_' || $2",
+    )
+    .bind(PARTITIONS_SCHEMA)
+    .bind(staging_suffix(run_id))
+    .fetch_all(pool)
+    .await?;
+    let mut conn = pool.acquire().await?;
+    for name in names {
+        execute(&mut conn, format!("DROP TABLE IF EXISTS {PARTITIONS_SCHEMA}.{name}")).await?;
+    }
+    Ok(())
 }
 
 /// Drops tables in the partitions schema that are not attached and whose run is over or whose
@@ -347,4 +377,133 @@ pub async fn sweep_staging(pool: &PgPool, stale_after: Duration) -> Result<usize
 /// A SQL string literal. Only ever given checked cluster names, but quoted properly anyway.
 fn sql_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        flatten::ClusterContext,
+        job::{Job, Trigger},
+    };
+
+    fn pods_resource() -> &'static Resource {
+        catalog().resource_of("kubernetes_pods").unwrap()
+    }
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
+    }
+
+    /// Loads `pods` pod objects (each with one container) for `cluster` into fresh staging.
+    async fn staged(conn: &mut PgConnection, cluster: &str, pods: usize) -> (Staging, Uuid) {
+        let run_id = Uuid::new_v4();
+        let fields = ["region".to_owned()];
+        let mut staging = Staging::create(conn, pods_resource(), &fields, run_id).await.unwrap();
+        let context = ClusterContext { name: cluster.into(), uid: format!("uid-{cluster}"), field_values: vec![Some("eu".into())] };
+        for (index, table) in pods_resource().tables.iter().enumerate() {
+            let mut rows = Vec::new();
+            for i in 0..pods {
+                let pod = json!({"metadata": {"name": format!("p{i}"), "namespace": "ns", "uid": format!("{cluster}-{i}")},
+                                 "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}});
+                Layout { table, fields: &fields, namespace_fields: &[] }.write_rows(&pod, &context, &mut rows);
+            }
+            staging.copy(conn, index, &rows).await.unwrap();
+        }
+        staging.seal(conn, cluster).await.unwrap();
+        (staging, run_id)
+    }
+
+    /// Stages and swaps `pods` pods for `cluster`; drops the staging if it was not swapped in.
+    async fn swap(pool: &PgPool, cluster: &str, pods: usize, scheduled: DateTime<Utc>) -> SwapOutcome {
+        let mut conn = pool.acquire().await.unwrap();
+        let (staging, run_id) = staged(&mut conn, cluster, pods).await;
+        let job = Job::new(cluster, "kubernetes_pods", Trigger::Schedule, scheduled).unwrap();
+        let outcome = staging.swap(&mut conn, cluster, &job, run_id, &Outcome::succeeded(0)).await.unwrap();
+        if !matches!(outcome, SwapOutcome::Swapped { .. }) {
+            drop_staging(pool, run_id).await.unwrap();
+        }
+        outcome
+    }
+
+    async fn pods_of(pool: &PgPool, cluster: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM kubernetes_pods WHERE cluster_name = $1").bind(cluster).fetch_one(pool).await.unwrap()
+    }
+
+    #[sqlx::test(migrator = "crate::store::MIGRATOR")]
+    async fn tables_are_created_once_with_fields_after_cluster_name_and_extended_later(pool: PgPool) {
+        ensure_tables(&pool, &["region".into()], &[]).await.unwrap();
+        ensure_tables(&pool, &["region".into()], &[]).await.unwrap();
+        ensure_tables(&pool, &["region".into(), "team".into()], &[]).await.unwrap();
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns WHERE table_name = 'kubernetes_pods' ORDER BY ordinal_position",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(columns[..4], ["uid", "cluster_name", "region", "cluster_uid"]);
+        assert_eq!(columns.last().unwrap(), "team", "a field added later goes last");
+    }
+
+    #[sqlx::test(migrator = "crate::store::MIGRATOR")]
+    async fn a_swap_replaces_one_clusters_rows_and_an_older_job_is_superseded(pool: PgPool) {
+        ensure_tables(&pool, &["region".into()], &[]).await.unwrap();
+        assert_eq!(swap(&pool, "c1", 5, at(10)).await, SwapOutcome::Swapped { rows: 10 });
+        assert_eq!(swap(&pool, "c2", 7, at(10)).await, SwapOutcome::Swapped { rows: 14 });
+        assert_eq!(swap(&pool, "c1", 3, at(20)).await, SwapOutcome::Swapped { rows: 6 });
+        assert_eq!((pods_of(&pool, "c1").await, pods_of(&pool, "c2").await), (3, 7));
+        assert_eq!(swap(&pool, "c1", 9, at(15)).await, SwapOutcome::Superseded { current: at(20) });
+        assert_eq!(pods_of(&pool, "c1").await, 3, "the older job changed nothing");
+        let region: String = sqlx::query_scalar("SELECT DISTINCT region FROM kubernetes_pod_containers").fetch_one(&pool).await.unwrap();
+        assert_eq!(region, "eu");
+        // Old partitions were dropped; what is left is one partition per (cluster, table).
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind = 'r'",
+        )
+        .bind(PARTITIONS_SCHEMA)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(tables as usize, 2 * pods_resource().tables.len());
+    }
+
+    #[sqlx::test(migrator = "crate::store::MIGRATOR")]
+    async fn concurrent_swaps_of_one_cluster_never_interleave(pool: PgPool) {
+        ensure_tables(&pool, &["region".into()], &[]).await.unwrap();
+        let (mut a, mut b) = (pool.acquire().await.unwrap(), pool.acquire().await.unwrap());
+        let (staging_a, run_a) = staged(&mut a, "c1", 4).await;
+        let (staging_b, run_b) = staged(&mut b, "c1", 6).await;
+        let job_a = Job::new("c1", "kubernetes_pods", Trigger::Schedule, at(10)).unwrap();
+        let job_b = Job::new("c1", "kubernetes_pods", Trigger::Schedule, at(20)).unwrap();
+        let succeeded = Outcome::succeeded(0);
+        let (outcome_a, outcome_b) = tokio::join!(
+            staging_a.swap(&mut a, "c1", &job_a, run_a, &succeeded),
+            staging_b.swap(&mut b, "c1", &job_b, run_b, &succeeded),
+        );
+        assert_eq!(outcome_b.unwrap(), SwapOutcome::Swapped { rows: 12 });
+        assert!(matches!(outcome_a.unwrap(), SwapOutcome::Swapped { .. } | SwapOutcome::Superseded { .. }));
+        assert_eq!(pods_of(&pool, "c1").await, 6, "the later-scheduled snapshot wins");
+        let containers: i64 = sqlx::query_scalar("SELECT count(*) FROM kubernetes_pod_containers").fetch_one(&pool).await.unwrap();
+        assert_eq!(containers, 6, "pods and their containers come from the same swap");
+    }
+
+    #[sqlx::test(migrator = "crate::store::MIGRATOR")]
+    async fn a_dead_runs_staging_is_swept_and_a_live_ones_is_kept(pool: PgPool) {
+        ensure_tables(&pool, &["region".into()], &[]).await.unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        let job = Job::new("c1", "kubernetes_pods", Trigger::Manual, at(0)).unwrap();
+        let live = runs::start(&pool, &job, 1, "w-live").await.unwrap();
+        let dead = runs::start(&pool, &job, 1, "w-dead").await.unwrap();
+        sqlx::query("UPDATE runs SET heartbeat_at = now() - interval '1 hour' WHERE run_id = $1").bind(dead).execute(&pool).await.unwrap();
+        Staging::create(&mut conn, pods_resource(), &[], live).await.unwrap();
+        Staging::create(&mut conn, pods_resource(), &[], dead).await.unwrap();
+        assert_eq!(sweep_staging(&pool, Duration::from_secs(60)).await.unwrap(), pods_resource().tables.len(), "the dead run's");
+        let status: String = sqlx::query_scalar("SELECT status FROM runs WHERE run_id = $1").bind(dead).fetch_one(&pool).await.unwrap();
+        assert_eq!(status, "abandoned");
+        drop_staging(&pool, live).await.unwrap();
+        assert_eq!(sweep_staging(&pool, Duration::from_secs(60)).await.unwrap(), 0);
+    }
 }

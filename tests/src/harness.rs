@@ -12,12 +12,13 @@ use anyhow::Context;
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
-/// The server's admin URL; each test makes its own database next to it.
-fn admin_database_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/kubecensus".into())
+/// The shared server's URL (`DATABASE_URL`); each test makes its own database next to it.
+pub fn admin_database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://kubecensus@127.0.0.1:5432/kubecensus".into())
 }
 
-fn nats_url() -> String {
+/// The shared NATS server's URL (`NATS_URL`).
+pub fn nats_url() -> String {
     std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 

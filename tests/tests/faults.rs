@@ -16,6 +16,7 @@ use kubecensus_tests::{
     fleet::{Breakage, BrokenList, FailResource, Faults, Fleet, FleetSpec},
     harness::TestEnv,
 };
+use kubecensus::registry::Registry;
 use sqlx::PgPool;
 
 /// Worker flags that make redelivery and the staging sweep quick enough for a test.
@@ -179,7 +180,7 @@ async fn failing_clusters_fail_only_their_jobs_with_a_clear_error_and_keep_their
     }
     assert!(started.elapsed() < Duration::from_secs(40));
     // Terminated after the last attempt: nothing is left in the stream, nothing runs again.
-    let js = async_nats::jetstream::new(async_nats::connect("nats://127.0.0.1:4222").await.unwrap());
+    let js = async_nats::jetstream::new(async_nats::connect(&env.nats_url).await.unwrap());
     let mut stream = js.get_stream(&env.stream).await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, 0);
     assert_eq!(leftovers(&env.pool).await, 0);
@@ -386,12 +387,12 @@ async fn credentials_never_leak_and_tls_is_verified_with_each_clusters_ca() {
     let clusters = fleet.clusters();
 
     // sim-02 is declared with sim-01's CA: its server certificate must be refused.
-    let text = std::fs::read_to_string(&registry).unwrap();
-    let wrong_ca = text.replace(&format!("{}.ca.crt", clusters[1].name), &format!("{}.ca.crt", clusters[0].name));
+    let mut declared = Registry::load(&registry).unwrap();
+    declared.clusters[1].ca_file = declared.clusters[0].ca_file.clone();
     let wrong_registry = env.dir.join("wrong-ca.yaml");
-    std::fs::write(&wrong_registry, &wrong_ca).unwrap();
+    std::fs::write(&wrong_registry, serde_yaml::to_string(&declared).unwrap()).unwrap();
     let worker = env.spawn_worker("worker", &wrong_registry, &["--max-attempts", "1"]).unwrap();
-    env.scheduler(&wrong_registry, &["refresh", "--wait"]).await.unwrap();
+    env.scheduler(&wrong_registry, &["refresh", "--wait", "--table", "kubernetes_pods"]).await.unwrap();
     let tls_error: String =
         sqlx::query_scalar("SELECT error FROM runs WHERE cluster_name = 'sim-02' LIMIT 1").fetch_one(&env.pool).await.unwrap();
     assert!(tls_error.to_lowercase().contains("certificate"), "{tls_error}");
@@ -399,19 +400,16 @@ async fn credentials_never_leak_and_tls_is_verified_with_each_clusters_ca() {
     assert_eq!(env.signal_and_wait(worker, "TERM", Duration::from_secs(30)).await.unwrap(), Some(0));
 
     // Turning verification off is explicit, per cluster, and logged.
-    let insecure = wrong_ca.replace(
-        &format!("  - name: {}\n", clusters[1].name),
-        &format!("  - name: {}\n    insecure_skip_tls_verify: true\n", clusters[1].name),
-    );
+    declared.clusters[1].insecure_skip_tls_verify = true;
     let insecure_registry = env.dir.join("insecure.yaml");
-    std::fs::write(&insecure_registry, insecure).unwrap();
+    std::fs::write(&insecure_registry, serde_yaml::to_string(&declared).unwrap()).unwrap();
     env.spawn_worker("insecure", &insecure_registry, &[]).unwrap();
-    env.scheduler(&insecure_registry, &["refresh", "--wait", "--cluster", "sim-02"]).await.unwrap();
+    env.scheduler(&insecure_registry, &["refresh", "--wait", "--cluster", "sim-02", "--table", "kubernetes_pods"]).await.unwrap();
     assert!(env.log("insecure").contains("TLS verification is off for this cluster"));
 
     // No token anywhere: logs at trace level, runs, clusters, job messages, process arguments.
     let tracer = env.spawn_worker_with_log_level("tracer", &registry, "trace").unwrap();
-    env.scheduler(&registry, &["refresh", "--wait"]).await.unwrap();
+    env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_pods"]).await.unwrap();
     let cmdline = std::fs::read(format!("/proc/{tracer}/cmdline")).unwrap();
     let database: String = sqlx::query_scalar(
         "SELECT (SELECT string_agg(r::text, ' ') FROM runs r) || (SELECT string_agg(c::text, ' ') FROM clusters c)",

@@ -29,7 +29,8 @@ async fn a_tick_loads_every_table_and_a_refresh_replaces_it_without_readers_seei
 
     // Round 1: the cron loop, every table due every 2 seconds.
     let every_2s = "kubernetes_pods=*/2 * * * * *;kubernetes_nodes=*/2 * * * * *;kubernetes_namespaces=*/2 * * * * *";
-    let scheduler = env.spawn_scheduler(&registry, &["--schedule", every_2s]).unwrap();
+    let only = ["--table", "kubernetes_pods", "--table", "kubernetes_nodes", "--table", "kubernetes_namespaces"];
+    let scheduler = env.spawn_scheduler(&registry, &[&["--schedule", every_2s][..], &only].concat()).unwrap();
     env.wait_until(
         "a scheduled run of every (cluster, table)",
         "SELECT count(DISTINCT (cluster_name, table_name)) = 9 FROM runs WHERE trigger = 'schedule' AND status = 'succeeded'",
@@ -74,7 +75,7 @@ async fn a_tick_loads_every_table_and_a_refresh_replaces_it_without_readers_seei
             seen
         }
     });
-    let report = env.scheduler(&registry, &["refresh", "--wait"]).await.unwrap();
+    let report = env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_pods", "--table", "kubernetes_nodes", "--table", "kubernetes_namespaces"]).await.unwrap();
     reading.store(false, Ordering::Relaxed);
     let seen = reader.await.unwrap();
 
@@ -105,7 +106,11 @@ async fn a_tick_loads_every_table_and_a_refresh_replaces_it_without_readers_seei
     let workers: i64 = sqlx::query_scalar("SELECT count(DISTINCT worker_id) FROM runs").fetch_one(&env.pool).await.unwrap();
     assert_eq!(workers, 2, "both worker processes ran jobs");
     let snapshots: i64 = sqlx::query_scalar("SELECT count(*) FROM snapshots").fetch_one(&env.pool).await.unwrap();
-    assert_eq!(snapshots, 12, "3 clusters x 4 tables");
+    let tables: usize = ["kubernetes_pods", "kubernetes_nodes", "kubernetes_namespaces"]
+        .iter()
+        .map(|table| kubecensus::catalog::catalog().resource_of(table).unwrap().tables.len())
+        .sum();
+    assert_eq!(snapshots as usize, 3 * tables, "one snapshot per cluster and table of the three resources");
 
     // The two example queries of the kubequery-postgres design run verbatim.
     let by_region: Vec<(Option<String>, i64, i64, i64)> = sqlx::query_as(
@@ -132,7 +137,7 @@ async fn an_unreachable_cluster_fails_only_its_own_jobs_and_keeps_its_last_good_
     let fleet = Fleet::start(FleetSpec { clusters: 2, pods: 30, ..FleetSpec::default() }, &env.dir).await.unwrap();
     let registry = env.dir.join("clusters.yaml");
     let worker = env.spawn_worker("worker", &registry, &["--max-attempts", "2", "--retry-delay", "1s"]).unwrap();
-    env.scheduler(&registry, &["refresh", "--wait"]).await.unwrap();
+    env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_pods", "--table", "kubernetes_nodes", "--table", "kubernetes_namespaces"]).await.unwrap();
     assert_postgres_equals_simulator(&env.pool, &fleet).await;
     env.kill(worker);
 
@@ -144,7 +149,7 @@ async fn an_unreachable_cluster_fails_only_its_own_jobs_and_keeps_its_last_good_
     env.spawn_worker("worker-2", &unreachable, &["--max-attempts", "2", "--retry-delay", "1s"]).unwrap();
     fleet.churn(&fleet.clusters()[1].name, 5, 0);
     let before = count(&env.pool, "kubernetes_pods", &broken.name).await;
-    env.scheduler(&unreachable, &["refresh", "--wait"]).await.unwrap();
+    env.scheduler(&unreachable, &["refresh", "--wait", "--table", "kubernetes_pods", "--table", "kubernetes_nodes", "--table", "kubernetes_namespaces"]).await.unwrap();
 
     let failures: Vec<(String, String, i32, String)> = sqlx::query_as(
         "SELECT cluster_name, status, attempt, error FROM runs WHERE trigger = 'manual' AND status IN ('failed', 'retrying')

@@ -6,11 +6,9 @@ use std::time::Duration;
 use kubecensus_tests::{
     checks::{assert_same_pods, pod_counts},
     fleet::{Faults, Fleet, FleetSpec},
-    harness::TestEnv,
+    harness::{TestEnv, admin_database_url, nats_url},
     servers::{TempNats, TempPostgres},
 };
-
-const SHARED_NATS: &str = "nats://127.0.0.1:4222";
 
 /// Every cluster's jobs of the latest refresh succeeded.
 const LATEST_ROUND_DONE: &str = "SELECT count(DISTINCT cluster_name) = 2 FROM runs
@@ -26,9 +24,7 @@ async fn assert_pods_equal(env: &TestEnv, fleet: &Fleet) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_or_crashed_mid_run_loses_no_committed_snapshot() {
     let postgres = TempPostgres::start().await.unwrap();
-    let mut env = TestEnv::on(postgres.url("postgres"), std::env::var("NATS_URL").unwrap_or(SHARED_NATS.into()))
-        .await
-        .unwrap();
+    let mut env = TestEnv::on(postgres.url("postgres"), nats_url()).await.unwrap();
     let fleet = Fleet::start(FleetSpec { clusters: 2, pods: 150, ..FleetSpec::default() }, &env.dir).await.unwrap();
     let registry = env.dir.join("clusters.yaml");
     let worker_args = ["--retry-delay", "1s", "--max-attempts", "30", "--page-size", "10", "--ack-wait", "5s"];
@@ -73,13 +69,12 @@ async fn postgres_restarted_or_crashed_mid_run_loses_no_committed_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restarts_keep_queued_jobs_and_apply_none_twice() {
     let mut nats = TempNats::start().await.unwrap();
-    let admin_url = std::env::var("DATABASE_URL").unwrap_or("postgres://postgres@127.0.0.1:5432/kubecensus".into());
-    let mut env = TestEnv::on(admin_url, nats.url()).await.unwrap();
+    let mut env = TestEnv::on(admin_database_url(), nats.url()).await.unwrap();
     let fleet = Fleet::start(FleetSpec { clusters: 2, pods: 20, ..FleetSpec::default() }, &env.dir).await.unwrap();
     let registry = env.dir.join("clusters.yaml");
 
     // Jobs queued while no worker runs survive a restart (file storage).
-    let queued = env.scheduler(&registry, &["refresh"]).await.unwrap();
+    let queued = env.scheduler(&registry, &["refresh", "--table", "kubernetes_pods", "--table", "kubernetes_nodes", "--table", "kubernetes_namespaces"]).await.unwrap();
     assert_eq!(queued.matches("queued").count(), 6, "{queued}");
     nats.restart(Duration::from_millis(300)).await.unwrap();
     env.spawn_worker("worker", &registry, &["--ack-wait", "2s"]).unwrap();

@@ -60,11 +60,11 @@ impl Poller {
         let expected_subject = job.subject(&self.subject_prefix);
         if message.subject.as_str() != expected_subject {
             let why = format!("a job for {expected_subject} was published on another subject");
-            return self.reject(&message, Some(job.id), why).await;
+            return self.reject(&message, Some(&job), why).await;
         }
         let Some(cluster) = self.registry.get(&job.cluster) else {
             let why = format!("cluster `{}` is not in this worker's registry", job.cluster);
-            return self.reject(&message, Some(job.id), why).await;
+            return self.reject(&message, Some(&job), why).await;
         };
         let span = info_span!("job", job = %job.id, cluster = %job.cluster, table = %job.table, attempt);
         async move {
@@ -150,9 +150,9 @@ impl Poller {
     }
 
     /// A message that can never succeed: logged, recorded, terminated at once.
-    async fn reject(&self, message: &Message, job_id: Option<Uuid>, why: String) {
+    async fn reject(&self, message: &Message, job: Option<&Job>, why: String) {
         tracing::warn!(subject = %message.subject, %why, "rejected a malformed job message");
-        if let Err(err) = runs::record_rejected(&self.pool, job_id, &message.subject, &self.worker_id, &why).await {
+        if let Err(err) = runs::record_rejected(&self.pool, job, &message.subject, &self.worker_id, &why).await {
             tracing::error!(%err, "cannot record the rejected job");
         }
         ack(message, AckKind::Term).await;

@@ -57,13 +57,13 @@ impl Rng {
     }
 
     /// `len` characters from `alphabet`.
-    fn chars(&mut self, len: usize, alphabet: &[u8]) -> String {
+    pub(super) fn chars(&mut self, len: usize, alphabet: &[u8]) -> String {
         (0..len).map(|_| char::from(*self.pick(alphabet))).collect()
     }
 }
 
 /// The alphabet Kubernetes uses for generated name suffixes.
-const NAME_SUFFIX_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+pub(super) const NAME_SUFFIX_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 /// Namespaces beyond `kube-system` and `default`, used in order (then again with a number).
 const NAMESPACE_NAMES: &[&str] = &[
@@ -78,7 +78,7 @@ const NAMESPACE_NAMES: &[&str] = &[
 ];
 
 /// Container images, shaped like the ones real clusters run: tags, registries, digests.
-const IMAGES: &[&str] = &[
+pub(super) const IMAGES: &[&str] = &[
     "nginx:1.25.3",
     "nginx:1.27.0-alpine",
     "redis:7.2.4",
@@ -243,7 +243,7 @@ const INSTANCE_TYPES: &[(&str, u32, u64)] = &[
 ];
 
 /// When generated objects were (notionally) created.
-fn epoch() -> DateTime<Utc> {
+pub(super) fn epoch() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 1, 6, 9, 0, 0)
         .single()
         .expect("a valid date")
@@ -290,11 +290,24 @@ pub fn namespace(name: &str, uid: &str, created: DateTime<Utc>) -> Value {
             "name": name,
             "uid": uid,
             "creationTimestamp": timestamp(created),
-            "labels": {"kubernetes.io/metadata.name": name},
+            "labels": namespace_labels(name),
         },
         "spec": {"finalizers": ["kubernetes"]},
         "status": {"phase": "Active"},
     })
+}
+
+/// A namespace's labels: its name, and for team namespaces (`team-a-payments`) the team.
+fn namespace_labels(name: &str) -> Value {
+    let mut labels = json!({"kubernetes.io/metadata.name": name});
+    if let Some(team) = name
+        .strip_prefix("team-")
+        .and_then(|rest| rest.split_once('-'))
+        .map(|(_, team)| team)
+    {
+        labels["team"] = json!(team);
+    }
+    labels
 }
 
 /// The generated content of one cluster.
@@ -336,7 +349,13 @@ pub fn generate(
             pod_factory.pod(rng, created + Duration::days(1) + age, &mut taken)
         })
         .collect();
-    let objects = namespaces.into_iter().chain(nodes).chain(pods).collect();
+    let others = super::workloads::generate(cluster, &namespaces, &nodes, rng);
+    let objects = namespaces
+        .into_iter()
+        .chain(nodes)
+        .chain(pods)
+        .chain(others)
+        .collect();
     ClusterContent {
         objects,
         pod_factory,
@@ -704,7 +723,11 @@ mod tests {
         let make = || generate("sim-01", "us-east", "uid-1", (5, 3, 40), &mut Rng::new(7)).objects;
         let objects = make();
         assert_eq!(objects, make());
-        assert_eq!(objects.len(), 5 + 3 + 40);
+        let core = objects
+            .iter()
+            .filter(|o| ["Namespace", "Node", "Pod"].contains(&o["kind"].as_str().unwrap()))
+            .count();
+        assert_eq!(core, 5 + 3 + 40);
         for pod in objects.iter().filter(|o| o["kind"] == "Pod") {
             if pod["status"]["phase"] == "Running" {
                 let specs = pod["spec"]["containers"].as_array().unwrap();

@@ -12,6 +12,7 @@ mod objects;
 mod server;
 mod store;
 mod tls;
+mod workloads;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -26,7 +27,7 @@ use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use kubecensus::catalog::{ApiRef, catalog};
+use kubecensus::catalog::{ApiRef, Resource, ResourceSource, catalog};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -35,6 +36,19 @@ pub use server::{Breakage, BrokenList, FailResource, Faults, RequestCounts};
 use content::{PodFactory, Rng};
 use server::ClusterServer;
 use store::ClusterStore;
+
+/// The Kubernetes minor version the simulated API servers report (`/version`): they serve every
+/// listed catalog resource except those removed by then (PodSecurityPolicy).
+pub const SIMULATED_MINOR: u32 = 33;
+
+/// The catalog resources a simulated cluster serves: listed ones (not discovery or `/version`)
+/// that Kubernetes 1.[`SIMULATED_MINOR`] still serves.
+pub fn served_resources() -> impl Iterator<Item = &'static Resource> {
+    catalog().resources.iter().filter(|r| {
+        let removed = r.removed_in.as_deref().and_then(|v| v.strip_prefix("1.")).and_then(|minor| minor.parse::<u32>().ok());
+        r.source == ResourceSource::List && removed.is_none_or(|minor| minor > SIMULATED_MINOR)
+    })
+}
 
 /// Regions given to clusters in turn, in the registry's `fields` and the nodes' labels.
 const REGIONS: &[&str] = &["us-east", "eu-west", "ap-south"];
@@ -112,7 +126,7 @@ impl Fleet {
         std::fs::create_dir_all(out_dir)
             .with_context(|| format!("creating {}", out_dir.display()))?;
         let out_dir = out_dir.canonicalize()?;
-        let resources: Vec<ApiRef> = catalog().resources.iter().map(|r| r.api.clone()).collect();
+        let resources: Vec<ApiRef> = served_resources().map(|r| r.api.clone()).collect();
         let source = match &spec.objects {
             Some(dir) => Source::Files(objects::load_dir(dir)?),
             None => Source::Generated,
@@ -183,9 +197,7 @@ impl Fleet {
             .iter()
             .map(|cluster| {
                 let snapshot = cluster.server.current();
-                let counts = catalog()
-                    .resources
-                    .iter()
+                let counts = served_resources()
                     .map(|r| {
                         (
                             r.api.plural.clone(),
