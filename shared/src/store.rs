@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::{
     Error, Result,
-    catalog::{CLUSTER_COLUMN, Resource, Table, catalog},
+    catalog::{CLUSTER_COLUMN, Table, catalog},
     flatten::{self, Layout},
     job::Job,
     registry::Registry,
@@ -149,12 +149,12 @@ pub async fn record_contact(pool: &PgPool, cluster: &str, cluster_uid: &str) -> 
 }
 
 /// The staging tables of one job: one per table of the listed resource.
-pub struct Staging {
-    tables: Vec<StagedTable>,
+pub struct Staging<'a> {
+    tables: Vec<StagedTable<'a>>,
 }
 
-struct StagedTable {
-    table: &'static Table,
+struct StagedTable<'a> {
+    table: &'a Table,
     /// Unqualified name in [`PARTITIONS_SCHEMA`].
     name: String,
     copy_statement: String,
@@ -170,32 +170,24 @@ pub enum SwapOutcome {
     Superseded { current: DateTime<Utc> },
 }
 
-impl Staging {
-    /// Creates empty staging tables shaped like the resource's tables.
-    pub async fn create(conn: &mut PgConnection, resource: &'static Resource, fields: &[String], run_id: Uuid) -> Result<Self> {
+impl<'a> Staging<'a> {
+    /// Creates empty staging tables shaped like the resource's tables, one per layout (in the
+    /// resource's table order), to be loaded with the layouts' columns.
+    pub async fn create(conn: &mut PgConnection, layouts: &[Layout<'a>], run_id: Uuid) -> Result<Self> {
         let suffix = staging_suffix(run_id);
         let mut tables = Vec::new();
-        for table in &resource.tables {
+        for layout in layouts {
+            let table = layout.table;
             let name = format!("{}__{suffix}", table.name);
             execute(
                 conn,
                 format!("CREATE TABLE {PARTITIONS_SCHEMA}.{name} (LIKE public.{} INCLUDING DEFAULTS)", table.name),
             )
             .await?;
-            let columns = Layout { table, fields, namespace_fields: &[] }.column_list();
-            let copy_statement = format!("COPY {PARTITIONS_SCHEMA}.{name} ({columns}) FROM STDIN");
+            let copy_statement = format!("COPY {PARTITIONS_SCHEMA}.{name} ({}) FROM STDIN", layout.column_list());
             tables.push(StagedTable { table, name, copy_statement, rows: 0 });
         }
         Ok(Self { tables })
-    }
-
-    /// Sets the columns (and their order) COPY rows carry, when they are not the catalog's with
-    /// the cluster fields (e.g. with namespace fields): one layout per table of the resource.
-    pub fn set_columns(&mut self, layouts: &[Layout]) {
-        for (staged, layout) in self.tables.iter_mut().zip(layouts) {
-            let columns = layout.column_list();
-            staged.copy_statement = format!("COPY {PARTITIONS_SCHEMA}.{} ({columns}) FROM STDIN", staged.name);
-        }
     }
 
     /// Streams COPY text rows (see [`crate::flatten`]) into the staging table of `table_index`.
@@ -386,6 +378,7 @@ mod tests {
 
     use super::*;
     use crate::{
+        catalog::Resource,
         flatten::ClusterContext,
         job::{Job, Trigger},
     };
@@ -399,17 +392,24 @@ mod tests {
     }
 
     /// Loads `pods` pod objects (each with one container) for `cluster` into fresh staging.
-    async fn staged(conn: &mut PgConnection, cluster: &str, pods: usize) -> (Staging, Uuid) {
+    const FIELDS: &[String] = &[];
+
+    fn layouts(fields: &'static [String]) -> Vec<Layout<'static>> {
+        pods_resource().tables.iter().map(|table| Layout { table, fields, namespace_fields: &[] }).collect()
+    }
+
+    async fn staged(conn: &mut PgConnection, cluster: &str, pods: usize) -> (Staging<'static>, Uuid) {
+        static REGION: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| vec!["region".to_owned()]);
         let run_id = Uuid::new_v4();
-        let fields = ["region".to_owned()];
-        let mut staging = Staging::create(conn, pods_resource(), &fields, run_id).await.unwrap();
+        let fields = REGION.as_slice();
+        let mut staging = Staging::create(conn, &layouts(fields), run_id).await.unwrap();
         let context = ClusterContext { name: cluster.into(), uid: format!("uid-{cluster}"), field_values: vec![Some("eu".into())] };
         for (index, table) in pods_resource().tables.iter().enumerate() {
             let mut rows = Vec::new();
             for i in 0..pods {
                 let pod = json!({"metadata": {"name": format!("p{i}"), "namespace": "ns", "uid": format!("{cluster}-{i}")},
                                  "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}});
-                Layout { table, fields: &fields, namespace_fields: &[] }.write_rows(&pod, &context, &mut rows);
+                Layout { table, fields, namespace_fields: &[] }.write_rows(&pod, &context, &mut rows);
             }
             staging.copy(conn, index, &rows).await.unwrap();
         }
@@ -498,8 +498,8 @@ mod tests {
         let live = runs::start(&pool, &job, 1, "w-live").await.unwrap();
         let dead = runs::start(&pool, &job, 1, "w-dead").await.unwrap();
         sqlx::query("UPDATE runs SET heartbeat_at = now() - interval '1 hour' WHERE run_id = $1").bind(dead).execute(&pool).await.unwrap();
-        Staging::create(&mut conn, pods_resource(), &[], live).await.unwrap();
-        Staging::create(&mut conn, pods_resource(), &[], dead).await.unwrap();
+        Staging::create(&mut conn, &layouts(FIELDS), live).await.unwrap();
+        Staging::create(&mut conn, &layouts(FIELDS), dead).await.unwrap();
         assert_eq!(sweep_staging(&pool, Duration::from_secs(60)).await.unwrap(), pods_resource().tables.len(), "the dead run's");
         let status: String = sqlx::query_scalar("SELECT status FROM runs WHERE run_id = $1").bind(dead).fetch_one(&pool).await.unwrap();
         assert_eq!(status, "abandoned");

@@ -46,6 +46,16 @@ pub struct Poller {
     pub clients: Mutex<HashMap<String, kube::Client>>,
 }
 
+/// What one job lists and how its rows are laid out.
+struct Listing<'a> {
+    client: kube::Client,
+    resource: &'static Resource,
+    /// One per table of the resource, in catalog order.
+    layouts: Vec<Layout<'a>>,
+    context: ClusterContext,
+    namespaces: NamespaceFields,
+}
+
 impl Poller {
     /// Runs one job message to its end. Never panics on bad input; always acks, naks or terms.
     /// `abandon` fires when the worker must stop: the job is then handed back to the queue.
@@ -164,14 +174,26 @@ impl Poller {
         let client = self.client(cluster).await?;
         let cluster_uid = kubeapi::cluster_uid(&client).await?;
         store::record_contact(&self.pool, &cluster.name, &cluster_uid).await?;
-        let context = ClusterContext {
-            name: cluster.name.clone(),
-            uid: cluster_uid,
-            field_values: self.fields.iter().map(|field| cluster.fields.get(field).cloned()).collect(),
+        let namespaces = self.namespace_fields(&client, resource, cluster).await?;
+        let namespace_field_names = namespaces.names().to_vec();
+        let listing = Listing {
+            client,
+            resource,
+            layouts: resource
+                .tables
+                .iter()
+                .map(|table| Layout { table, fields: &self.fields, namespace_fields: &namespace_field_names })
+                .collect(),
+            context: ClusterContext {
+                name: cluster.name.clone(),
+                uid: cluster_uid,
+                field_values: self.fields.iter().map(|field| cluster.fields.get(field).cloned()).collect(),
+            },
+            namespaces,
         };
         let mut conn = self.pool.acquire().await?;
-        let mut staging = Staging::create(&mut conn, resource, &self.fields, run_id).await?;
-        let result = self.load_and_swap(&mut conn, &client, resource, &context, &mut staging, job, run_id).await;
+        let mut staging = Staging::create(&mut conn, &listing.layouts, run_id).await?;
+        let result = self.load_and_swap(&mut conn, &listing, &mut staging, job, run_id).await;
         if result.is_err() {
             // A failed COPY can leave the connection out of step; never reuse it.
             conn.close_on_drop();
@@ -180,46 +202,29 @@ impl Poller {
     }
 
     /// Lists every page into staging, seals it, and swaps it in with the run's outcome.
-    #[allow(clippy::too_many_arguments)]
     async fn load_and_swap(
         &self,
         conn: &mut PgConnection,
-        client: &kube::Client,
-        resource: &'static Resource,
-        context: &ClusterContext,
-        staging: &mut Staging,
+        listing: &Listing<'_>,
+        staging: &mut Staging<'_>,
         job: &Job,
         run_id: Uuid,
     ) -> Result<SwapOutcome> {
-        let skipped = self.load(conn, client, resource, context, staging).await?;
-        staging.seal(conn, &context.name).await?;
+        let skipped = self.load(conn, listing, staging).await?;
+        staging.seal(conn, &listing.context.name).await?;
         let outcome = Outcome {
             objects_skipped: skipped.len() as u32,
             error: skipped.first().map(|first| format!("{} objects skipped; first: {first}", skipped.len())),
             ..Outcome::succeeded(0)
         };
-        staging.swap(conn, &context.name, job, run_id, &outcome).await
+        staging.swap(conn, &listing.context.name, job, run_id, &outcome).await
     }
 
     /// Lists the resource page by page into staging, one COPY per table per page. Starts over
     /// (a bounded number of times) when the continue token expires, so what is loaded is always
     /// one consistent list. Returns why objects were skipped.
-    async fn load(
-        &self,
-        conn: &mut PgConnection,
-        client: &kube::Client,
-        resource: &'static Resource,
-        context: &ClusterContext,
-        staging: &mut Staging,
-    ) -> Result<Vec<String>> {
-        let namespaces = self.namespace_fields(client, resource, &context.name).await?;
-        let namespace_fields = namespaces.names().to_vec();
-        let layouts: Vec<Layout> = resource
-            .tables
-            .iter()
-            .map(|table| Layout { table, fields: &self.fields, namespace_fields: &namespace_fields })
-            .collect();
-        staging.set_columns(&layouts);
+    async fn load(&self, conn: &mut PgConnection, listing: &Listing<'_>, staging: &mut Staging<'_>) -> Result<Vec<String>> {
+        let Listing { client, resource, layouts, context, namespaces } = listing;
         let mut buffers: Vec<Vec<u8>> = vec![Vec::new(); layouts.len()];
         let mut restarts = 0;
         'listing: loop {
@@ -245,7 +250,7 @@ impl Poller {
                 for (layout, buffer) in layouts.iter().zip(&mut buffers) {
                     buffer.clear();
                     for object in &page.objects {
-                        layout.write_rows_with(object, context, Some(&namespaces), buffer);
+                        layout.write_rows_with(object, context, Some(namespaces), buffer);
                     }
                 }
                 for (index, buffer) in buffers.iter().enumerate() {
@@ -261,12 +266,9 @@ impl Poller {
         }
     }
 
-    /// The registry's namespace fields for this cluster, with the namespaces' labels listed when
-    /// a rule copies a label and the resource has a table with a namespace column.
-    async fn namespace_fields(&self, client: &kube::Client, resource: &Resource, cluster: &str) -> Result<NamespaceFields> {
-        let Some(cluster) = self.registry.get(cluster) else {
-            return Ok(NamespaceFields::default());
-        };
+    /// The namespace fields of the cluster's registry entry, with its namespaces' labels when a
+    /// rule copies a label (only for resources with namespaced tables).
+    async fn namespace_fields(&self, client: &kube::Client, resource: &Resource, cluster: &ClusterConfig) -> Result<NamespaceFields> {
         let mut fields = self.registry.namespace_fields_of(cluster);
         let has_namespaces = resource.tables.iter().any(|table| table.namespace_column.is_some());
         if has_namespaces && fields.needs_labels() {
