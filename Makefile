@@ -13,6 +13,12 @@ test: services
 services:
 	bash deploy/services.sh
 
+# The benchmark (BENCHMARKS.md): optimized binaries, then every section on the default fleet.
+# Knobs: make bench BENCH_ARGS='--clusters 20 --skip huge' (bench --help lists them).
+bench: services
+	cargo build --profile bench-release --workspace --bins
+	$${CARGO_TARGET_DIR:-target}/bench-release/bench $(BENCH_ARGS)
+
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings

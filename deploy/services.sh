@@ -51,6 +51,8 @@ psql_admin -c "select 1 from pg_roles where rolname = '$DB_ROLE'" | grep -q 1 \
 psql_admin -c "select 1 from pg_database where datname = '$DB_NAME'" | grep -q 1 \
   || { say "creating database $DB_NAME"; psql_admin -c "create database $DB_NAME owner $DB_ROLE"; }
 psql_admin -c "alter database $DB_NAME owner to $DB_ROLE" >/dev/null
+# The benchmark checkpoints between phases, so that one phase's writes do not slow the next.
+psql_admin -c "grant pg_checkpoint to $DB_ROLE" >/dev/null
 
 # nats-server with JetStream (file storage).
 if ! port_open "$NATS_PORT"; then

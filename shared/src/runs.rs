@@ -94,7 +94,7 @@ pub async fn finish(conn: &mut PgConnection, run_id: Uuid, outcome: &Outcome) ->
     .bind(outcome.rows_written.map(|rows| rows as i64))
     .bind(outcome.objects_skipped as i32)
     .bind(&outcome.error)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, postgres::PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool, postgres::PgPoolOptions};
 use uuid::Uuid;
 
 use crate::{
@@ -116,7 +116,7 @@ fn index_definitions(table: &Table) -> Vec<IndexDefinition> {
 }
 
 async fn execute(conn: &mut PgConnection, sql: String) -> Result<()> {
-    sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn).await?;
+    sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(&sql)).await?;
     Ok(())
 }
 
@@ -231,90 +231,140 @@ impl<'a> Staging<'a> {
 
     /// Swaps the staging tables in as `cluster`'s partitions, in one transaction with the run's
     /// `outcome` (its row count filled in), unless a later-scheduled job already swapped.
-    /// Retries while locks are busy.
     pub async fn swap(&self, conn: &mut PgConnection, cluster: &str, job: &Job, run_id: Uuid, outcome: &Outcome) -> Result<SwapOutcome> {
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            match self.try_swap(conn, cluster, job, run_id, outcome).await {
-                Err(Error::Sql(sqlx::Error::Database(err))) if err.code().as_deref() == Some("55P03") && tries < SWAP_TRIES => {
-                    tracing::debug!(tries, "swap lock busy, retrying");
-                    tokio::time::sleep(Duration::from_millis(50 * u64::from(tries))).await;
-                }
-                result => return result,
-            }
-        }
-    }
-
-    async fn try_swap(&self, conn: &mut PgConnection, cluster: &str, job: &Job, run_id: Uuid, outcome: &Outcome) -> Result<SwapOutcome> {
-        let job_table = &self.tables[0].table.name;
-        let mut tx = conn.begin().await?;
-        execute(&mut tx, format!("SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")).await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!("swap {cluster} {job_table}"))
-            .execute(&mut *tx)
-            .await?;
-        let current: Option<DateTime<Utc>> =
-            sqlx::query_scalar("SELECT scheduled_at FROM snapshots WHERE cluster_name = $1 AND table_name = $2")
-                .bind(cluster)
-                .bind(job_table)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(current) = current.filter(|current| *current > job.scheduled_at) {
-            return Ok(SwapOutcome::Superseded { current });
-        }
-        let mut old_partitions = Vec::new();
-        for staged in &self.tables {
-            let parent = &staged.table.name;
-            let bound = format!("FOR VALUES IN ({})", sql_literal(cluster));
-            let old: Option<String> = sqlx::query_scalar(
-                "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-                 WHERE i.inhparent = $1::regclass AND pg_get_expr(c.relpartbound, c.oid) = $2",
-            )
-            .bind(format!("public.{parent}"))
-            .bind(&bound)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(old) = old {
-                execute(&mut tx, format!("ALTER TABLE public.{parent} DETACH PARTITION {PARTITIONS_SCHEMA}.{old}")).await?;
-                old_partitions.push(old);
-            }
-            execute(&mut tx, format!("ALTER TABLE public.{parent} ATTACH PARTITION {PARTITIONS_SCHEMA}.{} {bound}", staged.name))
-                .await?;
-            sqlx::query(
-                "INSERT INTO snapshots (cluster_name, table_name, partition, job_id, run_id, scheduled_at, row_count)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (cluster_name, table_name) DO UPDATE SET partition = EXCLUDED.partition,
-                   job_id = EXCLUDED.job_id, run_id = EXCLUDED.run_id, scheduled_at = EXCLUDED.scheduled_at,
-                   row_count = EXCLUDED.row_count, swapped_at = now()",
-            )
-            .bind(cluster)
-            .bind(parent)
-            .bind(&staged.name)
-            .bind(job.id)
-            .bind(run_id)
-            .bind(job.scheduled_at)
-            .bind(staged.rows as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let rows = self.tables.iter().map(|t| t.rows).sum();
-        runs::finish(&mut tx, run_id, &Outcome { rows_written: Some(rows), ..outcome.clone() }).await?;
-        tx.commit().await?;
-        // Dropping outside the swap keeps its lock short; a failure here only leaves garbage
-        // for the sweep.
-        for old in old_partitions {
-            if let Err(err) = execute(conn, format!("DROP TABLE IF EXISTS {PARTITIONS_SCHEMA}.{old}")).await {
-                tracing::warn!(%err, partition = %old, "could not drop a detached partition; the sweep will");
-            }
-        }
-        Ok(SwapOutcome::Swapped { rows })
+        let replaced = replace(conn, cluster, job, run_id, outcome, &Rows::Staged(self)).await?;
+        Ok(replaced.expect("attaching staging needs no existing partition"))
     }
 
     /// Rows loaded so far across the staging tables.
     pub fn rows(&self) -> u64 {
         self.tables.iter().map(|t| t.rows).sum()
     }
+}
+
+/// The new rows of one (cluster, resource) refresh.
+enum Rows<'r, 'a> {
+    /// In staging tables, to attach as the cluster's partitions.
+    Staged(&'r Staging<'a>),
+    /// In memory, as COPY text per table (one page at most), to write into the cluster's
+    /// existing partitions in place.
+    InMemory(&'r [(Layout<'a>, &'r [u8])]),
+}
+
+/// Replaces a cluster's rows of a resource's tables in one short transaction with the run's
+/// `outcome`, unless a later-scheduled job already did; retries while locks are busy. Returns
+/// `None` when rows in memory have no partition to go to yet (the cluster's first load).
+async fn replace(conn: &mut PgConnection, cluster: &str, job: &Job, run_id: Uuid, outcome: &Outcome, rows: &Rows<'_, '_>) -> Result<Option<SwapOutcome>> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match try_replace(conn, cluster, job, run_id, outcome, rows).await {
+            Err(Error::Sql(sqlx::Error::Database(err))) if err.code().as_deref() == Some("55P03") && tries < SWAP_TRIES => {
+                tracing::debug!(tries, "table lock busy, retrying");
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(tries))).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn try_replace(conn: &mut PgConnection, cluster: &str, job: &Job, run_id: Uuid, outcome: &Outcome, rows: &Rows<'_, '_>) -> Result<Option<SwapOutcome>> {
+    let mut tx = conn.begin().await?;
+    execute(&mut tx, format!("SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")).await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("swap {cluster} {}", job.table))
+        .execute(&mut *tx)
+        .await?;
+    let current: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT scheduled_at FROM snapshots WHERE cluster_name = $1 AND table_name = $2")
+            .bind(cluster)
+            .bind(&job.table)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some(current) = current.filter(|current| *current > job.scheduled_at) {
+        return Ok(Some(SwapOutcome::Superseded { current }));
+    }
+    let bound = format!("FOR VALUES IN ({})", sql_literal(cluster));
+    let mut detached = Vec::new();
+    let mut total = 0;
+    let tables: Vec<&Table> = match rows {
+        Rows::Staged(staging) => staging.tables.iter().map(|staged| staged.table).collect(),
+        Rows::InMemory(tables) => tables.iter().map(|(layout, _)| layout.table).collect(),
+    };
+    for (index, table) in tables.into_iter().enumerate() {
+        let parent = &table.name;
+        let old: Option<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = $1::regclass AND pg_get_expr(c.relpartbound, c.oid) = $2",
+        )
+        .bind(format!("public.{parent}"))
+        .bind(&bound)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (partition, count) = match (rows, old) {
+            (Rows::Staged(staging), old) => {
+                let staged = &staging.tables[index];
+                if let Some(old) = old {
+                    execute(&mut tx, format!("ALTER TABLE public.{parent} DETACH PARTITION {PARTITIONS_SCHEMA}.{old}")).await?;
+                    detached.push(old);
+                }
+                execute(&mut tx, format!("ALTER TABLE public.{parent} ATTACH PARTITION {PARTITIONS_SCHEMA}.{} {bound}", staged.name))
+                    .await?;
+                (staged.name.clone(), staged.rows)
+            }
+            // Dropping the transaction rolls back whatever earlier tables did.
+            (Rows::InMemory(_), None) => return Ok(None),
+            (Rows::InMemory(tables), Some(old)) => {
+                let (layout, text) = &tables[index];
+                execute(&mut tx, format!("DELETE FROM {PARTITIONS_SCHEMA}.{old}")).await?;
+                let mut copy = tx.copy_in_raw(&format!("COPY {PARTITIONS_SCHEMA}.{old} ({}) FROM STDIN", layout.column_list())).await?;
+                copy.send(*text).await?;
+                (old, copy.finish().await?)
+            }
+        };
+        sqlx::query(
+            "INSERT INTO snapshots (cluster_name, table_name, partition, job_id, run_id, scheduled_at, row_count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (cluster_name, table_name) DO UPDATE SET partition = EXCLUDED.partition,
+               job_id = EXCLUDED.job_id, run_id = EXCLUDED.run_id, scheduled_at = EXCLUDED.scheduled_at,
+               row_count = EXCLUDED.row_count, swapped_at = now()",
+        )
+        .bind(cluster)
+        .bind(parent)
+        .bind(&partition)
+        .bind(job.id)
+        .bind(run_id)
+        .bind(job.scheduled_at)
+        .bind(count as i64)
+        .execute(&mut *tx)
+        .await?;
+        total += count;
+    }
+    runs::finish(&mut tx, run_id, &Outcome { rows_written: Some(total), ..outcome.clone() }).await?;
+    tx.commit().await?;
+    // Dropping outside the swap keeps its lock short; a failure here only leaves garbage for
+    // the sweep.
+    for old in detached {
+        if let Err(err) = execute(conn, format!("DROP TABLE IF EXISTS {PARTITIONS_SCHEMA}.{old}")).await {
+            tracing::warn!(%err, partition = %old, "could not drop a detached partition; the sweep will");
+        }
+    }
+    Ok(Some(SwapOutcome::Swapped { rows: total }))
+}
+
+/// Replaces a cluster's rows in place when the whole listing fit in one page: DELETE its rows
+/// and COPY the new ones into its existing partitions, in one transaction. No DDL and no table
+/// lock that readers wait for; under MVCC they see the old rows until the commit. Returns
+/// `None` when the cluster has no partitions yet: its first load goes through staging.
+pub async fn replace_in_place(
+    conn: &mut PgConnection,
+    cluster: &str,
+    job: &Job,
+    run_id: Uuid,
+    outcome: &Outcome,
+    tables: &[(Layout<'_>, &[u8])],
+) -> Result<Option<SwapOutcome>> {
+    replace(conn, cluster, job, run_id, outcome, &Rows::InMemory(tables)).await
 }
 
 /// The suffix of a run's staging table names: `<table>__<suffix>`.

@@ -57,7 +57,7 @@ impl TestEnv {
         let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
         let database = format!("kc_test_{id}");
         let mut admin = PgConnection::connect(&admin_url).await.context("connecting to PostgreSQL")?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"))).execute(&mut admin).await?;
+        sqlx::raw_sql(&format!("CREATE DATABASE {database}")).execute(&mut admin).await?;
         let database_url = with_database(&admin_url, &database);
         let pool = PgPool::connect(&database_url).await?;
         let dir = std::env::temp_dir().join(format!("kubecensus-test-{id}"));
@@ -191,7 +191,7 @@ impl TestEnv {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let done: Option<bool> =
-                sqlx::query_scalar(sqlx::AssertSqlSafe(query)).fetch_one(&self.pool).await.ok().flatten();
+                sqlx::query_scalar(query).fetch_one(&self.pool).await.ok().flatten();
             if done == Some(true) {
                 return Ok(());
             }
@@ -226,7 +226,7 @@ impl Drop for TestEnv {
                     let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
                 }
                 let mut admin = PgConnection::connect(&admin_url).await.ok()?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")))
+                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
                     .execute(&mut admin)
                     .await
                     .ok()

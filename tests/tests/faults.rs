@@ -300,7 +300,7 @@ async fn bad_objects_are_sanitized_or_skipped_and_cost_no_other_row() {
         let pool = env.pool.clone();
         async move {
             let sql = format!("SELECT {column}::text FROM kubernetes_pods WHERE uid = $1");
-            sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(sql)).bind(uid).fetch_one(&pool).await.unwrap()
+            sqlx::query_scalar::<_, Option<String>>(&sql).bind(uid).fetch_one(&pool).await.unwrap()
         }
     };
     assert_eq!(row("wrong-types", "host_network").await, None, "a wrong type is stored as NULL");
@@ -403,9 +403,10 @@ async fn credentials_never_leak_and_tls_is_verified_with_each_clusters_ca() {
     declared.clusters[1].insecure_skip_tls_verify = true;
     let insecure_registry = env.dir.join("insecure.yaml");
     std::fs::write(&insecure_registry, serde_yaml::to_string(&declared).unwrap()).unwrap();
-    env.spawn_worker("insecure", &insecure_registry, &[]).unwrap();
+    let insecure = env.spawn_worker("insecure", &insecure_registry, &[]).unwrap();
     env.scheduler(&insecure_registry, &["refresh", "--wait", "--cluster", "sim-02", "--table", "kubernetes_pods"]).await.unwrap();
     assert!(env.log("insecure").contains("TLS verification is off for this cluster"));
+    assert_eq!(env.signal_and_wait(insecure, "TERM", Duration::from_secs(30)).await.unwrap(), Some(0));
 
     // No token anywhere: logs at trace level, runs, clusters, job messages, process arguments.
     let tracer = env.spawn_worker_with_log_level("tracer", &registry, "trace").unwrap();

@@ -10,6 +10,7 @@ use kubecensus::{
     catalog::{Resource, ResourceSource, catalog},
     flatten::{ClusterContext, Layout},
     job::Job,
+    kubeapi::Page,
     kubeapi,
     registry::{ClusterConfig, NamespaceFields, Registry},
     runs::{self, Outcome, Status},
@@ -192,8 +193,7 @@ impl Poller {
             namespaces,
         };
         let mut conn = self.pool.acquire().await?;
-        let mut staging = Staging::create(&mut conn, &listing.layouts, run_id).await?;
-        let result = self.load_and_swap(&mut conn, &listing, &mut staging, job, run_id).await;
+        let result = self.load_and_swap(&mut conn, &listing, job, run_id).await;
         if result.is_err() {
             // A failed COPY can leave the connection out of step; never reuse it.
             conn.close_on_drop();
@@ -201,69 +201,76 @@ impl Poller {
         result
     }
 
-    /// Lists every page into staging, seals it, and swaps it in with the run's outcome.
-    async fn load_and_swap(
-        &self,
-        conn: &mut PgConnection,
-        listing: &Listing<'_>,
-        staging: &mut Staging<'_>,
-        job: &Job,
-        run_id: Uuid,
-    ) -> Result<SwapOutcome> {
-        let skipped = self.load(conn, listing, staging).await?;
-        staging.seal(conn, &listing.context.name).await?;
-        let outcome = Outcome {
-            objects_skipped: skipped.len() as u32,
-            error: skipped.first().map(|first| format!("{} objects skipped; first: {first}", skipped.len())),
-            ..Outcome::succeeded(0)
-        };
-        staging.swap(conn, &listing.context.name, job, run_id, &outcome).await
-    }
-
-    /// Lists the resource page by page into staging, one COPY per table per page. Starts over
-    /// (a bounded number of times) when the continue token expires, so what is loaded is always
-    /// one consistent list. Returns why objects were skipped.
-    async fn load(&self, conn: &mut PgConnection, listing: &Listing<'_>, staging: &mut Staging<'_>) -> Result<Vec<String>> {
-        let Listing { client, resource, layouts, context, namespaces } = listing;
-        let mut buffers: Vec<Vec<u8>> = vec![Vec::new(); layouts.len()];
-        let mut restarts = 0;
-        'listing: loop {
-            let mut skipped = Vec::new();
-            let mut continue_token: Option<String> = None;
-            loop {
-                let listed = match resource.source {
-                    ResourceSource::List => {
-                        kubeapi::list_page(client, &resource.api, self.page_size, continue_token.as_deref()).await
-                    }
-                    ResourceSource::Discovery => kubeapi::discovery(client).await,
-                    ResourceSource::Version => kubeapi::version(client).await,
-                };
-                let page = match listed {
-                    Err(Error::Expired(why)) if restarts < MAX_LIST_RESTARTS => {
-                        restarts += 1;
-                        tracing::warn!(%why, restarts, "continue token expired; listing again from the start");
-                        staging.truncate(conn).await?;
-                        continue 'listing;
-                    }
-                    page => page?,
-                };
-                for (layout, buffer) in layouts.iter().zip(&mut buffers) {
-                    buffer.clear();
-                    for object in &page.objects {
-                        layout.write_rows_with(object, context, Some(namespaces), buffer);
-                    }
-                }
-                for (index, buffer) in buffers.iter().enumerate() {
-                    staging.copy(conn, index, buffer).await?;
-                }
-                skipped.extend(page.skipped);
-                tracing::debug!(objects = page.objects.len(), rows = staging.rows(), "page loaded");
-                match page.continue_token {
-                    Some(token) => continue_token = Some(token),
-                    None => return Ok(skipped),
-                }
+    /// Lists the resource and replaces the cluster's rows with the run's outcome. A listing that
+    /// fits in one page (most resources of most clusters) is written in place in one
+    /// transaction; a longer one, or a cluster's first, is loaded into staging and swapped in.
+    async fn load_and_swap(&self, conn: &mut PgConnection, listing: &Listing<'_>, job: &Job, run_id: Uuid) -> Result<SwapOutcome> {
+        let first = self.fetch(listing, None).await?;
+        if first.continue_token.is_none() {
+            let rows = self.flatten(listing, &first.objects);
+            let tables: Vec<(Layout, &[u8])> = listing.layouts.iter().copied().zip(rows.iter().map(Vec::as_slice)).collect();
+            let outcome = outcome_of(&first.skipped);
+            if let Some(replaced) = store::replace_in_place(conn, &listing.context.name, job, run_id, &outcome, &tables).await? {
+                return Ok(replaced);
             }
         }
+        let mut staging = Staging::create(conn, &listing.layouts, run_id).await?;
+        let skipped = self.load(conn, listing, &mut staging, first).await?;
+        staging.seal(conn, &listing.context.name).await?;
+        staging.swap(conn, &listing.context.name, job, run_id, &outcome_of(&skipped)).await
+    }
+
+    /// Loads the listing into staging page by page, starting with `page`, one COPY per table per
+    /// page. Starts over (a bounded number of times) when the continue token expires, so what
+    /// is loaded is always one consistent list. Returns why objects were skipped.
+    async fn load(&self, conn: &mut PgConnection, listing: &Listing<'_>, staging: &mut Staging<'_>, mut page: Page) -> Result<Vec<String>> {
+        let mut skipped = Vec::new();
+        let mut restarts = 0;
+        loop {
+            for (index, rows) in self.flatten(listing, &page.objects).iter().enumerate() {
+                staging.copy(conn, index, rows).await?;
+            }
+            skipped.extend(page.skipped);
+            tracing::debug!(objects = page.objects.len(), rows = staging.rows(), "page loaded");
+            let Some(token) = page.continue_token else {
+                return Ok(skipped);
+            };
+            page = match self.fetch(listing, Some(&token)).await {
+                Err(Error::Expired(why)) if restarts < MAX_LIST_RESTARTS => {
+                    restarts += 1;
+                    tracing::warn!(%why, restarts, "continue token expired; listing again from the start");
+                    staging.truncate(conn).await?;
+                    skipped.clear();
+                    self.fetch(listing, None).await?
+                }
+                page => page?,
+            };
+        }
+    }
+
+    /// One page of the resource: a list page, or the cluster's discovery or version document.
+    async fn fetch(&self, listing: &Listing<'_>, continue_token: Option<&str>) -> Result<Page> {
+        let client = &listing.client;
+        match listing.resource.source {
+            ResourceSource::List => kubeapi::list_page(client, &listing.resource.api, self.page_size, continue_token).await,
+            ResourceSource::Discovery => kubeapi::discovery(client).await,
+            ResourceSource::Version => kubeapi::version(client).await,
+        }
+    }
+
+    /// The COPY rows of `objects`, one buffer per table of the resource.
+    fn flatten(&self, listing: &Listing<'_>, objects: &[serde_json::Value]) -> Vec<Vec<u8>> {
+        listing
+            .layouts
+            .iter()
+            .map(|layout| {
+                let mut rows = Vec::new();
+                for object in objects {
+                    layout.write_rows_with(object, &listing.context, Some(&listing.namespaces), &mut rows);
+                }
+                rows
+            })
+            .collect()
     }
 
     /// The namespace fields of the cluster's registry entry, with its namespaces' labels when a
@@ -284,6 +291,15 @@ impl Poller {
         let client = cluster.client().await?;
         self.clients.lock().await.insert(cluster.name.clone(), client.clone());
         Ok(client)
+    }
+}
+
+/// A successful run's outcome, saying how many objects were skipped and why the first was.
+fn outcome_of(skipped: &[String]) -> Outcome {
+    Outcome {
+        objects_skipped: skipped.len() as u32,
+        error: skipped.first().map(|first| format!("{} objects skipped; first: {first}", skipped.len())),
+        ..Outcome::succeeded(0)
     }
 }
 

@@ -1,0 +1,111 @@
+//! Fleet-wide queries, timed: the two example queries of the kubequery-postgres design,
+//! verbatim, and three joins. Each runs once to warm the cache, then `runs` times.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use sqlx::{Connection, PgConnection};
+
+use super::env::BenchEnv;
+use super::stats::percentile;
+
+/// The queries, by name. The design's two are verbatim from the README.
+pub const QUERIES: &[(&str, &str)] = &[
+    (
+        "pods by region (design example)",
+        "select region, count(distinct cluster_name) cluster_cnt, count(distinct namespace) ns_count, count(*) pod_cnt from kubernetes_pods group by region",
+    ),
+    (
+        "most popular images (design example)",
+        "select c.image, count(*) pod_cnt from kubernetes_pod_containers c group by c.image order by count(*) desc limit 10",
+    ),
+    (
+        "pods x nodes: pods per node with its cpu",
+        "select p.cluster_name, n.name node, n.capacity->>'cpu' cpu, count(*) pods \
+         from kubernetes_pods p join kubernetes_nodes n on n.cluster_name = p.cluster_name and n.name = p.node_name \
+         group by 1, 2, 3 order by pods desc limit 10",
+    ),
+    (
+        "containers x pods by image: nodes and phases running each nginx image",
+        "select c.image, p.phase, count(distinct (p.cluster_name, p.node_name)) nodes, count(*) containers \
+         from kubernetes_pod_containers c join kubernetes_pods p \
+           on p.cluster_name = c.cluster_name and p.namespace = c.namespace and p.name = c.pod_name \
+         where c.image_repo = 'nginx' group by 1, 2 order by containers desc",
+    ),
+    (
+        "containers x pods, every image: pods and nodes per image",
+        "select c.image, count(distinct (p.cluster_name, p.node_name)) nodes, count(*) containers \
+         from kubernetes_pod_containers c join kubernetes_pods p \
+           on p.cluster_name = c.cluster_name and p.namespace = c.namespace and p.name = c.pod_name \
+         group by 1 order by containers desc limit 10",
+    ),
+    (
+        "pods x namespaces by a field (region: no per-namespace field exists yet)",
+        "select n.region, n.phase, count(distinct (n.cluster_name, n.name)) namespaces, count(*) pods \
+         from kubernetes_pods p join kubernetes_namespaces n on n.cluster_name = p.cluster_name and n.name = p.namespace \
+         group by 1, 2 order by 1, 2",
+    ),
+];
+
+/// One query's timings.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryTiming {
+    pub name: String,
+    pub sql: String,
+    pub rows_returned: usize,
+    pub runs: usize,
+    pub median_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Times every query in [`QUERIES`] on a fresh connection.
+pub async fn time_all(env: &BenchEnv, runs: usize) -> anyhow::Result<Vec<QueryTiming>> {
+    let mut conn = PgConnection::connect(&env.database_url).await?;
+    let mut timings = Vec::new();
+    for (name, sql) in QUERIES {
+        let rows_returned = sqlx::raw_sql(sql)
+            .fetch_all(&mut conn)
+            .await?
+            .len();
+        let mut ms = Vec::new();
+        for _ in 0..runs.max(1) {
+            let started = Instant::now();
+            sqlx::raw_sql(sql)
+                .fetch_all(&mut conn)
+                .await?;
+            ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        ms.sort_by(f64::total_cmp);
+        let timing = QueryTiming {
+            name: (*name).to_owned(),
+            sql: (*sql).to_owned(),
+            rows_returned,
+            runs: ms.len(),
+            median_ms: percentile(&ms, 0.5),
+            max_ms: ms.last().copied().unwrap_or_default(),
+        };
+        tracing::info!(
+            query = timing.name,
+            median_ms = timing.median_ms,
+            "query timed"
+        );
+        timings.push(timing);
+    }
+    Ok(timings)
+}
+
+/// The plan of a query, with timings (`EXPLAIN (ANALYZE, BUFFERS)`), for the report's appendix.
+pub async fn explain(env: &BenchEnv, sql: &str) -> anyhow::Result<String> {
+    let lines: Vec<String> =
+        sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"))
+            .fetch_all(&env.pool)
+            .await?;
+    Ok(lines.join("\n"))
+}
+
+/// The number of pods the queries ran over.
+pub async fn pod_count(env: &BenchEnv) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM kubernetes_pods")
+        .fetch_one(&env.pool)
+        .await?)
+}

@@ -1,0 +1,245 @@
+//! One refresh round: start W worker processes, publish a refresh of everything (`scheduler
+//! refresh`, exactly as an operator would), wait until the stream is empty and no run is
+//! running, then read the figures from `runs` and each worker's peak RSS from `/proc`.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::env::BenchEnv;
+
+/// How one refresh round is run.
+#[derive(Debug, Clone)]
+pub struct RoundSpec<'a> {
+    /// Names the workers (`<label>-w1`, …) and the round in the report.
+    pub label: String,
+    pub registry: &'a Path,
+    pub workers: usize,
+    pub concurrency: usize,
+    pub page_size: u32,
+    /// Gives up waiting for the runs after this long.
+    pub timeout: Duration,
+    /// Refresh only these tables (`scheduler refresh --table`); every table when empty.
+    pub tables: Vec<String>,
+}
+
+/// Per-table figures of a round, from `runs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableStats {
+    pub table: String,
+    pub jobs: i64,
+    pub rows: i64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub max_ms: f64,
+}
+
+/// What a round measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundResult {
+    pub label: String,
+    pub workers: usize,
+    pub concurrency: usize,
+    pub page_size: u32,
+    /// Jobs the refresh queued.
+    pub jobs: usize,
+    /// Runs by status (a retried job has several).
+    pub statuses: BTreeMap<String, i64>,
+    /// Rows written by the succeeded runs, across every table.
+    pub rows: i64,
+    /// From starting `scheduler refresh` to the last job acked.
+    pub wall_s: f64,
+    pub rows_per_s: f64,
+    pub jobs_per_s: f64,
+    /// `runs.duration` (start of the run to the start of its swap transaction) per table.
+    pub tables: Vec<TableStats>,
+    /// All jobs together.
+    pub all_p50_ms: f64,
+    pub all_p95_ms: f64,
+    /// Peak RSS (VmHWM) of each worker process, bytes.
+    pub worker_peak_rss: Vec<(String, u64)>,
+}
+
+/// Runs one round; the workers are stopped at the end.
+pub async fn run_round(
+    env: &mut BenchEnv,
+    js: &async_nats::jetstream::Context,
+    spec: &RoundSpec<'_>,
+) -> anyhow::Result<RoundResult> {
+    let extra = vec![
+        "--concurrency".to_owned(),
+        spec.concurrency.to_string(),
+        "--page-size".to_owned(),
+        spec.page_size.to_string(),
+    ];
+    env.start_workers(&spec.label, spec.workers, spec.registry, &extra)
+        .await?;
+    let result = measure(env, js, spec).await;
+    let peaks = env.worker_peaks();
+    env.stop_workers().await?;
+    let mut result = result?;
+    result.worker_peak_rss = peaks;
+    Ok(result)
+}
+
+/// Refreshes everything with the workers already running, and measures.
+async fn measure(
+    env: &BenchEnv,
+    js: &async_nats::jetstream::Context,
+    spec: &RoundSpec<'_>,
+) -> anyhow::Result<RoundResult> {
+    let t0: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(&env.pool)
+        .await?;
+    let started = Instant::now();
+    let mut args = vec!["refresh"];
+    for table in &spec.tables {
+        args.extend(["--table", table.as_str()]);
+    }
+    let out = env.scheduler(spec.registry, &args).await?;
+    let jobs = out
+        .lines()
+        .filter(|line| line.trim_end().ends_with("queued"))
+        .count();
+    let not_queued = out
+        .lines()
+        .filter(|line| !line.trim_end().ends_with("queued"))
+        .count();
+    if not_queued > 0 {
+        tracing::warn!(
+            not_queued,
+            "some jobs were not queued (already pending or duplicate)"
+        );
+    }
+    tracing::info!(
+        round = spec.label,
+        jobs,
+        publish_s = started.elapsed().as_secs_f64(),
+        "refresh published; waiting for the runs"
+    );
+    let mut last_log = Instant::now();
+    let wall = loop {
+        let pending = env.pending_jobs(js).await?;
+        let running: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM runs WHERE started_at >= $1 AND status = 'running'",
+        )
+        .bind(t0)
+        .fetch_one(&env.pool)
+        .await?;
+        if pending == 0 && running == 0 {
+            break started.elapsed();
+        }
+        anyhow::ensure!(
+            started.elapsed() < spec.timeout,
+            "round {} did not finish in {:?}",
+            spec.label,
+            spec.timeout
+        );
+        if last_log.elapsed() > Duration::from_secs(5) {
+            let done: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM runs WHERE started_at >= $1 AND status <> 'running'",
+            )
+            .bind(t0)
+            .fetch_one(&env.pool)
+            .await?;
+            tracing::info!(
+                round = spec.label,
+                done,
+                running,
+                pending,
+                elapsed_s = started.elapsed().as_secs(),
+                "progress"
+            );
+            last_log = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let statuses: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status, count(*) FROM runs WHERE started_at >= $1 GROUP BY 1 ORDER BY 1",
+    )
+    .bind(t0)
+    .fetch_all(&env.pool)
+    .await?;
+    let statuses: BTreeMap<String, i64> = statuses.into_iter().collect();
+    for (status, count) in &statuses {
+        if status != "succeeded" {
+            tracing::warn!(
+                round = spec.label,
+                status,
+                count,
+                "runs that did not succeed"
+            );
+        }
+    }
+    let tables: Vec<(String, i64, i64, f64, f64, f64)> = sqlx::query_as(
+        "SELECT table_name, count(*), coalesce(sum(rows_written), 0)::bigint,
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM duration))::float8 * 1000,
+                percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM duration))::float8 * 1000,
+                max(extract(epoch FROM duration))::float8 * 1000
+         FROM runs WHERE started_at >= $1 AND status = 'succeeded' GROUP BY 1 ORDER BY 3 DESC, 1",
+    )
+    .bind(t0)
+    .fetch_all(&env.pool)
+    .await
+    .context("reading the round's runs")?;
+    let (all_p50_ms, all_p95_ms): (Option<f64>, Option<f64>) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM duration))::float8 * 1000,
+                percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM duration))::float8 * 1000
+         FROM runs WHERE started_at >= $1 AND status = 'succeeded'",
+    )
+    .bind(t0)
+    .fetch_one(&env.pool)
+    .await?;
+    let rows: i64 = tables.iter().map(|t| t.2).sum();
+    let wall_s = wall.as_secs_f64();
+    Ok(RoundResult {
+        label: spec.label.clone(),
+        workers: spec.workers,
+        concurrency: spec.concurrency,
+        page_size: spec.page_size,
+        jobs,
+        statuses,
+        rows,
+        wall_s,
+        rows_per_s: rows as f64 / wall_s,
+        jobs_per_s: jobs as f64 / wall_s,
+        tables: tables
+            .into_iter()
+            .map(|(table, jobs, rows, p50_ms, p95_ms, max_ms)| TableStats {
+                table,
+                jobs,
+                rows,
+                p50_ms,
+                p95_ms,
+                max_ms,
+            })
+            .collect(),
+        all_p50_ms: all_p50_ms.unwrap_or_default(),
+        all_p95_ms: all_p95_ms.unwrap_or_default(),
+        worker_peak_rss: Vec::new(),
+    })
+}
+
+/// The database's size on disk, bytes.
+pub async fn database_size(env: &BenchEnv) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT pg_database_size(current_database())")
+            .fetch_one(&env.pool)
+            .await?,
+    )
+}
+
+/// Rows per data table now, largest first.
+pub async fn table_rows(env: &BenchEnv) -> anyhow::Result<Vec<(String, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT table_name, sum(row_count)::bigint FROM snapshots GROUP BY 1 ORDER BY 2 DESC, 1",
+    )
+    .fetch_all(&env.pool)
+    .await?)
+}

@@ -1,0 +1,79 @@
+//! `bench --smoke`: every section of the benchmark on a tiny fleet, against the real services.
+//! It asserts only that each figure is produced, never its value (timings are not tests).
+
+use std::process::Command;
+
+#[test]
+fn bench_smoke_produces_every_figure() {
+    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let dir = std::env::temp_dir().join(format!("kubecensus-bench-smoke-{id}"));
+    let json = dir.with_extension("json");
+    let output = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["--smoke", "--database", &format!("kc_bench_smoke_{id}")])
+        .args([
+            "--stream",
+            &format!("KC_BENCH_SMOKE_{id}"),
+            "--subject-prefix",
+            &format!("kcbenchsmoke_{id}"),
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--json")
+        .arg(&json)
+        .env(
+            "KUBECENSUS_BIN_DIR",
+            env!("CARGO_BIN_EXE_bench").rsplit_once('/').unwrap().0,
+        )
+        .output()
+        .expect("running bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench --smoke failed (worker logs in {}):\n{stdout}\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&json);
+
+    let rounds = report["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2, "one round per worker count");
+    for round in rounds {
+        assert!(round["rows"].as_i64().unwrap() > 0, "{round}");
+        // `skipped`: resources the simulated clusters do not serve (removed API versions).
+        let statuses = round["statuses"].as_object().unwrap();
+        assert!(
+            statuses.keys().all(|s| s == "succeeded" || s == "skipped"),
+            "{round}"
+        );
+        assert!(statuses["succeeded"].as_i64().unwrap() > 0, "{round}");
+        assert!(
+            round["worker_peak_rss"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p[1].as_u64().unwrap() > 0)
+        );
+        assert!(!round["tables"].as_array().unwrap().is_empty());
+    }
+    assert_eq!(
+        report["loads"].as_array().unwrap().len(),
+        3,
+        "raw COPY by 1 and 2 connections, and COPY + seal"
+    );
+    assert!(report["fetch"]["objects"].as_u64().unwrap() > 0);
+    assert_eq!(report["readers"].as_array().unwrap().len(), 3);
+    assert!(
+        report["readers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["queries"].as_u64().unwrap() > 0)
+    );
+    assert_eq!(report["queries"].as_array().unwrap().len(), 6);
+    assert!(report["overhead"]["wall_per_job_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["sizes"].as_array().unwrap().len(), 2);
+    assert!(!report["verdicts"].as_array().unwrap().is_empty());
+    assert!(stdout.contains("## Targets"), "{stdout}");
+}
