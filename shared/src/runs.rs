@@ -86,7 +86,7 @@ pub async fn heartbeat(pool: &PgPool, run_id: Uuid) -> Result<()> {
 pub async fn finish(conn: &mut PgConnection, run_id: Uuid, outcome: &Outcome) -> Result<()> {
     sqlx::query(
         "UPDATE runs SET status = $2, rows_written = $3, objects_skipped = objects_skipped + $4, error = $5,
-                finished_at = now(), heartbeat_at = now()
+                finished_at = clock_timestamp(), heartbeat_at = clock_timestamp()
          WHERE run_id = $1",
     )
     .bind(run_id)

@@ -212,7 +212,8 @@ impl<'a> Staging<'a> {
     }
 
     /// Builds what ATTACH would otherwise build under its lock: the indexes, and the CHECK that
-    /// proves every row belongs to `cluster`. Then refreshes the planner's statistics.
+    /// proves every row belongs to `cluster`. Then VACUUM (ANALYZE): the planner's statistics, and a
+    /// visibility map, without which the new partition could serve no index-only scan.
     pub async fn seal(&self, conn: &mut PgConnection, cluster: &str) -> Result<()> {
         for staged in &self.tables {
             let qualified = format!("{PARTITIONS_SCHEMA}.{}", staged.name);
@@ -224,7 +225,7 @@ impl<'a> Staging<'a> {
                 format!("ALTER TABLE {qualified} ADD CHECK ({CLUSTER_COLUMN} = {})", sql_literal(cluster)),
             )
             .await?;
-            execute(conn, format!("ANALYZE {qualified}")).await?;
+            execute(conn, format!("VACUUM (ANALYZE) {qualified}")).await?;
         }
         Ok(())
     }

@@ -194,8 +194,9 @@ impl Poller {
         };
         let mut conn = self.pool.acquire().await?;
         let result = self.load_and_swap(&mut conn, &listing, job, run_id).await;
-        if result.is_err() {
-            // A failed COPY can leave the connection out of step; never reuse it.
+        if let Err(Error::Sql(_)) = result {
+            // A failed statement (a COPY above all) can leave the connection out of step; never
+            // reuse it.
             conn.close_on_drop();
         }
         result
