@@ -62,7 +62,8 @@ fn schedules(overrides: &[String], only: &[String]) -> anyhow::Result<Vec<(&'sta
         catalog().resources.iter().map(|r| (r.job_table(), r.schedule.clone())).collect();
     for entry in overrides.iter().filter(|e| !e.trim().is_empty()) {
         let (table, cron) = entry.split_once('=').with_context(|| format!("schedule `{entry}` is not TABLE=CRON"))?;
-        let resource = catalog().resource_of(table.trim()).with_context(|| format!("schedule for unknown table `{table}`"))?;
+        let resource =
+            catalog().resource_of(table.trim()).with_context(|| format!("schedule for unknown table `{table}`"))?;
         chosen.insert(resource.job_table(), cron.trim().trim_matches('\'').to_owned());
     }
     catalog()
@@ -80,14 +81,23 @@ fn schedules(overrides: &[String], only: &[String]) -> anyhow::Result<Vec<(&'sta
 }
 
 /// The earliest tick after `now`, and every table due at it.
-fn next_tick<'a>(schedules: &'a [(&'static str, Schedule)], now: DateTime<Utc>) -> Option<(DateTime<Utc>, Vec<&'a str>)> {
+fn next_tick<'a>(
+    schedules: &'a [(&'static str, Schedule)],
+    now: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, Vec<&'a str>)> {
     let ticks: Vec<(&str, DateTime<Utc>)> =
         schedules.iter().filter_map(|(table, schedule)| Some((*table, schedule.after(&now).next()?))).collect();
     let earliest = ticks.iter().map(|(_, tick)| *tick).min()?;
     Some((earliest, ticks.into_iter().filter(|(_, tick)| *tick == earliest).map(|(table, _)| table).collect()))
 }
 
-async fn publish_tick(js: &async_nats::jetstream::Context, queue: &Queue, registry: &Registry, table: &str, tick: DateTime<Utc>) {
+async fn publish_tick(
+    js: &async_nats::jetstream::Context,
+    queue: &Queue,
+    registry: &Registry,
+    table: &str,
+    tick: DateTime<Utc>,
+) {
     let (mut queued, mut pending) = (0, 0);
     for cluster in &registry.clusters {
         let published = match Job::new(&cluster.name, table, Trigger::Schedule, tick) {
@@ -104,7 +114,8 @@ async fn publish_tick(js: &async_nats::jetstream::Context, queue: &Queue, regist
 }
 
 async fn stop_on_signal(stop: CancellationToken) {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
@@ -132,7 +143,8 @@ mod tests {
 
     #[test]
     fn the_next_tick_is_after_now_and_groups_tables_due_together() {
-        let pipeline_tables = ["kubernetes_pod_containers".to_owned(), "kubernetes_nodes".into(), "kubernetes_namespaces".into()];
+        let pipeline_tables =
+            ["kubernetes_pod_containers".to_owned(), "kubernetes_nodes".into(), "kubernetes_namespaces".into()];
         let schedules = schedules(&[], &pipeline_tables).unwrap();
         let now = DateTime::parse_from_rfc3339("2024-05-01T10:07:30Z").unwrap().with_timezone(&Utc);
         let (tick, due) = next_tick(&schedules, now).unwrap();

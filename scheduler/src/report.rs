@@ -35,7 +35,9 @@ pub async fn print(pool: &PgPool) -> anyhow::Result<()> {
         println!("{cluster:<20} {table:<26} {status:<11} {rows:>9} {millis:>10}  {}", run.error.unwrap_or_default());
     }
     let snapshots: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT cluster_name, table_name, row_count FROM snapshots ORDER BY 1, 2").fetch_all(pool).await?;
+        sqlx::query_as("SELECT cluster_name, table_name, row_count FROM snapshots ORDER BY 1, 2")
+            .fetch_all(pool)
+            .await?;
     println!("\nrows held now per (cluster, table):");
     for (cluster, table, rows) in snapshots {
         println!("  {cluster:<20} {table:<26} {rows:>9}");

@@ -15,8 +15,9 @@ use crate::{Error, Result};
 /// The catalog text, compiled into every binary.
 const CATALOG_YAML: &str = include_str!("../catalog.yaml");
 
-static CATALOG: LazyLock<Catalog> =
-    LazyLock::new(|| Catalog::parse(CATALOG_YAML).unwrap_or_else(|err| panic!("the embedded catalog.yaml is invalid: {err}")));
+static CATALOG: LazyLock<Catalog> = LazyLock::new(|| {
+    Catalog::parse(CATALOG_YAML).unwrap_or_else(|err| panic!("the embedded catalog.yaml is invalid: {err}"))
+});
 
 /// The embedded catalog.
 pub fn catalog() -> &'static Catalog {
@@ -425,8 +426,9 @@ impl Catalog {
         let mut resources: Vec<Resource> =
             serde_yaml::from_str(text).map_err(|err| Error::Catalog(format!("catalog.yaml: {err}")))?;
         for resource in &mut resources {
-            cron::Schedule::try_from(resource.schedule.as_str())
-                .map_err(|err| Error::Catalog(format!("{}: schedule `{}`: {err}", resource.api.kind, resource.schedule)))?;
+            cron::Schedule::try_from(resource.schedule.as_str()).map_err(|err| {
+                Error::Catalog(format!("{}: schedule `{}`: {err}", resource.api.kind, resource.schedule))
+            })?;
             if resource.tables.is_empty() {
                 return Err(Error::Catalog(format!("{} fills no table", resource.api.kind)));
             }
@@ -460,10 +462,12 @@ impl Catalog {
     /// default schedule, as a Markdown table (a test keeps the README's copy equal to it and
     /// prints it when they differ).
     pub fn markdown_tables(&self) -> String {
-        let mut out = String::from("| table | Kubernetes source | one row per | default schedule |\n|---|---|---|---|\n");
+        let mut out =
+            String::from("| table | Kubernetes source | one row per | default schedule |\n|---|---|---|---|\n");
         for resource in &self.resources {
             let api = &resource.api;
-            let group_version = if api.group.is_empty() { api.version.clone() } else { format!("{}/{}", api.group, api.version) };
+            let group_version =
+                if api.group.is_empty() { api.version.clone() } else { format!("{}/{}", api.group, api.version) };
             let origin = match resource.source {
                 ResourceSource::List => format!("{group_version} {}", api.kind),
                 ResourceSource::Discovery => "discovery (`/api`, `/apis`)".to_owned(),
@@ -603,10 +607,16 @@ mod tests {
             Some(Source::FirstOf(vec![Source::Item(vec![key("from")]), Source::Item(vec![key("to")])]))
         );
         assert_eq!(Source::parse("'add'"), Some(Source::Const("add".into())));
-        assert_eq!(Source::parse("volume_type(item)"), Some(Source::Call(Function::VolumeType, Box::new(Source::Item(vec![])))));
+        assert_eq!(
+            Source::parse("volume_type(item)"),
+            Some(Source::Call(Function::VolumeType, Box::new(Source::Item(vec![]))))
+        );
         assert_eq!(
             Source::parse("cores(item.resources.requests.cpu)"),
-            Some(Source::Call(Function::Cores, Box::new(Source::Item(vec![key("resources"), key("requests"), key("cpu")]))))
+            Some(Source::Call(
+                Function::Cores,
+                Box::new(Source::Item(vec![key("resources"), key("requests"), key("cpu")]))
+            ))
         );
         assert_eq!(
             Source::parse("bytes(status.capacity.ephemeral-storage)"),

@@ -210,8 +210,11 @@ fn apply(function: Function, value: Resolved) -> Option<Resolved> {
         Function::Bytes => Resolved::Computed(Value::from(quantity::bytes(&text(&value)?)?)),
         Function::NoLastApplied => {
             let Value::Object(map) = value.json()? else { return None };
-            let kept: Map<String, Value> =
-                map.iter().filter(|(key, _)| key.as_str() != LAST_APPLIED).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let kept: Map<String, Value> = map
+                .iter()
+                .filter(|(key, _)| key.as_str() != LAST_APPLIED)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             Resolved::Computed(Value::Object(kept))
         }
     })
@@ -282,13 +285,12 @@ fn rows_of<'a>(object: &'a Value, list: &'a RowList) -> impl Iterator<Item = Row
 
 /// The value at a field path; `None` when any step is missing or null.
 pub fn lookup<'a>(value: &'a Value, path: &[Step]) -> Option<&'a Value> {
-    let found =
-        path.iter().try_fold(value, |v, step| match step {
-            Step::Key(key) => v.get(key),
-            Step::Find { key, path, value } => v.get(key)?.as_array()?.iter().find(|element| {
-                path.iter().try_fold(*element, |e, key| e.get(key)).and_then(Value::as_str) == Some(value.as_str())
-            }),
-        })?;
+    let found = path.iter().try_fold(value, |v, step| match step {
+        Step::Key(key) => v.get(key),
+        Step::Find { key, path, value } => v.get(key)?.as_array()?.iter().find(|element| {
+            path.iter().try_fold(*element, |e, key| e.get(key)).and_then(Value::as_str) == Some(value.as_str())
+        }),
+    })?;
     (!found.is_null()).then_some(found)
 }
 
@@ -478,7 +480,9 @@ mod tests {
         let rows = rows("kubernetes_pod_containers", &pod());
         let summary: Vec<_> = rows
             .iter()
-            .map(|r| (get(r, "name"), get(r, "container_type"), get(r, "ready"), get(r, "restart_count"), get(r, "pod_name")))
+            .map(|r| {
+                (get(r, "name"), get(r, "container_type"), get(r, "ready"), get(r, "restart_count"), get(r, "pod_name"))
+            })
             .collect();
         assert_eq!(
             summary,

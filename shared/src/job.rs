@@ -61,7 +61,8 @@ impl Job {
 
     /// Reads a job message; rejects bad JSON, a malformed cluster name and unknown tables.
     pub fn parse(payload: &[u8]) -> Result<Self> {
-        let job: Self = serde_json::from_slice(payload).map_err(|err| Error::Job(format!("not a job message: {err}")))?;
+        let job: Self =
+            serde_json::from_slice(payload).map_err(|err| Error::Job(format!("not a job message: {err}")))?;
         job.check()?;
         Ok(job)
     }
@@ -72,7 +73,9 @@ impl Job {
         }
         match catalog().resource_of(&self.table) {
             Some(resource) if resource.job_table() == self.table => Ok(()),
-            Some(resource) => Err(Error::Job(format!("`{}` is filled by jobs for `{}`", self.table, resource.job_table()))),
+            Some(resource) => {
+                Err(Error::Job(format!("`{}` is filled by jobs for `{}`", self.table, resource.job_table())))
+            }
             None => Err(Error::Job(format!("unknown table `{}`", self.table.escape_debug()))),
         }
     }

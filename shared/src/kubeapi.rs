@@ -60,7 +60,8 @@ pub async fn list_page(client: &kube::Client, api: &ApiRef, limit: u32, continue
     if let Some(token) = continue_token {
         params = params.continue_token(token);
     }
-    let request = Request::new(list_path(api)).list(&params).map_err(|err| Error::Cluster(format!("bad request: {err}")))?;
+    let request =
+        Request::new(list_path(api)).list(&params).map_err(|err| Error::Cluster(format!("bad request: {err}")))?;
     let body = send(client, request).await?;
     let list: RawList = serde_json::from_str(&String::from_utf8_lossy(&body))
         .map_err(|err| Error::Cluster(format!("the list of {} is not valid JSON: {err}", api.plural)))?;
@@ -159,15 +160,24 @@ pub async fn namespace_labels(client: &kube::Client, limit: u32) -> Result<HashM
 }
 
 async fn get_json(client: &kube::Client, path: &str) -> Result<Value> {
-    let request = http::Request::get(path).body(Vec::new()).map_err(|err| Error::Cluster(format!("bad request {path}: {err}")))?;
+    let request = http::Request::get(path)
+        .body(Vec::new())
+        .map_err(|err| Error::Cluster(format!("bad request {path}: {err}")))?;
     let body = send(client, request).await?;
     serde_json::from_slice(&body).map_err(|err| Error::Cluster(format!("GET {path}: not valid JSON: {err}")))
 }
 
 /// The uid of the cluster's `kube-system` namespace: kubequery's cluster uid.
 pub async fn cluster_uid(client: &kube::Client) -> Result<String> {
-    let body = send(client, Request::new("/api/v1/namespaces").get("kube-system", &Default::default()).map_err(|err| Error::Cluster(err.to_string()))?).await?;
-    let namespace: Value = serde_json::from_slice(&body).map_err(|err| Error::Cluster(format!("kube-system namespace: {err}")))?;
+    let body = send(
+        client,
+        Request::new("/api/v1/namespaces")
+            .get("kube-system", &Default::default())
+            .map_err(|err| Error::Cluster(err.to_string()))?,
+    )
+    .await?;
+    let namespace: Value =
+        serde_json::from_slice(&body).map_err(|err| Error::Cluster(format!("kube-system namespace: {err}")))?;
     namespace["metadata"]["uid"]
         .as_str()
         .filter(|uid| !uid.is_empty())

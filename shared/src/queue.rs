@@ -87,10 +87,8 @@ impl Queue {
     /// jobs come back after it); it applies when the consumer is created.
     pub async fn consumer(&self, js: &jetstream::Context, ack_wait: Duration) -> Result<PullConsumer> {
         self.ensure_stream(js).await?;
-        let stream = js
-            .get_stream(&self.stream)
-            .await
-            .map_err(|err| Error::Queue(format!("stream {}: {err}", self.stream)))?;
+        let stream =
+            js.get_stream(&self.stream).await.map_err(|err| Error::Queue(format!("stream {}: {err}", self.stream)))?;
         stream
             .get_or_create_consumer(
                 CONSUMER,
@@ -110,9 +108,8 @@ impl Queue {
 
     /// Publishes a job and waits for the stream's answer.
     pub async fn publish(&self, js: &jetstream::Context, job: &Job) -> Result<Published> {
-        let message = jetstream::message::PublishMessage::build()
-            .payload(job.to_json().into())
-            .message_id(job.message_id());
+        let message =
+            jetstream::message::PublishMessage::build().payload(job.to_json().into()).message_id(job.message_id());
         let subject = job.subject(&self.subject_prefix);
         let outcome = match js.send_publish(subject.clone(), message).await {
             Ok(ack) => ack.await,

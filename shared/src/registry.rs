@@ -94,8 +94,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 impl Registry {
     /// Reads and checks a registry file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(path).map_err(|err| Error::Registry(format!("cannot read {}: {err}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| Error::Registry(format!("cannot read {}: {err}", path.display())))?;
         let mut registry: Self =
             serde_yaml::from_str(&text).map_err(|err| Error::Registry(format!("{}: {err}", path.display())))?;
         // Relative file paths are relative to the registry file.
@@ -131,8 +131,12 @@ impl Registry {
     /// Every namespace field the registry declares, fleet-wide or for any cluster, sorted: the
     /// columns after `namespace`.
     pub fn namespace_field_names(&self) -> Vec<String> {
-        let mut names: Vec<String> =
-            self.namespace_fields.keys().chain(self.clusters.iter().flat_map(|c| c.namespace_fields.keys())).cloned().collect();
+        let mut names: Vec<String> = self
+            .namespace_fields
+            .keys()
+            .chain(self.clusters.iter().flat_map(|c| c.namespace_fields.keys()))
+            .cloned()
+            .collect();
         names.sort();
         names.dedup();
         names
@@ -187,7 +191,11 @@ impl Registry {
 
 /// Checks the namespace field rules declared at `place`: names like cluster fields (and not one
 /// of theirs), each rule a `value` or a `label`, and globs that are not empty.
-fn check_namespace_fields(place: &str, fields: &BTreeMap<String, Vec<NamespaceRule>>, cluster_fields: &[String]) -> Result<()> {
+fn check_namespace_fields(
+    place: &str,
+    fields: &BTreeMap<String, Vec<NamespaceRule>>,
+    cluster_fields: &[String],
+) -> Result<()> {
     let bad = |why: String| Err(Error::Registry(format!("{place}: {why}")));
     for (name, rules) in fields {
         check_field_name(name).or_else(|why| bad(format!("namespace field `{name}` {why}")))?;
@@ -292,7 +300,8 @@ pub fn glob_matches(pattern: &str, text: &str) -> bool {
 
 /// A registry-safe cluster name made from a kubeconfig context name (which may hold `@`, `:`, `/`).
 fn cluster_name_from(context: &str) -> String {
-    let name: String = context.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let name: String =
+        context.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
     let name = name.trim_matches('-');
     name[..name.len().min(MAX_NAME_LEN)].trim_end_matches('-').to_owned()
 }
@@ -377,9 +386,8 @@ impl ClusterConfig {
     /// The CA certificates as DER, from `ca_file` or `ca_data`; none means the system roots.
     fn ca_certificates(&self) -> Result<Option<Vec<Vec<u8>>>> {
         let pem_text = match (&self.ca_file, &self.ca_data) {
-            (Some(path), _) => {
-                std::fs::read(path).map_err(|err| self.error(format!("cannot read ca_file {}: {err}", path.display())))?
-            }
+            (Some(path), _) => std::fs::read(path)
+                .map_err(|err| self.error(format!("cannot read ca_file {}: {err}", path.display())))?,
             (None, Some(data)) => data.clone().into_bytes(),
             (None, None) => return Ok(None),
         };
@@ -394,9 +402,8 @@ impl ClusterConfig {
         let token = match (&self.token_file, &self.token_env) {
             (Some(path), _) => std::fs::read_to_string(path)
                 .map_err(|err| self.error(format!("cannot read token_file {}: {err}", path.display())))?,
-            (None, Some(var)) => {
-                std::env::var(var).map_err(|_| self.error(format!("environment variable {var} (token_env) is not set")))?
-            }
+            (None, Some(var)) => std::env::var(var)
+                .map_err(|_| self.error(format!("environment variable {var} (token_env) is not set")))?,
             (None, None) => return Err(self.error("no token_file and no token_env".into())),
         };
         Ok(SecretString::from(token.trim().to_owned()))
@@ -469,7 +476,8 @@ mod tests {
         let mut a = registry.namespace_fields_of(registry.get("a").unwrap());
         assert!(a.needs_labels());
         a.set_labels(HashMap::from([("shop".to_owned(), BTreeMap::from([("team".to_owned(), "web".to_owned())]))]));
-        let values = |fields: &NamespaceFields, ns: &str| fields.values(ns).map(|v| v.map(str::to_owned)).collect::<Vec<_>>();
+        let values =
+            |fields: &NamespaceFields, ns: &str| fields.values(ns).map(|v| v.map(str::to_owned)).collect::<Vec<_>>();
         assert_eq!(values(&a, "legacy"), [Some("shared".into()), Some("core".into())]);
         assert_eq!(values(&a, "pay-eu"), [Some("shared".into()), Some("payments".into())]);
         assert_eq!(values(&a, "shop"), [Some("shared".into()), Some("web".into())]);
@@ -490,8 +498,11 @@ mod tests {
             ("namespace_fields: {team: [{value: x, nope: 1}]}\n", "unknown field"),
         ];
         for (fields, why) in cases {
-            let path =
-                write(&dir, "r.yaml", &format!("{fields}clusters:\n- name: a\n  kubeconfig: k\n  fields: {{region: x}}\n"));
+            let path = write(
+                &dir,
+                "r.yaml",
+                &format!("{fields}clusters:\n- name: a\n  kubeconfig: k\n  fields: {{region: x}}\n"),
+            );
             let err = Registry::load(&path).unwrap_err().to_string();
             assert!(err.contains(why), "{fields:?}: {err}");
         }
@@ -510,7 +521,10 @@ mod tests {
 
     #[test]
     fn context_names_become_cluster_names() {
-        assert_eq!(cluster_name_from("arn:aws:eks:us-east-1:123:cluster/Prod"), "arn-aws-eks-us-east-1-123-cluster-prod");
+        assert_eq!(
+            cluster_name_from("arn:aws:eks:us-east-1:123:cluster/Prod"),
+            "arn-aws-eks-us-east-1-123-cluster-prod"
+        );
         assert_eq!(cluster_name_from("admin@kind-kind"), "admin-kind-kind");
         assert!(is_cluster_name(&cluster_name_from(&"x".repeat(80))));
     }

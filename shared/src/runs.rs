@@ -101,7 +101,13 @@ pub async fn finish(conn: &mut PgConnection, run_id: Uuid, outcome: &Outcome) ->
 
 /// Records a job message that was rejected before any attempt could start (not JSON, an
 /// unknown cluster or table, the wrong subject): a finished run with what could be read of it.
-pub async fn record_rejected(pool: &PgPool, job: Option<&Job>, subject: &str, worker_id: &str, error: &str) -> Result<()> {
+pub async fn record_rejected(
+    pool: &PgPool,
+    job: Option<&Job>,
+    subject: &str,
+    worker_id: &str,
+    error: &str,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO runs (run_id, job_id, cluster_name, table_name, trigger, attempt, worker_id, scheduled_at,
                            finished_at, status, error)

@@ -73,7 +73,10 @@ pub async fn ensure_tables(pool: &PgPool, fields: &[String], namespace_fields: &
         let name = &table.name;
         execute(
             &mut tx,
-            format!("CREATE TABLE IF NOT EXISTS public.{name} ({}) PARTITION BY LIST ({CLUSTER_COLUMN})", columns.join(", ")),
+            format!(
+                "CREATE TABLE IF NOT EXISTS public.{name} ({}) PARTITION BY LIST ({CLUSTER_COLUMN})",
+                columns.join(", ")
+            ),
         )
         .await?;
         for field in layout.extra_column_names() {
@@ -81,8 +84,11 @@ pub async fn ensure_tables(pool: &PgPool, fields: &[String], namespace_fields: &
             execute(&mut tx, format!("ALTER TABLE public.{name} ADD COLUMN IF NOT EXISTS {field} text")).await?;
         }
         for index in index_definitions(table) {
-            execute(&mut tx, format!("CREATE INDEX IF NOT EXISTS {name}_{} ON public.{name} {}", index.name, index.definition))
-                .await?;
+            execute(
+                &mut tx,
+                format!("CREATE INDEX IF NOT EXISTS {name}_{} ON public.{name} {}", index.name, index.definition),
+            )
+            .await?;
         }
     }
     tx.commit().await?;
@@ -220,11 +226,8 @@ impl<'a> Staging<'a> {
             for index in index_definitions(staged.table) {
                 execute(conn, format!("CREATE INDEX ON {qualified} {}", index.definition)).await?;
             }
-            execute(
-                conn,
-                format!("ALTER TABLE {qualified} ADD CHECK ({CLUSTER_COLUMN} = {})", sql_literal(cluster)),
-            )
-            .await?;
+            execute(conn, format!("ALTER TABLE {qualified} ADD CHECK ({CLUSTER_COLUMN} = {})", sql_literal(cluster)))
+                .await?;
             execute(conn, format!("VACUUM (ANALYZE) {qualified}")).await?;
         }
         Ok(())
@@ -232,7 +235,14 @@ impl<'a> Staging<'a> {
 
     /// Swaps the staging tables in as `cluster`'s partitions, in one transaction with the run's
     /// `outcome` (its row count filled in), unless a later-scheduled job already swapped.
-    pub async fn swap(&self, conn: &mut PgConnection, cluster: &str, job: &Job, run_id: Uuid, outcome: &Outcome) -> Result<SwapOutcome> {
+    pub async fn swap(
+        &self,
+        conn: &mut PgConnection,
+        cluster: &str,
+        job: &Job,
+        run_id: Uuid,
+        outcome: &Outcome,
+    ) -> Result<SwapOutcome> {
         let replaced = replace(conn, cluster, job, run_id, outcome, &Rows::Staged(self)).await?;
         Ok(replaced.expect("attaching staging needs no existing partition"))
     }
@@ -255,12 +265,21 @@ enum Rows<'r, 'a> {
 /// Replaces a cluster's rows of a resource's tables in one short transaction with the run's
 /// `outcome`, unless a later-scheduled job already did; retries while locks are busy. Returns
 /// `None` when rows in memory have no partition to go to yet (the cluster's first load).
-async fn replace(conn: &mut PgConnection, cluster: &str, job: &Job, run_id: Uuid, outcome: &Outcome, rows: &Rows<'_, '_>) -> Result<Option<SwapOutcome>> {
+async fn replace(
+    conn: &mut PgConnection,
+    cluster: &str,
+    job: &Job,
+    run_id: Uuid,
+    outcome: &Outcome,
+    rows: &Rows<'_, '_>,
+) -> Result<Option<SwapOutcome>> {
     let mut tries = 0;
     loop {
         tries += 1;
         match try_replace(conn, cluster, job, run_id, outcome, rows).await {
-            Err(Error::Sql(sqlx::Error::Database(err))) if err.code().as_deref() == Some("55P03") && tries < SWAP_TRIES => {
+            Err(Error::Sql(sqlx::Error::Database(err)))
+                if err.code().as_deref() == Some("55P03") && tries < SWAP_TRIES =>
+            {
                 tracing::debug!(tries, "table lock busy, retrying");
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(tries))).await;
             }
@@ -269,7 +288,14 @@ async fn replace(conn: &mut PgConnection, cluster: &str, job: &Job, run_id: Uuid
     }
 }
 
-async fn try_replace(conn: &mut PgConnection, cluster: &str, job: &Job, run_id: Uuid, outcome: &Outcome, rows: &Rows<'_, '_>) -> Result<Option<SwapOutcome>> {
+async fn try_replace(
+    conn: &mut PgConnection,
+    cluster: &str,
+    job: &Job,
+    run_id: Uuid,
+    outcome: &Outcome,
+    rows: &Rows<'_, '_>,
+) -> Result<Option<SwapOutcome>> {
     let mut tx = conn.begin().await?;
     execute(&mut tx, format!("SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")).await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
@@ -306,11 +332,15 @@ async fn try_replace(conn: &mut PgConnection, cluster: &str, job: &Job, run_id: 
             (Rows::Staged(staging), old) => {
                 let staged = &staging.tables[index];
                 if let Some(old) = old {
-                    execute(&mut tx, format!("ALTER TABLE public.{parent} DETACH PARTITION {PARTITIONS_SCHEMA}.{old}")).await?;
+                    execute(&mut tx, format!("ALTER TABLE public.{parent} DETACH PARTITION {PARTITIONS_SCHEMA}.{old}"))
+                        .await?;
                     detached.push(old);
                 }
-                execute(&mut tx, format!("ALTER TABLE public.{parent} ATTACH PARTITION {PARTITIONS_SCHEMA}.{} {bound}", staged.name))
-                    .await?;
+                execute(
+                    &mut tx,
+                    format!("ALTER TABLE public.{parent} ATTACH PARTITION {PARTITIONS_SCHEMA}.{} {bound}", staged.name),
+                )
+                .await?;
                 (staged.name.clone(), staged.rows)
             }
             // Dropping the transaction rolls back whatever earlier tables did.
@@ -318,7 +348,9 @@ async fn try_replace(conn: &mut PgConnection, cluster: &str, job: &Job, run_id: 
             (Rows::InMemory(tables), Some(old)) => {
                 let (layout, text) = &tables[index];
                 execute(&mut tx, format!("DELETE FROM {PARTITIONS_SCHEMA}.{old}")).await?;
-                let mut copy = tx.copy_in_raw(&format!("COPY {PARTITIONS_SCHEMA}.{old} ({}) FROM STDIN", layout.column_list())).await?;
+                let mut copy = tx
+                    .copy_in_raw(&format!("COPY {PARTITIONS_SCHEMA}.{old} ({}) FROM STDIN", layout.column_list()))
+                    .await?;
                 copy.send(*text).await?;
                 (old, copy.finish().await?)
             }
@@ -454,7 +486,11 @@ mod tests {
         let run_id = Uuid::new_v4();
         let fields = REGION.as_slice();
         let mut staging = Staging::create(conn, &layouts(fields), run_id).await.unwrap();
-        let context = ClusterContext { name: cluster.into(), uid: format!("uid-{cluster}"), field_values: vec![Some("eu".into())] };
+        let context = ClusterContext {
+            name: cluster.into(),
+            uid: format!("uid-{cluster}"),
+            field_values: vec![Some("eu".into())],
+        };
         for (index, table) in pods_resource().tables.iter().enumerate() {
             let mut rows = Vec::new();
             for i in 0..pods {
@@ -481,7 +517,11 @@ mod tests {
     }
 
     async fn pods_of(pool: &PgPool, cluster: &str) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM kubernetes_pods WHERE cluster_name = $1").bind(cluster).fetch_one(pool).await.unwrap()
+        sqlx::query_scalar("SELECT count(*) FROM kubernetes_pods WHERE cluster_name = $1")
+            .bind(cluster)
+            .fetch_one(pool)
+            .await
+            .unwrap()
     }
 
     #[sqlx::test(migrator = "crate::store::MIGRATOR")]
@@ -508,7 +548,8 @@ mod tests {
         assert_eq!((pods_of(&pool, "c1").await, pods_of(&pool, "c2").await), (3, 7));
         assert_eq!(swap(&pool, "c1", 9, at(15)).await, SwapOutcome::Superseded { current: at(20) });
         assert_eq!(pods_of(&pool, "c1").await, 3, "the older job changed nothing");
-        let region: String = sqlx::query_scalar("SELECT DISTINCT region FROM kubernetes_pod_containers").fetch_one(&pool).await.unwrap();
+        let region: String =
+            sqlx::query_scalar("SELECT DISTINCT region FROM kubernetes_pod_containers").fetch_one(&pool).await.unwrap();
         assert_eq!(region, "eu");
         // Old partitions were dropped; what is left is one partition per (cluster, table).
         let tables: i64 = sqlx::query_scalar(
@@ -537,7 +578,8 @@ mod tests {
         assert_eq!(outcome_b.unwrap(), SwapOutcome::Swapped { rows: 12 });
         assert!(matches!(outcome_a.unwrap(), SwapOutcome::Swapped { .. } | SwapOutcome::Superseded { .. }));
         assert_eq!(pods_of(&pool, "c1").await, 6, "the later-scheduled snapshot wins");
-        let containers: i64 = sqlx::query_scalar("SELECT count(*) FROM kubernetes_pod_containers").fetch_one(&pool).await.unwrap();
+        let containers: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM kubernetes_pod_containers").fetch_one(&pool).await.unwrap();
         assert_eq!(containers, 6, "pods and their containers come from the same swap");
     }
 
@@ -548,11 +590,20 @@ mod tests {
         let job = Job::new("c1", "kubernetes_pods", Trigger::Manual, at(0)).unwrap();
         let live = runs::start(&pool, &job, 1, "w-live").await.unwrap();
         let dead = runs::start(&pool, &job, 1, "w-dead").await.unwrap();
-        sqlx::query("UPDATE runs SET heartbeat_at = now() - interval '1 hour' WHERE run_id = $1").bind(dead).execute(&pool).await.unwrap();
+        sqlx::query("UPDATE runs SET heartbeat_at = now() - interval '1 hour' WHERE run_id = $1")
+            .bind(dead)
+            .execute(&pool)
+            .await
+            .unwrap();
         Staging::create(&mut conn, &layouts(FIELDS), live).await.unwrap();
         Staging::create(&mut conn, &layouts(FIELDS), dead).await.unwrap();
-        assert_eq!(sweep_staging(&pool, Duration::from_secs(60)).await.unwrap(), pods_resource().tables.len(), "the dead run's");
-        let status: String = sqlx::query_scalar("SELECT status FROM runs WHERE run_id = $1").bind(dead).fetch_one(&pool).await.unwrap();
+        assert_eq!(
+            sweep_staging(&pool, Duration::from_secs(60)).await.unwrap(),
+            pods_resource().tables.len(),
+            "the dead run's"
+        );
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM runs WHERE run_id = $1").bind(dead).fetch_one(&pool).await.unwrap();
         assert_eq!(status, "abandoned");
         drop_staging(&pool, live).await.unwrap();
         assert_eq!(sweep_staging(&pool, Duration::from_secs(60)).await.unwrap(), 0);

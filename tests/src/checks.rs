@@ -55,11 +55,12 @@ pub async fn assert_postgres_equals_simulator(pool: &PgPool, fleet: &Fleet) {
         assert_eq!(count(pool, "kubernetes_pod_containers", name).await, simulator_containers(fleet, name), "{name}");
         assert_eq!(count(pool, "kubernetes_nodes", name).await, fleet.count(name, "nodes"), "{name}");
         assert_eq!(count(pool, "kubernetes_namespaces", name).await, fleet.count(name, "namespaces"), "{name}");
-        let uid: String = sqlx::query_scalar("SELECT DISTINCT cluster_uid FROM kubernetes_pods WHERE cluster_name = $1")
-            .bind(name)
-            .fetch_one(pool)
-            .await
-            .unwrap();
+        let uid: String =
+            sqlx::query_scalar("SELECT DISTINCT cluster_uid FROM kubernetes_pods WHERE cluster_name = $1")
+                .bind(name)
+                .fetch_one(pool)
+                .await
+                .unwrap();
         assert_eq!(uid, cluster.uid, "{name}: cluster_uid is the kube-system namespace's uid");
     }
 }

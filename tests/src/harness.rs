@@ -97,7 +97,13 @@ impl TestEnv {
         self.spawn_worker_with(name, registry, &[], Some(level))
     }
 
-    fn spawn_worker_with(&mut self, name: &str, registry: &Path, extra: &[&str], level: Option<&str>) -> anyhow::Result<u32> {
+    fn spawn_worker_with(
+        &mut self,
+        name: &str,
+        registry: &Path,
+        extra: &[&str],
+        level: Option<&str>,
+    ) -> anyhow::Result<u32> {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
         let mut command = Command::new(binary("worker"));
         self.configure(&mut command, registry);
@@ -156,7 +162,9 @@ impl TestEnv {
         loop {
             match js.publish(subject.clone(), payload.clone().into()).await?.await {
                 Ok(_) => return Ok(()),
-                Err(err) if tokio::time::Instant::now() > deadline => anyhow::bail!("cannot publish on {subject}: {err}"),
+                Err(err) if tokio::time::Instant::now() > deadline => {
+                    anyhow::bail!("cannot publish on {subject}: {err}")
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
@@ -190,18 +198,16 @@ impl TestEnv {
     pub async fn wait_until(&self, what: &str, query: &str, timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let done: Option<bool> =
-                sqlx::query_scalar(query).fetch_one(&self.pool).await.ok().flatten();
+            let done: Option<bool> = sqlx::query_scalar(query).fetch_one(&self.pool).await.ok().flatten();
             if done == Some(true) {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                let runs: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
-                    "SELECT cluster_name, table_name, status, error FROM runs ORDER BY started_at",
-                )
-                .fetch_all(&self.pool)
-                .await
-                .unwrap_or_default();
+                let runs: Vec<(String, String, String, Option<String>)> =
+                    sqlx::query_as("SELECT cluster_name, table_name, status, error FROM runs ORDER BY started_at")
+                        .fetch_all(&self.pool)
+                        .await
+                        .unwrap_or_default();
                 anyhow::bail!("timed out waiting for {what}; runs: {runs:#?}");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

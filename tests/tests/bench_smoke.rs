@@ -10,20 +10,12 @@ fn bench_smoke_produces_every_figure() {
     let json = dir.with_extension("json");
     let output = Command::new(env!("CARGO_BIN_EXE_bench"))
         .args(["--smoke", "--database", &format!("kc_bench_smoke_{id}")])
-        .args([
-            "--stream",
-            &format!("KC_BENCH_SMOKE_{id}"),
-            "--subject-prefix",
-            &format!("kcbenchsmoke_{id}"),
-        ])
+        .args(["--stream", &format!("KC_BENCH_SMOKE_{id}"), "--subject-prefix", &format!("kcbenchsmoke_{id}")])
         .arg("--dir")
         .arg(&dir)
         .arg("--json")
         .arg(&json)
-        .env(
-            "KUBECENSUS_BIN_DIR",
-            env!("CARGO_BIN_EXE_bench").rsplit_once('/').unwrap().0,
-        )
+        .env("KUBECENSUS_BIN_DIR", env!("CARGO_BIN_EXE_bench").rsplit_once('/').unwrap().0)
         .output()
         .expect("running bench");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -43,34 +35,15 @@ fn bench_smoke_produces_every_figure() {
         assert!(round["rows"].as_i64().unwrap() > 0, "{round}");
         // `skipped`: resources the simulated clusters do not serve (removed API versions).
         let statuses = round["statuses"].as_object().unwrap();
-        assert!(
-            statuses.keys().all(|s| s == "succeeded" || s == "skipped"),
-            "{round}"
-        );
+        assert!(statuses.keys().all(|s| s == "succeeded" || s == "skipped"), "{round}");
         assert!(statuses["succeeded"].as_i64().unwrap() > 0, "{round}");
-        assert!(
-            round["worker_peak_rss"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|p| p[1].as_u64().unwrap() > 0)
-        );
+        assert!(round["worker_peak_rss"].as_array().unwrap().iter().all(|p| p[1].as_u64().unwrap() > 0));
         assert!(!round["tables"].as_array().unwrap().is_empty());
     }
-    assert_eq!(
-        report["loads"].as_array().unwrap().len(),
-        3,
-        "raw COPY by 1 and 2 connections, and COPY + seal"
-    );
+    assert_eq!(report["loads"].as_array().unwrap().len(), 3, "raw COPY by 1 and 2 connections, and COPY + seal");
     assert!(report["fetch"]["objects"].as_u64().unwrap() > 0);
     assert_eq!(report["readers"].as_array().unwrap().len(), 3);
-    assert!(
-        report["readers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|p| p["queries"].as_u64().unwrap() > 0)
-    );
+    assert!(report["readers"].as_array().unwrap().iter().all(|p| p["queries"].as_u64().unwrap() > 0));
     assert_eq!(report["queries"].as_array().unwrap().len(), 6);
     assert!(report["overhead"]["wall_per_job_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(report["sizes"].as_array().unwrap().len(), 2);

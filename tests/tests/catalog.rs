@@ -40,7 +40,10 @@ fn kubequery_schema() -> BTreeMap<String, BTreeMap<String, String>> {
         let columns = table["columns"].as_array().unwrap();
         tables.insert(
             table["name"].as_str().unwrap().to_owned(),
-            columns.iter().map(|c| (c["name"].as_str().unwrap().to_owned(), c["type"].as_str().unwrap().to_owned())).collect(),
+            columns
+                .iter()
+                .map(|c| (c["name"].as_str().unwrap().to_owned(), c["type"].as_str().unwrap().to_owned()))
+                .collect(),
         );
     }
     for variant in reference["variants"].as_object().unwrap().values() {
@@ -108,7 +111,9 @@ async fn the_database_has_every_kubequery_table_and_column_and_the_readme_names_
         for (column, ty) in &columns {
             match have.get(column) {
                 None => missing.push(format!("{table}.{column}")),
-                Some(pg) if !compatible(ty, pg) => mistyped.push(format!("{table}.{column}: kubequery {ty}, PostgreSQL {pg}")),
+                Some(pg) if !compatible(ty, pg) => {
+                    mistyped.push(format!("{table}.{column}: kubequery {ty}, PostgreSQL {pg}"))
+                }
                 Some(_) => {}
             }
         }
@@ -145,7 +150,10 @@ fn the_readme_lists_every_table_of_the_catalog() {
 
 /// One job per resource for every cluster, all run: returns the latest run of each
 /// (cluster, job table) as (status, objects_skipped, error).
-async fn refresh_everything(env: &mut TestEnv, registry: &Path) -> BTreeMap<(String, String), (String, i32, Option<String>)> {
+async fn refresh_everything(
+    env: &mut TestEnv,
+    registry: &Path,
+) -> BTreeMap<(String, String), (String, i32, Option<String>)> {
     env.spawn_worker("worker", registry, &["--page-size", "50"]).unwrap();
     env.scheduler(registry, &["refresh", "--wait"]).await.unwrap();
     let runs: Vec<(String, String, String, i32, Option<String>)> = sqlx::query_as(
@@ -171,7 +179,10 @@ fn assert_every_job_finished(runs: &BTreeMap<(String, String), (String, i32, Opt
                 assert_eq!((status.as_str(), *skipped), ("succeeded", 0), "{key:?}: {error:?}");
             } else {
                 assert_eq!(status, "skipped", "{key:?}: {error:?}");
-                assert!(error.as_deref().is_some_and(|e| e.contains("404")), "{key:?}: the reason is the 404: {error:?}");
+                assert!(
+                    error.as_deref().is_some_and(|e| e.contains("404")),
+                    "{key:?}: the reason is the 404: {error:?}"
+                );
             }
         }
     }
@@ -245,7 +256,9 @@ fn source_value(source: &Source, row: &Inputs) -> Option<Value> {
 /// The JSON `to_jsonb` gives a column holding `value` as kubequery represents it; `None` when
 /// the value cannot be stored in that type (stored as NULL by design).
 fn stored(ty: ColumnType, value: &Value) -> Option<Value> {
-    let int = |v: &Value| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).or_else(|| v.as_bool().map(i64::from));
+    let int = |v: &Value| {
+        v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).or_else(|| v.as_bool().map(i64::from))
+    };
     Some(match ty {
         ColumnType::Text => match value {
             Value::String(s) => json!(s),
@@ -301,10 +314,15 @@ async fn assert_columns_hold_the_sources(pool: &PgPool, fleet: &Fleet, cluster: 
                     .collect();
                 let matches = |row: &Map<String, Value>| expected.iter().all(|(name, value)| same(&row[*name], value));
                 if !rows.iter().any(matches) {
-                    let closest =
-                        rows.iter().max_by_key(|row| expected.iter().filter(|(n, v)| same(&row[*n], v)).count()).unwrap();
-                    let wrong: Vec<_> =
-                        expected.iter().filter(|(n, v)| !same(&closest[*n], v)).map(|(n, v)| (n, v, &closest[*n])).collect();
+                    let closest = rows
+                        .iter()
+                        .max_by_key(|row| expected.iter().filter(|(n, v)| same(&row[*n], v)).count())
+                        .unwrap();
+                    let wrong: Vec<_> = expected
+                        .iter()
+                        .filter(|(n, v)| !same(&closest[*n], v))
+                        .map(|(n, v)| (n, v, &closest[*n]))
+                        .collect();
                     panic!(
                         "{}: no row holds the object's values; closest row differs in (column, expected, stored): {wrong:#?}",
                         table.name
@@ -326,7 +344,8 @@ fn same(stored: &Value, expected: &Value) -> bool {
 }
 
 async fn fixture_fleet(env: &mut TestEnv, folder: &str) -> (Fleet, PathBuf) {
-    let spec = FleetSpec { clusters: 1, objects: Some(shared(folder)), name_prefix: "fx".into(), ..FleetSpec::default() };
+    let spec =
+        FleetSpec { clusters: 1, objects: Some(shared(folder)), name_prefix: "fx".into(), ..FleetSpec::default() };
     let fleet = Fleet::start(spec, &env.dir).await.unwrap();
     (fleet, env.dir.join("clusters.yaml"))
 }
@@ -373,8 +392,10 @@ async fn every_field_of_the_api_testdata_objects_lands_in_its_column() {
             || (table, column) == ("kubernetes_services", "topology_keys")
             || table == "kubernetes_namespaces"
     };
-    let unexplained: Vec<_> =
-        nulls.iter().filter(|(table, column)| kubequery[table].contains_key(column) && !explained(table, column)).collect();
+    let unexplained: Vec<_> = nulls
+        .iter()
+        .filter(|(table, column)| kubequery[table].contains_key(column) && !explained(table, column))
+        .collect();
     assert!(unexplained.is_empty(), "kubequery columns NULL although the fixtures set every field: {unexplained:#?}");
 }
 
@@ -398,7 +419,9 @@ async fn every_real_object_goes_through_the_pipeline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_fills_every_table_of_every_cluster_with_namespace_fields() {
     let mut env = TestEnv::new().await.unwrap();
-    let fleet = Fleet::start(FleetSpec { clusters: 2, pods: 30, namespaces: 6, ..FleetSpec::default() }, &env.dir).await.unwrap();
+    let fleet = Fleet::start(FleetSpec { clusters: 2, pods: 30, namespaces: 6, ..FleetSpec::default() }, &env.dir)
+        .await
+        .unwrap();
     let registry = env.dir.join("clusters.yaml");
     // Namespace fields: the team label where a namespace has one, platform-* by pattern, and
     // one cluster's kube-system by name.
@@ -444,8 +467,12 @@ async fn a_refresh_fills_every_table_of_every_cluster_with_namespace_fields() {
         };
         assert_eq!(team.as_deref(), expected, "{cluster}/{namespace}");
     }
-    let namespaces = team("SELECT cluster_name, name, team FROM kubernetes_namespaces WHERE name = 'team-a-payments'").await;
-    assert!(namespaces.iter().all(|row| row.2.as_deref() == Some("payments")) && namespaces.len() == 2, "{namespaces:?}");
+    let namespaces =
+        team("SELECT cluster_name, name, team FROM kubernetes_namespaces WHERE name = 'team-a-payments'").await;
+    assert!(
+        namespaces.iter().all(|row| row.2.as_deref() == Some("payments")) && namespaces.len() == 2,
+        "{namespaces:?}"
+    );
 
     // Secrets keep their other annotations but never the last applied configuration.
     let annotations: Vec<Value> =
@@ -461,11 +488,12 @@ async fn a_refresh_fills_every_table_of_every_cluster_with_namespace_fields() {
             .await
             .unwrap();
     assert_eq!((cores, bytes), (0.25, 256 * 1024 * 1024));
-    let not_ready: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM kubernetes_nodes WHERE ready IS DISTINCT FROM 1 OR capacity_cpu_cores < 1")
-            .fetch_one(&env.pool)
-            .await
-            .unwrap();
+    let not_ready: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM kubernetes_nodes WHERE ready IS DISTINCT FROM 1 OR capacity_cpu_cores < 1",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
     assert_eq!(not_ready, 0);
     let ready_pods: i64 =
         sqlx::query_scalar("SELECT count(*) FROM kubernetes_pods WHERE ready = 1").fetch_one(&env.pool).await.unwrap();
@@ -473,10 +501,11 @@ async fn a_refresh_fills_every_table_of_every_cluster_with_namespace_fields() {
     let info: Vec<(String, String)> =
         sqlx::query_as("SELECT cluster_name, git_version FROM kubernetes_info").fetch_all(&env.pool).await.unwrap();
     assert_eq!(info.len(), 2);
-    let resources: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM kubernetes_api_resources WHERE \"group\" = 'apps' AND name = 'deployments'")
-            .fetch_one(&env.pool)
-            .await
-            .unwrap();
+    let resources: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM kubernetes_api_resources WHERE \"group\" = 'apps' AND name = 'deployments'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
     assert_eq!(resources, 2);
 }

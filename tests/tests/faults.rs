@@ -11,12 +11,12 @@ use std::{
     time::Duration,
 };
 
+use kubecensus::registry::Registry;
 use kubecensus_tests::{
     checks::{assert_same_pods, count, pod_counts},
     fleet::{Breakage, BrokenList, FailResource, Faults, Fleet, FleetSpec},
     harness::TestEnv,
 };
-use kubecensus::registry::Registry;
 use sqlx::PgPool;
 
 /// Worker flags that make redelivery and the staging sweep quick enough for a test.
@@ -61,7 +61,12 @@ impl Readers {
         for counts in seen {
             assert_eq!(counts.len(), old.len(), "a reader saw a cluster with no pods: {counts:?}");
             for (cluster, n) in counts {
-                assert!(n == old[&cluster] || n == new[&cluster], "{cluster}: read {n}, neither {} nor {}", old[&cluster], new[&cluster]);
+                assert!(
+                    n == old[&cluster] || n == new[&cluster],
+                    "{cluster}: read {n}, neither {} nor {}",
+                    old[&cluster],
+                    new[&cluster]
+                );
             }
         }
     }
@@ -129,7 +134,8 @@ async fn failing_clusters_fail_only_their_jobs_with_a_clear_error_and_keep_their
     let mut env = TestEnv::new().await.unwrap();
     let fleet = Fleet::start(FleetSpec { clusters: 5, pods: 20, ..FleetSpec::default() }, &env.dir).await.unwrap();
     let registry = env.dir.join("clusters.yaml");
-    env.spawn_worker("worker", &registry, &["--max-attempts", "3", "--retry-delay", "3s", "--concurrency", "8"]).unwrap();
+    env.spawn_worker("worker", &registry, &["--max-attempts", "3", "--retry-delay", "3s", "--concurrency", "8"])
+        .unwrap();
     env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_pods"]).await.unwrap();
     let before = pod_counts(&env.pool).await;
 
@@ -142,7 +148,8 @@ async fn failing_clusters_fail_only_their_jobs_with_a_clear_error_and_keep_their
         fleet.churn(&cluster.name, 3, 1);
     }
     let started = std::time::Instant::now();
-    let round_two: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&env.pool).await.unwrap();
+    let round_two: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT now()").fetch_one(&env.pool).await.unwrap();
     env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_pods"]).await.unwrap();
 
     let healthy: (String, i32, f64) = sqlx::query_as(
@@ -169,14 +176,21 @@ async fn failing_clusters_fail_only_their_jobs_with_a_clear_error_and_keep_their
         .unwrap();
         let statuses: Vec<&str> = attempts.iter().map(|a| a.0.as_str()).collect();
         assert_eq!(statuses, ["retrying", "retrying", "failed"], "{cluster}: {attempts:#?}");
-        assert!(attempts.iter().all(|a| a.1.as_deref().unwrap_or_default().contains(expected)), "{cluster}: the error names the status: {attempts:#?}");
+        assert!(
+            attempts.iter().all(|a| a.1.as_deref().unwrap_or_default().contains(expected)),
+            "{cluster}: the error names the status: {attempts:#?}"
+        );
         let gap = attempts[1].2 - attempts[0].2;
         if cluster == "sim-02" {
             assert!((0.9..2.5).contains(&gap), "429 waits its Retry-After (1 s), not the 3 s backoff: {gap}");
         } else {
             assert!(gap >= 2.9, "{cluster}: retries back off: {gap}");
         }
-        assert_eq!(count(&env.pool, "kubernetes_pods", cluster).await as i64, before[cluster], "{cluster}: last good rows stay");
+        assert_eq!(
+            count(&env.pool, "kubernetes_pods", cluster).await as i64,
+            before[cluster],
+            "{cluster}: last good rows stay"
+        );
     }
     assert!(started.elapsed() < Duration::from_secs(40));
     // Terminated after the last attempt: nothing is left in the stream, nothing runs again.
@@ -200,12 +214,11 @@ async fn a_cluster_too_slow_to_answer_fails_its_job_on_time_and_keeps_its_rows()
     let started = std::time::Instant::now();
     env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_pods"]).await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(8), "the slow cluster did not hold the refresh for its 10 s");
-    let (status, error): (String, String) = sqlx::query_as(
-        "SELECT status, error FROM runs WHERE cluster_name = 'sim-01' AND status <> 'succeeded'",
-    )
-    .fetch_one(&env.pool)
-    .await
-    .unwrap();
+    let (status, error): (String, String) =
+        sqlx::query_as("SELECT status, error FROM runs WHERE cluster_name = 'sim-01' AND status <> 'succeeded'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
     assert_eq!(status, "failed");
     assert!(error.contains("took longer than 2s"), "{error}");
     assert_eq!(count(&env.pool, "kubernetes_pods", "sim-01").await as i64, before["sim-01"], "last good rows stay");
@@ -248,14 +261,18 @@ async fn a_broken_list_fails_the_job_and_never_half_replaces_the_rows() {
 
     for (cluster, how) in [("sim-01", Breakage::Truncated), ("sim-02", Breakage::Reset)] {
         fleet.churn(cluster, 10, 0);
-        fleet.set_faults(cluster, Faults { break_list: Some(BrokenList { plural: "pods".into(), how }), ..Faults::default() });
+        fleet.set_faults(
+            cluster,
+            Faults { break_list: Some(BrokenList { plural: "pods".into(), how }), ..Faults::default() },
+        );
     }
     env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_pods"]).await.unwrap();
-    let errors: Vec<(String, String)> =
-        sqlx::query_as("SELECT cluster_name, error FROM runs WHERE trigger = 'manual' AND status = 'failed' ORDER BY 1")
-            .fetch_all(&env.pool)
-            .await
-            .unwrap();
+    let errors: Vec<(String, String)> = sqlx::query_as(
+        "SELECT cluster_name, error FROM runs WHERE trigger = 'manual' AND status = 'failed' ORDER BY 1",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
     assert_eq!(errors.len(), 2, "{errors:#?}");
     assert!(errors[0].1.contains("not valid JSON"), "truncated: {}", errors[0].1);
     assert!(errors[1].1.starts_with("cluster: GET /api/v1/pods"), "reset: {}", errors[1].1);
@@ -269,7 +286,9 @@ async fn bad_objects_are_sanitized_or_skipped_and_cost_no_other_row() {
     let fleet = Fleet::start(FleetSpec { clusters: 1, pods: 30, ..FleetSpec::default() }, &env.dir).await.unwrap();
     let registry = env.dir.join("clusters.yaml");
     env.spawn_worker("worker", &registry, &[]).unwrap();
-    let pod = |uid: &str, extra: &str| format!(r#"{{"metadata":{{"name":"{uid}","namespace":"default","uid":"{uid}"{extra}}}}}"#);
+    let pod = |uid: &str, extra: &str| {
+        format!(r#"{{"metadata":{{"name":"{uid}","namespace":"default","uid":"{uid}"{extra}}}}}"#)
+    };
     let huge_annotation = format!(r#","annotations":{{"big":"{}"}}"#, "x".repeat(1 << 20));
     let many_labels = format!(
         r#","labels":{{{}}}"#,
@@ -326,9 +345,13 @@ async fn a_job_scheduled_before_the_current_snapshot_never_overwrites_it() {
     // A job scheduled long ago that only now reaches a worker (say, it sat behind a slow one).
     let late = r#"{"id":"018f0000-0000-7000-8000-0000000000aa","cluster":"sim-01","table":"kubernetes_pods","trigger":"schedule","scheduled_at":"2020-01-01T00:00:00Z"}"#;
     env.publish_raw("sim-01.kubernetes_pods", late.as_bytes().to_vec()).await.unwrap();
-    env.wait_until("the late job to end", "SELECT count(*) = 1 FROM runs WHERE trigger = 'schedule' AND finished_at IS NOT NULL", Duration::from_secs(30))
-        .await
-        .unwrap();
+    env.wait_until(
+        "the late job to end",
+        "SELECT count(*) = 1 FROM runs WHERE trigger = 'schedule' AND finished_at IS NOT NULL",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     let (status, error): (String, String) =
         sqlx::query_as("SELECT status, error FROM runs WHERE trigger = 'schedule'").fetch_one(&env.pool).await.unwrap();
     assert_eq!(status, "superseded");
@@ -393,8 +416,10 @@ async fn credentials_never_leak_and_tls_is_verified_with_each_clusters_ca() {
     std::fs::write(&wrong_registry, serde_yaml::to_string(&declared).unwrap()).unwrap();
     let worker = env.spawn_worker("worker", &wrong_registry, &["--max-attempts", "1"]).unwrap();
     env.scheduler(&wrong_registry, &["refresh", "--wait", "--table", "kubernetes_pods"]).await.unwrap();
-    let tls_error: String =
-        sqlx::query_scalar("SELECT error FROM runs WHERE cluster_name = 'sim-02' LIMIT 1").fetch_one(&env.pool).await.unwrap();
+    let tls_error: String = sqlx::query_scalar("SELECT error FROM runs WHERE cluster_name = 'sim-02' LIMIT 1")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
     assert!(tls_error.to_lowercase().contains("certificate"), "{tls_error}");
     // A graceful stop: the worker's last acks (terminating the failed jobs) reach NATS.
     assert_eq!(env.signal_and_wait(worker, "TERM", Duration::from_secs(30)).await.unwrap(), Some(0));
@@ -404,7 +429,9 @@ async fn credentials_never_leak_and_tls_is_verified_with_each_clusters_ca() {
     let insecure_registry = env.dir.join("insecure.yaml");
     std::fs::write(&insecure_registry, serde_yaml::to_string(&declared).unwrap()).unwrap();
     let insecure = env.spawn_worker("insecure", &insecure_registry, &[]).unwrap();
-    env.scheduler(&insecure_registry, &["refresh", "--wait", "--cluster", "sim-02", "--table", "kubernetes_pods"]).await.unwrap();
+    env.scheduler(&insecure_registry, &["refresh", "--wait", "--cluster", "sim-02", "--table", "kubernetes_pods"])
+        .await
+        .unwrap();
     assert!(env.log("insecure").contains("TLS verification is off for this cluster"));
     assert_eq!(env.signal_and_wait(insecure, "TERM", Duration::from_secs(30)).await.unwrap(), Some(0));
 

@@ -35,19 +35,9 @@ fn install_crypto_provider() {
 }
 
 /// `(namespace, name, uid)` of each object, from `metadata`.
-fn identities<'a>(
-    objects: impl IntoIterator<Item = &'a Value>,
-) -> BTreeSet<(String, String, String)> {
-    let field = |object: &Value, name: &str| {
-        object["metadata"][name]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    };
-    objects
-        .into_iter()
-        .map(|o| (field(o, "namespace"), field(o, "name"), field(o, "uid")))
-        .collect()
+fn identities<'a>(objects: impl IntoIterator<Item = &'a Value>) -> BTreeSet<(String, String, String)> {
+    let field = |object: &Value, name: &str| object["metadata"][name].as_str().unwrap_or_default().to_owned();
+    objects.into_iter().map(|o| (field(o, "namespace"), field(o, "name"), field(o, "uid"))).collect()
 }
 
 /// Runs kubectl against one context of the fleet's kubeconfig; returns (success, stdout, stderr).
@@ -63,23 +53,14 @@ async fn kubectl(out: &Path, context: &str, args: &[&str]) -> (bool, String, Str
         .await
         .expect("run kubectl");
     let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
-    (
-        output.status.success(),
-        text(output.stdout),
-        text(output.stderr),
-    )
+    (output.status.success(), text(output.stdout), text(output.stderr))
 }
 
 async fn kube_client(out: &Path, context: &str) -> kube::Client {
     install_crypto_provider();
     let kubeconfig = Kubeconfig::read_from(out.join("kubeconfig")).expect("read kubeconfig");
-    let options = KubeConfigOptions {
-        context: Some(context.to_owned()),
-        ..KubeConfigOptions::default()
-    };
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-        .await
-        .expect("kube config");
+    let options = KubeConfigOptions { context: Some(context.to_owned()), ..KubeConfigOptions::default() };
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.expect("kube config");
     kube::Client::try_from(config).expect("kube client")
 }
 
@@ -90,83 +71,40 @@ fn uid(pod: &Pod) -> String {
 #[tokio::test]
 async fn kubectl_pages_through_every_resource_of_every_cluster() {
     let out = TempDir::new();
-    let spec = FleetSpec {
-        clusters: 2,
-        pods: 40,
-        ..FleetSpec::default()
-    };
+    let spec = FleetSpec { clusters: 2, pods: 40, ..FleetSpec::default() };
     let fleet = Fleet::start(spec, &out.0).await.unwrap();
     for cluster in fleet.clusters() {
         for plural in ["pods", "nodes", "namespaces"] {
-            let (ok, stdout, stderr) = kubectl(
-                &out.0,
-                &cluster.name,
-                &["get", plural, "-A", "--chunk-size=7", "-o", "json"],
-            )
-            .await;
+            let (ok, stdout, stderr) =
+                kubectl(&out.0, &cluster.name, &["get", plural, "-A", "--chunk-size=7", "-o", "json"]).await;
             assert!(ok, "kubectl get {plural} on {}: {stderr}", cluster.name);
             let listed: Value = serde_json::from_str(&stdout).unwrap();
             let items = listed["items"].as_array().unwrap();
             let held = fleet.objects(&cluster.name, plural);
             assert!(!held.is_empty());
-            assert_eq!(
-                identities(items),
-                identities(&held),
-                "{plural} of {}",
-                cluster.name
-            );
+            assert_eq!(identities(items), identities(&held), "{plural} of {}", cluster.name);
         }
-        assert!(
-            fleet.requests(&cluster.name).continued > 0,
-            "kubectl never asked for a second page"
-        );
+        assert!(fleet.requests(&cluster.name).continued > 0, "kubectl never asked for a second page");
     }
-    let [first, second] = &fleet.clusters()[..] else {
-        panic!("two clusters")
-    };
+    let [first, second] = &fleet.clusters()[..] else { panic!("two clusters") };
     assert_ne!(first.uid, second.uid);
 }
 
 #[tokio::test]
 async fn kubectl_with_a_wrong_token_is_told_to_log_in() {
     let out = TempDir::new();
-    let fleet = Fleet::start(
-        FleetSpec {
-            clusters: 1,
-            ..FleetSpec::default()
-        },
-        &out.0,
-    )
-    .await
-    .unwrap();
+    let fleet = Fleet::start(FleetSpec { clusters: 1, ..FleetSpec::default() }, &out.0).await.unwrap();
     let cluster = &fleet.clusters()[0];
-    let (ok, _, stderr) = kubectl(
-        &out.0,
-        &cluster.name,
-        &["--token", "wrong", "get", "pods", "-A"],
-    )
-    .await;
+    let (ok, _, stderr) = kubectl(&out.0, &cluster.name, &["--token", "wrong", "get", "pods", "-A"]).await;
     assert!(!ok);
     // kubectl's wording for a 401 from discovery, as against a real API server.
-    assert!(
-        stderr.contains("You must be logged in to the server"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("You must be logged in to the server"), "{stderr}");
 }
 
 #[tokio::test]
 async fn kube_client_pages_through_every_pod() {
     let out = TempDir::new();
-    let fleet = Fleet::start(
-        FleetSpec {
-            clusters: 1,
-            pods: 23,
-            ..FleetSpec::default()
-        },
-        &out.0,
-    )
-    .await
-    .unwrap();
+    let fleet = Fleet::start(FleetSpec { clusters: 1, pods: 23, ..FleetSpec::default() }, &out.0).await.unwrap();
     let cluster = &fleet.clusters()[0];
     let pods: Api<Pod> = Api::all(kube_client(&out.0, &cluster.name).await);
     let mut uids = BTreeSet::new();
@@ -179,10 +117,8 @@ async fn kube_client_pages_through_every_pod() {
             None => break,
         }
     }
-    let held: BTreeSet<String> = identities(&fleet.objects(&cluster.name, "pods"))
-        .into_iter()
-        .map(|(_, _, uid)| uid)
-        .collect();
+    let held: BTreeSet<String> =
+        identities(&fleet.objects(&cluster.name, "pods")).into_iter().map(|(_, _, uid)| uid).collect();
     assert_eq!(uids, held);
     assert_eq!(fleet.requests(&cluster.name).continued, 4);
 }
@@ -190,65 +126,38 @@ async fn kube_client_pages_through_every_pod() {
 #[tokio::test]
 async fn a_continued_list_reads_the_snapshot_of_its_first_page_despite_churn() {
     let out = TempDir::new();
-    let fleet = Fleet::start(
-        FleetSpec {
-            clusters: 1,
-            pods: 30,
-            ..FleetSpec::default()
-        },
-        &out.0,
-    )
-    .await
-    .unwrap();
+    let fleet = Fleet::start(FleetSpec { clusters: 1, pods: 30, ..FleetSpec::default() }, &out.0).await.unwrap();
     let cluster = &fleet.clusters()[0];
     let pods: Api<Pod> = Api::all(kube_client(&out.0, &cluster.name).await);
-    let before: BTreeSet<String> = identities(&fleet.objects(&cluster.name, "pods"))
-        .into_iter()
-        .map(|(_, _, uid)| uid)
-        .collect();
+    let before: BTreeSet<String> =
+        identities(&fleet.objects(&cluster.name, "pods")).into_iter().map(|(_, _, uid)| uid).collect();
 
     let first = pods.list(&ListParams::default().limit(10)).await.unwrap();
     fleet.churn(&cluster.name, 5, 8);
     assert_eq!(fleet.count(&cluster.name, "pods"), 33);
     let token = first.metadata.continue_.clone().unwrap();
-    let rest = pods
-        .list(&ListParams::default().continue_token(&token))
-        .await
-        .unwrap();
+    let rest = pods.list(&ListParams::default().continue_token(&token)).await.unwrap();
     assert!(rest.metadata.continue_.is_none());
     let listed: BTreeSet<String> = first.items.iter().chain(&rest.items).map(uid).collect();
     assert_eq!(listed, before);
-    assert_eq!(
-        rest.metadata.resource_version,
-        first.metadata.resource_version
-    );
+    assert_eq!(rest.metadata.resource_version, first.metadata.resource_version);
 
     let fresh = pods.list(&ListParams::default()).await.unwrap();
     assert_eq!(fresh.items.len(), 33);
-    assert_ne!(
-        fresh.metadata.resource_version,
-        first.metadata.resource_version
-    );
+    assert_ne!(fresh.metadata.resource_version, first.metadata.resource_version);
 }
 
 #[tokio::test]
 async fn an_expired_continue_token_gets_410_gone() {
     let out = TempDir::new();
-    let spec = FleetSpec {
-        clusters: 1,
-        continue_ttl: Duration::from_millis(200),
-        ..FleetSpec::default()
-    };
+    let spec = FleetSpec { clusters: 1, continue_ttl: Duration::from_millis(200), ..FleetSpec::default() };
     let fleet = Fleet::start(spec, &out.0).await.unwrap();
     let cluster = &fleet.clusters()[0];
     let pods: Api<Pod> = Api::all(kube_client(&out.0, &cluster.name).await);
     let first = pods.list(&ListParams::default().limit(5)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let token = first.metadata.continue_.unwrap();
-    match pods
-        .list(&ListParams::default().limit(5).continue_token(&token))
-        .await
-    {
+    match pods.list(&ListParams::default().limit(5).continue_token(&token)).await {
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 410);
             assert_eq!(status.reason, "Expired");

@@ -75,7 +75,22 @@ async fn a_tick_loads_every_table_and_a_refresh_replaces_it_without_readers_seei
             seen
         }
     });
-    let report = env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_pods", "--table", "kubernetes_nodes", "--table", "kubernetes_namespaces"]).await.unwrap();
+    let report = env
+        .scheduler(
+            &registry,
+            &[
+                "refresh",
+                "--wait",
+                "--table",
+                "kubernetes_pods",
+                "--table",
+                "kubernetes_nodes",
+                "--table",
+                "kubernetes_namespaces",
+            ],
+        )
+        .await
+        .unwrap();
     reading.store(false, Ordering::Relaxed);
     let seen = reader.await.unwrap();
 
@@ -90,7 +105,12 @@ async fn a_tick_loads_every_table_and_a_refresh_replaces_it_without_readers_seei
     assert!(seen.len() > 3, "the reader polled during the refresh ({} reads)", seen.len());
     for counts in &seen {
         for (cluster, n) in counts {
-            assert!(*n == before[cluster] || *n == after[cluster], "{cluster}: a reader saw {n} pods, neither {} nor {}", before[cluster], after[cluster]);
+            assert!(
+                *n == before[cluster] || *n == after[cluster],
+                "{cluster}: a reader saw {n} pods, neither {} nor {}",
+                before[cluster],
+                after[cluster]
+            );
         }
         assert_eq!(counts.len(), 3, "a reader saw a cluster with no pods: {counts:?}");
     }
@@ -103,7 +123,8 @@ async fn a_tick_loads_every_table_and_a_refresh_replaces_it_without_readers_seei
     .await
     .unwrap();
     assert_eq!(rounds, [("manual".to_owned(), 9), ("schedule".to_owned(), 9)]);
-    let workers: i64 = sqlx::query_scalar("SELECT count(DISTINCT worker_id) FROM runs").fetch_one(&env.pool).await.unwrap();
+    let workers: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT worker_id) FROM runs").fetch_one(&env.pool).await.unwrap();
     assert_eq!(workers, 2, "both worker processes ran jobs");
     let snapshots: i64 = sqlx::query_scalar("SELECT count(*) FROM snapshots").fetch_one(&env.pool).await.unwrap();
     let tables: usize = ["kubernetes_pods", "kubernetes_nodes", "kubernetes_namespaces"]
@@ -137,7 +158,21 @@ async fn an_unreachable_cluster_fails_only_its_own_jobs_and_keeps_its_last_good_
     let fleet = Fleet::start(FleetSpec { clusters: 2, pods: 30, ..FleetSpec::default() }, &env.dir).await.unwrap();
     let registry = env.dir.join("clusters.yaml");
     let worker = env.spawn_worker("worker", &registry, &["--max-attempts", "2", "--retry-delay", "1s"]).unwrap();
-    env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_pods", "--table", "kubernetes_nodes", "--table", "kubernetes_namespaces"]).await.unwrap();
+    env.scheduler(
+        &registry,
+        &[
+            "refresh",
+            "--wait",
+            "--table",
+            "kubernetes_pods",
+            "--table",
+            "kubernetes_nodes",
+            "--table",
+            "kubernetes_namespaces",
+        ],
+    )
+    .await
+    .unwrap();
     assert_postgres_equals_simulator(&env.pool, &fleet).await;
     env.kill(worker);
 
@@ -149,7 +184,21 @@ async fn an_unreachable_cluster_fails_only_its_own_jobs_and_keeps_its_last_good_
     env.spawn_worker("worker-2", &unreachable, &["--max-attempts", "2", "--retry-delay", "1s"]).unwrap();
     fleet.churn(&fleet.clusters()[1].name, 5, 0);
     let before = count(&env.pool, "kubernetes_pods", &broken.name).await;
-    env.scheduler(&unreachable, &["refresh", "--wait", "--table", "kubernetes_pods", "--table", "kubernetes_nodes", "--table", "kubernetes_namespaces"]).await.unwrap();
+    env.scheduler(
+        &unreachable,
+        &[
+            "refresh",
+            "--wait",
+            "--table",
+            "kubernetes_pods",
+            "--table",
+            "kubernetes_nodes",
+            "--table",
+            "kubernetes_namespaces",
+        ],
+    )
+    .await
+    .unwrap();
 
     let failures: Vec<(String, String, i32, String)> = sqlx::query_as(
         "SELECT cluster_name, status, attempt, error FROM runs WHERE trigger = 'manual' AND status IN ('failed', 'retrying')
@@ -186,9 +235,13 @@ async fn malformed_job_messages_are_rejected_at_once_and_the_worker_carries_on()
     for (suffix, payload) in messages {
         env.publish_raw(suffix, payload.into_bytes()).await.unwrap();
     }
-    env.wait_until("four rejected runs", "SELECT count(*) = 4 FROM runs WHERE status = 'rejected'", Duration::from_secs(30))
-        .await
-        .unwrap();
+    env.wait_until(
+        "four rejected runs",
+        "SELECT count(*) = 4 FROM runs WHERE status = 'rejected'",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     let errors: Vec<String> = sqlx::query_scalar("SELECT error FROM runs WHERE status = 'rejected' ORDER BY error")
         .fetch_all(&env.pool)
         .await
@@ -200,10 +253,12 @@ async fn malformed_job_messages_are_rejected_at_once_and_the_worker_carries_on()
 
     // The worker still works: a real job succeeds after the bad ones.
     env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_namespaces"]).await.unwrap();
-    let succeeded: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE status = 'succeeded'").fetch_one(&env.pool).await.unwrap();
+    let succeeded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM runs WHERE status = 'succeeded'").fetch_one(&env.pool).await.unwrap();
     assert_eq!(succeeded, 1);
     // Nothing was redelivered: each rejected message was terminated on its first delivery.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rejected: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE status = 'rejected'").fetch_one(&env.pool).await.unwrap();
+    let rejected: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM runs WHERE status = 'rejected'").fetch_one(&env.pool).await.unwrap();
     assert_eq!(rejected, 4);
 }

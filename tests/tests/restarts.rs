@@ -43,7 +43,9 @@ async fn postgres_restarted_or_crashed_mid_run_loses_no_committed_snapshot() {
     env.scheduler(&registry, &["refresh", "--table", "kubernetes_pods"]).await.unwrap();
     env.wait_until("a job to run", A_JOB_RUNS, Duration::from_secs(30)).await.unwrap();
     postgres.restart().await.unwrap();
-    env.wait_until("the refresh to succeed after the restart", LATEST_ROUND_DONE, Duration::from_secs(90)).await.unwrap();
+    env.wait_until("the refresh to succeed after the restart", LATEST_ROUND_DONE, Duration::from_secs(90))
+        .await
+        .unwrap();
     assert_pods_equal(&env, &fleet).await;
 
     // A crash (kill -9 of the postmaster) while jobs run: recovery keeps every committed
@@ -74,22 +76,45 @@ async fn nats_restarts_keep_queued_jobs_and_apply_none_twice() {
     let registry = env.dir.join("clusters.yaml");
 
     // Jobs queued while no worker runs survive a restart (file storage).
-    let queued = env.scheduler(&registry, &["refresh", "--table", "kubernetes_pods", "--table", "kubernetes_nodes", "--table", "kubernetes_namespaces"]).await.unwrap();
+    let queued = env
+        .scheduler(
+            &registry,
+            &[
+                "refresh",
+                "--table",
+                "kubernetes_pods",
+                "--table",
+                "kubernetes_nodes",
+                "--table",
+                "kubernetes_namespaces",
+            ],
+        )
+        .await
+        .unwrap();
     assert_eq!(queued.matches("queued").count(), 6, "{queued}");
     nats.restart(Duration::from_millis(300)).await.unwrap();
     env.spawn_worker("worker", &registry, &["--ack-wait", "2s"]).unwrap();
-    env.wait_until("the queued jobs", "SELECT count(*) = 6 FROM runs WHERE status = 'succeeded'", Duration::from_secs(60))
-        .await
-        .unwrap();
+    env.wait_until(
+        "the queued jobs",
+        "SELECT count(*) = 6 FROM runs WHERE status = 'succeeded'",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
 
     // A running scheduler and worker reconnect: ticks after the restart are published and run.
     let every_second = "kubernetes_pods=* * * * * *";
     env.spawn_scheduler(&registry, &["--schedule", every_second]).unwrap();
-    env.wait_until("a scheduled run", "SELECT count(*) > 0 FROM runs WHERE trigger = 'schedule' AND status = 'succeeded'", Duration::from_secs(30))
-        .await
-        .unwrap();
+    env.wait_until(
+        "a scheduled run",
+        "SELECT count(*) > 0 FROM runs WHERE trigger = 'schedule' AND status = 'succeeded'",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     nats.restart(Duration::from_secs(1)).await.unwrap();
-    let restarted: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&env.pool).await.unwrap();
+    let restarted: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT now()").fetch_one(&env.pool).await.unwrap();
     let after_restart = format!(
         "SELECT count(DISTINCT cluster_name) = 2 FROM runs WHERE trigger = 'schedule' AND status = 'succeeded'
          AND scheduled_at > '{}'",

@@ -10,8 +10,8 @@ use kubecensus::{
     catalog::{Resource, ResourceSource, catalog},
     flatten::{ClusterContext, Layout},
     job::Job,
-    kubeapi::Page,
     kubeapi,
+    kubeapi::Page,
     registry::{ClusterConfig, NamespaceFields, Registry},
     runs::{self, Outcome, Status},
     store::{self, Staging, SwapOutcome},
@@ -171,7 +171,8 @@ impl Poller {
 
     #[instrument(skip_all)]
     async fn poll(&self, job: &Job, cluster: &ClusterConfig, run_id: Uuid) -> Result<SwapOutcome> {
-        let resource = catalog().resource_of(&job.table).ok_or_else(|| Error::Job(format!("unknown table {}", job.table)))?;
+        let resource =
+            catalog().resource_of(&job.table).ok_or_else(|| Error::Job(format!("unknown table {}", job.table)))?;
         let client = self.client(cluster).await?;
         let cluster_uid = kubeapi::cluster_uid(&client).await?;
         store::record_contact(&self.pool, &cluster.name, &cluster_uid).await?;
@@ -205,13 +206,22 @@ impl Poller {
     /// Lists the resource and replaces the cluster's rows with the run's outcome. A listing that
     /// fits in one page (most resources of most clusters) is written in place in one
     /// transaction; a longer one, or a cluster's first, is loaded into staging and swapped in.
-    async fn load_and_swap(&self, conn: &mut PgConnection, listing: &Listing<'_>, job: &Job, run_id: Uuid) -> Result<SwapOutcome> {
+    async fn load_and_swap(
+        &self,
+        conn: &mut PgConnection,
+        listing: &Listing<'_>,
+        job: &Job,
+        run_id: Uuid,
+    ) -> Result<SwapOutcome> {
         let first = self.fetch(listing, None).await?;
         if first.continue_token.is_none() {
             let rows = self.flatten(listing, &first.objects);
-            let tables: Vec<(Layout, &[u8])> = listing.layouts.iter().copied().zip(rows.iter().map(Vec::as_slice)).collect();
+            let tables: Vec<(Layout, &[u8])> =
+                listing.layouts.iter().copied().zip(rows.iter().map(Vec::as_slice)).collect();
             let outcome = outcome_of(&first.skipped);
-            if let Some(replaced) = store::replace_in_place(conn, &listing.context.name, job, run_id, &outcome, &tables).await? {
+            if let Some(replaced) =
+                store::replace_in_place(conn, &listing.context.name, job, run_id, &outcome, &tables).await?
+            {
                 return Ok(replaced);
             }
         }
@@ -224,7 +234,13 @@ impl Poller {
     /// Loads the listing into staging page by page, starting with `page`, one COPY per table per
     /// page. Starts over (a bounded number of times) when the continue token expires, so what
     /// is loaded is always one consistent list. Returns why objects were skipped.
-    async fn load(&self, conn: &mut PgConnection, listing: &Listing<'_>, staging: &mut Staging<'_>, mut page: Page) -> Result<Vec<String>> {
+    async fn load(
+        &self,
+        conn: &mut PgConnection,
+        listing: &Listing<'_>,
+        staging: &mut Staging<'_>,
+        mut page: Page,
+    ) -> Result<Vec<String>> {
         let mut skipped = Vec::new();
         let mut restarts = 0;
         loop {
@@ -253,7 +269,9 @@ impl Poller {
     async fn fetch(&self, listing: &Listing<'_>, continue_token: Option<&str>) -> Result<Page> {
         let client = &listing.client;
         match listing.resource.source {
-            ResourceSource::List => kubeapi::list_page(client, &listing.resource.api, self.page_size, continue_token).await,
+            ResourceSource::List => {
+                kubeapi::list_page(client, &listing.resource.api, self.page_size, continue_token).await
+            }
             ResourceSource::Discovery => kubeapi::discovery(client).await,
             ResourceSource::Version => kubeapi::version(client).await,
         }
@@ -276,7 +294,12 @@ impl Poller {
 
     /// The namespace fields of the cluster's registry entry, with its namespaces' labels when a
     /// rule copies a label (only for resources with namespaced tables).
-    async fn namespace_fields(&self, client: &kube::Client, resource: &Resource, cluster: &ClusterConfig) -> Result<NamespaceFields> {
+    async fn namespace_fields(
+        &self,
+        client: &kube::Client,
+        resource: &Resource,
+        cluster: &ClusterConfig,
+    ) -> Result<NamespaceFields> {
         let mut fields = self.registry.namespace_fields_of(cluster);
         let has_namespaces = resource.tables.iter().any(|table| table.namespace_column.is_some());
         if has_namespaces && fields.needs_labels() {

@@ -40,10 +40,7 @@ pub fn default_bin_dir() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(dir));
     }
     let exe = std::env::current_exe().context("locating the bench executable")?;
-    Ok(exe
-        .parent()
-        .context("the bench executable has no folder")?
-        .to_path_buf())
+    Ok(exe.parent().context("the bench executable has no folder")?.to_path_buf())
 }
 
 /// A worker process and what it is called in `runs`.
@@ -74,29 +71,14 @@ impl BenchEnv {
                 path.display()
             );
         }
-        std::fs::create_dir_all(&config.dir)
-            .with_context(|| format!("creating {}", config.dir.display()))?;
-        let mut admin = PgConnection::connect(&config.admin_url)
-            .await
-            .context("connecting to PostgreSQL")?;
+        std::fs::create_dir_all(&config.dir).with_context(|| format!("creating {}", config.dir.display()))?;
+        let mut admin = PgConnection::connect(&config.admin_url).await.context("connecting to PostgreSQL")?;
         let database = &config.database;
-        anyhow::ensure!(
-            kubecensus::catalog::is_identifier(database),
-            "--database must be a lower-case SQL identifier"
-        );
-        sqlx::raw_sql(&format!(
-            "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
-        ))
-        .execute(&mut admin)
-        .await?;
-        sqlx::raw_sql(&format!("CREATE DATABASE {database}"))
-            .execute(&mut admin)
-            .await?;
+        anyhow::ensure!(kubecensus::catalog::is_identifier(database), "--database must be a lower-case SQL identifier");
+        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).execute(&mut admin).await?;
+        sqlx::raw_sql(&format!("CREATE DATABASE {database}")).execute(&mut admin).await?;
         let database_url = with_database(&config.admin_url, database);
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .connect(&database_url)
-            .await?;
+        let pool = PgPoolOptions::new().max_connections(16).connect(&database_url).await?;
         delete_stream(&config.nats_url, &config.stream).await;
         let mut service_database_url = match &config.worker_socket {
             Some(socket) => {
@@ -106,11 +88,7 @@ impl BenchEnv {
             None => database_url.clone(),
         };
         if let Some(options) = &config.worker_pg_options {
-            let separator = if service_database_url.contains('?') {
-                '&'
-            } else {
-                '?'
-            };
+            let separator = if service_database_url.contains('?') { '&' } else { '?' };
             let encoded: String = options
                 .bytes()
                 .map(|b| {
@@ -123,13 +101,7 @@ impl BenchEnv {
                 .collect();
             service_database_url.push_str(&format!("{separator}options={encoded}"));
         }
-        Ok(Self {
-            config,
-            database_url,
-            service_database_url,
-            pool,
-            workers: Vec::new(),
-        })
+        Ok(Self { config, database_url, service_database_url, pool, workers: Vec::new() })
     }
 
     /// The environment both binaries read.
@@ -140,10 +112,7 @@ impl BenchEnv {
             .env("KUBECENSUS_STREAM", &self.config.stream)
             .env("KUBECENSUS_SUBJECT_PREFIX", &self.config.subject_prefix)
             .env("KUBECENSUS_REGISTRY", registry)
-            .env(
-                "RUST_LOG",
-                std::env::var("BENCH_WORKER_LOG").unwrap_or_else(|_| "info".into()),
-            );
+            .env("RUST_LOG", std::env::var("BENCH_WORKER_LOG").unwrap_or_else(|_| "info".into()));
     }
 
     /// Starts `count` workers and waits until each has connected (its log says "worker started").
@@ -160,41 +129,21 @@ impl BenchEnv {
             let log = std::fs::File::create(&log_path)?;
             let mut command = Command::new(self.config.bin_dir.join("worker"));
             self.configure(&mut command, registry);
-            command
-                .args(["--worker-id", &name])
-                .args(extra)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log);
+            command.args(["--worker-id", &name]).args(extra).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
             let child = command.spawn().context("starting a worker")?;
-            self.workers.push(WorkerProcess {
-                name,
-                pid: child.id(),
-                child,
-            });
+            self.workers.push(WorkerProcess { name, pid: child.id(), child });
         }
         let deadline = Instant::now() + Duration::from_secs(60);
         for worker in &mut self.workers {
             let log_path = self.config.dir.join(format!("{}.log", worker.name));
             loop {
-                if std::fs::read_to_string(&log_path)
-                    .unwrap_or_default()
-                    .contains("worker started")
-                {
+                if std::fs::read_to_string(&log_path).unwrap_or_default().contains("worker started") {
                     break;
                 }
                 if let Some(status) = worker.child.try_wait()? {
-                    anyhow::bail!(
-                        "worker {} exited ({status}); see {}",
-                        worker.name,
-                        log_path.display()
-                    );
+                    anyhow::bail!("worker {} exited ({status}); see {}", worker.name, log_path.display());
                 }
-                anyhow::ensure!(
-                    Instant::now() < deadline,
-                    "worker {} did not start in 60 s",
-                    worker.name
-                );
+                anyhow::ensure!(Instant::now() < deadline, "worker {} did not start in 60 s", worker.name);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -203,18 +152,13 @@ impl BenchEnv {
 
     /// Peak resident set (VmHWM) of every running worker, in bytes, by worker name.
     pub fn worker_peaks(&self) -> Vec<(String, u64)> {
-        self.workers
-            .iter()
-            .map(|w| (w.name.clone(), peak_rss(w.pid).unwrap_or(0)))
-            .collect()
+        self.workers.iter().map(|w| (w.name.clone(), peak_rss(w.pid).unwrap_or(0))).collect()
     }
 
     /// Stops every worker with SIGTERM (they finish in-flight jobs) and waits for them.
     pub async fn stop_workers(&mut self) -> anyhow::Result<()> {
         for worker in &self.workers {
-            let _ = Command::new("kill")
-                .args(["-TERM", &worker.pid.to_string()])
-                .status();
+            let _ = Command::new("kill").args(["-TERM", &worker.pid.to_string()]).status();
         }
         let deadline = Instant::now() + Duration::from_secs(40);
         for mut worker in std::mem::take(&mut self.workers) {
@@ -223,10 +167,7 @@ impl BenchEnv {
                     break;
                 }
                 if Instant::now() > deadline {
-                    tracing::warn!(
-                        worker = worker.name,
-                        "worker did not stop after SIGTERM; killing it"
-                    );
+                    tracing::warn!(worker = worker.name, "worker did not stop after SIGTERM; killing it");
                     let _ = worker.child.kill();
                     let _ = worker.child.wait();
                     break;
@@ -241,10 +182,7 @@ impl BenchEnv {
     pub async fn scheduler(&self, registry: &Path, args: &[&str]) -> anyhow::Result<String> {
         let mut command = Command::new(self.config.bin_dir.join("scheduler"));
         self.configure(&mut command, registry);
-        command
-            .env("RUST_LOG", "warn")
-            .args(args)
-            .stdin(Stdio::null());
+        command.env("RUST_LOG", "warn").args(args).stdin(Stdio::null());
         let output = tokio::process::Command::from(command).output().await?;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         anyhow::ensure!(
@@ -266,18 +204,12 @@ impl BenchEnv {
         let _ = self.stop_workers().await;
         self.pool.close().await;
         if self.config.keep {
-            tracing::info!(
-                database = self.config.database,
-                "kept the database (--keep)"
-            );
+            tracing::info!(database = self.config.database, "kept the database (--keep)");
             return;
         }
         delete_stream(&self.config.nats_url, &self.config.stream).await;
         if let Ok(mut admin) = PgConnection::connect(&self.config.admin_url).await {
-            let drop = format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.config.database
-            );
+            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.config.database);
             if let Err(err) = sqlx::raw_sql(&drop).execute(&mut admin).await {
                 tracing::warn!(%err, "cannot drop the bench database");
             }
@@ -296,9 +228,7 @@ impl Drop for BenchEnv {
 
 async fn delete_stream(nats_url: &str, stream: &str) {
     if let Ok(client) = async_nats::connect(nats_url).await {
-        let _ = async_nats::jetstream::new(client)
-            .delete_stream(stream)
-            .await;
+        let _ = async_nats::jetstream::new(client).delete_stream(stream).await;
     }
 }
 
@@ -312,9 +242,7 @@ pub fn peak_rss(pid: u32) -> Option<u64> {
 
 /// The same URL with another database name.
 pub fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
     let base = base.rsplit_once('/').map_or(base, |(server, _)| server);
     match query {
         Some(query) => format!("{base}/{database}?{query}"),

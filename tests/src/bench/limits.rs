@@ -61,11 +61,10 @@ pub struct LoadResult {
 pub async fn dump(env: &BenchEnv, dir: &Path) -> anyhow::Result<Dump> {
     let started = Instant::now();
     std::fs::create_dir_all(dir)?;
-    let partitions: Vec<(String, String, String, i64)> = sqlx::query_as(
-        "SELECT cluster_name, table_name, partition, row_count FROM snapshots ORDER BY row_count DESC",
-    )
-    .fetch_all(&env.pool)
-    .await?;
+    let partitions: Vec<(String, String, String, i64)> =
+        sqlx::query_as("SELECT cluster_name, table_name, partition, row_count FROM snapshots ORDER BY row_count DESC")
+            .fetch_all(&env.pool)
+            .await?;
     let mut conn = env.pool.acquire().await?;
     let mut files = Vec::new();
     for (cluster, table, partition, rows) in partitions {
@@ -74,20 +73,13 @@ pub async fn dump(env: &BenchEnv, dir: &Path) -> anyhow::Result<Dump> {
         }
         let path = dir.join(format!("{table}.{cluster}.tsv"));
         let mut data = Vec::new();
-        let mut stream = conn
-            .copy_out_raw(&format!("COPY kubecensus_partitions.{partition} TO STDOUT"))
-            .await?;
+        let mut stream = conn.copy_out_raw(&format!("COPY kubecensus_partitions.{partition} TO STDOUT")).await?;
         while let Some(chunk) = stream.try_next().await? {
             data.extend_from_slice(&chunk);
         }
         drop(stream);
         std::fs::write(&path, &data).with_context(|| format!("writing {}", path.display()))?;
-        files.push(DumpFile {
-            table,
-            path,
-            rows: rows as u64,
-            bytes: data.len() as u64,
-        });
+        files.push(DumpFile { table, path, rows: rows as u64, bytes: data.len() as u64 });
     }
     Ok(Dump {
         rows: files.iter().map(|f| f.rows).sum(),
@@ -102,10 +94,7 @@ pub async fn dump(env: &BenchEnv, dir: &Path) -> anyhow::Result<Dump> {
 pub async fn prepare_tables(env: &BenchEnv) -> anyhow::Result<()> {
     let mut sql = format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA};");
     for (_, table) in catalog().tables() {
-        sql.push_str(&format!(
-            "CREATE TABLE {SCHEMA}.{0} (LIKE public.{0});",
-            table.name
-        ));
+        sql.push_str(&format!("CREATE TABLE {SCHEMA}.{0} (LIKE public.{0});", table.name));
     }
     sqlx::raw_sql(&sql).execute(&env.pool).await?;
     Ok(())
@@ -113,11 +102,7 @@ pub async fn prepare_tables(env: &BenchEnv) -> anyhow::Result<()> {
 
 /// Drops what the limit measurements made.
 pub async fn drop_tables(env: &BenchEnv) -> anyhow::Result<()> {
-    sqlx::raw_sql(&format!(
-        "DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"
-    ))
-    .execute(&env.pool)
-    .await?;
+    sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")).execute(&env.pool).await?;
     Ok(())
 }
 
@@ -126,34 +111,24 @@ pub async fn drop_tables(env: &BenchEnv) -> anyhow::Result<()> {
 /// least loaded. With `seal`, each file goes into a table of its own, which then gets the
 /// parent's indexes, a CHECK and ANALYZE (what a kubecensus job does before its swap); without,
 /// into the plain `bench_limit` tables.
-pub async fn load(
-    env: &BenchEnv,
-    dump: &Dump,
-    connections: usize,
-    seal: bool,
-) -> anyhow::Result<LoadResult> {
+pub async fn load(env: &BenchEnv, dump: &Dump, connections: usize, seal: bool) -> anyhow::Result<LoadResult> {
     let mut truncate = String::new();
     for (_, table) in catalog().tables() {
         truncate.push_str(&format!("TRUNCATE {SCHEMA}.{};", table.name));
     }
-    sqlx::raw_sql(&truncate)
-        .execute(&env.pool)
-        .await?;
+    sqlx::raw_sql(&truncate).execute(&env.pool).await?;
     sqlx::raw_sql("CHECKPOINT").execute(&env.pool).await?;
     let mut indexes = std::collections::HashMap::new();
     if seal {
         for (_, table) in catalog().tables() {
-            let definitions: Vec<String> = sqlx::query_scalar(
-                "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = $1",
-            )
-            .bind(&table.name)
-            .fetch_all(&env.pool)
-            .await?;
+            let definitions: Vec<String> =
+                sqlx::query_scalar("SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = $1")
+                    .bind(&table.name)
+                    .fetch_all(&env.pool)
+                    .await?;
             // "CREATE INDEX name ON ONLY public.t USING btree (a, b)" → "USING btree (a, b)"
-            let usings: Vec<String> = definitions
-                .iter()
-                .filter_map(|d| d.find(" USING ").map(|at| d[at + 1..].to_owned()))
-                .collect();
+            let usings: Vec<String> =
+                definitions.iter().filter_map(|d| d.find(" USING ").map(|at| d[at + 1..].to_owned())).collect();
             indexes.insert(table.name.clone(), usings);
         }
     }
@@ -161,41 +136,28 @@ pub async fn load(
     let mut scripts = vec![String::new(); connections];
     let mut loads = vec![0u64; connections];
     for (index, file) in dump.files.iter().enumerate() {
-        let least = (0..connections)
-            .min_by_key(|&i| loads[i])
-            .expect("at least one connection");
+        let least = (0..connections).min_by_key(|&i| loads[i]).expect("at least one connection");
         loads[least] += file.bytes;
         let script = &mut scripts[least];
         let path = file.path.display().to_string().replace('\'', "''");
         if seal {
             let target = format!("{SCHEMA}.{}__{index}", file.table);
-            script.push_str(&format!(
-                "CREATE TABLE {target} (LIKE public.{} INCLUDING DEFAULTS);\n",
-                file.table
-            ));
+            script.push_str(&format!("CREATE TABLE {target} (LIKE public.{} INCLUDING DEFAULTS);\n", file.table));
             script.push_str(&format!("\\copy {target} from '{path}'\n"));
             for using in &indexes[&file.table] {
                 script.push_str(&format!("CREATE INDEX ON {target} {using};\n"));
             }
-            script.push_str(&format!(
-                "ALTER TABLE {target} ADD CHECK (cluster_name IS NOT NULL);\nANALYZE {target};\n"
-            ));
+            script
+                .push_str(&format!("ALTER TABLE {target} ADD CHECK (cluster_name IS NOT NULL);\nANALYZE {target};\n"));
         } else {
             script.push_str(&format!("\\copy {SCHEMA}.{} from '{path}'\n", file.table));
         }
     }
-    let dir = dump
-        .files
-        .first()
-        .and_then(|f| f.path.parent())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(std::env::temp_dir);
+    let dir =
+        dump.files.first().and_then(|f| f.path.parent()).map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
     let mut paths = Vec::new();
     for (i, script) in scripts.iter().enumerate() {
-        let path = dir.join(format!(
-            "load-{i}-{}.sql",
-            if seal { "seal" } else { "plain" }
-        ));
+        let path = dir.join(format!("load-{i}-{}.sql", if seal { "seal" } else { "plain" }));
         std::fs::write(&path, script)?;
         paths.push(path);
     }
@@ -213,9 +175,7 @@ pub async fn load(
         .await?;
         for chunk in names.chunks(200) {
             let list: Vec<String> = chunk.iter().map(|n| format!("{SCHEMA}.{n}")).collect();
-            sqlx::raw_sql(&format!("DROP TABLE {}", list.join(", ")))
-                .execute(&env.pool)
-                .await?;
+            sqlx::raw_sql(&format!("DROP TABLE {}", list.join(", "))).execute(&env.pool).await?;
         }
     }
     Ok(LoadResult {
@@ -236,15 +196,7 @@ pub async fn load(
 /// Runs a psql script, stopping at the first error.
 async fn psql(database_url: &str, script: &Path) -> anyhow::Result<()> {
     let output = tokio::process::Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            database_url,
-            "-f",
-        ])
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database_url, "-f"])
         .arg(script)
         .stdin(std::process::Stdio::null())
         .output()
@@ -272,16 +224,12 @@ pub struct CopyLatency {
 
 pub async fn copy_latency(env: &BenchEnv, dir: &Path, count: usize) -> anyhow::Result<CopyLatency> {
     let mut conn = PgConnection::connect(&env.database_url).await?;
-    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS bench_copy_latency (a int, b text)")
-        .execute(&mut conn)
-        .await?;
+    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS bench_copy_latency (a int, b text)").execute(&mut conn).await?;
     let row = "1\tsome text of a row, a little longer than the smallest one\n".repeat(40);
     let mut ms = Vec::new();
     for _ in 0..count {
         let started = Instant::now();
-        let mut copy = conn
-            .copy_in_raw("COPY bench_copy_latency FROM STDIN")
-            .await?;
+        let mut copy = conn.copy_in_raw("COPY bench_copy_latency FROM STDIN").await?;
         copy.send(row.as_bytes()).await?;
         copy.finish().await?;
         ms.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -290,16 +238,11 @@ pub async fn copy_latency(env: &BenchEnv, dir: &Path, count: usize) -> anyhow::R
     let file = dir.join("copy-latency.tsv");
     std::fs::write(&file, &row)?;
     let script = dir.join("copy-latency.sql");
-    std::fs::write(
-        &script,
-        format!("\\copy bench_copy_latency from '{}'\n", file.display()).repeat(count),
-    )?;
+    std::fs::write(&script, format!("\\copy bench_copy_latency from '{}'\n", file.display()).repeat(count))?;
     let started = Instant::now();
     psql(&env.database_url, &script).await?;
     let psql_mean_ms = started.elapsed().as_secs_f64() * 1000.0 / count as f64;
-    sqlx::raw_sql("DROP TABLE bench_copy_latency")
-        .execute(&mut conn)
-        .await?;
+    sqlx::raw_sql("DROP TABLE bench_copy_latency").execute(&mut conn).await?;
     Ok(CopyLatency {
         count,
         sqlx_median_ms: super::stats::percentile(&ms, 0.5),
@@ -337,11 +280,7 @@ struct ListMeta {
 }
 
 /// Lists every resource of every cluster of `registry`, `concurrent` lists at once.
-pub async fn fetch(
-    registry: &Path,
-    page_size: u32,
-    concurrent: usize,
-) -> anyhow::Result<FetchResult> {
+pub async fn fetch(registry: &Path, page_size: u32, concurrent: usize) -> anyhow::Result<FetchResult> {
     let registry = Registry::load(registry)?;
     let mut clients = Vec::new();
     for cluster in &registry.clusters {
@@ -349,12 +288,7 @@ pub async fn fetch(
     }
     let lists: Vec<(kube::Client, String)> = clients
         .iter()
-        .flat_map(|client| {
-            catalog()
-                .resources
-                .iter()
-                .map(move |r| (client.clone(), kubeapi::list_path(&r.api)))
-        })
+        .flat_map(|client| catalog().resources.iter().map(move |r| (client.clone(), kubeapi::list_path(&r.api))))
         .collect();
     let count = lists.len();
     let started = Instant::now();
@@ -364,9 +298,7 @@ pub async fn fetch(
         .try_collect()
         .await?;
     let seconds = started.elapsed().as_secs_f64();
-    let (pages, objects, bytes) = totals
-        .iter()
-        .fold((0, 0, 0), |a, t| (a.0 + t.0, a.1 + t.1, a.2 + t.2));
+    let (pages, objects, bytes) = totals.iter().fold((0, 0, 0), |a, t| (a.0 + t.0, a.1 + t.1, a.2 + t.2));
     Ok(FetchResult {
         lists: count,
         concurrent,
@@ -381,11 +313,7 @@ pub async fn fetch(
 }
 
 /// One list, every page: (pages, objects, bytes). A resource the cluster does not serve is empty.
-async fn list_all(
-    client: &kube::Client,
-    path: &str,
-    page_size: u32,
-) -> anyhow::Result<(u64, u64, u64)> {
+async fn list_all(client: &kube::Client, path: &str, page_size: u32) -> anyhow::Result<(u64, u64, u64)> {
     let (mut pages, mut objects, mut bytes) = (0, 0, 0);
     let mut token: Option<String> = None;
     loop {
@@ -398,11 +326,7 @@ async fn list_all(
         if response.status().as_u16() == 404 {
             return Ok((pages, objects, bytes));
         }
-        anyhow::ensure!(
-            response.status().is_success(),
-            "GET {path}: {}",
-            response.status()
-        );
+        anyhow::ensure!(response.status().is_success(), "GET {path}: {}", response.status());
         let body = response.into_body().collect_bytes().await?;
         let list: ListEnvelope = serde_json::from_slice(&body)?;
         pages += 1;

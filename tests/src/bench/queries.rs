@@ -63,16 +63,11 @@ pub async fn time_all(env: &BenchEnv, runs: usize) -> anyhow::Result<Vec<QueryTi
     let mut conn = PgConnection::connect(&env.database_url).await?;
     let mut timings = Vec::new();
     for (name, sql) in QUERIES {
-        let rows_returned = sqlx::raw_sql(sql)
-            .fetch_all(&mut conn)
-            .await?
-            .len();
+        let rows_returned = sqlx::raw_sql(sql).fetch_all(&mut conn).await?.len();
         let mut ms = Vec::new();
         for _ in 0..runs.max(1) {
             let started = Instant::now();
-            sqlx::raw_sql(sql)
-                .fetch_all(&mut conn)
-                .await?;
+            sqlx::raw_sql(sql).fetch_all(&mut conn).await?;
             ms.push(started.elapsed().as_secs_f64() * 1000.0);
         }
         ms.sort_by(f64::total_cmp);
@@ -84,11 +79,7 @@ pub async fn time_all(env: &BenchEnv, runs: usize) -> anyhow::Result<Vec<QueryTi
             median_ms: percentile(&ms, 0.5),
             max_ms: ms.last().copied().unwrap_or_default(),
         };
-        tracing::info!(
-            query = timing.name,
-            median_ms = timing.median_ms,
-            "query timed"
-        );
+        tracing::info!(query = timing.name, median_ms = timing.median_ms, "query timed");
         timings.push(timing);
     }
     Ok(timings)
@@ -97,15 +88,11 @@ pub async fn time_all(env: &BenchEnv, runs: usize) -> anyhow::Result<Vec<QueryTi
 /// The plan of a query, with timings (`EXPLAIN (ANALYZE, BUFFERS)`), for the report's appendix.
 pub async fn explain(env: &BenchEnv, sql: &str) -> anyhow::Result<String> {
     let lines: Vec<String> =
-        sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"))
-            .fetch_all(&env.pool)
-            .await?;
+        sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}")).fetch_all(&env.pool).await?;
     Ok(lines.join("\n"))
 }
 
 /// The number of pods the queries ran over.
 pub async fn pod_count(env: &BenchEnv) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM kubernetes_pods")
-        .fetch_one(&env.pool)
-        .await?)
+    Ok(sqlx::query_scalar("SELECT count(*) FROM kubernetes_pods").fetch_one(&env.pool).await?)
 }

@@ -34,16 +34,11 @@ pub struct ReaderPhase {
 }
 
 /// What readers look up: (cluster, namespace, name) of sampled pods.
-pub async fn sample_pods(
-    env: &BenchEnv,
-    count: i64,
-) -> anyhow::Result<Vec<(String, String, String)>> {
-    Ok(sqlx::query_as(
-        "SELECT cluster_name, namespace, name FROM kubernetes_pods ORDER BY random() LIMIT $1",
-    )
-    .bind(count)
-    .fetch_all(&env.pool)
-    .await?)
+pub async fn sample_pods(env: &BenchEnv, count: i64) -> anyhow::Result<Vec<(String, String, String)>> {
+    Ok(sqlx::query_as("SELECT cluster_name, namespace, name FROM kubernetes_pods ORDER BY random() LIMIT $1")
+        .bind(count)
+        .fetch_all(&env.pool)
+        .await?)
 }
 
 /// Runs `readers` reader connections on `database_url` while `during` runs, and returns their

@@ -78,8 +78,7 @@ pub async fn run_round(
         "--page-size".to_owned(),
         spec.page_size.to_string(),
     ];
-    env.start_workers(&spec.label, spec.workers, spec.registry, &extra)
-        .await?;
+    env.start_workers(&spec.label, spec.workers, spec.registry, &extra).await?;
     let result = measure(env, js, spec).await;
     let peaks = env.worker_peaks();
     env.stop_workers().await?;
@@ -94,28 +93,17 @@ async fn measure(
     js: &async_nats::jetstream::Context,
     spec: &RoundSpec<'_>,
 ) -> anyhow::Result<RoundResult> {
-    let t0: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
-        .fetch_one(&env.pool)
-        .await?;
+    let t0: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(&env.pool).await?;
     let started = Instant::now();
     let mut args = vec!["refresh"];
     for table in &spec.tables {
         args.extend(["--table", table.as_str()]);
     }
     let out = env.scheduler(spec.registry, &args).await?;
-    let jobs = out
-        .lines()
-        .filter(|line| line.trim_end().ends_with("queued"))
-        .count();
-    let not_queued = out
-        .lines()
-        .filter(|line| !line.trim_end().ends_with("queued"))
-        .count();
+    let jobs = out.lines().filter(|line| line.trim_end().ends_with("queued")).count();
+    let not_queued = out.lines().filter(|line| !line.trim_end().ends_with("queued")).count();
     if not_queued > 0 {
-        tracing::warn!(
-            not_queued,
-            "some jobs were not queued (already pending or duplicate)"
-        );
+        tracing::warn!(not_queued, "some jobs were not queued (already pending or duplicate)");
     }
     tracing::info!(
         round = spec.label,
@@ -126,28 +114,21 @@ async fn measure(
     let mut last_log = Instant::now();
     let wall = loop {
         let pending = env.pending_jobs(js).await?;
-        let running: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM runs WHERE started_at >= $1 AND status = 'running'",
-        )
-        .bind(t0)
-        .fetch_one(&env.pool)
-        .await?;
+        let running: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM runs WHERE started_at >= $1 AND status = 'running'")
+                .bind(t0)
+                .fetch_one(&env.pool)
+                .await?;
         if pending == 0 && running == 0 {
             break started.elapsed();
         }
-        anyhow::ensure!(
-            started.elapsed() < spec.timeout,
-            "round {} did not finish in {:?}",
-            spec.label,
-            spec.timeout
-        );
+        anyhow::ensure!(started.elapsed() < spec.timeout, "round {} did not finish in {:?}", spec.label, spec.timeout);
         if last_log.elapsed() > Duration::from_secs(5) {
-            let done: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM runs WHERE started_at >= $1 AND status <> 'running'",
-            )
-            .bind(t0)
-            .fetch_one(&env.pool)
-            .await?;
+            let done: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM runs WHERE started_at >= $1 AND status <> 'running'")
+                    .bind(t0)
+                    .fetch_one(&env.pool)
+                    .await?;
             tracing::info!(
                 round = spec.label,
                 done,
@@ -160,21 +141,15 @@ async fn measure(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let statuses: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT status, count(*) FROM runs WHERE started_at >= $1 GROUP BY 1 ORDER BY 1",
-    )
-    .bind(t0)
-    .fetch_all(&env.pool)
-    .await?;
+    let statuses: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM runs WHERE started_at >= $1 GROUP BY 1 ORDER BY 1")
+            .bind(t0)
+            .fetch_all(&env.pool)
+            .await?;
     let statuses: BTreeMap<String, i64> = statuses.into_iter().collect();
     for (status, count) in &statuses {
         if status != "succeeded" {
-            tracing::warn!(
-                round = spec.label,
-                status,
-                count,
-                "runs that did not succeed"
-            );
+            tracing::warn!(round = spec.label, status, count, "runs that did not succeed");
         }
     }
     let tables: Vec<(String, i64, i64, f64, f64, f64)> = sqlx::query_as(
@@ -211,14 +186,7 @@ async fn measure(
         jobs_per_s: jobs as f64 / wall_s,
         tables: tables
             .into_iter()
-            .map(|(table, jobs, rows, p50_ms, p95_ms, max_ms)| TableStats {
-                table,
-                jobs,
-                rows,
-                p50_ms,
-                p95_ms,
-                max_ms,
-            })
+            .map(|(table, jobs, rows, p50_ms, p95_ms, max_ms)| TableStats { table, jobs, rows, p50_ms, p95_ms, max_ms })
             .collect(),
         all_p50_ms: all_p50_ms.unwrap_or_default(),
         all_p95_ms: all_p95_ms.unwrap_or_default(),
@@ -228,18 +196,12 @@ async fn measure(
 
 /// The database's size on disk, bytes.
 pub async fn database_size(env: &BenchEnv) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT pg_database_size(current_database())")
-            .fetch_one(&env.pool)
-            .await?,
-    )
+    Ok(sqlx::query_scalar("SELECT pg_database_size(current_database())").fetch_one(&env.pool).await?)
 }
 
 /// Rows per data table now, largest first.
 pub async fn table_rows(env: &BenchEnv) -> anyhow::Result<Vec<(String, i64)>> {
-    Ok(sqlx::query_as(
-        "SELECT table_name, sum(row_count)::bigint FROM snapshots GROUP BY 1 ORDER BY 2 DESC, 1",
-    )
-    .fetch_all(&env.pool)
-    .await?)
+    Ok(sqlx::query_as("SELECT table_name, sum(row_count)::bigint FROM snapshots GROUP BY 1 ORDER BY 2 DESC, 1")
+        .fetch_all(&env.pool)
+        .await?)
 }

@@ -97,10 +97,7 @@ impl Report {
         let mut verdicts = Vec::new();
         if let Some(round) = self.best_round() {
             verdicts.push(Verdict {
-                target: format!(
-                    "default fleet refreshed in <= 30 s with {} workers",
-                    round.workers
-                ),
+                target: format!("default fleet refreshed in <= 30 s with {} workers", round.workers),
                 measured: format!("{:.1} s", round.wall_s),
                 met: round.wall_s <= 30.0,
             });
@@ -108,10 +105,7 @@ impl Report {
                 let ratio = round.rows_per_s / limit.rows_per_s;
                 verdicts.push(Verdict {
                     target: "end-to-end rows/s >= 1/2 of raw COPY rows/s".into(),
-                    measured: format!(
-                        "{:.0} / {:.0} rows/s = {:.2}",
-                        round.rows_per_s, limit.rows_per_s, ratio
-                    ),
+                    measured: format!("{:.0} / {:.0} rows/s = {:.2}", round.rows_per_s, limit.rows_per_s, ratio),
                     met: ratio >= 0.5,
                 });
             }
@@ -132,10 +126,7 @@ impl Report {
         if let [small, .., huge] = self.sizes.as_slice() {
             let (s, h) = (rss(&small.round), rss(&huge.round));
             verdicts.push(Verdict {
-                target: format!(
-                    "{} pods: same RSS as {} pods (within 25%)",
-                    huge.pods, small.pods
-                ),
+                target: format!("{} pods: same RSS as {} pods (within 25%)", huge.pods, small.pods),
                 measured: format!("{:.1} vs {:.1} MiB", mib(h), mib(s)),
                 met: (h as f64) <= s as f64 * 1.25,
             });
@@ -150,19 +141,12 @@ impl Report {
                 met: overhead.wall_per_job_ms <= 20.0,
             });
         }
-        let without = self
-            .readers
-            .iter()
-            .filter(|p| !p.phase.contains("refresh"))
-            .map(|p| p.p99_ms)
-            .fold(0.0, f64::max);
+        let without =
+            self.readers.iter().filter(|p| !p.phase.contains("refresh")).map(|p| p.p99_ms).fold(0.0, f64::max);
         if let Some(with) = self.readers.iter().find(|p| p.phase.contains("refresh")) {
             verdicts.push(Verdict {
                 target: "readers' p99 during swaps <= 2x without swaps".into(),
-                measured: format!(
-                    "{:.1} ms vs {:.1} ms (worst phase without swaps)",
-                    with.p99_ms, without
-                ),
+                measured: format!("{:.1} ms vs {:.1} ms (worst phase without swaps)", with.p99_ms, without),
                 met: with.p99_ms <= 2.0 * without,
             });
             verdicts.push(Verdict {
@@ -171,11 +155,7 @@ impl Report {
                 met: with.max_ms <= 250.0,
             });
         }
-        for query in self
-            .queries
-            .iter()
-            .filter(|q| q.name.contains("design example"))
-        {
+        for query in self.queries.iter().filter(|q| q.name.contains("design example")) {
             verdicts.push(Verdict {
                 target: format!("{} <= 100 ms at {} pods", query.name, self.queries_pods),
                 measured: format!("{:.1} ms median", query.median_ms),
@@ -196,11 +176,7 @@ impl Report {
         if let Some(s) = &self.setup {
             writeln!(md, "## Run\n")?;
             writeln!(md, "`{}`  ", s.command)?;
-            writeln!(
-                md,
-                "{}; {} CPUs ({}); {}; {}  ",
-                s.date, s.cpus, s.cpu_model, s.postgres, s.nats
-            )?;
+            writeln!(md, "{}; {} CPUs ({}); {}; {}  ", s.date, s.cpus, s.cpu_model, s.postgres, s.nats)?;
             writeln!(
                 md,
                 "Fleet: {} clusters × ({} namespaces, {} nodes, {} pods); catalog: {} resources, {} tables; \
@@ -218,18 +194,9 @@ impl Report {
             )?;
         }
         if !self.verdicts.is_empty() {
-            writeln!(
-                md,
-                "## Targets\n\n| target | measured | met |\n|---|---|---|"
-            )?;
+            writeln!(md, "## Targets\n\n| target | measured | met |\n|---|---|---|")?;
             for v in &self.verdicts {
-                writeln!(
-                    md,
-                    "| {} | {} | {} |",
-                    v.target,
-                    v.measured,
-                    if v.met { "yes" } else { "**no**" }
-                )?;
+                writeln!(md, "| {} | {} | {} |", v.target, v.measured, if v.met { "yes" } else { "**no**" })?;
             }
             writeln!(md)?;
         }
@@ -258,19 +225,10 @@ impl Report {
             }
             writeln!(md)?;
             for r in &self.rounds {
-                let not_ok: Vec<String> = r
-                    .statuses
-                    .iter()
-                    .filter(|(s, _)| *s != "succeeded")
-                    .map(|(s, n)| format!("{n} {s}"))
-                    .collect();
+                let not_ok: Vec<String> =
+                    r.statuses.iter().filter(|(s, _)| *s != "succeeded").map(|(s, n)| format!("{n} {s}")).collect();
                 if !not_ok.is_empty() {
-                    writeln!(
-                        md,
-                        "Round {}: runs not succeeded: {}.\n",
-                        r.label,
-                        not_ok.join(", ")
-                    )?;
+                    writeln!(md, "Round {}: runs not succeeded: {}.\n", r.label, not_ok.join(", "))?;
                 }
             }
             if let Some(r) = self.best_round() {
@@ -292,11 +250,7 @@ impl Report {
                 }
                 writeln!(md)?;
             }
-            writeln!(
-                md,
-                "Database size after the rounds: {:.0} MiB.\n",
-                mib(self.database_bytes as u64)
-            )?;
+            writeln!(md, "Database size after the rounds: {:.0} MiB.\n", mib(self.database_bytes as u64))?;
         }
         if !self.loads.is_empty() || self.fetch.is_some() {
             writeln!(md, "## Physical limits for the same data\n")?;
@@ -309,10 +263,7 @@ impl Report {
                     d.files.len()
                 )?;
             }
-            writeln!(
-                md,
-                "| what | connections | time | rows/s | MB/s |\n|---|---|---|---|---|"
-            )?;
+            writeln!(md, "| what | connections | time | rows/s | MB/s |\n|---|---|---|---|---|")?;
             for l in &self.loads {
                 writeln!(
                     md,
@@ -366,11 +317,7 @@ impl Report {
                     )?;
                 }
                 if let Some(f) = &self.fetch {
-                    writeln!(
-                        md,
-                        "- vs the HTTPS fetch alone: {:.2}× the time",
-                        r.wall_s / f.seconds
-                    )?;
+                    writeln!(md, "- vs the HTTPS fetch alone: {:.2}× the time", r.wall_s / f.seconds)?;
                     if let Some(l) = self.seal_limit() {
                         writeln!(
                             md,
@@ -384,14 +331,8 @@ impl Report {
         }
         if !self.readers.is_empty() {
             writeln!(md, "## Readers during swaps\n")?;
-            writeln!(
-                md,
-                "Reader connections running a point lookup and a per-cluster count back to back.\n"
-            )?;
-            writeln!(
-                md,
-                "| phase | queries | p50 | p99 | max | > 250 ms | errors |\n|---|---|---|---|---|---|---|"
-            )?;
+            writeln!(md, "Reader connections running a point lookup and a per-cluster count back to back.\n")?;
+            writeln!(md, "| phase | queries | p50 | p99 | max | > 250 ms | errors |\n|---|---|---|---|---|---|---|")?;
             for p in &self.readers {
                 writeln!(
                     md,
@@ -412,11 +353,7 @@ impl Report {
             writeln!(md, "## Queries at {} pods\n", self.queries_pods)?;
             writeln!(md, "| query | rows | median | max |\n|---|---|---|---|")?;
             for q in &self.queries {
-                writeln!(
-                    md,
-                    "| {} | {} | {:.1} ms | {:.1} ms |",
-                    q.name, q.rows_returned, q.median_ms, q.max_ms
-                )?;
+                writeln!(md, "| {} | {} | {:.1} ms | {:.1} ms |", q.name, q.rows_returned, q.median_ms, q.max_ms)?;
             }
             writeln!(md)?;
         }
@@ -428,20 +365,12 @@ impl Report {
                  refreshed by 1 worker running 1 job at a time: \
                  {} jobs in {:.1} s = **{:.1} ms per job** wall (queue, kube-system lookup, list, staging, seal, swap, `runs`, ack). \
                  In the worker (`runs.duration`): p50 {:.1} ms, p95 {:.1} ms.\n",
-                o.clusters,
-                o.round.jobs,
-                o.round.wall_s,
-                o.wall_per_job_ms,
-                o.round.all_p50_ms,
-                o.round.all_p95_ms
+                o.clusters, o.round.jobs, o.round.wall_s, o.wall_per_job_ms, o.round.all_p50_ms, o.round.all_p95_ms
             )?;
         }
         if !self.sizes.is_empty() {
             writeln!(md, "## Memory: one worker, one cluster\n")?;
-            writeln!(
-                md,
-                "| pods in the cluster | rows | wall | rows/s | worker peak RSS |\n|---|---|---|---|---|"
-            )?;
+            writeln!(md, "| pods in the cluster | rows | wall | rows/s | worker peak RSS |\n|---|---|---|---|---|")?;
             for s in &self.sizes {
                 writeln!(
                     md,
@@ -464,10 +393,5 @@ fn rss(round: &RoundResult) -> u64 {
 }
 
 fn rss_list(round: &RoundResult) -> String {
-    round
-        .worker_peak_rss
-        .iter()
-        .map(|p| format!("{:.1} MiB", mib(p.1)))
-        .collect::<Vec<_>>()
-        .join(", ")
+    round.worker_peak_rss.iter().map(|p| format!("{:.1} MiB", mib(p.1))).collect::<Vec<_>>().join(", ")
 }

@@ -109,11 +109,7 @@ struct Args {
     #[arg(long, default_value = "kcbench")]
     subject_prefix: String,
     /// A server URL; the bench database is created next to the database it names.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/kubecensus"
-    )]
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/kubecensus")]
     database_url: String,
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
@@ -166,10 +162,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let mut args = Args::parse();
     args.apply_smoke();
-    anyhow::ensure!(
-        !args.workers.is_empty() && args.workers.iter().all(|&w| w > 0),
-        "--workers needs counts above 0"
-    );
+    anyhow::ensure!(!args.workers.is_empty() && args.workers.iter().all(|&w| w > 0), "--workers needs counts above 0");
     let started = Instant::now();
     prepare_dir(&args.dir)?;
     let config = EnvConfig {
@@ -239,11 +232,7 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         name_prefix: "sim".into(),
         ..FleetSpec::default()
     };
-    tracing::info!(
-        clusters = spec.clusters,
-        pods = spec.pods,
-        "generating the default fleet"
-    );
+    tracing::info!(clusters = spec.clusters, pods = spec.pods, "generating the default fleet");
     let fleet_started = Instant::now();
     let fleet_dir = args.dir.join("fleet");
     let fleet = Fleet::start(spec, &fleet_dir).await?;
@@ -260,12 +249,9 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
     {
         for &workers in &args.workers {
             tracing::info!(workers, concurrency = args.concurrency, "refresh round");
-            let round = refresh::run_round(
-                env,
-                &js,
-                &round_spec(args, format!("round{workers}"), &registry, workers, timeout),
-            )
-            .await?;
+            let round =
+                refresh::run_round(env, &js, &round_spec(args, format!("round{workers}"), &registry, workers, timeout))
+                    .await?;
             tracing::info!(
                 workers,
                 wall_s = round.wall_s,
@@ -286,12 +272,7 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
     if args.runs(Section::Limits) || args.runs(Section::Readers) {
         tracing::info!("dumping the loaded rows for the COPY limit");
         let dumped = limits::dump(env, &args.dir.join("dump")).await?;
-        tracing::info!(
-            rows = dumped.rows,
-            mib = dumped.bytes as f64 / 1048576.0,
-            seconds = dumped.seconds,
-            "dumped"
-        );
+        tracing::info!(rows = dumped.rows, mib = dumped.bytes as f64 / 1048576.0, seconds = dumped.seconds, "dumped");
         limits::prepare_tables(env).await?;
         dump = Some(dumped);
     }
@@ -302,61 +283,32 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         for &n in &connections {
             tracing::info!(connections = n, "raw COPY");
             let load = limits::load(env, dumped, n, false).await?;
-            tracing::info!(
-                connections = n,
-                seconds = load.seconds,
-                rows_per_s = load.rows_per_s,
-                "raw COPY done"
-            );
+            tracing::info!(connections = n, seconds = load.seconds, rows_per_s = load.rows_per_s, "raw COPY done");
             report.loads.push(load);
         }
-        tracing::info!(
-            connections = max_workers,
-            "COPY + indexes + CHECK + ANALYZE"
-        );
+        tracing::info!(connections = max_workers, "COPY + indexes + CHECK + ANALYZE");
         let load = limits::load(env, dumped, max_workers, true).await?;
-        tracing::info!(
-            seconds = load.seconds,
-            rows_per_s = load.rows_per_s,
-            "COPY + seal done"
-        );
+        tracing::info!(seconds = load.seconds, rows_per_s = load.rows_per_s, "COPY + seal done");
         report.loads.push(load);
         report.copy_latency = Some(limits::copy_latency(env, &args.dir, 50).await?);
         tracing::info!(latency = ?report.copy_latency, "small COPY latency, sqlx vs psql");
         let concurrent = max_workers * args.concurrency;
         tracing::info!(concurrent, "HTTPS fetch of every list");
         let fetch = limits::fetch(&registry, args.page_size, concurrent).await?;
-        tracing::info!(
-            seconds = fetch.seconds,
-            objects = fetch.objects,
-            "fetch done"
-        );
+        tracing::info!(seconds = fetch.seconds, objects = fetch.objects, "fetch done");
         report.fetch = Some(fetch);
     }
 
     if args.runs(Section::Readers) {
         let pods = readers::sample_pods(env, 2000).await?;
         let reader_secs = Duration::from_secs(args.reader_secs);
-        tracing::info!(
-            readers = args.readers,
-            seconds = args.reader_secs,
-            "readers, idle"
-        );
+        tracing::info!(readers = args.readers, seconds = args.reader_secs, "readers, idle");
         let url = env.database_url.clone();
-        let (idle, ()) = readers::measure(
-            &url,
-            "no swaps: idle",
-            args.readers,
-            &pods,
-            readers::idle(reader_secs),
-        )
-        .await?;
+        let (idle, ()) =
+            readers::measure(&url, "no swaps: idle", args.readers, &pods, readers::idle(reader_secs)).await?;
         report.readers.push(idle);
         let dumped = dump.as_ref().expect("dumped above");
-        tracing::info!(
-            connections = max_workers,
-            "readers during a raw COPY of the same rows (load, no swaps)"
-        );
+        tracing::info!(connections = max_workers, "readers during a raw COPY of the same rows (load, no swaps)");
         let (copying, _) = readers::measure(
             &url,
             "no swaps: during a raw COPY of the same rows",
@@ -367,10 +319,7 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         .await?;
         report.readers.push(copying);
         // Only the pods jobs: their swaps are the ones that lock the table the readers read.
-        tracing::info!(
-            workers = max_workers,
-            "readers during a kubecensus refresh of every cluster's pods (swaps)"
-        );
+        tracing::info!(workers = max_workers, "readers during a kubecensus refresh of every cluster's pods (swaps)");
         let mut spec = round_spec(args, "readers".into(), &registry, max_workers, timeout);
         spec.tables = vec!["kubernetes_pods".into()];
         let (swapping, round) = readers::measure(
@@ -394,10 +343,7 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         report.queries = queries::time_all(env, args.query_runs).await?;
         let mut plans = Vec::new();
         for (name, sql) in queries::QUERIES {
-            plans.push(format!(
-                "-- {name}\n{sql}\n{}\n",
-                queries::explain(env, sql).await?
-            ));
+            plans.push(format!("-- {name}\n{sql}\n{}\n", queries::explain(env, sql).await?));
         }
         std::fs::write(args.dir.join("plans.txt"), plans.join("\n"))?;
     }
@@ -415,21 +361,14 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         };
         let dir = args.dir.join("fleet-empty");
         let fleet = Fleet::start(spec, &dir).await?;
-        tracing::info!(
-            clusters = args.overhead_clusters,
-            "per-job overhead: empty tables, 1 worker, 1 job at a time"
-        );
+        tracing::info!(clusters = args.overhead_clusters, "per-job overhead: empty tables, 1 worker, 1 job at a time");
         let registry = dir.join("clusters.yaml");
         let mut spec = round_spec(args, "overhead".into(), &registry, 1, timeout);
         spec.concurrency = 1;
         let round = refresh::run_round(env, &js, &spec).await?;
         let wall_per_job_ms = round.wall_s * 1000.0 / round.jobs.max(1) as f64;
         tracing::info!(jobs = round.jobs, wall_per_job_ms, "overhead done");
-        report.overhead = Some(Overhead {
-            clusters: args.overhead_clusters,
-            round,
-            wall_per_job_ms,
-        });
+        report.overhead = Some(Overhead { clusters: args.overhead_clusters, round, wall_per_job_ms });
         drop(fleet);
     }
 
@@ -448,12 +387,7 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
             tracing::info!(pods, "one cluster, one worker: memory");
             let fleet = Fleet::start(spec, &dir).await?;
             let registry = dir.join("clusters.yaml");
-            let round = refresh::run_round(
-                env,
-                &js,
-                &round_spec(args, label.into(), &registry, 1, timeout),
-            )
-            .await?;
+            let round = refresh::run_round(env, &js, &round_spec(args, label.into(), &registry, 1, timeout)).await?;
             tracing::info!(pods, wall_s = round.wall_s, peak_rss = ?round.worker_peak_rss, "cluster done");
             report.sizes.push(ClusterSize { pods, round });
             drop(fleet);
@@ -465,13 +399,7 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
     Ok(report)
 }
 
-fn round_spec<'a>(
-    args: &Args,
-    label: String,
-    registry: &'a Path,
-    workers: usize,
-    timeout: Duration,
-) -> RoundSpec<'a> {
+fn round_spec<'a>(args: &Args, label: String, registry: &'a Path, workers: usize, timeout: Duration) -> RoundSpec<'a> {
     RoundSpec {
         label,
         registry,
@@ -484,9 +412,7 @@ fn round_spec<'a>(
 }
 
 async fn setup(args: &Args, env: &BenchEnv, fleet_build_s: f64) -> anyhow::Result<Setup> {
-    let postgres: String = sqlx::query_scalar("SELECT split_part(version(), ' on ', 1)")
-        .fetch_one(&env.pool)
-        .await?;
+    let postgres: String = sqlx::query_scalar("SELECT split_part(version(), ' on ', 1)").fetch_one(&env.pool).await?;
     let nats = async_nats::connect(&args.nats_url).await?;
     let nats_version = format!("NATS {}", nats.server_info().version);
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
@@ -498,10 +424,7 @@ async fn setup(args: &Args, env: &BenchEnv, fleet_build_s: f64) -> anyhow::Resul
                 .map(|(_, m)| m.trim().to_owned())
         })
         .unwrap_or_default();
-    let command = std::iter::once("bench".to_owned())
-        .chain(std::env::args().skip(1))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let command = std::iter::once("bench".to_owned()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
     Ok(Setup {
         command,
         date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),

@@ -87,16 +87,8 @@ async fn main() -> anyhow::Result<()> {
     let fleet = Arc::new(Fleet::start(spec, &args.out).await?);
     let counts = fleet.counts();
     for cluster in fleet.clusters() {
-        let objects: Vec<String> = counts[&cluster.name]
-            .iter()
-            .map(|(plural, n)| format!("{plural}={n}"))
-            .collect();
-        tracing::info!(
-            cluster = cluster.name,
-            url = cluster.url,
-            "{}",
-            objects.join(" ")
-        );
+        let objects: Vec<String> = counts[&cluster.name].iter().map(|(plural, n)| format!("{plural}={n}")).collect();
+        tracing::info!(cluster = cluster.name, url = cluster.url, "{}", objects.join(" "));
     }
 
     if let Some(every) = args.churn_every {
@@ -115,9 +107,7 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     if let Some(address) = args.admin {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .with_context(|| format!("binding {address}"))?;
+        let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
         tracing::info!(%address, "admin API listening");
         let admin = Router::new()
             .route("/counts", get(counts_handler))
@@ -147,9 +137,7 @@ async fn shutdown_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn counts_handler(
-    State(fleet): State<Arc<Fleet>>,
-) -> axum::Json<BTreeMap<String, BTreeMap<String, usize>>> {
+async fn counts_handler(State(fleet): State<Arc<Fleet>>) -> axum::Json<BTreeMap<String, BTreeMap<String, usize>>> {
     axum::Json(fleet.counts())
 }
 
@@ -163,18 +151,11 @@ struct ChurnQuery {
     add: usize,
 }
 
-async fn churn_handler(
-    State(fleet): State<Arc<Fleet>>,
-    Query(query): Query<ChurnQuery>,
-) -> Response {
+async fn churn_handler(State(fleet): State<Arc<Fleet>>, Query(query): Query<ChurnQuery>) -> Response {
     let names: Vec<String> = fleet.clusters().into_iter().map(|c| c.name).collect();
     let targets: Vec<&String> = match &query.cluster {
         Some(cluster) if !names.contains(cluster) => {
-            return (
-                StatusCode::NOT_FOUND,
-                format!("no cluster named {cluster}\n"),
-            )
-                .into_response();
+            return (StatusCode::NOT_FOUND, format!("no cluster named {cluster}\n")).into_response();
         }
         Some(cluster) => vec![cluster],
         None => names.iter().collect(),

@@ -46,9 +46,7 @@ impl Rng {
         let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&self.next_u64().to_le_bytes());
         bytes[8..].copy_from_slice(&self.next_u64().to_le_bytes());
-        uuid::Builder::from_random_bytes(bytes)
-            .into_uuid()
-            .to_string()
+        uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
     }
 
     /// `len` lower-case hex digits.
@@ -118,135 +116,47 @@ struct App {
 }
 
 const SYSTEM_APPS: &[App] = &[
-    App {
-        name: "coredns",
-        image: 6,
-    },
-    App {
-        name: "kube-proxy",
-        image: 7,
-    },
-    App {
-        name: "metrics-server",
-        image: 8,
-    },
+    App { name: "coredns", image: 6 },
+    App { name: "kube-proxy", image: 7 },
+    App { name: "metrics-server", image: 8 },
 ];
 
 const APPS: &[App] = &[
-    App {
-        name: "web",
-        image: 0,
-    },
-    App {
-        name: "frontend",
-        image: 1,
-    },
-    App {
-        name: "cache",
-        image: 2,
-    },
-    App {
-        name: "db",
-        image: 3,
-    },
-    App {
-        name: "sessions",
-        image: 4,
-    },
-    App {
-        name: "ingress-controller",
-        image: 9,
-    },
-    App {
-        name: "prometheus",
-        image: 10,
-    },
-    App {
-        name: "node-exporter",
-        image: 11,
-    },
-    App {
-        name: "alertmanager",
-        image: 12,
-    },
-    App {
-        name: "grafana",
-        image: 13,
-    },
-    App {
-        name: "kafka",
-        image: 14,
-    },
-    App {
-        name: "rabbitmq",
-        image: 15,
-    },
-    App {
-        name: "source-controller",
-        image: 16,
-    },
-    App {
-        name: "cert-manager",
-        image: 17,
-    },
-    App {
-        name: "elasticsearch",
-        image: 20,
-    },
-    App {
-        name: "payments-api",
-        image: 21,
-    },
-    App {
-        name: "checkout",
-        image: 22,
-    },
-    App {
-        name: "orders",
-        image: 23,
-    },
-    App {
-        name: "static-site",
-        image: 24,
-    },
-    App {
-        name: "billing",
-        image: 25,
-    },
-    App {
-        name: "vault",
-        image: 27,
-    },
-    App {
-        name: "edge-proxy",
-        image: 28,
-    },
-    App {
-        name: "search-indexer",
-        image: 29,
-    },
+    App { name: "web", image: 0 },
+    App { name: "frontend", image: 1 },
+    App { name: "cache", image: 2 },
+    App { name: "db", image: 3 },
+    App { name: "sessions", image: 4 },
+    App { name: "ingress-controller", image: 9 },
+    App { name: "prometheus", image: 10 },
+    App { name: "node-exporter", image: 11 },
+    App { name: "alertmanager", image: 12 },
+    App { name: "grafana", image: 13 },
+    App { name: "kafka", image: 14 },
+    App { name: "rabbitmq", image: 15 },
+    App { name: "source-controller", image: 16 },
+    App { name: "cert-manager", image: 17 },
+    App { name: "elasticsearch", image: 20 },
+    App { name: "payments-api", image: 21 },
+    App { name: "checkout", image: 22 },
+    App { name: "orders", image: 23 },
+    App { name: "static-site", image: 24 },
+    App { name: "billing", image: 25 },
+    App { name: "vault", image: 27 },
+    App { name: "edge-proxy", image: 28 },
+    App { name: "search-indexer", image: 29 },
 ];
 
 /// Sidecar containers: name and image index.
-const SIDECARS: &[(&str, usize)] = &[
-    ("istio-proxy", 18),
-    ("log-shipper", 19),
-    ("otel-collector", 26),
-];
+const SIDECARS: &[(&str, usize)] = &[("istio-proxy", 18), ("log-shipper", 19), ("otel-collector", 26)];
 
 const CPU_REQUESTS: &[&str] = &["50m", "100m", "250m", "500m", "1"];
 const MEMORY_REQUESTS: &[&str] = &["64Mi", "128Mi", "256Mi", "512Mi", "1Gi"];
-const INSTANCE_TYPES: &[(&str, u32, u64)] = &[
-    ("m5.xlarge", 4, 16),
-    ("m5.2xlarge", 8, 32),
-    ("c6i.4xlarge", 16, 32),
-];
+const INSTANCE_TYPES: &[(&str, u32, u64)] = &[("m5.xlarge", 4, 16), ("m5.2xlarge", 8, 32), ("c6i.4xlarge", 16, 32)];
 
 /// When generated objects were (notionally) created.
 pub(super) fn epoch() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2025, 1, 6, 9, 0, 0)
-        .single()
-        .expect("a valid date")
+    Utc.with_ymd_and_hms(2025, 1, 6, 9, 0, 0).single().expect("a valid date")
 }
 
 /// RFC 3339 with second precision and `Z`, as the API server writes timestamps.
@@ -260,9 +170,8 @@ fn image_id(image: &str) -> String {
         return image.to_owned();
     }
     let repo = image.rsplit_once(':').map_or(image, |(repo, _)| repo);
-    let mut rng = Rng::new(image.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    }));
+    let mut rng =
+        Rng::new(image.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)));
     format!("{repo}@sha256:{}", rng.hex(64))
 }
 
@@ -272,11 +181,7 @@ fn namespace_names(count: usize) -> Vec<String> {
     for i in 0..count.saturating_sub(2) {
         let base = NAMESPACE_NAMES[i % NAMESPACE_NAMES.len()];
         let round = i / NAMESPACE_NAMES.len();
-        names.push(if round == 0 {
-            base.to_owned()
-        } else {
-            format!("{base}-{}", round + 1)
-        });
+        names.push(if round == 0 { base.to_owned() } else { format!("{base}-{}", round + 1) });
     }
     names
 }
@@ -300,11 +205,7 @@ pub fn namespace(name: &str, uid: &str, created: DateTime<Utc>) -> Value {
 /// A namespace's labels: its name, and for team namespaces (`team-a-payments`) the team.
 fn namespace_labels(name: &str) -> Value {
     let mut labels = json!({"kubernetes.io/metadata.name": name});
-    if let Some(team) = name
-        .strip_prefix("team-")
-        .and_then(|rest| rest.split_once('-'))
-        .map(|(_, team)| team)
-    {
+    if let Some(team) = name.strip_prefix("team-").and_then(|rest| rest.split_once('-')).map(|(_, team)| team) {
         labels["team"] = json!(team);
     }
     labels
@@ -330,17 +231,11 @@ pub fn generate(
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let uid = if name == "kube-system" {
-                cluster_uid.to_owned()
-            } else {
-                rng.uuid()
-            };
+            let uid = if name == "kube-system" { cluster_uid.to_owned() } else { rng.uuid() };
             namespace(name, &uid, created + Duration::minutes(i as i64))
         })
         .collect();
-    let nodes: Vec<Value> = (0..node_count)
-        .map(|i| node(cluster, region, i, rng))
-        .collect();
+    let nodes: Vec<Value> = (0..node_count).map(|i| node(cluster, region, i, rng)).collect();
     let pod_factory = PodFactory::new(&namespaces, &nodes);
     let mut taken = HashSet::new();
     let pods: Vec<Value> = (0..pod_count)
@@ -350,16 +245,8 @@ pub fn generate(
         })
         .collect();
     let others = super::workloads::generate(cluster, &namespaces, &nodes, rng);
-    let objects = namespaces
-        .into_iter()
-        .chain(nodes)
-        .chain(pods)
-        .chain(others)
-        .collect();
-    ClusterContent {
-        objects,
-        pod_factory,
-    }
+    let objects = namespaces.into_iter().chain(nodes).chain(pods).chain(others).collect();
+    ClusterContent { objects, pod_factory }
 }
 
 fn node(cluster: &str, region: &str, index: usize, rng: &mut Rng) -> Value {
@@ -472,15 +359,8 @@ impl NodeSlot {
         let pod_network = node["spec"]["podCIDR"]
             .as_str()
             .and_then(|cidr| cidr.rsplit_once('.'))
-            .map_or_else(
-                || format!("10.42.{}", index % 256),
-                |(network, _)| network.to_owned(),
-            );
-        Some(Self {
-            name,
-            host_ip,
-            pod_network,
-        })
+            .map_or_else(|| format!("10.42.{}", index % 256), |(network, _)| network.to_owned());
+        Some(Self { name, host_ip, pod_network })
     }
 }
 
@@ -493,32 +373,19 @@ pub struct PodFactory {
 impl PodFactory {
     /// A factory for a cluster holding these namespace and node objects.
     pub fn new(namespaces: &[Value], nodes: &[Value]) -> Self {
-        let mut names: Vec<String> = namespaces
-            .iter()
-            .filter_map(|ns| ns["metadata"]["name"].as_str().map(str::to_owned))
-            .collect();
+        let mut names: Vec<String> =
+            namespaces.iter().filter_map(|ns| ns["metadata"]["name"].as_str().map(str::to_owned)).collect();
         if names.is_empty() {
             names.push("default".to_owned());
         }
-        let nodes = nodes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, node)| NodeSlot::from_node(node, i))
-            .collect();
-        Self {
-            namespaces: names,
-            nodes,
-        }
+        let nodes = nodes.iter().enumerate().filter_map(|(i, node)| NodeSlot::from_node(node, i)).collect();
+        Self { namespaces: names, nodes }
     }
 
     /// A new pod created at `created`, its `namespace/name` not in `taken` (and then added to it).
     pub fn pod(&self, rng: &mut Rng, created: DateTime<Utc>, taken: &mut HashSet<String>) -> Value {
         let namespace = rng.pick(&self.namespaces).clone();
-        let app = if namespace == "kube-system" {
-            rng.pick(SYSTEM_APPS)
-        } else {
-            rng.pick(APPS)
-        };
+        let app = if namespace == "kube-system" { rng.pick(SYSTEM_APPS) } else { rng.pick(APPS) };
         let template_hash = {
             let mut owner_rng = Rng::new(
                 format!("{namespace}/{}", app.name)
@@ -535,11 +402,8 @@ impl PodFactory {
             }
         };
         let replica_set_uid = {
-            let mut owner_rng = Rng::new(
-                template_hash
-                    .bytes()
-                    .fold(0, |h, b| h.wrapping_mul(131).wrapping_add(u64::from(b))),
-            );
+            let mut owner_rng =
+                Rng::new(template_hash.bytes().fold(0, |h, b| h.wrapping_mul(131).wrapping_add(u64::from(b))));
             owner_rng.uuid()
         };
 
@@ -550,17 +414,10 @@ impl PodFactory {
                 containers.push(container(rng, sidecar, IMAGES[image]));
             }
         }
-        let init_containers = if rng.percent(20) {
-            vec![container(rng, "init-config", "busybox:1.36")]
-        } else {
-            vec![]
-        };
+        let init_containers =
+            if rng.percent(20) { vec![container(rng, "init-config", "busybox:1.36")] } else { vec![] };
 
-        let node = if self.nodes.is_empty() || rng.percent(4) {
-            None
-        } else {
-            Some(rng.pick(&self.nodes))
-        };
+        let node = if self.nodes.is_empty() || rng.percent(4) { None } else { Some(rng.pick(&self.nodes)) };
         let created_at = timestamp(created);
         let started_at = timestamp(created + Duration::seconds(3));
         // Values are moved into place rather than interpolated: `json!` would deep-copy them.
@@ -588,15 +445,10 @@ impl PodFactory {
                     json!({"type": kind, "status": "True", "lastProbeTime": null, "lastTransitionTime": started_at})
                 })
                 .collect();
-                status["containerStatuses"] = containers
-                    .iter()
-                    .map(|c| running_status(rng, c, &started_at))
-                    .collect();
+                status["containerStatuses"] = containers.iter().map(|c| running_status(rng, c, &started_at)).collect();
                 if !init_containers.is_empty() {
-                    status["initContainerStatuses"] = init_containers
-                        .iter()
-                        .map(|c| completed_status(rng, c, &created_at, &started_at))
-                        .collect();
+                    status["initContainerStatuses"] =
+                        init_containers.iter().map(|c| completed_status(rng, c, &created_at, &started_at)).collect();
                 }
                 status
             }
@@ -664,8 +516,7 @@ fn container(rng: &mut Rng, name: &str, image: &str) -> Value {
     let memory = rng.below(MEMORY_REQUESTS.len());
     let mut resources = json!({"requests": {"cpu": cpu, "memory": MEMORY_REQUESTS[memory]}});
     if rng.percent(60) {
-        resources["limits"] =
-            json!({"memory": MEMORY_REQUESTS[(memory + 1).min(MEMORY_REQUESTS.len() - 1)]});
+        resources["limits"] = json!({"memory": MEMORY_REQUESTS[(memory + 1).min(MEMORY_REQUESTS.len() - 1)]});
     }
     let mut container = json!({
         "name": name,
@@ -723,22 +574,15 @@ mod tests {
         let make = || generate("sim-01", "us-east", "uid-1", (5, 3, 40), &mut Rng::new(7)).objects;
         let objects = make();
         assert_eq!(objects, make());
-        let core = objects
-            .iter()
-            .filter(|o| ["Namespace", "Node", "Pod"].contains(&o["kind"].as_str().unwrap()))
-            .count();
+        let core =
+            objects.iter().filter(|o| ["Namespace", "Node", "Pod"].contains(&o["kind"].as_str().unwrap())).count();
         assert_eq!(core, 5 + 3 + 40);
         for pod in objects.iter().filter(|o| o["kind"] == "Pod") {
             if pod["status"]["phase"] == "Running" {
                 let specs = pod["spec"]["containers"].as_array().unwrap();
                 let statuses = pod["status"]["containerStatuses"].as_array().unwrap();
                 assert_eq!(specs.len(), statuses.len());
-                assert!(
-                    specs
-                        .iter()
-                        .zip(statuses)
-                        .all(|(c, s)| c["name"] == s["name"])
-                );
+                assert!(specs.iter().zip(statuses).all(|(c, s)| c["name"] == s["name"]));
             }
         }
     }

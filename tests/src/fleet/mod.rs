@@ -45,7 +45,8 @@ pub const SIMULATED_MINOR: u32 = 33;
 /// that Kubernetes 1.[`SIMULATED_MINOR`] still serves.
 pub fn served_resources() -> impl Iterator<Item = &'static Resource> {
     catalog().resources.iter().filter(|r| {
-        let removed = r.removed_in.as_deref().and_then(|v| v.strip_prefix("1.")).and_then(|minor| minor.parse::<u32>().ok());
+        let removed =
+            r.removed_in.as_deref().and_then(|v| v.strip_prefix("1.")).and_then(|minor| minor.parse::<u32>().ok());
         r.source == ResourceSource::List && removed.is_none_or(|minor| minor > SIMULATED_MINOR)
     })
 }
@@ -123,8 +124,7 @@ impl Fleet {
     /// Starts the fleet and writes its client files into `out_dir` (created if missing).
     /// Building the content blocks the calling thread (a few seconds for 100 x 1000 pods).
     pub async fn start(spec: FleetSpec, out_dir: &Path) -> anyhow::Result<Fleet> {
-        std::fs::create_dir_all(out_dir)
-            .with_context(|| format!("creating {}", out_dir.display()))?;
+        std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
         let out_dir = out_dir.canonicalize()?;
         let resources: Vec<ApiRef> = served_resources().map(|r| r.api.clone()).collect();
         let source = match &spec.objects {
@@ -132,16 +132,10 @@ impl Fleet {
             None => Source::Generated,
         };
         // Building content is the slow part (100 clusters x 1000 pods): use every core.
-        let prepared = parallel_map(spec.clusters, |index| {
-            prepare_cluster(&spec, &source, &resources, index)
-        });
+        let prepared = parallel_map(spec.clusters, |index| prepare_cluster(&spec, &source, &resources, index));
         if let Some(first) = prepared.first() {
             for (kind, count) in &first.skipped {
-                tracing::warn!(
-                    kind,
-                    count,
-                    "skipped objects of a kind the catalog does not list"
-                );
+                tracing::warn!(kind, count, "skipped objects of a kind the catalog does not list");
             }
             if first.duplicates > 0 {
                 tracing::warn!(
@@ -173,11 +167,7 @@ impl Fleet {
 
     /// How many objects of a resource (by plural) a cluster holds now. Panics on an unknown cluster.
     pub fn count(&self, cluster: &str, plural: &str) -> usize {
-        self.cluster(cluster)
-            .server
-            .current()
-            .list(plural, None)
-            .len()
+        self.cluster(cluster).server.current().list(plural, None).len()
     }
 
     /// The objects of a resource a cluster holds now, sorted by namespace/name. Panics on an
@@ -198,12 +188,7 @@ impl Fleet {
             .map(|cluster| {
                 let snapshot = cluster.server.current();
                 let counts = served_resources()
-                    .map(|r| {
-                        (
-                            r.api.plural.clone(),
-                            snapshot.list(&r.api.plural, None).len(),
-                        )
-                    })
+                    .map(|r| (r.api.plural.clone(), snapshot.list(&r.api.plural, None).len()))
                     .collect();
                 (cluster.info.name.clone(), counts)
             })
@@ -214,23 +199,13 @@ impl Fleet {
     /// resourceVersion. Lists already being paged keep their snapshot. Panics on an unknown cluster.
     pub fn churn(&self, cluster: &str, delete: usize, add: usize) {
         let cluster = self.cluster(cluster);
-        cluster
-            .server
-            .store
-            .lock()
-            .expect("store lock")
-            .churn(delete, add);
+        cluster.server.store.lock().expect("store lock").churn(delete, add);
         tracing::debug!(cluster = cluster.info.name, delete, add, "churned pods");
     }
 
     /// Replaces a cluster's injected faults. Panics on an unknown cluster.
     pub fn set_faults(&self, cluster: &str, faults: Faults) {
-        *self
-            .cluster(cluster)
-            .server
-            .faults
-            .lock()
-            .expect("faults lock") = faults;
+        *self.cluster(cluster).server.faults.lock().expect("faults lock") = faults;
     }
 
     /// How many requests a cluster has answered. Panics on an unknown cluster.
@@ -250,27 +225,14 @@ impl Fleet {
         for cluster in self.clusters() {
             let ca_file = out_dir.join(format!("{}.ca.crt", cluster.name));
             let token_file = out_dir.join(format!("{}.token", cluster.name));
-            std::fs::write(&ca_file, &cluster.ca_pem)
-                .with_context(|| format!("writing {}", ca_file.display()))?;
+            std::fs::write(&ca_file, &cluster.ca_pem).with_context(|| format!("writing {}", ca_file.display()))?;
             write_private(&token_file, &cluster.token)?;
-            let fields = BTreeMap::from([
-                ("region", cluster.region.clone()),
-                ("provider", "simulated".to_owned()),
-            ]);
-            registry.push(RegistryEntry {
-                name: cluster.name,
-                server: cluster.url,
-                ca_file,
-                token_file,
-                fields,
-            });
+            let fields = BTreeMap::from([("region", cluster.region.clone()), ("provider", "simulated".to_owned())]);
+            registry.push(RegistryEntry { name: cluster.name, server: cluster.url, ca_file, token_file, fields });
         }
         let registry_yaml = serde_yaml::to_string(&BTreeMap::from([("clusters", registry)]))?;
         std::fs::write(out_dir.join("clusters.yaml"), registry_yaml)?;
-        write_private(
-            &out_dir.join("kubeconfig"),
-            &serde_yaml::to_string(&self.kubeconfig())?,
-        )
+        write_private(&out_dir.join("kubeconfig"), &serde_yaml::to_string(&self.kubeconfig())?)
     }
 
     /// A kubeconfig with one context (and cluster and user) per cluster, all named as the cluster.
@@ -314,27 +276,13 @@ impl Drop for Fleet {
 fn with_own_kube_system(objects: &[Value], cluster_uid: &str) -> (Vec<Value>, PodFactory) {
     let is_namespace = |o: &Value| o["kind"] == "Namespace" && o["apiVersion"] == "v1";
     let mut objects = objects.to_vec();
-    match objects
-        .iter_mut()
-        .find(|o| is_namespace(o) && o["metadata"]["name"] == "kube-system")
-    {
+    match objects.iter_mut().find(|o| is_namespace(o) && o["metadata"]["name"] == "kube-system") {
         Some(kube_system) => kube_system["metadata"]["uid"] = json!(cluster_uid),
-        None => objects.push(content::namespace(
-            "kube-system",
-            cluster_uid,
-            chrono::Utc::now(),
-        )),
+        None => objects.push(content::namespace("kube-system", cluster_uid, chrono::Utc::now())),
     }
-    let namespaces: Vec<Value> = objects
-        .iter()
-        .filter(|o| is_namespace(o))
-        .cloned()
-        .collect();
-    let nodes: Vec<Value> = objects
-        .iter()
-        .filter(|o| o["kind"] == "Node" && o["apiVersion"] == "v1")
-        .cloned()
-        .collect();
+    let namespaces: Vec<Value> = objects.iter().filter(|o| is_namespace(o)).cloned().collect();
+    let nodes: Vec<Value> =
+        objects.iter().filter(|o| o["kind"] == "Node" && o["apiVersion"] == "v1").cloned().collect();
     let pod_factory = PodFactory::new(&namespaces, &nodes);
     (objects, pod_factory)
 }
@@ -350,12 +298,7 @@ struct PreparedCluster {
 }
 
 /// Generates (or copies from the files) the content of the cluster at `index`.
-fn prepare_cluster(
-    spec: &FleetSpec,
-    source: &Source,
-    resources: &[ApiRef],
-    index: usize,
-) -> PreparedCluster {
+fn prepare_cluster(spec: &FleetSpec, source: &Source, resources: &[ApiRef], index: usize) -> PreparedCluster {
     let digits = spec.clusters.to_string().len().max(2);
     let name = format!("{}-{:0digits$}", spec.name_prefix, index + 1);
     let region = REGIONS[index % REGIONS.len()];
@@ -382,25 +325,15 @@ fn prepare_cluster(
 
 /// `build(i)` for every `i` in `0..count`, spread over the machine's cores, in index order.
 fn parallel_map<T: Send>(count: usize, build: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, count.max(1));
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, count.max(1));
     let build = &build;
     let mut results: Vec<(usize, T)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|worker| {
-                scope.spawn(move || {
-                    (worker..count)
-                        .step_by(workers)
-                        .map(|i| (i, build(i)))
-                        .collect::<Vec<_>>()
-                })
+                scope.spawn(move || (worker..count).step_by(workers).map(|i| (i, build(i))).collect::<Vec<_>>())
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a content builder panicked"))
-            .collect()
+        handles.into_iter().flat_map(|h| h.join().expect("a content builder panicked")).collect()
     });
     results.sort_by_key(|(index, _)| *index);
     results.into_iter().map(|(_, result)| result).collect()
@@ -412,19 +345,9 @@ fn start_cluster(
     resources: &[ApiRef],
     continue_ttl: Duration,
 ) -> anyhow::Result<RunningCluster> {
-    let PreparedCluster {
-        name,
-        region,
-        uid,
-        store,
-        ..
-    } = cluster;
+    let PreparedCluster { name, region, uid, store, .. } = cluster;
     let tls = tls::cluster_tls(&name)?;
-    let token = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
+    let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
     let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
@@ -438,8 +361,7 @@ fn start_cluster(
     ));
     let handle = Handle::new();
     let http =
-        axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls.server_config))?
-            .handle(handle.clone());
+        axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls.server_config))?.handle(handle.clone());
     let app = server::router(Arc::clone(&server));
     tokio::spawn(async move {
         if let Err(err) = http.serve(app.into_make_service()).await {
@@ -454,11 +376,7 @@ fn start_cluster(
         region: region.to_owned(),
         uid,
     };
-    Ok(RunningCluster {
-        info,
-        server,
-        handle,
-    })
+    Ok(RunningCluster { info, server, handle })
 }
 
 /// Writes a file readable by its owner only (tokens, kubeconfig).
@@ -480,13 +398,9 @@ mod tests {
 
     #[test]
     fn loaded_objects_get_the_cluster_uid_on_kube_system() {
-        let objects =
-            vec![json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "default"}})];
+        let objects = vec![json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "default"}})];
         let (with_own, _) = with_own_kube_system(&objects, "uid-7");
-        let kube_system = with_own
-            .iter()
-            .find(|o| o["metadata"]["name"] == "kube-system")
-            .unwrap();
+        let kube_system = with_own.iter().find(|o| o["metadata"]["name"] == "kube-system").unwrap();
         assert_eq!(kube_system["metadata"]["uid"], "uid-7");
         assert_eq!(with_own.len(), 2);
     }

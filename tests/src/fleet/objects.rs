@@ -25,8 +25,7 @@ pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<Value>> {
     let mut objects = Vec::new();
     for file in &files {
         let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        let document: Value =
-            serde_json::from_slice(&text).with_context(|| format!("parsing {}", file.display()))?;
+        let document: Value = serde_json::from_slice(&text).with_context(|| format!("parsing {}", file.display()))?;
         let before = objects.len();
         flatten_document(document, &mut objects);
         tracing::debug!(file = %file.display(), objects = objects.len() - before, "loaded objects");
@@ -43,10 +42,7 @@ pub fn as_served(objects: Vec<Value>) -> Vec<Value> {
             infer_kind(&mut object);
         }
         let api_version = object["apiVersion"].as_str().unwrap_or_default().to_owned();
-        match (
-            api_version.as_str(),
-            object["kind"].as_str().unwrap_or_default(),
-        ) {
+        match (api_version.as_str(), object["kind"].as_str().unwrap_or_default()) {
             ("v1", "Event") => converted.push(event_to_events_v1(&object)),
             ("autoscaling/v1", "HorizontalPodAutoscaler") => converted.push(hpa_to_v2(&object)),
             _ => native.push(object),
@@ -71,8 +67,7 @@ fn infer_kind(object: &mut Value) {
 
 /// A core `v1` Event as `events.k8s.io/v1` serves it.
 fn event_to_events_v1(event: &Value) -> Value {
-    let mut converted =
-        json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": event["metadata"]});
+    let mut converted = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": event["metadata"]});
     let fields = [
         ("eventTime", "eventTime"),
         ("series", "series"),
@@ -136,15 +131,10 @@ fn collect_json_files(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<(
 /// Appends the objects of one parsed file: itself, its list items, or its array elements.
 fn flatten_document(document: Value, objects: &mut Vec<Value>) {
     match document {
-        Value::Array(items) => items
-            .into_iter()
-            .for_each(|item| flatten_document(item, objects)),
+        Value::Array(items) => items.into_iter().for_each(|item| flatten_document(item, objects)),
         Value::Object(mut map) if map.contains_key("items") => {
             let list_kind = map.get("kind").and_then(Value::as_str).unwrap_or("List");
-            let item_kind = list_kind
-                .strip_suffix("List")
-                .filter(|kind| !kind.is_empty())
-                .map(str::to_owned);
+            let item_kind = list_kind.strip_suffix("List").filter(|kind| !kind.is_empty()).map(str::to_owned);
             let api_version = map.get("apiVersion").cloned();
             let Value::Array(items) = map.remove("items").unwrap_or(Value::Null) else {
                 return;
@@ -152,14 +142,10 @@ fn flatten_document(document: Value, objects: &mut Vec<Value>) {
             for mut item in items {
                 if let Value::Object(fields) = &mut item {
                     if let Some(kind) = &item_kind {
-                        fields
-                            .entry("kind")
-                            .or_insert_with(|| Value::String(kind.clone()));
+                        fields.entry("kind").or_insert_with(|| Value::String(kind.clone()));
                     }
                     if let Some(api_version) = &api_version {
-                        fields
-                            .entry("apiVersion")
-                            .or_insert_with(|| api_version.clone());
+                        fields.entry("apiVersion").or_insert_with(|| api_version.clone());
                     }
                 }
                 flatten_document(item, objects);
@@ -183,15 +169,8 @@ mod tests {
             json!({"metadata": {"name": "p"}, "spec": {"containers": []}}),
             json!({"metadata": {"name": "n"}, "status": {"nodeInfo": {}}}),
         ]);
-        let kinds: Vec<(&str, &str)> = served
-            .iter()
-            .map(|o| {
-                (
-                    o["apiVersion"].as_str().unwrap(),
-                    o["kind"].as_str().unwrap(),
-                )
-            })
-            .collect();
+        let kinds: Vec<(&str, &str)> =
+            served.iter().map(|o| (o["apiVersion"].as_str().unwrap(), o["kind"].as_str().unwrap())).collect();
         assert_eq!(
             kinds,
             [
@@ -204,14 +183,8 @@ mod tests {
         assert_eq!(served[2]["note"], "m");
         assert_eq!(served[2]["regarding"]["kind"], "Pod");
         assert_eq!(served[2]["deprecatedCount"], 3);
-        assert_eq!(
-            served[3]["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
-            80
-        );
-        assert_eq!(
-            served[3]["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"],
-            50
-        );
+        assert_eq!(served[3]["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 80);
+        assert_eq!(served[3]["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"], 50);
     }
 
     #[test]
@@ -221,22 +194,10 @@ mod tests {
             json!({"kind": "PodList", "apiVersion": "v1", "items": [{"metadata": {"name": "a"}}]}),
             &mut objects,
         );
-        flatten_document(
-            json!({"kind": "List", "apiVersion": "v1", "items": null}),
-            &mut objects,
-        );
-        flatten_document(
-            json!([{"kind": "Node", "apiVersion": "v1", "metadata": {"name": "n"}}]),
-            &mut objects,
-        );
-        flatten_document(
-            json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "x"}}),
-            &mut objects,
-        );
-        let kinds: Vec<&str> = objects
-            .iter()
-            .map(|o| o["kind"].as_str().unwrap())
-            .collect();
+        flatten_document(json!({"kind": "List", "apiVersion": "v1", "items": null}), &mut objects);
+        flatten_document(json!([{"kind": "Node", "apiVersion": "v1", "metadata": {"name": "n"}}]), &mut objects);
+        flatten_document(json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "x"}}), &mut objects);
+        let kinds: Vec<&str> = objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
         assert_eq!(kinds, ["Pod", "Node", "Namespace"]);
         assert_eq!(objects[0]["apiVersion"], "v1");
     }

@@ -147,16 +147,9 @@ pub fn router(server: Arc<ClusterServer>) -> Router {
         .route("/apis/{group}/{version}", get(group_resources))
         .route("/apis/{group}/{version}/{*path}", get(group_objects))
         .fallback(|| async {
-            status(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                "the server could not find the requested resource",
-            )
+            status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource")
         })
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&server),
-            authenticate,
-        ))
+        .layer(middleware::from_fn_with_state(Arc::clone(&server), authenticate))
         .with_state(server)
 }
 
@@ -164,16 +157,9 @@ pub fn router(server: Arc<ClusterServer>) -> Router {
 const PUBLIC_PATHS: &[&str] = &["/version", "/healthz", "/livez", "/readyz"];
 
 /// Counts the request, checks its bearer token, and applies the latency fault.
-async fn authenticate(
-    State(server): State<Arc<ClusterServer>>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn authenticate(State(server): State<Arc<ClusterServer>>, request: Request, next: Next) -> Response {
     server.counters.total.fetch_add(1, Ordering::Relaxed);
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let token = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let authorized = match token {
         Some(value) => value.strip_prefix("Bearer ") == Some(server.token.as_str()),
         None => PUBLIC_PATHS.contains(&request.uri().path()),
@@ -204,10 +190,7 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
 /// A JSON response from bytes already serialized.
 fn json_bytes(body: Vec<u8>) -> Response {
     let mut response = Response::new(Body::from(body));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -255,10 +238,8 @@ fn group_versions(server: &ClusterServer) -> Vec<(&str, &str)> {
 }
 
 fn api_group(name: &str, versions: &[&str]) -> Value {
-    let versions: Vec<Value> = versions
-        .iter()
-        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
-        .collect();
+    let versions: Vec<Value> =
+        versions.iter().map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v})).collect();
     json!({"name": name, "versions": versions, "preferredVersion": versions[0]})
 }
 
@@ -269,30 +250,17 @@ async fn groups(State(server): State<Arc<ClusterServer>>) -> Response {
     let groups: Vec<Value> = names
         .iter()
         .map(|name| {
-            let versions: Vec<&str> = pairs
-                .iter()
-                .filter(|(g, _)| g == name)
-                .map(|(_, v)| *v)
-                .collect();
+            let versions: Vec<&str> = pairs.iter().filter(|(g, _)| g == name).map(|(_, v)| *v).collect();
             api_group(name, &versions)
         })
         .collect();
-    axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
-        .into_response()
+    axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})).into_response()
 }
 
 async fn group(State(server): State<Arc<ClusterServer>>, Path(name): Path<String>) -> Response {
-    let versions: Vec<&str> = group_versions(&server)
-        .into_iter()
-        .filter(|(g, _)| *g == name)
-        .map(|(_, v)| v)
-        .collect();
+    let versions: Vec<&str> = group_versions(&server).into_iter().filter(|(g, _)| *g == name).map(|(_, v)| v).collect();
     if versions.is_empty() {
-        return status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "the server could not find the requested resource",
-        );
+        return status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource");
     }
     let mut body = api_group(&name, &versions);
     body["kind"] = json!("APIGroup");
@@ -350,19 +318,13 @@ fn resource_list(server: &ClusterServer, group: &str, version: &str) -> Response
         })
         .collect();
     if resources.is_empty() && !group.is_empty() {
-        return status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "the server could not find the requested resource",
-        );
+        return status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource");
     }
-    let group_version = if group.is_empty() {
-        version.to_owned()
-    } else {
-        format!("{group}/{version}")
-    };
-    axum::Json(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
-        .into_response()
+    let group_version = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
+    axum::Json(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
+    )
+    .into_response()
 }
 
 /// Query parameters of object requests; others (`labelSelector`, `resourceVersion`,
@@ -411,27 +373,11 @@ fn parse_object_path(path: &str) -> Option<ObjectRequest<'_>> {
         [plural, name] => (plural, None, Some(name)),
         _ => return None,
     };
-    Some(ObjectRequest {
-        plural,
-        namespace,
-        name,
-    })
+    Some(ObjectRequest { plural, namespace, name })
 }
 
-fn objects(
-    server: &ClusterServer,
-    group: &str,
-    version: &str,
-    path: &str,
-    query: ObjectQuery,
-) -> Response {
-    let not_found = || {
-        status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
-    };
+fn objects(server: &ClusterServer, group: &str, version: &str, path: &str, query: ObjectQuery) -> Response {
+    let not_found = || status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource");
     let Some(request) = parse_object_path(path) else {
         return not_found();
     };
@@ -447,19 +393,11 @@ fn objects(
     {
         return not_found();
     }
-    if let Some(fail) = server
-        .faults()
-        .fail
-        .filter(|fail| fail.plural == api.plural)
-    {
+    if let Some(fail) = server.faults().fail.filter(|fail| fail.plural == api.plural) {
         let code = StatusCode::from_u16(fail.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return failure(code);
     }
-    if query
-        .watch
-        .as_deref()
-        .is_some_and(|watch| watch == "true" || watch == "1")
-    {
+    if query.watch.as_deref().is_some_and(|watch| watch == "true" || watch == "1") {
         return status(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
@@ -471,11 +409,7 @@ fn objects(
             let snapshot = server.current();
             match snapshot.get(&api.plural, request.namespace.unwrap_or_default(), name) {
                 Some(object) => json_bytes(object.json.clone()),
-                None => status(
-                    StatusCode::NOT_FOUND,
-                    "NotFound",
-                    &format!("{} \"{name}\" not found", api.plural),
-                ),
+                None => status(StatusCode::NOT_FOUND, "NotFound", &format!("{} \"{name}\" not found", api.plural)),
             }
         }
         None => list(server, api, request.namespace, query),
@@ -496,18 +430,10 @@ fn failure(code: StatusCode) -> Response {
         504 => "Timeout",
         _ => "InternalError",
     };
-    let mut response = status(
-        code,
-        reason,
-        &format!(
-            "simulated failure: {}",
-            code.canonical_reason().unwrap_or(reason)
-        ),
-    );
+    let mut response =
+        status(code, reason, &format!("simulated failure: {}", code.canonical_reason().unwrap_or(reason)));
     if code == StatusCode::TOO_MANY_REQUESTS {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
 }
@@ -532,44 +458,32 @@ impl ContinueToken {
 }
 
 fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 const EXPIRED_MESSAGE: &str = "The provided continue parameter is too old to display a consistent list result. \
     You can start a new list without the continue parameter.";
 
-fn list(
-    server: &ClusterServer,
-    api: &ApiRef,
-    namespace: Option<&str>,
-    query: ObjectQuery,
-) -> Response {
+fn list(server: &ClusterServer, api: &ApiRef, namespace: Option<&str>, query: ObjectQuery) -> Response {
     server.counters.lists.fetch_add(1, Ordering::Relaxed);
-    let (snapshot, offset, started) =
-        match query.continue_token.as_deref().filter(|t| !t.is_empty()) {
-            None => (server.current(), 0, unix_millis()),
-            Some(text) => {
-                server.counters.continued.fetch_add(1, Ordering::Relaxed);
-                let Some(token) = ContinueToken::decode(text) else {
-                    return status(
-                        StatusCode::BAD_REQUEST,
-                        "BadRequest",
-                        "continue key is not valid",
-                    );
-                };
-                let age = Duration::from_millis(unix_millis().saturating_sub(token.started));
-                if std::mem::take(&mut server.faults.lock().expect("faults lock").expire_next_continue) {
-                    return status(StatusCode::GONE, "Expired", EXPIRED_MESSAGE);
-                }
-                let kept = server.store.lock().expect("store lock").at(token.rv);
-                match kept.filter(|_| age <= server.continue_ttl) {
-                    Some(snapshot) => (snapshot, token.offset, token.started),
-                    None => return status(StatusCode::GONE, "Expired", EXPIRED_MESSAGE),
-                }
+    let (snapshot, offset, started) = match query.continue_token.as_deref().filter(|t| !t.is_empty()) {
+        None => (server.current(), 0, unix_millis()),
+        Some(text) => {
+            server.counters.continued.fetch_add(1, Ordering::Relaxed);
+            let Some(token) = ContinueToken::decode(text) else {
+                return status(StatusCode::BAD_REQUEST, "BadRequest", "continue key is not valid");
+            };
+            let age = Duration::from_millis(unix_millis().saturating_sub(token.started));
+            if std::mem::take(&mut server.faults.lock().expect("faults lock").expire_next_continue) {
+                return status(StatusCode::GONE, "Expired", EXPIRED_MESSAGE);
             }
-        };
+            let kept = server.store.lock().expect("store lock").at(token.rv);
+            match kept.filter(|_| age <= server.continue_ttl) {
+                Some(snapshot) => (snapshot, token.offset, token.started),
+                None => return status(StatusCode::GONE, "Expired", EXPIRED_MESSAGE),
+            }
+        }
+    };
     let objects = snapshot.list(&api.plural, namespace);
     let start = offset.min(objects.len());
     let end = match query.limit.filter(|&limit| limit > 0) {
@@ -578,27 +492,15 @@ fn list(
     };
     let page = &objects[start..end];
 
-    let api_version = if api.group.is_empty() {
-        api.version.clone()
-    } else {
-        format!("{}/{}", api.group, api.version)
-    };
+    let api_version = if api.group.is_empty() { api.version.clone() } else { format!("{}/{}", api.group, api.version) };
     let mut metadata = json!({"resourceVersion": snapshot.resource_version.to_string()});
     if end < objects.len() {
-        let token = ContinueToken {
-            rv: snapshot.resource_version,
-            offset: end,
-            started,
-        };
+        let token = ContinueToken { rv: snapshot.resource_version, offset: end, started };
         metadata["continue"] = json!(token.encode());
         metadata["remainingItemCount"] = json!(objects.len() - end);
     }
-    let head = format!(
-        r#"{{"kind":"{}List","apiVersion":"{api_version}","metadata":{metadata},"items":["#,
-        api.kind
-    );
-    let mut body =
-        Vec::with_capacity(head.len() + page.iter().map(|o| o.json.len() + 1).sum::<usize>() + 2);
+    let head = format!(r#"{{"kind":"{}List","apiVersion":"{api_version}","metadata":{metadata},"items":["#, api.kind);
+    let mut body = Vec::with_capacity(head.len() + page.iter().map(|o| o.json.len() + 1).sum::<usize>() + 2);
     body.extend_from_slice(head.as_bytes());
     let faults = server.faults();
     let extra_items = faults.extra_items.iter().filter(|(plural, _)| offset == 0 && *plural == api.plural);
@@ -641,26 +543,16 @@ mod tests {
     fn object_paths_parse_into_resource_namespace_and_name() {
         let parsed = |path| parse_object_path(path).map(|r| (r.plural, r.namespace, r.name));
         assert_eq!(parsed("pods"), Some(("pods", None, None)));
-        assert_eq!(
-            parsed("namespaces/kube-system"),
-            Some(("namespaces", None, Some("kube-system")))
-        );
+        assert_eq!(parsed("namespaces/kube-system"), Some(("namespaces", None, Some("kube-system"))));
         assert_eq!(parsed("namespaces/a/pods"), Some(("pods", Some("a"), None)));
-        assert_eq!(
-            parsed("namespaces/a/pods/p"),
-            Some(("pods", Some("a"), Some("p")))
-        );
+        assert_eq!(parsed("namespaces/a/pods/p"), Some(("pods", Some("a"), Some("p"))));
         assert_eq!(parsed("namespaces/a/pods/p/log"), None);
         assert_eq!(parsed("pods/"), None);
     }
 
     #[test]
     fn continue_tokens_round_trip() {
-        let token = ContinueToken {
-            rv: 12,
-            offset: 7,
-            started: 99,
-        };
+        let token = ContinueToken { rv: 12, offset: 7, started: 99 };
         let decoded = ContinueToken::decode(&token.encode()).unwrap();
         assert_eq!((decoded.rv, decoded.offset, decoded.started), (12, 7, 99));
         assert!(ContinueToken::decode("not a token!").is_none());

@@ -65,10 +65,7 @@ impl Snapshot {
     /// One object by namespace (empty for cluster-scoped) and name.
     pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<&StoredObject> {
         let objects = self.lists.get(plural)?;
-        objects
-            .binary_search_by(|o| o.key().cmp(&(namespace, name)))
-            .ok()
-            .map(|i| &*objects[i])
+        objects.binary_search_by(|o| o.key().cmp(&(namespace, name))).ok().map(|i| &*objects[i])
     }
 }
 
@@ -86,25 +83,15 @@ pub struct Classified {
 /// objects with the same namespace/name. Namespaced objects without a namespace are put in
 /// `default`; objects without a uid get one from `rng`.
 pub fn classify(resources: &[ApiRef], objects: Vec<Value>, rng: &mut Rng) -> Classified {
-    let mut classified = Classified {
-        objects: HashMap::new(),
-        skipped: BTreeMap::new(),
-        duplicates: 0,
-    };
+    let mut classified = Classified { objects: HashMap::new(), skipped: BTreeMap::new(), duplicates: 0 };
     let mut seen = HashSet::new();
     for mut object in objects {
         let kind = object["kind"].as_str().unwrap_or_default();
         let api_version = object["apiVersion"].as_str().unwrap_or_default();
         let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
-        let Some(resource) = resources
-            .iter()
-            .find(|r| r.group == group && r.kind == kind)
-        else {
+        let Some(resource) = resources.iter().find(|r| r.group == group && r.kind == kind) else {
             let kind = if kind.is_empty() { "(no kind)" } else { kind };
-            *classified
-                .skipped
-                .entry(format!("{api_version}/{kind}"))
-                .or_default() += 1;
+            *classified.skipped.entry(format!("{api_version}/{kind}")).or_default() += 1;
             continue;
         };
         let plural = resource.plural.clone();
@@ -147,10 +134,7 @@ impl ClusterStore {
                 .into_iter()
                 .map(|mut value| {
                     let metadata = &mut value["metadata"];
-                    match metadata["resourceVersion"]
-                        .as_str()
-                        .and_then(|rv| rv.parse::<u64>().ok())
-                    {
+                    match metadata["resourceVersion"].as_str().and_then(|rv| rv.parse::<u64>().ok()) {
                         Some(version) => next_version = next_version.max(version + 1),
                         None if metadata["resourceVersion"].is_string() => {}
                         None => {
@@ -164,15 +148,8 @@ impl ClusterStore {
             stored.sort_by(|a, b| a.key().cmp(&b.key()));
             lists.insert(plural, Arc::new(stored));
         }
-        let snapshot = Arc::new(Snapshot {
-            resource_version: next_version,
-            lists,
-        });
-        Self {
-            snapshots: VecDeque::from([snapshot]),
-            rng,
-            pod_factory,
-        }
+        let snapshot = Arc::new(Snapshot { resource_version: next_version, lists });
+        Self { snapshots: VecDeque::from([snapshot]), rng, pod_factory }
     }
 
     pub fn current(&self) -> Arc<Snapshot> {
@@ -181,10 +158,7 @@ impl ClusterStore {
 
     /// A kept snapshot by resourceVersion.
     pub fn at(&self, resource_version: u64) -> Option<Arc<Snapshot>> {
-        self.snapshots
-            .iter()
-            .find(|s| s.resource_version == resource_version)
-            .cloned()
+        self.snapshots.iter().find(|s| s.resource_version == resource_version).cloned()
     }
 
     /// Deletes `delete` random pods and adds `add` new ones, as a new snapshot.
@@ -196,10 +170,7 @@ impl ClusterStore {
             let victim = self.rng.below(pods.len());
             pods.remove(victim);
         }
-        let mut taken: HashSet<String> = pods
-            .iter()
-            .map(|p| format!("{}/{}", p.namespace, p.name))
-            .collect();
+        let mut taken: HashSet<String> = pods.iter().map(|p| format!("{}/{}", p.namespace, p.name)).collect();
         for _ in 0..add {
             let mut pod = self.pod_factory.pod(&mut self.rng, Utc::now(), &mut taken);
             pod["metadata"]["resourceVersion"] = Value::String(version.to_string());
@@ -208,10 +179,7 @@ impl ClusterStore {
         pods.sort_by(|a, b| a.key().cmp(&b.key()));
         let mut lists = current.lists.clone();
         lists.insert(PODS.to_owned(), Arc::new(pods));
-        self.snapshots.push_front(Arc::new(Snapshot {
-            resource_version: version,
-            lists,
-        }));
+        self.snapshots.push_front(Arc::new(Snapshot { resource_version: version, lists }));
         self.snapshots.truncate(KEPT_SNAPSHOTS);
     }
 }
@@ -219,10 +187,7 @@ impl ClusterStore {
 fn store(object: &Value) -> StoredObject {
     let metadata = &object["metadata"];
     StoredObject {
-        namespace: metadata["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
+        namespace: metadata["namespace"].as_str().unwrap_or_default().to_owned(),
         name: metadata["name"].as_str().unwrap_or_default().to_owned(),
         json: serde_json::to_vec(object).expect("a JSON value serializes"),
     }
@@ -263,18 +228,11 @@ mod tests {
 
     #[test]
     fn lists_are_sorted_and_filtered_by_namespace_and_old_snapshots_stay_intact() {
-        let objects = HashMap::from([(
-            PODS.to_owned(),
-            vec![pod("b", "x"), pod("a", "y"), pod("a", "b")],
-        )]);
+        let objects = HashMap::from([(PODS.to_owned(), vec![pod("b", "x"), pod("a", "y"), pod("a", "b")])]);
         let factory = PodFactory::new(&[json!({"metadata": {"name": "a"}})], &[]);
         let mut store = ClusterStore::new(objects, factory, Rng::new(1));
         let first = store.current();
-        let names: Vec<&str> = first
-            .list(PODS, None)
-            .iter()
-            .map(|o| o.name.as_str())
-            .collect();
+        let names: Vec<&str> = first.list(PODS, None).iter().map(|o| o.name.as_str()).collect();
         assert_eq!(names, ["b", "y", "x"]);
         assert_eq!(first.list(PODS, Some("a")).len(), 2);
         assert!(first.get(PODS, "b", "x").is_some());
@@ -283,13 +241,6 @@ mod tests {
         let second = store.current();
         assert_eq!(second.resource_version, first.resource_version + 1);
         assert_eq!(second.list(PODS, None).len(), 1);
-        assert_eq!(
-            store
-                .at(first.resource_version)
-                .unwrap()
-                .list(PODS, None)
-                .len(),
-            3
-        );
+        assert_eq!(store.at(first.resource_version).unwrap().list(PODS, None).len(), 3);
     }
 }

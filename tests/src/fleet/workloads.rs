@@ -10,26 +10,15 @@ use serde_json::{Value, json};
 use super::content::{IMAGES, NAME_SUFFIX_ALPHABET, Rng, epoch, timestamp};
 
 /// The workloads per namespace: name, image index, port.
-const WORKLOADS: &[(&str, usize, u16)] = &[
-    ("web", 1, 8080),
-    ("api", 21, 8443),
-    ("cache", 2, 6379),
-    ("worker", 23, 9090),
-];
+const WORKLOADS: &[(&str, usize, u16)] =
+    &[("web", 1, 8080), ("api", 21, 8443), ("cache", 2, 6379), ("worker", 23, 9090)];
 
 /// Everything but namespaces, nodes and pods, for a cluster with these namespaces and nodes.
 pub fn generate(cluster: &str, namespaces: &[Value], nodes: &[Value], rng: &mut Rng) -> Vec<Value> {
     let mut objects = Vec::new();
     let created = timestamp(epoch() + Duration::days(2));
-    let names: Vec<&str> = namespaces
-        .iter()
-        .filter_map(|ns| ns["metadata"]["name"].as_str())
-        .collect();
-    for (i, namespace) in names
-        .iter()
-        .enumerate()
-        .filter(|(_, ns)| **ns != "kube-system")
-    {
+    let names: Vec<&str> = namespaces.iter().filter_map(|ns| ns["metadata"]["name"].as_str()).collect();
+    for (i, namespace) in names.iter().enumerate().filter(|(_, ns)| **ns != "kube-system") {
         let (app, image, port) = WORKLOADS[i % WORKLOADS.len()];
         let image = IMAGES[image];
         namespaced_objects(&mut objects, rng, &created, namespace, app, image, port);
@@ -96,15 +85,7 @@ fn suffix(rng: &mut Rng, len: usize) -> String {
 }
 
 #[allow(clippy::too_many_lines)]
-fn namespaced_objects(
-    out: &mut Vec<Value>,
-    rng: &mut Rng,
-    created: &str,
-    ns: &str,
-    app: &str,
-    image: &str,
-    port: u16,
-) {
+fn namespaced_objects(out: &mut Vec<Value>, rng: &mut Rng, created: &str, ns: &str, app: &str, image: &str, port: u16) {
     let labels = json!({"app": app, "app.kubernetes.io/managed-by": "Helm"});
     let namespace = ns;
     let ns = Some(ns);
@@ -122,13 +103,7 @@ fn namespaced_objects(
     })));
     let mut rs_template = template.clone();
     rs_template["metadata"]["labels"]["pod-template-hash"] = json!(hash);
-    let m = meta(
-        rng,
-        &format!("{app}-{hash}"),
-        ns,
-        created,
-        json!({"app": app, "pod-template-hash": hash}),
-    );
+    let m = meta(rng, &format!("{app}-{hash}"), ns, created, json!({"app": app, "pod-template-hash": hash}));
     out.push(object("apps/v1", "ReplicaSet", m, json!({
         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": app, "pod-template-hash": hash}}, "template": rs_template},
         "status": {"replicas": 2, "fullyLabeledReplicas": 2, "readyReplicas": 2, "availableReplicas": 2, "observedGeneration": 1},
@@ -147,48 +122,32 @@ fn namespaced_objects(
                      "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}],
     })));
     let m = meta(rng, &format!("{app}-config"), ns, created, labels.clone());
-    out.push(object(
-        "v1",
-        "ConfigMap",
-        m,
-        json!({"data": {"app.yaml": format!("port: {port}\nlog: info\n")}}),
-    ));
-    let mut m = meta(
-        rng,
-        &format!("{app}-credentials"),
-        ns,
-        created,
-        labels.clone(),
-    );
+    out.push(object("v1", "ConfigMap", m, json!({"data": {"app.yaml": format!("port: {port}\nlog: info\n")}})));
+    let mut m = meta(rng, &format!("{app}-credentials"), ns, created, labels.clone());
     m["annotations"] = json!({
         "kubectl.kubernetes.io/last-applied-configuration": format!(
             "{{\"apiVersion\":\"v1\",\"data\":{{\"password\":\"c2VjcmV0\"}},\"kind\":\"Secret\",\"metadata\":{{\"name\":\"{app}-credentials\"}}}}\n"
         ),
         "owner": "platform",
     });
-    out.push(object(
-        "v1",
-        "Secret",
-        m,
-        json!({"type": "Opaque", "data": {"password": "c2VjcmV0"}}),
-    ));
+    out.push(object("v1", "Secret", m, json!({"type": "Opaque", "data": {"password": "c2VjcmV0"}})));
     let m = meta(rng, app, ns, created, labels.clone());
-    out.push(object(
-        "v1",
-        "ServiceAccount",
-        m,
-        json!({"automountServiceAccountToken": false}),
-    ));
+    out.push(object("v1", "ServiceAccount", m, json!({"automountServiceAccountToken": false})));
     let m = meta(rng, &format!("{app}-reader"), ns, created, Value::Null);
     out.push(object("rbac.authorization.k8s.io/v1", "Role", m, json!({
         "rules": [{"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["get", "list", "watch"]},
                   {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}],
     })));
     let m = meta(rng, &format!("{app}-reader"), ns, created, Value::Null);
-    out.push(object("rbac.authorization.k8s.io/v1", "RoleBinding", m, json!({
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": format!("{app}-reader")},
-        "subjects": [{"kind": "ServiceAccount", "name": app, "namespace": ns}],
-    })));
+    out.push(object(
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        m,
+        json!({
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": format!("{app}-reader")},
+            "subjects": [{"kind": "ServiceAccount", "name": app, "namespace": ns}],
+        }),
+    ));
     let m = meta(rng, &format!("{app}-allow"), ns, created, Value::Null);
     out.push(object("networking.k8s.io/v1", "NetworkPolicy", m, json!({
         "spec": {"podSelector": {"matchLabels": {"app": app}}, "policyTypes": ["Ingress", "Egress"],
@@ -278,22 +237,10 @@ fn namespaced_objects(
 }
 
 #[allow(clippy::too_many_lines)]
-fn cluster_objects(
-    out: &mut Vec<Value>,
-    rng: &mut Rng,
-    created: &str,
-    cluster: &str,
-    nodes: &[Value],
-) {
+fn cluster_objects(out: &mut Vec<Value>, rng: &mut Rng, created: &str, cluster: &str, nodes: &[Value]) {
     let kube_system = Some("kube-system");
     let proxy = pod_template("kube-proxy", IMAGES[7], 10256, "Always");
-    let m = meta(
-        rng,
-        "kube-proxy",
-        kube_system,
-        created,
-        json!({"k8s-app": "kube-proxy"}),
-    );
+    let m = meta(rng, "kube-proxy", kube_system, created, json!({"k8s-app": "kube-proxy"}));
     out.push(object("apps/v1", "DaemonSet", m, json!({
         "spec": {"selector": {"matchLabels": {"app": "kube-proxy"}}, "template": proxy,
                  "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}, "revisionHistoryLimit": 10},
@@ -301,13 +248,7 @@ fn cluster_objects(
                    "numberReady": nodes.len(), "observedGeneration": 1, "updatedNumberScheduled": nodes.len(), "numberAvailable": nodes.len()},
     })));
     let prometheus = pod_template("prometheus", IMAGES[10], 9090, "Always");
-    let m = meta(
-        rng,
-        "prometheus",
-        kube_system,
-        created,
-        json!({"app": "prometheus"}),
-    );
+    let m = meta(rng, "prometheus", kube_system, created, json!({"app": "prometheus"}));
     out.push(object("apps/v1", "StatefulSet", m, json!({
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "prometheus"}}, "template": prometheus, "serviceName": "prometheus",
                  "podManagementPolicy": "Parallel", "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
@@ -315,42 +256,45 @@ fn cluster_objects(
         "status": {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "currentReplicas": 1, "updatedReplicas": 1, "availableReplicas": 1,
                    "currentRevision": "prometheus-6d4b8f8c7b", "updateRevision": "prometheus-6d4b8f8c7b", "collisionCount": 0},
     })));
-    let m = meta(
-        rng,
-        "node-problem-detector",
-        kube_system,
-        created,
-        Value::Null,
-    );
+    let m = meta(rng, "node-problem-detector", kube_system, created, Value::Null);
     out.push(object(
         "v1",
         "PodTemplate",
         m,
         json!({"template": pod_template("node-problem-detector", IMAGES[24], 20256, "Always")}),
     ));
-    let m = meta(
-        rng,
-        "view-pods",
-        None,
-        created,
-        json!({"rbac.authorization.k8s.io/aggregate-to-view": "true"}),
-    );
-    out.push(object("rbac.authorization.k8s.io/v1", "ClusterRole", m, json!({
-        "rules": [{"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]},
-                  {"nonResourceURLs": ["/healthz", "/version"], "verbs": ["get"]}],
-    })));
+    let m = meta(rng, "view-pods", None, created, json!({"rbac.authorization.k8s.io/aggregate-to-view": "true"}));
+    out.push(object(
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRole",
+        m,
+        json!({
+            "rules": [{"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]},
+                      {"nonResourceURLs": ["/healthz", "/version"], "verbs": ["get"]}],
+        }),
+    ));
     let m = meta(rng, "view-pods", None, created, Value::Null);
-    out.push(object("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", m, json!({
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view-pods"},
-        "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "oncall"},
-                     {"kind": "ServiceAccount", "name": "kubecensus", "namespace": "kube-system"}],
-    })));
+    out.push(object(
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRoleBinding",
+        m,
+        json!({
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view-pods"},
+            "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "oncall"},
+                         {"kind": "ServiceAccount", "name": "kubecensus", "namespace": "kube-system"}],
+        }),
+    ));
     let mut m = meta(rng, "standard", None, created, Value::Null);
     m["annotations"] = json!({"storageclass.kubernetes.io/is-default-class": "true"});
-    out.push(object("storage.k8s.io/v1", "StorageClass", m, json!({
-        "provisioner": "ebs.csi.aws.com", "parameters": {"type": "gp3"}, "reclaimPolicy": "Delete",
-        "volumeBindingMode": "WaitForFirstConsumer", "allowVolumeExpansion": true,
-    })));
+    out.push(object(
+        "storage.k8s.io/v1",
+        "StorageClass",
+        m,
+        json!({
+            "provisioner": "ebs.csi.aws.com", "parameters": {"type": "gp3"}, "reclaimPolicy": "Delete",
+            "volumeBindingMode": "WaitForFirstConsumer", "allowVolumeExpansion": true,
+        }),
+    ));
     let m = meta(rng, "ebs.csi.aws.com", None, created, Value::Null);
     out.push(object("storage.k8s.io/v1", "CSIDriver", m, json!({
         "spec": {"attachRequired": true, "podInfoOnMount": false, "volumeLifecycleModes": ["Persistent"], "fsGroupPolicy": "ReadWriteOnceWithFSType",
@@ -372,13 +316,7 @@ fn cluster_objects(
             "status": {"attached": true, "attachmentMetadata": {"devicePath": "/dev/xvdaa"}},
         })));
     }
-    let m = meta(
-        rng,
-        "nginx",
-        None,
-        created,
-        json!({"app.kubernetes.io/name": "ingress-nginx"}),
-    );
+    let m = meta(rng, "nginx", None, created, json!({"app.kubernetes.io/name": "ingress-nginx"}));
     out.push(object(
         "networking.k8s.io/v1",
         "IngressClass",
