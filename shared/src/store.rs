@@ -208,6 +208,16 @@ impl<'a> Staging<'a> {
         Ok(())
     }
 
+    /// Streams one buffer of COPY text rows per table (in the resource's table order) and
+    /// empties the buffers.
+    pub async fn copy_all(&mut self, conn: &mut PgConnection, rows: &mut [Vec<u8>]) -> Result<()> {
+        for (index, table_rows) in rows.iter_mut().enumerate() {
+            self.copy(conn, index, table_rows).await?;
+            table_rows.clear();
+        }
+        Ok(())
+    }
+
     /// Empties the staging tables, for a listing that starts over.
     pub async fn truncate(&mut self, conn: &mut PgConnection) -> Result<()> {
         for staged in &mut self.tables {

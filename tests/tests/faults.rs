@@ -20,7 +20,10 @@ use kubecensus_tests::{
 use sqlx::PgPool;
 
 /// Worker flags that make redelivery and the staging sweep quick enough for a test.
-const QUICK: &[&str] = &["--ack-wait", "2s", "--page-size", "10", "--retry-delay", "1s"];
+/// Every job goes through staging tables (nothing is written in place), so there is staging to
+/// leave behind or to restart.
+const QUICK_STAGED: &[&str] =
+    &["--ack-wait", "2s", "--page-size", "10", "--retry-delay", "1s", "--in-place-limit", "0"];
 
 /// Unattached tables in the partitions schema: staging in progress or left behind.
 const LEFTOVERS: &str = "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -81,7 +84,7 @@ async fn a_worker_killed_mid_job_leaves_nothing_half_done_and_the_job_completes_
     let mut env = TestEnv::new().await.unwrap();
     let fleet = Fleet::start(FleetSpec { clusters: 2, pods: 200, ..FleetSpec::default() }, &env.dir).await.unwrap();
     let registry = env.dir.join("clusters.yaml");
-    let first = env.spawn_worker("worker-1", &registry, QUICK).unwrap();
+    let first = env.spawn_worker("worker-1", &registry, QUICK_STAGED).unwrap();
     env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_pods"]).await.unwrap();
     let old = pod_counts(&env.pool).await;
 
@@ -106,7 +109,7 @@ async fn a_worker_killed_mid_job_leaves_nothing_half_done_and_the_job_completes_
     env.kill(first);
     assert!(leftovers(&env.pool).await > 0, "the killed worker left staging tables");
 
-    env.spawn_worker("worker-2", &registry, QUICK).unwrap();
+    env.spawn_worker("worker-2", &registry, QUICK_STAGED).unwrap();
     env.wait_until(
         "the redelivered job to succeed",
         "SELECT count(*) = 1 FROM runs WHERE cluster_name = 'sim-01' AND table_name = 'kubernetes_pods'
@@ -231,7 +234,7 @@ async fn an_expired_continue_token_restarts_the_listing_and_one_consistent_list_
     let mut env = TestEnv::new().await.unwrap();
     let fleet = Fleet::start(FleetSpec { clusters: 1, pods: 100, ..FleetSpec::default() }, &env.dir).await.unwrap();
     let registry = env.dir.join("clusters.yaml");
-    env.spawn_worker("worker", &registry, QUICK).unwrap();
+    env.spawn_worker("worker", &registry, QUICK_STAGED).unwrap();
     fleet.set_faults("sim-01", Faults { expire_next_continue: true, ..Faults::default() });
     let lists_before = fleet.requests("sim-01").lists;
     env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_pods"]).await.unwrap();

@@ -21,6 +21,11 @@ pub struct Args {
     /// Objects per page when listing.
     #[arg(long, env = "KUBECENSUS_PAGE_SIZE", default_value_t = 500)]
     pub page_size: u32,
+    /// Bytes of rows (COPY text) a job may hold in memory to replace a cluster's rows in place,
+    /// in one transaction; a larger listing goes through staging tables and a partition swap.
+    /// A worker's memory is bounded by about this times its concurrency.
+    #[arg(long, env = "KUBECENSUS_IN_PLACE_LIMIT", default_value_t = 8 << 20)]
+    pub in_place_limit: usize,
     /// Attempts per job before its failure is final.
     #[arg(long, env = "KUBECENSUS_MAX_ATTEMPTS", default_value_t = 5)]
     pub max_attempts: u32,

@@ -39,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
         worker_id,
         subject_prefix: args.common.subject_prefix.clone(),
         page_size: args.page_size,
+        in_place_limit: args.in_place_limit,
         max_attempts: args.max_attempts,
         retry_delay: args.retry_delay,
         job_timeout: args.job_timeout,

@@ -10,8 +10,7 @@ use kubecensus::{
     catalog::{Resource, ResourceSource, catalog},
     flatten::{ClusterContext, Layout},
     job::Job,
-    kubeapi,
-    kubeapi::Page,
+    kubeapi::{self, Page},
     registry::{ClusterConfig, NamespaceFields, Registry},
     runs::{self, Outcome, Status},
     store::{self, Staging, SwapOutcome},
@@ -37,6 +36,8 @@ pub struct Poller {
     /// Jobs arrive on `<subject_prefix>.jobs.<cluster>.<table>`.
     pub subject_prefix: String,
     pub page_size: u32,
+    /// Bytes of rows a job holds in memory to write in place; past it, the job uses staging.
+    pub in_place_limit: usize,
     pub max_attempts: u32,
     pub retry_delay: Duration,
     /// The longest a job may run.
@@ -203,9 +204,12 @@ impl Poller {
         result
     }
 
-    /// Lists the resource and replaces the cluster's rows with the run's outcome. A listing that
-    /// fits in one page (most resources of most clusters) is written in place in one
-    /// transaction; a longer one, or a cluster's first, is loaded into staging and swapped in.
+    /// Lists the resource page by page and replaces the cluster's rows with the run's outcome.
+    /// Rows are held in memory while they fit in `in_place_limit` (most resources of most
+    /// clusters): they are then written in place, in one transaction. A longer listing, or a
+    /// cluster's first, goes into staging tables (one COPY per table per page) that are swapped
+    /// in. An expired continue token starts the listing over (a bounded number of times), so
+    /// what is written is always one consistent list.
     async fn load_and_swap(
         &self,
         conn: &mut PgConnection,
@@ -213,56 +217,57 @@ impl Poller {
         job: &Job,
         run_id: Uuid,
     ) -> Result<SwapOutcome> {
-        let first = self.fetch(listing, None).await?;
-        if first.continue_token.is_none() {
-            let rows = self.flatten(listing, &first.objects);
-            let tables: Vec<(Layout, &[u8])> =
-                listing.layouts.iter().copied().zip(rows.iter().map(Vec::as_slice)).collect();
-            let outcome = outcome_of(&first.skipped);
-            if let Some(replaced) =
-                store::replace_in_place(conn, &listing.context.name, job, run_id, &outcome, &tables).await?
-            {
-                return Ok(replaced);
-            }
-        }
-        let mut staging = Staging::create(conn, &listing.layouts, run_id).await?;
-        let skipped = self.load(conn, listing, &mut staging, first).await?;
-        staging.seal(conn, &listing.context.name).await?;
-        staging.swap(conn, &listing.context.name, job, run_id, &outcome_of(&skipped)).await
-    }
-
-    /// Loads the listing into staging page by page, starting with `page`, one COPY per table per
-    /// page. Starts over (a bounded number of times) when the continue token expires, so what
-    /// is loaded is always one consistent list. Returns why objects were skipped.
-    async fn load(
-        &self,
-        conn: &mut PgConnection,
-        listing: &Listing<'_>,
-        staging: &mut Staging<'_>,
-        mut page: Page,
-    ) -> Result<Vec<String>> {
+        let mut held: Vec<Vec<u8>> = vec![Vec::new(); listing.layouts.len()];
+        let mut staging: Option<Staging> = None;
         let mut skipped = Vec::new();
         let mut restarts = 0;
+        let mut page = self.fetch(listing, None).await?;
         loop {
-            for (index, rows) in self.flatten(listing, &page.objects).iter().enumerate() {
-                staging.copy(conn, index, rows).await?;
+            for (rows, new) in held.iter_mut().zip(self.flatten(listing, &page.objects)) {
+                rows.extend_from_slice(&new);
             }
             skipped.extend(page.skipped);
-            tracing::debug!(objects = page.objects.len(), rows = staging.rows(), "page loaded");
-            let Some(token) = page.continue_token else {
-                return Ok(skipped);
-            };
+            if staging.is_none() && held.iter().map(Vec::len).sum::<usize>() > self.in_place_limit {
+                staging = Some(Staging::create(conn, &listing.layouts, run_id).await?);
+            }
+            if let Some(staging) = &mut staging {
+                staging.copy_all(conn, &mut held).await?;
+                tracing::debug!(rows = staging.rows(), "page loaded");
+            }
+            let Some(token) = page.continue_token else { break };
             page = match self.fetch(listing, Some(&token)).await {
                 Err(Error::Expired(why)) if restarts < MAX_LIST_RESTARTS => {
                     restarts += 1;
                     tracing::warn!(%why, restarts, "continue token expired; listing again from the start");
-                    staging.truncate(conn).await?;
+                    if let Some(staging) = &mut staging {
+                        staging.truncate(conn).await?;
+                    }
+                    held.iter_mut().for_each(Vec::clear);
                     skipped.clear();
                     self.fetch(listing, None).await?
                 }
                 page => page?,
             };
         }
+        let outcome = outcome_of(&skipped);
+        let staging = match staging {
+            Some(staging) => staging,
+            None => {
+                let tables: Vec<(Layout, &[u8])> =
+                    listing.layouts.iter().copied().zip(held.iter().map(Vec::as_slice)).collect();
+                if let Some(replaced) =
+                    store::replace_in_place(conn, &listing.context.name, job, run_id, &outcome, &tables).await?
+                {
+                    return Ok(replaced);
+                }
+                // The cluster's first load: it has no partitions to write into yet.
+                let mut staging = Staging::create(conn, &listing.layouts, run_id).await?;
+                staging.copy_all(conn, &mut held).await?;
+                staging
+            }
+        };
+        staging.seal(conn, &listing.context.name).await?;
+        staging.swap(conn, &listing.context.name, job, run_id, &outcome).await
     }
 
     /// One page of the resource: a list page, or the cluster's discovery or version document.
