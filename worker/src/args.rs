@@ -24,7 +24,7 @@ pub struct Args {
     /// Bytes of rows (COPY text) a job may hold in memory to replace a cluster's rows in place,
     /// in one transaction; a larger listing goes through staging tables and a partition swap.
     /// A worker's memory is bounded by about this times its concurrency.
-    #[arg(long, env = "KUBECENSUS_IN_PLACE_LIMIT", default_value_t = 8 << 20)]
+    #[arg(long, env = "KUBECENSUS_IN_PLACE_LIMIT", default_value_t = 2 << 20)]
     pub in_place_limit: usize,
     /// Attempts per job before its failure is final.
     #[arg(long, env = "KUBECENSUS_MAX_ATTEMPTS", default_value_t = 5)]
