@@ -341,12 +341,6 @@ async fn try_replace(
         let (partition, count) = match (rows, old) {
             (Rows::Staged(staging), old) => {
                 let staged = &staging.tables[index];
-                // One swap per parent table waits for its lock at a time (other clusters' swaps
-                // queue here, in table order), so a reader waits behind one swap, not a queue.
-                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                    .bind(format!("swap parent {parent}"))
-                    .execute(&mut *tx)
-                    .await?;
                 if let Some(old) = old {
                     execute(&mut tx, format!("ALTER TABLE public.{parent} DETACH PARTITION {PARTITIONS_SCHEMA}.{old}"))
                         .await?;
