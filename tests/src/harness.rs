@@ -12,6 +12,11 @@ use anyhow::Context;
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
+/// Scheduler arguments that select the three resources of the first tables (pods, nodes,
+/// namespaces), for tests that need no more.
+pub const BASIC_TABLES: [&str; 6] =
+    ["--table", "kubernetes_pods", "--table", "kubernetes_nodes", "--table", "kubernetes_namespaces"];
+
 /// The shared server's URL (`DATABASE_URL`); each test makes its own database next to it.
 pub fn admin_database_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://kubecensus@127.0.0.1:5432/kubecensus".into())

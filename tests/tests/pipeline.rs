@@ -13,7 +13,7 @@ use std::{
 use kubecensus_tests::{
     checks::{assert_postgres_equals_simulator, assert_same_pods, count, pod_counts, simulator_pods},
     fleet::{Fleet, FleetSpec},
-    harness::TestEnv,
+    harness::{BASIC_TABLES, TestEnv},
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,8 +29,7 @@ async fn a_tick_loads_every_table_and_a_refresh_replaces_it_without_readers_seei
 
     // Round 1: the cron loop, every table due every 2 seconds.
     let every_2s = "kubernetes_pods=*/2 * * * * *;kubernetes_nodes=*/2 * * * * *;kubernetes_namespaces=*/2 * * * * *";
-    let only = ["--table", "kubernetes_pods", "--table", "kubernetes_nodes", "--table", "kubernetes_namespaces"];
-    let scheduler = env.spawn_scheduler(&registry, &[&["--schedule", every_2s][..], &only].concat()).unwrap();
+    let scheduler = env.spawn_scheduler(&registry, &[&["--schedule", every_2s][..], &BASIC_TABLES].concat()).unwrap();
     env.wait_until(
         "a scheduled run of every (cluster, table)",
         "SELECT count(DISTINCT (cluster_name, table_name)) = 9 FROM runs WHERE trigger = 'schedule' AND status = 'succeeded'",
@@ -75,22 +74,7 @@ async fn a_tick_loads_every_table_and_a_refresh_replaces_it_without_readers_seei
             seen
         }
     });
-    let report = env
-        .scheduler(
-            &registry,
-            &[
-                "refresh",
-                "--wait",
-                "--table",
-                "kubernetes_pods",
-                "--table",
-                "kubernetes_nodes",
-                "--table",
-                "kubernetes_namespaces",
-            ],
-        )
-        .await
-        .unwrap();
+    let report = env.scheduler(&registry, &[&["refresh", "--wait"][..], &BASIC_TABLES].concat()).await.unwrap();
     reading.store(false, Ordering::Relaxed);
     let seen = reader.await.unwrap();
 
@@ -158,21 +142,7 @@ async fn an_unreachable_cluster_fails_only_its_own_jobs_and_keeps_its_last_good_
     let fleet = Fleet::start(FleetSpec { clusters: 2, pods: 30, ..FleetSpec::default() }, &env.dir).await.unwrap();
     let registry = env.dir.join("clusters.yaml");
     let worker = env.spawn_worker("worker", &registry, &["--max-attempts", "2", "--retry-delay", "1s"]).unwrap();
-    env.scheduler(
-        &registry,
-        &[
-            "refresh",
-            "--wait",
-            "--table",
-            "kubernetes_pods",
-            "--table",
-            "kubernetes_nodes",
-            "--table",
-            "kubernetes_namespaces",
-        ],
-    )
-    .await
-    .unwrap();
+    env.scheduler(&registry, &[&["refresh", "--wait"][..], &BASIC_TABLES].concat()).await.unwrap();
     assert_postgres_equals_simulator(&env.pool, &fleet).await;
     env.kill(worker);
 
@@ -184,21 +154,7 @@ async fn an_unreachable_cluster_fails_only_its_own_jobs_and_keeps_its_last_good_
     env.spawn_worker("worker-2", &unreachable, &["--max-attempts", "2", "--retry-delay", "1s"]).unwrap();
     fleet.churn(&fleet.clusters()[1].name, 5, 0);
     let before = count(&env.pool, "kubernetes_pods", &broken.name).await;
-    env.scheduler(
-        &unreachable,
-        &[
-            "refresh",
-            "--wait",
-            "--table",
-            "kubernetes_pods",
-            "--table",
-            "kubernetes_nodes",
-            "--table",
-            "kubernetes_namespaces",
-        ],
-    )
-    .await
-    .unwrap();
+    env.scheduler(&unreachable, &[&["refresh", "--wait"][..], &BASIC_TABLES].concat()).await.unwrap();
 
     let failures: Vec<(String, String, i32, String)> = sqlx::query_as(
         "SELECT cluster_name, status, attempt, error FROM runs WHERE trigger = 'manual' AND status IN ('failed', 'retrying')

@@ -6,7 +6,7 @@ use std::time::Duration;
 use kubecensus_tests::{
     checks::{assert_same_pods, pod_counts},
     fleet::{Faults, Fleet, FleetSpec},
-    harness::{TestEnv, admin_database_url, nats_url},
+    harness::{BASIC_TABLES, TestEnv, admin_database_url, nats_url},
     servers::{TempNats, TempPostgres},
 };
 
@@ -76,21 +76,7 @@ async fn nats_restarts_keep_queued_jobs_and_apply_none_twice() {
     let registry = env.dir.join("clusters.yaml");
 
     // Jobs queued while no worker runs survive a restart (file storage).
-    let queued = env
-        .scheduler(
-            &registry,
-            &[
-                "refresh",
-                "--table",
-                "kubernetes_pods",
-                "--table",
-                "kubernetes_nodes",
-                "--table",
-                "kubernetes_namespaces",
-            ],
-        )
-        .await
-        .unwrap();
+    let queued = env.scheduler(&registry, &[&["refresh"][..], &BASIC_TABLES].concat()).await.unwrap();
     assert_eq!(queued.matches("queued").count(), 6, "{queued}");
     nats.restart(Duration::from_millis(300)).await.unwrap();
     env.spawn_worker("worker", &registry, &["--ack-wait", "2s"]).unwrap();
