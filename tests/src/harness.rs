@@ -147,15 +147,7 @@ impl TestEnv {
     pub async fn scheduler(&self, registry: &Path, args: &[&str]) -> anyhow::Result<String> {
         let mut command = Command::new(binary("scheduler"));
         self.configure(&mut command, registry);
-        command.args(args).stdin(Stdio::null());
-        let output = tokio::process::Command::from(command).output().await?;
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        anyhow::ensure!(
-            output.status.success(),
-            "scheduler {args:?} failed: {stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(stdout)
+        run_scheduler(command, args).await
     }
 
     /// Publishes a raw message on `<prefix>.jobs.<suffix>` with a plain NATS client, as any user
@@ -248,6 +240,20 @@ impl Drop for TestEnv {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Runs a configured scheduler command with `args` to completion; returns its stdout, or fails
+/// with its output.
+pub async fn run_scheduler(mut command: Command, args: &[&str]) -> anyhow::Result<String> {
+    command.args(args).stdin(Stdio::null());
+    let output = tokio::process::Command::from(command).output().await?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    anyhow::ensure!(
+        output.status.success(),
+        "scheduler {args:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(stdout)
 }
 
 /// The same URL with another database name.

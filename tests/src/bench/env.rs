@@ -182,15 +182,8 @@ impl BenchEnv {
     pub async fn scheduler(&self, registry: &Path, args: &[&str]) -> anyhow::Result<String> {
         let mut command = Command::new(self.config.bin_dir.join("scheduler"));
         self.configure(&mut command, registry);
-        command.env("RUST_LOG", "warn").args(args).stdin(Stdio::null());
-        let output = tokio::process::Command::from(command).output().await?;
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        anyhow::ensure!(
-            output.status.success(),
-            "scheduler {args:?} failed: {stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(stdout)
+        command.env("RUST_LOG", "warn");
+        kubecensus_tests::harness::run_scheduler(command, args).await
     }
 
     /// Messages still in the job stream (pending, or delivered and not yet acked).

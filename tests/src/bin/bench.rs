@@ -153,13 +153,7 @@ impl Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    kubecensus::telemetry::init(kubecensus::telemetry::LogFormat::Plain);
     let mut args = Args::parse();
     args.apply_smoke();
     anyhow::ensure!(!args.workers.is_empty() && args.workers.iter().all(|&w| w > 0), "--workers needs counts above 0");

@@ -64,12 +64,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    kubecensus::telemetry::init(kubecensus::telemetry::LogFormat::Plain);
     let args = Args::parse();
     let spec = FleetSpec {
         clusters: args.clusters,
