@@ -1,6 +1,13 @@
 //! Assertions that compare what PostgreSQL holds with what the simulated fleet serves.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use serde_json::Value;
 use sqlx::PgPool;
@@ -89,5 +96,61 @@ pub async fn assert_same_pods(pool: &PgPool, fleet: &Fleet, cluster: &str) {
             postgres.difference(&simulator).count(),
             simulator.difference(&postgres).count()
         );
+    }
+}
+
+/// Every cluster's pods in PostgreSQL are the simulator's.
+pub async fn assert_every_clusters_pods_equal(pool: &PgPool, fleet: &Fleet) {
+    for cluster in fleet.clusters() {
+        assert_same_pods(pool, fleet, &cluster.name).await;
+    }
+}
+
+/// Pod counts per cluster as the simulator holds them now.
+pub fn simulator_pod_counts(fleet: &Fleet) -> BTreeMap<String, i64> {
+    fleet.clusters().iter().map(|c| (c.name.clone(), fleet.count(&c.name, "pods") as i64)).collect()
+}
+
+/// Polls per-cluster pod counts until stopped; returns every observation.
+pub struct Readers {
+    reading: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<BTreeMap<String, i64>>>,
+}
+
+impl Readers {
+    pub fn start(pool: &PgPool) -> Self {
+        let (pool, reading) = (pool.clone(), Arc::new(AtomicBool::new(true)));
+        let task = tokio::spawn({
+            let reading = reading.clone();
+            async move {
+                let mut seen = Vec::new();
+                while reading.load(Ordering::Relaxed) {
+                    seen.push(pod_counts(&pool).await);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                seen
+            }
+        });
+        Self { reading, task }
+    }
+
+    /// Stops and checks that every read saw, per cluster, the old count or the new one;
+    /// returns how many reads there were.
+    pub async fn assert_old_or_new(self, old: &BTreeMap<String, i64>, new: &BTreeMap<String, i64>) -> usize {
+        self.reading.store(false, Ordering::Relaxed);
+        let seen = self.task.await.unwrap();
+        assert!(!seen.is_empty());
+        for counts in &seen {
+            assert_eq!(counts.len(), old.len(), "a reader saw a cluster with no pods: {counts:?}");
+            for (cluster, &n) in counts {
+                assert!(
+                    n == old[cluster] || n == new[cluster],
+                    "{cluster}: read {n}, neither {} nor {}",
+                    old[cluster],
+                    new[cluster]
+                );
+            }
+        }
+        seen.len()
     }
 }

@@ -2,18 +2,11 @@
 //! nothing leaked. Each test injects one kind of trouble into the simulated fleet (or the
 //! processes) and checks what PostgreSQL, `runs` and the logs show afterwards.
 
-use std::{
-    collections::BTreeMap,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
 use kubecensus::registry::Registry;
 use kubecensus_tests::{
-    checks::{assert_same_pods, count, pod_counts},
+    checks::{Readers, assert_every_clusters_pods_equal, assert_same_pods, count, pod_counts, simulator_pod_counts},
     fleet::{Breakage, BrokenList, FailResource, Faults, Fleet, FleetSpec},
     harness::TestEnv,
 };
@@ -31,52 +24,6 @@ const LEFTOVERS: &str = "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON 
 
 async fn leftovers(pool: &PgPool) -> i64 {
     sqlx::query_scalar(LEFTOVERS).fetch_one(pool).await.unwrap()
-}
-
-/// Polls per-cluster pod counts until stopped; returns every observation.
-struct Readers {
-    reading: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<Vec<BTreeMap<String, i64>>>,
-}
-
-impl Readers {
-    fn start(pool: &PgPool) -> Self {
-        let (pool, reading) = (pool.clone(), Arc::new(AtomicBool::new(true)));
-        let task = tokio::spawn({
-            let reading = reading.clone();
-            async move {
-                let mut seen = Vec::new();
-                while reading.load(Ordering::Relaxed) {
-                    seen.push(pod_counts(&pool).await);
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                seen
-            }
-        });
-        Self { reading, task }
-    }
-
-    /// Stops and checks that every read saw, per cluster, the old count or the new one.
-    async fn assert_old_or_new(self, old: &BTreeMap<String, i64>, new: &BTreeMap<String, i64>) {
-        self.reading.store(false, Ordering::Relaxed);
-        let seen = self.task.await.unwrap();
-        assert!(!seen.is_empty());
-        for counts in seen {
-            assert_eq!(counts.len(), old.len(), "a reader saw a cluster with no pods: {counts:?}");
-            for (cluster, n) in counts {
-                assert!(
-                    n == old[&cluster] || n == new[&cluster],
-                    "{cluster}: read {n}, neither {} nor {}",
-                    old[&cluster],
-                    new[&cluster]
-                );
-            }
-        }
-    }
-}
-
-fn simulator_pod_counts(fleet: &Fleet) -> BTreeMap<String, i64> {
-    fleet.clusters().iter().map(|c| (c.name.clone(), fleet.count(&c.name, "pods") as i64)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +69,7 @@ async fn a_worker_killed_mid_job_leaves_nothing_half_done_and_the_job_completes_
         .await
         .unwrap();
     readers.assert_old_or_new(&old, &new).await;
-    assert_postgres_equals_simulator_pods(&env, &fleet).await;
+    assert_every_clusters_pods_equal(&env.pool, &fleet).await;
     let abandoned: String = sqlx::query_scalar(
         "SELECT status FROM runs WHERE cluster_name = 'sim-01' AND trigger = 'manual' AND worker_id = 'worker-1'",
     )
@@ -241,16 +188,10 @@ async fn an_expired_continue_token_restarts_the_listing_and_one_consistent_list_
 
     let status: String = sqlx::query_scalar("SELECT status FROM runs").fetch_one(&env.pool).await.unwrap();
     assert_eq!(status, "succeeded");
-    assert_postgres_equals_simulator_pods(&env, &fleet).await;
+    assert_every_clusters_pods_equal(&env.pool, &fleet).await;
     // 10 pages, plus the page that got 410 and the first page of the restart.
     assert_eq!(fleet.requests("sim-01").lists - lists_before, 12);
     assert!(env.log("worker").contains("continue token expired"));
-}
-
-async fn assert_postgres_equals_simulator_pods(env: &TestEnv, fleet: &Fleet) {
-    for cluster in fleet.clusters() {
-        assert_same_pods(&env.pool, fleet, &cluster.name).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,17 +1,13 @@
 //! The whole pipeline on the real services: scheduler → JetStream → two worker processes →
 //! atomically swapped PostgreSQL tables, against a simulated fleet.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::BTreeSet, time::Duration};
 
 use kubecensus_tests::{
-    checks::{assert_postgres_equals_simulator, assert_same_pods, count, pod_counts, simulator_pods},
+    checks::{
+        Readers, assert_postgres_equals_simulator, assert_same_pods, count, pod_counts, simulator_pod_counts,
+        simulator_pods,
+    },
     fleet::{Fleet, FleetSpec},
     harness::{BASIC_TABLES, TestEnv},
 };
@@ -59,24 +55,11 @@ async fn a_tick_loads_every_table_and_a_refresh_replaces_it_without_readers_seei
     }
     let deleted_uids: Vec<String> = old_uids.difference(&all_uids(&fleet)).cloned().collect();
     assert_eq!(deleted_uids.len(), 30);
-    let after: BTreeMap<String, i64> =
-        fleet.clusters().iter().map(|c| (c.name.clone(), fleet.count(&c.name, "pods") as i64)).collect();
+    let after = simulator_pod_counts(&fleet);
 
     // Readers poll while round 2 swaps: each sees a cluster's old count or its new one.
-    let reading = Arc::new(AtomicBool::new(true));
-    let reader = tokio::spawn({
-        let (pool, reading) = (env.pool.clone(), reading.clone());
-        async move {
-            let mut seen = Vec::new();
-            while reading.load(Ordering::Relaxed) {
-                seen.push(pod_counts(&pool).await);
-            }
-            seen
-        }
-    });
+    let readers = Readers::start(&env.pool);
     let report = env.scheduler(&registry, &[&["refresh", "--wait"][..], &BASIC_TABLES].concat()).await.unwrap();
-    reading.store(false, Ordering::Relaxed);
-    let seen = reader.await.unwrap();
 
     assert!(report.contains("queued"), "{report}");
     assert_postgres_equals_simulator(&env.pool, &fleet).await;
@@ -86,18 +69,8 @@ async fn a_tick_loads_every_table_and_a_refresh_replaces_it_without_readers_seei
         .await
         .unwrap();
     assert_eq!(deleted_still_there, 0, "deleted pods are gone");
-    assert!(seen.len() > 3, "the reader polled during the refresh ({} reads)", seen.len());
-    for counts in &seen {
-        for (cluster, n) in counts {
-            assert!(
-                *n == before[cluster] || *n == after[cluster],
-                "{cluster}: a reader saw {n} pods, neither {} nor {}",
-                before[cluster],
-                after[cluster]
-            );
-        }
-        assert_eq!(counts.len(), 3, "a reader saw a cluster with no pods: {counts:?}");
-    }
+    let reads = readers.assert_old_or_new(&before, &after).await;
+    assert!(reads > 3, "the readers polled during the refresh ({reads} reads)");
 
     // Both rounds are in `runs`, and both workers took part.
     let rounds: Vec<(String, i64)> = sqlx::query_as(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use kubecensus_tests::{
-    checks::{assert_same_pods, pod_counts},
+    checks::{assert_every_clusters_pods_equal, pod_counts, simulator_pod_counts},
     fleet::{Faults, Fleet, FleetSpec},
     harness::{BASIC_TABLES, TestEnv, admin_database_url, nats_url},
     servers::{TempNats, TempPostgres},
@@ -15,12 +15,6 @@ const LATEST_ROUND_DONE: &str = "SELECT count(DISTINCT cluster_name) = 2 FROM ru
      WHERE status = 'succeeded' AND scheduled_at = (SELECT max(scheduled_at) FROM runs)";
 const A_JOB_RUNS: &str = "SELECT count(*) > 0 FROM runs WHERE status = 'running'";
 
-async fn assert_pods_equal(env: &TestEnv, fleet: &Fleet) {
-    for cluster in fleet.clusters() {
-        assert_same_pods(&env.pool, fleet, &cluster.name).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_or_crashed_mid_run_loses_no_committed_snapshot() {
     let postgres = TempPostgres::start().await.unwrap();
@@ -30,7 +24,7 @@ async fn postgres_restarted_or_crashed_mid_run_loses_no_committed_snapshot() {
     let worker_args = ["--retry-delay", "1s", "--max-attempts", "30", "--page-size", "10", "--ack-wait", "5s"];
     env.spawn_worker("worker", &registry, &worker_args).unwrap();
     env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_pods"]).await.unwrap();
-    assert_pods_equal(&env, &fleet).await;
+    assert_every_clusters_pods_equal(&env.pool, &fleet).await;
     let slow = Faults { latency: Some(Duration::from_millis(100)), ..Faults::default() };
     for cluster in fleet.clusters() {
         fleet.set_faults(&cluster.name, slow.clone());
@@ -46,7 +40,7 @@ async fn postgres_restarted_or_crashed_mid_run_loses_no_committed_snapshot() {
     env.wait_until("the refresh to succeed after the restart", LATEST_ROUND_DONE, Duration::from_secs(90))
         .await
         .unwrap();
-    assert_pods_equal(&env, &fleet).await;
+    assert_every_clusters_pods_equal(&env.pool, &fleet).await;
 
     // A crash (kill -9 of the postmaster) while jobs run: recovery keeps every committed
     // snapshot (partitions are logged tables, which crash recovery never empties).
@@ -54,8 +48,7 @@ async fn postgres_restarted_or_crashed_mid_run_loses_no_committed_snapshot() {
     for cluster in fleet.clusters() {
         fleet.churn(&cluster.name, 10, 5);
     }
-    let next: std::collections::BTreeMap<String, i64> =
-        fleet.clusters().iter().map(|c| (c.name.clone(), fleet.count(&c.name, "pods") as i64)).collect();
+    let next = simulator_pod_counts(&fleet);
     env.scheduler(&registry, &["refresh", "--table", "kubernetes_pods"]).await.unwrap();
     env.wait_until("a job to run", A_JOB_RUNS, Duration::from_secs(30)).await.unwrap();
     postgres.crash_and_recover().await.unwrap();
@@ -65,7 +58,7 @@ async fn postgres_restarted_or_crashed_mid_run_loses_no_committed_snapshot() {
     }
     assert_eq!(recovered.len(), 2, "no cluster lost its rows: {recovered:?}");
     env.wait_until("the refresh to succeed after the crash", LATEST_ROUND_DONE, Duration::from_secs(90)).await.unwrap();
-    assert_pods_equal(&env, &fleet).await;
+    assert_every_clusters_pods_equal(&env.pool, &fleet).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,5 +108,5 @@ async fn nats_restarts_keep_queued_jobs_and_apply_none_twice() {
     .await
     .unwrap();
     assert_eq!(twice, 0, "no job was applied twice");
-    assert_pods_equal(&env, &fleet).await;
+    assert_every_clusters_pods_equal(&env.pool, &fleet).await;
 }
