@@ -67,6 +67,11 @@ impl<'a> Layout<'a> {
         self.column_names().iter().map(|name| quoted(name)).collect::<Vec<_>>().join(", ")
     }
 
+    /// The SQL type of a column of this layout: the catalog's, or `text` for a registry field.
+    pub fn sql_type(&self, name: &str) -> &'static str {
+        self.table.columns.iter().find(|column| column.name == name).map_or("text", |column| column.ty.sql_type())
+    }
+
     /// The extra (registry) columns this table has, all `text`.
     pub fn extra_column_names(&self) -> impl Iterator<Item = &'a str> {
         self.fields.iter().chain(self.own_namespace_fields()).map(String::as_str)

@@ -1,13 +1,15 @@
 //! PostgreSQL: the data tables, staging, and the atomic swap of one cluster's rows.
 //!
-//! Every data table is LIST-partitioned by `cluster_name`; a cluster's rows are one partition,
-//! kept in the `kubecensus_partitions` schema. A job loads a fresh table (staging) with COPY,
-//! builds its indexes and the partition CHECK outside any lock, then swaps it in with one short
-//! transaction: DETACH the old partition, ATTACH the new one, record the snapshot and the run,
-//! COMMIT. A reader sees the old rows or the new rows, never a mix and never none. The swap
-//! takes a brief ACCESS EXCLUSIVE lock on the parent, bounded by `lock_timeout` and retried,
-//! so a long-running reader delays a swap rather than stalling every other reader. Staging
-//! tables are logged tables: an attached partition must survive a PostgreSQL crash.
+//! Every data table is LIST-partitioned by `cluster_name`. Its partition for a cluster is the
+//! cluster's own table, itself partitioned, holding one table of rows: all kept in the
+//! `kubecensus_partitions` schema. A job loads a fresh table (staging) with COPY, builds its
+//! indexes and the partition CHECK outside any lock, then swaps it in with one short
+//! transaction: DETACH the old rows from the cluster's table, ATTACH the new ones, record the
+//! snapshot and the run, COMMIT. A reader sees the old rows or the new rows, never a mix and
+//! never none. The swap takes a brief ACCESS EXCLUSIVE lock on that cluster's tables only, so
+//! readers of other clusters never wait for it; the lock wait is bounded by `lock_timeout` and
+//! retried, so a long-running reader delays a swap rather than stalling every other reader.
+//! Staging tables are logged tables: attached rows must survive a PostgreSQL crash.
 
 use std::time::Duration;
 
@@ -30,9 +32,14 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// The schema holding every partition and staging table.
 pub const PARTITIONS_SCHEMA: &str = "kubecensus_partitions";
 
-/// How long a swap may wait for a table lock before it gives up and retries.
-const SWAP_LOCK_TIMEOUT: &str = "200ms";
-/// How many times a swap is tried when it cannot get its lock in time.
+/// How long a swap first waits for its table locks before it gives up and retries.
+const SWAP_LOCK_TIMEOUT: Duration = Duration::from_millis(20);
+/// The longest lock wait of a retried swap (the timeout doubles on every retry).
+const SWAP_LOCK_TIMEOUT_MAX: Duration = Duration::from_secs(2);
+/// The pause between tries, for readers queued behind the failed one to get through.
+const SWAP_RETRY_PAUSE: Duration = Duration::from_millis(20);
+/// How many times a swap is tried when it cannot get its locks in time (about half a minute
+/// of waiting in all).
 const SWAP_TRIES: u32 = 20;
 
 /// Opens a pool; `max_connections` should cover a worker's concurrency plus one.
@@ -65,7 +72,7 @@ pub async fn ensure_tables(pool: &PgPool, fields: &[String], namespace_fields: &
             .column_names()
             .into_iter()
             .map(|name| {
-                let ty = table.columns.iter().find(|c| c.name == name).map_or("text", |c| c.ty.sql_type());
+                let ty = layout.sql_type(name);
                 let not_null = if name == CLUSTER_COLUMN { " NOT NULL" } else { "" };
                 format!("{} {ty}{not_null}", flatten::quoted(name))
             })
@@ -83,7 +90,7 @@ pub async fn ensure_tables(pool: &PgPool, fields: &[String], namespace_fields: &
             let field = flatten::quoted(field);
             execute(&mut tx, format!("ALTER TABLE public.{name} ADD COLUMN IF NOT EXISTS {field} text")).await?;
         }
-        for index in index_definitions(table) {
+        for index in index_definitions(table, fields) {
             execute(
                 &mut tx,
                 format!("CREATE INDEX IF NOT EXISTS {name}_{} ON public.{name} {}", index.name, index.definition),
@@ -103,8 +110,10 @@ struct IndexDefinition {
 
 /// The indexes of a table, created alike on the parent and on every staging table (so that
 /// ATTACH adopts them instead of building them under its lock): lookups by namespace and name,
-/// GIN on labels, and the catalog's own.
-fn index_definitions(table: &Table) -> Vec<IndexDefinition> {
+/// GIN on labels, the catalog's own, and one per registry field, with `cluster_name` and the
+/// namespace after it, for fleet-wide queries that filter or group by a field (region, ...):
+/// they read that small index instead of every row (an index-only scan).
+fn index_definitions(table: &Table, fields: &[String]) -> Vec<IndexDefinition> {
     let mut lookups: Vec<Vec<&str>> = match (table.has_column("namespace"), table.has_column("name")) {
         (true, _) => vec![vec!["namespace", "name"]],
         (false, true) => vec![vec!["name"]],
@@ -118,6 +127,15 @@ fn index_definitions(table: &Table) -> Vec<IndexDefinition> {
     if table.has_column("labels") {
         indexes.push(IndexDefinition { name: "labels".into(), definition: "USING gin (labels)".into() });
     }
+    let namespace = table.namespace_column.as_ref().map(|(column, _)| format!(", {}", flatten::quoted(column)));
+    indexes.extend(fields.iter().map(|field| IndexDefinition {
+        name: format!("field_{field}"),
+        definition: format!(
+            "({}, {CLUSTER_COLUMN}{})",
+            flatten::quoted(field),
+            namespace.as_deref().unwrap_or_default()
+        ),
+    }));
     indexes
 }
 
@@ -161,9 +179,14 @@ pub struct Staging<'a> {
 
 struct StagedTable<'a> {
     table: &'a Table,
+    /// The registry's field names, each with an index.
+    fields: &'a [String],
     /// Unqualified name in [`PARTITIONS_SCHEMA`].
     name: String,
     copy_statement: String,
+    /// The columns given statistics: all but the `jsonb` ones, whose statistics (of whole
+    /// documents) serve hardly any query and cost two thirds of the time ANALYZE takes.
+    analyzed_columns: String,
     rows: u64,
 }
 
@@ -191,7 +214,14 @@ impl<'a> Staging<'a> {
             )
             .await?;
             let copy_statement = format!("COPY {PARTITIONS_SCHEMA}.{name} ({}) FROM STDIN", layout.column_list());
-            tables.push(StagedTable { table, name, copy_statement, rows: 0 });
+            let analyzed_columns = layout
+                .column_names()
+                .into_iter()
+                .filter(|column| layout.sql_type(column) != "jsonb")
+                .map(flatten::quoted)
+                .collect::<Vec<_>>()
+                .join(", ");
+            tables.push(StagedTable { table, fields: layout.fields, name, copy_statement, analyzed_columns, rows: 0 });
         }
         Ok(Self { tables })
     }
@@ -228,17 +258,18 @@ impl<'a> Staging<'a> {
     }
 
     /// Builds what ATTACH would otherwise build under its lock: the indexes, and the CHECK that
-    /// proves every row belongs to `cluster`. Then VACUUM (ANALYZE): the planner's statistics, and a
-    /// visibility map, without which the new partition could serve no index-only scan.
+    /// proves every row belongs to `cluster`. Then VACUUM (ANALYZE): the planner's statistics (of
+    /// the columns other than `jsonb`), and a visibility map, without which the new partition
+    /// could serve no index-only scan.
     pub async fn seal(&self, conn: &mut PgConnection, cluster: &str) -> Result<()> {
         for staged in &self.tables {
             let qualified = format!("{PARTITIONS_SCHEMA}.{}", staged.name);
-            for index in index_definitions(staged.table) {
+            for index in index_definitions(staged.table, staged.fields) {
                 execute(conn, format!("CREATE INDEX ON {qualified} {}", index.definition)).await?;
             }
             execute(conn, format!("ALTER TABLE {qualified} ADD CHECK ({CLUSTER_COLUMN} = {})", sql_literal(cluster)))
                 .await?;
-            execute(conn, format!("VACUUM (ANALYZE) {qualified}")).await?;
+            execute(conn, format!("VACUUM (ANALYZE) {qualified} ({})", staged.analyzed_columns)).await?;
         }
         Ok(())
     }
@@ -273,8 +304,10 @@ enum Rows<'r, 'a> {
 }
 
 /// Replaces a cluster's rows of a resource's tables in one short transaction with the run's
-/// `outcome`, unless a later-scheduled job already did; retries while locks are busy. Returns
-/// `None` when rows in memory have no partition to go to yet (the cluster's first load).
+/// `outcome`, unless a later-scheduled job already did. A swap that cannot get its table locks
+/// within the lock timeout gives up, lets the readers queued behind it through, and tries again
+/// with twice the timeout: readers wait for a short swap, not for a long one stuck in the queue.
+/// Returns `None` when rows in memory have no partition to go to yet (the cluster's first load).
 async fn replace(
     conn: &mut PgConnection,
     cluster: &str,
@@ -283,15 +316,17 @@ async fn replace(
     outcome: &Outcome,
     rows: &Rows<'_, '_>,
 ) -> Result<Option<SwapOutcome>> {
+    let mut lock_timeout = SWAP_LOCK_TIMEOUT;
     let mut tries = 0;
     loop {
         tries += 1;
-        match try_replace(conn, cluster, job, run_id, outcome, rows).await {
+        match try_replace(conn, cluster, job, run_id, outcome, rows, lock_timeout).await {
             Err(Error::Sql(sqlx::Error::Database(err)))
                 if err.code().as_deref() == Some("55P03") && tries < SWAP_TRIES =>
             {
-                tracing::debug!(tries, "table lock busy, retrying");
-                tokio::time::sleep(Duration::from_millis(50 * u64::from(tries))).await;
+                tracing::debug!(tries, ?lock_timeout, "table lock busy, retrying");
+                tokio::time::sleep(SWAP_RETRY_PAUSE).await;
+                lock_timeout = (lock_timeout * 2).min(SWAP_LOCK_TIMEOUT_MAX);
             }
             result => return result,
         }
@@ -305,9 +340,10 @@ async fn try_replace(
     run_id: Uuid,
     outcome: &Outcome,
     rows: &Rows<'_, '_>,
+    lock_timeout: Duration,
 ) -> Result<Option<SwapOutcome>> {
     let mut tx = conn.begin().await?;
-    execute(&mut tx, format!("SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")).await?;
+    execute(&mut tx, format!("SET LOCAL lock_timeout = '{}ms'", lock_timeout.as_millis())).await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
         .bind(format!("swap {cluster} {}", job.table))
         .execute(&mut *tx)
@@ -322,67 +358,128 @@ async fn try_replace(
         return Ok(Some(SwapOutcome::Superseded { current }));
     }
     let bound = format!("FOR VALUES IN ({})", sql_literal(cluster));
-    let mut detached = Vec::new();
-    let mut total = 0;
-    let tables: Vec<&Table> = match rows {
-        Rows::Staged(staging) => staging.tables.iter().map(|staged| staged.table).collect(),
-        Rows::InMemory(tables) => tables.iter().map(|(layout, _)| layout.table).collect(),
+    let parents: Vec<String> = match rows {
+        Rows::Staged(staging) => staging.tables.iter().map(|staged| staged.table.name.clone()).collect(),
+        Rows::InMemory(tables) => tables.iter().map(|(layout, _)| layout.table.name.clone()).collect(),
     };
-    for (index, table) in tables.into_iter().enumerate() {
-        let parent = &table.name;
-        let old: Option<String> = sqlx::query_scalar(
-            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-             WHERE i.inhparent = $1::regclass AND pg_get_expr(c.relpartbound, c.oid) = $2",
-        )
-        .bind(format!("public.{parent}"))
-        .bind(&bound)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (partition, count) = match (rows, old) {
-            (Rows::Staged(staging), old) => {
-                let staged = &staging.tables[index];
-                if let Some(old) = old {
-                    execute(&mut tx, format!("ALTER TABLE public.{parent} DETACH PARTITION {PARTITIONS_SCHEMA}.{old}"))
+    let cluster_tables: Vec<String> = parents.iter().map(|parent| cluster_table_name(parent, cluster)).collect();
+    // Where the cluster's rows are now; the advisory lock keeps other swaps of them away. Rows
+    // attached straight to a catalog table are only looked for when there is no cluster table.
+    let attached: Vec<Attached> = sqlx::query_as::<_, (bool, Option<String>, Option<String>)>(
+        "SELECT ct.oid IS NOT NULL,
+                (SELECT l.relname::text FROM pg_inherits li JOIN pg_class l ON l.oid = li.inhrelid
+                 WHERE li.inhparent = ct.oid),
+                CASE WHEN ct.oid IS NULL THEN
+                  (SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                   WHERE i.inhparent = ('public.' || t.parent)::regclass AND pg_get_expr(c.relpartbound, c.oid) = $3)
+                END
+         FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(parent, cluster_table, n)
+         LEFT JOIN pg_class ct ON ct.oid = to_regclass($4 || '.' || t.cluster_table)
+         ORDER BY n",
+    )
+    .bind(&parents)
+    .bind(&cluster_tables)
+    .bind(&bound)
+    .bind(PARTITIONS_SCHEMA)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .zip(&cluster_tables)
+    .map(|(row, cluster_table)| match row {
+        (_, _, Some(rows)) => Attached::Rows(rows),
+        (true, rows, None) => Attached::ClusterTable { table: cluster_table.clone(), rows },
+        (false, _, None) => Attached::Nothing,
+    })
+    .collect();
+    let mut detached = Vec::new();
+    let (mut partitions, mut counts) = (Vec::new(), Vec::new());
+    match rows {
+        Rows::Staged(staging) => {
+            // Every lock DETACH needs, in one statement before any change: readers of this
+            // cluster then wait only for the few catalog updates below and the commit.
+            let cluster_tables: Vec<String> = attached
+                .iter()
+                .filter_map(|now| match now {
+                    Attached::ClusterTable { table, rows: Some(_) } => Some(format!("{PARTITIONS_SCHEMA}.{table}")),
+                    _ => None,
+                })
+                .collect();
+            if !cluster_tables.is_empty() {
+                execute(&mut tx, format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", cluster_tables.join(", "))).await?;
+            }
+            for ((parent, now), staged) in parents.iter().zip(attached).zip(&staging.tables) {
+                let cluster_table = match now {
+                    Attached::ClusterTable { table, rows } => {
+                        if let Some(old) = rows {
+                            execute(
+                                &mut tx,
+                                format!(
+                                    "ALTER TABLE {PARTITIONS_SCHEMA}.{table} DETACH PARTITION {PARTITIONS_SCHEMA}.{old}"
+                                ),
+                            )
+                            .await?;
+                            detached.push(old);
+                        }
+                        table
+                    }
+                    Attached::Rows(old) => {
+                        execute(
+                            &mut tx,
+                            format!("ALTER TABLE public.{parent} DETACH PARTITION {PARTITIONS_SCHEMA}.{old}"),
+                        )
                         .await?;
-                    detached.push(old);
-                }
+                        detached.push(old);
+                        create_cluster_table(&mut tx, parent, cluster, &bound).await?
+                    }
+                    Attached::Nothing => create_cluster_table(&mut tx, parent, cluster, &bound).await?,
+                };
                 execute(
                     &mut tx,
-                    format!("ALTER TABLE public.{parent} ATTACH PARTITION {PARTITIONS_SCHEMA}.{} {bound}", staged.name),
+                    format!(
+                        "ALTER TABLE {PARTITIONS_SCHEMA}.{cluster_table} ATTACH PARTITION {PARTITIONS_SCHEMA}.{} {bound}",
+                        staged.name
+                    ),
                 )
                 .await?;
-                (staged.name.clone(), staged.rows)
+                partitions.push(staged.name.clone());
+                counts.push(staged.rows as i64);
             }
-            // Dropping the transaction rolls back whatever earlier tables did.
-            (Rows::InMemory(_), None) => return Ok(None),
-            (Rows::InMemory(tables), Some(old)) => {
-                let (layout, text) = &tables[index];
-                execute(&mut tx, format!("DELETE FROM {PARTITIONS_SCHEMA}.{old}")).await?;
+        }
+        Rows::InMemory(tables) => {
+            for ((layout, text), now) in tables.iter().zip(attached) {
+                let target = match now {
+                    Attached::ClusterTable { rows: Some(rows), .. } | Attached::Rows(rows) => rows,
+                    // Dropping the transaction rolls back whatever earlier tables did.
+                    Attached::ClusterTable { rows: None, .. } | Attached::Nothing => return Ok(None),
+                };
+                execute(&mut tx, format!("DELETE FROM {PARTITIONS_SCHEMA}.{target}")).await?;
                 let mut copy = tx
-                    .copy_in_raw(&format!("COPY {PARTITIONS_SCHEMA}.{old} ({}) FROM STDIN", layout.column_list()))
+                    .copy_in_raw(&format!("COPY {PARTITIONS_SCHEMA}.{target} ({}) FROM STDIN", layout.column_list()))
                     .await?;
                 copy.send(*text).await?;
-                (old, copy.finish().await?)
+                counts.push(copy.finish().await? as i64);
+                partitions.push(target);
             }
-        };
-        sqlx::query(
-            "INSERT INTO snapshots (cluster_name, table_name, partition, job_id, run_id, scheduled_at, row_count)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (cluster_name, table_name) DO UPDATE SET partition = EXCLUDED.partition,
-               job_id = EXCLUDED.job_id, run_id = EXCLUDED.run_id, scheduled_at = EXCLUDED.scheduled_at,
-               row_count = EXCLUDED.row_count, swapped_at = now()",
-        )
-        .bind(cluster)
-        .bind(parent)
-        .bind(&partition)
-        .bind(job.id)
-        .bind(run_id)
-        .bind(job.scheduled_at)
-        .bind(count as i64)
-        .execute(&mut *tx)
-        .await?;
-        total += count;
+        }
     }
+    sqlx::query(
+        "INSERT INTO snapshots (cluster_name, table_name, partition, job_id, run_id, scheduled_at, row_count)
+         SELECT $1, t.table_name, t.partition, $4, $5, $6, t.row_count
+         FROM unnest($2::text[], $3::text[], $7::bigint[]) AS t(table_name, partition, row_count)
+         ON CONFLICT (cluster_name, table_name) DO UPDATE SET partition = EXCLUDED.partition,
+           job_id = EXCLUDED.job_id, run_id = EXCLUDED.run_id, scheduled_at = EXCLUDED.scheduled_at,
+           row_count = EXCLUDED.row_count, swapped_at = now()",
+    )
+    .bind(cluster)
+    .bind(&parents)
+    .bind(&partitions)
+    .bind(job.id)
+    .bind(run_id)
+    .bind(job.scheduled_at)
+    .bind(&counts)
+    .execute(&mut *tx)
+    .await?;
+    let total = counts.iter().sum::<i64>() as u64;
     runs::finish(&mut tx, run_id, &Outcome { rows_written: Some(total), ..outcome.clone() }).await?;
     tx.commit().await?;
     // Dropping outside the swap keeps its lock short; a failure here only leaves garbage for
@@ -393,6 +490,40 @@ async fn try_replace(
         }
     }
     Ok(Some(SwapOutcome::Swapped { rows: total }))
+}
+
+/// Where a cluster's rows of one catalog table are, before a swap.
+enum Attached {
+    /// Nowhere: the cluster's first load of the table.
+    Nothing,
+    /// In the cluster's own partitioned table (a partition of the catalog table), which holds
+    /// one table of rows at a time: the one `rows` names.
+    ClusterTable { table: String, rows: Option<String> },
+    /// In a table of rows attached straight to the catalog table, as before cluster tables
+    /// existed; its first swap moves the cluster to a cluster table.
+    Rows(String),
+}
+
+/// The name of `cluster`'s partitioned table of `parent`, in the partitions schema: fixed, so a
+/// swap finds it by name (`<parent>__cluster_<12 hex digits of a hash of the cluster name>`).
+fn cluster_table_name(parent: &str, cluster: &str) -> String {
+    let hash = Uuid::new_v5(&Uuid::NAMESPACE_OID, cluster.as_bytes()).simple().to_string();
+    format!("{parent}__cluster_{}", &hash[..12])
+}
+
+/// Creates `cluster`'s partitioned table of `parent` (the partition a swap attaches the
+/// cluster's rows to) and returns its name. Once per cluster and table: the only swap step that
+/// locks the catalog table itself.
+async fn create_cluster_table(conn: &mut PgConnection, parent: &str, cluster: &str, bound: &str) -> Result<String> {
+    let name = cluster_table_name(parent, cluster);
+    execute(
+        conn,
+        format!(
+            "CREATE TABLE {PARTITIONS_SCHEMA}.{name} PARTITION OF public.{parent} {bound} PARTITION BY LIST ({CLUSTER_COLUMN})"
+        ),
+    )
+    .await?;
+    Ok(name)
 }
 
 /// Replaces a cluster's rows in place when the whole listing fit in one page: DELETE its rows
@@ -591,6 +722,56 @@ mod tests {
         let containers: i64 =
             sqlx::query_scalar("SELECT count(*) FROM kubernetes_pod_containers").fetch_one(&pool).await.unwrap();
         assert_eq!(containers, 6, "pods and their containers come from the same swap");
+    }
+
+    #[sqlx::test(migrator = "crate::store::MIGRATOR")]
+    async fn a_swap_neither_waits_for_nor_blocks_readers_of_other_clusters(pool: PgPool) {
+        ensure_tables(&pool, &["region".into()], &[]).await.unwrap();
+        swap(&pool, "c1", 2, at(10)).await;
+        swap(&pool, "c2", 2, at(10)).await;
+        // A reader of c2 in the middle of a transaction holds its locks until it ends.
+        let mut reader = pool.begin().await.unwrap();
+        let read: i64 = sqlx::query_scalar("SELECT count(*) FROM kubernetes_pods WHERE cluster_name = 'c2'")
+            .fetch_one(&mut *reader)
+            .await
+            .unwrap();
+        assert_eq!(read, 2);
+        // c1's swap must not queue behind it: its first lock wait would time out, and the
+        // retries would take seconds.
+        let started = std::time::Instant::now();
+        assert_eq!(swap(&pool, "c1", 3, at(20)).await, SwapOutcome::Swapped { rows: 6 });
+        assert!(started.elapsed() < SWAP_LOCK_TIMEOUT_MAX, "c1's swap waited for c2's reader: {:?}", started.elapsed());
+        assert_eq!(pods_of(&pool, "c1").await, 3);
+        reader.commit().await.unwrap();
+    }
+
+    #[sqlx::test(migrator = "crate::store::MIGRATOR")]
+    async fn rows_attached_straight_to_the_catalog_table_move_to_a_cluster_table(pool: PgPool) {
+        ensure_tables(&pool, &["region".into()], &[]).await.unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        // The layout before cluster tables: c1's rows attached to the catalog tables directly.
+        let (staging, _) = staged(&mut conn, "c1", 4).await;
+        for staged in &staging.tables {
+            let (parent, name) = (&staged.table.name, &staged.name);
+            execute(
+                &mut conn,
+                format!("ALTER TABLE public.{parent} ATTACH PARTITION {PARTITIONS_SCHEMA}.{name} FOR VALUES IN ('c1')"),
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(pods_of(&pool, "c1").await, 4);
+        assert_eq!(swap(&pool, "c1", 3, at(20)).await, SwapOutcome::Swapped { rows: 6 });
+        assert_eq!(pods_of(&pool, "c1").await, 3);
+        let leaves_under_cluster_tables: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace
+             WHERE n.nspname = $1 AND p.relkind = 'p'",
+        )
+        .bind(PARTITIONS_SCHEMA)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(leaves_under_cluster_tables as usize, pods_resource().tables.len());
     }
 
     #[sqlx::test(migrator = "crate::store::MIGRATOR")]

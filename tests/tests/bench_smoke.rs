@@ -40,9 +40,14 @@ fn bench_smoke_produces_every_figure() {
         assert!(round["worker_peak_rss"].as_array().unwrap().iter().all(|p| p[1].as_u64().unwrap() > 0));
         assert!(!round["tables"].as_array().unwrap().is_empty());
     }
-    assert_eq!(report["loads"].as_array().unwrap().len(), 3, "raw COPY by 1 and 2 connections, and COPY + seal");
+    let loads: Vec<&str> = report["loads"].as_array().unwrap().iter().map(|l| l["mode"].as_str().unwrap()).collect();
+    assert_eq!(
+        loads,
+        ["Plain", "Plain", "Indexed", "Sealed"],
+        "raw COPY by 1 and 2 connections, with indexes, and + seal"
+    );
     assert!(report["fetch"]["objects"].as_u64().unwrap() > 0);
-    assert_eq!(report["readers"].as_array().unwrap().len(), 3);
+    assert_eq!(report["readers"].as_array().unwrap().len(), 4, "idle, raw COPY, in place, swaps");
     assert!(report["readers"].as_array().unwrap().iter().all(|p| p["queries"].as_u64().unwrap() > 0));
     assert_eq!(report["queries"].as_array().unwrap().len(), 6);
     assert!(report["overhead"]["wall_per_job_ms"].as_f64().unwrap() > 0.0);

@@ -26,6 +26,10 @@ pub struct Args {
     /// A worker's memory is bounded by about this times its concurrency.
     #[arg(long, env = "KUBECENSUS_IN_PLACE_LIMIT", default_value_t = 2 << 20)]
     pub in_place_limit: usize,
+    /// Clusters whose API client (its connection pool and TLS state) is kept between jobs; the
+    /// least recently used one is dropped past this. Bounds a worker's memory in a large fleet.
+    #[arg(long, env = "KUBECENSUS_CACHED_CLIENTS", default_value = "16")]
+    pub cached_clients: std::num::NonZeroUsize,
     /// Attempts per job before its failure is final.
     #[arg(long, env = "KUBECENSUS_MAX_ATTEMPTS", default_value_t = 5)]
     pub max_attempts: u32,

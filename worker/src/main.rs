@@ -9,7 +9,11 @@ use anyhow::Context;
 use clap::Parser;
 use futures::StreamExt;
 use kubecensus::{queue, registry::Registry, store, telemetry};
-use tokio::{sync::Semaphore, task::JoinSet};
+use lru::LruCache;
+use tokio::{
+    sync::{Mutex, Semaphore},
+    task::JoinSet,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -44,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
         retry_delay: args.retry_delay,
         job_timeout: args.job_timeout,
         ack_wait: args.ack_wait,
-        clients: Default::default(),
+        clients: Mutex::new(LruCache::new(args.cached_clients)),
     });
     let stop_pulling = CancellationToken::new();
     let abandon_jobs = CancellationToken::new();

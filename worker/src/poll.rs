@@ -2,7 +2,7 @@
 //! page, flatten each page into COPY rows for every table of the resource, load staging, swap.
 //! Then ack, retry later (nak with a delay), or give up (term), with the outcome in `runs`.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use async_nats::jetstream::{AckKind, Message};
 use kubecensus::{
@@ -15,6 +15,7 @@ use kubecensus::{
     runs::{self, Outcome, Status},
     store::{self, Staging, SwapOutcome},
 };
+use lru::LruCache;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -44,8 +45,8 @@ pub struct Poller {
     pub job_timeout: Duration,
     /// The consumer's ack wait: progress acks and run heartbeats go out every third of it.
     pub ack_wait: Duration,
-    /// One client per cluster, dropped when it fails so credentials are re-read.
-    pub clients: Mutex<HashMap<String, kube::Client>>,
+    /// Clients of the clusters polled last, dropped when one fails so credentials are re-read.
+    pub clients: Mutex<LruCache<String, kube::Client>>,
 }
 
 /// What one job lists and how its rows are laid out.
@@ -129,12 +130,12 @@ impl Poller {
                     _ => self.retry_delay.saturating_mul(1 << (attempt - 1).min(16)).min(MAX_RETRY_DELAY),
                 };
                 tracing::warn!(%err, ?delay, "attempt failed; retrying");
-                self.clients.lock().await.remove(&job.cluster);
+                self.clients.lock().await.pop(&job.cluster);
                 (Outcome::failed(Status::Retrying, err.to_string()), AckKind::Nak(Some(delay)))
             }
             Err(err) => {
                 tracing::error!(%err, "job failed after its last attempt");
-                self.clients.lock().await.remove(&job.cluster);
+                self.clients.lock().await.pop(&job.cluster);
                 (Outcome::failed(Status::Failed, err.to_string()), AckKind::Term)
             }
         };
@@ -318,7 +319,7 @@ impl Poller {
             return Ok(client.clone());
         }
         let client = cluster.client().await?;
-        self.clients.lock().await.insert(cluster.name.clone(), client.clone());
+        self.clients.lock().await.put(cluster.name.clone(), client.clone());
         Ok(client)
     }
 }

@@ -4,6 +4,8 @@
 //!   back with `psql \copy` into plain logged tables of the same columns, by 1 and by N
 //!   connections at once. No index, no partition, no
 //!   fetch, no flattening: what PostgreSQL alone can ingest on this machine.
+//! - **COPY with indexes**: the same into tables with the data tables' indexes, kept up to date
+//!   row by row: what loading these rows into the same tables costs.
 //! - **COPY + seal**: the same, but each file into its own table, then the same indexes, CHECK
 //!   and ANALYZE kubecensus builds before a swap: the database work a refresh cannot avoid.
 //! - **HTTP fetch**: the same lists fetched page by page over HTTPS with the same client stack
@@ -45,9 +47,31 @@ pub struct Dump {
     pub seconds: f64,
 }
 
+/// What a load writes into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum LoadMode {
+    /// Plain tables of the same columns, without indexes.
+    Plain,
+    /// The same tables with the data tables' indexes, created before the COPY.
+    Indexed,
+    /// A table per file, then its indexes, a CHECK and ANALYZE: a job's staging and seal.
+    Sealed,
+}
+
+impl LoadMode {
+    fn what(self) -> &'static str {
+        match self {
+            Self::Plain => "COPY into plain tables (no index)",
+            Self::Indexed => "COPY into tables with the data tables' indexes",
+            Self::Sealed => "COPY + indexes + CHECK + ANALYZE, a table per (cluster, table)",
+        }
+    }
+}
+
 /// One load of every dumped file.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadResult {
+    pub mode: LoadMode,
     pub what: String,
     pub connections: usize,
     pub rows: u64,
@@ -108,10 +132,9 @@ pub async fn drop_tables(env: &BenchEnv) -> anyhow::Result<()> {
 
 /// Loads every file with `connections` psql processes at once (`\copy`, as the research in
 /// `limits.md` did; libpq, unlike sqlx 0.9, sets TCP_NODELAY), files dealt largest first to the
-/// least loaded. With `seal`, each file goes into a table of its own, which then gets the
-/// parent's indexes, a CHECK and ANALYZE (what a kubecensus job does before its swap); without,
-/// into the plain `bench_limit` tables.
-pub async fn load(env: &BenchEnv, dump: &Dump, connections: usize, seal: bool) -> anyhow::Result<LoadResult> {
+/// least loaded, as `mode` says.
+pub async fn load(env: &BenchEnv, dump: &Dump, connections: usize, mode: LoadMode) -> anyhow::Result<LoadResult> {
+    let seal = mode == LoadMode::Sealed;
     let mut truncate = String::new();
     for (_, table) in catalog().tables() {
         truncate.push_str(&format!("TRUNCATE {SCHEMA}.{};", table.name));
@@ -119,7 +142,7 @@ pub async fn load(env: &BenchEnv, dump: &Dump, connections: usize, seal: bool) -
     sqlx::raw_sql(&truncate).execute(&env.pool).await?;
     sqlx::raw_sql("CHECKPOINT").execute(&env.pool).await?;
     let mut indexes = std::collections::HashMap::new();
-    if seal {
+    if mode != LoadMode::Plain {
         for (_, table) in catalog().tables() {
             let definitions: Vec<String> =
                 sqlx::query_scalar("SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = $1")
@@ -131,6 +154,15 @@ pub async fn load(env: &BenchEnv, dump: &Dump, connections: usize, seal: bool) -
                 definitions.iter().filter_map(|d| d.find(" USING ").map(|at| d[at + 1..].to_owned())).collect();
             indexes.insert(table.name.clone(), usings);
         }
+    }
+    if mode == LoadMode::Indexed {
+        let mut create = String::new();
+        for (table, usings) in &indexes {
+            for using in usings {
+                create.push_str(&format!("CREATE INDEX ON {SCHEMA}.{table} {using};"));
+            }
+        }
+        sqlx::raw_sql(&create).execute(&env.pool).await?;
     }
     let connections = connections.max(1);
     let mut scripts = vec![String::new(); connections];
@@ -157,7 +189,7 @@ pub async fn load(env: &BenchEnv, dump: &Dump, connections: usize, seal: bool) -
         dump.files.first().and_then(|f| f.path.parent()).map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
     let mut paths = Vec::new();
     for (i, script) in scripts.iter().enumerate() {
-        let path = dir.join(format!("load-{i}-{}.sql", if seal { "seal" } else { "plain" }));
+        let path = dir.join(format!("load-{i}-{mode:?}.sql"));
         std::fs::write(&path, script)?;
         paths.push(path);
     }
@@ -165,6 +197,18 @@ pub async fn load(env: &BenchEnv, dump: &Dump, connections: usize, seal: bool) -
     let runs = paths.iter().map(|path| psql(&env.database_url, path));
     futures::future::try_join_all(runs).await?;
     let seconds = started.elapsed().as_secs_f64();
+    if mode == LoadMode::Indexed {
+        // The plain tables stay for the next load, without indexes.
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT quote_ident(indexname) FROM pg_indexes WHERE schemaname = $1")
+                .bind(SCHEMA)
+                .fetch_all(&env.pool)
+                .await?;
+        let list: Vec<String> = names.iter().map(|n| format!("{SCHEMA}.{n}")).collect();
+        if !list.is_empty() {
+            sqlx::raw_sql(&format!("DROP INDEX {}", list.join(", "))).execute(&env.pool).await?;
+        }
+    }
     if seal {
         // The per-file tables go; the plain ones stay for the next load.
         let names: Vec<String> = sqlx::query_scalar(
@@ -179,11 +223,8 @@ pub async fn load(env: &BenchEnv, dump: &Dump, connections: usize, seal: bool) -
         }
     }
     Ok(LoadResult {
-        what: if seal {
-            "COPY + indexes + CHECK + ANALYZE, a table per (cluster, table)".into()
-        } else {
-            "COPY into plain tables".into()
-        },
+        mode,
+        what: mode.what().into(),
         connections,
         rows: dump.rows,
         bytes: dump.bytes,

@@ -27,6 +27,8 @@ pub struct RoundSpec<'a> {
     pub timeout: Duration,
     /// Refresh only these tables (`scheduler refresh --table`); every table when empty.
     pub tables: Vec<String>,
+    /// The workers' `--in-place-limit`, when not their default.
+    pub in_place_limit: Option<usize>,
 }
 
 /// Per-table figures of a round, from `runs`.
@@ -62,6 +64,9 @@ pub struct RoundResult {
     /// All jobs together.
     pub all_p50_ms: f64,
     pub all_p95_ms: f64,
+    /// The median time between one run's end and the next one's: with one job at a time, the
+    /// wall time of a job, queue and bookkeeping included.
+    pub finish_gap_p50_ms: f64,
     /// Peak RSS (VmHWM) of each worker process, bytes.
     pub worker_peak_rss: Vec<(String, u64)>,
 }
@@ -78,6 +83,10 @@ pub async fn run_round(
         "--page-size".to_owned(),
         spec.page_size.to_string(),
     ];
+    let extra = match spec.in_place_limit {
+        Some(limit) => [extra, vec!["--in-place-limit".to_owned(), limit.to_string()]].concat(),
+        None => extra,
+    };
     env.start_workers(&spec.label, spec.workers, spec.registry, &extra).await?;
     let result = measure(env, js, spec).await;
     let peaks = env.worker_peaks();
@@ -171,6 +180,15 @@ async fn measure(
     .bind(t0)
     .fetch_one(&env.pool)
     .await?;
+    let finish_gap_p50_ms: Option<f64> = sqlx::query_scalar(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY gap) FROM (
+           SELECT extract(epoch FROM finished_at - lag(finished_at) OVER (ORDER BY finished_at))::float8 * 1000 AS gap
+           FROM runs WHERE started_at >= $1) gaps
+         WHERE gap IS NOT NULL",
+    )
+    .bind(t0)
+    .fetch_one(&env.pool)
+    .await?;
     let rows: i64 = tables.iter().map(|t| t.2).sum();
     let wall_s = wall.as_secs_f64();
     Ok(RoundResult {
@@ -190,6 +208,7 @@ async fn measure(
             .collect(),
         all_p50_ms: all_p50_ms.unwrap_or_default(),
         all_p95_ms: all_p95_ms.unwrap_or_default(),
+        finish_gap_p50_ms: finish_gap_p50_ms.unwrap_or_default(),
         worker_peak_rss: Vec::new(),
     })
 }

@@ -19,7 +19,8 @@ use std::{
 use anyhow::Context;
 use bench::{
     env::{BenchEnv, EnvConfig, default_bin_dir},
-    limits, queries, readers,
+    limits::{self, LoadMode},
+    queries, readers,
     refresh::{self, RoundSpec},
     report::{ClusterSize, Overhead, Report, Setup},
 };
@@ -276,12 +277,16 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         connections.dedup();
         for &n in &connections {
             tracing::info!(connections = n, "raw COPY");
-            let load = limits::load(env, dumped, n, false).await?;
+            let load = limits::load(env, dumped, n, LoadMode::Plain).await?;
             tracing::info!(connections = n, seconds = load.seconds, rows_per_s = load.rows_per_s, "raw COPY done");
             report.loads.push(load);
         }
+        tracing::info!(connections = max_workers, "COPY into tables with indexes");
+        let load = limits::load(env, dumped, max_workers, LoadMode::Indexed).await?;
+        tracing::info!(seconds = load.seconds, rows_per_s = load.rows_per_s, "COPY with indexes done");
+        report.loads.push(load);
         tracing::info!(connections = max_workers, "COPY + indexes + CHECK + ANALYZE");
-        let load = limits::load(env, dumped, max_workers, true).await?;
+        let load = limits::load(env, dumped, max_workers, LoadMode::Sealed).await?;
         tracing::info!(seconds = load.seconds, rows_per_s = load.rows_per_s, "COPY + seal done");
         report.loads.push(load);
         report.copy_latency = Some(limits::copy_latency(env, &args.dir, 50).await?);
@@ -308,11 +313,26 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
             "no swaps: during a raw COPY of the same rows",
             args.readers,
             &pods,
-            limits::load(env, dumped, max_workers, false),
+            limits::load(env, dumped, max_workers, LoadMode::Plain),
         )
         .await?;
         report.readers.push(copying);
         // Only the pods jobs: their swaps are the ones that lock the table the readers read.
+        // First written in place (DELETE + COPY in one transaction: the same work, no swap),
+        // then through staging and swaps, as by default.
+        let mut spec = round_spec(args, "readers-in-place".into(), &registry, max_workers, timeout);
+        spec.tables = vec!["kubernetes_pods".into()];
+        spec.in_place_limit = Some(IN_PLACE_EVERYTHING);
+        tracing::info!(workers = max_workers, "readers during a kubecensus refresh of every cluster's pods, in place");
+        let (in_place, _) = readers::measure(
+            &url,
+            "no swaps: during a kubecensus refresh of every cluster's pods, in place",
+            args.readers,
+            &pods,
+            refresh::run_round(env, &js, &spec),
+        )
+        .await?;
+        report.readers.push(in_place);
         tracing::info!(workers = max_workers, "readers during a kubecensus refresh of every cluster's pods (swaps)");
         let mut spec = round_spec(args, "readers".into(), &registry, max_workers, timeout);
         spec.tables = vec!["kubernetes_pods".into()];
@@ -359,10 +379,13 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         let registry = dir.join("clusters.yaml");
         let mut spec = round_spec(args, "overhead".into(), &registry, 1, timeout);
         spec.concurrency = 1;
+        // The first round loads the clusters (staging, new partitions); the second is the
+        // steady state that is measured.
+        let first_load = refresh::run_round(env, &js, &spec).await?;
         let round = refresh::run_round(env, &js, &spec).await?;
         let wall_per_job_ms = round.wall_s * 1000.0 / round.jobs.max(1) as f64;
-        tracing::info!(jobs = round.jobs, wall_per_job_ms, "overhead done");
-        report.overhead = Some(Overhead { clusters: args.overhead_clusters, round, wall_per_job_ms });
+        tracing::info!(jobs = round.jobs, wall_per_job_ms, median_ms = round.finish_gap_p50_ms, "overhead done");
+        report.overhead = Some(Overhead { clusters: args.overhead_clusters, first_load, round, wall_per_job_ms });
         drop(fleet);
     }
 
@@ -393,6 +416,9 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
     Ok(report)
 }
 
+/// An `--in-place-limit` no listing of the bench reaches: every job writes in place.
+const IN_PLACE_EVERYTHING: usize = 1 << 30;
+
 fn round_spec<'a>(args: &Args, label: String, registry: &'a Path, workers: usize, timeout: Duration) -> RoundSpec<'a> {
     RoundSpec {
         label,
@@ -402,6 +428,7 @@ fn round_spec<'a>(args: &Args, label: String, registry: &'a Path, workers: usize
         page_size: args.page_size,
         timeout,
         tables: Vec::new(),
+        in_place_limit: None,
     }
 }
 
