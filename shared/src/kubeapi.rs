@@ -21,14 +21,45 @@ use serde_json::{Value, value::RawValue};
 
 use crate::{Error, Result, catalog::ApiRef};
 
-/// One page of a listing.
+/// One page of a listing. Its objects stay JSON text until read one by one with
+/// [`Page::objects`]: a parsed object takes about ten times the memory of its text, so a page
+/// of parsed objects, not the page itself, would set a worker's peak memory.
 #[derive(Debug)]
 pub struct Page {
-    pub objects: Vec<Value>,
-    /// Why each object that could not be read was skipped.
+    items: Vec<Box<RawValue>>,
+    /// What the items are, to say why one is skipped: `the pods list`.
+    source: String,
+    /// Whether an item without `metadata.name` is skipped (list items; not discovery documents).
+    names_required: bool,
+    /// Why each part of the page that could not be fetched was skipped (discovery).
     pub skipped: Vec<String>,
     /// The token for the next page; `None` on the last page.
     pub continue_token: Option<String>,
+}
+
+impl Page {
+    fn of_documents(source: &str, documents: &[Value], skipped: Vec<String>) -> Result<Self> {
+        let items = documents
+            .iter()
+            .map(serde_json::value::to_raw_value)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|err| Error::Cluster(format!("{source}: {err}")))?;
+        Ok(Self { items, source: source.into(), names_required: false, skipped, continue_token: None })
+    }
+
+    /// Each object of the page, parsed, or why it is skipped: an item that is not valid JSON,
+    /// not an object, or (in a list) has no `metadata.name`.
+    pub fn objects(&self) -> impl Iterator<Item = std::result::Result<Value, String>> + '_ {
+        let source = &self.source;
+        self.items.iter().map(move |raw| match serde_json::from_str::<Value>(raw.get()) {
+            Ok(object) if object.is_object() && (!self.names_required || object["metadata"]["name"].is_string()) => {
+                Ok(object)
+            }
+            Ok(object) if object.is_object() => Err(format!("an item of {source} has no metadata.name")),
+            Ok(_) => Err(format!("an item of {source} is not an object")),
+            Err(err) => Err(format!("an item of {source} is not valid JSON: {err}")),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -65,22 +96,13 @@ pub async fn list_page(client: &kube::Client, api: &ApiRef, limit: u32, continue
     let body = send(client, request).await?;
     let list: RawList = serde_json::from_str(&String::from_utf8_lossy(&body))
         .map_err(|err| Error::Cluster(format!("the list of {} is not valid JSON: {err}", api.plural)))?;
-    let mut page = Page {
-        objects: Vec::new(),
+    Ok(Page {
+        items: list.items.unwrap_or_default(),
+        source: format!("the {} list", api.plural),
+        names_required: true,
         skipped: Vec::new(),
         continue_token: list.metadata.continue_token.filter(|token| !token.is_empty()),
-    };
-    for raw in list.items.unwrap_or_default() {
-        match serde_json::from_str::<Value>(raw.get()) {
-            Ok(object) if object["metadata"]["name"].is_string() => page.objects.push(object),
-            Ok(object) if object.is_object() => {
-                page.skipped.push(format!("an item of the {} list has no metadata.name", api.plural))
-            }
-            Ok(_) => page.skipped.push(format!("an item of the {} list is not an object", api.plural)),
-            Err(err) => page.skipped.push(format!("an item of the {} list is not valid JSON: {err}", api.plural)),
-        }
-    }
-    Ok(page)
+    })
 }
 
 /// Discovery as objects: one `APIResourceList` per group/version the cluster serves (`/api/v1`,
@@ -103,30 +125,26 @@ pub async fn discovery(client: &kube::Client) -> Result<Page> {
             }
         }
     }
-    let mut page = Page { objects: Vec::new(), skipped: Vec::new(), continue_token: None };
+    let mut documents = Vec::new();
+    let mut skipped = Vec::new();
     for (group, version, path) in group_versions {
         match get_json(client, &path).await {
             Ok(mut list) if list.is_object() => {
                 list["group"] = Value::String(group);
                 list["version"] = Value::String(version);
-                page.objects.push(list);
+                documents.push(list);
             }
-            Ok(_) => page.skipped.push(format!("GET {path}: not an object")),
-            Err(err) => page.skipped.push(err.to_string()),
+            Ok(_) => skipped.push(format!("GET {path}: not an object")),
+            Err(err) => skipped.push(err.to_string()),
         }
     }
-    Ok(page)
+    Page::of_documents("discovery", &documents, skipped)
 }
 
 /// The cluster's `/version` as one object.
 pub async fn version(client: &kube::Client) -> Result<Page> {
     let info = get_json(client, "/version").await?;
-    let mut page = Page { objects: Vec::new(), skipped: Vec::new(), continue_token: None };
-    match info {
-        Value::Object(_) => page.objects.push(info),
-        _ => page.skipped.push("GET /version: not an object".into()),
-    }
-    Ok(page)
+    Page::of_documents("/version", &[info], Vec::new())
 }
 
 /// The labels of every namespace, by name, listed page by page.
@@ -142,7 +160,7 @@ pub async fn namespace_labels(client: &kube::Client, limit: u32) -> Result<HashM
     let mut continue_token: Option<String> = None;
     loop {
         let page = list_page(client, &api, limit, continue_token.as_deref()).await?;
-        for namespace in &page.objects {
+        for namespace in page.objects().filter_map(std::result::Result::ok) {
             let Some(name) = namespace["metadata"]["name"].as_str() else { continue };
             let own: BTreeMap<String, String> = namespace["metadata"]["labels"]
                 .as_object()
@@ -251,5 +269,29 @@ mod tests {
         };
         assert_eq!(list_path(&api("")), "/api/v1/xs");
         assert_eq!(list_path(&api("apps")), "/apis/apps/v1/xs");
+    }
+
+    #[test]
+    fn list_items_are_read_one_by_one_and_unreadable_ones_say_why() {
+        let body = r#"{"metadata": {"continue": ""}, "items": [
+            {"metadata": {"name": "a"}}, {"metadata": {}}, 7
+        ]}"#;
+        let list: RawList = serde_json::from_str(body).unwrap();
+        let page = Page {
+            items: list.items.unwrap(),
+            source: "the pods list".into(),
+            names_required: true,
+            skipped: Vec::new(),
+            continue_token: None,
+        };
+        let read: Vec<_> = page.objects().collect();
+        assert_eq!(read[0].as_ref().unwrap()["metadata"]["name"], "a");
+        assert_eq!(read[1].as_ref().unwrap_err(), "an item of the pods list has no metadata.name");
+        assert_eq!(read[2].as_ref().unwrap_err(), "an item of the pods list is not an object");
+        assert_eq!(read.len(), 3);
+
+        let version = Page::of_documents("/version", &[serde_json::json!({"gitVersion": "v1.33.0"})], Vec::new());
+        let read: Vec<_> = version.unwrap().objects().collect();
+        assert_eq!(read[0].as_ref().unwrap()["gitVersion"], "v1.33.0", "documents need no name");
     }
 }

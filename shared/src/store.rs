@@ -41,6 +41,9 @@ const SWAP_RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// How many times a swap is tried when it cannot get its locks in time (about half a minute
 /// of waiting in all).
 const SWAP_TRIES: u32 = 20;
+/// COPY data goes out in messages of at most this many bytes: a connection's write buffer grows
+/// to its largest message and keeps that size for the pool's lifetime.
+const COPY_MESSAGE_BYTES: usize = 128 * 1024;
 
 /// Opens a pool; `max_connections` should cover a worker's concurrency plus one.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
@@ -139,6 +142,16 @@ fn index_definitions(table: &Table, fields: &[String]) -> Vec<IndexDefinition> {
     indexes
 }
 
+/// Runs `statement` (a `COPY ... FROM STDIN`) with `rows` in COPY text format; returns the
+/// number of rows copied.
+async fn copy_in(conn: &mut PgConnection, statement: &str, rows: &[u8]) -> Result<u64> {
+    let mut copy = conn.copy_in_raw(statement).await?;
+    for message in rows.chunks(COPY_MESSAGE_BYTES) {
+        copy.send(message).await?;
+    }
+    Ok(copy.finish().await?)
+}
+
 async fn execute(conn: &mut PgConnection, sql: String) -> Result<()> {
     sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(&sql)).await?;
     Ok(())
@@ -162,13 +175,19 @@ pub async fn sync_clusters(pool: &PgPool, registry: &Registry) -> Result<()> {
     Ok(())
 }
 
-/// Notes a successful contact with a cluster and the uid of its `kube-system` namespace.
+/// Notes a successful contact with a cluster and the uid of its `kube-system` namespace. The
+/// time is kept to the second: the many jobs of one cluster that start together then write (and
+/// wait for a commit to disk) once, not once each.
 pub async fn record_contact(pool: &PgPool, cluster: &str, cluster_uid: &str) -> Result<()> {
-    sqlx::query("UPDATE clusters SET cluster_uid = $2, last_contact = now() WHERE name = $1")
-        .bind(cluster)
-        .bind(cluster_uid)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE clusters SET cluster_uid = $2, last_contact = now()
+         WHERE name = $1
+           AND (cluster_uid IS DISTINCT FROM $2 OR last_contact IS NULL OR last_contact < now() - interval '1 second')",
+    )
+    .bind(cluster)
+    .bind(cluster_uid)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -203,11 +222,10 @@ impl<'a> Staging<'a> {
     /// Creates empty staging tables shaped like the resource's tables, one per layout (in the
     /// resource's table order), to be loaded with the layouts' columns.
     pub async fn create(conn: &mut PgConnection, layouts: &[Layout<'a>], run_id: Uuid) -> Result<Self> {
-        let suffix = staging_suffix(run_id);
         let mut tables = Vec::new();
         for layout in layouts {
             let table = layout.table;
-            let name = format!("{}__{suffix}", table.name);
+            let name = staging_name(table, run_id);
             execute(
                 conn,
                 format!("CREATE TABLE {PARTITIONS_SCHEMA}.{name} (LIKE public.{} INCLUDING DEFAULTS)", table.name),
@@ -232,9 +250,7 @@ impl<'a> Staging<'a> {
             return Ok(());
         }
         let staged = &mut self.tables[table_index];
-        let mut copy = conn.copy_in_raw(&staged.copy_statement).await?;
-        copy.send(rows).await?;
-        staged.rows += copy.finish().await?;
+        staged.rows += copy_in(conn, &staged.copy_statement, rows).await?;
         Ok(())
     }
 
@@ -453,11 +469,8 @@ async fn try_replace(
                     Attached::ClusterTable { rows: None, .. } | Attached::Nothing => return Ok(None),
                 };
                 execute(&mut tx, format!("DELETE FROM {PARTITIONS_SCHEMA}.{target}")).await?;
-                let mut copy = tx
-                    .copy_in_raw(&format!("COPY {PARTITIONS_SCHEMA}.{target} ({}) FROM STDIN", layout.column_list()))
-                    .await?;
-                copy.send(*text).await?;
-                counts.push(copy.finish().await? as i64);
+                let statement = format!("COPY {PARTITIONS_SCHEMA}.{target} ({}) FROM STDIN", layout.column_list());
+                counts.push(copy_in(&mut tx, &statement, text).await? as i64);
                 partitions.push(target);
             }
         }
@@ -484,10 +497,8 @@ async fn try_replace(
     tx.commit().await?;
     // Dropping outside the swap keeps its lock short; a failure here only leaves garbage for
     // the sweep.
-    for old in detached {
-        if let Err(err) = execute(conn, format!("DROP TABLE IF EXISTS {PARTITIONS_SCHEMA}.{old}")).await {
-            tracing::warn!(%err, partition = %old, "could not drop a detached partition; the sweep will");
-        }
+    if let Err(err) = drop_tables(conn, &detached).await {
+        tracing::warn!(%err, partitions = ?detached, "could not drop detached partitions; the sweep will");
     }
     Ok(Some(SwapOutcome::Swapped { rows: total }))
 }
@@ -546,22 +557,35 @@ fn staging_suffix(run_id: Uuid) -> String {
     run_id.simple().to_string()[..16].to_owned()
 }
 
+/// The staging table of `table` for a run.
+fn staging_name(table: &Table, run_id: Uuid) -> String {
+    format!("{}__{}", table.name, staging_suffix(run_id))
+}
+
 /// Drops a run's staging tables that were not swapped in: after a failure, a timeout, a
 /// shutdown or a superseded swap. Attached partitions are never touched.
-pub async fn drop_staging(pool: &PgPool, run_id: Uuid) -> Result<()> {
+pub async fn drop_staging(pool: &PgPool, run_id: Uuid, tables: &[Table]) -> Result<()> {
+    let candidates: Vec<String> = tables.iter().map(|table| staging_name(table, run_id)).collect();
+    // By exact name (an index lookup), and never a table that is attached: a swap that
+    // committed but could not report it has made them partitions.
     let names: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE n.nspname = $1 AND c.relkind = 'r' AND NOT c.relispartition AND c.relname LIKE '%\\_\\_' || $2",
+         WHERE n.nspname = $1 AND c.relname = ANY($2) AND c.relkind = 'r' AND NOT c.relispartition",
     )
     .bind(PARTITIONS_SCHEMA)
-    .bind(staging_suffix(run_id))
+    .bind(&candidates)
     .fetch_all(pool)
     .await?;
-    let mut conn = pool.acquire().await?;
-    for name in names {
-        execute(&mut conn, format!("DROP TABLE IF EXISTS {PARTITIONS_SCHEMA}.{name}")).await?;
+    drop_tables(&mut *pool.acquire().await?, &names).await
+}
+
+/// Drops tables of the partitions schema, in one statement (one commit).
+async fn drop_tables(conn: &mut PgConnection, names: &[String]) -> Result<()> {
+    if names.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let list: Vec<String> = names.iter().map(|name| format!("{PARTITIONS_SCHEMA}.{name}")).collect();
+    execute(conn, format!("DROP TABLE IF EXISTS {}", list.join(", "))).await
 }
 
 /// Drops tables in the partitions schema that are not attached and whose run is over or whose
@@ -652,7 +676,7 @@ mod tests {
         let job = Job::new(cluster, "kubernetes_pods", Trigger::Schedule, scheduled).unwrap();
         let outcome = staging.swap(&mut conn, cluster, &job, run_id, &Outcome::succeeded(0)).await.unwrap();
         if !matches!(outcome, SwapOutcome::Swapped { .. }) {
-            drop_staging(pool, run_id).await.unwrap();
+            drop_staging(pool, run_id, &pods_resource().tables).await.unwrap();
         }
         outcome
     }
@@ -796,7 +820,7 @@ mod tests {
         let status: String =
             sqlx::query_scalar("SELECT status FROM runs WHERE run_id = $1").bind(dead).fetch_one(&pool).await.unwrap();
         assert_eq!(status, "abandoned");
-        drop_staging(&pool, live).await.unwrap();
+        drop_staging(&pool, live, &pods_resource().tables).await.unwrap();
         assert_eq!(sweep_staging(&pool, Duration::from_secs(60)).await.unwrap(), 0);
     }
 }

@@ -105,8 +105,10 @@ impl Poller {
 
     /// Records the outcome and tells the queue what to do with the message.
     async fn settle(&self, message: &Message, job: &Job, attempt: u32, run_id: Uuid, result: Result<SwapOutcome>) {
-        if !matches!(result, Ok(SwapOutcome::Swapped { .. }))
-            && let Err(err) = store::drop_staging(&self.pool, run_id).await
+        // A resource the cluster does not serve never got as far as staging.
+        if !matches!(result, Ok(SwapOutcome::Swapped { .. }) | Err(Error::NotServed(_)))
+            && let Some(resource) = catalog().resource_of(&job.table)
+            && let Err(err) = store::drop_staging(&self.pool, run_id, &resource.tables).await
         {
             tracing::warn!(%err, "cannot drop the job's staging tables; the sweep will");
         }
@@ -224,10 +226,7 @@ impl Poller {
         let mut restarts = 0;
         let mut page = self.fetch(listing, None).await?;
         loop {
-            for (rows, new) in held.iter_mut().zip(self.flatten(listing, &page.objects)) {
-                rows.extend_from_slice(&new);
-            }
-            skipped.extend(page.skipped);
+            flatten(listing, &page, &mut held, &mut skipped);
             if staging.is_none() && held.iter().map(Vec::len).sum::<usize>() > self.in_place_limit {
                 staging = Some(Staging::create(conn, &listing.layouts, run_id).await?);
             }
@@ -283,21 +282,6 @@ impl Poller {
         }
     }
 
-    /// The COPY rows of `objects`, one buffer per table of the resource.
-    fn flatten(&self, listing: &Listing<'_>, objects: &[serde_json::Value]) -> Vec<Vec<u8>> {
-        listing
-            .layouts
-            .iter()
-            .map(|layout| {
-                let mut rows = Vec::new();
-                for object in objects {
-                    layout.write_rows_with(object, &listing.context, Some(&listing.namespaces), &mut rows);
-                }
-                rows
-            })
-            .collect()
-    }
-
     /// The namespace fields of the cluster's registry entry, with its namespaces' labels when a
     /// rule copies a label (only for resources with namespaced tables).
     async fn namespace_fields(
@@ -321,6 +305,22 @@ impl Poller {
         let client = cluster.client().await?;
         self.clients.lock().await.put(cluster.name.clone(), client.clone());
         Ok(client)
+    }
+}
+
+/// Appends the COPY rows of `page` to `rows` (one buffer per table of the resource), one object
+/// at a time, and why each object that could not be read was skipped to `skipped`.
+fn flatten(listing: &Listing<'_>, page: &Page, rows: &mut [Vec<u8>], skipped: &mut Vec<String>) {
+    skipped.extend(page.skipped.iter().cloned());
+    for object in page.objects() {
+        match object {
+            Ok(object) => {
+                for (layout, rows) in listing.layouts.iter().zip(rows.iter_mut()) {
+                    layout.write_rows_with(&object, &listing.context, Some(&listing.namespaces), rows);
+                }
+            }
+            Err(why) => skipped.push(why),
+        }
     }
 }
 

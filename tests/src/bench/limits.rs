@@ -142,6 +142,7 @@ pub async fn load(env: &BenchEnv, dump: &Dump, connections: usize, mode: LoadMod
     sqlx::raw_sql(&truncate).execute(&env.pool).await?;
     sqlx::raw_sql("CHECKPOINT").execute(&env.pool).await?;
     let mut indexes = std::collections::HashMap::new();
+    let mut analyzed = std::collections::HashMap::new();
     if mode != LoadMode::Plain {
         for (_, table) in catalog().tables() {
             let definitions: Vec<String> =
@@ -153,6 +154,15 @@ pub async fn load(env: &BenchEnv, dump: &Dump, connections: usize, mode: LoadMod
             let usings: Vec<String> =
                 definitions.iter().filter_map(|d| d.find(" USING ").map(|at| d[at + 1..].to_owned())).collect();
             indexes.insert(table.name.clone(), usings);
+            // kubecensus' seal analyzes the columns other than jsonb (see `store::seal`).
+            let columns: Option<String> = sqlx::query_scalar(
+                "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
+                 WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND atttypid <> 'jsonb'::regtype",
+            )
+            .bind(format!("public.{}", table.name))
+            .fetch_one(&env.pool)
+            .await?;
+            analyzed.insert(table.name.clone(), columns.unwrap_or_default());
         }
     }
     if mode == LoadMode::Indexed {
@@ -176,11 +186,13 @@ pub async fn load(env: &BenchEnv, dump: &Dump, connections: usize, mode: LoadMod
             let target = format!("{SCHEMA}.{}__{index}", file.table);
             script.push_str(&format!("CREATE TABLE {target} (LIKE public.{} INCLUDING DEFAULTS);\n", file.table));
             script.push_str(&format!("\\copy {target} from '{path}'\n"));
-            for using in &indexes[&file.table] {
-                script.push_str(&format!("CREATE INDEX ON {target} {using};\n"));
+            // Named: generated names of long table names are cut to the same 63 characters,
+            // and two connections creating the same name at once collide.
+            for (n, using) in indexes[&file.table].iter().enumerate() {
+                script.push_str(&format!("CREATE INDEX bench_{index}_{n} ON {target} {using};\n"));
             }
-            script
-                .push_str(&format!("ALTER TABLE {target} ADD CHECK (cluster_name IS NOT NULL);\nANALYZE {target};\n"));
+            script.push_str(&format!("ALTER TABLE {target} ADD CHECK (cluster_name IS NOT NULL);\n"));
+            script.push_str(&format!("VACUUM (ANALYZE) {target} ({});\n", analyzed[&file.table]));
         } else {
             script.push_str(&format!("\\copy {SCHEMA}.{} from '{path}'\n", file.table));
         }
