@@ -433,7 +433,14 @@ fn round_spec<'a>(args: &Args, label: String, registry: &'a Path, workers: usize
 }
 
 async fn setup(args: &Args, env: &BenchEnv, fleet_build_s: f64) -> anyhow::Result<Setup> {
-    let postgres: String = sqlx::query_scalar("SELECT split_part(version(), ' on ', 1)").fetch_one(&env.pool).await?;
+    // With the settings that change what a refresh costs (this machine's server runs without
+    // autovacuum, which a default server runs).
+    let postgres: String = sqlx::query_scalar(
+        "SELECT format('%s (autovacuum %s, synchronous_commit %s, shared_buffers %s)', split_part(version(), ' on ', 1),
+                current_setting('autovacuum'), current_setting('synchronous_commit'), current_setting('shared_buffers'))",
+    )
+    .fetch_one(&env.pool)
+    .await?;
     let nats = async_nats::connect(&args.nats_url).await?;
     let nats_version = format!("NATS {}", nats.server_info().version);
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
