@@ -12,6 +12,7 @@ use std::{
 };
 
 use http::{StatusCode, header::RETRY_AFTER};
+use http_body_util::BodyExt;
 use kube::{
     client::Body,
     core::{Request, params::ListParams},
@@ -85,16 +86,22 @@ pub fn list_path(api: &ApiRef) -> String {
     }
 }
 
-/// Fetches one page of `api`, starting at `continue_token`.
-pub async fn list_page(client: &kube::Client, api: &ApiRef, limit: u32, continue_token: Option<&str>) -> Result<Page> {
+/// Fetches one page of `api`, starting at `continue_token`, reading its body into `body`.
+pub async fn list_page(
+    client: &kube::Client,
+    api: &ApiRef,
+    limit: u32,
+    continue_token: Option<&str>,
+    body: &mut Vec<u8>,
+) -> Result<Page> {
     let mut params = ListParams::default().limit(limit);
     if let Some(token) = continue_token {
         params = params.continue_token(token);
     }
     let request =
         Request::new(list_path(api)).list(&params).map_err(|err| Error::Cluster(format!("bad request: {err}")))?;
-    let body = send(client, request).await?;
-    let list: RawList = serde_json::from_str(&String::from_utf8_lossy(&body))
+    send_into(client, request, body).await?;
+    let list: RawList = serde_json::from_str(&String::from_utf8_lossy(body))
         .map_err(|err| Error::Cluster(format!("the list of {} is not valid JSON: {err}", api.plural)))?;
     Ok(Page {
         items: list.items.unwrap_or_default(),
@@ -158,8 +165,9 @@ pub async fn namespace_labels(client: &kube::Client, limit: u32) -> Result<HashM
     };
     let mut labels = HashMap::new();
     let mut continue_token: Option<String> = None;
+    let mut body = Vec::new();
     loop {
-        let page = list_page(client, &api, limit, continue_token.as_deref()).await?;
+        let page = list_page(client, &api, limit, continue_token.as_deref(), &mut body).await?;
         for namespace in page.objects().filter_map(std::result::Result::ok) {
             let Some(name) = namespace["metadata"]["name"].as_str() else { continue };
             let own: BTreeMap<String, String> = namespace["metadata"]["labels"]
@@ -203,7 +211,15 @@ pub async fn cluster_uid(client: &kube::Client) -> Result<String> {
         .ok_or_else(|| Error::Cluster("the kube-system namespace has no uid".into()))
 }
 
-async fn send(client: &kube::Client, request: http::Request<Vec<u8>>) -> Result<bytes::Bytes> {
+async fn send(client: &kube::Client, request: http::Request<Vec<u8>>) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    send_into(client, request, &mut body).await?;
+    Ok(body)
+}
+
+/// Sends `request` and reads the response body into `body` (emptied first): a listing passes
+/// the same buffer for every page, so a page's body is not a fresh allocation of its size.
+async fn send_into(client: &kube::Client, request: http::Request<Vec<u8>>, body: &mut Vec<u8>) -> Result<()> {
     let path = request.uri().path().to_owned();
     let response = client
         .send(request.map(Body::from))
@@ -216,15 +232,19 @@ async fn send(client: &kube::Client, request: http::Request<Vec<u8>>) -> Result<
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse().ok())
         .map(Duration::from_secs);
-    let body = response
-        .into_body()
-        .collect_bytes()
-        .await
-        .map_err(|err| Error::Cluster(format!("GET {path}: reading the response: {}", error_chain(&err))))?;
-    if status.is_success() {
-        return Ok(body);
+    body.clear();
+    let mut incoming = response.into_body();
+    while let Some(frame) = incoming.frame().await {
+        let frame =
+            frame.map_err(|err| Error::Cluster(format!("GET {path}: reading the response: {}", error_chain(&err))))?;
+        if let Some(data) = frame.data_ref() {
+            body.extend_from_slice(data);
+        }
     }
-    let reason = serde_json::from_slice::<Value>(&body)
+    if status.is_success() {
+        return Ok(());
+    }
+    let reason = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|status| status["message"].as_str().map(str::to_owned))
         .unwrap_or_default();

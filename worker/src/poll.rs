@@ -224,7 +224,8 @@ impl Poller {
         let mut staging: Option<Staging> = None;
         let mut skipped = Vec::new();
         let mut restarts = 0;
-        let mut page = self.fetch(listing, None).await?;
+        let mut body = Vec::new();
+        let mut page = self.fetch(listing, None, &mut body).await?;
         loop {
             flatten(listing, &page, &mut held, &mut skipped);
             if staging.is_none() && held.iter().map(Vec::len).sum::<usize>() > self.in_place_limit {
@@ -235,7 +236,7 @@ impl Poller {
                 tracing::debug!(rows = staging.rows(), "page loaded");
             }
             let Some(token) = page.continue_token else { break };
-            page = match self.fetch(listing, Some(&token)).await {
+            page = match self.fetch(listing, Some(&token), &mut body).await {
                 Err(Error::Expired(why)) if restarts < MAX_LIST_RESTARTS => {
                     restarts += 1;
                     tracing::warn!(%why, restarts, "continue token expired; listing again from the start");
@@ -244,7 +245,7 @@ impl Poller {
                     }
                     held.iter_mut().for_each(Vec::clear);
                     skipped.clear();
-                    self.fetch(listing, None).await?
+                    self.fetch(listing, None, &mut body).await?
                 }
                 page => page?,
             };
@@ -270,12 +271,13 @@ impl Poller {
         staging.swap(conn, &listing.context.name, job, run_id, &outcome).await
     }
 
-    /// One page of the resource: a list page, or the cluster's discovery or version document.
-    async fn fetch(&self, listing: &Listing<'_>, continue_token: Option<&str>) -> Result<Page> {
+    /// One page of the resource: a list page (its body read into `body`), or the cluster's
+    /// discovery or version document.
+    async fn fetch(&self, listing: &Listing<'_>, continue_token: Option<&str>, body: &mut Vec<u8>) -> Result<Page> {
         let client = &listing.client;
         match listing.resource.source {
             ResourceSource::List => {
-                kubeapi::list_page(client, &listing.resource.api, self.page_size, continue_token).await
+                kubeapi::list_page(client, &listing.resource.api, self.page_size, continue_token, body).await
             }
             ResourceSource::Discovery => kubeapi::discovery(client).await,
             ResourceSource::Version => kubeapi::version(client).await,
