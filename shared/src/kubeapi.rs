@@ -1,8 +1,8 @@
 //! Listing one resource of one cluster, page by page, as raw JSON objects.
 //!
 //! Pages are fetched with `limit` and `continue` so a worker holds one page at a time, whatever
-//! the cluster's size. Objects stay `serde_json::Value`: one malformed object is skipped (and
-//! counted) instead of failing its page. Errors are classified so the worker knows what to do:
+//! the cluster's size, and its objects are parsed into `serde_json::Value` one at a time as
+//! they are read: one malformed object is skipped (and counted) instead of failing its page. Errors are classified so the worker knows what to do:
 //! an expired continue token restarts the listing, a resource the cluster does not serve skips
 //! the job, anything else fails the attempt (after `Retry-After`, when the server gave one).
 
@@ -39,6 +39,7 @@ pub struct Page {
 }
 
 impl Page {
+    /// A page of whole documents (discovery, `/version`), which need no `metadata.name`.
     fn of_documents(source: &str, documents: &[Value], skipped: Vec<String>) -> Result<Self> {
         let items = documents
             .iter()
