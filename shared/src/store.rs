@@ -41,6 +41,9 @@ const SWAP_RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// How many times a swap is tried when it cannot get its locks in time (about half a minute
 /// of waiting in all).
 const SWAP_TRIES: u32 = 20;
+/// PostgreSQL 15 (`server_version_num`): the seal flushes statistics with
+/// `pg_stat_force_next_flush()`, new in 15.
+const MIN_SERVER_VERSION: i32 = 150_000;
 /// COPY data goes out in messages of at most this many bytes: a connection's write buffer grows
 /// to its largest message and keeps that size for the pool's lifetime.
 const COPY_MESSAGE_BYTES: usize = 128 * 1024;
@@ -57,6 +60,13 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
 
 /// Applies the migrations and creates (or extends) every catalog table for the registry's fields.
 pub async fn prepare(pool: &PgPool, registry: &Registry) -> Result<()> {
+    let (version, shown): (i32, String) =
+        sqlx::query_as("SELECT current_setting('server_version_num')::int, current_setting('server_version')")
+            .fetch_one(pool)
+            .await?;
+    if version < MIN_SERVER_VERSION {
+        return Err(Error::Database(format!("kubecensus needs PostgreSQL 15 or later; this server is {shown}")));
+    }
     MIGRATOR.run(pool).await.map_err(|err| Error::Database(format!("migrations: {err}")))?;
     ensure_tables(pool, &registry.field_names(), &registry.namespace_field_names()).await
 }
