@@ -622,10 +622,7 @@ pub async fn sweep_staging(pool: &PgPool, stale_after: Duration) -> Result<usize
     .bind(PARTITIONS_SCHEMA)
     .fetch_all(pool)
     .await?;
-    let mut conn = pool.acquire().await?;
-    for orphan in &orphans {
-        execute(&mut conn, format!("DROP TABLE IF EXISTS {PARTITIONS_SCHEMA}.{orphan}")).await?;
-    }
+    drop_tables(&mut *pool.acquire().await?, &orphans).await?;
     Ok(orphans.len())
 }
 

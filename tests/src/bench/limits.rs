@@ -211,28 +211,12 @@ pub async fn load(env: &BenchEnv, dump: &Dump, connections: usize, mode: LoadMod
     let seconds = started.elapsed().as_secs_f64();
     if mode == LoadMode::Indexed {
         // The plain tables stay for the next load, without indexes.
-        let names: Vec<String> =
-            sqlx::query_scalar("SELECT quote_ident(indexname) FROM pg_indexes WHERE schemaname = $1")
-                .bind(SCHEMA)
-                .fetch_all(&env.pool)
-                .await?;
-        let list: Vec<String> = names.iter().map(|n| format!("{SCHEMA}.{n}")).collect();
-        if !list.is_empty() {
-            sqlx::raw_sql(&format!("DROP INDEX {}", list.join(", "))).execute(&env.pool).await?;
-        }
+        drop_listed(env, "INDEX", "SELECT quote_ident(indexname) FROM pg_indexes WHERE schemaname = $1").await?;
     }
     if seal {
         // The per-file tables go; the plain ones stay for the next load.
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = $1 AND tablename LIKE '%\\_\\_%'",
-        )
-        .bind(SCHEMA)
-        .fetch_all(&env.pool)
-        .await?;
-        for chunk in names.chunks(200) {
-            let list: Vec<String> = chunk.iter().map(|n| format!("{SCHEMA}.{n}")).collect();
-            sqlx::raw_sql(&format!("DROP TABLE {}", list.join(", "))).execute(&env.pool).await?;
-        }
+        let tables = "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = $1 AND tablename LIKE '%\\_\\_%'";
+        drop_listed(env, "TABLE", tables).await?;
     }
     Ok(LoadResult {
         mode,
@@ -244,6 +228,17 @@ pub async fn load(env: &BenchEnv, dump: &Dump, connections: usize, mode: LoadMod
         rows_per_s: dump.rows as f64 / seconds,
         mb_per_s: dump.bytes as f64 / 1e6 / seconds,
     })
+}
+
+/// Drops the `object`s (`INDEX`, `TABLE`) of the bench schema whose quoted names `names_sql`
+/// lists (given the schema as `$1`), 200 to a statement.
+async fn drop_listed(env: &BenchEnv, object: &str, names_sql: &str) -> anyhow::Result<()> {
+    let names: Vec<String> = sqlx::query_scalar(names_sql).bind(SCHEMA).fetch_all(&env.pool).await?;
+    for chunk in names.chunks(200) {
+        let list: Vec<String> = chunk.iter().map(|n| format!("{SCHEMA}.{n}")).collect();
+        sqlx::raw_sql(&format!("DROP {object} {}", list.join(", "))).execute(&env.pool).await?;
+    }
+    Ok(())
 }
 
 /// Runs a psql script, stopping at the first error.

@@ -319,33 +319,26 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         report.readers.push(copying);
         // Only the pods jobs: their swaps are the ones that lock the table the readers read.
         // First written in place (DELETE + COPY in one transaction: the same work, no swap),
-        // then through staging and swaps, as by default.
-        let mut spec = round_spec(args, "readers-in-place".into(), &registry, max_workers, timeout);
-        spec.tables = vec!["kubernetes_pods".into()];
-        spec.in_place_limit = Some(IN_PLACE_EVERYTHING);
-        tracing::info!(workers = max_workers, "readers during a kubecensus refresh of every cluster's pods, in place");
-        let (in_place, _) = readers::measure(
-            &url,
-            "no swaps: during a kubecensus refresh of every cluster's pods, in place",
-            args.readers,
-            &pods,
-            refresh::run_round(env, &js, &spec),
-        )
-        .await?;
-        report.readers.push(in_place);
-        tracing::info!(workers = max_workers, "readers during a kubecensus refresh of every cluster's pods (swaps)");
-        let mut spec = round_spec(args, "readers".into(), &registry, max_workers, timeout);
-        spec.tables = vec!["kubernetes_pods".into()];
-        let (swapping, round) = readers::measure(
-            &url,
-            "swaps: during a kubecensus refresh of every cluster's pods",
-            args.readers,
-            &pods,
-            refresh::run_round(env, &js, &spec),
-        )
-        .await?;
-        report.readers.push(swapping);
-        report.readers_round = Some(round);
+        // then through staging and swaps, as by default; the latter round is reported.
+        for (label, in_place_limit, phase) in [
+            (
+                "readers-in-place",
+                Some(IN_PLACE_EVERYTHING),
+                "no swaps: during a kubecensus refresh of every cluster's pods, in place",
+            ),
+            ("readers", None, "swaps: during a kubecensus refresh of every cluster's pods"),
+        ] {
+            let mut spec = round_spec(args, label.into(), &registry, max_workers, timeout);
+            spec.tables = vec!["kubernetes_pods".into()];
+            spec.in_place_limit = in_place_limit;
+            tracing::info!(workers = max_workers, phase, "readers");
+            let (readings, round) =
+                readers::measure(&url, phase, args.readers, &pods, refresh::run_round(env, &js, &spec)).await?;
+            report.readers.push(readings);
+            if in_place_limit.is_none() {
+                report.readers_round = Some(round);
+            }
+        }
     }
     if dump.is_some() {
         limits::drop_tables(env).await?;
