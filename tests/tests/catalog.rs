@@ -22,8 +22,9 @@ use kubecensus_tests::{
 use serde_json::{Map, Value, json};
 use sqlx::PgPool;
 
-fn shared(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared").join(path)
+/// A file or folder of `tests/fixtures` (where each comes from: `tests/fixtures/SOURCES.md`).
+fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(path)
 }
 
 fn repo(path: &str) -> PathBuf {
@@ -33,7 +34,7 @@ fn repo(path: &str) -> PathBuf {
 /// kubequery's tables and columns (with their kubequery types): the reference plus the 1.1.x
 /// variant's additions.
 fn kubequery_schema() -> BTreeMap<String, BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(shared("reference/kubequery-schema.json")).expect("the kubequery reference");
+    let text = std::fs::read_to_string(fixture("reference/kubequery-schema.json")).expect("the kubequery reference");
     let reference: Value = serde_json::from_str(&text).unwrap();
     let mut tables: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for table in reference["tables"].as_array().unwrap() {
@@ -345,7 +346,7 @@ fn same(stored: &Value, expected: &Value) -> bool {
 
 async fn fixture_fleet(env: &mut TestEnv, folder: &str) -> (Fleet, PathBuf) {
     let spec =
-        FleetSpec { clusters: 1, objects: Some(shared(folder)), name_prefix: "fx".into(), ..FleetSpec::default() };
+        FleetSpec { clusters: 1, objects: Some(fixture(folder)), name_prefix: "fx".into(), ..FleetSpec::default() };
     let fleet = Fleet::start(spec, &env.dir).await.unwrap();
     (fleet, env.dir.join("clusters.yaml"))
 }
@@ -353,7 +354,7 @@ async fn fixture_fleet(env: &mut TestEnv, folder: &str) -> (Fleet, PathBuf) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_field_of_the_api_testdata_objects_lands_in_its_column() {
     let mut env = TestEnv::new().await.unwrap();
-    let (fleet, registry) = fixture_fleet(&mut env, "fixtures/api-testdata").await;
+    let (fleet, registry) = fixture_fleet(&mut env, "api-testdata").await;
     let runs = refresh_everything(&mut env, &registry).await;
     let cluster = fleet.clusters()[0].name.clone();
     assert_every_job_finished(&runs, std::slice::from_ref(&cluster));
@@ -402,7 +403,7 @@ async fn every_field_of_the_api_testdata_objects_lands_in_its_column() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_real_object_goes_through_the_pipeline() {
     let mut env = TestEnv::new().await.unwrap();
-    let (fleet, registry) = fixture_fleet(&mut env, "fixtures/real").await;
+    let (fleet, registry) = fixture_fleet(&mut env, "real").await;
     let runs = refresh_everything(&mut env, &registry).await;
     let cluster = fleet.clusters()[0].name.clone();
     assert_every_job_finished(&runs, std::slice::from_ref(&cluster));

@@ -2,7 +2,7 @@
 //! namespace (a Deployment with its ReplicaSet, a Service and its Endpoints, RBAC, policies,
 //! storage, jobs, events) and per cluster (a DaemonSet and a StatefulSet in kube-system, cluster
 //! RBAC, storage classes and CSI objects per node, webhooks, component statuses), shaped after
-//! real objects (`../shared/fixtures/real`). Deterministic for a seed, like the rest.
+//! real objects (`tests/fixtures/real`). Deterministic for a seed, like the rest.
 
 use chrono::Duration;
 use serde_json::{Value, json};
