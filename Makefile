@@ -1,5 +1,5 @@
 # kubecensus: the two commands of the quick start, and the services they need.
-.PHONY: demo test services lint bench
+.PHONY: demo test services lint bench bench-scale
 
 # Services up, a simulated fleet (or KUBECONFIG=...), two workers, one refresh, a report.
 demo:
@@ -22,3 +22,9 @@ bench: services
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+# kubecensus at 1,000 clusters (BENCHMARKS.md): a private PostgreSQL, 1,000 simulated clusters,
+# first load, refresh with churn, size, queries. Knobs: make bench-scale BENCH_SCALE_ARGS='--pods 1000'.
+bench-scale: services
+	cargo build --profile bench-release --workspace --bins
+	$${CARGO_TARGET_DIR:-target}/bench-release/bench-scale $(BENCH_SCALE_ARGS)

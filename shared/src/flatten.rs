@@ -61,12 +61,6 @@ impl<'a> Layout<'a> {
         names
     }
 
-    /// The column names in storage order, quoted and comma-separated, for SQL (kubequery has
-    /// columns named like reserved words: `group`, `default`).
-    pub fn column_list(&self) -> String {
-        self.column_names().iter().map(|name| quoted(name)).collect::<Vec<_>>().join(", ")
-    }
-
     /// The SQL type of a column of this layout: the catalog's, or `text` for a registry field.
     pub fn sql_type(&self, name: &str) -> &'static str {
         self.table.columns.iter().find(|column| column.name == name).map_or("text", |column| column.ty.sql_type())
@@ -151,12 +145,6 @@ impl<'a> Layout<'a> {
             }
         }
     }
-}
-
-/// A column name quoted for SQL. Names are catalog or registry identifiers (lower-case letters,
-/// digits, `_`), so quoting only keeps reserved words such as `group` usable.
-pub fn quoted(name: &str) -> String {
-    format!("\"{name}\"")
 }
 
 /// One row's inputs: the object, and for per-item tables the item, its status and its tag.

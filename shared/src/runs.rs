@@ -34,22 +34,46 @@ impl Status {
     }
 }
 
+/// Rows of a (cluster, resource) refresh, across the resource's tables.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowCounts {
+    /// Rows the cluster has after the refresh (`runs.rows_written`).
+    pub total: u64,
+    /// Rows written because they are new or changed.
+    pub inserted: u64,
+    /// Rows deleted because their object changed or is gone.
+    pub deleted: u64,
+}
+
+impl std::ops::Add for RowCounts {
+    type Output = Self;
+    fn add(self, other: Self) -> Self {
+        Self {
+            total: self.total + other.total,
+            inserted: self.inserted + other.inserted,
+            deleted: self.deleted + other.deleted,
+        }
+    }
+}
+
 /// The outcome recorded when an attempt ends.
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub status: Status,
-    pub rows_written: Option<u64>,
+    /// Set when rows were written.
+    pub rows: Option<RowCounts>,
     pub objects_skipped: u32,
     pub error: Option<String>,
 }
 
 impl Outcome {
-    pub fn succeeded(rows: u64) -> Self {
-        Self { status: Status::Succeeded, rows_written: Some(rows), objects_skipped: 0, error: None }
+    /// A success; its row counts are filled in by the transaction that writes the rows.
+    pub fn succeeded() -> Self {
+        Self { status: Status::Succeeded, rows: None, objects_skipped: 0, error: None }
     }
 
     pub fn failed(status: Status, error: String) -> Self {
-        Self { status, rows_written: None, objects_skipped: 0, error: Some(error) }
+        Self { status, rows: None, objects_skipped: 0, error: Some(error) }
     }
 }
 
@@ -73,7 +97,7 @@ pub async fn start(pool: &PgPool, job: &Job, attempt: u32, worker_id: &str) -> R
     Ok(run_id)
 }
 
-/// Records that a running attempt is alive (the staging sweep spares it).
+/// Records that a running attempt is alive (the sweep spares it).
 pub async fn heartbeat(pool: &PgPool, run_id: Uuid) -> Result<()> {
     sqlx::query("UPDATE runs SET heartbeat_at = now() WHERE run_id = $1 AND status = 'running'")
         .bind(run_id)
@@ -86,14 +110,16 @@ pub async fn heartbeat(pool: &PgPool, run_id: Uuid) -> Result<()> {
 pub async fn finish(conn: &mut PgConnection, run_id: Uuid, outcome: &Outcome) -> Result<()> {
     sqlx::query(
         "UPDATE runs SET status = $2, rows_written = $3, objects_skipped = objects_skipped + $4, error = $5,
-                finished_at = clock_timestamp(), heartbeat_at = clock_timestamp()
+                rows_inserted = $6, rows_deleted = $7, finished_at = clock_timestamp(), heartbeat_at = clock_timestamp()
          WHERE run_id = $1",
     )
     .bind(run_id)
     .bind(outcome.status.as_str())
-    .bind(outcome.rows_written.map(|rows| rows as i64))
+    .bind(outcome.rows.map(|rows| rows.total as i64))
     .bind(outcome.objects_skipped as i32)
     .bind(&outcome.error)
+    .bind(outcome.rows.map(|rows| rows.inserted as i64))
+    .bind(outcome.rows.map(|rows| rows.deleted as i64))
     .execute(&mut *conn)
     .await?;
     Ok(())

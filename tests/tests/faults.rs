@@ -12,15 +12,14 @@ use kubecensus_tests::{
 };
 use sqlx::PgPool;
 
-/// Worker flags that make redelivery and the staging sweep quick enough for a test.
-/// Every job goes through staging tables (nothing is written in place), so there is staging to
-/// leave behind or to restart.
+/// Worker flags that make redelivery and the sweep of dead workers' runs quick enough for a
+/// test. Every job streams its new rows into staging (none are held in memory), so there is
+/// staging to leave behind or to restart.
 const QUICK_STAGED: &[&str] =
     &["--ack-wait", "2s", "--page-size", "10", "--retry-delay", "1s", "--in-place-limit", "0"];
 
-/// Unattached tables in the partitions schema: staging in progress or left behind.
-const LEFTOVERS: &str = "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE n.nspname = 'kubecensus_partitions' AND c.relkind = 'r' AND NOT c.relispartition";
+/// Staging tables of any session (temporary tables): a job in progress, or left behind.
+const LEFTOVERS: &str = "SELECT count(*) FROM pg_class WHERE relpersistence = 't' AND relname LIKE '%\\_staging'";
 
 async fn leftovers(pool: &PgPool) -> i64 {
     sqlx::query_scalar(LEFTOVERS).fetch_one(pool).await.unwrap()
@@ -45,8 +44,7 @@ async fn a_worker_killed_mid_job_leaves_nothing_half_done_and_the_job_completes_
     env.scheduler(&registry, &["refresh", "--table", "kubernetes_pods"]).await.unwrap();
     env.wait_until(
         "sim-01's job to be mid-listing",
-        "SELECT count(*) > 0 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE n.nspname = 'kubecensus_partitions' AND NOT c.relispartition AND c.relname LIKE 'kubernetes_pods\\_\\_%'
+        "SELECT count(*) > 0 FROM pg_class WHERE relpersistence = 't' AND relname = 'kubernetes_pods_staging'
            AND EXISTS (SELECT 1 FROM runs WHERE cluster_name = 'sim-01' AND status = 'running' AND trigger = 'manual')",
         Duration::from_secs(30),
     )
@@ -54,7 +52,13 @@ async fn a_worker_killed_mid_job_leaves_nothing_half_done_and_the_job_completes_
     .unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
     env.kill(first);
-    assert!(leftovers(&env.pool).await > 0, "the killed worker left staging tables");
+    env.wait_until(
+        "the dead worker's staging to go with its session",
+        &format!("SELECT ({LEFTOVERS}) = 0"),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
 
     env.spawn_worker("worker-2", &registry, QUICK_STAGED).unwrap();
     env.wait_until(
@@ -65,9 +69,13 @@ async fn a_worker_killed_mid_job_leaves_nothing_half_done_and_the_job_completes_
     )
     .await
     .unwrap();
-    env.wait_until("the sweep to remove the dead worker's staging", "SELECT count(*) = 0 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'kubecensus_partitions' AND c.relkind = 'r' AND NOT c.relispartition", Duration::from_secs(30))
-        .await
-        .unwrap();
+    env.wait_until(
+        "the sweep to mark the dead worker's run abandoned",
+        "SELECT count(*) = 1 FROM runs WHERE worker_id = 'worker-1' AND status = 'abandoned'",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     readers.assert_old_or_new(&old, &new).await;
     assert_every_clusters_pods_equal(&env.pool, &fleet).await;
     let abandoned: String = sqlx::query_scalar(
@@ -274,7 +282,7 @@ async fn bad_objects_are_sanitized_or_skipped_and_cost_no_other_row() {
     assert_eq!(row("huge-annotation", "length(annotations->>'big')").await.as_deref(), Some("1048576"));
     assert_eq!(row("many-labels", "(SELECT count(*) FROM jsonb_object_keys(labels))").await.as_deref(), Some("10000"));
     assert_eq!(row("unknown-fields", "name").await.as_deref(), Some("unknown-fields"));
-    assert!(env.log("worker").contains("swapped"), "the worker carried on");
+    assert!(env.log("worker").contains("replaced"), "the worker carried on");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,5 +406,5 @@ async fn credentials_never_leak_and_tls_is_verified_with_each_clusters_ca() {
             assert!(!haystack.contains(&cluster.token), "{}'s token appears in the {name}", cluster.name);
         }
     }
-    assert!(env.log("tracer").contains("swapped"), "the trace-level worker did its jobs");
+    assert!(env.log("tracer").contains("replaced"), "the trace-level worker did its jobs");
 }

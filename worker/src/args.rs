@@ -21,9 +21,9 @@ pub struct Args {
     /// Objects per page when listing.
     #[arg(long, env = "KUBECENSUS_PAGE_SIZE", default_value_t = 500)]
     pub page_size: u32,
-    /// Bytes of rows (COPY text) a job may hold in memory to replace a cluster's rows in place,
-    /// in one transaction; a larger listing goes through staging tables and a partition swap.
-    /// A worker's memory is bounded by about this times its concurrency.
+    /// Bytes of new or changed rows (COPY text) a job holds in memory until its final
+    /// transaction; past it they are streamed into a temporary staging table of the job's
+    /// session. A worker's memory is bounded by about this times its concurrency.
     #[arg(long, env = "KUBECENSUS_IN_PLACE_LIMIT", default_value_t = 2 << 20)]
     pub in_place_limit: usize,
     /// Clusters whose API client (its connection pool and TLS state) is kept between jobs; the

@@ -123,15 +123,15 @@ async fn shutdown_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
-/// Drops staging tables left by dead workers, now and every ack wait. A run whose worker has
+/// Marks `abandoned` the runs of dead workers, now and every ack wait. A run whose worker has
 /// not heartbeated for three ack waits (nine heartbeats) is dead.
 async fn sweep_forever(pool: sqlx::PgPool, ack_wait: Duration) {
     let mut ticks = tokio::time::interval(ack_wait);
     loop {
         ticks.tick().await;
-        match store::sweep_staging(&pool, 3 * ack_wait).await {
+        match store::sweep_runs(&pool, 3 * ack_wait).await {
             Ok(0) => {}
-            Ok(dropped) => tracing::info!(dropped, "dropped staging tables left by dead workers"),
+            Ok(swept) => tracing::info!(swept, "runs of dead workers marked abandoned"),
             Err(err) => tracing::warn!(%err, "sweep failed"),
         }
     }

@@ -1,5 +1,5 @@
 //! One job, from its message to swapped rows: resolve the cluster, list the resource page by
-//! page, flatten each page into COPY rows for every table of the resource, load staging, swap.
+//! page, flatten each page into COPY rows for every table of the resource, replace what changed.
 //! Then ack, retry later (nak with a delay), or give up (term), with the outcome in `runs`.
 
 use std::time::Duration;
@@ -13,7 +13,7 @@ use kubecensus::{
     kubeapi::{self, Page},
     registry::{ClusterConfig, NamespaceFields, Registry},
     runs::{self, Outcome, Status},
-    store::{self, Staging, SwapOutcome},
+    store::{self, Refresh, SwapOutcome},
 };
 use lru::LruCache;
 use sqlx::{PgConnection, PgPool};
@@ -37,7 +37,7 @@ pub struct Poller {
     /// Jobs arrive on `<subject_prefix>.jobs.<cluster>.<table>`.
     pub subject_prefix: String,
     pub page_size: u32,
-    /// Bytes of rows a job holds in memory to write in place; past it, the job uses staging.
+    /// Bytes of new rows a job holds in memory; past it, they go to the session's staging.
     pub in_place_limit: usize,
     pub max_attempts: u32,
     pub retry_delay: Duration,
@@ -105,16 +105,9 @@ impl Poller {
 
     /// Records the outcome and tells the queue what to do with the message.
     async fn settle(&self, message: &Message, job: &Job, attempt: u32, run_id: Uuid, result: Result<SwapOutcome>) {
-        // A resource the cluster does not serve never got as far as staging.
-        if !matches!(result, Ok(SwapOutcome::Swapped { .. }) | Err(Error::NotServed(_)))
-            && let Some(resource) = catalog().resource_of(&job.table)
-            && let Err(err) = store::drop_staging(&self.pool, run_id, &resource.tables).await
-        {
-            tracing::warn!(%err, "cannot drop the job's staging tables; the sweep will");
-        }
         let (outcome, ack_kind) = match result {
-            Ok(SwapOutcome::Swapped { rows }) => {
-                tracing::info!(rows, "swapped");
+            Ok(SwapOutcome::Swapped(rows)) => {
+                tracing::info!(rows = rows.total, inserted = rows.inserted, deleted = rows.deleted, "replaced");
                 return ack(message, AckKind::Ack).await;
             }
             Ok(SwapOutcome::Superseded { current }) => {
@@ -207,12 +200,9 @@ impl Poller {
         result
     }
 
-    /// Lists the resource page by page and replaces the cluster's rows with the run's outcome.
-    /// Rows are held in memory while they fit in `in_place_limit` (most resources of most
-    /// clusters): they are then written in place, in one transaction. A longer listing, or a
-    /// cluster's first, goes into staging tables (one COPY per table per page) that are swapped
-    /// in. An expired continue token starts the listing over (a bounded number of times), so
-    /// what is written is always one consistent list.
+    /// Lists the resource page by page and replaces the cluster's rows with the run's outcome,
+    /// writing only the rows that changed (see [`kubecensus::store::replace`]). New rows are held
+    /// in memory up to `in_place_limit` bytes, then streamed into the session's staging.
     async fn load_and_swap(
         &self,
         conn: &mut PgConnection,
@@ -220,55 +210,55 @@ impl Poller {
         job: &Job,
         run_id: Uuid,
     ) -> Result<SwapOutcome> {
-        let mut held: Vec<Vec<u8>> = vec![Vec::new(); listing.layouts.len()];
-        let mut staging: Option<Staging> = None;
+        let mut refresh = Refresh::begin(conn, &listing.context.name, &listing.layouts).await?;
+        match self.load(conn, listing, &mut refresh).await {
+            Ok(skipped) => refresh.commit(conn, job, run_id, &outcome_of(&skipped)).await,
+            Err(err) => {
+                if let Err(discard) = refresh.discard(conn).await {
+                    tracing::warn!(err = %discard, "cannot drop the job's staging; it goes with the connection");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Lists every page into `refresh`; returns why objects were skipped. An expired continue
+    /// token starts the listing over (a bounded number of times), so what is written is always
+    /// one consistent list.
+    async fn load(
+        &self,
+        conn: &mut PgConnection,
+        listing: &Listing<'_>,
+        refresh: &mut Refresh<'_>,
+    ) -> Result<Vec<String>> {
+        let mut rows: Vec<Vec<u8>> = vec![Vec::new(); listing.layouts.len()];
         let mut skipped = Vec::new();
         let mut restarts = 0;
         let mut body = Vec::new();
         let mut page = self.fetch(listing, None, &mut body).await?;
         loop {
-            flatten(listing, &page, &mut held, &mut skipped);
-            if staging.is_none() && held.iter().map(Vec::len).sum::<usize>() > self.in_place_limit {
-                staging = Some(Staging::create(conn, &listing.layouts, run_id).await?);
+            flatten(listing, &page, &mut rows, &mut skipped);
+            for (index, table_rows) in rows.iter_mut().enumerate() {
+                refresh.add(index, table_rows);
+                table_rows.clear();
             }
-            if let Some(staging) = &mut staging {
-                staging.copy_all(conn, &mut held).await?;
-                tracing::debug!(rows = staging.rows(), "page loaded");
+            if refresh.held_bytes() > self.in_place_limit {
+                refresh.spill(conn).await?;
+                tracing::debug!(rows = refresh.rows(), "page listed; new rows staged");
             }
             let Some(token) = page.continue_token else { break };
             page = match self.fetch(listing, Some(&token), &mut body).await {
                 Err(Error::Expired(why)) if restarts < MAX_LIST_RESTARTS => {
                     restarts += 1;
                     tracing::warn!(%why, restarts, "continue token expired; listing again from the start");
-                    if let Some(staging) = &mut staging {
-                        staging.truncate(conn).await?;
-                    }
-                    held.iter_mut().for_each(Vec::clear);
+                    refresh.restart(conn).await?;
                     skipped.clear();
                     self.fetch(listing, None, &mut body).await?
                 }
                 page => page?,
             };
         }
-        let outcome = outcome_of(&skipped);
-        let staging = match staging {
-            Some(staging) => staging,
-            None => {
-                let tables: Vec<(Layout, &[u8])> =
-                    listing.layouts.iter().copied().zip(held.iter().map(Vec::as_slice)).collect();
-                if let Some(replaced) =
-                    store::replace_in_place(conn, &listing.context.name, job, run_id, &outcome, &tables).await?
-                {
-                    return Ok(replaced);
-                }
-                // The cluster's first load: it has no partitions to write into yet.
-                let mut staging = Staging::create(conn, &listing.layouts, run_id).await?;
-                staging.copy_all(conn, &mut held).await?;
-                staging
-            }
-        };
-        staging.seal(conn, &listing.context.name).await?;
-        staging.swap(conn, &listing.context.name, job, run_id, &outcome).await
+        Ok(skipped)
     }
 
     /// One page of the resource: a list page (its body read into `body`), or the cluster's
@@ -331,7 +321,7 @@ fn outcome_of(skipped: &[String]) -> Outcome {
     Outcome {
         objects_skipped: skipped.len() as u32,
         error: skipped.first().map(|first| format!("{} objects skipped; first: {first}", skipped.len())),
-        ..Outcome::succeeded(0)
+        ..Outcome::succeeded()
     }
 }
 

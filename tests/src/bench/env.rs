@@ -183,7 +183,7 @@ impl BenchEnv {
         let mut command = Command::new(self.config.bin_dir.join("scheduler"));
         self.configure(&mut command, registry);
         command.env("RUST_LOG", "warn");
-        kubecensus_tests::harness::run_scheduler(command, args).await
+        crate::harness::run_scheduler(command, args).await
     }
 
     /// Messages still in the job stream (pending, or delivered and not yet acked).

@@ -19,7 +19,12 @@ use std::{
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use kube::core::{Request, params::ListParams};
-use kubecensus::{catalog::catalog, kubeapi, registry::Registry};
+use kubecensus::{
+    catalog::catalog,
+    kubeapi,
+    registry::Registry,
+    store::sql::{Ident, literal},
+};
 use serde::{Deserialize, Serialize, de::IgnoredAny};
 use sqlx::{Connection, PgConnection};
 
@@ -81,23 +86,24 @@ pub struct LoadResult {
     pub mb_per_s: f64,
 }
 
-/// Dumps every attached partition (as `snapshots` lists them) into `dir`.
+/// Dumps every (cluster, table)'s rows (as `snapshots` lists them) into `dir`.
 pub async fn dump(env: &BenchEnv, dir: &Path) -> anyhow::Result<Dump> {
     let started = Instant::now();
     std::fs::create_dir_all(dir)?;
-    let partitions: Vec<(String, String, String, i64)> =
-        sqlx::query_as("SELECT cluster_name, table_name, partition, row_count FROM snapshots ORDER BY row_count DESC")
+    let snapshots: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT cluster_name, table_name, row_count FROM snapshots ORDER BY row_count DESC")
             .fetch_all(&env.pool)
             .await?;
     let mut conn = env.pool.acquire().await?;
     let mut files = Vec::new();
-    for (cluster, table, partition, rows) in partitions {
+    for (cluster, table, rows) in snapshots {
         if rows == 0 {
             continue;
         }
         let path = dir.join(format!("{table}.{cluster}.tsv"));
         let mut data = Vec::new();
-        let mut stream = conn.copy_out_raw(&format!("COPY kubecensus_partitions.{partition} TO STDOUT")).await?;
+        let select = format!("SELECT * FROM {} WHERE cluster_name = {}", Ident::new(&table)?, literal(&cluster));
+        let mut stream = conn.copy_out_raw(&format!("COPY ({select}) TO STDOUT")).await?;
         while let Some(chunk) = stream.try_next().await? {
             data.extend_from_slice(&chunk);
         }

@@ -1,4 +1,4 @@
-//! The pieces of `bench` (see `src/bin/bench.rs` and BENCHMARKS.md).
+//! The pieces of `bench` and `bench-scale` (see `src/bin/` and BENCHMARKS.md).
 
 pub mod env;
 pub mod limits;
@@ -6,4 +6,5 @@ pub mod queries;
 pub mod readers;
 pub mod refresh;
 pub mod report;
+pub mod scale;
 pub mod stats;

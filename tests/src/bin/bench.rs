@@ -8,24 +8,21 @@
 //!
 //! `make bench` builds the `bench-release` profile and runs it; `bench --smoke` is a tiny run.
 
-#[path = "../bench/mod.rs"]
-mod bench;
-
 use std::{
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
-use bench::{
+use clap::{Parser, ValueEnum};
+use kubecensus::catalog::catalog;
+use kubecensus_tests::bench::{
     env::{BenchEnv, EnvConfig, default_bin_dir},
     limits::{self, LoadMode},
     queries, readers,
     refresh::{self, RoundSpec},
     report::{ClusterSize, Overhead, Report, Setup},
 };
-use clap::{Parser, ValueEnum};
-use kubecensus::catalog::catalog;
 use kubecensus_tests::fleet::{Fleet, FleetSpec};
 
 /// Sections of the benchmark, for `--skip`.

@@ -1,0 +1,5 @@
+-- The hash-partitioned layout (shared/src/store/schema.rs): a snapshot no longer names a
+-- partition; every run records how many rows it inserted and deleted (only changed rows are
+-- written).
+ALTER TABLE snapshots DROP COLUMN partition;
+ALTER TABLE runs ADD COLUMN rows_inserted bigint, ADD COLUMN rows_deleted bigint;

@@ -1,0 +1,120 @@
+//! PostgreSQL: the data tables, the registry as the database sees it, and the atomic replace of
+//! one cluster's rows.
+//!
+//! [`schema`] creates and upgrades the tables (one per catalog table, hash-partitioned by
+//! cluster); [`replace`] writes a job's rows; [`sql`] is the one way names get into SQL text.
+
+pub mod replace;
+pub mod schema;
+pub mod sql;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgPool, postgres::PgPoolOptions};
+
+use crate::{Error, Result, registry::Registry};
+
+pub use replace::{Refresh, SwapOutcome};
+pub use schema::ensure_tables;
+
+/// The migrations in `migrations/`, embedded.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// The schema holding every partition of the data tables.
+pub const PARTITIONS_SCHEMA: &str = "kubecensus_partitions";
+
+/// PostgreSQL 15 (`server_version_num`), the oldest release kubecensus is tested on (Debian 12's).
+const MIN_SERVER_VERSION: i32 = 150_000;
+/// COPY data goes out in messages of at most this many bytes: a connection's write buffer grows
+/// to its largest message and keeps that size for the pool's lifetime.
+const COPY_MESSAGE_BYTES: usize = 128 * 1024;
+
+/// Opens a pool; `max_connections` should cover a worker's concurrency plus one.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect(url)
+        .await
+        .map_err(|err| Error::Database(format!("cannot connect to PostgreSQL: {err}")))
+}
+
+/// Checks the server version, applies the migrations, and creates, converts or upgrades every
+/// catalog table for the registry's fields.
+pub async fn prepare(pool: &PgPool, registry: &Registry) -> Result<()> {
+    let (version, shown): (i32, String) =
+        sqlx::query_as("SELECT current_setting('server_version_num')::int, current_setting('server_version')")
+            .fetch_one(pool)
+            .await?;
+    if version < MIN_SERVER_VERSION {
+        return Err(Error::Database(format!("kubecensus needs PostgreSQL 15 or later; this server is {shown}")));
+    }
+    MIGRATOR.run(pool).await.map_err(|err| Error::Database(format!("migrations: {err}")))?;
+    ensure_tables(pool, &registry.field_names(), &registry.namespace_field_names()).await
+}
+
+/// Runs `statement` (a `COPY ... FROM STDIN`) with `rows` in COPY text format; returns the
+/// number of rows copied.
+async fn copy_in(conn: &mut PgConnection, statement: &str, rows: &[u8]) -> Result<u64> {
+    let mut copy = conn.copy_in_raw(statement).await?;
+    for message in rows.chunks(COPY_MESSAGE_BYTES) {
+        copy.send(message).await?;
+    }
+    Ok(copy.finish().await?)
+}
+
+/// Runs SQL text without parameters (DDL; several statements at once).
+async fn execute(conn: &mut PgConnection, sql: String) -> Result<()> {
+    sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(&sql)).await?;
+    Ok(())
+}
+
+/// Records the registry in `clusters`: names, servers and fields, never credentials.
+pub async fn sync_clusters(pool: &PgPool, registry: &Registry) -> Result<()> {
+    for cluster in &registry.clusters {
+        let fields = serde_json::to_value(&cluster.fields).unwrap_or_default();
+        sqlx::query(
+            "INSERT INTO clusters (name, server, fields) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET server = EXCLUDED.server, fields = EXCLUDED.fields, updated_at = now()
+             WHERE (clusters.server, clusters.fields) IS DISTINCT FROM (EXCLUDED.server, EXCLUDED.fields)",
+        )
+        .bind(&cluster.name)
+        .bind(&cluster.server)
+        .bind(fields)
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Notes a successful contact with a cluster and the uid of its `kube-system` namespace. The
+/// time is kept to the second: the many jobs of one cluster that start together then write (and
+/// wait for a commit to disk) once, not once each.
+pub async fn record_contact(pool: &PgPool, cluster: &str, cluster_uid: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE clusters SET cluster_uid = $2, last_contact = now()
+         WHERE name = $1
+           AND (cluster_uid IS DISTINCT FROM $2 OR last_contact IS NULL OR last_contact < now() - interval '1 second')",
+    )
+    .bind(cluster)
+    .bind(cluster_uid)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Marks `abandoned` the runs whose worker stopped heartbeating more than `stale_after` ago (a
+/// killed worker's); returns how many. Their rows were never written: a job writes in one
+/// transaction, and its staging was temporary, gone with its session.
+pub async fn sweep_runs(pool: &PgPool, stale_after: Duration) -> Result<u64> {
+    let swept = sqlx::query(
+        "UPDATE runs SET status = 'abandoned', finished_at = now(), error = 'the worker stopped heartbeating'
+         WHERE status = 'running' AND heartbeat_at < now() - $1::interval",
+    )
+    .bind(format!("{} milliseconds", stale_after.as_millis()))
+    .execute(pool)
+    .await?;
+    Ok(swept.rows_affected())
+}

@@ -1,0 +1,316 @@
+//! Replacing one cluster's rows of a resource's tables, atomically, writing only what changed.
+//!
+//! Every row carries `row_hash`, a 128-bit hash (XXH3) of its COPY text: its content, cluster
+//! fields included. A job first reads the hashes of the cluster's rows (one index scan per
+//! table, in one snapshot), then, while it lists, keeps each new row whose hash is not among them
+//! and counts the others as unchanged. At the end, one transaction deletes the rows whose hash
+//! the listing did not yield, inserts the new ones, and records the snapshot and the run's
+//! outcome. A reader sees the cluster's old rows or its new rows, never a mix and never none
+//! (MVCC: a statement sees what was committed when it started), and never waits: no table lock
+//! is taken, only the changed rows are touched, and other clusters' rows not at all. A failed
+//! job rolls back and leaves the last good rows. Dead rows are only those of changed objects,
+//! left to autovacuum (see [`super::schema`] for its settings).
+//!
+//! New rows are held in memory up to a limit; past it they are streamed with COPY into a
+//! temporary table of the job's session (no WAL, dropped with the session if the worker dies)
+//! and moved with `INSERT ... SELECT` in the final transaction.
+//!
+//! A job whose listing began before another job of the same (cluster, table) committed cannot
+//! trust the hashes it read: it fails with a retryable error, or is `superseded` when the other
+//! job was scheduled later.
+
+use std::{
+    collections::HashSet,
+    hash::{BuildHasherDefault, Hasher},
+};
+
+use chrono::{DateTime, Utc};
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use super::{
+    copy_in, execute,
+    schema::{ROW_HASH_COLUMN, TableShape},
+    sql::{Ident, Qualified},
+};
+use crate::{
+    Error, Result,
+    catalog::CLUSTER_COLUMN,
+    flatten::Layout,
+    job::Job,
+    runs::{self, Outcome, RowCounts},
+};
+
+/// What the replace did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SwapOutcome {
+    /// The new rows are in.
+    Swapped(RowCounts),
+    /// A job scheduled later had already replaced the rows; this job changed nothing.
+    Superseded { current: DateTime<Utc> },
+}
+
+/// One job's refresh of a cluster's rows of a resource: the rows there now (as hashes), the rows
+/// listed so far, and the new ones to insert.
+pub struct Refresh<'a> {
+    cluster: String,
+    /// The run whose rows the hashes were read from (`snapshots.run_id`), `None` before the
+    /// cluster's first load.
+    base: Option<Uuid>,
+    tables: Vec<TableChanges<'a>>,
+}
+
+/// A hasher for keys that are already hashes.
+#[derive(Default)]
+struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+    fn write_u128(&mut self, value: u128) {
+        self.0 = value as u64;
+    }
+}
+
+type HashSet128 = HashSet<u128, BuildHasherDefault<PreHashed>>;
+
+struct TableChanges<'a> {
+    shape: TableShape<'a>,
+    /// Hashes of the cluster's rows in the table before this job.
+    current: HashSet128,
+    /// Hashes of every row listed so far.
+    listed: HashSet128,
+    /// COPY text of new rows not yet written to staging, each line ending in its hash.
+    held: Vec<u8>,
+    /// New rows so far, held or in staging.
+    inserted: u64,
+    /// The session's temporary table holding new rows past the memory limit.
+    staging: Option<Qualified>,
+}
+
+impl<'a> Refresh<'a> {
+    /// Reads the hashes of `cluster`'s rows in the tables of `layouts` (one resource's, job table
+    /// first) and the run they came from, in one snapshot.
+    pub async fn begin(conn: &mut PgConnection, cluster: &str, layouts: &[Layout<'a>]) -> Result<Self> {
+        let mut tx = conn.begin().await?;
+        execute(&mut tx, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY".into()).await?;
+        let job_table = &layouts.first().ok_or_else(|| Error::Database("a resource without tables".into()))?.table.name;
+        let base: Option<Uuid> =
+            sqlx::query_scalar("SELECT run_id FROM snapshots WHERE cluster_name = $1 AND table_name = $2")
+                .bind(cluster)
+                .bind(job_table)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let mut tables = Vec::with_capacity(layouts.len());
+        for layout in layouts {
+            let shape = TableShape::new(layout)?;
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {} = $1",
+                Ident::derived(&[ROW_HASH_COLUMN]),
+                shape.name,
+                Ident::derived(&[CLUSTER_COLUMN])
+            );
+            let hashes: Vec<Uuid> = sqlx::query_scalar(&sql).bind(cluster).fetch_all(&mut *tx).await?;
+            let current = hashes.iter().map(Uuid::as_u128).collect();
+            tables.push(TableChanges {
+                shape,
+                current,
+                listed: HashSet128::default(),
+                held: Vec::new(),
+                inserted: 0,
+                staging: None,
+            });
+        }
+        tx.commit().await?;
+        Ok(Self { cluster: cluster.to_owned(), base, tables })
+    }
+
+    /// Takes rows of table `index` in COPY text (lines ending in `\n`, as [`crate::flatten`]
+    /// writes them): each is hashed; one the table already holds is only counted, a new one is
+    /// held with its hash appended. Identical rows (two equal rules of one Role) get distinct
+    /// hashes by their order.
+    pub fn add(&mut self, index: usize, rows: &[u8]) {
+        let table = &mut self.tables[index];
+        for line in rows.split_inclusive(|&byte| byte == b'\n') {
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let mut hash = xxhash_rust::xxh3::xxh3_128(line);
+            let mut seed = 0;
+            while !table.listed.insert(hash) {
+                seed += 1;
+                hash = xxhash_rust::xxh3::xxh3_128_with_seed(line, seed);
+            }
+            if !table.current.contains(&hash) {
+                table.held.extend_from_slice(line);
+                table.held.push(b'\t');
+                table.held.extend_from_slice(
+                    Uuid::from_u128(hash).hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes(),
+                );
+                table.held.push(b'\n');
+                table.inserted += 1;
+            }
+        }
+    }
+
+    /// Bytes of new rows held in memory.
+    pub fn held_bytes(&self) -> usize {
+        self.tables.iter().map(|table| table.held.len()).sum()
+    }
+
+    /// Rows listed so far, across the resource's tables.
+    pub fn rows(&self) -> u64 {
+        self.tables.iter().map(|table| table.listed.len() as u64).sum()
+    }
+
+    /// Streams the held rows into the session's temporary staging tables (created on first use).
+    pub async fn spill(&mut self, conn: &mut PgConnection) -> Result<()> {
+        for table in &mut self.tables {
+            if table.held.is_empty() {
+                continue;
+            }
+            let staging = match &table.staging {
+                Some(staging) => staging.clone(),
+                None => {
+                    let staging = Qualified {
+                        schema: Ident::derived(&["pg_temp"]),
+                        name: Ident::derived(&[&table.shape.table.name, "staging"]),
+                    };
+                    execute(
+                        conn,
+                        format!(
+                            "DROP TABLE IF EXISTS {staging}; CREATE TEMP TABLE {} (LIKE {})",
+                            staging.name, table.shape.name
+                        ),
+                    )
+                    .await?;
+                    table.staging = Some(staging.clone());
+                    staging
+                }
+            };
+            copy_in(conn, &format!("COPY {staging} ({}) FROM STDIN", table.shape.column_list()), &table.held).await?;
+            table.held.clear();
+        }
+        Ok(())
+    }
+
+    /// Forgets the rows listed so far, for a listing that starts over.
+    pub async fn restart(&mut self, conn: &mut PgConnection) -> Result<()> {
+        self.discard(conn).await?;
+        for table in &mut self.tables {
+            table.listed.clear();
+            table.held.clear();
+            table.inserted = 0;
+        }
+        Ok(())
+    }
+
+    /// Drops the job's staging tables, if any (after a failure, or once the rows are in).
+    pub async fn discard(&mut self, conn: &mut PgConnection) -> Result<()> {
+        for table in &mut self.tables {
+            if let Some(staging) = table.staging.take() {
+                execute(conn, format!("DROP TABLE IF EXISTS {staging}")).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the changes in one transaction with the snapshot and the run's `outcome` (its row
+    /// counts filled in), unless a later-scheduled job already replaced the rows.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when another job of the same (cluster, table) committed since
+    /// [`Self::begin`] (retry: the next attempt diffs against its rows), or any SQL error.
+    pub async fn commit(
+        mut self,
+        conn: &mut PgConnection,
+        job: &Job,
+        run_id: Uuid,
+        outcome: &Outcome,
+    ) -> Result<SwapOutcome> {
+        let result = self.write(conn, job, run_id, outcome).await;
+        self.discard(conn).await?;
+        result
+    }
+
+    async fn write(&self, conn: &mut PgConnection, job: &Job, run_id: Uuid, outcome: &Outcome) -> Result<SwapOutcome> {
+        let mut tx = conn.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("replace {} {}", self.cluster, job.table))
+            .execute(&mut *tx)
+            .await?;
+        let now: Option<(DateTime<Utc>, Uuid)> =
+            sqlx::query_as("SELECT scheduled_at, run_id FROM snapshots WHERE cluster_name = $1 AND table_name = $2")
+                .bind(&self.cluster)
+                .bind(&job.table)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some((current, _)) = now.filter(|(current, _)| *current > job.scheduled_at) {
+            return Ok(SwapOutcome::Superseded { current });
+        }
+        if now.map(|(_, run)| run) != self.base {
+            return Err(Error::Database(format!(
+                "another job replaced {}'s rows of {} while this one listed; the next attempt starts from its rows",
+                self.cluster, job.table
+            )));
+        }
+        let mut totals = RowCounts::default();
+        for table in &self.tables {
+            let counts = self.write_table(&mut tx, table).await?;
+            sqlx::query(
+                "INSERT INTO snapshots (cluster_name, table_name, job_id, run_id, scheduled_at, row_count)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (cluster_name, table_name) DO UPDATE SET job_id = EXCLUDED.job_id, run_id = EXCLUDED.run_id,
+                   scheduled_at = EXCLUDED.scheduled_at, row_count = EXCLUDED.row_count, swapped_at = now()",
+            )
+            .bind(&self.cluster)
+            .bind(&table.shape.table.name)
+            .bind(job.id)
+            .bind(run_id)
+            .bind(job.scheduled_at)
+            .bind(counts.total as i64)
+            .execute(&mut *tx)
+            .await?;
+            totals = totals + counts;
+        }
+        runs::finish(&mut tx, run_id, &Outcome { rows: Some(totals), ..outcome.clone() }).await?;
+        tx.commit().await?;
+        Ok(SwapOutcome::Swapped(totals))
+    }
+
+    /// Deletes the table's rows the listing did not yield and inserts the new ones.
+    async fn write_table(&self, tx: &mut PgConnection, table: &TableChanges<'_>) -> Result<RowCounts> {
+        let (name, cluster, hash) =
+            (&table.shape.name, Ident::derived(&[CLUSTER_COLUMN]), Ident::derived(&[ROW_HASH_COLUMN]));
+        let removed: Vec<Uuid> = table
+            .current
+            .iter()
+            .filter(|hash| !table.listed.contains(hash))
+            .map(|hash| Uuid::from_u128(*hash))
+            .collect();
+        if removed.len() == table.current.len() && !removed.is_empty() {
+            sqlx::query(&format!("DELETE FROM {name} WHERE {cluster} = $1"))
+                .bind(&self.cluster)
+                .execute(&mut *tx)
+                .await?;
+        } else if !removed.is_empty() {
+            sqlx::query(&format!("DELETE FROM {name} WHERE {cluster} = $1 AND {hash} = ANY($2)"))
+                .bind(&self.cluster)
+                .bind(&removed)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let columns = table.shape.column_list();
+        if let Some(staging) = &table.staging {
+            execute(tx, format!("INSERT INTO {name} ({columns}) SELECT {columns} FROM {staging}")).await?;
+        }
+        if !table.held.is_empty() {
+            copy_in(tx, &format!("COPY {name} ({columns}) FROM STDIN"), &table.held).await?;
+        }
+        Ok(RowCounts { total: table.listed.len() as u64, inserted: table.inserted, deleted: removed.len() as u64 })
+    }
+}

@@ -1,0 +1,320 @@
+//! The data tables: their shape, their creation, their upgrade, and the conversion of a database
+//! from the earlier layout.
+//!
+//! Each catalog table is one table in `public`, hash-partitioned by `cluster_name` into a fixed
+//! number of partitions ([`HASH_PARTITIONS`], in the `kubecensus_partitions` schema), whatever
+//! the number of clusters: a fleet-wide query plans and locks the same few relations at 10
+//! clusters or at 1,000, and a new cluster creates no table. Every row carries `row_hash`, a
+//! 128-bit hash of its content, unique per cluster (the primary key is `(cluster_name,
+//! row_hash)`): a refresh replaces only the rows that changed (see [`super::replace`]).
+//!
+//! At start-up [`ensure_tables`] compares each table with the catalog and the registry
+//! (`information_schema.columns`): a missing table is created, a missing column added, a missing
+//! index built; a column whose type changed is an error that says what to do. A table in the
+//! earlier layout (LIST-partitioned, a partition per cluster) is converted in place, in one
+//! transaction: readers see its old rows until the commit, then the same rows in the new table.
+
+use std::collections::HashMap;
+
+use sqlx::{Connection, PgConnection, PgPool};
+
+use super::{
+    PARTITIONS_SCHEMA, execute,
+    sql::{Ident, Qualified, list},
+};
+use crate::{
+    Error, Result,
+    catalog::{CLUSTER_COLUMN, Table, catalog},
+    flatten::Layout,
+};
+
+/// Partitions per data table. Fixed when a table is created: it bounds how many relations a
+/// fleet-wide query plans (a partition and its indexes each), and splits each table's vacuum
+/// work into parts of about 1/16 of the fleet.
+pub const HASH_PARTITIONS: u32 = 16;
+
+/// The column holding each row's content hash (a `uuid` of 128 bits, see [`super::replace`]).
+pub const ROW_HASH_COLUMN: &str = "row_hash";
+
+/// The schema a table of the earlier layout is moved into while it is converted.
+const LEGACY_SCHEMA: &str = "kubecensus_legacy";
+
+/// Autovacuum settings of every partition: a refresh deletes the rows that changed, so dead rows
+/// are left at every poll. Vacuum once 5 % of a partition is dead (PostgreSQL's default is 20 %)
+/// so tables stay within a small factor of their live size (BENCHMARKS.md measures it).
+const PARTITION_STORAGE: &str = "autovacuum_vacuum_scale_factor = 0.05, autovacuum_analyze_scale_factor = 0.05";
+
+/// A data table as stored: its name, its columns with their PostgreSQL types in storage order
+/// (the catalog's, the registry's fields, then `row_hash`), and its indexes.
+pub struct TableShape<'a> {
+    pub table: &'a Table,
+    pub name: Qualified,
+    pub columns: Vec<(Ident, &'static str)>,
+    fields: &'a [String],
+}
+
+impl<'a> TableShape<'a> {
+    /// The shape of `layout`'s table.
+    ///
+    /// # Errors
+    /// A column name that is not a valid identifier (the catalog and registry check names first).
+    pub fn new(layout: &Layout<'a>) -> Result<Self> {
+        let mut columns = Vec::new();
+        for name in layout.column_names() {
+            columns.push((Ident::new(name)?, layout.sql_type(name)));
+        }
+        columns.push((Ident::new(ROW_HASH_COLUMN)?, "uuid"));
+        Ok(Self {
+            table: layout.table,
+            name: Qualified { schema: Ident::new("public")?, name: Ident::new(&layout.table.name)? },
+            columns,
+            fields: layout.fields,
+        })
+    }
+
+    /// The column list of a COPY or INSERT, in storage order: `"uid", "cluster_name", ...`.
+    pub fn column_list(&self) -> String {
+        list(self.columns.iter().map(|(name, _)| name))
+    }
+
+    /// The name of partition `remainder` of this table.
+    fn partition(&self, remainder: u32) -> Qualified {
+        Qualified {
+            schema: Ident::derived(&[PARTITIONS_SCHEMA]),
+            name: Ident::derived(&[&self.table.name, &format!("p{remainder:02}")]),
+        }
+    }
+
+    /// The table's indexes, each a name and what follows `ON <table>`: lookups by namespace and
+    /// name, GIN on labels, the catalog's own, and one per registry field with `cluster_name` and
+    /// the namespace after it, for fleet-wide queries that filter or group by a field (region,
+    /// ...): they read that small index instead of every row.
+    fn indexes(&self) -> Vec<(Ident, String)> {
+        let table = self.table;
+        let column = |name: &str| Ident::derived(&[name]);
+        let mut lookups: Vec<Vec<&str>> = match (table.has_column("namespace"), table.has_column("name")) {
+            (true, _) => vec![vec!["namespace", "name"]],
+            (false, true) => vec![vec!["name"]],
+            (false, false) => vec![],
+        };
+        lookups.extend(table.indexes.iter().map(|columns| columns.iter().map(String::as_str).collect()));
+        let mut indexes: Vec<(Ident, String)> = lookups
+            .into_iter()
+            .map(|columns| {
+                let mut name = vec![table.name.as_str()];
+                name.extend(&columns);
+                let idents: Vec<Ident> = columns.iter().map(|c| column(c)).collect();
+                (Ident::derived(&name), format!("({})", list(&idents)))
+            })
+            .collect();
+        if table.has_column("labels") {
+            indexes.push((Ident::derived(&[&table.name, "labels"]), "USING gin (labels)".into()));
+        }
+        let namespace = table.namespace_column.as_ref().map(|(name, _)| format!(", {}", column(name)));
+        for field in self.fields {
+            let definition =
+                format!("({}, {}{})", column(field), column(CLUSTER_COLUMN), namespace.as_deref().unwrap_or_default());
+            indexes.push((Ident::derived(&[&table.name, "field", field]), definition));
+        }
+        indexes
+    }
+}
+
+/// Creates, converts or upgrades every catalog table for the registry's `fields` (columns after
+/// `cluster_name`) and `namespace_fields` (after the namespace column). Safe to run from many
+/// processes at once: they take turns on an advisory lock.
+///
+/// # Errors
+/// A column whose type differs from the catalog's ([`Error::Database`], naming the table and
+/// column), or any SQL error.
+pub async fn ensure_tables(pool: &PgPool, fields: &[String], namespace_fields: &[String]) -> Result<()> {
+    // A session lock on a connection of its own, and a transaction per table: one transaction
+    // for every table would hold a lock on each of their thousands of partitions and indexes at
+    // once, past PostgreSQL's shared lock table (`max_locks_per_transaction`).
+    let mut conn = pool.acquire().await?;
+    let lock = "SELECT pg_advisory_lock(hashtextextended('kubecensus ensure_tables', 0))";
+    sqlx::query(lock).execute(&mut *conn).await?;
+    let result = ensure_each(&mut conn, fields, namespace_fields).await;
+    let unlock = "SELECT pg_advisory_unlock(hashtextextended('kubecensus ensure_tables', 0))";
+    if let Err(err) = sqlx::query(unlock).execute(&mut *conn).await {
+        // A lock left held is released with the connection.
+        conn.close_on_drop();
+        tracing::warn!(%err, "cannot release the schema lock; closing its connection");
+    }
+    result
+}
+
+async fn ensure_each(conn: &mut PgConnection, fields: &[String], namespace_fields: &[String]) -> Result<()> {
+    for (_, table) in catalog().tables() {
+        let shape = TableShape::new(&Layout { table, fields, namespace_fields })?;
+        let mut tx = conn.begin().await?;
+        match partition_strategy(&mut tx, &shape).await? {
+            None => create(&mut tx, &shape).await?,
+            Some(strategy) if strategy == "l" => convert(&mut tx, &shape).await?,
+            Some(_) => upgrade(&mut tx, &shape).await?,
+        }
+        for (name, definition) in shape.indexes() {
+            execute(&mut tx, format!("CREATE INDEX IF NOT EXISTS {name} ON {} {definition}", shape.name)).await?;
+        }
+        tx.commit().await?;
+    }
+    let mut tx = conn.begin().await?;
+    drop_earlier_staging(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// How the table is partitioned now (`h` hash, `l` list: the earlier layout); `None` when it
+/// does not exist.
+async fn partition_strategy(conn: &mut PgConnection, shape: &TableShape<'_>) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT coalesce(p.partstrat::text, 'none') FROM pg_class c LEFT JOIN pg_partitioned_table p ON p.partrelid = c.oid
+         WHERE c.oid = to_regclass($1)",
+    )
+    .bind(shape.name.to_string())
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// Creates the table, its partitions (with their autovacuum settings), its primary key, and no
+/// statistics on `jsonb` columns: those of whole documents serve hardly any query and cost two
+/// thirds of ANALYZE's time.
+async fn create(conn: &mut PgConnection, shape: &TableShape<'_>) -> Result<()> {
+    let columns: Vec<String> = shape
+        .columns
+        .iter()
+        .map(|(name, ty)| {
+            let not_null = if [CLUSTER_COLUMN, ROW_HASH_COLUMN].contains(&name.as_str()) { " NOT NULL" } else { "" };
+            format!("{name} {ty}{not_null}")
+        })
+        .collect();
+    let (cluster, hash) = (Ident::derived(&[CLUSTER_COLUMN]), Ident::derived(&[ROW_HASH_COLUMN]));
+    let mut ddl = format!(
+        "CREATE TABLE {} ({}, PRIMARY KEY ({cluster}, {hash})) PARTITION BY HASH ({cluster});",
+        shape.name,
+        columns.join(", ")
+    );
+    for remainder in 0..HASH_PARTITIONS {
+        ddl.push_str(&format!(
+            "CREATE TABLE {} PARTITION OF {} FOR VALUES WITH (MODULUS {HASH_PARTITIONS}, REMAINDER {remainder}) WITH ({PARTITION_STORAGE});",
+            shape.partition(remainder),
+            shape.name
+        ));
+    }
+    let unanalyzed: Vec<String> = shape
+        .columns
+        .iter()
+        .filter(|(_, ty)| *ty == "jsonb")
+        .map(|(name, _)| format!("ALTER COLUMN {name} SET STATISTICS 0"))
+        .collect();
+    if !unanalyzed.is_empty() {
+        ddl.push_str(&format!("ALTER TABLE {} {};", shape.name, unanalyzed.join(", ")));
+    }
+    execute(conn, ddl).await
+}
+
+/// Adds the columns the table lacks (a registry field, a catalog column of a later release);
+/// fails on a column whose type is not the catalog's. Rows that lack a new column's values get a
+/// fresh random `row_hash`: their cluster's next refresh sees them as changed and rewrites them.
+async fn upgrade(conn: &mut PgConnection, shape: &TableShape<'_>) -> Result<()> {
+    let existing: HashMap<String, String> = sqlx::query_as(
+        "SELECT column_name::text, data_type::text FROM information_schema.columns
+         WHERE table_schema = 'public' AND table_name = $1",
+    )
+    .bind(shape.name.name.as_str())
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+    let mut added = Vec::new();
+    for (name, ty) in &shape.columns {
+        match existing.get(name.as_str()) {
+            None => added.push(format!("ADD COLUMN {name} {ty}")),
+            Some(found) if found != ty => {
+                return Err(Error::Database(format!(
+                    "{}.{} is {found} in the database but {ty} in this release's catalog; \
+                     convert it by hand (ALTER TABLE {} ALTER COLUMN {name} TYPE {ty} USING ...) or drop the table \
+                     to have it created and reloaded on the next refresh",
+                    shape.name.name.as_str(),
+                    name.as_str(),
+                    shape.name
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    if added.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(table = shape.name.name.as_str(), columns = ?added, "adding columns");
+    let hash = Ident::derived(&[ROW_HASH_COLUMN]);
+    execute(
+        conn,
+        format!(
+            "ALTER TABLE {} {}; UPDATE {} SET {hash} = gen_random_uuid()",
+            shape.name,
+            added.join(", "),
+            shape.name
+        ),
+    )
+    .await
+}
+
+/// Converts a table of the earlier layout (a LIST partition per cluster, each itself
+/// partitioned) in one transaction: the old table moves aside, the new one is created and
+/// filled with its rows, the old one and every partition under it are dropped. Each moved row
+/// gets a random `row_hash`, so the cluster's next refresh replaces all of its rows at once.
+async fn convert(conn: &mut PgConnection, shape: &TableShape<'_>) -> Result<()> {
+    tracing::info!(table = shape.name.name.as_str(), "converting a table of the earlier layout");
+    let legacy = Qualified { schema: Ident::derived(&[LEGACY_SCHEMA]), name: shape.name.name.clone() };
+    execute(
+        conn,
+        format!(
+            "CREATE SCHEMA IF NOT EXISTS {}; ALTER TABLE {} SET SCHEMA {};",
+            legacy.schema, shape.name, legacy.schema
+        ),
+    )
+    .await?;
+    let kept: Vec<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
+    )
+    .bind(LEGACY_SCHEMA)
+    .bind(shape.name.name.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    create(conn, shape).await?;
+    let common: Vec<&Ident> =
+        shape.columns.iter().map(|(name, _)| name).filter(|name| kept.iter().any(|k| k == name.as_str())).collect();
+    execute(
+        conn,
+        format!(
+            "INSERT INTO {} ({}, {}) SELECT {}, gen_random_uuid() FROM {legacy}; DROP TABLE {legacy} CASCADE",
+            shape.name,
+            list(common.iter().copied()),
+            Ident::derived(&[ROW_HASH_COLUMN]),
+            list(common.iter().copied()),
+        ),
+    )
+    .await
+}
+
+/// Drops what jobs of the earlier layout left in the partitions schema: staging tables that were
+/// never attached.
+async fn drop_earlier_staging(conn: &mut PgConnection) -> Result<()> {
+    let orphans: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition",
+    )
+    .bind(PARTITIONS_SCHEMA)
+    .fetch_all(&mut *conn)
+    .await?;
+    if orphans.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = orphans
+        .iter()
+        .map(|name| Ok(Qualified { schema: Ident::new(PARTITIONS_SCHEMA)?, name: Ident::new(name)? }.to_string()))
+        .collect::<Result<_>>()?;
+    tracing::info!(tables = orphans.len(), "dropping staging tables of the earlier layout");
+    execute(conn, format!("DROP TABLE IF EXISTS {}", names.join(", "))).await
+}

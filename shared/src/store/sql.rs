@@ -1,0 +1,119 @@
+//! SQL text in one place: identifiers and literals.
+//!
+//! Every table, column, index and schema name that goes into a statement is an [`Ident`]: checked
+//! when it is built (PostgreSQL keeps at most 63 bytes of a name, `NAMEDATALEN - 1`, and
+//! silently truncates longer ones: <https://www.postgresql.org/docs/15/sql-syntax-lexical.html#SQL-SYNTAX-IDENTIFIERS>)
+//! and always written double-quoted, so reserved words (`group`, `default`) and any character
+//! are safe. Values go in as bind parameters; [`literal`] is only for the few places where
+//! PostgreSQL takes no parameter (DDL).
+
+use std::fmt;
+
+use crate::{Error, Result};
+
+/// The longest identifier PostgreSQL keeps, in bytes.
+pub const MAX_IDENT_BYTES: usize = 63;
+
+/// Hex digits of the hash that ends a shortened derived name.
+const HASH_SUFFIX_DIGITS: usize = 12;
+
+/// A PostgreSQL identifier, at most [`MAX_IDENT_BYTES`] bytes, without NUL; displayed quoted
+/// (`"kubernetes_pods"`, with any `"` doubled).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ident(String);
+
+impl Ident {
+    /// A name given as is (a catalog table or column, a registry field).
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the name is empty, holds a NUL, or is longer than 63 bytes.
+    pub fn new(name: &str) -> Result<Self> {
+        if name.is_empty() || name.contains('\0') || name.len() > MAX_IDENT_BYTES {
+            return Err(Error::Database(format!(
+                "`{name}` cannot be a PostgreSQL identifier (1 to {MAX_IDENT_BYTES} bytes, no NUL)"
+            )));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// A name made of `parts` joined with `_` (an index or partition named after its table).
+    /// A name longer than 63 bytes keeps its start and ends in `_` and 12 hex digits of a hash
+    /// of the whole name, so two long names that share a prefix stay distinct.
+    pub fn derived(parts: &[&str]) -> Self {
+        let name = parts.join("_");
+        if name.len() <= MAX_IDENT_BYTES && !name.is_empty() && !name.contains('\0') {
+            return Self(name);
+        }
+        let hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(name.as_bytes()));
+        let mut keep = MAX_IDENT_BYTES - 1 - HASH_SUFFIX_DIGITS;
+        while !name.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        let start = name[..keep].replace('\0', "");
+        Self(format!("{start}_{}", &hash[..HASH_SUFFIX_DIGITS]))
+    }
+
+    /// The name, unquoted.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Ident {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\"", self.0.replace('"', "\"\""))
+    }
+}
+
+/// A schema-qualified name, displayed as `"schema"."name"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Qualified {
+    pub schema: Ident,
+    pub name: Ident,
+}
+
+impl fmt::Display for Qualified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// Identifiers as a comma-separated list: `"a", "b"`.
+pub fn list<'a>(idents: impl IntoIterator<Item = &'a Ident>) -> String {
+    idents.into_iter().map(Ident::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// A SQL string literal (`'it''s'`), for DDL, where PostgreSQL takes no bind parameter.
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_quoted_with_quotes_doubled() {
+        assert_eq!(Ident::new("group").unwrap().to_string(), "\"group\"");
+        assert_eq!(Ident::new("a\"b").unwrap().to_string(), "\"a\"\"b\"");
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn a_name_postgresql_would_truncate_is_refused() {
+        assert!(Ident::new(&"x".repeat(63)).is_ok());
+        assert!(Ident::new(&"x".repeat(64)).is_err());
+        assert!(Ident::new("").is_err());
+    }
+
+    #[test]
+    fn long_derived_names_keep_a_hash_and_stay_distinct() {
+        let table = "kubernetes_cluster_role_binding_subjects";
+        let a = Ident::derived(&[table, "field", "business_unit_primary"]);
+        let b = Ident::derived(&[table, "field", "business_unit_secondary"]);
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), MAX_IDENT_BYTES);
+        assert!(a.as_str().starts_with("kubernetes_cluster_role_binding_subjects_field_"));
+        assert_eq!(Ident::derived(&["t", "p00"]).as_str(), "t_p00", "short names are kept as they are");
+    }
+}

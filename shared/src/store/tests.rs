@@ -1,0 +1,319 @@
+//! The store against a real PostgreSQL (`#[sqlx::test]`: a fresh database per test): the
+//! guarantees of a refresh (old or new rows, untouched neighbours, a failed job keeps the last
+//! good rows, only changed rows written, bounded growth), schema upgrades and the conversion of
+//! the earlier layout.
+
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::{Connection, PgPool};
+
+use super::*;
+use crate::{
+    catalog::{Resource, catalog},
+    flatten::{ClusterContext, Layout},
+    job::{Job, Trigger},
+    runs::{self, Outcome, RowCounts},
+};
+
+static REGION: LazyLock<Vec<String>> = LazyLock::new(|| vec!["region".to_owned()]);
+
+fn pods_resource() -> &'static Resource {
+    catalog().resource_of("kubernetes_pods").unwrap()
+}
+
+fn layouts() -> Vec<Layout<'static>> {
+    pods_resource()
+        .tables
+        .iter()
+        .map(|table| Layout { table, fields: REGION.as_slice(), namespace_fields: &[] })
+        .collect()
+}
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
+}
+
+/// Pod `i` of `cluster`, with one container; `version` changes its phase.
+fn pod(cluster: &str, i: usize, version: usize) -> Value {
+    json!({"metadata": {"name": format!("p{i}"), "namespace": "ns", "uid": format!("{cluster}-{i}")},
+           "spec": {"containers": [{"name": "c", "image": "nginx:1"}]},
+           "status": {"phase": format!("v{version}")}})
+}
+
+/// Runs a refresh of `cluster`'s pods with `pods` through the store, holding at most
+/// `held_limit` bytes of new rows in memory.
+async fn refresh_with(
+    pool: &PgPool,
+    cluster: &str,
+    pods: &[Value],
+    scheduled: DateTime<Utc>,
+    held_limit: usize,
+) -> Result<SwapOutcome> {
+    let mut conn = pool.acquire().await.unwrap();
+    let layouts = layouts();
+    let mut refresh = Refresh::begin(&mut conn, cluster, &layouts).await?;
+    let context =
+        ClusterContext { name: cluster.into(), uid: format!("uid-{cluster}"), field_values: vec![Some("eu".into())] };
+    for pod in pods {
+        for (index, layout) in layouts.iter().enumerate() {
+            let mut rows = Vec::new();
+            layout.write_rows(pod, &context, &mut rows);
+            refresh.add(index, &rows);
+        }
+        if refresh.held_bytes() > held_limit {
+            refresh.spill(&mut conn).await?;
+        }
+    }
+    let job = Job::new(cluster, "kubernetes_pods", Trigger::Schedule, scheduled).unwrap();
+    let run_id = runs::start(pool, &job, 1, "test").await.unwrap();
+    refresh.commit(&mut conn, &job, run_id, &Outcome::succeeded()).await
+}
+
+async fn refresh(pool: &PgPool, cluster: &str, pods: &[Value], scheduled: DateTime<Utc>) -> SwapOutcome {
+    refresh_with(pool, cluster, pods, scheduled, usize::MAX).await.unwrap()
+}
+
+fn pods(cluster: &str, range: std::ops::Range<usize>, version: usize) -> Vec<Value> {
+    range.map(|i| pod(cluster, i, version)).collect()
+}
+
+async fn count(pool: &PgPool, sql: &str, cluster: &str) -> i64 {
+    sqlx::query_scalar(sql).bind(cluster).fetch_one(pool).await.unwrap()
+}
+
+async fn pods_of(pool: &PgPool, cluster: &str) -> i64 {
+    count(pool, "SELECT count(*) FROM kubernetes_pods WHERE cluster_name = $1", cluster).await
+}
+
+async fn prepared(pool: &PgPool) {
+    ensure_tables(pool, &REGION, &[]).await.unwrap();
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn tables_are_created_once_with_fields_after_cluster_name_and_extended_later(pool: PgPool) {
+    ensure_tables(&pool, &["region".into()], &[]).await.unwrap();
+    ensure_tables(&pool, &["region".into()], &[]).await.unwrap();
+    ensure_tables(&pool, &["region".into(), "team".into()], &[]).await.unwrap();
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'kubernetes_pods' ORDER BY ordinal_position",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(columns[..4], ["uid", "cluster_name", "region", "cluster_uid"]);
+    assert_eq!(columns.last().unwrap(), "team", "a field added later goes last");
+    let partitions: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_inherits WHERE inhparent = 'kubernetes_pods'::regclass")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(partitions, i64::from(schema::HASH_PARTITIONS));
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn a_refresh_replaces_one_clusters_rows_and_an_older_job_is_superseded(pool: PgPool) {
+    prepared(&pool).await;
+    let first = refresh(&pool, "c1", &pods("c1", 0..5, 1), at(10)).await;
+    assert_eq!(first, SwapOutcome::Swapped(RowCounts { total: 10, inserted: 10, deleted: 0 }));
+    refresh(&pool, "c2", &pods("c2", 0..7, 1), at(10)).await;
+    // Pods 0..3 unchanged, 3 and 4 gone, 5 new: one pod and its container in, two of each out.
+    let second = refresh(&pool, "c1", &[pods("c1", 0..3, 1), pods("c1", 5..6, 1)].concat(), at(20)).await;
+    assert_eq!(second, SwapOutcome::Swapped(RowCounts { total: 8, inserted: 2, deleted: 4 }));
+    assert_eq!((pods_of(&pool, "c1").await, pods_of(&pool, "c2").await), (4, 7));
+    assert_eq!(refresh(&pool, "c1", &pods("c1", 0..9, 1), at(15)).await, SwapOutcome::Superseded { current: at(20) });
+    assert_eq!(pods_of(&pool, "c1").await, 4, "the older job changed nothing");
+    let region: String =
+        sqlx::query_scalar("SELECT DISTINCT region FROM kubernetes_pod_containers").fetch_one(&pool).await.unwrap();
+    assert_eq!(region, "eu");
+    let (rows, inserted, deleted): (i64, i64, i64) = sqlx::query_as(
+        "SELECT rows_written, rows_inserted, rows_deleted FROM runs WHERE status = 'succeeded' ORDER BY finished_at DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((rows, inserted, deleted), (8, 2, 4));
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn unchanged_rows_are_not_rewritten_and_identical_rows_are_kept_apart(pool: PgPool) {
+    prepared(&pool).await;
+    refresh(&pool, "c1", &pods("c1", 0..4, 1), at(10)).await;
+    let xmin = "SELECT xmin::text FROM kubernetes_pods WHERE cluster_name = $1 AND name = 'p0'";
+    let before: String = sqlx::query_scalar(xmin).bind("c1").fetch_one(&pool).await.unwrap();
+    // p3 changes phase; p0..p2 are the same rows as before.
+    let changed = [pods("c1", 0..3, 1), pods("c1", 3..4, 2)].concat();
+    let outcome = refresh(&pool, "c1", &changed, at(20)).await;
+    assert_eq!(outcome, SwapOutcome::Swapped(RowCounts { total: 8, inserted: 1, deleted: 1 }), "only p3's pod row");
+    let after: String = sqlx::query_scalar(xmin).bind("c1").fetch_one(&pool).await.unwrap();
+    assert_eq!(before, after, "p0's row was not rewritten");
+    // Two objects that flatten to the same row (the same pod listed twice) stay two rows.
+    let twice = [pods("c1", 0..1, 1), pods("c1", 0..1, 1)].concat();
+    refresh(&pool, "c1", &twice, at(30)).await;
+    assert_eq!(pods_of(&pool, "c1").await, 2);
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn rows_past_the_memory_limit_go_through_staging_with_the_same_result(pool: PgPool) {
+    prepared(&pool).await;
+    let outcome = refresh_with(&pool, "c1", &pods("c1", 0..50, 1), at(10), 1).await.unwrap();
+    assert_eq!(outcome, SwapOutcome::Swapped(RowCounts { total: 100, inserted: 100, deleted: 0 }));
+    let outcome = refresh_with(&pool, "c1", &pods("c1", 10..60, 1), at(20), 1).await.unwrap();
+    assert_eq!(outcome, SwapOutcome::Swapped(RowCounts { total: 100, inserted: 20, deleted: 20 }));
+    assert_eq!(pods_of(&pool, "c1").await, 50);
+    let staging: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_class WHERE relpersistence = 't' AND relname LIKE '%staging'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(staging, 0, "staging is dropped once the rows are in");
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn a_failed_write_keeps_the_last_good_rows(pool: PgPool) {
+    prepared(&pool).await;
+    refresh(&pool, "c1", &pods("c1", 0..5, 1), at(10)).await;
+    // A row PostgreSQL refuses (creation_timestamp is bigint) fails the COPY mid-transaction,
+    // after the DELETE of the rows that changed.
+    let mut broken = pods("c1", 0..2, 2);
+    let mut conn = pool.acquire().await.unwrap();
+    let layouts = layouts();
+    let mut refresh = Refresh::begin(&mut conn, "c1", &layouts).await.unwrap();
+    refresh.add(0, b"u\tc1\teu\tuid\tbad\tns\tnot-a-number\n");
+    let context = ClusterContext { name: "c1".into(), uid: "uid-c1".into(), field_values: vec![Some("eu".into())] };
+    for pod in broken.drain(..) {
+        let mut rows = Vec::new();
+        layouts[1].write_rows(&pod, &context, &mut rows);
+        refresh.add(1, &rows);
+    }
+    let job = Job::new("c1", "kubernetes_pods", Trigger::Schedule, at(20)).unwrap();
+    let run_id = runs::start(&pool, &job, 1, "test").await.unwrap();
+    assert!(refresh.commit(&mut conn, &job, run_id, &Outcome::succeeded()).await.is_err());
+    drop(conn);
+    assert_eq!(pods_of(&pool, "c1").await, 5);
+    assert_eq!(count(&pool, "SELECT count(*) FROM kubernetes_pod_containers WHERE cluster_name = $1", "c1").await, 5);
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn concurrent_refreshes_of_one_cluster_never_interleave(pool: PgPool) {
+    prepared(&pool).await;
+    refresh(&pool, "c1", &pods("c1", 0..2, 1), at(5)).await;
+    let (four, six) = (pods("c1", 0..4, 1), pods("c1", 0..6, 1));
+    let (a, b) = tokio::join!(
+        refresh_with(&pool, "c1", &four, at(10), usize::MAX),
+        refresh_with(&pool, "c1", &six, at(20), usize::MAX),
+    );
+    let swapped = [&a, &b].iter().filter(|r| matches!(r, Ok(SwapOutcome::Swapped(_)))).count();
+    assert!(swapped >= 1, "{a:?} {b:?}");
+    let (pods, containers) = (
+        pods_of(&pool, "c1").await,
+        count(&pool, "SELECT count(*) FROM kubernetes_pod_containers WHERE cluster_name = $1", "c1").await,
+    );
+    assert!(pods == 4 || pods == 6, "one job's rows, whole: {pods}");
+    assert_eq!(pods, containers, "pods and their containers come from the same job");
+    if let (Ok(_), Ok(_)) = (&a, &b) {
+        assert_eq!(pods, 6, "when both went through, the later-scheduled one is what stays");
+    }
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn a_refresh_neither_waits_for_nor_blocks_a_reader(pool: PgPool) {
+    prepared(&pool).await;
+    refresh(&pool, "c1", &pods("c1", 0..3, 1), at(10)).await;
+    // A reader in an open REPEATABLE READ transaction: it holds its locks and its snapshot.
+    let mut reader = pool.begin().await.unwrap();
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *reader).await.unwrap();
+    let read = "SELECT count(*) FROM kubernetes_pods WHERE cluster_name = 'c1'";
+    let new_pods = pods("c1", 0..7, 1);
+    assert_eq!(sqlx::query_scalar::<_, i64>(read).fetch_one(&mut *reader).await.unwrap(), 3);
+    let refreshed = tokio::time::timeout(Duration::from_secs(10), refresh(&pool, "c1", &new_pods, at(20))).await;
+    assert!(matches!(refreshed, Ok(SwapOutcome::Swapped(_))), "the refresh waited for the reader");
+    assert_eq!(sqlx::query_scalar::<_, i64>(read).fetch_one(&mut *reader).await.unwrap(), 3, "the reader's snapshot");
+    reader.commit().await.unwrap();
+    assert_eq!(pods_of(&pool, "c1").await, 7);
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn twenty_refreshes_with_churn_grow_tables_by_the_churn_not_by_their_size(pool: PgPool) {
+    prepared(&pool).await;
+    let size = "SELECT sum(pg_total_relation_size(inhrelid))::bigint FROM pg_inherits WHERE inhparent = 'kubernetes_pods'::regclass";
+    refresh(&pool, "c1", &pods("c1", 0..400, 1), at(0)).await;
+    let fresh: i64 = sqlx::query_scalar(size).fetch_one(&pool).await.unwrap();
+    // Every round: 10 pods gone, 10 new, 20 with a new phase (7.5 % of the rows change).
+    for round in 1..=20 {
+        let start = round * 10;
+        let mut listing = pods("c1", start..start + 380, 1);
+        listing.extend(pods("c1", start + 380..start + 400, round + 1));
+        refresh(&pool, "c1", &listing, at(round as i64)).await;
+    }
+    let grown: i64 = sqlx::query_scalar(size).fetch_one(&pool).await.unwrap();
+    assert_eq!(pods_of(&pool, "c1").await, 400);
+    // Rewriting every row at every refresh would leave 20 dead copies of the table (21 x).
+    assert!(grown < 3 * fresh, "without any vacuum: {fresh} -> {grown} bytes");
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn a_column_missing_from_an_existing_table_is_added_and_a_changed_type_is_refused(pool: PgPool) {
+    prepared(&pool).await;
+    refresh(&pool, "c1", &pods("c1", 0..3, 1), at(10)).await;
+    // As if `qos_class` were new in this release's catalog.
+    sqlx::query("ALTER TABLE kubernetes_pods DROP COLUMN qos_class").execute(&pool).await.unwrap();
+    prepared(&pool).await;
+    assert_eq!(pods_of(&pool, "c1").await, 3, "the rows are kept");
+    // The same objects: every pod row is written again, to fill the new column; the containers
+    // table did not change.
+    let outcome = refresh(&pool, "c1", &pods("c1", 0..3, 1), at(20)).await;
+    assert_eq!(outcome, SwapOutcome::Swapped(RowCounts { total: 6, inserted: 3, deleted: 3 }));
+    sqlx::query("ALTER TABLE kubernetes_pods ALTER COLUMN priority TYPE text").execute(&pool).await.unwrap();
+    let err = ensure_tables(&pool, &REGION, &[]).await.unwrap_err().to_string();
+    assert!(err.contains("kubernetes_pods.priority is text in the database but integer"), "{err}");
+}
+
+/// A database the previous release made (LIST partition per cluster, two clusters loaded):
+/// `tests/fixtures/previous-release.sql`, whose header says how it was made.
+#[sqlx::test(migrations = false)]
+async fn a_database_of_the_previous_release_is_converted_in_place_and_keeps_its_rows(pool: PgPool) {
+    let dump = include_str!("../../../tests/fixtures/previous-release.sql");
+    // The dump empties search_path for its session: load it on a connection of its own.
+    let mut loader = pool.acquire().await.unwrap().detach();
+    sqlx::Executor::execute(&mut loader, sqlx::raw_sql(dump)).await.unwrap();
+    loader.close().await.unwrap();
+    let before: Vec<(String, i64)> =
+        sqlx::query_as("SELECT cluster_name, count(*) FROM kubernetes_pod_containers GROUP BY 1 ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(before.len(), 2, "{before:?}");
+    let other_pods = pods_of(&pool, &before[1].0).await;
+    MIGRATOR.run(&pool).await.unwrap();
+    prepared(&pool).await;
+    let after: Vec<(String, i64)> =
+        sqlx::query_as("SELECT cluster_name, count(*) FROM kubernetes_pod_containers GROUP BY 1 ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(before, after, "every row is kept");
+    let strategy: String = sqlx::query_scalar(
+        "SELECT partstrat::text FROM pg_partitioned_table WHERE partrelid = 'kubernetes_pods'::regclass",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(strategy, "h");
+    let leftovers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'kubecensus_partitions' AND c.relname LIKE '%\\_\\_cluster\\_%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(leftovers, 0, "the per-cluster tables are gone");
+    // The next refresh of a cluster replaces all of its converted rows at once.
+    let cluster = &after[0].0;
+    let outcome = refresh(&pool, cluster, &pods(cluster, 0..2, 1), Utc::now()).await;
+    let SwapOutcome::Swapped(counts) = outcome else { panic!("{outcome:?}") };
+    assert_eq!((counts.total, counts.inserted), (4, 4));
+    assert_eq!(pods_of(&pool, cluster).await, 2);
+    assert_eq!(pods_of(&pool, &after[1].0).await, other_pods, "the other cluster is untouched");
+}
