@@ -1,4 +1,4 @@
-//! The library's one error type.
+//! The library's one error type, and what the worker does with a job that ended in each.
 
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ pub enum Error {
     Catalog(String),
     #[error("registry: {0}")]
     Registry(String),
+    /// A job message that can never succeed (not JSON, an unknown cluster or table).
     #[error("job: {0}")]
     Job(String),
     #[error("queue: {0}")]
@@ -29,7 +30,83 @@ pub enum Error {
     /// The cluster does not serve this resource (HTTP 404 on the list).
     #[error("cluster does not serve this resource: {0}")]
     NotServed(String),
+    /// The worker is stopping (SIGTERM past its grace period).
+    #[error("the worker is shutting down")]
+    ShuttingDown,
+    /// The job ran longer than `--job-timeout`.
+    #[error("the job took longer than {0:?} (--job-timeout)")]
+    TimedOut(Duration),
 }
 
 /// A `Result` with this library's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the worker does with a job that ended in an error (the shape of `underway`'s job errors:
+/// retry, fatal, timed out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Give the job back to the queue at once: it costs no attempt and is never terminated.
+    HandBack,
+    /// Try again later, after the cluster's `Retry-After` when it gave one, else after the
+    /// [`crate::queue::RetryPolicy`]'s delay; fail once the attempts are spent.
+    Retry { after: Option<Duration> },
+    /// The cluster does not serve the resource: record `skipped`, never retry.
+    Skip,
+    /// The message itself is unusable: record `rejected`, never retry.
+    Reject,
+}
+
+impl Error {
+    /// What the worker does with a job that ended in this error.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            Self::ShuttingDown => Disposition::HandBack,
+            Self::NotServed(_) => Disposition::Skip,
+            Self::Job(_) => Disposition::Reject,
+            Self::Throttled { retry_after, .. } => Disposition::Retry { after: Some(*retry_after) },
+            _ => Disposition::Retry { after: None },
+        }
+    }
+
+    /// Whether the error came from the cluster's API (its client is then dropped, so the next
+    /// attempt connects afresh and re-reads credentials); a database error, a timeout or a
+    /// shutdown says nothing about the client.
+    pub fn came_from_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_) | Self::Throttled { .. } | Self::Expired(_))
+    }
+
+    /// A short label for the error's kind, for logs and metrics (`cluster`, `database`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Catalog(_) => "catalog",
+            Self::Registry(_) => "registry",
+            Self::Job(_) => "job",
+            Self::Queue(_) => "queue",
+            Self::Database(_) | Self::Sql(_) => "database",
+            Self::Cluster(_) | Self::Expired(_) => "cluster",
+            Self::Throttled { .. } => "throttled",
+            Self::NotServed(_) => "not_served",
+            Self::ShuttingDown => "shutdown",
+            Self::TimedOut(_) => "timeout",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shutdown_is_handed_back_and_only_cluster_errors_drop_the_client() {
+        assert_eq!(Error::ShuttingDown.disposition(), Disposition::HandBack);
+        assert!(!Error::ShuttingDown.came_from_cluster());
+        assert!(!Error::TimedOut(Duration::from_secs(1)).came_from_cluster());
+        assert!(!Error::Sql(sqlx::Error::PoolTimedOut).came_from_cluster());
+        assert!(Error::Cluster("connection refused".into()).came_from_cluster());
+        assert_eq!(Error::NotServed("404".into()).disposition(), Disposition::Skip);
+        assert_eq!(
+            Error::Throttled { message: "429".into(), retry_after: Duration::from_secs(7) }.disposition(),
+            Disposition::Retry { after: Some(Duration::from_secs(7)) }
+        );
+    }
+}

@@ -30,6 +30,26 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// A backstop against a job that is never acked nor terminated: it leaves the stream after this.
 const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
+/// How a failed job is tried again: up to `max_attempts` attempts in all, the delay starting at
+/// `base` and doubling with each attempt up to `cap`; a cluster's `Retry-After` wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl RetryPolicy {
+    /// The delay before the attempt after `attempt` (1-based), or `None` when `attempt` was the
+    /// last.
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Option<Duration> {
+        if attempt >= self.max_attempts {
+            return None;
+        }
+        Some(retry_after.unwrap_or_else(|| self.base.saturating_mul(1 << (attempt.max(1) - 1).min(16)).min(self.cap)))
+    }
+}
+
 /// What happened to a published job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Published {
@@ -134,6 +154,16 @@ fn is_subject_full(err: &jetstream::context::PublishError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_double_up_to_the_cap_and_end_after_the_last_attempt() {
+        let policy = RetryPolicy { max_attempts: 4, base: Duration::from_secs(5), cap: Duration::from_secs(12) };
+        assert_eq!(policy.delay(1, None), Some(Duration::from_secs(5)));
+        assert_eq!(policy.delay(2, None), Some(Duration::from_secs(10)));
+        assert_eq!(policy.delay(3, None), Some(Duration::from_secs(12)));
+        assert_eq!(policy.delay(3, Some(Duration::from_secs(1))), Some(Duration::from_secs(1)));
+        assert_eq!(policy.delay(4, None), None);
+    }
 
     #[test]
     fn credentials_are_cut_from_urls() {

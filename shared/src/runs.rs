@@ -5,9 +5,11 @@ use uuid::Uuid;
 
 use crate::{Result, job::Job};
 
-/// How an attempt ended.
+/// A run's status (`runs.status`): every writer and reader of `runs` goes through this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
+    /// In progress; its worker heartbeats.
+    Running,
     Succeeded,
     /// Failed for good: no more attempts.
     Failed,
@@ -19,17 +21,25 @@ pub enum Status {
     Superseded,
     /// The job message itself was unusable (bad JSON, unknown cluster or table).
     Rejected,
+    /// The worker stopped before the job ended and gave it back to the queue; it cost no attempt.
+    HandedBack,
+    /// The worker stopped heartbeating (it was killed); the queue redelivers the job.
+    Abandoned,
 }
 
 impl Status {
-    fn as_str(self) -> &'static str {
+    /// The status as stored.
+    pub fn as_str(self) -> &'static str {
         match self {
+            Self::Running => "running",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Retrying => "retrying",
             Self::Skipped => "skipped",
             Self::Superseded => "superseded",
             Self::Rejected => "rejected",
+            Self::HandedBack => "handed_back",
+            Self::Abandoned => "abandoned",
         }
     }
 }
@@ -77,30 +87,36 @@ impl Outcome {
     }
 }
 
-/// Records the start of an attempt; returns the run id.
-pub async fn start(pool: &PgPool, job: &Job, attempt: u32, worker_id: &str) -> Result<Uuid> {
+/// Records the start of an attempt; returns the run id and the attempt's number: NATS's
+/// delivery count `delivered` less the times the job was handed back (those cost no attempt).
+pub async fn start(pool: &PgPool, job: &Job, delivered: u32, worker_id: &str) -> Result<(Uuid, u32)> {
     let run_id = Uuid::new_v4();
-    sqlx::query(
+    let attempt: i32 = sqlx::query_scalar(
         "INSERT INTO runs (run_id, job_id, cluster_name, table_name, trigger, attempt, worker_id, scheduled_at, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running')",
+         VALUES ($1, $2, $3, $4, $5,
+                 greatest(1, $6 - (SELECT count(*) FROM runs WHERE job_id = $2 AND status = $9)), $7, $8, $10)
+         RETURNING attempt",
     )
     .bind(run_id)
     .bind(job.id)
     .bind(&job.cluster)
     .bind(&job.table)
     .bind(job.trigger.as_str())
-    .bind(attempt as i32)
+    .bind(delivered as i32)
     .bind(worker_id)
     .bind(job.scheduled_at)
-    .execute(pool)
+    .bind(Status::HandedBack.as_str())
+    .bind(Status::Running.as_str())
+    .fetch_one(pool)
     .await?;
-    Ok(run_id)
+    Ok((run_id, attempt as u32))
 }
 
 /// Records that a running attempt is alive (the sweep spares it).
 pub async fn heartbeat(pool: &PgPool, run_id: Uuid) -> Result<()> {
-    sqlx::query("UPDATE runs SET heartbeat_at = now() WHERE run_id = $1 AND status = 'running'")
+    sqlx::query("UPDATE runs SET heartbeat_at = now() WHERE run_id = $1 AND status = $2")
         .bind(run_id)
+        .bind(Status::Running.as_str())
         .execute(pool)
         .await?;
     Ok(())
@@ -137,7 +153,7 @@ pub async fn record_rejected(
     sqlx::query(
         "INSERT INTO runs (run_id, job_id, cluster_name, table_name, trigger, attempt, worker_id, scheduled_at,
                            finished_at, status, error)
-         VALUES ($1, $2, $3, $4, $5, 1, $6, coalesce($7, now()), now(), 'rejected', $8)",
+         VALUES ($1, $2, $3, $4, $5, 1, $6, coalesce($7, now()), now(), $9, $8)",
     )
     .bind(Uuid::new_v4())
     .bind(job.map(|job| job.id))
@@ -147,6 +163,7 @@ pub async fn record_rejected(
     .bind(worker_id)
     .bind(job.map(|job| job.scheduled_at))
     .bind(format!("{error} (subject {subject})"))
+    .bind(Status::Rejected.as_str())
     .execute(pool)
     .await?;
     Ok(())

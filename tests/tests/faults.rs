@@ -337,12 +337,12 @@ async fn sigterm_finishes_in_flight_jobs_or_hands_them_back_and_exits_zero() {
     assert_eq!(code, Some(0));
     let (status, error): (String, String) =
         sqlx::query_as("SELECT status, error FROM runs WHERE worker_id = 'hasty'").fetch_one(&env.pool).await.unwrap();
-    assert_eq!(status, "retrying");
+    assert_eq!(status, "handed_back");
     assert!(error.contains("shutting down"), "{error}");
     env.spawn_worker("next", &registry, &["--page-size", "10"]).unwrap();
     env.wait_until(
         "the handed-back job to succeed",
-        "SELECT count(*) = 1 FROM runs WHERE worker_id = 'next' AND status = 'succeeded' AND attempt = 2",
+        "SELECT count(*) = 1 FROM runs WHERE worker_id = 'next' AND status = 'succeeded' AND attempt = 1",
         Duration::from_secs(60),
     )
     .await

@@ -8,7 +8,11 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 use clap::Parser;
 use futures::StreamExt;
-use kubecensus::{queue, registry::Registry, store, telemetry};
+use kubecensus::{
+    queue::{self, RetryPolicy},
+    registry::Registry,
+    store, telemetry,
+};
 use lru::LruCache;
 use tokio::{
     sync::{Mutex, Semaphore},
@@ -19,6 +23,8 @@ use tracing::Instrument;
 
 use crate::{args::Args, poll::Poller};
 
+/// The longest delay between attempts of a failed job.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 /// How long one pull waits for jobs before asking again.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
@@ -33,7 +39,12 @@ async fn main() -> anyhow::Result<()> {
     store::prepare(&pool, &registry).await?;
     let nats = queue::connect(&args.common.nats_url).await?;
     let js = async_nats::jetstream::new(nats.clone());
-    let consumer = args.common.queue().consumer(&js, args.ack_wait).await?;
+    let mut consumer = args.common.queue().consumer(&js, args.ack_wait).await?;
+    // The consumer keeps the ack wait it was created with: heartbeats and the sweep follow it.
+    let ack_wait = consumer.info().await.context("reading the consumer's settings")?.config.ack_wait;
+    if ack_wait != args.ack_wait {
+        tracing::warn!(consumer = ?ack_wait, flag = ?args.ack_wait, "the shared consumer's ack wait is not --ack-wait; following the consumer's");
+    }
     tracing::info!(%worker_id, concurrency = args.concurrency, clusters = registry.clusters.len(), "worker started");
 
     let poller = Arc::new(Poller {
@@ -44,16 +55,15 @@ async fn main() -> anyhow::Result<()> {
         subject_prefix: args.common.subject_prefix.clone(),
         page_size: args.page_size,
         in_place_limit: args.in_place_limit,
-        max_attempts: args.max_attempts,
-        retry_delay: args.retry_delay,
+        retry: RetryPolicy { max_attempts: args.max_attempts, base: args.retry_delay, cap: MAX_RETRY_DELAY },
         job_timeout: args.job_timeout,
-        ack_wait: args.ack_wait,
+        ack_wait,
         clients: Mutex::new(LruCache::new(args.cached_clients)),
     });
     let stop_pulling = CancellationToken::new();
     let abandon_jobs = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(stop_pulling.clone()));
-    tokio::spawn(sweep_forever(pool.clone(), args.ack_wait).instrument(tracing::info_span!("sweep")));
+    tokio::spawn(sweep_forever(pool.clone(), ack_wait).instrument(tracing::info_span!("sweep")));
 
     let slots = Arc::new(Semaphore::new(args.concurrency));
     let mut jobs = JoinSet::new();

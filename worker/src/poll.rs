@@ -8,9 +8,11 @@ use async_nats::jetstream::{AckKind, Message};
 use kubecensus::{
     Error, Result,
     catalog::{Resource, ResourceSource, catalog},
+    error::Disposition,
     flatten::{ClusterContext, Layout},
     job::Job,
     kubeapi::{self, Page},
+    queue::RetryPolicy,
     registry::{ClusterConfig, NamespaceFields, Registry},
     runs::{self, Outcome, Status},
     store::{self, Refresh, SwapOutcome},
@@ -24,8 +26,6 @@ use uuid::Uuid;
 
 /// How many times a listing starts over after its continue token expired.
 const MAX_LIST_RESTARTS: u32 = 3;
-/// The longest delay between attempts.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 
 /// What every job of this worker needs.
 pub struct Poller {
@@ -39,11 +39,12 @@ pub struct Poller {
     pub page_size: u32,
     /// Bytes of new rows a job holds in memory; past it, they go to the session's staging.
     pub in_place_limit: usize,
-    pub max_attempts: u32,
-    pub retry_delay: Duration,
+    /// Attempts and delays of failed jobs.
+    pub retry: RetryPolicy,
     /// The longest a job may run.
     pub job_timeout: Duration,
-    /// The consumer's ack wait: progress acks and run heartbeats go out every third of it.
+    /// The consumer's ack wait (as NATS has it, whatever this worker's flag says): progress acks
+    /// and run heartbeats go out every third of it.
     pub ack_wait: Duration,
     /// Clients of the clusters polled last, dropped when one fails so credentials are re-read.
     pub clients: Mutex<LruCache<String, kube::Client>>,
@@ -63,7 +64,7 @@ impl Poller {
     /// Runs one job message to its end. Never panics on bad input; always acks, naks or terms.
     /// `abandon` fires when the worker must stop: the job is then handed back to the queue.
     pub async fn handle(&self, message: Message, abandon: CancellationToken) {
-        let attempt = message.info().map(|info| info.delivered.max(1) as u32).unwrap_or(1);
+        let delivered = message.info().map(|info| info.delivered.max(1) as u32).unwrap_or(1);
         let job = match Job::parse(&message.payload) {
             Ok(job) => job,
             Err(err) => return self.reject(&message, None, err.to_string()).await,
@@ -79,23 +80,21 @@ impl Poller {
             let why = format!("cluster `{}` is not in this worker's registry", job.cluster);
             return self.reject(&message, Some(&job), why).await;
         };
-        let span = info_span!("job", job = %job.id, cluster = %job.cluster, table = %job.table, attempt);
+        let span = info_span!("job", job = %job.id, cluster = %job.cluster, table = %job.table, delivered);
         async move {
-            let run_id = match runs::start(&self.pool, &job, attempt, &self.worker_id).await {
-                Ok(run_id) => run_id,
+            let (run_id, attempt) = match runs::start(&self.pool, &job, delivered, &self.worker_id).await {
+                Ok(started) => started,
                 Err(err) => {
                     tracing::error!(%err, "cannot record the run; handing the job back");
-                    return ack(&message, AckKind::Nak(Some(self.retry_delay))).await;
+                    return ack(&message, AckKind::Nak(Some(self.retry.base))).await;
                 }
             };
             let heartbeat = self.heartbeat(&message, run_id);
             let result = tokio::select! {
                 result = self.poll(&job, cluster, run_id) => result,
                 () = heartbeat => unreachable!("the heartbeat never ends"),
-                () = abandon.cancelled() => Err(Error::Cluster("the worker is shutting down".into())),
-                () = tokio::time::sleep(self.job_timeout) => {
-                    Err(Error::Cluster(format!("the job took longer than {:?} (--job-timeout)", self.job_timeout)))
-                }
+                () = abandon.cancelled() => Err(Error::ShuttingDown),
+                () = tokio::time::sleep(self.job_timeout) => Err(Error::TimedOut(self.job_timeout)),
             };
             self.settle(&message, &job, attempt, run_id, result).await;
         }
@@ -115,23 +114,11 @@ impl Poller {
                 tracing::info!("{why}");
                 (Outcome::failed(Status::Superseded, why), AckKind::Ack)
             }
-            Err(Error::NotServed(why)) => {
-                tracing::info!(%why, "skipped: the cluster does not serve this resource");
-                (Outcome::failed(Status::Skipped, why), AckKind::Term)
-            }
-            Err(err) if attempt < self.max_attempts => {
-                let delay = match &err {
-                    Error::Throttled { retry_after, .. } => *retry_after,
-                    _ => self.retry_delay.saturating_mul(1 << (attempt - 1).min(16)).min(MAX_RETRY_DELAY),
-                };
-                tracing::warn!(%err, ?delay, "attempt failed; retrying");
-                self.clients.lock().await.pop(&job.cluster);
-                (Outcome::failed(Status::Retrying, err.to_string()), AckKind::Nak(Some(delay)))
-            }
             Err(err) => {
-                tracing::error!(%err, "job failed after its last attempt");
-                self.clients.lock().await.pop(&job.cluster);
-                (Outcome::failed(Status::Failed, err.to_string()), AckKind::Term)
+                if err.came_from_cluster() {
+                    self.clients.lock().await.pop(&job.cluster);
+                }
+                self.disposition_of(&err, attempt)
             }
         };
         let recorded = match self.pool.acquire().await {
@@ -142,6 +129,35 @@ impl Poller {
             tracing::error!(%err, "cannot record the run's outcome");
         }
         ack(message, ack_kind).await;
+    }
+
+    /// What to record and tell the queue for a job that failed with `err` on `attempt`.
+    fn disposition_of(&self, err: &Error, attempt: u32) -> (Outcome, AckKind) {
+        let why = err.to_string();
+        match err.disposition() {
+            Disposition::HandBack => {
+                tracing::info!(%why, "handing the job back to the queue");
+                (Outcome::failed(Status::HandedBack, why), AckKind::Nak(None))
+            }
+            Disposition::Skip => {
+                tracing::info!(%why, "skipped: the cluster does not serve this resource");
+                (Outcome::failed(Status::Skipped, why), AckKind::Term)
+            }
+            Disposition::Reject => {
+                tracing::warn!(%why, "rejected");
+                (Outcome::failed(Status::Rejected, why), AckKind::Term)
+            }
+            Disposition::Retry { after } => match self.retry.delay(attempt, after) {
+                Some(delay) => {
+                    tracing::warn!(%why, kind = err.kind(), ?delay, "attempt failed; retrying");
+                    (Outcome::failed(Status::Retrying, why), AckKind::Nak(Some(delay)))
+                }
+                None => {
+                    tracing::error!(%why, kind = err.kind(), "job failed after its last attempt");
+                    (Outcome::failed(Status::Failed, why), AckKind::Term)
+                }
+            },
+        }
     }
 
     /// Keeps the message and the run alive while the job runs.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool, postgres::PgPoolOptions};
 
-use crate::{Error, Result, registry::Registry};
+use crate::{Error, Result, registry::Registry, runs::Status};
 
 pub use replace::{Refresh, SwapOutcome};
 pub use schema::ensure_tables;
@@ -110,10 +110,12 @@ pub async fn record_contact(pool: &PgPool, cluster: &str, cluster_uid: &str) -> 
 /// transaction, and its staging was temporary, gone with its session.
 pub async fn sweep_runs(pool: &PgPool, stale_after: Duration) -> Result<u64> {
     let swept = sqlx::query(
-        "UPDATE runs SET status = 'abandoned', finished_at = now(), error = 'the worker stopped heartbeating'
-         WHERE status = 'running' AND heartbeat_at < now() - $1::interval",
+        "UPDATE runs SET status = $2, finished_at = now(), error = 'the worker stopped heartbeating'
+         WHERE status = $3 AND heartbeat_at < now() - $1::interval",
     )
     .bind(format!("{} milliseconds", stale_after.as_millis()))
+    .bind(Status::Abandoned.as_str())
+    .bind(Status::Running.as_str())
     .execute(pool)
     .await?;
     Ok(swept.rows_affected())

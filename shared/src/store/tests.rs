@@ -67,7 +67,7 @@ async fn refresh_with(
         }
     }
     let job = Job::new(cluster, "kubernetes_pods", Trigger::Schedule, scheduled).unwrap();
-    let run_id = runs::start(pool, &job, 1, "test").await.unwrap();
+    let (run_id, _) = runs::start(pool, &job, 1, "test").await.unwrap();
     refresh.commit(&mut conn, &job, run_id, &Outcome::succeeded()).await
 }
 
@@ -188,7 +188,7 @@ async fn a_failed_write_keeps_the_last_good_rows(pool: PgPool) {
         refresh.add(1, &rows);
     }
     let job = Job::new("c1", "kubernetes_pods", Trigger::Schedule, at(20)).unwrap();
-    let run_id = runs::start(&pool, &job, 1, "test").await.unwrap();
+    let (run_id, _) = runs::start(&pool, &job, 1, "test").await.unwrap();
     assert!(refresh.commit(&mut conn, &job, run_id, &Outcome::succeeded()).await.is_err());
     drop(conn);
     assert_eq!(pods_of(&pool, "c1").await, 5);
@@ -316,4 +316,23 @@ async fn a_database_of_the_previous_release_is_converted_in_place_and_keeps_its_
     assert_eq!((counts.total, counts.inserted), (4, 4));
     assert_eq!(pods_of(&pool, cluster).await, 2);
     assert_eq!(pods_of(&pool, &after[1].0).await, other_pods, "the other cluster is untouched");
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn two_long_field_names_sharing_a_prefix_each_get_their_index(pool: PgPool) {
+    // `kubernetes_cluster_role_binding_subjects_field_` is 47 bytes: cut at PostgreSQL's 63,
+    // both index names would end in `business_unit_ow` and the second index be silently skipped.
+    let fields = ["business_unit_owner_primary".to_owned(), "business_unit_owner_secondary".to_owned()];
+    ensure_tables(&pool, &fields, &[]).await.unwrap();
+    for field in &fields {
+        let indexed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'
+               AND tablename = 'kubernetes_cluster_role_binding_subjects' AND indexdef LIKE '%(' || $1 || ', cluster_name)%'",
+        )
+        .bind(field)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(indexed, 1, "{field}");
+    }
 }

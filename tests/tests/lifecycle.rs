@@ -1,0 +1,77 @@
+//! A job's life across workers, on the real services: a stopping worker hands its job back
+//! without spending an attempt, and workers started with different flags follow the shared
+//! consumer's ack wait, so none declares another's live run dead.
+
+use std::time::Duration;
+
+use kubecensus_tests::{
+    fleet::{Faults, Fleet, FleetSpec},
+    harness::TestEnv,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_interrupted_on_its_last_attempt_is_handed_back_not_failed() {
+    let mut env = TestEnv::new().await.unwrap();
+    let fleet = Fleet::start(FleetSpec { clusters: 1, pods: 100, ..FleetSpec::default() }, &env.dir).await.unwrap();
+    let registry = env.dir.join("clusters.yaml");
+    // About 2.5 s of listing: the worker is stopped in the middle of it.
+    fleet.set_faults("sim-01", Faults { latency: Some(Duration::from_millis(200)), ..Faults::default() });
+    let only_try = ["--page-size", "10", "--max-attempts", "1", "--shutdown-grace", "300ms"];
+    let hasty = env.spawn_worker("hasty", &registry, &only_try).unwrap();
+    env.scheduler(&registry, &["refresh", "--table", "kubernetes_pods"]).await.unwrap();
+    env.wait_until(
+        "the job to start",
+        "SELECT count(*) = 1 FROM runs WHERE status = 'running'",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert_eq!(env.signal_and_wait(hasty, "TERM", Duration::from_secs(30)).await.unwrap(), Some(0));
+    let (status, attempt): (String, i32) = sqlx::query_as("SELECT status, attempt FROM runs WHERE worker_id = 'hasty'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!((status.as_str(), attempt), ("handed_back", 1), "a shutdown is not a failure of the job");
+    // The next worker, also allowed a single attempt, gets the job and completes it: the
+    // hand-back spent no attempt and did not terminate the message.
+    env.spawn_worker("next", &registry, &["--page-size", "10", "--max-attempts", "1"]).unwrap();
+    env.wait_until(
+        "the handed-back job to succeed on its first attempt",
+        "SELECT count(*) = 1 FROM runs WHERE worker_id = 'next' AND status = 'succeeded' AND attempt = 1",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_a_shorter_ack_wait_flag_never_abandons_anothers_live_run() {
+    let mut env = TestEnv::new().await.unwrap();
+    let fleet = Fleet::start(FleetSpec { clusters: 1, pods: 100, ..FleetSpec::default() }, &env.dir).await.unwrap();
+    let registry = env.dir.join("clusters.yaml");
+    // About 8 s of listing, during which the first worker heartbeats every 10 s (30 s / 3).
+    fleet.set_faults("sim-01", Faults { latency: Some(Duration::from_millis(400)), ..Faults::default() });
+    env.spawn_worker("first", &registry, &["--page-size", "5", "--ack-wait", "30s"]).unwrap();
+    env.scheduler(&registry, &["refresh", "--table", "kubernetes_pods"]).await.unwrap();
+    env.wait_until(
+        "the job to start",
+        "SELECT count(*) = 1 FROM runs WHERE status = 'running'",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    // Its own flag would make this worker sweep every second and call a run dead after 3 s
+    // without a heartbeat.
+    env.spawn_worker("second", &registry, &["--ack-wait", "1s"]).unwrap();
+    env.wait_until(
+        "the first worker's job to end",
+        "SELECT count(*) = 1 FROM runs WHERE worker_id = 'first' AND status <> 'running'",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM runs WHERE worker_id = 'first'").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(status, "succeeded", "the live run was not declared abandoned");
+    assert!(env.log("second").contains("following the consumer's"), "{}", env.log("second"));
+}
