@@ -11,8 +11,19 @@ use kubecensus::args::CommonArgs;
 pub struct Args {
     #[command(flatten)]
     pub common: CommonArgs,
+    /// How `refresh` and `report` print: aligned tables for people, or JSON for scripts.
+    #[arg(long, global = true, value_enum, default_value_t)]
+    pub output: Output,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// The output format of the commands a person runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,13 +9,9 @@ use std::{collections::HashMap, str::FromStr};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use cron::Schedule;
-use kubecensus::{
-    catalog::catalog,
-    job::{Job, Trigger},
-    queue::{Published, Queue},
-    registry::Registry,
-};
-use tokio_util::sync::CancellationToken;
+use kubecensus::{catalog::catalog, job::Trigger, queue::Queue, registry::Registry, telemetry};
+
+use crate::publish::publish_jobs;
 
 /// Runs until SIGTERM or SIGINT. `only` limits the loop to some tables (all when empty).
 pub async fn run(
@@ -29,8 +25,8 @@ pub async fn run(
     for (table, schedule) in &schedules {
         tracing::info!(table, schedule = %schedule.source(), "schedule");
     }
-    let stop = CancellationToken::new();
-    tokio::spawn(stop_on_signal(stop.clone()));
+    let stop = telemetry::shutdown_signal();
+    tokio::pin!(stop);
     loop {
         let now = Utc::now();
         let Some((tick, due)) = next_tick(&schedules, now) else {
@@ -39,7 +35,7 @@ pub async fn run(
         let wait = (tick - now).to_std().unwrap_or_default();
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = stop.cancelled() => {
+            () = &mut stop => {
                 tracing::info!("scheduler stopped");
                 return Ok(());
             }
@@ -91,6 +87,7 @@ fn next_tick<'a>(
     Some((earliest, ticks.into_iter().filter(|(_, tick)| *tick == earliest).map(|(table, _)| table).collect()))
 }
 
+/// Publishes `table`'s job of every cluster for `tick`, and logs how many were queued.
 async fn publish_tick(
     js: &async_nats::jetstream::Context,
     queue: &Queue,
@@ -98,29 +95,9 @@ async fn publish_tick(
     table: &str,
     tick: DateTime<Utc>,
 ) {
-    let (mut queued, mut pending) = (0, 0);
-    for cluster in &registry.clusters {
-        let published = match Job::new(&cluster.name, table, Trigger::Schedule, tick) {
-            Ok(job) => queue.publish(js, &job).await,
-            Err(err) => Err(err),
-        };
-        match published {
-            Ok(Published::Queued) => queued += 1,
-            Ok(Published::AlreadyPending | Published::Duplicate) => pending += 1,
-            Err(err) => tracing::error!(%err, cluster = %cluster.name, table, "cannot publish a job"),
-        }
-    }
-    tracing::info!(table, %tick, queued, already_pending = pending, "tick");
-}
-
-async fn stop_on_signal(stop: CancellationToken) {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    stop.cancel();
+    let published = publish_jobs(js, queue, &registry.clusters, &[table], Trigger::Schedule, tick).await;
+    let queued = published.iter().filter(|p| p.queued).count();
+    tracing::info!(table, %tick, queued, not_queued = published.len() - queued, "tick");
 }
 
 #[cfg(test)]

@@ -1,54 +1,63 @@
-//! The scheduler: wiring and subcommands. The cron loop is in `cron_loop.rs`.
+//! The scheduler: parses its command line and runs one command. The cron loop is in
+//! `cron_loop.rs`, publishing in `publish.rs`, what people read in `report.rs`.
 
 mod args;
 mod cron_loop;
+mod publish;
 mod report;
-
-use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
 use clap::Parser;
-use kubecensus::{
-    catalog::catalog,
-    job::{Job, Trigger},
-    queue::{self, Published},
-    registry::Registry,
-    store, telemetry,
-};
-use uuid::Uuid;
+use kubecensus::{catalog::catalog, job::Trigger, queue, registry::Registry, store, telemetry};
 
 use crate::args::{Args, Command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(args.common.log_format);
-    if let Some(Command::ImportKubeconfig { kubeconfig }) = &args.command {
+    // The cron loop is a service: it logs what it does. The other commands are for people: their
+    // output is on stdout, and only warnings go to stderr (unless RUST_LOG says otherwise).
+    let level = if matches!(args.command, None | Some(Command::Run { .. })) { "info" } else { "warn" };
+    telemetry::init(args.common.log_format, level);
+    run(args).await
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let Args { common, output, command } = args;
+    let command = command.unwrap_or(Command::Run { schedules: Vec::new(), tables: Vec::new() });
+    if let Command::ImportKubeconfig { kubeconfig } = &command {
         let registry = Registry::from_kubeconfig(kubeconfig)?;
         print!("{}", serde_yaml::to_string(&registry)?);
         return Ok(());
     }
-    let registry = Registry::load(&args.common.registry)?;
-    let pool = store::connect(&args.common.database_url, 4).await?;
-    if let Some(Command::Report) = &args.command {
-        return report::print(&pool).await;
+    let registry = Registry::load(&common.registry)?;
+    let pool = store::connect(&common.database_url, 4).await?;
+    if let Command::Report = &command {
+        return report::print(&pool, output).await;
     }
     store::prepare(&pool, &registry).await?;
     store::sync_clusters(&pool, &registry).await?;
-    let nats = queue::connect(&args.common.nats_url).await?;
+    let nats = queue::connect(&common.nats_url).await?;
     let js = async_nats::jetstream::new(nats.clone());
-    let queue = args.common.queue();
+    let queue = common.queue();
     queue.ensure_stream(&js).await?;
-
-    match args.command.unwrap_or(Command::Run { schedules: Vec::new(), tables: Vec::new() }) {
+    match command {
         Command::Run { schedules, tables } => cron_loop::run(&js, &queue, &registry, &schedules, &tables).await?,
         Command::Refresh { clusters, tables, wait } => {
-            let job_ids = refresh(&js, &queue, &registry, &clusters, &tables).await?;
-            if wait {
-                report::wait_for(&pool, &job_ids).await?;
-                report::print(&pool).await?;
+            for cluster in &clusters {
+                anyhow::ensure!(registry.get(cluster).is_some(), "cluster `{cluster}` is not in the registry");
             }
+            let selected = registry.clusters.iter().filter(|c| clusters.is_empty() || clusters.contains(&c.name));
+            let job_tables = job_tables(&tables)?;
+            let published =
+                publish::publish_jobs(&js, &queue, selected, &job_tables, Trigger::Manual, Utc::now()).await;
+            nats.flush().await.context("flushing NATS")?;
+            report::refreshed(&pool, &published, wait, output).await?;
+            anyhow::ensure!(
+                published.iter().all(|p| !p.result.starts_with("failed")),
+                "some jobs could not be published"
+            );
         }
         Command::Report | Command::ImportKubeconfig { .. } => unreachable!("handled above"),
     }
@@ -56,44 +65,18 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Publishes a manual job per selected (cluster, table); returns the ids of the queued ones.
-async fn refresh(
-    js: &async_nats::jetstream::Context,
-    queue: &queue::Queue,
-    registry: &Registry,
-    clusters: &[String],
-    tables: &[String],
-) -> anyhow::Result<Vec<Uuid>> {
-    for cluster in clusters {
-        anyhow::ensure!(registry.get(cluster).is_some(), "cluster `{cluster}` is not in the registry");
+/// The job tables of `tables` (every resource's when empty): `kubernetes_pod_containers` is
+/// filled by the `kubernetes_pods` job.
+fn job_tables(tables: &[String]) -> anyhow::Result<Vec<&'static str>> {
+    if tables.is_empty() {
+        return Ok(catalog().resources.iter().map(|r| r.job_table()).collect());
     }
-    let mut job_tables: Vec<&str> = Vec::new();
+    let mut job_tables = Vec::new();
     for table in tables {
         let resource = catalog().resource_of(table).with_context(|| format!("unknown table `{table}`"))?;
-        job_tables.push(resource.job_table());
-    }
-    if tables.is_empty() {
-        job_tables = catalog().resources.iter().map(|r| r.job_table()).collect();
-    }
-    job_tables.dedup();
-    let mut queued = Vec::new();
-    let now = Utc::now();
-    for cluster in registry.clusters.iter().filter(|c| clusters.is_empty() || clusters.contains(&c.name)) {
-        for table in &job_tables {
-            let job = Job::new(&cluster.name, table, Trigger::Manual, now)?;
-            let published = tokio::time::timeout(Duration::from_secs(30), queue.publish(js, &job))
-                .await
-                .context("NATS did not answer in 30 s")??;
-            let verdict = match published {
-                Published::Queued => {
-                    queued.push(job.id);
-                    "queued"
-                }
-                Published::AlreadyPending => "already pending",
-                Published::Duplicate => "duplicate",
-            };
-            println!("{:<24} {:<36} {verdict}", cluster.name, table);
+        if !job_tables.contains(&resource.job_table()) {
+            job_tables.push(resource.job_table());
         }
     }
-    Ok(queued)
+    Ok(job_tables)
 }

@@ -1,67 +1,168 @@
-//! The report: the latest run of every (cluster, table), and waiting for jobs to finish.
+//! What people read: what a refresh published, waiting for its jobs (with a progress bar on a
+//! terminal), and the latest run of every (cluster, table), as aligned tables or `--output json`.
 
 use std::time::Duration;
 
+use comfy_table::{CellAlignment, Table, presets::NOTHING};
+use indicatif::{ProgressBar, ProgressStyle};
+use kubecensus::runs::Status;
+use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// One line of the report.
-#[derive(sqlx::FromRow)]
+use crate::{args::Output, publish::Publication};
+
+/// The latest finished run of one (cluster, table).
+#[derive(Debug, Serialize, sqlx::FromRow)]
 struct LatestRun {
-    cluster_name: String,
-    table_name: String,
+    cluster: String,
+    table: String,
     status: String,
-    rows_written: Option<i64>,
+    rows: Option<i64>,
+    inserted: Option<i64>,
+    deleted: Option<i64>,
     millis: Option<f64>,
     error: Option<String>,
 }
 
-/// Prints the latest run of every (cluster, table) with the rows its snapshot holds.
-pub async fn print(pool: &PgPool) -> anyhow::Result<()> {
-    let runs: Vec<LatestRun> = sqlx::query_as(
-        "SELECT DISTINCT ON (r.cluster_name, r.table_name)
-                r.cluster_name, r.table_name, r.status, r.rows_written,
-                extract(epoch FROM r.duration)::float8 * 1000 AS millis, r.error
-         FROM runs r WHERE r.status <> 'running' AND r.cluster_name IS NOT NULL
-         ORDER BY r.cluster_name, r.table_name, r.started_at DESC",
-    )
-    .fetch_all(pool)
-    .await?;
-    println!("{:<20} {:<26} {:<11} {:>9} {:>10}  error", "cluster", "table", "status", "rows", "ms");
-    for run in runs {
-        let rows = run.rows_written.map_or_else(|| "-".to_owned(), |r| r.to_string());
-        let millis = run.millis.map_or_else(|| "-".to_owned(), |m| format!("{m:.0}"));
-        let (cluster, table, status) = (run.cluster_name, run.table_name, run.status);
-        println!("{cluster:<20} {table:<26} {status:<11} {rows:>9} {millis:>10}  {}", run.error.unwrap_or_default());
-    }
-    let snapshots: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT cluster_name, table_name, row_count FROM snapshots ORDER BY 1, 2")
-            .fetch_all(pool)
-            .await?;
-    println!("\nrows held now per (cluster, table):");
-    for (cluster, table, rows) in snapshots {
-        println!("  {cluster:<20} {table:<26} {rows:>9}");
+/// The rows one (cluster, table) holds now.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+struct Held {
+    cluster: String,
+    table: String,
+    rows: i64,
+}
+
+/// The report: latest runs and the rows held now.
+#[derive(Debug, Serialize)]
+struct Report {
+    runs: Vec<LatestRun>,
+    snapshots: Vec<Held>,
+}
+
+/// Statuses after which a job is not tried again.
+const FINAL: [Status; 5] = [Status::Succeeded, Status::Failed, Status::Skipped, Status::Superseded, Status::Rejected];
+
+/// Prints the latest run of every (cluster, table) and the rows held now.
+pub async fn print(pool: &PgPool, output: Output) -> anyhow::Result<()> {
+    let report = load(pool).await?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Table => print_report(&report),
     }
     Ok(())
 }
 
-/// Waits until every job in `job_ids` has a finished run that will not be retried.
-pub async fn wait_for(pool: &PgPool, job_ids: &[Uuid]) -> anyhow::Result<()> {
-    let mut last_done = usize::MAX;
-    loop {
-        let done: i64 = sqlx::query_scalar(
-            "SELECT count(DISTINCT job_id) FROM runs WHERE job_id = ANY($1)
-             AND status IN ('succeeded', 'failed', 'skipped', 'superseded', 'rejected')",
-        )
-        .bind(job_ids)
-        .fetch_one(pool)
-        .await?;
-        let done = done as usize;
-        if done != last_done {
-            tracing::info!(done, total = job_ids.len(), "waiting for jobs");
-            last_done = done;
+/// Prints what a refresh published; with `wait`, waits for the queued jobs and adds the report.
+pub async fn refreshed(pool: &PgPool, published: &[Publication], wait: bool, output: Output) -> anyhow::Result<()> {
+    if output == Output::Table {
+        let mut table = table(&["cluster", "table", "result"]);
+        for p in published {
+            table.add_row(vec![p.cluster.as_str(), p.table.as_str(), p.result.as_str()]);
         }
-        if done >= job_ids.len() {
+        println!("{table}");
+    }
+    let report = if wait {
+        let queued: Vec<Uuid> = published.iter().filter(|p| p.queued).filter_map(|p| p.job_id).collect();
+        wait_for(pool, &queued).await?;
+        Some(load(pool).await?)
+    } else {
+        None
+    };
+    match (output, report) {
+        (Output::Json, report) => {
+            #[derive(Serialize)]
+            struct Refreshed<'a> {
+                published: &'a [Publication],
+                #[serde(flatten)]
+                report: Option<Report>,
+            }
+            println!("{}", serde_json::to_string_pretty(&Refreshed { published, report })?);
+        }
+        (Output::Table, Some(report)) => {
+            println!();
+            print_report(&report);
+        }
+        (Output::Table, None) => {}
+    }
+    Ok(())
+}
+
+async fn load(pool: &PgPool) -> anyhow::Result<Report> {
+    let runs: Vec<LatestRun> = sqlx::query_as(
+        "SELECT DISTINCT ON (r.cluster_name, r.table_name)
+                r.cluster_name AS cluster, r.table_name AS \"table\", r.status, r.rows_written AS rows,
+                r.rows_inserted AS inserted, r.rows_deleted AS deleted,
+                extract(epoch FROM r.duration)::float8 * 1000 AS millis, r.error
+         FROM runs r WHERE r.status <> $1 AND r.cluster_name IS NOT NULL
+         ORDER BY r.cluster_name, r.table_name, r.started_at DESC",
+    )
+    .bind(Status::Running.as_str())
+    .fetch_all(pool)
+    .await?;
+    let snapshots: Vec<Held> = sqlx::query_as(
+        "SELECT cluster_name AS cluster, table_name AS \"table\", row_count AS rows FROM snapshots ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(Report { runs, snapshots })
+}
+
+fn print_report(report: &Report) {
+    let mut runs = table(&["cluster", "table", "status", "rows", "inserted", "deleted", "ms", "error"]);
+    let number = |value: Option<i64>| value.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    for run in &report.runs {
+        runs.add_row(vec![
+            run.cluster.clone(),
+            run.table.clone(),
+            run.status.clone(),
+            number(run.rows),
+            number(run.inserted),
+            number(run.deleted),
+            run.millis.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0}")),
+            run.error.clone().unwrap_or_default(),
+        ]);
+    }
+    for column in 3..7 {
+        if let Some(column) = runs.column_mut(column) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    println!("{runs}\n\nrows held now per (cluster, table):");
+    let mut held = table(&["cluster", "table", "rows"]);
+    for snapshot in &report.snapshots {
+        held.add_row(vec![snapshot.cluster.clone(), snapshot.table.clone(), snapshot.rows.to_string()]);
+    }
+    if let Some(column) = held.column_mut(2) {
+        column.set_cell_alignment(CellAlignment::Right);
+    }
+    println!("{held}");
+}
+
+/// A borderless table with a header: columns aligned whatever the names' lengths.
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(NOTHING).set_header(header.to_vec());
+    table
+}
+
+/// Waits until every job in `job_ids` has a run that ended for good, with a progress bar on a
+/// terminal (hidden when stderr is not one).
+async fn wait_for(pool: &PgPool, job_ids: &[Uuid]) -> anyhow::Result<()> {
+    let bar = ProgressBar::new(job_ids.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} jobs done ({elapsed})").expect("a valid template"),
+    );
+    let finals: Vec<&str> = FINAL.iter().map(|status| status.as_str()).collect();
+    loop {
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(DISTINCT job_id) FROM runs WHERE job_id = ANY($1) AND status = ANY($2)")
+                .bind(job_ids)
+                .bind(&finals)
+                .fetch_one(pool)
+                .await?;
+        bar.set_position(done as u64);
+        if done as usize >= job_ids.len() {
+            bar.finish_and_clear();
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

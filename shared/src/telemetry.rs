@@ -1,4 +1,5 @@
-//! Logging: tracing to stderr, plain or JSON, filtered by `RUST_LOG` (default `info`).
+//! Logging and process signals: tracing to stderr, plain or JSON, filtered by `RUST_LOG`; and
+//! the one way both binaries learn they must stop.
 
 use tracing_subscriber::EnvFilter;
 
@@ -10,13 +11,28 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. Call once, first thing in `main`.
-pub fn init(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
+/// Installs the global subscriber: `RUST_LOG` when set, else `default_level` (`info` for the
+/// services, `warn` for commands a person runs, whose output is on stdout). Call once, first
+/// thing in `main`.
+pub fn init(format: LogFormat, default_level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},sqlx::postgres::notice=warn")));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Completes at the first SIGTERM (what Kubernetes sends a pod that must stop) or SIGINT.
+///
+/// # Panics
+/// When the SIGTERM handler cannot be installed (no signal support: not on Unix).
+pub async fn shutdown_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
 }

@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::Context;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool, postgres::PgPoolOptions};
 use uuid::Uuid;
 
 /// Scheduler arguments that select the three resources of the first tables (pods, nodes,
@@ -37,17 +37,105 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// One test's private corner of the real services.
-pub struct TestEnv {
-    pub id: String,
+/// Where one test's or one benchmark's processes find the real services, and the names they
+/// use there: a database, a JetStream stream and a subject prefix of their own. [`TestEnv`] and
+/// the benchmark's `BenchEnv` are both built on it.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// A URL of the server naming an existing database; the own database is made next to it.
+    pub admin_url: String,
     pub nats_url: String,
-    admin_url: String,
+    pub database: String,
     pub database_url: String,
-    pub pool: PgPool,
-    pub dir: PathBuf,
     pub stream: String,
     pub subject_prefix: String,
-    database: String,
+    /// The `RUST_LOG` filter of the processes started.
+    pub log_filter: String,
+}
+
+impl Services {
+    /// Makes `database` afresh (dropping a leftover of the same name) and deletes a leftover
+    /// `stream`; returns the services and a pool on the database.
+    pub async fn create(
+        admin_url: &str,
+        nats_url: &str,
+        database: &str,
+        stream: &str,
+        subject_prefix: &str,
+        log_filter: &str,
+    ) -> anyhow::Result<(Self, PgPool)> {
+        anyhow::ensure!(
+            kubecensus::catalog::is_identifier(database),
+            "`{database}` is not a lower-case SQL identifier"
+        );
+        let mut admin = PgConnection::connect(admin_url).await.context("connecting to PostgreSQL")?;
+        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).execute(&mut admin).await?;
+        sqlx::raw_sql(&format!("CREATE DATABASE {database}")).execute(&mut admin).await?;
+        let database_url = with_database(admin_url, database);
+        let pool = PgPoolOptions::new().max_connections(16).connect(&database_url).await?;
+        let services = Self {
+            admin_url: admin_url.to_owned(),
+            nats_url: nats_url.to_owned(),
+            database: database.to_owned(),
+            database_url,
+            stream: stream.to_owned(),
+            subject_prefix: subject_prefix.to_owned(),
+            log_filter: log_filter.to_owned(),
+        };
+        services.delete_stream().await;
+        Ok((services, pool))
+    }
+
+    /// Sets the environment both binaries read; they reach PostgreSQL at `database_url`.
+    pub fn configure(&self, command: &mut Command, database_url: &str, registry: &Path) {
+        command
+            .env("DATABASE_URL", database_url)
+            .env("NATS_URL", &self.nats_url)
+            .env("KUBECENSUS_STREAM", &self.stream)
+            .env("KUBECENSUS_SUBJECT_PREFIX", &self.subject_prefix)
+            .env("KUBECENSUS_REGISTRY", registry)
+            .env("RUST_LOG", &self.log_filter);
+    }
+
+    /// Deletes the stream and drops the database; failures are only logged.
+    pub async fn remove(&self) {
+        self.delete_stream().await;
+        if let Ok(mut admin) = PgConnection::connect(&self.admin_url).await {
+            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database);
+            if let Err(err) = sqlx::raw_sql(&drop).execute(&mut admin).await {
+                tracing::warn!(%err, database = self.database, "cannot drop the database");
+            }
+        }
+    }
+
+    async fn delete_stream(&self) {
+        if let Ok(client) = async_nats::connect(&self.nats_url).await {
+            let _ = async_nats::jetstream::new(client).delete_stream(&self.stream).await;
+        }
+    }
+
+    /// Runs the scheduler binary at `path` with `args` to completion; returns its stdout, or
+    /// fails with its output. Its logs are warnings only, as a person running it sees them.
+    pub async fn scheduler(&self, path: &Path, registry: &Path, args: &[&str]) -> anyhow::Result<String> {
+        let mut command = Command::new(path);
+        self.configure(&mut command, &self.database_url, registry);
+        command.env("RUST_LOG", "warn").args(args).stdin(Stdio::null());
+        let output = tokio::process::Command::from(command).output().await?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        anyhow::ensure!(
+            output.status.success(),
+            "scheduler {args:?} failed: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(stdout)
+    }
+}
+
+/// One test's private corner of the real services.
+pub struct TestEnv {
+    pub services: Services,
+    pub pool: PgPool,
+    pub dir: PathBuf,
     children: Vec<Child>,
 }
 
@@ -60,36 +148,24 @@ impl TestEnv {
     /// An environment on the given servers (`admin_url` names an existing database there).
     pub async fn on(admin_url: String, nats_url: String) -> anyhow::Result<Self> {
         let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let database = format!("kc_test_{id}");
-        let mut admin = PgConnection::connect(&admin_url).await.context("connecting to PostgreSQL")?;
-        sqlx::raw_sql(&format!("CREATE DATABASE {database}")).execute(&mut admin).await?;
-        let database_url = with_database(&admin_url, &database);
-        let pool = PgPool::connect(&database_url).await?;
+        let log_filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+        let (services, pool) = Services::create(
+            &admin_url,
+            &nats_url,
+            &format!("kc_test_{id}"),
+            &format!("KC_TEST_{id}"),
+            &format!("kctest_{id}"),
+            &log_filter,
+        )
+        .await?;
         let dir = std::env::temp_dir().join(format!("kubecensus-test-{id}"));
         std::fs::create_dir_all(&dir)?;
-        Ok(Self {
-            stream: format!("KC_TEST_{id}"),
-            subject_prefix: format!("kctest_{id}"),
-            id,
-            nats_url,
-            admin_url,
-            database_url,
-            pool,
-            dir,
-            database,
-            children: Vec::new(),
-        })
+        Ok(Self { services, pool, dir, children: Vec::new() })
     }
 
     /// The environment both binaries read.
     fn configure(&self, command: &mut Command, registry: &Path) {
-        command
-            .env("DATABASE_URL", &self.database_url)
-            .env("NATS_URL", &self.nats_url)
-            .env("KUBECENSUS_STREAM", &self.stream)
-            .env("KUBECENSUS_SUBJECT_PREFIX", &self.subject_prefix)
-            .env("KUBECENSUS_REGISTRY", registry)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        self.services.configure(command, &self.services.database_url, registry);
     }
 
     /// Starts a worker process with extra arguments; its log goes to `<dir>/<name>.log`.
@@ -145,16 +221,14 @@ impl TestEnv {
 
     /// Runs the scheduler to completion with these arguments; returns its stdout.
     pub async fn scheduler(&self, registry: &Path, args: &[&str]) -> anyhow::Result<String> {
-        let mut command = Command::new(binary("scheduler"));
-        self.configure(&mut command, registry);
-        run_scheduler(command, args).await
+        self.services.scheduler(&binary("scheduler"), registry, args).await
     }
 
     /// Publishes a raw message on `<prefix>.jobs.<suffix>` with a plain NATS client, as any user
     /// could, retrying until the stream exists (a worker or scheduler creates it).
     pub async fn publish_raw(&self, suffix: &str, payload: Vec<u8>) -> anyhow::Result<()> {
-        let js = async_nats::jetstream::new(async_nats::connect(&self.nats_url).await?);
-        let subject = format!("{}.jobs.{suffix}", self.subject_prefix);
+        let js = async_nats::jetstream::new(async_nats::connect(&self.services.nats_url).await?);
+        let subject = format!("{}.jobs.{suffix}", self.services.subject_prefix);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             match js.publish(subject.clone(), payload.clone().into()).await?.await {
@@ -220,20 +294,11 @@ impl Drop for TestEnv {
         }
         // Best effort: the database and the stream are named after the test, so leftovers never
         // disturb another test.
-        let (database, admin_url, stream, nats_url) =
-            (self.database.clone(), self.admin_url.clone(), self.stream.clone(), self.nats_url.clone());
+        let services = self.services.clone();
         let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-            runtime.block_on(async {
-                if let Ok(client) = async_nats::connect(nats_url).await {
-                    let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
-                }
-                let mut admin = PgConnection::connect(&admin_url).await.ok()?;
-                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await
-                    .ok()
-            })
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                runtime.block_on(services.remove());
+            }
         });
         let _ = cleanup.join();
         if std::env::var_os("KEEP_TEST_DIRS").is_none() {
@@ -242,22 +307,8 @@ impl Drop for TestEnv {
     }
 }
 
-/// Runs a configured scheduler command with `args` to completion; returns its stdout, or fails
-/// with its output.
-pub async fn run_scheduler(mut command: Command, args: &[&str]) -> anyhow::Result<String> {
-    command.args(args).stdin(Stdio::null());
-    let output = tokio::process::Command::from(command).output().await?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    anyhow::ensure!(
-        output.status.success(),
-        "scheduler {args:?} failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(stdout)
-}
-
 /// The same URL with another database name.
-fn with_database(url: &str, database: &str) -> String {
+pub fn with_database(url: &str, database: &str) -> String {
     let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
     let base = base.rsplit_once('/').map_or(base, |(server, _)| server);
     match query {

@@ -1,5 +1,6 @@
-//! `bench --smoke`: every section of the benchmark on a tiny fleet, against the real services.
-//! It asserts only that each figure is produced, never its value (timings are not tests).
+//! `bench --smoke` and a tiny `bench-scale`: every section of both benchmarks on a tiny fleet,
+//! against the real services. They assert only that each figure is produced, never its value
+//! (timings are not tests).
 
 use std::process::Command;
 
@@ -41,17 +42,41 @@ fn bench_smoke_produces_every_figure() {
         assert!(!round["tables"].as_array().unwrap().is_empty());
     }
     let loads: Vec<&str> = report["loads"].as_array().unwrap().iter().map(|l| l["mode"].as_str().unwrap()).collect();
-    assert_eq!(
-        loads,
-        ["Plain", "Plain", "Indexed", "Sealed"],
-        "raw COPY by 1 and 2 connections, with indexes, and + seal"
-    );
+    assert_eq!(loads, ["Plain", "Plain", "Indexed"], "raw COPY by 1 and 2 connections, and with indexes");
     assert!(report["fetch"]["objects"].as_u64().unwrap() > 0);
-    assert_eq!(report["readers"].as_array().unwrap().len(), 4, "idle, raw COPY, in place, swaps");
+    assert_eq!(report["readers"].as_array().unwrap().len(), 3, "idle, raw COPY, refresh");
     assert!(report["readers"].as_array().unwrap().iter().all(|p| p["queries"].as_u64().unwrap() > 0));
     assert_eq!(report["queries"].as_array().unwrap().len(), 6);
     assert!(report["overhead"]["wall_per_job_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(report["sizes"].as_array().unwrap().len(), 2);
     assert!(!report["verdicts"].as_array().unwrap().is_empty());
     assert!(stdout.contains("## Targets"), "{stdout}");
+}
+
+#[test]
+fn a_tiny_bench_scale_produces_every_figure() {
+    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let dir = std::env::temp_dir().join(format!("kubecensus-bench-scale-smoke-{id}"));
+    let bin = env!("CARGO_BIN_EXE_bench-scale");
+    let output = Command::new(bin)
+        .args(["--clusters", "3", "--namespaces", "3", "--nodes", "2", "--pods", "10", "--churn", "2"])
+        .args(["--pod-refreshes", "2", "--pod-interval", "0", "--autovacuum-wait", "0", "--readers", "2"])
+        .args(["--reader-secs", "1", "--query-runs", "1"])
+        .args(["--stream", &format!("KC_SCALE_SMOKE_{id}"), "--subject-prefix", &format!("kcscalesmoke_{id}")])
+        .arg("--dir")
+        .arg(&dir)
+        .env("KUBECENSUS_BIN_DIR", bin.rsplit_once('/').unwrap().0)
+        .output()
+        .expect("running bench-scale");
+    assert!(output.status.success(), "bench-scale failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    for round in ["first_load", "refresh"] {
+        assert!(report[round]["jobs"].as_u64().unwrap() > 0, "{report}");
+        assert_eq!(report[format!("{round}_throughput")]["tenths"].as_array().unwrap().len(), 10);
+    }
+    assert!(report["after_refresh"]["relations"].as_i64().unwrap() > 0);
+    assert_eq!(report["pod_refreshes"].as_array().unwrap().len(), 2);
+    assert_eq!(report["queries"].as_array().unwrap().len(), 4);
+    assert!(report["readers"]["queries"].as_u64().unwrap() > 0);
 }

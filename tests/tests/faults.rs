@@ -152,8 +152,8 @@ async fn failing_clusters_fail_only_their_jobs_with_a_clear_error_and_keep_their
     }
     assert!(started.elapsed() < Duration::from_secs(40));
     // Terminated after the last attempt: nothing is left in the stream, nothing runs again.
-    let js = async_nats::jetstream::new(async_nats::connect(&env.nats_url).await.unwrap());
-    let mut stream = js.get_stream(&env.stream).await.unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(&env.services.nats_url).await.unwrap());
+    let mut stream = js.get_stream(&env.services.stream).await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, 0);
     assert_eq!(leftovers(&env.pool).await, 0);
 }

@@ -21,7 +21,10 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{args::Args, poll::Poller};
+use crate::{
+    args::Args,
+    poll::{JobPolicy, Poller},
+};
 
 /// The longest delay between attempts of a failed job.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
@@ -31,41 +34,69 @@ const PULL_EXPIRES: Duration = Duration::from_secs(5);
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(args.common.log_format);
-    anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
-    let registry = Registry::load(&args.common.registry)?;
-    let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
-    let pool = store::connect(&args.common.database_url, args.concurrency as u32 + 2).await?;
+    telemetry::init(args.common.log_format, "info");
+    run(args).await
+}
+
+/// Wiring: the registry, PostgreSQL, the shared consumer, the sweep; then pulls jobs until
+/// SIGTERM, and gives in-flight jobs `--shutdown-grace` to finish before handing them back.
+async fn run(args: Args) -> anyhow::Result<()> {
+    let Args {
+        common,
+        concurrency,
+        worker_id,
+        page_size,
+        in_place_limit,
+        cached_clients,
+        max_attempts,
+        retry_delay,
+        job_timeout,
+        ack_wait: ack_wait_flag,
+        shutdown_grace,
+    } = args;
+    anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
+    let registry = Registry::load(&common.registry)?;
+    let worker_id = worker_id.unwrap_or_else(default_worker_id);
+    let pool = store::connect(&common.database_url, concurrency as u32 + 2).await?;
     store::prepare(&pool, &registry).await?;
-    let nats = queue::connect(&args.common.nats_url).await?;
+    let nats = queue::connect(&common.nats_url).await?;
     let js = async_nats::jetstream::new(nats.clone());
-    let mut consumer = args.common.queue().consumer(&js, args.ack_wait).await?;
+    let queue = common.queue();
+    let mut consumer = queue.consumer(&js, ack_wait_flag).await?;
     // The consumer keeps the ack wait it was created with: heartbeats and the sweep follow it.
     let ack_wait = consumer.info().await.context("reading the consumer's settings")?.config.ack_wait;
-    if ack_wait != args.ack_wait {
-        tracing::warn!(consumer = ?ack_wait, flag = ?args.ack_wait, "the shared consumer's ack wait is not --ack-wait; following the consumer's");
+    if ack_wait != ack_wait_flag {
+        tracing::warn!(consumer = ?ack_wait, flag = ?ack_wait_flag, "the shared consumer's ack wait is not --ack-wait; following the consumer's");
     }
-    tracing::info!(%worker_id, concurrency = args.concurrency, clusters = registry.clusters.len(), "worker started");
+    tracing::info!(%worker_id, concurrency, clusters = registry.clusters.len(), "worker started");
 
     let poller = Arc::new(Poller {
         pool: pool.clone(),
         fields: registry.field_names(),
         registry,
         worker_id,
-        subject_prefix: args.common.subject_prefix.clone(),
-        page_size: args.page_size,
-        in_place_limit: args.in_place_limit,
-        retry: RetryPolicy { max_attempts: args.max_attempts, base: args.retry_delay, cap: MAX_RETRY_DELAY },
-        job_timeout: args.job_timeout,
-        ack_wait,
-        clients: Mutex::new(LruCache::new(args.cached_clients)),
+        queue,
+        policy: JobPolicy {
+            page_size,
+            in_place_limit,
+            retry: RetryPolicy { max_attempts, base: retry_delay, cap: MAX_RETRY_DELAY },
+            timeout: job_timeout,
+            ack_wait,
+        },
+        clients: Mutex::new(LruCache::new(cached_clients)),
     });
     let stop_pulling = CancellationToken::new();
     let abandon_jobs = CancellationToken::new();
-    tokio::spawn(shutdown_on_signal(stop_pulling.clone()));
+    tokio::spawn({
+        let stop = stop_pulling.clone();
+        async move {
+            telemetry::shutdown_signal().await;
+            stop.cancel();
+        }
+    });
     tokio::spawn(sweep_forever(pool.clone(), ack_wait).instrument(tracing::info_span!("sweep")));
 
-    let slots = Arc::new(Semaphore::new(args.concurrency));
+    let slots = Arc::new(Semaphore::new(concurrency));
     let mut jobs = JoinSet::new();
     while !stop_pulling.is_cancelled() {
         // Wait for one free slot, then take every other free one: pull that many jobs.
@@ -105,8 +136,8 @@ async fn main() -> anyhow::Result<()> {
         while jobs.try_join_next().is_some() {}
     }
 
-    tracing::info!(in_flight = jobs.len(), grace = ?args.shutdown_grace, "stopping: no more pulls; finishing in-flight jobs");
-    if tokio::time::timeout(args.shutdown_grace, async { while jobs.join_next().await.is_some() {} }).await.is_err() {
+    tracing::info!(in_flight = jobs.len(), grace = ?shutdown_grace, "stopping: no more pulls; finishing in-flight jobs");
+    if tokio::time::timeout(shutdown_grace, async { while jobs.join_next().await.is_some() {} }).await.is_err() {
         tracing::warn!(in_flight = jobs.len(), "grace period over; handing unfinished jobs back to the queue");
         abandon_jobs.cancel();
         while jobs.join_next().await.is_some() {}
@@ -120,17 +151,6 @@ fn default_worker_id() -> String {
     let host =
         std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "worker".into());
     format!("{host}-{}", std::process::id())
-}
-
-/// Cancels `token` on SIGTERM or SIGINT.
-async fn shutdown_on_signal(token: CancellationToken) {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
-    token.cancel();
 }
 
 /// Marks `abandoned` the runs of dead workers, now and every ack wait. A run whose worker has

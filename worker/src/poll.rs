@@ -12,7 +12,7 @@ use kubecensus::{
     flatten::{ClusterContext, Layout},
     job::Job,
     kubeapi::{self, Page},
-    queue::RetryPolicy,
+    queue::{Queue, RetryPolicy},
     registry::{ClusterConfig, NamespaceFields, Registry},
     runs::{self, Outcome, Status},
     store::{self, Refresh, SwapOutcome},
@@ -34,20 +34,26 @@ pub struct Poller {
     /// The registry's extra field names: columns after `cluster_name`.
     pub fields: Vec<String>,
     pub worker_id: String,
-    /// Jobs arrive on `<subject_prefix>.jobs.<cluster>.<table>`.
-    pub subject_prefix: String,
+    /// Where jobs come from: they arrive on `<subject_prefix>.jobs.<cluster>.<table>`.
+    pub queue: Queue,
+    pub policy: JobPolicy,
+    /// Clients of the clusters polled last, dropped when one fails so credentials are re-read.
+    pub clients: Mutex<LruCache<String, kube::Client>>,
+}
+
+/// How every job of this worker runs.
+pub struct JobPolicy {
+    /// Objects per listed page.
     pub page_size: u32,
     /// Bytes of new rows a job holds in memory; past it, they go to the session's staging.
     pub in_place_limit: usize,
     /// Attempts and delays of failed jobs.
     pub retry: RetryPolicy,
     /// The longest a job may run.
-    pub job_timeout: Duration,
+    pub timeout: Duration,
     /// The consumer's ack wait (as NATS has it, whatever this worker's flag says): progress acks
     /// and run heartbeats go out every third of it.
     pub ack_wait: Duration,
-    /// Clients of the clusters polled last, dropped when one fails so credentials are re-read.
-    pub clients: Mutex<LruCache<String, kube::Client>>,
 }
 
 /// What one job lists and how its rows are laid out.
@@ -71,7 +77,7 @@ impl Poller {
         };
         // The subject is what keeps one job per (cluster, table) in the stream: a body that
         // names another (cluster, table) would slip past that limit.
-        let expected_subject = job.subject(&self.subject_prefix);
+        let expected_subject = job.subject(&self.queue.subject_prefix);
         if message.subject.as_str() != expected_subject {
             let why = format!("a job for {expected_subject} was published on another subject");
             return self.reject(&message, Some(&job), why).await;
@@ -86,7 +92,7 @@ impl Poller {
                 Ok(started) => started,
                 Err(err) => {
                     tracing::error!(%err, "cannot record the run; handing the job back");
-                    return ack(&message, AckKind::Nak(Some(self.retry.base))).await;
+                    return ack(&message, AckKind::Nak(Some(self.policy.retry.base))).await;
                 }
             };
             let heartbeat = self.heartbeat(&message, run_id);
@@ -94,7 +100,7 @@ impl Poller {
                 result = self.poll(&job, cluster, run_id) => result,
                 () = heartbeat => unreachable!("the heartbeat never ends"),
                 () = abandon.cancelled() => Err(Error::ShuttingDown),
-                () = tokio::time::sleep(self.job_timeout) => Err(Error::TimedOut(self.job_timeout)),
+                () = tokio::time::sleep(self.policy.timeout) => Err(Error::TimedOut(self.policy.timeout)),
             };
             self.settle(&message, &job, attempt, run_id, result).await;
         }
@@ -147,7 +153,7 @@ impl Poller {
                 tracing::warn!(%why, "rejected");
                 (Outcome::failed(Status::Rejected, why), AckKind::Term)
             }
-            Disposition::Retry { after } => match self.retry.delay(attempt, after) {
+            Disposition::Retry { after } => match self.policy.retry.delay(attempt, after) {
                 Some(delay) => {
                     tracing::warn!(%why, kind = err.kind(), ?delay, "attempt failed; retrying");
                     (Outcome::failed(Status::Retrying, why), AckKind::Nak(Some(delay)))
@@ -162,7 +168,7 @@ impl Poller {
 
     /// Keeps the message and the run alive while the job runs.
     async fn heartbeat(&self, message: &Message, run_id: Uuid) {
-        let mut ticks = tokio::time::interval(self.ack_wait / 3);
+        let mut ticks = tokio::time::interval(self.policy.ack_wait / 3);
         ticks.tick().await;
         loop {
             ticks.tick().await;
@@ -258,7 +264,7 @@ impl Poller {
                 refresh.add(index, table_rows);
                 table_rows.clear();
             }
-            if refresh.held_bytes() > self.in_place_limit {
+            if refresh.held_bytes() > self.policy.in_place_limit {
                 refresh.spill(conn).await?;
                 tracing::debug!(rows = refresh.rows(), "page listed; new rows staged");
             }
@@ -283,7 +289,7 @@ impl Poller {
         let client = &listing.client;
         match listing.resource.source {
             ResourceSource::List => {
-                kubeapi::list_page(client, &listing.resource.api, self.page_size, continue_token, body).await
+                kubeapi::list_page(client, &listing.resource.api, self.policy.page_size, continue_token, body).await
             }
             ResourceSource::Discovery => kubeapi::discovery(client).await,
             ResourceSource::Version => kubeapi::version(client).await,
@@ -301,7 +307,7 @@ impl Poller {
         let mut fields = self.registry.namespace_fields_of(cluster);
         let has_namespaces = resource.tables.iter().any(|table| table.namespace_column.is_some());
         if has_namespaces && fields.needs_labels() {
-            fields.set_labels(kubeapi::namespace_labels(client, self.page_size).await?);
+            fields.set_labels(kubeapi::namespace_labels(client, self.policy.page_size).await?);
         }
         Ok(fields)
     }

@@ -10,7 +10,9 @@ use std::{
 };
 
 use anyhow::Context;
-use sqlx::{Connection, PgConnection, PgPool, postgres::PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::harness::Services;
 
 /// Where the services are and what to call the benchmark's database and stream.
 #[derive(Debug, Clone)]
@@ -52,6 +54,8 @@ pub struct WorkerProcess {
 
 pub struct BenchEnv {
     pub config: EnvConfig,
+    /// The database, stream and subject prefix, as the tests have theirs.
+    pub services: Services,
     pub database_url: String,
     /// What the worker and scheduler processes connect to.
     pub service_database_url: String,
@@ -72,14 +76,17 @@ impl BenchEnv {
             );
         }
         std::fs::create_dir_all(&config.dir).with_context(|| format!("creating {}", config.dir.display()))?;
-        let mut admin = PgConnection::connect(&config.admin_url).await.context("connecting to PostgreSQL")?;
-        let database = &config.database;
-        anyhow::ensure!(kubecensus::catalog::is_identifier(database), "--database must be a lower-case SQL identifier");
-        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).execute(&mut admin).await?;
-        sqlx::raw_sql(&format!("CREATE DATABASE {database}")).execute(&mut admin).await?;
-        let database_url = with_database(&config.admin_url, database);
-        let pool = PgPoolOptions::new().max_connections(16).connect(&database_url).await?;
-        delete_stream(&config.nats_url, &config.stream).await;
+        let log_filter = std::env::var("BENCH_WORKER_LOG").unwrap_or_else(|_| "info".into());
+        let (services, pool) = Services::create(
+            &config.admin_url,
+            &config.nats_url,
+            &config.database,
+            &config.stream,
+            &config.subject_prefix,
+            &log_filter,
+        )
+        .await?;
+        let database_url = services.database_url.clone();
         let mut service_database_url = match &config.worker_socket {
             Some(socket) => {
                 let (path, _) = database_url.split_once('?').unwrap_or((&database_url, ""));
@@ -101,18 +108,12 @@ impl BenchEnv {
                 .collect();
             service_database_url.push_str(&format!("{separator}options={encoded}"));
         }
-        Ok(Self { config, database_url, service_database_url, pool, workers: Vec::new() })
+        Ok(Self { config, services, database_url, service_database_url, pool, workers: Vec::new() })
     }
 
     /// The environment both binaries read.
     fn configure(&self, command: &mut Command, registry: &Path) {
-        command
-            .env("DATABASE_URL", &self.service_database_url)
-            .env("NATS_URL", &self.config.nats_url)
-            .env("KUBECENSUS_STREAM", &self.config.stream)
-            .env("KUBECENSUS_SUBJECT_PREFIX", &self.config.subject_prefix)
-            .env("KUBECENSUS_REGISTRY", registry)
-            .env("RUST_LOG", std::env::var("BENCH_WORKER_LOG").unwrap_or_else(|_| "info".into()));
+        self.services.configure(command, &self.service_database_url, registry);
     }
 
     /// Starts `count` workers and waits until each has connected (its log says "worker started").
@@ -180,10 +181,7 @@ impl BenchEnv {
 
     /// Runs the scheduler with `args` to completion; returns its stdout.
     pub async fn scheduler(&self, registry: &Path, args: &[&str]) -> anyhow::Result<String> {
-        let mut command = Command::new(self.config.bin_dir.join("scheduler"));
-        self.configure(&mut command, registry);
-        command.env("RUST_LOG", "warn");
-        crate::harness::run_scheduler(command, args).await
+        self.services.scheduler(&self.config.bin_dir.join("scheduler"), registry, args).await
     }
 
     /// Messages still in the job stream (pending, or delivered and not yet acked).
@@ -200,13 +198,7 @@ impl BenchEnv {
             tracing::info!(database = self.config.database, "kept the database (--keep)");
             return;
         }
-        delete_stream(&self.config.nats_url, &self.config.stream).await;
-        if let Ok(mut admin) = PgConnection::connect(&self.config.admin_url).await {
-            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.config.database);
-            if let Err(err) = sqlx::raw_sql(&drop).execute(&mut admin).await {
-                tracing::warn!(%err, "cannot drop the bench database");
-            }
-        }
+        self.services.remove().await;
     }
 }
 
@@ -219,26 +211,10 @@ impl Drop for BenchEnv {
     }
 }
 
-async fn delete_stream(nats_url: &str, stream: &str) {
-    if let Ok(client) = async_nats::connect(nats_url).await {
-        let _ = async_nats::jetstream::new(client).delete_stream(stream).await;
-    }
-}
-
 /// A process's peak resident set size (`VmHWM` in `/proc/<pid>/status`), in bytes.
 pub fn peak_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
-}
-
-/// The same URL with another database name.
-pub fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let base = base.rsplit_once('/').map_or(base, |(server, _)| server);
-    match query {
-        Some(query) => format!("{base}/{database}?{query}"),
-        None => format!("{base}/{database}"),
-    }
 }

@@ -6,8 +6,6 @@
 //!   fetch, no flattening: what PostgreSQL alone can ingest on this machine.
 //! - **COPY with indexes**: the same into tables with the data tables' indexes, kept up to date
 //!   row by row: what loading these rows into the same tables costs.
-//! - **COPY + seal**: the same, but each file into its own table, then the same indexes, CHECK
-//!   and ANALYZE kubecensus builds before a swap: the database work a refresh cannot avoid.
 //! - **HTTP fetch**: the same lists fetched page by page over HTTPS with the same client stack
 //!   (kube, rustls) and page size, bodies read and only counted, N lists at once.
 
@@ -59,8 +57,6 @@ pub enum LoadMode {
     Plain,
     /// The same tables with the data tables' indexes, created before the COPY.
     Indexed,
-    /// A table per file, then its indexes, a CHECK and ANALYZE: a job's staging and seal.
-    Sealed,
 }
 
 impl LoadMode {
@@ -68,7 +64,6 @@ impl LoadMode {
         match self {
             Self::Plain => "COPY into plain tables (no index)",
             Self::Indexed => "COPY into tables with the data tables' indexes",
-            Self::Sealed => "COPY + indexes + CHECK + ANALYZE, a table per (cluster, table)",
         }
     }
 }
@@ -140,7 +135,6 @@ pub async fn drop_tables(env: &BenchEnv) -> anyhow::Result<()> {
 /// `limits.md` did; libpq, unlike sqlx 0.9, sets TCP_NODELAY), files dealt largest first to the
 /// least loaded, as `mode` says.
 pub async fn load(env: &BenchEnv, dump: &Dump, connections: usize, mode: LoadMode) -> anyhow::Result<LoadResult> {
-    let seal = mode == LoadMode::Sealed;
     let mut truncate = String::new();
     for (_, table) in catalog().tables() {
         truncate.push_str(&format!("TRUNCATE {SCHEMA}.{};", table.name));
@@ -148,7 +142,6 @@ pub async fn load(env: &BenchEnv, dump: &Dump, connections: usize, mode: LoadMod
     sqlx::raw_sql(&truncate).execute(&env.pool).await?;
     sqlx::raw_sql("CHECKPOINT").execute(&env.pool).await?;
     let mut indexes = std::collections::HashMap::new();
-    let mut analyzed = std::collections::HashMap::new();
     if mode != LoadMode::Plain {
         for (_, table) in catalog().tables() {
             let definitions: Vec<String> =
@@ -160,15 +153,6 @@ pub async fn load(env: &BenchEnv, dump: &Dump, connections: usize, mode: LoadMod
             let usings: Vec<String> =
                 definitions.iter().filter_map(|d| d.find(" USING ").map(|at| d[at + 1..].to_owned())).collect();
             indexes.insert(table.name.clone(), usings);
-            // kubecensus' seal analyzes the columns other than jsonb (see `store::seal`).
-            let columns: Option<String> = sqlx::query_scalar(
-                "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
-                 WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND atttypid <> 'jsonb'::regtype",
-            )
-            .bind(format!("public.{}", table.name))
-            .fetch_one(&env.pool)
-            .await?;
-            analyzed.insert(table.name.clone(), columns.unwrap_or_default());
         }
     }
     if mode == LoadMode::Indexed {
@@ -183,25 +167,12 @@ pub async fn load(env: &BenchEnv, dump: &Dump, connections: usize, mode: LoadMod
     let connections = connections.max(1);
     let mut scripts = vec![String::new(); connections];
     let mut loads = vec![0u64; connections];
-    for (index, file) in dump.files.iter().enumerate() {
+    for file in &dump.files {
         let least = (0..connections).min_by_key(|&i| loads[i]).expect("at least one connection");
         loads[least] += file.bytes;
         let script = &mut scripts[least];
         let path = file.path.display().to_string().replace('\'', "''");
-        if seal {
-            let target = format!("{SCHEMA}.{}__{index}", file.table);
-            script.push_str(&format!("CREATE TABLE {target} (LIKE public.{} INCLUDING DEFAULTS);\n", file.table));
-            script.push_str(&format!("\\copy {target} from '{path}'\n"));
-            // Named: generated names of long table names are cut to the same 63 characters,
-            // and two connections creating the same name at once collide.
-            for (n, using) in indexes[&file.table].iter().enumerate() {
-                script.push_str(&format!("CREATE INDEX bench_{index}_{n} ON {target} {using};\n"));
-            }
-            script.push_str(&format!("ALTER TABLE {target} ADD CHECK (cluster_name IS NOT NULL);\n"));
-            script.push_str(&format!("VACUUM (ANALYZE) {target} ({});\n", analyzed[&file.table]));
-        } else {
-            script.push_str(&format!("\\copy {SCHEMA}.{} from '{path}'\n", file.table));
-        }
+        script.push_str(&format!("\\copy {SCHEMA}.{} from '{path}'\n", file.table));
     }
     let dir =
         dump.files.first().and_then(|f| f.path.parent()).map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
@@ -218,11 +189,6 @@ pub async fn load(env: &BenchEnv, dump: &Dump, connections: usize, mode: LoadMod
     if mode == LoadMode::Indexed {
         // The plain tables stay for the next load, without indexes.
         drop_listed(env, "INDEX", "SELECT quote_ident(indexname) FROM pg_indexes WHERE schemaname = $1").await?;
-    }
-    if seal {
-        // The per-file tables go; the plain ones stay for the next load.
-        let tables = "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = $1 AND tablename LIKE '%\\_\\_%'";
-        drop_listed(env, "TABLE", tables).await?;
     }
     Ok(LoadResult {
         mode,

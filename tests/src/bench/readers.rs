@@ -1,8 +1,8 @@
-//! Readers during swaps: a few connections run short read-committed queries back to back
+//! Readers during a refresh: a few connections run short read-committed queries back to back
 //! (a point lookup by namespace and name, and one cluster's pod count) while something else
-//! runs; every query's latency is recorded. The same readers run with no swaps going on (idle,
-//! and during a raw COPY load of the same rows: the same CPU pressure without a swap), then
-//! during a kubecensus refresh, whose swaps take an ACCESS EXCLUSIVE lock on the parent tables.
+//! runs; every query's latency is recorded. The same readers run with no refresh going on
+//! (idle, and during a raw COPY load of the same rows: CPU pressure alone), then during a
+//! kubecensus refresh of churned pods, which deletes and inserts the changed rows.
 
 use std::{
     future::Future,

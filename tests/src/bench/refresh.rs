@@ -27,8 +27,6 @@ pub struct RoundSpec<'a> {
     pub timeout: Duration,
     /// Refresh only these tables (`scheduler refresh --table`); every table when empty.
     pub tables: Vec<String>,
-    /// The workers' `--in-place-limit`, when not their default.
-    pub in_place_limit: Option<usize>,
 }
 
 /// Per-table figures of a round, from `runs`.
@@ -83,10 +81,6 @@ pub async fn run_round(
         "--page-size".to_owned(),
         spec.page_size.to_string(),
     ];
-    let extra = match spec.in_place_limit {
-        Some(limit) => [extra, vec!["--in-place-limit".to_owned(), limit.to_string()]].concat(),
-        None => extra,
-    };
     env.start_workers(&spec.label, spec.workers, spec.registry, &extra).await?;
     let result = measure(env, js, spec).await;
     let peaks = env.worker_peaks();
@@ -104,15 +98,15 @@ async fn measure(
 ) -> anyhow::Result<RoundResult> {
     let t0: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(&env.pool).await?;
     let started = Instant::now();
-    let mut args = vec!["refresh"];
+    let mut args = vec!["refresh", "--output", "json"];
     for table in &spec.tables {
         args.extend(["--table", table.as_str()]);
     }
-    let out = env.scheduler(spec.registry, &args).await?;
-    let jobs = out.lines().filter(|line| line.trim_end().ends_with("queued")).count();
-    let not_queued = out.lines().filter(|line| !line.trim_end().ends_with("queued")).count();
-    if not_queued > 0 {
-        tracing::warn!(not_queued, "some jobs were not queued (already pending or duplicate)");
+    let out: serde_json::Value = serde_json::from_str(&env.scheduler(spec.registry, &args).await?)?;
+    let published = out["published"].as_array().context("`scheduler refresh --output json` without `published`")?;
+    let jobs = published.iter().filter(|p| p["result"] == "queued").count();
+    if jobs < published.len() {
+        tracing::warn!(not_queued = published.len() - jobs, "some jobs were not queued (already pending or duplicate)");
     }
     tracing::info!(
         round = spec.label,

@@ -4,9 +4,10 @@
 //! `--database-url` uses an existing one instead) and the machine's NATS: a simulated fleet
 //! (default 1,000 clusters × 20 namespaces, 5 nodes, 200 pods), loaded from empty by W workers,
 //! then refreshed in full after churning every cluster's pods, then the pods refreshed again with
-//! churn until they have been refreshed `--pod-refreshes` times in all. Reports wall times, jobs/s
-//! per tenth of each round, the database's size and relation count, the pods table's bytes after
-//! each refresh, fleet-wide queries with their planning time, and concurrent fleet-wide readers.
+//! churn every `--pod-interval` until they have been refreshed `--pod-refreshes` times in all,
+//! then, once autovacuum has caught up, fleet-wide queries. Reports wall times, jobs/s per tenth
+//! of each round, the database's size and relation count, the pods table's bytes after each
+//! refresh, the queries with their planning time, and concurrent fleet-wide readers.
 //!
 //! `make bench-scale` builds the `bench-release` profile and runs it.
 
@@ -53,6 +54,13 @@ struct Args {
     /// How many times the pods are refreshed with churn in all (the first with every table).
     #[arg(long, default_value_t = 20)]
     pod_refreshes: usize,
+    /// Seconds from the start of one pods refresh to the next (their schedule is 5 minutes;
+    /// autovacuum's naptime is 1 minute).
+    #[arg(long, default_value_t = 60)]
+    pod_interval: u64,
+    /// The longest wait for autovacuum to catch up before the queries are timed, in seconds.
+    #[arg(long, default_value_t = 300)]
+    autovacuum_wait: u64,
     /// Concurrent fleet-wide readers.
     #[arg(long, default_value_t = 8)]
     readers: usize,
@@ -71,12 +79,21 @@ struct Args {
     database_url: Option<String>,
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
+    /// Its JetStream stream.
+    #[arg(long, default_value = "KC_SCALE")]
+    stream: String,
+    /// Its subject prefix.
+    #[arg(long, default_value = "kcscale")]
+    subject_prefix: String,
     /// Working folder: fleet files, worker logs, report.md and report.json.
     #[arg(long, default_value_os_t = std::env::temp_dir().join("kubecensus-bench-scale"))]
     dir: PathBuf,
     /// Folder of the worker and scheduler binaries; default: this executable's folder.
     #[arg(long, env = "KUBECENSUS_BIN_DIR")]
     bin_dir: Option<PathBuf>,
+    /// Keep the database, and the private server running, at the end (its URL is logged).
+    #[arg(long)]
+    keep: bool,
 }
 
 /// Everything measured.
@@ -92,6 +109,8 @@ struct ScaleReport {
     after_refresh: Footprint,
     /// Pods table and index bytes after each pods refresh (the first is the full refresh).
     pod_refreshes: Vec<Footprint>,
+    /// Seconds waited for autovacuum before the queries.
+    autovacuum_wait_s: f64,
     queries: Vec<QueryFigures>,
     readers: ConcurrentReaders,
     total_s: f64,
@@ -99,7 +118,7 @@ struct ScaleReport {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    kubecensus::telemetry::init(kubecensus::telemetry::LogFormat::Plain);
+    kubecensus::telemetry::init(kubecensus::telemetry::LogFormat::Plain, "info");
     let args = Args::parse();
     let started = Instant::now();
     let _ = std::fs::remove_dir_all(&args.dir);
@@ -117,21 +136,27 @@ async fn main() -> anyhow::Result<()> {
         admin_url,
         nats_url: args.nats_url.clone(),
         database: "kubecensus_scale".into(),
-        stream: "KC_SCALE".into(),
-        subject_prefix: "kcscale".into(),
+        stream: args.stream.clone(),
+        subject_prefix: args.subject_prefix.clone(),
         dir: args.dir.clone(),
         bin_dir: match &args.bin_dir {
             Some(dir) => dir.clone(),
             None => default_bin_dir()?,
         },
-        keep: false,
+        keep: args.keep,
         worker_socket: None,
         worker_pg_options: None,
     };
     let mut env = BenchEnv::new(config).await?;
     let result = run(&args, &mut env, started).await;
     env.cleanup().await;
-    drop(private);
+    match private {
+        Some(server) if args.keep => {
+            tracing::info!(url = server.url("kubecensus_scale"), "kept the private server running (--keep)");
+            std::mem::forget(server);
+        }
+        server => drop(server),
+    }
     let report = result?;
     let markdown = markdown(&report);
     std::fs::write(args.dir.join("report.md"), &markdown)?;
@@ -168,7 +193,6 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         page_size: 500,
         timeout: Duration::from_secs(args.round_timeout),
         tables,
-        in_place_limit: None,
     };
 
     tracing::info!("first load, from empty");
@@ -187,7 +211,10 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
     log_round(&refreshed, &refresh_throughput, &after_refresh);
 
     let mut pod_refreshes = vec![after_refresh.clone()];
+    let mut round_started = Instant::now();
     while pod_refreshes.len() < args.pod_refreshes {
+        tokio::time::sleep(Duration::from_secs(args.pod_interval).saturating_sub(round_started.elapsed())).await;
+        round_started = Instant::now();
         churn(&fleet, args.churn);
         refresh::run_round(env, &js, &round("pods", vec!["kubernetes_pods".into()])).await?;
         let footprint = scale::footprint(env).await?;
@@ -199,6 +226,9 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         pod_refreshes.push(footprint);
     }
 
+    tracing::info!("waiting for autovacuum to catch up");
+    let autovacuum_wait = scale::wait_for_autovacuum(env, Duration::from_secs(args.autovacuum_wait)).await?;
+    tracing::info!(waited_s = autovacuum_wait.as_secs_f64(), "autovacuum caught up (or the wait ended)");
     let queries = scale::scale_queries(env).await?;
     let figures = scale::time_queries(env, &queries, args.query_runs).await?;
     tracing::info!(readers = args.readers, "concurrent fleet-wide readers");
@@ -218,6 +248,7 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         refresh_throughput,
         after_refresh,
         pod_refreshes,
+        autovacuum_wait_s: autovacuum_wait.as_secs_f64(),
         queries: figures,
         readers,
         total_s: started.elapsed().as_secs_f64(),
@@ -286,6 +317,7 @@ fn markdown(report: &ScaleReport) -> String {
             mib(footprint.pods_index_bytes as u64)
         ));
     }
+    out.push_str(&format!("\nQueries after waiting {:.0} s for autovacuum to catch up:\n", report.autovacuum_wait_s));
     out.push_str("\n| query | median ms | max ms | planning ms | execution ms | fresh connection ms |\n|---|---|---|---|---|---|\n");
     for query in &report.queries {
         out.push_str(&format!(
