@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use kubecensus::args::CommonArgs;
+use kubecensus::ops::args::CommonArgs;
 
 /// Publishes poll jobs to JetStream: on a cron per table, or now (`refresh`).
 #[derive(Debug, Parser)]

@@ -9,7 +9,9 @@ use std::{collections::HashMap, str::FromStr};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use cron::Schedule;
-use kubecensus::{catalog::catalog, job::Trigger, queue::Queue, registry::Registry, telemetry};
+use kubecensus::{
+    model::catalog::catalog, ops::telemetry, queue::Queue, queue::job::Trigger, source::registry::Registry,
+};
 
 use crate::publish::publish_jobs;
 

@@ -9,7 +9,9 @@ mod report;
 use anyhow::Context;
 use chrono::Utc;
 use clap::Parser;
-use kubecensus::{catalog::catalog, job::Trigger, queue, registry::Registry, store, telemetry};
+use kubecensus::{
+    model::catalog::catalog, ops::telemetry, queue, queue::job::Trigger, source::registry::Registry, store,
+};
 
 use crate::args::{Args, Command};
 

@@ -5,9 +5,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kubecensus::{
     Error, Result,
-    job::{Job, Trigger},
+    queue::job::{Job, Trigger},
     queue::{Published, Queue},
-    registry::ClusterConfig,
+    source::registry::ClusterConfig,
 };
 use serde::Serialize;
 use uuid::Uuid;

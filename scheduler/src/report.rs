@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use comfy_table::{CellAlignment, Table, presets::NOTHING};
 use indicatif::{ProgressBar, ProgressStyle};
-use kubecensus::runs::Status;
+use kubecensus::store::runs::Status;
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;

@@ -1,23 +1,22 @@
 //! kubecensus: a PostgreSQL copy of many Kubernetes clusters' resources in kubequery's schema.
 //!
-//! This crate holds what the `scheduler` and `worker` binaries share. Follow one job through it:
-//! [`catalog`] says what to list and which tables to fill; [`job`] is the message the scheduler
-//! publishes and [`queue`] the JetStream stream it goes through; [`registry`] turns a cluster name
-//! into a Kubernetes client and [`kubeapi`] lists from it page by page; [`flatten`] turns objects
-//! into rows; [`store`] streams rows into a staging table with COPY and swaps it in; [`runs`]
-//! records every attempt's outcome.
+//! This crate holds what the `scheduler` and `worker` binaries share, by layer:
+//!
+//! - [`model`]: what kubecensus knows without I/O: the table catalog, flattening objects into
+//!   rows, Kubernetes quantities;
+//! - [`source`]: where objects come from: the cluster registry (a name to a Kubernetes client)
+//!   and paged listing from a cluster's API;
+//! - [`queue`]: the job message and the JetStream stream and consumer it goes through;
+//! - [`store`]: PostgreSQL: names in SQL, the tables, the replace of a cluster's rows, `runs`;
+//! - [`ops`]: running the binaries: command-line settings, logging, signals.
+//!
+//! [`error`] is the one error type, and says what the worker does with each error.
 
-pub mod args;
-pub mod catalog;
 pub mod error;
-pub mod flatten;
-pub mod job;
-pub mod kubeapi;
-pub mod quantity;
+pub mod model;
+pub mod ops;
 pub mod queue;
-pub mod registry;
-pub mod runs;
+pub mod source;
 pub mod store;
-pub mod telemetry;
 
 pub use error::{Error, Result};

@@ -65,7 +65,7 @@ impl Services {
         log_filter: &str,
     ) -> anyhow::Result<(Self, PgPool)> {
         anyhow::ensure!(
-            kubecensus::catalog::is_identifier(database),
+            kubecensus::model::catalog::is_identifier(database),
             "`{database}` is not a lower-case SQL identifier"
         );
         let mut admin = PgConnection::connect(admin_url).await.context("connecting to PostgreSQL")?;

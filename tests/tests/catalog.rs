@@ -9,10 +9,11 @@ use std::{
 };
 
 use kubecensus::{
-    catalog::{ColumnType, Function, Resource, Source, Step, Table, catalog},
-    flatten::{LAST_APPLIED, image_repo, ready, volume_type},
-    quantity,
-    registry::{ClusterConfig, NamespaceRule, Registry},
+    model::catalog::{ColumnType, Function, Resource, Source, Step, Table, catalog},
+    model::flatten::{LAST_APPLIED, image_repo, ready, volume_type},
+    model::namespace_fields::NamespaceRule,
+    model::quantity,
+    source::registry::{ClusterConfig, Registry},
     store,
 };
 use kubecensus_tests::{
@@ -175,7 +176,7 @@ fn assert_every_job_finished(runs: &BTreeMap<(String, String), (String, i32, Opt
             let key = (cluster.clone(), resource.job_table().to_owned());
             let (status, skipped, error) = runs.get(&key).unwrap_or_else(|| panic!("no run of {key:?}"));
             if served_resources().any(|r| std::ptr::eq(r, resource))
-                || resource.source != kubecensus::catalog::ResourceSource::List
+                || resource.source != kubecensus::model::catalog::ResourceSource::List
             {
                 assert_eq!((status.as_str(), *skipped), ("succeeded", 0), "{key:?}: {error:?}");
             } else {
@@ -287,7 +288,10 @@ fn inputs<'a>(table: &'a Table, object: &'a Value) -> Vec<Inputs<'a>> {
         let statuses = list.status.as_deref().and_then(|p| at(object, &path(p))).and_then(Value::as_array);
         for i in 0..items.len() {
             let item = at(object, &path(&list.items)).and_then(|v| v.get(i));
-            rows.push(Inputs { object, item, status: statuses.and_then(|s| s.get(i)), tag: list.tag.as_deref() });
+            // The API keys a container's status by its name, not its position.
+            let name = item.and_then(|item| item.get("name"));
+            let status = statuses.and_then(|s| s.iter().find(|status| name.is_some() && status.get("name") == name));
+            rows.push(Inputs { object, item, status, tag: list.tag.as_deref() });
         }
     }
     rows
@@ -445,7 +449,7 @@ async fn a_refresh_fills_every_table_of_every_cluster_with_namespace_fields() {
             let served = served_resources().any(|r| std::ptr::eq(r, resource));
             for table in &resource.tables {
                 let rows = table_rows(&env.pool, &table.name, cluster).await.len();
-                if served || resource.source != kubecensus::catalog::ResourceSource::List {
+                if served || resource.source != kubecensus::model::catalog::ResourceSource::List {
                     assert!(rows > 0, "{cluster}: {} is empty", table.name);
                 } else {
                     assert_eq!(rows, 0, "{cluster}: {}", table.name);

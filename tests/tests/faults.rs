@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use kubecensus::registry::Registry;
+use kubecensus::source::registry::Registry;
 use kubecensus_tests::{
     checks::{Readers, assert_every_clusters_pods_equal, assert_same_pods, count, pod_counts, simulator_pod_counts},
     fleet::{Breakage, BrokenList, FailResource, Faults, Fleet, FleetSpec},
@@ -71,7 +71,7 @@ async fn a_worker_killed_mid_job_leaves_nothing_half_done_and_the_job_completes_
     .unwrap();
     env.wait_until(
         "the sweep to mark the dead worker's run abandoned",
-        "SELECT count(*) = 1 FROM runs WHERE worker_id = 'worker-1' AND status = 'abandoned'",
+        "SELECT count(*) = 1 FROM runs WHERE worker_id = 'worker-1' AND cluster_name = 'sim-01' AND status = 'abandoned'",
         Duration::from_secs(30),
     )
     .await

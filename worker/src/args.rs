@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use kubecensus::args::CommonArgs;
+use kubecensus::ops::args::CommonArgs;
 
 /// Claims poll jobs from JetStream, lists each resource from its cluster, and swaps the rows
 /// into PostgreSQL. Run as many replicas as you like: they share one durable consumer.

@@ -9,9 +9,10 @@ use anyhow::Context;
 use clap::Parser;
 use futures::StreamExt;
 use kubecensus::{
+    ops::telemetry,
     queue::{self, RetryPolicy},
-    registry::Registry,
-    store, telemetry,
+    source::registry::Registry,
+    store,
 };
 use lru::LruCache;
 use tokio::{

@@ -2,19 +2,20 @@
 //! page, flatten each page into COPY rows for every table of the resource, replace what changed.
 //! Then ack, retry later (nak with a delay), or give up (term), with the outcome in `runs`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{AckKind, Message};
 use kubecensus::{
     Error, Result,
-    catalog::{Resource, ResourceSource, catalog},
     error::Disposition,
-    flatten::{ClusterContext, Layout},
-    job::Job,
-    kubeapi::{self, Page},
+    model::catalog::{Resource, ResourceSource, catalog},
+    model::flatten::{ClusterContext, Layout},
+    model::namespace_fields::NamespaceFields,
+    queue::job::Job,
     queue::{Queue, RetryPolicy},
-    registry::{ClusterConfig, NamespaceFields, Registry},
-    runs::{self, Outcome, Status},
+    source::kubeapi::{self, Page},
+    source::registry::{ClusterConfig, Registry},
+    store::runs::{self, Outcome, Status},
     store::{self, Refresh, SwapOutcome},
 };
 use lru::LruCache;
@@ -24,6 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, instrument};
 use uuid::Uuid;
 
+/// How long a cluster's client is reused before it is built again, re-reading its credentials
+/// (a token file rotated by the kubelet, a kubeconfig edited in place).
+const CLIENT_MAX_AGE: Duration = Duration::from_secs(300);
 /// How many times a listing starts over after its continue token expired.
 const MAX_LIST_RESTARTS: u32 = 3;
 
@@ -38,7 +42,7 @@ pub struct Poller {
     pub queue: Queue,
     pub policy: JobPolicy,
     /// Clients of the clusters polled last, dropped when one fails so credentials are re-read.
-    pub clients: Mutex<LruCache<String, kube::Client>>,
+    pub clients: Mutex<LruCache<String, (kube::Client, Instant)>>,
 }
 
 /// How every job of this worker runs.
@@ -313,11 +317,13 @@ impl Poller {
     }
 
     async fn client(&self, cluster: &ClusterConfig) -> Result<kube::Client> {
-        if let Some(client) = self.clients.lock().await.get(&cluster.name) {
+        if let Some((client, built)) = self.clients.lock().await.get(&cluster.name)
+            && built.elapsed() < CLIENT_MAX_AGE
+        {
             return Ok(client.clone());
         }
         let client = cluster.client().await?;
-        self.clients.lock().await.put(cluster.name.clone(), client.clone());
+        self.clients.lock().await.put(cluster.name.clone(), (client.clone(), Instant::now()));
         Ok(client)
     }
 }

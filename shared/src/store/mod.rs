@@ -5,6 +5,7 @@
 //! cluster); [`replace`] writes a job's rows; [`sql`] is the one way names get into SQL text.
 
 pub mod replace;
+pub mod runs;
 pub mod schema;
 pub mod sql;
 #[cfg(test)]
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool, postgres::PgPoolOptions};
 
-use crate::{Error, Result, registry::Registry, runs::Status};
+use crate::{Error, Result, source::registry::Registry, store::runs::Status};
 
 pub use replace::{Refresh, SwapOutcome};
 pub use schema::ensure_tables;

@@ -35,10 +35,10 @@ use super::{
 };
 use crate::{
     Error, Result,
-    catalog::CLUSTER_COLUMN,
-    flatten::Layout,
-    job::Job,
-    runs::{self, Outcome, RowCounts},
+    model::catalog::CLUSTER_COLUMN,
+    model::flatten::Layout,
+    queue::job::Job,
+    store::runs::{self, Outcome, RowCounts},
 };
 
 /// What the replace did.
@@ -131,7 +131,7 @@ impl<'a> Refresh<'a> {
         Ok(Self { cluster: cluster.to_owned(), base, tables })
     }
 
-    /// Takes rows of table `index` in COPY text (lines ending in `\n`, as [`crate::flatten`]
+    /// Takes rows of table `index` in COPY text (lines ending in `\n`, as [`crate::model::flatten`]
     /// writes them): each is hashed; one the table already holds is only counted, a new one is
     /// held with its hash appended. Identical rows (two equal rules of one Role) get distinct
     /// hashes by their order.

@@ -24,8 +24,8 @@ use super::{
 };
 use crate::{
     Error, Result,
-    catalog::{CLUSTER_COLUMN, Table, catalog},
-    flatten::Layout,
+    model::catalog::{CLUSTER_COLUMN, Table, catalog},
+    model::flatten::Layout,
 };
 
 /// Partitions per data table. Fixed when a table is created: it bounds how many relations a

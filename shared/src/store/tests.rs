@@ -11,10 +11,10 @@ use sqlx::{Connection, PgPool};
 
 use super::*;
 use crate::{
-    catalog::{Resource, catalog},
-    flatten::{ClusterContext, Layout},
-    job::{Job, Trigger},
-    runs::{self, Outcome, RowCounts},
+    model::catalog::{Resource, catalog},
+    model::flatten::{ClusterContext, Layout},
+    queue::job::{Job, Trigger},
+    store::runs::{self, Outcome, RowCounts},
 };
 
 static REGION: LazyLock<Vec<String>> = LazyLock::new(|| vec!["region".to_owned()]);

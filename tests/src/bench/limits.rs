@@ -18,9 +18,9 @@ use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use kube::core::{Request, params::ListParams};
 use kubecensus::{
-    catalog::catalog,
-    kubeapi,
-    registry::Registry,
+    model::catalog::catalog,
+    source::kubeapi,
+    source::registry::Registry,
     store::sql::{Ident, literal},
 };
 use serde::{Deserialize, Serialize, de::IgnoredAny};

@@ -118,7 +118,7 @@ struct ScaleReport {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    kubecensus::telemetry::init(kubecensus::telemetry::LogFormat::Plain, "info");
+    kubecensus::ops::telemetry::init(kubecensus::ops::telemetry::LogFormat::Plain, "info");
     let args = Args::parse();
     let started = Instant::now();
     let _ = std::fs::remove_dir_all(&args.dir);

@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use kubecensus::catalog::catalog;
+use kubecensus::model::catalog::catalog;
 use kubecensus_tests::bench::{
     env::{BenchEnv, EnvConfig, default_bin_dir},
     limits::{self, LoadMode},
@@ -151,7 +151,7 @@ impl Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    kubecensus::telemetry::init(kubecensus::telemetry::LogFormat::Plain, "info");
+    kubecensus::ops::telemetry::init(kubecensus::ops::telemetry::LogFormat::Plain, "info");
     let mut args = Args::parse();
     args.apply_smoke();
     anyhow::ensure!(!args.workers.is_empty() && args.workers.iter().all(|&w| w > 0), "--workers needs counts above 0");

@@ -64,7 +64,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    kubecensus::telemetry::init(kubecensus::telemetry::LogFormat::Plain, "info");
+    kubecensus::ops::telemetry::init(kubecensus::ops::telemetry::LogFormat::Plain, "info");
     let args = Args::parse();
     let spec = FleetSpec {
         clusters: args.clusters,

@@ -27,7 +27,7 @@ use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use kubecensus::catalog::{ApiRef, Resource, ResourceSource, catalog};
+use kubecensus::model::catalog::{ApiRef, Resource, ResourceSource, catalog};
 use serde::Serialize;
 use serde_json::{Value, json};
 

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use kubecensus::catalog::ApiRef;
+use kubecensus::model::catalog::ApiRef;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::Utc;
-use kubecensus::catalog::ApiRef;
+use kubecensus::model::catalog::ApiRef;
 use serde_json::Value;
 
 use super::content::{PodFactory, Rng};

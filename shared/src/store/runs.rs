@@ -3,7 +3,7 @@
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::{Result, job::Job};
+use crate::{Result, queue::job::Job};
 
 /// A run's status (`runs.status`): every writer and reader of `runs` goes through this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

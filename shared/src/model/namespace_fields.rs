@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result, catalog};
+use crate::{Error, Result, model::catalog};
 
 /// One rule of a namespace field: which namespaces it applies to, and the value it gives them,
 /// either a constant (`value`) or one of the namespace's labels (`label`).
@@ -27,7 +27,7 @@ pub struct NamespaceRule {
 
 /// Checks the namespace field rules declared at `place`: names like cluster fields (and not one
 /// of theirs), each rule a `value` or a `label`, and globs that are not empty.
-pub(super) fn check_namespace_fields(
+pub(crate) fn check_namespace_fields(
     place: &str,
     fields: &BTreeMap<String, Vec<NamespaceRule>>,
     cluster_fields: &[String],
@@ -51,7 +51,7 @@ pub(super) fn check_namespace_fields(
 }
 
 /// Why `name` cannot be an extra column: not an identifier, or a table column's name.
-pub(super) fn check_field_name(name: &str) -> std::result::Result<(), String> {
+pub(crate) fn check_field_name(name: &str) -> std::result::Result<(), String> {
     if !catalog::is_identifier(name) {
         return Err("must be a lower-case SQL identifier".into());
     }
@@ -74,7 +74,7 @@ pub struct NamespaceFields {
 
 impl NamespaceFields {
     /// The fields `names` (in column order), each with its rules (the cluster's, then the fleet's).
-    pub(super) fn new(names: Vec<String>, rules: Vec<Vec<NamespaceRule>>) -> Self {
+    pub(crate) fn new(names: Vec<String>, rules: Vec<Vec<NamespaceRule>>) -> Self {
         Self { names, rules, labels: HashMap::new() }
     }
 
@@ -137,4 +137,20 @@ pub fn glob_matches(pattern: &str, text: &str) -> bool {
         }
     }
     pattern[p..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_whole_names() {
+        assert!(glob_matches("pay-*", "pay-eu"));
+        assert!(glob_matches("*", ""));
+        assert!(glob_matches("a*b*c", "aXXbYbc"));
+        assert!(glob_matches("team-?", "team-1"));
+        assert!(!glob_matches("team-?", "team-12"));
+        assert!(!glob_matches("pay-*", "xpay-eu"));
+        assert!(glob_matches("kube-system", "kube-system"));
+    }
 }

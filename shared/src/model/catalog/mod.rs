@@ -18,7 +18,7 @@ pub use column::{CLUSTER_COLUMN, Column, ColumnType, Function, Source, Step, is_
 use column::{CLUSTER_COLUMNS, OBJECT_COLUMNS, parse_column};
 
 /// The catalog text, compiled into every binary.
-const CATALOG_YAML: &str = include_str!("../../catalog.yaml");
+const CATALOG_YAML: &str = include_str!("../../../catalog.yaml");
 
 static CATALOG: LazyLock<Catalog> = LazyLock::new(|| {
     Catalog::parse(CATALOG_YAML).unwrap_or_else(|err| panic!("the embedded catalog.yaml is invalid: {err}"))

@@ -13,7 +13,11 @@ use async_nats::jetstream::{
     stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
 };
 
-use crate::{Error, Result, job::Job};
+use crate::{Error, Result};
+
+pub mod job;
+
+use job::Job;
 
 /// Where jobs go: a stream name and the prefix of its subjects, so that several deployments (or
 /// tests) can share one NATS server.

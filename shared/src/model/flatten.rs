@@ -11,9 +11,9 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use crate::{
-    catalog::{CLUSTER_COLUMN, ColumnType, Function, RowList, Source, Step, Table},
-    quantity,
-    registry::NamespaceFields,
+    model::catalog::{CLUSTER_COLUMN, ColumnType, Function, RowList, Source, Step, Table},
+    model::namespace_fields::NamespaceFields,
+    model::quantity,
 };
 
 /// What every row of one cluster shares: its name, uid and the registry's extra fields.
@@ -263,15 +263,21 @@ pub fn ready(conditions: &Value) -> Option<bool> {
     Some(ready["status"] == "True")
 }
 
-/// The rows of one row list: each item, with the status item at the same index.
+/// The rows of one row list: each item, with the status item of the same `name`. The API keys
+/// container statuses by name, not by position ("Each entry corresponds to a container in the
+/// spec, by name": `ContainerStatus` in k8s.io/api core/v1 types.go), so a status list in another
+/// order, or missing an entry, never lends a container its neighbour's status.
 fn rows_of<'a>(object: &'a Value, list: &'a RowList) -> impl Iterator<Item = Row<'a>> {
     let path = |p: &str| p.split('.').map(|key| Step::Key(key.to_owned())).collect::<Vec<_>>();
     let items = lookup(object, &path(&list.items)).and_then(Value::as_array);
     let statuses = list.status.as_deref().and_then(|p| lookup(object, &path(p))).and_then(Value::as_array);
-    items.into_iter().flatten().enumerate().map(move |(i, item)| Row {
+    items.into_iter().flatten().map(move |item| Row {
         object,
         item: Some(item),
-        status: statuses.and_then(|s| s.get(i)),
+        status: item
+            .get("name")
+            .and_then(Value::as_str)
+            .and_then(|name| statuses?.iter().find(|status| status.get("name").and_then(Value::as_str) == Some(name))),
         tag: list.tag.as_deref(),
     })
 }
@@ -403,7 +409,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::catalog::catalog;
+    use crate::model::catalog::catalog;
 
     fn table(name: &str) -> &'static Table {
         catalog().tables().find(|(_, t)| t.name == name).unwrap().1
@@ -447,8 +453,9 @@ mod tests {
                      "initContainers": [{"name": "init", "image": "busybox:1.36"}],
                      "containers": [{"name": "app", "image": "ghcr.io/org/app:1.2@sha256:abc", "stdin": false},
                                     {"name": "side", "image": "envoy"}]},
-            "status": {"phase": "Running", "containerStatuses": [{"ready": true, "restartCount": 3}],
-                       "initContainerStatuses": [{"ready": false, "restartCount": 0}]}
+            "status": {"phase": "Running",
+                       "containerStatuses": [{"name": "app", "ready": true, "restartCount": 3}],
+                       "initContainerStatuses": [{"name": "init", "ready": false, "restartCount": 0}]}
         })
     }
 
@@ -469,7 +476,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pods_containers_are_matched_to_their_statuses_by_list_and_index() {
+    fn a_pods_containers_are_matched_to_their_statuses_by_list_and_name() {
         let rows = rows("kubernetes_pod_containers", &pod());
         let summary: Vec<_> = rows
             .iter()
@@ -487,6 +494,22 @@ mod tests {
         );
         assert_eq!(get(&rows[1], "image_repo"), Some("ghcr.io/org/app"));
         assert_eq!(get(&rows[1], "stdin"), Some("0"));
+    }
+
+    #[test]
+    fn statuses_listed_in_another_order_or_missing_are_never_a_neighbours() {
+        let mut pod = pod();
+        pod["status"]["containerStatuses"] = json!([
+            {"name": "side", "ready": false, "restartCount": 7, "imageID": "envoy@sha256:e"},
+            {"name": "app", "ready": true, "restartCount": 3, "imageID": "app@sha256:a"},
+        ]);
+        pod["status"]["initContainerStatuses"] = json!([]);
+        let rows = rows("kubernetes_pod_containers", &pod);
+        let summary: Vec<_> = rows.iter().map(|r| (get(r, "name"), get(r, "ready"), get(r, "restart_count"))).collect();
+        assert_eq!(
+            summary,
+            [(Some("init"), None, None), (Some("app"), Some("1"), Some("3")), (Some("side"), Some("0"), Some("7"))]
+        );
     }
 
     #[test]

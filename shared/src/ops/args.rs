@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::{queue::Queue, telemetry::LogFormat};
+use crate::{ops::telemetry::LogFormat, queue::Queue};
 
 /// Connections and the registry, each with an environment fallback.
 #[derive(Debug, Clone, clap::Args)]

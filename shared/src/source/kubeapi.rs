@@ -20,7 +20,7 @@ use kube::{
 use serde::Deserialize;
 use serde_json::{Value, value::RawValue};
 
-use crate::{Error, Result, catalog::ApiRef};
+use crate::{Error, Result, model::catalog::ApiRef};
 
 /// One page of a listing. Its objects stay JSON text until read one by one with
 /// [`Page::objects`]: a parsed object takes about ten times the memory of its text, so a page

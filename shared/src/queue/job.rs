@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{Error, Result, catalog::catalog, registry::is_cluster_name};
+use crate::{Error, Result, model::catalog::catalog, source::registry::is_cluster_name};
 
 /// One poll job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -22,10 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-mod namespace_fields;
+mod context_names;
 
-pub use namespace_fields::{NamespaceFields, NamespaceRule, glob_matches};
-use namespace_fields::{check_field_name, check_namespace_fields};
+use crate::model::namespace_fields::{NamespaceFields, NamespaceRule, check_field_name, check_namespace_fields};
 
 /// The registry file: a list of clusters.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -161,11 +160,13 @@ impl Registry {
         let kubeconfig = Kubeconfig::read_from(path)
             .map_err(|err| Error::Registry(format!("cannot read kubeconfig {}: {err}", path.display())))?;
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let names = context_names::cluster_names(kubeconfig.contexts.iter().map(|context| context.name.as_str()));
         let clusters = kubeconfig
             .contexts
             .iter()
-            .map(|context| ClusterConfig {
-                name: cluster_name_from(&context.name),
+            .zip(names)
+            .map(|(context, name)| ClusterConfig {
+                name,
                 kubeconfig: Some(path.clone()),
                 context: Some(context.name.clone()),
                 ..ClusterConfig::default()
@@ -177,14 +178,17 @@ impl Registry {
     }
 }
 
-/// A registry-safe cluster name made from a kubeconfig context name (which may hold `@`, `:`, `/`).
-fn cluster_name_from(context: &str) -> String {
-    let name: String =
-        context.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-    let name = name.trim_matches('-');
-    name[..name.len().min(MAX_NAME_LEN)].trim_end_matches('-').to_owned()
+/// A bearer token from a file, without surrounding whitespace (as client-go's `TrimSpace`).
+/// Read whenever a client is built: a worker rebuilds a cluster's client after an error from it
+/// and at least every few minutes, so a rotated token (projected service-account tokens rotate
+/// hourly) is picked up.
+fn read_token(path: &Path) -> std::result::Result<SecretString, String> {
+    let token =
+        std::fs::read_to_string(path).map_err(|err| format!("cannot read token file {}: {err}", path.display()))?;
+    Ok(SecretString::from(token.trim().to_owned()))
 }
 
+/// The longest cluster name.
 const MAX_NAME_LEN: usize = 50;
 
 /// Whether `name` can name a cluster: lower-case letters, digits and inner `-`, at most 50
@@ -241,9 +245,17 @@ impl ClusterConfig {
                 let kubeconfig = Kubeconfig::read_from(path)
                     .map_err(|err| self.error(format!("cannot read kubeconfig {}: {err}", path.display())))?;
                 let options = KubeConfigOptions { context: self.context.clone(), ..Default::default() };
-                kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
                     .await
-                    .map_err(|err| self.error(format!("kubeconfig {}: {err}", path.display())))?
+                    .map_err(|err| self.error(format!("kubeconfig {}: {err}", path.display())))?;
+                // kube reads `tokenFile` as it is; kubectl (client-go) trims surrounding
+                // whitespace, and the files `echo` and Secret mounts write end in a newline.
+                if config.auth_info.token.is_none()
+                    && let Some(file) = config.auth_info.token_file.take()
+                {
+                    config.auth_info.token = Some(read_token(Path::new(&file)).map_err(|why| self.error(why))?);
+                }
+                config
             }
             (None, Some(server)) => {
                 let url = server.parse().map_err(|_| self.error(format!("server `{server}` is not a URL")))?;
@@ -278,14 +290,13 @@ impl ClusterConfig {
     }
 
     fn token(&self) -> Result<SecretString> {
-        let token = match (&self.token_file, &self.token_env) {
-            (Some(path), _) => std::fs::read_to_string(path)
-                .map_err(|err| self.error(format!("cannot read token_file {}: {err}", path.display())))?,
+        match (&self.token_file, &self.token_env) {
+            (Some(path), _) => read_token(path).map_err(|why| self.error(why)),
             (None, Some(var)) => std::env::var(var)
-                .map_err(|_| self.error(format!("environment variable {var} (token_env) is not set")))?,
-            (None, None) => return Err(self.error("no token_file and no token_env".into())),
-        };
-        Ok(SecretString::from(token.trim().to_owned()))
+                .map(|token| SecretString::from(token.trim().to_owned()))
+                .map_err(|_| self.error(format!("environment variable {var} (token_env) is not set"))),
+            (None, None) => Err(self.error("no token_file and no token_env".into())),
+        }
     }
 
     fn error(&self, why: String) -> Error {
@@ -387,27 +398,6 @@ mod tests {
             let err = Registry::load(&path).unwrap_err().to_string();
             assert!(err.contains(why), "{fields:?}: {err}");
         }
-    }
-
-    #[test]
-    fn globs_match_whole_names() {
-        assert!(glob_matches("pay-*", "pay-eu"));
-        assert!(glob_matches("*", ""));
-        assert!(glob_matches("a*b*c", "aXXbYbc"));
-        assert!(glob_matches("team-?", "team-1"));
-        assert!(!glob_matches("team-?", "team-12"));
-        assert!(!glob_matches("pay-*", "xpay-eu"));
-        assert!(glob_matches("kube-system", "kube-system"));
-    }
-
-    #[test]
-    fn context_names_become_cluster_names() {
-        assert_eq!(
-            cluster_name_from("arn:aws:eks:us-east-1:123:cluster/Prod"),
-            "arn-aws-eks-us-east-1-123-cluster-prod"
-        );
-        assert_eq!(cluster_name_from("admin@kind-kind"), "admin-kind-kind");
-        assert!(is_cluster_name(&cluster_name_from(&"x".repeat(80))));
     }
 
     #[tokio::test]

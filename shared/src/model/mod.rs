@@ -1,0 +1,8 @@
+//! The model: what kubecensus knows without I/O. The [`catalog`] of resources and tables,
+//! [`flatten`]ing an object into rows of them, the [`namespace_fields`] rules, and Kubernetes
+//! [`quantity`] parsing.
+
+pub mod catalog;
+pub mod flatten;
+pub mod namespace_fields;
+pub mod quantity;
