@@ -35,9 +35,13 @@ pub struct EnvConfig {
     pub worker_pg_options: Option<String>,
 }
 
-/// The folder of the binaries to run: `KUBECENSUS_BIN_DIR`, or the folder of this executable
-/// (cargo puts every binary of a profile in the same folder).
-pub fn default_bin_dir() -> anyhow::Result<PathBuf> {
+/// The folder of the binaries to run: `explicit` (a `--bin-dir` flag), else
+/// `KUBECENSUS_BIN_DIR`, else the folder of this executable (cargo puts every binary of a profile
+/// in the same folder).
+pub fn bin_dir(explicit: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = explicit {
+        return Ok(dir.clone());
+    }
     if let Some(dir) = std::env::var_os("KUBECENSUS_BIN_DIR") {
         return Ok(PathBuf::from(dir));
     }

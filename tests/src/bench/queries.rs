@@ -64,13 +64,7 @@ pub async fn time_all(env: &BenchEnv, runs: usize) -> anyhow::Result<Vec<QueryTi
     let mut timings = Vec::new();
     for (name, sql) in QUERIES {
         let rows_returned = sqlx::raw_sql(sql).fetch_all(&mut conn).await?.len();
-        let mut ms = Vec::new();
-        for _ in 0..runs.max(1) {
-            let started = Instant::now();
-            sqlx::raw_sql(sql).fetch_all(&mut conn).await?;
-            ms.push(started.elapsed().as_secs_f64() * 1000.0);
-        }
-        ms.sort_by(f64::total_cmp);
+        let ms = timed_runs(&mut conn, sql, runs).await?;
         let timing = QueryTiming {
             name: (*name).to_owned(),
             sql: (*sql).to_owned(),
@@ -83,6 +77,18 @@ pub async fn time_all(env: &BenchEnv, runs: usize) -> anyhow::Result<Vec<QueryTi
         timings.push(timing);
     }
     Ok(timings)
+}
+
+/// Runs `sql` `runs` times (at least once) on `conn`; returns each run's milliseconds, sorted.
+pub async fn timed_runs(conn: &mut PgConnection, sql: &str, runs: usize) -> anyhow::Result<Vec<f64>> {
+    let mut ms = Vec::new();
+    for _ in 0..runs.max(1) {
+        let started = Instant::now();
+        sqlx::raw_sql(sql).fetch_all(&mut *conn).await?;
+        ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(ms)
 }
 
 /// The plan of a query, with timings (`EXPLAIN (ANALYZE, BUFFERS)`), for the report's appendix.

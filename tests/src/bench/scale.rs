@@ -10,7 +10,7 @@ use sqlx::{Connection, PgConnection};
 
 use kubecensus::store::sql::literal;
 
-use super::{env::BenchEnv, stats::percentile};
+use super::{env::BenchEnv, queries::timed_runs, stats::percentile};
 
 /// Jobs/s in each tenth of a round's runs, by the order they finished.
 #[derive(Debug, Clone, Serialize)]
@@ -158,13 +158,7 @@ pub async fn time_queries(
     let mut figures = Vec::new();
     for (name, sql) in queries {
         sqlx::raw_sql(sql).fetch_all(&mut conn).await?;
-        let mut ms = Vec::new();
-        for _ in 0..runs.max(1) {
-            let started = Instant::now();
-            sqlx::raw_sql(sql).fetch_all(&mut conn).await?;
-            ms.push(started.elapsed().as_secs_f64() * 1000.0);
-        }
-        ms.sort_by(f64::total_cmp);
+        let ms = timed_runs(&mut conn, sql, runs).await?;
         let mut fresh = Vec::new();
         for _ in 0..3 {
             let mut new = PgConnection::connect(&env.database_url).await?;

@@ -20,7 +20,7 @@ use anyhow::Context;
 use clap::Parser;
 use kubecensus_tests::{
     bench::{
-        env::{BenchEnv, EnvConfig, default_bin_dir},
+        env::{BenchEnv, EnvConfig, bin_dir},
         refresh::{self, RoundResult, RoundSpec},
         scale::{self, ConcurrentReaders, Footprint, QueryFigures, Throughput},
         stats::mib,
@@ -139,10 +139,7 @@ async fn main() -> anyhow::Result<()> {
         stream: args.stream.clone(),
         subject_prefix: args.subject_prefix.clone(),
         dir: args.dir.clone(),
-        bin_dir: match &args.bin_dir {
-            Some(dir) => dir.clone(),
-            None => default_bin_dir()?,
-        },
+        bin_dir: bin_dir(args.bin_dir.as_ref())?,
         keep: args.keep,
         worker_socket: None,
         worker_pg_options: None,

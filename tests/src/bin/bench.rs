@@ -17,7 +17,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use kubecensus::model::catalog::catalog;
 use kubecensus_tests::bench::{
-    env::{BenchEnv, EnvConfig, default_bin_dir},
+    env::{BenchEnv, EnvConfig, bin_dir},
     limits::{self, LoadMode},
     queries, readers,
     refresh::{self, RoundSpec},
@@ -164,10 +164,7 @@ async fn main() -> anyhow::Result<()> {
         stream: args.stream.clone(),
         subject_prefix: args.subject_prefix.clone(),
         dir: args.dir.clone(),
-        bin_dir: match &args.bin_dir {
-            Some(dir) => dir.clone(),
-            None => default_bin_dir()?,
-        },
+        bin_dir: bin_dir(args.bin_dir.as_ref())?,
         keep: args.keep,
         worker_socket: args.worker_socket.clone(),
         worker_pg_options: args.worker_pg_options.clone(),
