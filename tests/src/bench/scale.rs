@@ -52,7 +52,7 @@ pub async fn throughput(env: &BenchEnv, since: DateTime<Utc>) -> anyhow::Result<
 }
 
 /// Waits until autovacuum has caught up with the pods, containers and nodes partitions (none
-/// past its own thresholds for dead or newly inserted rows, as `schema.rs` sets them), at most
+/// past the thresholds for dead or newly inserted rows `schema.rs` sets), at most
 /// `limit`; returns how long it waited. A real fleet's poll interval (5 minutes for pods) leaves
 /// it that time between refreshes; a benchmark that refreshes back to back does not.
 pub async fn wait_for_autovacuum(env: &BenchEnv, limit: Duration) -> anyhow::Result<Duration> {
@@ -61,7 +61,7 @@ pub async fn wait_for_autovacuum(env: &BenchEnv, limit: Duration) -> anyhow::Res
         let behind: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_user_tables s JOIN pg_inherits i ON i.inhrelid = s.relid
              WHERE i.inhparent IN ('kubernetes_pods'::regclass, 'kubernetes_pod_containers'::regclass, 'kubernetes_nodes'::regclass)
-               AND (s.n_dead_tup > 50 + 0.05 * s.n_live_tup OR s.n_ins_since_vacuum > 1000 + 0.05 * s.n_live_tup)",
+               AND (s.n_dead_tup > 100 + 0.01 * s.n_live_tup OR s.n_ins_since_vacuum > 100 + 0.01 * s.n_live_tup)",
         )
         .fetch_one(&env.pool)
         .await?;
