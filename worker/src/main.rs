@@ -6,6 +6,7 @@ mod poll;
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
+use async_nats::jetstream::consumer::PullConsumer;
 use clap::Parser;
 use futures::StreamExt;
 use kubecensus::{
@@ -87,7 +88,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         clients: Mutex::new(LruCache::new(cached_clients)),
     });
     let stop_pulling = CancellationToken::new();
-    let abandon_jobs = CancellationToken::new();
     tokio::spawn({
         let stop = stop_pulling.clone();
         async move {
@@ -96,14 +96,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     });
     tokio::spawn(sweep_forever(pool.clone(), ack_wait).instrument(tracing::info_span!("sweep")));
+    let abandon_jobs = CancellationToken::new();
+    let jobs = pull_until_stopped(&consumer, &poller, concurrency, &stop_pulling, &abandon_jobs).await?;
+    finish_in_flight(jobs, shutdown_grace, &abandon_jobs).await;
+    nats.flush().await.context("flushing the last acks to NATS")?;
+    tracing::info!("worker stopped");
+    Ok(())
+}
 
+/// Pulls jobs while `stop` is not cancelled, each only when a slot is free (at most
+/// `concurrency` at once), and runs each on its own task; returns the tasks still running.
+async fn pull_until_stopped(
+    consumer: &PullConsumer,
+    poller: &Arc<Poller>,
+    concurrency: usize,
+    stop: &CancellationToken,
+    abandon: &CancellationToken,
+) -> anyhow::Result<JoinSet<()>> {
     let slots = Arc::new(Semaphore::new(concurrency));
     let mut jobs = JoinSet::new();
-    while !stop_pulling.is_cancelled() {
+    while !stop.is_cancelled() {
         // Wait for one free slot, then take every other free one: pull that many jobs.
         let first = tokio::select! {
             permit = slots.clone().acquire_owned() => permit?,
-            () = stop_pulling.cancelled() => break,
+            () = stop.cancelled() => break,
         };
         let mut permits = vec![first];
         while let Ok(permit) = slots.clone().try_acquire_owned() {
@@ -120,12 +136,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         };
         while let Some(message) = tokio::select! {
             message = batch.next() => message,
-            () = stop_pulling.cancelled() => None,
+            () = stop.cancelled() => None,
         } {
             match message {
                 Ok(message) => {
                     let permit = permits.pop().context("more jobs than free slots")?;
-                    let (poller, abandon) = (poller.clone(), abandon_jobs.clone());
+                    let (poller, abandon) = (poller.clone(), abandon.clone());
                     jobs.spawn(async move {
                         poller.handle(message, abandon).await;
                         drop(permit);
@@ -136,16 +152,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         while jobs.try_join_next().is_some() {}
     }
+    Ok(jobs)
+}
 
-    tracing::info!(in_flight = jobs.len(), grace = ?shutdown_grace, "stopping: no more pulls; finishing in-flight jobs");
-    if tokio::time::timeout(shutdown_grace, async { while jobs.join_next().await.is_some() {} }).await.is_err() {
+/// Lets in-flight `jobs` finish for `grace`, then cancels `abandon`: the rest are handed back.
+async fn finish_in_flight(mut jobs: JoinSet<()>, grace: Duration, abandon: &CancellationToken) {
+    tracing::info!(in_flight = jobs.len(), ?grace, "stopping: no more pulls; finishing in-flight jobs");
+    if tokio::time::timeout(grace, async { while jobs.join_next().await.is_some() {} }).await.is_err() {
         tracing::warn!(in_flight = jobs.len(), "grace period over; handing unfinished jobs back to the queue");
-        abandon_jobs.cancel();
+        abandon.cancel();
         while jobs.join_next().await.is_some() {}
     }
-    nats.flush().await.context("flushing the last acks to NATS")?;
-    tracing::info!("worker stopped");
-    Ok(())
 }
 
 fn default_worker_id() -> String {
