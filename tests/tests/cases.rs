@@ -140,3 +140,54 @@ async fn a_token_file_ending_in_a_newline_works_and_a_rewritten_one_is_read_agai
         sqlx::query_scalar("SELECT error FROM runs WHERE error IS NOT NULL").fetch_all(&env.pool).await.unwrap();
     assert!(errors.iter().all(|e| !e.contains("stale-token") && !e.contains(&cluster.token)), "{errors:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_value_of_a_secrets_data_reaches_any_column_in_any_form() {
+    let mut env = TestEnv::new().await.unwrap();
+    let folder = case("secret-data-in-annotations");
+    let spec = FleetSpec { clusters: 1, objects: Some(folder.clone()), ..FleetSpec::default() };
+    let _fleet = Fleet::start(spec, &env.dir).await.unwrap();
+    let registry = env.dir.join("clusters.yaml");
+    env.spawn_worker("worker", &registry, &[]).unwrap();
+    env.scheduler(&registry, &["refresh", "--wait"]).await.unwrap();
+    // Every data value of the case's Secrets and ConfigMaps, as stored and decoded, and the
+    // older values the tools' copies hold.
+    let mut needles = vec!["older-dsn-password".to_owned(), "s3cr3t-dsn-value".to_owned()];
+    for file in ["secrets.json", "own-secrets.json", "configmaps.json"] {
+        let list: serde_json::Value = serde_json::from_slice(&std::fs::read(folder.join(file)).unwrap()).unwrap();
+        for item in list["items"].as_array().unwrap() {
+            for value in item["data"].as_object().unwrap().values() {
+                let value = value.as_str().unwrap();
+                needles.push(value.to_owned());
+                if file != "configmaps.json" {
+                    let decoded = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, value).unwrap();
+                    needles.push(String::from_utf8(decoded).unwrap());
+                }
+            }
+        }
+    }
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' AND table_name LIKE 'kubernetes\\_%'",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert!(tables.len() >= 51);
+    for table in &tables {
+        let rows: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT t::text FROM {table} t")).fetch_all(&env.pool).await.unwrap();
+        for row in &rows {
+            for needle in &needles {
+                assert!(!row.contains(needle.as_str()), "{table} holds a data value ({needle}): {row}");
+            }
+        }
+    }
+    // What names things is kept.
+    let helm: Option<String> = sqlx::query_scalar(
+        "SELECT annotations->>'meta.helm.sh/release-name' FROM kubernetes_secrets WHERE name = 'db-credentials'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(helm.as_deref(), Some("payments"));
+}

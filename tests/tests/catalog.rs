@@ -10,9 +10,10 @@ use std::{
 
 use kubecensus::{
     model::catalog::{ColumnType, Function, Resource, Source, Step, Table, catalog},
-    model::flatten::{LAST_APPLIED, image_repo, ready, volume_type},
+    model::flatten::{image_repo, ready, volume_type},
     model::namespace_fields::NamespaceRule,
     model::quantity,
+    model::redact::without_data,
     source::registry::{ClusterConfig, Registry},
     store,
 };
@@ -244,11 +245,7 @@ fn source_value(source: &Source, row: &Inputs) -> Option<Value> {
                 Function::Ready => ready(&value).map(|b| json!(b)),
                 Function::Cores => quantity::cores(&text()?).map(|c| json!(c)),
                 Function::Bytes => quantity::bytes(&text()?).map(|b| json!(b)),
-                Function::NoLastApplied => {
-                    let mut map = value.as_object()?.clone();
-                    map.remove(LAST_APPLIED);
-                    Some(Value::Object(map))
-                }
+                Function::WithoutData => without_data(row.object, &value),
             }
         }
         Source::ClusterName | Source::ClusterUid => None,
@@ -479,12 +476,16 @@ async fn a_refresh_fills_every_table_of_every_cluster_with_namespace_fields() {
         "{namespaces:?}"
     );
 
-    // Secrets keep their other annotations but never the last applied configuration.
+    // Secrets keep their other annotations, but never a value of the last applied configuration.
+    const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
     let annotations: Vec<Value> =
         sqlx::query_scalar("SELECT annotations FROM kubernetes_secrets").fetch_all(&env.pool).await.unwrap();
     assert!(!annotations.is_empty());
     for annotations in &annotations {
-        assert!(annotations.get(LAST_APPLIED).is_none() && annotations["owner"] == "platform", "{annotations}");
+        assert!(
+            annotations.get(LAST_APPLIED).is_none_or(Value::is_null) && annotations["owner"] == "platform",
+            "{annotations}"
+        );
     }
     // The parsed quantities and readiness.
     let (cores, bytes): (f64, i64) =

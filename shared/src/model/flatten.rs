@@ -8,12 +8,12 @@
 
 use std::borrow::Cow;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::{
     model::catalog::{CLUSTER_COLUMN, ColumnType, Function, RowList, Source, Step, Table},
     model::namespace_fields::NamespaceFields,
-    model::quantity,
+    model::{quantity, redact},
 };
 
 /// What every row of one cluster shares: its name, uid and the registry's extra fields.
@@ -181,6 +181,9 @@ impl<'a> Row<'a> {
             Source::Tag => self.tag.map(|tag| Resolved::Text(tag.to_owned())),
             Source::Const(text) => Some(Resolved::Text(text.clone())),
             Source::FirstOf(sources) => sources.iter().find_map(|source| self.resolve(source)),
+            Source::Call(Function::WithoutData, inner) => {
+                redact::without_data(self.object, self.resolve(inner)?.json()?).map(Resolved::Computed)
+            }
             Source::Call(function, inner) => apply(*function, self.resolve(inner)?),
             Source::ClusterName | Source::ClusterUid => None,
         }
@@ -201,20 +204,10 @@ fn apply(function: Function, value: Resolved) -> Option<Resolved> {
         Function::Ready => Resolved::Computed(Value::Bool(ready(value.json()?)?)),
         Function::Cores => Resolved::Computed(Value::from(quantity::cores(&text(&value)?)?)),
         Function::Bytes => Resolved::Computed(Value::from(quantity::bytes(&text(&value)?)?)),
-        Function::NoLastApplied => {
-            let Value::Object(map) = value.json()? else { return None };
-            let kept: Map<String, Value> = map
-                .iter()
-                .filter(|(key, _)| key.as_str() != LAST_APPLIED)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            Resolved::Computed(Value::Object(kept))
-        }
+        // Needs the whole object: resolved in `Row::resolve`.
+        Function::WithoutData => return None,
     })
 }
-
-/// kubectl's copy of the last applied manifest: for a Secret or ConfigMap, its data.
-pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Volume sources (Pod volumes and PersistentVolume specs) in the order of Kubernetes'
 /// `VolumeSource`, with the name kubequery gives each (`iscsci` is kubequery's spelling).

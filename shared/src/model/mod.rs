@@ -1,8 +1,9 @@
 //! The model: what kubecensus knows without I/O. The [`catalog`] of resources and tables,
-//! [`flatten`]ing an object into rows of them, the [`namespace_fields`] rules, and Kubernetes
-//! [`quantity`] parsing.
+//! [`flatten`]ing an object into rows of them, the [`namespace_fields`] rules, Kubernetes
+//! [`quantity`] parsing, and keeping data out of annotations ([`redact`]).
 
 pub mod catalog;
 pub mod flatten;
 pub mod namespace_fields;
 pub mod quantity;
+pub mod redact;

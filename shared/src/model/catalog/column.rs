@@ -119,9 +119,9 @@ pub enum Function {
     Cores,
     /// A Kubernetes quantity in bytes (or units), rounded up: `1Ki` → 1024 (`bigint`).
     Bytes,
-    /// An annotation map without `kubectl.kubernetes.io/last-applied-configuration`, which can
-    /// hold a Secret's or ConfigMap's data (`json`).
-    NoLastApplied,
+    /// An annotation map whose values that could carry the object's data are `null`
+    /// ([`crate::model::redact`]), for Secrets and ConfigMaps (`json`).
+    WithoutData,
 }
 
 impl Function {
@@ -131,7 +131,7 @@ impl Function {
         ("ready", Function::Ready, ColumnType::Bool),
         ("cores", Function::Cores, ColumnType::Double),
         ("bytes", Function::Bytes, ColumnType::BigInt),
-        ("no_last_applied", Function::NoLastApplied, ColumnType::Json),
+        ("without_data", Function::WithoutData, ColumnType::Json),
     ];
 
     fn named(name: &str) -> Option<Self> {
