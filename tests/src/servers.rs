@@ -190,9 +190,22 @@ impl TempNats {
     /// Stops the server (SIGTERM: it flushes its store) and starts it again on the same port
     /// and store, after `down` of downtime.
     pub async fn restart(&mut self, down: Duration) -> anyhow::Result<()> {
+        self.restart_with(down, false).await
+    }
+
+    /// The same, with the store deleted while it is down: a pod without a volume, or a replaced
+    /// volume. Streams and consumers are gone when it comes back.
+    pub async fn restart_empty(&mut self, down: Duration) -> anyhow::Result<()> {
+        self.restart_with(down, true).await
+    }
+
+    async fn restart_with(&mut self, down: Duration, wipe: bool) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
             run(Command::new("kill").args(["-TERM", &child.id().to_string()]))?;
             child.wait()?;
+        }
+        if wipe {
+            std::fs::remove_dir_all(self.dir.join("store"))?;
         }
         tokio::time::sleep(down).await;
         self.spawn().await

@@ -110,3 +110,41 @@ async fn nats_restarts_keep_queued_jobs_and_apply_none_twice() {
     assert_eq!(twice, 0, "no job was applied twice");
     assert_every_clusters_pods_equal(&env.pool, &fleet).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_that_lost_its_store_gets_its_stream_and_consumer_back_from_running_processes() {
+    let mut nats = TempNats::start().await.unwrap();
+    let mut env = TestEnv::on(admin_database_url(), nats.url()).await.unwrap();
+    let fleet = Fleet::start(FleetSpec { clusters: 2, pods: 10, ..FleetSpec::default() }, &env.dir).await.unwrap();
+    let registry = env.dir.join("clusters.yaml");
+    env.spawn_worker("worker", &registry, &["--ack-wait", "2s"]).unwrap();
+    env.spawn_scheduler(&registry, &["--schedule", "kubernetes_pods=*/2 * * * * *", "--table", "kubernetes_pods"])
+        .unwrap();
+    env.wait_until(
+        "a scheduled run",
+        "SELECT count(*) > 0 FROM runs WHERE trigger = 'schedule' AND status = 'succeeded'",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+
+    // The server comes back empty: no stream, no consumer. Nothing restarts the scheduler or the
+    // worker: they must notice and create what they need again.
+    nats.restart_empty(Duration::from_millis(300)).await.unwrap();
+    let restarted: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT now()").fetch_one(&env.pool).await.unwrap();
+    let after_restart = format!(
+        "SELECT count(DISTINCT cluster_name) = 2 FROM runs WHERE trigger = 'schedule' AND status = 'succeeded'
+         AND scheduled_at > '{}'",
+        restarted.to_rfc3339()
+    );
+    env.wait_until("scheduled runs after the store was lost", &after_restart, Duration::from_secs(60)).await.unwrap();
+    let refreshed = tokio::time::timeout(
+        Duration::from_secs(60),
+        env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_nodes"]),
+    )
+    .await;
+    assert!(matches!(refreshed, Ok(Ok(_))), "refresh --wait did not return: {refreshed:?}");
+    assert!(env.log("worker").contains("created it again"), "{}", env.log("worker"));
+    assert_every_clusters_pods_equal(&env.pool, &fleet).await;
+}

@@ -11,7 +11,7 @@ use clap::Parser;
 use futures::StreamExt;
 use kubecensus::{
     ops::telemetry,
-    queue::{self, RetryPolicy},
+    queue::{self, Queue, RetryPolicy},
     source::registry::Registry,
     store,
 };
@@ -77,7 +77,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         fields: registry.field_names(),
         registry,
         worker_id,
-        queue,
+        queue: queue.clone(),
         policy: JobPolicy {
             page_size,
             in_place_limit,
@@ -97,17 +97,44 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     tokio::spawn(sweep_forever(pool.clone(), ack_wait).instrument(tracing::info_span!("sweep")));
     let abandon_jobs = CancellationToken::new();
-    let jobs = pull_until_stopped(&consumer, &poller, concurrency, &stop_pulling, &abandon_jobs).await?;
+    let source = JobSource { js, queue: poller.queue.clone(), ack_wait, consumer };
+    let jobs = pull_until_stopped(source, &poller, concurrency, &stop_pulling, &abandon_jobs).await?;
     finish_in_flight(jobs, shutdown_grace, &abandon_jobs).await;
     nats.flush().await.context("flushing the last acks to NATS")?;
     tracing::info!("worker stopped");
     Ok(())
 }
 
+/// Where jobs are pulled from: the shared consumer, and what it takes to create it again.
+struct JobSource {
+    js: async_nats::jetstream::Context,
+    queue: Queue,
+    ack_wait: Duration,
+    consumer: PullConsumer,
+}
+
+impl JobSource {
+    /// Checks that the consumer still exists (a NATS server restarted with an empty store has
+    /// lost it, and its stream), and creates both again if not.
+    async fn ensure_consumer(&mut self) {
+        if self.consumer.info().await.is_ok() {
+            return;
+        }
+        match self.queue.consumer(&self.js, self.ack_wait).await {
+            Ok(consumer) => {
+                tracing::warn!(stream = self.queue.stream, "the job consumer was gone; created it again");
+                self.consumer = consumer;
+            }
+            Err(err) => tracing::warn!(%err, "cannot create the job consumer; retrying"),
+        }
+    }
+}
+
 /// Pulls jobs while `stop` is not cancelled, each only when a slot is free (at most
 /// `concurrency` at once), and runs each on its own task; returns the tasks still running.
+/// After a pull that failed or brought nothing, it checks that the consumer still exists.
 async fn pull_until_stopped(
-    consumer: &PullConsumer,
+    mut source: JobSource,
     poller: &Arc<Poller>,
     concurrency: usize,
     stop: &CancellationToken,
@@ -125,21 +152,24 @@ async fn pull_until_stopped(
         while let Ok(permit) = slots.clone().try_acquire_owned() {
             permits.push(permit);
         }
-        let batch = consumer.fetch().max_messages(permits.len()).expires(PULL_EXPIRES).messages().await;
+        let batch = source.consumer.fetch().max_messages(permits.len()).expires(PULL_EXPIRES).messages().await;
         let mut batch = match batch {
             Ok(batch) => batch,
             Err(err) => {
                 tracing::warn!(%err, "cannot pull jobs; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                source.ensure_consumer().await;
                 continue;
             }
         };
+        let mut pulled = 0;
         while let Some(message) = tokio::select! {
             message = batch.next() => message,
             () = stop.cancelled() => None,
         } {
             match message {
                 Ok(message) => {
+                    pulled += 1;
                     let permit = permits.pop().context("more jobs than free slots")?;
                     let (poller, abandon) = (poller.clone(), abandon.clone());
                     jobs.spawn(async move {
@@ -149,6 +179,9 @@ async fn pull_until_stopped(
                 }
                 Err(err) => tracing::warn!(%err, "pull error"),
             }
+        }
+        if pulled == 0 && !stop.is_cancelled() {
+            source.ensure_consumer().await;
         }
         while jobs.try_join_next().is_some() {}
     }

@@ -130,8 +130,20 @@ impl Queue {
             .map_err(|err| Error::Queue(format!("consumer {CONSUMER} on {}: {err}", self.stream)))
     }
 
-    /// Publishes a job and waits for the stream's answer.
+    /// Publishes a job and waits for the stream's answer. When the stream is gone (a NATS server
+    /// restarted with an empty store), it is created again and the job published once more.
     pub async fn publish(&self, js: &jetstream::Context, job: &Job) -> Result<Published> {
+        match self.publish_once(js, job).await {
+            Err(PublishFailure::StreamNotFound) => {
+                tracing::warn!(stream = self.stream, "the job stream is gone; creating it again");
+                self.ensure_stream(js).await?;
+                self.publish_once(js, job).await.map_err(|failure| failure.into_error(self, job))
+            }
+            result => result.map_err(|failure| failure.into_error(self, job)),
+        }
+    }
+
+    async fn publish_once(&self, js: &jetstream::Context, job: &Job) -> std::result::Result<Published, PublishFailure> {
         let message =
             jetstream::message::PublishMessage::build().payload(job.to_json().into()).message_id(job.message_id());
         let subject = job.subject(&self.subject_prefix);
@@ -143,7 +155,25 @@ impl Queue {
             Ok(ack) if ack.duplicate => Ok(Published::Duplicate),
             Ok(_) => Ok(Published::Queued),
             Err(err) if err.kind() == PublishErrorKind::Other && is_subject_full(&err) => Ok(Published::AlreadyPending),
-            Err(err) => Err(Error::Queue(format!("cannot publish {subject}: {err}"))),
+            Err(err) if err.kind() == PublishErrorKind::StreamNotFound => Err(PublishFailure::StreamNotFound),
+            Err(err) => Err(PublishFailure::Other(err.to_string())),
+        }
+    }
+}
+
+/// Why one publish failed.
+enum PublishFailure {
+    /// No stream takes the subject (NATS answered "no responders").
+    StreamNotFound,
+    Other(String),
+}
+
+impl PublishFailure {
+    fn into_error(self, queue: &Queue, job: &Job) -> Error {
+        let subject = job.subject(&queue.subject_prefix);
+        match self {
+            Self::StreamNotFound => Error::Queue(format!("cannot publish {subject}: no stream {}", queue.stream)),
+            Self::Other(why) => Error::Queue(format!("cannot publish {subject}: {why}")),
         }
     }
 }
