@@ -33,11 +33,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         print!("{}", serde_yaml::to_string(&registry)?);
         return Ok(());
     }
-    let registry = Registry::load(&common.registry)?;
     let pool = store::connect(&common.database_url, 4).await?;
     if let Command::Report = &command {
         return report::print(&pool, output).await;
     }
+    let registry = Registry::load(&common.registry)?;
     store::prepare(&pool, &registry).await?;
     store::sync_clusters(&pool, &registry).await?;
     let nats = queue::connect(&common.nats_url).await?;

@@ -40,6 +40,9 @@ struct Report {
     snapshots: Vec<Held>,
 }
 
+/// The widest error shown in the report's table, in characters.
+const ERROR_WIDTH: usize = 60;
+
 /// Statuses after which a job is not tried again.
 const FINAL: [Status; 5] = [Status::Succeeded, Status::Failed, Status::Skipped, Status::Superseded, Status::Rejected];
 
@@ -120,7 +123,7 @@ fn print_report(report: &Report) {
             number(run.inserted),
             number(run.deleted),
             run.millis.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0}")),
-            run.error.clone().unwrap_or_default(),
+            run.error.as_deref().map(shortened).unwrap_or_default(),
         ]);
     }
     for column in 3..7 {
@@ -137,6 +140,14 @@ fn print_report(report: &Report) {
         column.set_cell_alignment(CellAlignment::Right);
     }
     println!("{held}");
+}
+
+/// An error cut to [`ERROR_WIDTH`] characters for the table (`--output json` has it whole).
+fn shortened(error: &str) -> String {
+    match error.char_indices().nth(ERROR_WIDTH) {
+        Some((at, _)) => format!("{}…", &error[..at]),
+        None => error.to_owned(),
+    }
 }
 
 /// A borderless table with a header: columns aligned whatever the names' lengths.

@@ -8,22 +8,27 @@ use crate::{ops::telemetry::LogFormat, queue::Queue};
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
     /// PostgreSQL URL. A password is better given in PGPASSWORD or a ~/.pgpass file than here.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://kubecensus@127.0.0.1:5432/kubecensus")]
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        default_value = "postgres://kubecensus@127.0.0.1:5432/kubecensus"
+    )]
     pub database_url: String,
     /// NATS URL.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(long, global = true, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
     /// JetStream stream that holds the jobs.
-    #[arg(long, env = "KUBECENSUS_STREAM", default_value = "KUBECENSUS_JOBS")]
+    #[arg(long, global = true, env = "KUBECENSUS_STREAM", default_value = "KUBECENSUS_JOBS")]
     pub stream: String,
     /// Prefix of the job subjects: `<prefix>.jobs.<cluster>.<table>`.
-    #[arg(long, env = "KUBECENSUS_SUBJECT_PREFIX", default_value = "kubecensus")]
+    #[arg(long, global = true, env = "KUBECENSUS_SUBJECT_PREFIX", default_value = "kubecensus")]
     pub subject_prefix: String,
     /// The cluster registry file (YAML).
-    #[arg(long, env = "KUBECENSUS_REGISTRY", default_value = "clusters.yaml")]
+    #[arg(long, global = true, env = "KUBECENSUS_REGISTRY", default_value = "clusters.yaml")]
     pub registry: PathBuf,
     /// Log format.
-    #[arg(long, env = "KUBECENSUS_LOG_FORMAT", value_enum, default_value_t)]
+    #[arg(long, global = true, env = "KUBECENSUS_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
 }
 

@@ -1,6 +1,8 @@
 //! Logging and process signals: tracing to stderr, plain or JSON, filtered by `RUST_LOG`; and
 //! the one way both binaries learn they must stop.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// The log line format.
@@ -15,9 +17,14 @@ pub enum LogFormat {
 /// services, `warn` for commands a person runs, whose output is on stdout). Call once, first
 /// thing in `main`.
 pub fn init(format: LogFormat, default_level: &str) {
+    // sqlx warns of every statement over a second; the start-up schema lock waits that long on
+    // purpose while another process prepares the tables.
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},sqlx::postgres::notice=warn")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},sqlx::postgres::notice=warn,sqlx::query=error")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
