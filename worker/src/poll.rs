@@ -1,4 +1,4 @@
-//! One job, from its message to swapped rows: resolve the cluster, list the resource page by
+//! One job, from its message to replaced rows: resolve the cluster, list the resource page by
 //! page, flatten each page into COPY rows for every table of the resource, replace what changed.
 //! Then ack, retry later (nak with a delay), or give up (term), with the outcome in `runs`.
 
@@ -16,7 +16,7 @@ use kubecensus::{
     source::kubeapi::{self, Page},
     source::registry::{ClusterConfig, Registry},
     store::runs::{self, Outcome, Status},
-    store::{self, Refresh, SwapOutcome},
+    store::{self, Refresh, ReplaceOutcome},
 };
 use lru::LruCache;
 use sqlx::{PgConnection, PgPool};
@@ -112,14 +112,15 @@ impl Poller {
         .await
     }
 
-    /// Records the outcome and tells the queue what to do with the message.
-    async fn settle(&self, message: &Message, job: &Job, attempt: u32, run_id: Uuid, result: Result<SwapOutcome>) {
+    /// Records the outcome and tells the queue what to do with the message. A replace has
+    /// already recorded its run in its own transaction (`store::replace`), so it is only acked.
+    async fn settle(&self, message: &Message, job: &Job, attempt: u32, run_id: Uuid, result: Result<ReplaceOutcome>) {
         let (outcome, ack_kind) = match result {
-            Ok(SwapOutcome::Swapped(rows)) => {
+            Ok(ReplaceOutcome::Replaced(rows)) => {
                 tracing::info!(rows = rows.total, inserted = rows.inserted, deleted = rows.deleted, "replaced");
                 return ack(message, AckKind::Ack).await;
             }
-            Ok(SwapOutcome::Superseded { current }) => {
+            Ok(ReplaceOutcome::Superseded { current }) => {
                 let why = format!("rows of a job scheduled later ({current}) were already in");
                 tracing::info!("{why}");
                 (Outcome::failed(Status::Superseded, why), AckKind::Ack)
@@ -193,7 +194,7 @@ impl Poller {
     }
 
     #[instrument(skip_all)]
-    async fn poll(&self, job: &Job, cluster: &ClusterConfig, run_id: Uuid) -> Result<SwapOutcome> {
+    async fn poll(&self, job: &Job, cluster: &ClusterConfig, run_id: Uuid) -> Result<ReplaceOutcome> {
         let resource =
             catalog().resource_of(&job.table).ok_or_else(|| Error::Job(format!("unknown table {}", job.table)))?;
         let client = self.client(cluster).await?;
@@ -217,7 +218,7 @@ impl Poller {
             namespaces,
         };
         let mut conn = self.pool.acquire().await?;
-        let result = self.load_and_swap(&mut conn, &listing, job, run_id).await;
+        let result = self.load_and_replace(&mut conn, &listing, job, run_id).await;
         if let Err(Error::Sql(_)) = result {
             // A failed statement (a COPY above all) can leave the connection out of step; never
             // reuse it.
@@ -229,13 +230,13 @@ impl Poller {
     /// Lists the resource page by page and replaces the cluster's rows with the run's outcome,
     /// writing only the rows that changed (see [`kubecensus::store::replace`]). New rows are held
     /// in memory up to `in_place_limit` bytes, then streamed into the session's staging.
-    async fn load_and_swap(
+    async fn load_and_replace(
         &self,
         conn: &mut PgConnection,
         listing: &Listing<'_>,
         job: &Job,
         run_id: Uuid,
-    ) -> Result<SwapOutcome> {
+    ) -> Result<ReplaceOutcome> {
         let mut refresh = Refresh::begin(conn, &listing.context.name, &listing.layouts).await?;
         match self.load(conn, listing, &mut refresh).await {
             Ok(skipped) => refresh.commit(conn, job, run_id, &outcome_of(&skipped)).await,
@@ -263,7 +264,7 @@ impl Poller {
         let mut body = Vec::new();
         let mut page = self.fetch(listing, None, &mut body).await?;
         loop {
-            flatten(listing, &page, &mut rows, &mut skipped);
+            flatten_page(listing, &page, &mut rows, &mut skipped);
             for (index, table_rows) in rows.iter_mut().enumerate() {
                 refresh.add(index, table_rows);
                 table_rows.clear();
@@ -330,7 +331,7 @@ impl Poller {
 
 /// Appends the COPY rows of `page` to `rows` (one buffer per table of the resource), one object
 /// at a time, and why each object that could not be read was skipped to `skipped`.
-fn flatten(listing: &Listing<'_>, page: &Page, rows: &mut [Vec<u8>], skipped: &mut Vec<String>) {
+fn flatten_page(listing: &Listing<'_>, page: &Page, rows: &mut [Vec<u8>], skipped: &mut Vec<String>) {
     skipped.extend(page.skipped.iter().cloned());
     for object in page.objects() {
         match object {

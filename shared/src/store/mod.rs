@@ -17,7 +17,7 @@ use sqlx::{PgConnection, PgPool, postgres::PgPoolOptions};
 
 use crate::{Error, Result, source::registry::Registry, store::runs::Status};
 
-pub use replace::{Refresh, SwapOutcome};
+pub use replace::{Refresh, ReplaceOutcome};
 pub use schema::ensure_tables;
 
 /// The migrations in `migrations/`, embedded.

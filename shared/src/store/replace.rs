@@ -43,9 +43,9 @@ use crate::{
 
 /// What the replace did.
 #[derive(Debug, PartialEq, Eq)]
-pub enum SwapOutcome {
+pub enum ReplaceOutcome {
     /// The new rows are in.
-    Swapped(RowCounts),
+    Replaced(RowCounts),
     /// A job scheduled later had already replaced the rows; this job changed nothing.
     Superseded { current: DateTime<Utc> },
 }
@@ -231,13 +231,19 @@ impl<'a> Refresh<'a> {
         job: &Job,
         run_id: Uuid,
         outcome: &Outcome,
-    ) -> Result<SwapOutcome> {
+    ) -> Result<ReplaceOutcome> {
         let result = self.write(conn, job, run_id, outcome).await;
         self.discard(conn).await?;
         result
     }
 
-    async fn write(&self, conn: &mut PgConnection, job: &Job, run_id: Uuid, outcome: &Outcome) -> Result<SwapOutcome> {
+    async fn write(
+        &self,
+        conn: &mut PgConnection,
+        job: &Job,
+        run_id: Uuid,
+        outcome: &Outcome,
+    ) -> Result<ReplaceOutcome> {
         let mut tx = conn.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(format!("replace {} {}", self.cluster, job.table))
@@ -250,7 +256,7 @@ impl<'a> Refresh<'a> {
                 .fetch_optional(&mut *tx)
                 .await?;
         if let Some((current, _)) = now.filter(|(current, _)| *current > job.scheduled_at) {
-            return Ok(SwapOutcome::Superseded { current });
+            return Ok(ReplaceOutcome::Superseded { current });
         }
         if now.map(|(_, run)| run) != self.base {
             return Err(Error::Database(format!(
@@ -279,7 +285,7 @@ impl<'a> Refresh<'a> {
         }
         runs::finish(&mut tx, run_id, &Outcome { rows: Some(totals), ..outcome.clone() }).await?;
         tx.commit().await?;
-        Ok(SwapOutcome::Swapped(totals))
+        Ok(ReplaceOutcome::Replaced(totals))
     }
 
     /// Deletes the table's rows the listing did not yield and inserts the new ones.

@@ -50,7 +50,7 @@ async fn refresh_with(
     pods: &[Value],
     scheduled: DateTime<Utc>,
     held_limit: usize,
-) -> Result<SwapOutcome> {
+) -> Result<ReplaceOutcome> {
     let mut conn = pool.acquire().await.unwrap();
     let layouts = layouts();
     let mut refresh = Refresh::begin(&mut conn, cluster, &layouts).await?;
@@ -71,7 +71,7 @@ async fn refresh_with(
     refresh.commit(&mut conn, &job, run_id, &Outcome::succeeded()).await
 }
 
-async fn refresh(pool: &PgPool, cluster: &str, pods: &[Value], scheduled: DateTime<Utc>) -> SwapOutcome {
+async fn refresh(pool: &PgPool, cluster: &str, pods: &[Value], scheduled: DateTime<Utc>) -> ReplaceOutcome {
     refresh_with(pool, cluster, pods, scheduled, usize::MAX).await.unwrap()
 }
 
@@ -116,13 +116,16 @@ async fn tables_are_created_once_with_fields_after_cluster_name_and_extended_lat
 async fn a_refresh_replaces_one_clusters_rows_and_an_older_job_is_superseded(pool: PgPool) {
     prepared(&pool).await;
     let first = refresh(&pool, "c1", &pods("c1", 0..5, 1), at(10)).await;
-    assert_eq!(first, SwapOutcome::Swapped(RowCounts { total: 10, inserted: 10, deleted: 0 }));
+    assert_eq!(first, ReplaceOutcome::Replaced(RowCounts { total: 10, inserted: 10, deleted: 0 }));
     refresh(&pool, "c2", &pods("c2", 0..7, 1), at(10)).await;
     // Pods 0..3 unchanged, 3 and 4 gone, 5 new: one pod and its container in, two of each out.
     let second = refresh(&pool, "c1", &[pods("c1", 0..3, 1), pods("c1", 5..6, 1)].concat(), at(20)).await;
-    assert_eq!(second, SwapOutcome::Swapped(RowCounts { total: 8, inserted: 2, deleted: 4 }));
+    assert_eq!(second, ReplaceOutcome::Replaced(RowCounts { total: 8, inserted: 2, deleted: 4 }));
     assert_eq!((pods_of(&pool, "c1").await, pods_of(&pool, "c2").await), (4, 7));
-    assert_eq!(refresh(&pool, "c1", &pods("c1", 0..9, 1), at(15)).await, SwapOutcome::Superseded { current: at(20) });
+    assert_eq!(
+        refresh(&pool, "c1", &pods("c1", 0..9, 1), at(15)).await,
+        ReplaceOutcome::Superseded { current: at(20) }
+    );
     assert_eq!(pods_of(&pool, "c1").await, 4, "the older job changed nothing");
     let region: String =
         sqlx::query_scalar("SELECT DISTINCT region FROM kubernetes_pod_containers").fetch_one(&pool).await.unwrap();
@@ -145,7 +148,7 @@ async fn unchanged_rows_are_not_rewritten_and_identical_rows_are_kept_apart(pool
     // p3 changes phase; p0..p2 are the same rows as before.
     let changed = [pods("c1", 0..3, 1), pods("c1", 3..4, 2)].concat();
     let outcome = refresh(&pool, "c1", &changed, at(20)).await;
-    assert_eq!(outcome, SwapOutcome::Swapped(RowCounts { total: 8, inserted: 1, deleted: 1 }), "only p3's pod row");
+    assert_eq!(outcome, ReplaceOutcome::Replaced(RowCounts { total: 8, inserted: 1, deleted: 1 }), "only p3's pod row");
     let after: String = sqlx::query_scalar(xmin).bind("c1").fetch_one(&pool).await.unwrap();
     assert_eq!(before, after, "p0's row was not rewritten");
     // Two objects that flatten to the same row (the same pod listed twice) stay two rows.
@@ -158,9 +161,9 @@ async fn unchanged_rows_are_not_rewritten_and_identical_rows_are_kept_apart(pool
 async fn rows_past_the_memory_limit_go_through_staging_with_the_same_result(pool: PgPool) {
     prepared(&pool).await;
     let outcome = refresh_with(&pool, "c1", &pods("c1", 0..50, 1), at(10), 1).await.unwrap();
-    assert_eq!(outcome, SwapOutcome::Swapped(RowCounts { total: 100, inserted: 100, deleted: 0 }));
+    assert_eq!(outcome, ReplaceOutcome::Replaced(RowCounts { total: 100, inserted: 100, deleted: 0 }));
     let outcome = refresh_with(&pool, "c1", &pods("c1", 10..60, 1), at(20), 1).await.unwrap();
-    assert_eq!(outcome, SwapOutcome::Swapped(RowCounts { total: 100, inserted: 20, deleted: 20 }));
+    assert_eq!(outcome, ReplaceOutcome::Replaced(RowCounts { total: 100, inserted: 20, deleted: 20 }));
     assert_eq!(pods_of(&pool, "c1").await, 50);
     let staging: i64 =
         sqlx::query_scalar("SELECT count(*) FROM pg_class WHERE relpersistence = 't' AND relname LIKE '%staging'")
@@ -204,7 +207,7 @@ async fn concurrent_refreshes_of_one_cluster_never_interleave(pool: PgPool) {
         refresh_with(&pool, "c1", &four, at(10), usize::MAX),
         refresh_with(&pool, "c1", &six, at(20), usize::MAX),
     );
-    let swapped = [&a, &b].iter().filter(|r| matches!(r, Ok(SwapOutcome::Swapped(_)))).count();
+    let swapped = [&a, &b].iter().filter(|r| matches!(r, Ok(ReplaceOutcome::Replaced(_)))).count();
     assert!(swapped >= 1, "{a:?} {b:?}");
     let (pods, containers) = (
         pods_of(&pool, "c1").await,
@@ -228,7 +231,7 @@ async fn a_refresh_neither_waits_for_nor_blocks_a_reader(pool: PgPool) {
     let new_pods = pods("c1", 0..7, 1);
     assert_eq!(sqlx::query_scalar::<_, i64>(read).fetch_one(&mut *reader).await.unwrap(), 3);
     let refreshed = tokio::time::timeout(Duration::from_secs(10), refresh(&pool, "c1", &new_pods, at(20))).await;
-    assert!(matches!(refreshed, Ok(SwapOutcome::Swapped(_))), "the refresh waited for the reader");
+    assert!(matches!(refreshed, Ok(ReplaceOutcome::Replaced(_))), "the refresh waited for the reader");
     assert_eq!(sqlx::query_scalar::<_, i64>(read).fetch_one(&mut *reader).await.unwrap(), 3, "the reader's snapshot");
     reader.commit().await.unwrap();
     assert_eq!(pods_of(&pool, "c1").await, 7);
@@ -264,7 +267,7 @@ async fn a_column_missing_from_an_existing_table_is_added_and_a_changed_type_is_
     // The same objects: every pod row is written again, to fill the new column; the containers
     // table did not change.
     let outcome = refresh(&pool, "c1", &pods("c1", 0..3, 1), at(20)).await;
-    assert_eq!(outcome, SwapOutcome::Swapped(RowCounts { total: 6, inserted: 3, deleted: 3 }));
+    assert_eq!(outcome, ReplaceOutcome::Replaced(RowCounts { total: 6, inserted: 3, deleted: 3 }));
     sqlx::query("ALTER TABLE kubernetes_pods ALTER COLUMN priority TYPE text").execute(&pool).await.unwrap();
     let err = ensure_tables(&pool, &REGION, &[]).await.unwrap_err().to_string();
     assert!(err.contains("kubernetes_pods.priority is text in the database but integer"), "{err}");
@@ -312,7 +315,7 @@ async fn a_database_of_the_previous_release_is_converted_in_place_and_keeps_its_
     // The next refresh of a cluster replaces all of its converted rows at once.
     let cluster = &after[0].0;
     let outcome = refresh(&pool, cluster, &pods(cluster, 0..2, 1), Utc::now()).await;
-    let SwapOutcome::Swapped(counts) = outcome else { panic!("{outcome:?}") };
+    let ReplaceOutcome::Replaced(counts) = outcome else { panic!("{outcome:?}") };
     assert_eq!((counts.total, counts.inserted), (4, 4));
     assert_eq!(pods_of(&pool, cluster).await, 2);
     assert_eq!(pods_of(&pool, &after[1].0).await, other_pods, "the other cluster is untouched");
