@@ -1,7 +1,7 @@
 //! The servers themselves fail: PostgreSQL restarted or crashed mid-run, NATS restarted. Each
 //! test runs its own private server (restarting the shared ones would disturb other tests).
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use kubecensus_tests::{
     checks::{assert_every_clusters_pods_equal, pod_counts, simulator_pod_counts},
@@ -82,24 +82,7 @@ async fn nats_restarts_keep_queued_jobs_and_apply_none_twice() {
     .unwrap();
 
     // A running scheduler and worker reconnect: ticks after the restart are published and run.
-    let every_second = "kubernetes_pods=* * * * * *";
-    env.spawn_scheduler(&registry, &["--schedule", every_second]).unwrap();
-    env.wait_until(
-        "a scheduled run",
-        "SELECT count(*) > 0 FROM runs WHERE trigger = 'schedule' AND status = 'succeeded'",
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    nats.restart(Duration::from_secs(1)).await.unwrap();
-    let restarted: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT now()").fetch_one(&env.pool).await.unwrap();
-    let after_restart = format!(
-        "SELECT count(DISTINCT cluster_name) = 2 FROM runs WHERE trigger = 'schedule' AND status = 'succeeded'
-         AND scheduled_at > '{}'",
-        restarted.to_rfc3339()
-    );
-    env.wait_until("scheduled runs after the restart", &after_restart, Duration::from_secs(60)).await.unwrap();
+    scheduled_runs_survive(&mut env, &registry, &mut nats, false).await;
 
     let twice: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT job_id FROM runs WHERE status = 'succeeded' GROUP BY job_id HAVING count(*) > 1) j",
@@ -118,27 +101,9 @@ async fn a_nats_server_that_lost_its_store_gets_its_stream_and_consumer_back_fro
     let fleet = Fleet::start(FleetSpec { clusters: 2, pods: 10, ..FleetSpec::default() }, &env.dir).await.unwrap();
     let registry = env.dir.join("clusters.yaml");
     env.spawn_worker("worker", &registry, &["--ack-wait", "2s"]).unwrap();
-    env.spawn_scheduler(&registry, &["--schedule", "kubernetes_pods=*/2 * * * * *", "--table", "kubernetes_pods"])
-        .unwrap();
-    env.wait_until(
-        "a scheduled run",
-        "SELECT count(*) > 0 FROM runs WHERE trigger = 'schedule' AND status = 'succeeded'",
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-
     // The server comes back empty: no stream, no consumer. Nothing restarts the scheduler or the
     // worker: they must notice and create what they need again.
-    nats.restart_empty(Duration::from_millis(300)).await.unwrap();
-    let restarted: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT now()").fetch_one(&env.pool).await.unwrap();
-    let after_restart = format!(
-        "SELECT count(DISTINCT cluster_name) = 2 FROM runs WHERE trigger = 'schedule' AND status = 'succeeded'
-         AND scheduled_at > '{}'",
-        restarted.to_rfc3339()
-    );
-    env.wait_until("scheduled runs after the store was lost", &after_restart, Duration::from_secs(60)).await.unwrap();
+    scheduled_runs_survive(&mut env, &registry, &mut nats, true).await;
     let refreshed = tokio::time::timeout(
         Duration::from_secs(60),
         env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_nodes"]),
@@ -147,4 +112,31 @@ async fn a_nats_server_that_lost_its_store_gets_its_stream_and_consumer_back_fro
     assert!(matches!(refreshed, Ok(Ok(_))), "refresh --wait did not return: {refreshed:?}");
     assert!(env.log("worker").contains("created it again"), "{}", env.log("worker"));
     assert_every_clusters_pods_equal(&env.pool, &fleet).await;
+}
+
+/// Starts `scheduler run` with the pods every second, waits for a scheduled run, restarts NATS
+/// (with its store deleted when `empty`), and waits until both clusters' pods were scheduled and
+/// refreshed again after the restart.
+async fn scheduled_runs_survive(env: &mut TestEnv, registry: &Path, nats: &mut TempNats, empty: bool) {
+    env.spawn_scheduler(registry, &["--schedule", "kubernetes_pods=* * * * * *"]).unwrap();
+    env.wait_until(
+        "a scheduled run",
+        "SELECT count(*) > 0 FROM runs WHERE trigger = 'schedule' AND status = 'succeeded'",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    if empty {
+        nats.restart_empty(Duration::from_millis(300)).await.unwrap();
+    } else {
+        nats.restart(Duration::from_secs(1)).await.unwrap();
+    }
+    let restarted: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT now()").fetch_one(&env.pool).await.unwrap();
+    let after_restart = format!(
+        "SELECT count(DISTINCT cluster_name) = 2 FROM runs WHERE trigger = 'schedule' AND status = 'succeeded'
+         AND scheduled_at > '{}'",
+        restarted.to_rfc3339()
+    );
+    env.wait_until("scheduled runs after the restart", &after_restart, Duration::from_secs(60)).await.unwrap();
 }
