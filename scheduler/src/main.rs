@@ -33,14 +33,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         print!("{}", serde_yaml::to_string(&registry)?);
         return Ok(());
     }
-    let pool = store::connect(&common.database_url, 4).await?;
+    let pool = store::connect(&common.database_url, &common.database_credentials, 4).await?;
     if let Command::Report = &command {
         return report::print(&pool, output).await;
     }
     let registry = Registry::load(&common.registry)?;
     store::prepare(&pool, &registry).await?;
     store::sync_clusters(&pool, &registry).await?;
-    let nats = queue::connect(&common.nats_url).await?;
+    let nats = queue::connect(&common.nats_url, &common.nats_credentials).await?;
     let js = async_nats::jetstream::new(nats.clone());
     let queue = common.queue();
     queue.ensure_stream(&js).await?;

@@ -59,9 +59,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
     let registry = Registry::load(&common.registry)?;
     let worker_id = worker_id.unwrap_or_else(default_worker_id);
-    let pool = store::connect(&common.database_url, concurrency as u32 + 2).await?;
+    let pool = store::connect(&common.database_url, &common.database_credentials, concurrency as u32 + 2).await?;
     store::prepare(&pool, &registry).await?;
-    let nats = queue::connect(&common.nats_url).await?;
+    let nats = queue::connect(&common.nats_url, &common.nats_credentials).await?;
     let js = async_nats::jetstream::new(nats.clone());
     let queue = common.queue();
     let mut consumer = queue.consumer(&js, ack_wait_flag).await?;

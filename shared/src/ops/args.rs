@@ -2,22 +2,34 @@
 
 use std::path::PathBuf;
 
-use crate::{ops::telemetry::LogFormat, queue::Queue};
+use crate::{
+    ops::{
+        credentials::{DatabaseCredentials, NatsCredentials},
+        telemetry::LogFormat,
+    },
+    queue::Queue,
+};
 
 /// Connections and the registry, each with an environment fallback.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
-    /// PostgreSQL URL. A password is better given in PGPASSWORD or a ~/.pgpass file than here.
+    /// PostgreSQL URL, with libpq's TLS settings (`?sslmode=verify-full&sslrootcert=FILE`). A
+    /// password is better given in a file (--database-password-file) or PGPASSWORD than here.
     #[arg(
         long,
         global = true,
         env = "DATABASE_URL",
+        hide_env_values = true,
         default_value = "postgres://kubecensus@127.0.0.1:5432/kubecensus"
     )]
     pub database_url: String,
+    #[command(flatten)]
+    pub database_credentials: DatabaseCredentials,
     /// NATS URL.
-    #[arg(long, global = true, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(long, global = true, env = "NATS_URL", hide_env_values = true, default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    #[command(flatten)]
+    pub nats_credentials: NatsCredentials,
     /// JetStream stream that holds the jobs.
     #[arg(long, global = true, env = "KUBECENSUS_STREAM", default_value = "KUBECENSUS_JOBS")]
     pub stream: String,

@@ -13,7 +13,9 @@ use async_nats::jetstream::{
     stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
 };
 
-use crate::{Error, Result};
+use async_nats::ConnectErrorKind;
+
+use crate::{Error, Result, ops::credentials::NatsCredentials};
 
 pub mod job;
 
@@ -64,14 +66,35 @@ pub enum Published {
     Duplicate,
 }
 
-/// Connects to NATS, retrying the first connection, and logs connection events.
-pub async fn connect(url: &str) -> Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
+/// Connects to NATS with `credentials`. A server that refuses the credentials or whose
+/// certificate fails verification is an error at once (trying again cannot help); a server that
+/// cannot be reached yet is tried again in the background, so a process may start before NATS.
+/// Connection events are logged.
+pub async fn connect(url: &str, credentials: &NatsCredentials) -> Result<async_nats::Client> {
+    let shown = without_credentials(url);
+    let with_events = |options: async_nats::ConnectOptions| {
+        options.event_callback(|event| async move { tracing::info!(%event, "nats") })
+    };
+    match with_events(credentials.connect_options()?).connect(url).await {
+        Ok(client) => return Ok(client),
+        Err(err) => match err.kind() {
+            ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
+                return Err(Error::Queue(format!(
+                    "NATS at {shown} refused the credentials ({}): {err}",
+                    credentials.method()
+                )));
+            }
+            ConnectErrorKind::Tls | ConnectErrorKind::ServerParse => {
+                return Err(Error::Queue(format!("cannot connect to NATS at {shown}: {err}")));
+            }
+            _ => tracing::warn!(url = shown, %err, "NATS cannot be reached yet; connecting in the background"),
+        },
+    }
+    with_events(credentials.connect_options()?)
         .retry_on_initial_connect()
-        .event_callback(|event| async move { tracing::info!(%event, "nats") })
         .connect(url)
         .await
-        .map_err(|err| Error::Queue(format!("cannot connect to NATS at {}: {err}", without_credentials(url))))
+        .map_err(|err| Error::Queue(format!("cannot connect to NATS at {shown}: {err}")))
 }
 
 /// A URL with any `user:password@` replaced, fit for logs and errors.

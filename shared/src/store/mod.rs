@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool, postgres::PgPoolOptions};
 
-use crate::{Error, Result, source::registry::Registry, store::runs::Status};
+use crate::{
+    Error, Result, ops::credentials::DatabaseCredentials, queue, source::registry::Registry, store::runs::Status,
+};
 
 pub use replace::{Refresh, ReplaceOutcome};
 pub use schema::ensure_tables;
@@ -32,14 +34,18 @@ const MIN_SERVER_VERSION: i32 = 150_000;
 /// to its largest message and keeps that size for the pool's lifetime.
 const COPY_MESSAGE_BYTES: usize = 128 * 1024;
 
-/// Opens a pool; `max_connections` should cover a worker's concurrency plus one.
-pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
+/// Opens a pool on `url` (its TLS settings and password as [`DatabaseCredentials`] completes
+/// them); `max_connections` should cover a worker's concurrency plus one. Errors show the URL
+/// without its password.
+pub async fn connect(url: &str, credentials: &DatabaseCredentials, max_connections: u32) -> Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(30))
-        .connect(url)
+        .connect_with(credentials.connect_options(url)?)
         .await
-        .map_err(|err| Error::Database(format!("cannot connect to PostgreSQL: {err}")))
+        .map_err(|err| {
+            Error::Database(format!("cannot connect to PostgreSQL at {}: {err}", queue::without_credentials(url)))
+        })
 }
 
 /// Checks the server version, applies the migrations, and creates, converts or upgrades every
