@@ -185,14 +185,20 @@ impl TestEnv {
         extra: &[&str],
         level: Option<&str>,
     ) -> anyhow::Result<u32> {
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
         let mut command = Command::new(binary("worker"));
         self.configure(&mut command, registry);
         if let Some(level) = level {
             command.env("RUST_LOG", level);
         }
-        command.args(["--worker-id", name]).args(extra).stdout(log.try_clone()?).stderr(log);
-        let child = command.spawn()?;
+        command.args(["--worker-id", name]).args(extra);
+        self.spawn(name, command)
+    }
+
+    /// Starts `command` as a child of this environment (stopped on drop); its output goes to
+    /// `<dir>/<name>.log`.
+    pub fn spawn(&mut self, name: &str, mut command: Command) -> anyhow::Result<u32> {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
+        let child = command.stdout(log.try_clone()?).stderr(log).spawn()?;
         let pid = child.id();
         self.children.push(child);
         Ok(pid)

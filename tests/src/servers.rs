@@ -4,13 +4,18 @@
 //! and removed on drop.
 
 use std::{
+    io::Write,
     net::TcpListener,
-    path::PathBuf,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
 use anyhow::Context;
+use rcgen::ExtendedKeyUsagePurpose;
+
+use crate::certs::TestCa;
 
 /// A free TCP port on 127.0.0.1 (free when asked; the server binds it right after).
 pub fn free_port() -> anyhow::Result<u16> {
@@ -68,6 +73,34 @@ pub struct TempPostgres {
 
 impl TempPostgres {
     pub async fn start() -> anyhow::Result<Self> {
+        let server = Self::init()?;
+        server.start_server().await?;
+        Ok(server)
+    }
+
+    /// A server with `ssl = on` and a server certificate `ca` signs (for `127.0.0.1` and
+    /// `localhost`). `postgres` still connects with trust, over TLS or not; every other role
+    /// only over TLS with a password (`hostssl ... scram-sha-256`).
+    pub async fn start_tls(ca: &TestCa) -> anyhow::Result<Self> {
+        let server = Self::init()?;
+        ca.issue("postgres", ExtendedKeyUsagePurpose::ServerAuth)?
+            .write(&server.data.join("server.crt"), &server.data.join("server.key"))?;
+        std::fs::set_permissions(server.data.join("server.key"), std::fs::Permissions::from_mode(0o600))?;
+        let mut conf = std::fs::OpenOptions::new().append(true).open(server.data.join("postgresql.conf"))?;
+        writeln!(conf, "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'")?;
+        std::fs::write(
+            server.data.join("pg_hba.conf"),
+            "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+        )?;
+        if is_root() {
+            run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&server.data))?;
+        }
+        server.start_server().await?;
+        Ok(server)
+    }
+
+    /// An initialized, stopped cluster.
+    fn init() -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("kubecensus-pg-{}", uuid::Uuid::new_v4().simple()));
         let data = dir.join("data");
         std::fs::create_dir_all(&dir)?;
@@ -78,7 +111,6 @@ impl TempPostgres {
         let initdb = postgres_bin("initdb")?;
         let mut init = server.as_owner(&[initdb.to_str().context("path")?, "-A", "trust", "-U", "postgres", "-D"])?;
         run(init.arg(&server.data))?;
-        server.start_server().await?;
         Ok(server)
     }
 
@@ -163,9 +195,37 @@ pub struct TempNats {
 
 impl TempNats {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_| Ok(String::new())).await
+    }
+
+    /// A server requiring TLS with a certificate `ca` signs, and with the settings `auth` (a
+    /// nats-server configuration fragment: `authorization { ... }`, or an operator's). With
+    /// `verify`, clients must show a certificate `ca` signs too (mutual TLS).
+    pub async fn start_tls(ca: &TestCa, verify: bool, auth: &str) -> anyhow::Result<Self> {
+        Self::start_with(|dir| {
+            let (ca_file, cert_file, key_file) = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"));
+            ca.write(&ca_file)?;
+            ca.issue("nats", ExtendedKeyUsagePurpose::ServerAuth)?.write(&cert_file, &key_file)?;
+            Ok(format!(
+                "tls {{\n  cert_file: {cert_file:?}\n  key_file: {key_file:?}\n  ca_file: {ca_file:?}\n  verify: {verify}\n}}\n{auth}\n"
+            ))
+        })
+        .await
+    }
+
+    /// A server whose configuration file is the listen address, JetStream and what `extra`
+    /// writes for the server's folder.
+    async fn start_with(extra: impl FnOnce(&Path) -> anyhow::Result<String>) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("kubecensus-nats-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)?;
-        let mut nats = Self { port: free_port()?, dir, child: None };
+        let port = free_port()?;
+        let config = format!(
+            "host: 127.0.0.1\nport: {port}\njetstream {{\n  store_dir: {:?}\n}}\n{}",
+            dir.join("store"),
+            extra(&dir)?
+        );
+        std::fs::write(dir.join("nats.conf"), config)?;
+        let mut nats = Self { port, dir, child: None };
         nats.spawn().await?;
         Ok(nats)
     }
@@ -173,18 +233,23 @@ impl TempNats {
     async fn spawn(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("nats.log"))?;
         let child = Command::new(nats_server_binary())
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(self.dir.join("store"))
+            .arg("-c")
+            .arg(self.dir.join("nats.conf"))
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("starting nats-server")?;
         self.child = Some(child);
-        wait_for_port(self.port, "nats-server").await
+        wait_for_port(self.port, "nats-server").await.with_context(|| self.log())
     }
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("nats.log")).unwrap_or_default()
     }
 
     /// Stops the server (SIGTERM: it flushes its store) and starts it again on the same port

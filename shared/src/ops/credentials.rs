@@ -150,7 +150,8 @@ impl NatsCredentials {
         let mut options = async_nats::ConnectOptions::new();
         if let Some(path) = &self.nats_creds_file {
             let creds = read_secret(path, "--nats-creds-file").map_err(Error::Queue)?;
-            options = options.credentials(creds.expose_secret()).map_err(|err| {
+            // async-nats's parser wants the newline that ends the seed's closing line.
+            options = options.credentials(&format!("{}\n", creds.expose_secret())).map_err(|err| {
                 Error::Queue(format!("--nats-creds-file {}: not a NATS credentials file: {err}", path.display()))
             })?;
         }

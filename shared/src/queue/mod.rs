@@ -84,7 +84,7 @@ pub async fn connect(url: &str, credentials: &NatsCredentials) -> Result<async_n
                     credentials.method()
                 )));
             }
-            ConnectErrorKind::Tls | ConnectErrorKind::ServerParse => {
+            _ if is_tls_failure(&err) => {
                 return Err(Error::Queue(format!("cannot connect to NATS at {shown}: {err}")));
             }
             _ => tracing::warn!(url = shown, %err, "NATS cannot be reached yet; connecting in the background"),
@@ -95,6 +95,16 @@ pub async fn connect(url: &str, credentials: &NatsCredentials) -> Result<async_n
         .connect(url)
         .await
         .map_err(|err| Error::Queue(format!("cannot connect to NATS at {shown}: {err}")))
+}
+
+/// Whether a connection failed on TLS: its settings, or the server's certificate (a handshake
+/// error comes as an I/O error around a `rustls::Error`) or a bad URL; trying again cannot help.
+fn is_tls_failure(err: &async_nats::ConnectError) -> bool {
+    matches!(err.kind(), ConnectErrorKind::Tls | ConnectErrorKind::ServerParse)
+        || std::error::Error::source(err)
+            .and_then(|source| source.downcast_ref::<std::io::Error>())
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<async_nats::rustls::Error>())
 }
 
 /// A URL with any `user:password@` replaced, fit for logs and errors.
