@@ -237,13 +237,25 @@ async fn a_job_runs_through_tls_postgres_and_mutual_tls_nats_with_a_creds_file()
     worker.env("KUBECENSUS_DATABASE_PASSWORD_FILE", dir.join("db-password"));
     env.spawn("worker", worker).unwrap();
     // The scheduler: libpq's environment variables.
-    let mut scheduler = command("scheduler", &database_url);
-    scheduler
-        .env("PGSSLMODE", "verify-full")
-        .env("PGSSLROOTCERT", dir.join("ca.pem"))
-        .env("PGPASSWORD", &password)
-        .args(["refresh", "--wait", "--table", "kubernetes_pods"]);
-    let output = tokio::process::Command::from(scheduler).output().await.unwrap();
+    let scheduler = || {
+        let mut scheduler = command("scheduler", &database_url);
+        scheduler
+            .env("PGSSLMODE", "verify-full")
+            .env("PGSSLROOTCERT", dir.join("ca.pem"))
+            .env("PGPASSWORD", &password)
+            .args(["refresh", "--wait", "--table", "kubernetes_pods"]);
+        tokio::process::Command::from(scheduler)
+    };
+    // Two authentication methods at once stop it before it publishes anything.
+    write(&dir, "token", "s3cret-token\n");
+    let clash = scheduler().env("KUBECENSUS_NATS_TOKEN_FILE", dir.join("token")).output().await.unwrap();
+    let clash_stderr = String::from_utf8_lossy(&clash.stderr);
+    assert!(!clash.status.success());
+    assert!(
+        clash_stderr.contains("give one NATS authentication method, not --nats-creds-file and --nats-token-file"),
+        "{clash_stderr}"
+    );
+    let output = scheduler().output().await.unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "{stdout}\n{stderr}\nworker: {}", env.log("worker"));
     assert!(stdout.contains("succeeded"), "{stdout}");
