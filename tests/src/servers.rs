@@ -150,7 +150,17 @@ impl TempPostgres {
 
     /// A clean restart: connections are closed, the server shuts down and starts again.
     pub async fn restart(&self) -> anyhow::Result<()> {
-        run(&mut self.pg_ctl(&["-w", "-m", "fast", "stop"])?)?;
+        self.stop()?;
+        self.start_server().await
+    }
+
+    /// A clean shutdown: connections are closed, the server stops until [`Self::start_again`].
+    pub fn stop(&self) -> anyhow::Result<()> {
+        run(&mut self.pg_ctl(&["-w", "-m", "fast", "stop"])?)
+    }
+
+    /// Starts the server stopped by [`Self::stop`] on the same port and data.
+    pub async fn start_again(&self) -> anyhow::Result<()> {
         self.start_server().await
     }
 
