@@ -2,10 +2,11 @@
 //! and the kube crate work against, and the harness ([`harness`]) that gives each end-to-end
 //! test its own database, stream and processes on the real PostgreSQL and NATS, and [`servers`]
 //! private servers for the tests that restart them; [`bench`] holds the pieces of the `bench`
-//! and `bench-scale` binaries.
+//! and `bench-scale` binaries; [`manifests`] renders and reads the Kubernetes manifests.
 
 pub mod bench;
 pub mod checks;
 pub mod fleet;
 pub mod harness;
+pub mod manifests;
 pub mod servers;
