@@ -6,8 +6,6 @@ set -euo pipefail
 
 PG_PORT=${PG_PORT:-5432}
 NATS_PORT=${NATS_PORT:-4222}
-# NATS' monitoring port (/healthz, /jsz): what KEDA's nats-jetstream trigger reads (deploy/kubernetes).
-NATS_MONITOR_PORT=${NATS_MONITOR_PORT:-8222}
 DB_NAME=${DB_NAME:-kubecensus}
 DB_ROLE=${DB_ROLE:-kubecensus}
 STATE_DIR=${KUBECENSUS_STATE_DIR:-/var/lib/kubecensus}
@@ -56,11 +54,11 @@ psql_admin -c "alter database $DB_NAME owner to $DB_ROLE" >/dev/null
 # The benchmark checkpoints between phases, so that one phase's writes do not slow the next.
 psql_admin -c "grant pg_checkpoint to $DB_ROLE" >/dev/null
 
-# nats-server with JetStream (file storage) and its monitoring port.
+# nats-server with JetStream (file storage).
 if ! port_open "$NATS_PORT"; then
   mkdir -p "$STATE_DIR/nats"
-  say "starting nats-server with JetStream on 127.0.0.1:$NATS_PORT (monitoring on :$NATS_MONITOR_PORT)"
-  nohup nats-server -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" -js -sd "$STATE_DIR/nats" >"$STATE_DIR/nats.log" 2>&1 &
+  say "starting nats-server with JetStream on 127.0.0.1:$NATS_PORT"
+  nohup nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$STATE_DIR/nats" >"$STATE_DIR/nats.log" 2>&1 &
   for _ in $(seq 50); do port_open "$NATS_PORT" && break; sleep 0.1; done
 fi
 port_open "$NATS_PORT" || { say "nats-server did not come up; see $STATE_DIR/nats.log"; exit 1; }
