@@ -8,7 +8,8 @@
 //!   and paged listing from a cluster's API;
 //! - [`queue`]: the job message and the JetStream stream and consumer it goes through;
 //! - [`store`]: PostgreSQL: names in SQL, the tables, the replace of a cluster's rows, `runs`;
-//! - [`ops`]: running the binaries: command-line settings, logging, signals.
+//! - [`ops`]: running the binaries: command-line settings, logging, signals, the admin endpoint
+//!   and metrics.
 //!
 //! [`error`] is the one error type, and says what the worker does with each error.
 
