@@ -7,6 +7,7 @@ use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     process::Command,
+    time::Duration,
 };
 
 use anyhow::Context;
@@ -246,4 +247,210 @@ pub fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
         Some("") => args.get(i + 1).map(String::as_str),
         _ => None,
     })
+}
+
+/// A rendered container run as a local process, the way its pod would run it: its command and
+/// args, only its environment (ConfigMaps' entries and its own), and its volumes as folders of
+/// `dir`, with every mount path in the environment, the args and the mounted ConfigMap files
+/// replaced by the folder that stands in for it.
+pub struct LocalPod<'a> {
+    pub rendered: &'a Rendered,
+    /// Where the volumes' folders go.
+    pub dir: PathBuf,
+    /// The files of each Secret, by name: Secrets are referenced by the manifests, never in them.
+    pub secrets: BTreeMap<String, BTreeMap<String, String>>,
+    /// ConfigMap entries replaced, by (ConfigMap name without kustomize's hash suffix, key): the
+    /// registry of the simulated fleet instead of the example.
+    pub config_files: BTreeMap<(String, String), String>,
+    /// Settings replaced or added: the local services' addresses, the admin address.
+    pub env: BTreeMap<String, String>,
+}
+
+impl LocalPod<'_> {
+    /// The command that runs `container` of `pod` as pod `pod_name`; `binary` gives the path of
+    /// one of the image's binaries.
+    pub fn command(
+        &self,
+        pod_name: &str,
+        pod: &PodSpec,
+        container: &Container,
+        binary: impl Fn(&str) -> PathBuf,
+    ) -> anyhow::Result<Command> {
+        let mounts = self.mount_volumes(pod_name, pod, container)?;
+        let substitute = |text: &str| substitute_mounts(text, &mounts);
+        let command_line = container.command.clone().context("a command")?;
+        let mut command = Command::new(binary(&command_line[0]));
+        command.args(command_line[1..].iter().chain(container.args.iter().flatten()).map(|a| substitute(a)));
+        command.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        for (name, value) in container_env(self.rendered, container, pod_name) {
+            command.env(name, substitute(&value));
+        }
+        command.envs(&self.env);
+        Ok(command)
+    }
+
+    /// Makes a folder per volume mount of the container, filled from its ConfigMap or Secret;
+    /// returns (mount path, folder) pairs, longest mount path first.
+    fn mount_volumes(
+        &self,
+        pod_name: &str,
+        pod: &PodSpec,
+        container: &Container,
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        let mut mounts = Vec::new();
+        for mount in container.volume_mounts.iter().flatten() {
+            let local = self.dir.join(pod_name).join(&mount.name);
+            std::fs::create_dir_all(&local)?;
+            mounts.push((mount.mount_path.clone(), local.to_str().context("a UTF-8 path")?.to_owned()));
+        }
+        mounts.sort_by_key(|(mount, _)| std::cmp::Reverse(mount.len()));
+        for mount in container.volume_mounts.iter().flatten() {
+            let volume = pod.volumes.iter().flatten().find(|v| v.name == mount.name).context("a mounted volume")?;
+            let local = self.dir.join(pod_name).join(&mount.name);
+            let files = if let Some(source) = &volume.config_map {
+                let cm = config_map(self.rendered, &source.name).context("a mounted ConfigMap")?;
+                let base_name = source.name.rsplit_once('-').map_or(source.name.as_str(), |(base, _)| base);
+                cm.data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(key, value)| {
+                        let value =
+                            self.config_files.get(&(base_name.to_owned(), key.clone())).cloned().unwrap_or(value);
+                        let value = substitute_mounts(&value, &mounts);
+                        (key, value)
+                    })
+                    .collect()
+            } else if let Some(source) = &volume.secret {
+                let name = source.secret_name.clone().unwrap_or_default();
+                match self.secrets.get(&name) {
+                    Some(files) => files.clone(),
+                    None if source.optional == Some(true) => BTreeMap::new(),
+                    None => anyhow::bail!("the pod needs Secret {name}"),
+                }
+            } else {
+                BTreeMap::new()
+            };
+            for (key, value) in files {
+                std::fs::write(local.join(key), value)?;
+            }
+        }
+        Ok(mounts)
+    }
+}
+
+/// `text` with each mount path replaced by its local folder, in one pass (a folder is never
+/// replaced again); `mounts` are (mount path, folder) pairs, longest mount path first.
+fn substitute_mounts(text: &str, mounts: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        match mounts.iter().find(|(mount, _)| rest.starts_with(mount.as_str())) {
+            Some((mount, local)) => {
+                out.push_str(local);
+                rest = &rest[mount.len()..];
+            }
+            None => {
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    out
+}
+
+/// An HTTP GET on loopback, as the kubelet's probe or Prometheus makes it: the status code and
+/// the body, or an error when nothing answers.
+pub async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    // HTTP/1.0: the server closes the connection after the body and never chunks it.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response.split_once("\r\n\r\n").context("an HTTP response")?;
+    let status = head.split_whitespace().nth(1).context("a status line")?.parse()?;
+    Ok((status, body.to_owned()))
+}
+
+/// The sum of the samples of `metric` whose labels include every `label="value"` of `labels`,
+/// in Prometheus' text format; 0 when there is none.
+pub fn metric_sum(text: &str, metric: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let (name, rest) = series.split_once('{').unwrap_or((series, ""));
+            name == metric && labels.iter().all(|label| rest.contains(label))
+        })
+        .filter_map(|(_, value)| value.parse::<f64>().ok())
+        .sum()
+}
+
+/// The binary a container runs: the first word of its command.
+pub fn command_of(container: &Container) -> &str {
+    container.command.as_ref().and_then(|c| c.first()).map(String::as_str).unwrap_or_default()
+}
+
+/// A rendered container running as a local process; killed on drop.
+pub struct Running {
+    pub child: std::process::Child,
+    /// The local port standing in for its admin port.
+    pub port: u16,
+    /// Its readiness probe's path.
+    pub ready_path: String,
+    pub log: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    /// Waits until its readiness path answers `status`; fails with its log.
+    pub async fn wait_ready(&self, status: u16, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let answer = http_get(self.port, &self.ready_path).await.ok();
+            if answer.as_ref().is_some_and(|(code, _)| *code == status) {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                panic!("{} never answered {status} (last: {answer:?}); log:\n{log}", self.ready_path);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Its `/metrics`, which must answer 200.
+    pub async fn metrics(&self) -> String {
+        let (status, body) = http_get(self.port, "/metrics").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
+/// Starts the container of `local`'s rendering whose command is `binary_name`, as pod `pod_name`,
+/// its admin endpoint on a free local port, with `extra_env` added; logs go to `<dir>/<pod>.log`.
+pub fn start_container(local: &LocalPod<'_>, binary_name: &str, pod_name: &str, extra_env: &[(&str, &str)]) -> Running {
+    let pods = pod_specs(local.rendered);
+    let (pod, container) = pods
+        .iter()
+        .flat_map(|(_, pod)| pod.containers.iter().map(move |c| (pod, c)))
+        .find(|(_, c)| command_of(c) == binary_name)
+        .unwrap_or_else(|| panic!("no {binary_name} container"));
+    let port = crate::servers::free_port().unwrap();
+    let (ready_path, probe_port) = readiness(container).expect("a readiness probe");
+    let admin = container_env(local.rendered, container, pod_name)["KUBECENSUS_ADMIN_ADDR"].clone();
+    assert!(admin.ends_with(&format!(":{probe_port}")), "the probe's port {probe_port} is the admin port {admin}");
+    let mut command = local.command(pod_name, pod, container, crate::harness::binary).unwrap();
+    command.env("KUBECENSUS_ADMIN_ADDR", format!("127.0.0.1:{port}")).envs(extra_env.iter().copied());
+    let log = local.dir.join(format!("{pod_name}.log"));
+    let out = std::fs::File::create(&log).unwrap();
+    let child = command.stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
+    Running { child, port, ready_path, log }
 }

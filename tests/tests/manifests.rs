@@ -3,7 +3,7 @@
 //! Operator) name what the code really uses, the pods are hardened and outlive the worker's
 //! shutdown grace, and the image the Dockerfile builds holds what the containers run.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
 
 use clap::{CommandFactory, Parser};
 use k8s_openapi::api::{
@@ -12,10 +12,17 @@ use k8s_openapi::api::{
     policy::v1::PodDisruptionBudget,
 };
 use kubecensus::{ops::args::CommonArgs, queue::CONSUMER};
-use kubecensus_tests::manifests::{
-    CUSTOM_KINDS, Rendered, container_env, flag_value, name_of, pod_specs, readiness, render_all, repo_root,
-    resolve_port, type_of, typed,
+use kubecensus_tests::{
+    fleet::{Faults, Fleet, FleetSpec},
+    harness::{TestEnv, binary},
+    manifests::{
+        CUSTOM_KINDS, LocalPod, Rendered, base_dir, command_of, container_env, flag_value, http_get, kustomize,
+        metric_sum, name_of, pod_specs, readiness, render_all, repo_root, resolve_port, start_container, type_of,
+        typed,
+    },
+    servers::{TempNats, TempPostgres},
 };
+use serde_json::Value;
 
 /// The settings both binaries take, to read their defaults from the code.
 #[derive(Parser)]
@@ -63,10 +70,6 @@ fn kubecensus_containers<'a>(pods: &'a [(String, PodSpec)], image: &Image) -> Ve
         .flat_map(|(_, pod)| pod.containers.iter().map(move |c| (pod, c)))
         .filter(|(_, c)| c.command.as_ref().and_then(|cmd| cmd.first()).is_some_and(|b| image.binaries.contains(b)))
         .collect()
-}
-
-fn command_of(container: &Container) -> &str {
-    container.command.as_ref().and_then(|c| c.first()).map(String::as_str).unwrap_or_default()
 }
 
 #[test]
@@ -160,12 +163,13 @@ fn check_disruption_budgets(rendered: &Rendered) {
     }
 }
 
-/// The stream the worker container uses: its `KUBECENSUS_STREAM`, else the code's default.
-fn worker_stream(rendered: &Rendered) -> String {
+/// A setting of the worker container: its environment variable `env_name`, else the code's
+/// default of the setting `id` of [`CommonArgs`].
+fn worker_setting(rendered: &Rendered, env_name: &str, id: &str) -> String {
     let pods = pod_specs(rendered);
     let worker = pods.iter().flat_map(|(_, p)| &p.containers).find(|c| command_of(c) == "worker").expect("a worker");
     let env = container_env(rendered, worker, "pod");
-    env.get("KUBECENSUS_STREAM").cloned().unwrap_or_else(|| default_of("stream"))
+    env.get(env_name).cloned().unwrap_or_else(|| default_of(id))
 }
 
 #[test]
@@ -186,7 +190,11 @@ fn the_keda_trigger_names_the_stream_and_consumer_the_workers_use() {
             assert_eq!(triggers.len(), 1, "{what}");
             assert_eq!(triggers[0]["type"], "nats-jetstream", "{what}");
             let metadata = &triggers[0]["metadata"];
-            assert_eq!(metadata["stream"].as_str(), Some(worker_stream(&rendered).as_str()), "{what}");
+            assert_eq!(
+                metadata["stream"].as_str(),
+                Some(worker_setting(&rendered, "KUBECENSUS_STREAM", "stream").as_str()),
+                "{what}"
+            );
             assert_eq!(metadata["consumer"].as_str(), Some(CONSUMER), "{what}");
             assert_eq!(metadata["account"], "$G", "{what}: the default account");
             let lag: u32 = metadata["lagThreshold"].as_str().expect("lagThreshold, a string").parse().unwrap();
@@ -290,4 +298,185 @@ fn alert_rules(rendered: &Rendered) -> Vec<(String, String)> {
         }
     }
     rules
+}
+
+/// The base's scheduler and worker containers, run as their pods would run them against a private
+/// PostgreSQL, the shared NATS and a simulated fleet: ready on their probe path, counting jobs on
+/// /metrics, not ready while PostgreSQL is down or while the worker drains after SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendered_containers_run_against_the_services_and_report_on_their_probes() {
+    // Private servers: PostgreSQL is stopped mid-test, and NATS carries the manifests' own stream
+    // and subject prefix (no per-test names), with the monitoring port KEDA reads.
+    let postgres = TempPostgres::start().await.unwrap();
+    let nats = TempNats::start().await.unwrap();
+    let env = TestEnv::on(postgres.url("postgres"), nats.url()).await.unwrap();
+    let fleet = Fleet::start(FleetSpec { clusters: 2, pods: 20, ..FleetSpec::default() }, &env.dir.join("fleet"))
+        .await
+        .unwrap();
+    let base = kustomize(&base_dir()).unwrap();
+    let local = local_pod(&base, &env, &fleet);
+
+    // The scheduler ticks the namespaces every 2 seconds, so its publish counter moves.
+    let tick = [
+        ("KUBECENSUS_SCHEDULES", "kubernetes_namespaces=*/2 * * * * *"),
+        ("KUBECENSUS_TABLES", "kubernetes_namespaces"),
+    ];
+    let scheduler = start_container(&local, "scheduler", "kubecensus-scheduler-0", &tick);
+    let mut worker = start_container(&local, "worker", "kubecensus-worker-0", &[]);
+    scheduler.wait_ready(200, Duration::from_secs(60)).await;
+    worker.wait_ready(200, Duration::from_secs(60)).await;
+
+    // A refresh of the fleet's pods moves the worker's job counter by one job per cluster.
+    let pods_succeeded = [r#"table="kubernetes_pods""#, r#"outcome="succeeded""#];
+    let before = metric_sum(&worker.metrics().await, "kubecensus_jobs_total", &pods_succeeded);
+    let registry = local.dir.join("registry.yaml");
+    scheduler_cli(&env, &base, &registry, &["refresh", "--wait", "--table", "kubernetes_pods"]).await;
+    let worker_metrics = worker.metrics().await;
+    assert_eq!(metric_sum(&worker_metrics, "kubecensus_jobs_total", &pods_succeeded), before + 2.0, "{worker_metrics}");
+    env.wait_until(
+        "a scheduled namespaces job",
+        "SELECT count(*) > 0 FROM runs WHERE trigger = 'schedule' AND status = 'succeeded'",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let scheduler_metrics = scheduler.metrics().await;
+    let queued = metric_sum(
+        &scheduler_metrics,
+        "kubecensus_jobs_published_total",
+        &[r#"trigger="schedule""#, r#"result="queued""#],
+    );
+    assert!(queued >= 2.0, "{scheduler_metrics}");
+    // Every metric the alerts read is one the binaries serve.
+    let prometheus = rendered().into_iter().find(|r| r.name == "base + prometheus").unwrap();
+    for (alert, expr) in alert_rules(&prometheus) {
+        for name in metric_names(&expr) {
+            assert!(
+                worker_metrics.contains(&name) || scheduler_metrics.contains(&name),
+                "{alert} reads {name}, which neither binary serves"
+            );
+        }
+    }
+
+    // KEDA's trigger finds the workers' consumer where it looks: NATS' /jsz for the account.
+    check_keda_finds_the_consumer(nats.monitor_port).await;
+
+    // PostgreSQL down: neither is ready; back: both are.
+    postgres.stop().await.unwrap();
+    scheduler.wait_ready(503, Duration::from_secs(30)).await;
+    worker.wait_ready(503, Duration::from_secs(30)).await;
+    postgres.start_again().await.unwrap();
+    scheduler.wait_ready(200, Duration::from_secs(60)).await;
+    worker.wait_ready(200, Duration::from_secs(60)).await;
+
+    // SIGTERM while a slow job runs: the worker drains (not ready), finishes the job, exits 0.
+    let slow = Faults { latency: Some(Duration::from_secs(2)), ..Faults::default() };
+    for cluster in fleet.clusters() {
+        fleet.set_faults(&cluster.name, slow.clone());
+    }
+    scheduler_cli(&env, &base, &registry, &["refresh", "--table", "kubernetes_pods"]).await;
+    env.wait_until(
+        "a pods job to run",
+        "SELECT count(*) > 0 FROM runs WHERE status = 'running'",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let status = Command::new("kill").args(["-TERM", &worker.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    worker.wait_ready(503, Duration::from_secs(5)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let exit = loop {
+        if let Some(exit) = worker.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the worker did not exit after its grace");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(exit.code(), Some(0), "{}", std::fs::read_to_string(&worker.log).unwrap());
+}
+
+/// The base's pods on this machine: the Secrets' files (a password the trust authentication
+/// ignores, the fleet's tokens and CAs), the fleet's registry naming them where the pod mounts
+/// them, and the test's database, NATS, stream and subject prefix. The same registry, with local
+/// paths, is written to `<dir>/registry.yaml` for `scheduler refresh`.
+fn local_pod<'a>(base: &'a Rendered, env: &TestEnv, fleet: &Fleet) -> LocalPod<'a> {
+    let pods = pod_specs(base);
+    let worker = pods.iter().find(|(_, p)| command_of(&p.containers[0]) == "worker").unwrap();
+    let clusters_mount = worker.1.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| {
+            let volume = worker.1.volumes.iter().flatten().find(|v| v.name == m.name).unwrap();
+            volume.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("kubecensus-clusters")
+        })
+        .expect("the clusters' credentials mounted")
+        .mount_path
+        .clone();
+    let fleet_dir = env.dir.join("fleet");
+    let fleet_registry = std::fs::read_to_string(fleet_dir.join("clusters.yaml")).unwrap();
+    let mut credentials = BTreeMap::new();
+    for cluster in fleet.clusters() {
+        credentials.insert(format!("{}.ca.crt", cluster.name), cluster.ca_pem.clone());
+        credentials.insert(format!("{}.token", cluster.name), cluster.token.clone());
+    }
+    let dir = env.dir.join("pods");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("registry.yaml"), &fleet_registry).unwrap();
+    let registry = fleet_registry.replace(fleet_dir.to_str().unwrap(), &clusters_mount);
+    let services = &env.services;
+    LocalPod {
+        rendered: base,
+        dir,
+        secrets: BTreeMap::from([
+            ("kubecensus-database".to_owned(), BTreeMap::from([("password".to_owned(), "unused".to_owned())])),
+            ("kubecensus-clusters".to_owned(), credentials),
+        ]),
+        config_files: BTreeMap::from([(("kubecensus-registry".to_owned(), "clusters.yaml".to_owned()), registry)]),
+        env: BTreeMap::from([
+            ("DATABASE_URL".to_owned(), services.database_url.clone()),
+            ("NATS_URL".to_owned(), services.nats_url.clone()),
+            ("RUST_LOG".to_owned(), "info".to_owned()),
+        ]),
+    }
+}
+
+/// Runs the `scheduler` command line as a person would next to the pods: on the stream and
+/// subject prefix the rendered worker uses.
+async fn scheduler_cli(env: &TestEnv, base: &Rendered, registry: &Path, args: &[&str]) -> String {
+    let mut services = env.services.clone();
+    services.stream = worker_setting(base, "KUBECENSUS_STREAM", "stream");
+    services.subject_prefix = worker_setting(base, "KUBECENSUS_SUBJECT_PREFIX", "subject_prefix");
+    services.scheduler(&binary("scheduler"), registry, args).await.unwrap()
+}
+
+/// Asks NATS' monitoring endpoint what KEDA's nats-jetstream scaler asks
+/// (`/jsz?acc=<account>&consumers=true&config=true`, keda pkg/scalers/nats_jetstream_scaler.go)
+/// and finds the ScaledObject's stream and consumer in its answer, as the scaler does: without
+/// them it would scale on the stream's last sequence number instead of the consumer's backlog.
+async fn check_keda_finds_the_consumer(monitor_port: u16) {
+    let keda = rendered().into_iter().find(|r| r.name == "base + keda").unwrap();
+    let scaled = keda.objects.iter().find(|o| type_of(o).1 == "ScaledObject").unwrap();
+    let trigger = &scaled["spec"]["triggers"][0]["metadata"];
+    let field = |name: &str| trigger[name].as_str().unwrap().to_owned();
+    let path = format!("/jsz?acc={}&consumers=true&config=true", field("account"));
+    let (status, body) = http_get(monitor_port, &path).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let jsz: Value = serde_json::from_str(&body).unwrap();
+    let named = |list: &Value, name: String| {
+        list.as_array().into_iter().flatten().find(|item| item["name"].as_str() == Some(name.as_str())).cloned()
+    };
+    let account = named(&jsz["account_details"], field("account")).unwrap_or_else(|| panic!("no account: {body}"));
+    let stream = named(&account["stream_detail"], field("stream")).unwrap_or_else(|| panic!("no stream: {body}"));
+    let consumer =
+        named(&stream["consumer_detail"], field("consumer")).unwrap_or_else(|| panic!("no consumer: {body}"));
+    assert!(consumer["num_pending"].is_u64() && consumer["num_ack_pending"].is_u64(), "{consumer}");
+}
+
+/// The metric names an expression reads.
+fn metric_names(expr: &str) -> Vec<String> {
+    expr.match_indices("kubecensus_")
+        .map(|(start, _)| expr[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect())
+        .collect()
 }
