@@ -16,9 +16,9 @@ use kubecensus_tests::{
     fleet::{Faults, Fleet, FleetSpec},
     harness::{TestEnv, binary},
     manifests::{
-        CUSTOM_KINDS, LocalPod, Rendered, base_dir, command_of, container_env, flag_value, http_get, kustomize,
-        metric_sum, name_of, pod_specs, readiness, render_all, repo_root, resolve_port, start_container, type_of,
-        typed,
+        CUSTOM_KINDS, LocalPod, Rendered, Running, base_dir, command_of, container_env, flag_value, http_get,
+        kustomize, metric_sum, name_of, pod_specs, readiness, render_all, repo_root, resolve_port, start_container,
+        type_of, typed,
     },
     servers::{TempNats, TempPostgres},
 };
@@ -301,8 +301,9 @@ fn alert_rules(rendered: &Rendered) -> Vec<(String, String)> {
 }
 
 /// The base's scheduler and worker containers, run as their pods would run them against a private
-/// PostgreSQL, the shared NATS and a simulated fleet: ready on their probe path, counting jobs on
-/// /metrics, not ready while PostgreSQL is down or while the worker drains after SIGTERM.
+/// PostgreSQL, a private NATS and a simulated fleet: ready on their probe path, counting jobs on
+/// /metrics, found by KEDA's query, not ready while PostgreSQL is down or while the worker drains
+/// after SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rendered_containers_run_against_the_services_and_report_on_their_probes() {
     // Private servers: PostgreSQL is stopped mid-test, and NATS carries the manifests' own stream
@@ -325,39 +326,9 @@ async fn rendered_containers_run_against_the_services_and_report_on_their_probes
     let mut worker = start_container(&local, "worker", "kubecensus-worker-0", &[]);
     scheduler.wait_ready(200, Duration::from_secs(60)).await;
     worker.wait_ready(200, Duration::from_secs(60)).await;
-
-    // A refresh of the fleet's pods moves the worker's job counter by one job per cluster.
-    let pods_succeeded = [r#"table="kubernetes_pods""#, r#"outcome="succeeded""#];
-    let before = metric_sum(&worker.metrics().await, "kubecensus_jobs_total", &pods_succeeded);
     let registry = local.dir.join("registry.yaml");
-    scheduler_cli(&env, &base, &registry, &["refresh", "--wait", "--table", "kubernetes_pods"]).await;
-    let worker_metrics = worker.metrics().await;
-    assert_eq!(metric_sum(&worker_metrics, "kubecensus_jobs_total", &pods_succeeded), before + 2.0, "{worker_metrics}");
-    env.wait_until(
-        "a scheduled namespaces job",
-        "SELECT count(*) > 0 FROM runs WHERE trigger = 'schedule' AND status = 'succeeded'",
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    let scheduler_metrics = scheduler.metrics().await;
-    let queued = metric_sum(
-        &scheduler_metrics,
-        "kubecensus_jobs_published_total",
-        &[r#"trigger="schedule""#, r#"result="queued""#],
-    );
-    assert!(queued >= 2.0, "{scheduler_metrics}");
-    // Every metric the alerts read is one the binaries serve.
-    let prometheus = rendered().into_iter().find(|r| r.name == "base + prometheus").unwrap();
-    for (alert, expr) in alert_rules(&prometheus) {
-        for name in metric_names(&expr) {
-            assert!(
-                worker_metrics.contains(&name) || scheduler_metrics.contains(&name),
-                "{alert} reads {name}, which neither binary serves"
-            );
-        }
-    }
 
+    check_counters_move(&env, &base, &registry, &scheduler, &worker).await;
     // KEDA's trigger finds the workers' consumer where it looks: NATS' /jsz for the account.
     check_keda_finds_the_consumer(nats.monitor_port).await;
 
@@ -375,13 +346,8 @@ async fn rendered_containers_run_against_the_services_and_report_on_their_probes
         fleet.set_faults(&cluster.name, slow.clone());
     }
     scheduler_cli(&env, &base, &registry, &["refresh", "--table", "kubernetes_pods"]).await;
-    env.wait_until(
-        "a pods job to run",
-        "SELECT count(*) > 0 FROM runs WHERE status = 'running'",
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
+    let running = "SELECT count(*) > 0 FROM runs WHERE status = 'running'";
+    env.wait_until("a pods job to run", running, Duration::from_secs(30)).await.unwrap();
     let status = Command::new("kill").args(["-TERM", &worker.child.id().to_string()]).status().unwrap();
     assert!(status.success());
     worker.wait_ready(503, Duration::from_secs(5)).await;
@@ -396,10 +362,34 @@ async fn rendered_containers_run_against_the_services_and_report_on_their_probes
     assert_eq!(exit.code(), Some(0), "{}", std::fs::read_to_string(&worker.log).unwrap());
 }
 
+/// A refresh of the fleet's pods moves the worker's job counter by one job per cluster, the
+/// scheduler's ticks move its publish counter, and every metric the alerts read is served.
+async fn check_counters_move(env: &TestEnv, base: &Rendered, registry: &Path, scheduler: &Running, worker: &Running) {
+    let pods_succeeded = [r#"table="kubernetes_pods""#, r#"outcome="succeeded""#];
+    let before = metric_sum(&worker.metrics().await, "kubecensus_jobs_total", &pods_succeeded);
+    scheduler_cli(env, base, registry, &["refresh", "--wait", "--table", "kubernetes_pods"]).await;
+    let worker_metrics = worker.metrics().await;
+    assert_eq!(metric_sum(&worker_metrics, "kubecensus_jobs_total", &pods_succeeded), before + 2.0, "{worker_metrics}");
+    let scheduled = "SELECT count(*) > 0 FROM runs WHERE trigger = 'schedule' AND status = 'succeeded'";
+    env.wait_until("a scheduled namespaces job", scheduled, Duration::from_secs(30)).await.unwrap();
+    let scheduler_metrics = scheduler.metrics().await;
+    let queued = [r#"trigger="schedule""#, r#"result="queued""#];
+    assert!(metric_sum(&scheduler_metrics, "kubecensus_jobs_published_total", &queued) >= 2.0, "{scheduler_metrics}");
+    let prometheus = rendered().into_iter().find(|r| r.name == "base + prometheus").unwrap();
+    for (alert, expr) in alert_rules(&prometheus) {
+        for name in metric_names(&expr) {
+            assert!(
+                worker_metrics.contains(&name) || scheduler_metrics.contains(&name),
+                "{alert} reads {name}, which neither binary serves"
+            );
+        }
+    }
+}
+
 /// The base's pods on this machine: the Secrets' files (a password the trust authentication
 /// ignores, the fleet's tokens and CAs), the fleet's registry naming them where the pod mounts
-/// them, and the test's database, NATS, stream and subject prefix. The same registry, with local
-/// paths, is written to `<dir>/registry.yaml` for `scheduler refresh`.
+/// them, and the test's database and NATS. The same registry, with local paths, is written to
+/// `<dir>/registry.yaml` for `scheduler refresh`.
 fn local_pod<'a>(base: &'a Rendered, env: &TestEnv, fleet: &Fleet) -> LocalPod<'a> {
     let pods = pod_specs(base);
     let worker = pods.iter().find(|(_, p)| command_of(&p.containers[0]) == "worker").unwrap();
