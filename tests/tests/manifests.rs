@@ -323,12 +323,14 @@ async fn rendered_containers_run_against_the_services_and_report_on_their_probes
         ("KUBECENSUS_TABLES", "kubernetes_namespaces"),
     ];
     let scheduler = start_container(&local, "scheduler", "kubecensus-scheduler-0", &tick);
+    let second_scheduler = start_container(&local, "scheduler", "kubecensus-scheduler-1", &tick);
     let mut worker = start_container(&local, "worker", "kubecensus-worker-0", &[]);
     scheduler.wait_ready(200, Duration::from_secs(60)).await;
     worker.wait_ready(200, Duration::from_secs(60)).await;
     let registry = local.dir.join("registry.yaml");
 
     check_counters_move(&env, &base, &registry, &scheduler, &worker).await;
+    check_two_schedulers_make_one_job_per_tick(&env, [&scheduler, &second_scheduler]).await;
     // KEDA's trigger finds the workers' consumer where it looks: NATS' /jsz for the account.
     check_keda_finds_the_consumer(nats.monitor_port).await;
 
@@ -384,6 +386,31 @@ async fn check_counters_move(env: &TestEnv, base: &Rendered, registry: &Path, sc
             );
         }
     }
+}
+
+/// The scheduler Deployment's two replicas publish every tick, yet each tick makes one job per
+/// (cluster, table): the second publish is a duplicate of the first (same `Nats-Msg-Id`), or
+/// finds it still pending.
+async fn check_two_schedulers_make_one_job_per_tick(env: &TestEnv, schedulers: [&Running; 2]) {
+    let ticks =
+        "SELECT count(DISTINCT scheduled_at) >= 3 FROM runs WHERE trigger = 'schedule' AND status = 'succeeded'";
+    env.wait_until("three scheduled ticks", ticks, Duration::from_secs(30)).await.unwrap();
+    let one_job_per_tick: bool = sqlx::query_scalar(
+        "SELECT count(DISTINCT job_id) = count(DISTINCT (cluster_name, table_name, scheduled_at))
+         FROM runs WHERE trigger = 'schedule'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert!(one_job_per_tick, "a tick made two jobs of a (cluster, table)");
+    let mut not_queued = 0.0;
+    for scheduler in schedulers {
+        let metrics = scheduler.metrics().await;
+        for result in [r#"result="duplicate""#, r#"result="already_pending""#] {
+            not_queued += metric_sum(&metrics, "kubecensus_jobs_published_total", &[r#"trigger="schedule""#, result]);
+        }
+    }
+    assert!(not_queued >= 2.0, "the second replica's publishes were not refused");
 }
 
 /// The base's pods on this machine: the Secrets' files (a password the trust authentication
