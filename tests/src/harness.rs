@@ -244,9 +244,21 @@ impl TestEnv {
     /// Sends a signal to a child started by this environment and waits for it to exit; returns
     /// its exit code.
     pub async fn signal_and_wait(&mut self, pid: u32, signal: &str, timeout: Duration) -> anyhow::Result<Option<i32>> {
-        let at = self.children.iter().position(|c| c.id() == pid).context("no such child")?;
+        self.signal(pid, signal)?;
+        self.wait_for_exit(pid, timeout).await
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, ...) to a child started by this environment.
+    pub fn signal(&self, pid: u32, signal: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(self.children.iter().any(|c| c.id() == pid), "no such child");
         let status = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status()?;
         anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+        Ok(())
+    }
+
+    /// Waits for a child started by this environment to exit; returns its exit code.
+    pub async fn wait_for_exit(&mut self, pid: u32, timeout: Duration) -> anyhow::Result<Option<i32>> {
+        let at = self.children.iter().position(|c| c.id() == pid).context("no such child")?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(status) = self.children[at].try_wait()? {

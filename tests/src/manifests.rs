@@ -11,6 +11,8 @@ use std::{
 };
 
 use anyhow::Context;
+
+use crate::probes;
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
@@ -358,35 +360,6 @@ fn substitute_mounts(text: &str, mounts: &[(String, String)]) -> String {
     out
 }
 
-/// An HTTP GET on loopback, as the kubelet's probe or Prometheus makes it: the status code and
-/// the body, or an error when nothing answers.
-pub async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    // HTTP/1.0: the server closes the connection after the body and never chunks it.
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (head, body) = response.split_once("\r\n\r\n").context("an HTTP response")?;
-    let status = head.split_whitespace().nth(1).context("a status line")?.parse()?;
-    Ok((status, body.to_owned()))
-}
-
-/// The sum of the samples of `metric` whose labels include every `label="value"` of `labels`,
-/// in Prometheus' text format; 0 when there is none.
-pub fn metric_sum(text: &str, metric: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| line.rsplit_once(' '))
-        .filter(|(series, _)| {
-            let (name, rest) = series.split_once('{').unwrap_or((series, ""));
-            name == metric && labels.iter().all(|label| rest.contains(label))
-        })
-        .filter_map(|(_, value)| value.parse::<f64>().ok())
-        .sum()
-}
-
 /// The binary a container runs: the first word of its command.
 pub fn command_of(container: &Container) -> &str {
     container.command.as_ref().and_then(|c| c.first()).map(String::as_str).unwrap_or_default()
@@ -395,8 +368,8 @@ pub fn command_of(container: &Container) -> &str {
 /// A rendered container running as a local process; killed on drop.
 pub struct Running {
     pub child: std::process::Child,
-    /// The local port standing in for its admin port.
-    pub port: u16,
+    /// The local address standing in for its admin port.
+    pub addr: std::net::SocketAddr,
     /// Its readiness probe's path.
     pub ready_path: String,
     pub log: PathBuf,
@@ -412,25 +385,21 @@ impl Drop for Running {
 impl Running {
     /// Waits until its readiness path answers `status`; fails with its log.
     pub async fn wait_ready(&self, status: u16, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let answer = http_get(self.port, &self.ready_path).await.ok();
-            if answer.as_ref().is_some_and(|(code, _)| *code == status) {
-                return;
-            }
-            if tokio::time::Instant::now() > deadline {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                panic!("{} never answered {status} (last: {answer:?}); log:\n{log}", self.ready_path);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Err(err) = probes::wait_for(self.addr, &self.ready_path, status, timeout).await {
+            panic!("{err:#}; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
         }
     }
 
-    /// Its `/metrics`, which must answer 200.
-    pub async fn metrics(&self) -> String {
-        let (status, body) = http_get(self.port, "/metrics").await.unwrap();
-        assert_eq!(status, 200, "{body}");
-        body
+    /// Its `/metrics` as text, which must answer 200.
+    pub async fn metrics_text(&self) -> String {
+        let answer = probes::get(self.addr, "/metrics").await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.body
+    }
+
+    /// Its `/metrics`, read.
+    pub async fn metrics(&self) -> probes::Metrics {
+        probes::scrape(self.addr).await.unwrap()
     }
 }
 
@@ -443,14 +412,14 @@ pub fn start_container(local: &LocalPod<'_>, binary_name: &str, pod_name: &str, 
         .flat_map(|(_, pod)| pod.containers.iter().map(move |c| (pod, c)))
         .find(|(_, c)| command_of(c) == binary_name)
         .unwrap_or_else(|| panic!("no {binary_name} container"));
-    let port = crate::servers::free_port().unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], crate::servers::free_port().unwrap()));
     let (ready_path, probe_port) = readiness(container).expect("a readiness probe");
     let admin = container_env(local.rendered, container, pod_name)["KUBECENSUS_ADMIN_ADDR"].clone();
     assert!(admin.ends_with(&format!(":{probe_port}")), "the probe's port {probe_port} is the admin port {admin}");
     let mut command = local.command(pod_name, pod, container, crate::harness::binary).unwrap();
-    command.env("KUBECENSUS_ADMIN_ADDR", format!("127.0.0.1:{port}")).envs(extra_env.iter().copied());
+    command.env("KUBECENSUS_ADMIN_ADDR", addr.to_string()).envs(extra_env.iter().copied());
     let log = local.dir.join(format!("{pod_name}.log"));
     let out = std::fs::File::create(&log).unwrap();
     let child = command.stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
-    Running { child, port, ready_path, log }
+    Running { child, addr, ready_path, log }
 }

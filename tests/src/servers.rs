@@ -124,16 +124,16 @@ impl TempPostgres {
 
     /// A clean restart: connections are closed, the server shuts down and starts again.
     pub async fn restart(&self) -> anyhow::Result<()> {
-        self.stop().await?;
+        self.stop()?;
         self.start_server().await
     }
 
-    /// Stops the server (fast shutdown: connections are closed) until [`Self::start_again`].
-    pub async fn stop(&self) -> anyhow::Result<()> {
+    /// A clean shutdown: connections are closed, the server stops until [`Self::start_again`].
+    pub fn stop(&self) -> anyhow::Result<()> {
         run(&mut self.pg_ctl(&["-w", "-m", "fast", "stop"])?)
     }
 
-    /// Starts a stopped server again on the same port and data.
+    /// Starts the server stopped by [`Self::stop`] on the same port and data.
     pub async fn start_again(&self) -> anyhow::Result<()> {
         self.start_server().await
     }

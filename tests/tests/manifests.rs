@@ -16,10 +16,10 @@ use kubecensus_tests::{
     fleet::{Faults, Fleet, FleetSpec},
     harness::{TestEnv, binary},
     manifests::{
-        CUSTOM_KINDS, LocalPod, Rendered, Running, base_dir, command_of, container_env, flag_value, http_get,
-        kustomize, metric_sum, name_of, pod_specs, readiness, render_all, repo_root, resolve_port, start_container,
-        type_of, typed,
+        CUSTOM_KINDS, LocalPod, Rendered, Running, base_dir, command_of, container_env, flag_value, kustomize, name_of,
+        pod_specs, readiness, render_all, repo_root, resolve_port, start_container, type_of, typed,
     },
+    probes::{self, Answer},
     servers::{TempNats, TempPostgres},
 };
 use serde_json::Value;
@@ -329,13 +329,14 @@ async fn rendered_containers_run_against_the_services_and_report_on_their_probes
     worker.wait_ready(200, Duration::from_secs(60)).await;
     let registry = local.dir.join("registry.yaml");
 
-    check_counters_move(&env, &base, &registry, &scheduler, &worker).await;
+    check_counters_move(&env, &base, &registry, &worker).await;
     check_two_schedulers_make_one_job_per_tick(&env, [&scheduler, &second_scheduler]).await;
+    check_alerts_read_served_metrics([&worker, &scheduler]).await;
     // KEDA's trigger finds the workers' consumer where it looks: NATS' /jsz for the account.
     check_keda_finds_the_consumer(nats.monitor_port).await;
 
     // PostgreSQL down: neither is ready; back: both are.
-    postgres.stop().await.unwrap();
+    postgres.stop().unwrap();
     scheduler.wait_ready(503, Duration::from_secs(30)).await;
     worker.wait_ready(503, Duration::from_secs(30)).await;
     postgres.start_again().await.unwrap();
@@ -364,28 +365,12 @@ async fn rendered_containers_run_against_the_services_and_report_on_their_probes
     assert_eq!(exit.code(), Some(0), "{}", std::fs::read_to_string(&worker.log).unwrap());
 }
 
-/// A refresh of the fleet's pods moves the worker's job counter by one job per cluster, the
-/// scheduler's ticks move its publish counter, and every metric the alerts read is served.
-async fn check_counters_move(env: &TestEnv, base: &Rendered, registry: &Path, scheduler: &Running, worker: &Running) {
-    let pods_succeeded = [r#"table="kubernetes_pods""#, r#"outcome="succeeded""#];
-    let before = metric_sum(&worker.metrics().await, "kubecensus_jobs_total", &pods_succeeded);
+/// A refresh of the fleet's pods moves the worker's job counter by one job per cluster.
+async fn check_counters_move(env: &TestEnv, base: &Rendered, registry: &Path, worker: &Running) {
+    let pods_succeeded = [("table", "kubernetes_pods"), ("outcome", "succeeded")];
+    let before = worker.metrics().await.count("kubecensus_jobs_total", &pods_succeeded);
     scheduler_cli(env, base, registry, &["refresh", "--wait", "--table", "kubernetes_pods"]).await;
-    let worker_metrics = worker.metrics().await;
-    assert_eq!(metric_sum(&worker_metrics, "kubecensus_jobs_total", &pods_succeeded), before + 2.0, "{worker_metrics}");
-    let scheduled = "SELECT count(*) > 0 FROM runs WHERE trigger = 'schedule' AND status = 'succeeded'";
-    env.wait_until("a scheduled namespaces job", scheduled, Duration::from_secs(30)).await.unwrap();
-    let scheduler_metrics = scheduler.metrics().await;
-    let queued = [r#"trigger="schedule""#, r#"result="queued""#];
-    assert!(metric_sum(&scheduler_metrics, "kubecensus_jobs_published_total", &queued) >= 2.0, "{scheduler_metrics}");
-    let prometheus = rendered().into_iter().find(|r| r.name == "base + prometheus").unwrap();
-    for (alert, expr) in alert_rules(&prometheus) {
-        for name in metric_names(&expr) {
-            assert!(
-                worker_metrics.contains(&name) || scheduler_metrics.contains(&name),
-                "{alert} reads {name}, which neither binary serves"
-            );
-        }
-    }
+    assert_eq!(worker.metrics().await.count("kubecensus_jobs_total", &pods_succeeded), before + 2.0);
 }
 
 /// The scheduler Deployment's two replicas publish every tick, yet each tick makes one job per
@@ -395,22 +380,39 @@ async fn check_two_schedulers_make_one_job_per_tick(env: &TestEnv, schedulers: [
     let ticks =
         "SELECT count(DISTINCT scheduled_at) >= 3 FROM runs WHERE trigger = 'schedule' AND status = 'succeeded'";
     env.wait_until("three scheduled ticks", ticks, Duration::from_secs(30)).await.unwrap();
-    let one_job_per_tick: bool = sqlx::query_scalar(
-        "SELECT count(DISTINCT job_id) = count(DISTINCT (cluster_name, table_name, scheduled_at))
+    let (jobs, jobs_named_by_tick): (i64, i64) = sqlx::query_as(
+        "SELECT count(DISTINCT job_id), count(DISTINCT (cluster_name, table_name, scheduled_at))
          FROM runs WHERE trigger = 'schedule'",
     )
     .fetch_one(&env.pool)
     .await
     .unwrap();
-    assert!(one_job_per_tick, "a tick made two jobs of a (cluster, table)");
-    let mut not_queued = 0.0;
+    assert_eq!(jobs, jobs_named_by_tick, "a tick made two jobs of a (cluster, table)");
+    // Their publish counters say so: at least as many queued as jobs ran, the others refused.
+    let (mut queued, mut refused) = (0.0, 0.0);
     for scheduler in schedulers {
         let metrics = scheduler.metrics().await;
-        for result in [r#"result="duplicate""#, r#"result="already_pending""#] {
-            not_queued += metric_sum(&metrics, "kubecensus_jobs_published_total", &[r#"trigger="schedule""#, result]);
+        let published =
+            |result| metrics.count("kubecensus_jobs_published_total", &[("trigger", "schedule"), ("result", result)]);
+        queued += published("queued");
+        refused += published("duplicate") + published("already_pending");
+    }
+    assert!(queued >= jobs as f64, "{queued} queued, {jobs} jobs ran");
+    assert!(refused >= 2.0, "the second replica's publishes were not refused");
+}
+
+/// Every metric the alerts read is served by the worker or a scheduler.
+async fn check_alerts_read_served_metrics(running: [&Running; 2]) {
+    let mut served = String::new();
+    for process in running {
+        served.push_str(&process.metrics_text().await);
+    }
+    let prometheus = rendered().into_iter().find(|r| r.name == "base + prometheus").unwrap();
+    for (alert, expr) in alert_rules(&prometheus) {
+        for name in metric_names(&expr) {
+            assert!(served.contains(&name), "{alert} reads {name}, which neither binary serves");
         }
     }
-    assert!(not_queued >= 2.0, "the second replica's publishes were not refused");
 }
 
 /// The base's pods on this machine: the Secrets' files (a password the trust authentication
@@ -478,7 +480,8 @@ async fn check_keda_finds_the_consumer(monitor_port: u16) {
     let trigger = &scaled["spec"]["triggers"][0]["metadata"];
     let field = |name: &str| trigger[name].as_str().unwrap().to_owned();
     let path = format!("/jsz?acc={}&consumers=true&config=true", field("account"));
-    let (status, body) = http_get(monitor_port, &path).await.unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], monitor_port));
+    let Answer { status, body } = probes::get(addr, &path).await.unwrap();
     assert_eq!(status, 200, "{body}");
     let jsz: Value = serde_json::from_str(&body).unwrap();
     let named = |list: &Value, name: String| {
