@@ -67,14 +67,27 @@ def one_cluster(api, page_size):
             resources[listed.group_version] = sorted(r.name for r in listed.resources)
     result["resources"] = resources
 
+    networking = client.NetworkingV1Api(api)
+    rbac = client.RbacAuthorizationV1Api(api)
+    storage = client.StorageV1Api(api)
     lists = {
         "pods": core.list_pod_for_all_namespaces,
         "nodes": core.list_node,
         "namespaces": core.list_namespace,
         "services": core.list_service_for_all_namespaces,
         "configmaps": core.list_config_map_for_all_namespaces,
+        "secrets": core.list_secret_for_all_namespaces,
+        "serviceaccounts": core.list_service_account_for_all_namespaces,
+        "persistentvolumes": core.list_persistent_volume,
         "deployments": apps.list_deployment_for_all_namespaces,
+        "daemonsets": apps.list_daemon_set_for_all_namespaces,
+        "statefulsets": apps.list_stateful_set_for_all_namespaces,
+        "replicasets": apps.list_replica_set_for_all_namespaces,
         "jobs": batch.list_job_for_all_namespaces,
+        "cronjobs": batch.list_cron_job_for_all_namespaces,
+        "ingresses": networking.list_ingress_for_all_namespaces,
+        "clusterroles": rbac.list_cluster_role,
+        "storageclasses": storage.list_storage_class,
     }
     result["lists"], result["pages"] = {}, {}
     for plural, call in lists.items():
