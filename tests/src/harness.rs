@@ -170,26 +170,25 @@ impl TestEnv {
 
     /// Starts a worker process with extra arguments; its log goes to `<dir>/<name>.log`.
     pub fn spawn_worker(&mut self, name: &str, registry: &Path, extra: &[&str]) -> anyhow::Result<u32> {
-        self.spawn_worker_with(name, registry, extra, None)
+        self.spawn_worker_with(name, registry, extra, &[])
     }
 
     /// Starts a worker logging at `level` (a `RUST_LOG` filter).
     pub fn spawn_worker_with_log_level(&mut self, name: &str, registry: &Path, level: &str) -> anyhow::Result<u32> {
-        self.spawn_worker_with(name, registry, &[], Some(level))
+        self.spawn_worker_with(name, registry, &[], &[("RUST_LOG", level)])
     }
 
-    fn spawn_worker_with(
+    /// Starts a worker with extra arguments and extra environment variables (`HTTPS_PROXY`, …).
+    pub fn spawn_worker_with(
         &mut self,
         name: &str,
         registry: &Path,
         extra: &[&str],
-        level: Option<&str>,
+        env: &[(&str, &str)],
     ) -> anyhow::Result<u32> {
         let mut command = Command::new(binary("worker"));
         self.configure(&mut command, registry);
-        if let Some(level) = level {
-            command.env("RUST_LOG", level);
-        }
+        command.envs(env.iter().copied());
         command.args(["--worker-id", name]).args(extra);
         self.spawn(name, command)
     }

@@ -2,14 +2,17 @@
 //! and the kube crate work against, and the harness ([`harness`]) that gives each end-to-end
 //! test its own database, stream and processes on the real PostgreSQL and NATS, and [`servers`]
 //! private servers for the tests that restart them (or run them with TLS and authentication:
-//! [`certs`], [`nats_jwt`]); [`probes`] reads the admin endpoint; [`bench`] holds the pieces of
-//! the `bench` and `bench-scale` binaries.
+//! [`certs`], [`nats_jwt`]); [`probes`] reads the admin endpoint; [`manifests`] renders and reads
+//! the Kubernetes manifests; [`connect_proxy`] is an HTTP proxy on loopback; [`bench`] holds the
+//! pieces of the `bench` and `bench-scale` binaries.
 
 pub mod bench;
 pub mod certs;
 pub mod checks;
+pub mod connect_proxy;
 pub mod fleet;
 pub mod harness;
+pub mod manifests;
 pub mod nats_jwt;
 pub mod probes;
 pub mod servers;

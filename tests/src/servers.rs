@@ -139,7 +139,13 @@ impl TempPostgres {
     async fn start_server(&self) -> anyhow::Result<()> {
         let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on", self.port, self.dir.display());
         let log = self.dir.join("postgres.log");
-        run(&mut self.pg_ctl(&["-w", "-l", log.to_str().context("path")?, "-o", &options, "start"])?)?;
+        run(&mut self.pg_ctl(&["-w", "-l", log.to_str().context("path")?, "-o", &options, "start"])?).with_context(
+            || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(10).collect();
+                format!("PostgreSQL's log ends:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+            },
+        )?;
         wait_for_port(self.port, "PostgreSQL").await
     }
 
@@ -196,9 +202,11 @@ fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
-/// A private nats-server with JetStream, its store in a temporary folder that outlives restarts.
+/// A private nats-server with JetStream, its store in a temporary folder that outlives restarts,
+/// and its HTTP monitoring (`/jsz`, what KEDA's nats-jetstream trigger reads) on `monitor_port`.
 pub struct TempNats {
     pub port: u16,
+    pub monitor_port: u16,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -228,14 +236,14 @@ impl TempNats {
     async fn start_with(extra: impl FnOnce(&Path) -> anyhow::Result<String>) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("kubecensus-nats-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)?;
-        let port = free_port()?;
+        let (port, monitor_port) = (free_port()?, free_port()?);
         let config = format!(
-            "host: 127.0.0.1\nport: {port}\njetstream {{\n  store_dir: {:?}\n}}\n{}",
+            "host: 127.0.0.1\nport: {port}\nhttp: \"127.0.0.1:{monitor_port}\"\njetstream {{\n  store_dir: {:?}\n}}\n{}",
             dir.join("store"),
             extra(&dir)?
         );
         std::fs::write(dir.join("nats.conf"), config)?;
-        let mut nats = Self { port, dir, child: None };
+        let mut nats = Self { port, monitor_port, dir, child: None };
         nats.spawn().await?;
         Ok(nats)
     }

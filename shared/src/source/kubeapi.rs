@@ -284,13 +284,23 @@ impl Received {
     }
 }
 
+/// How hyper-util's error for a failed proxy `CONNECT` begins (its `TunnelError`, which it
+/// does not export): said plainly in [`error_chain`], so a run's error names the proxy.
+const TUNNEL_ERROR: &str = "tunnel error: ";
+
 /// An error and its causes, `outer: inner: root`: kube's own message often hides the cause
-/// (a refused connection, a certificate the CA did not sign) in its source chain.
+/// (a refused connection, a certificate the CA did not sign, a proxy that is down) in its
+/// source chain.
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        let cause_text = cause.to_string();
+        let cause_text = match cause.to_string() {
+            tunnel if tunnel.starts_with(TUNNEL_ERROR) => {
+                format!("the proxy's tunnel (HTTP CONNECT) failed: {}", &tunnel[TUNNEL_ERROR.len()..])
+            }
+            other => other,
+        };
         if !text.contains(&cause_text) {
             text = format!("{text}: {cause_text}");
         }
