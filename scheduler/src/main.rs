@@ -3,6 +3,7 @@
 
 mod args;
 mod cron_loop;
+mod live;
 mod publish;
 mod report;
 
@@ -10,7 +11,12 @@ use anyhow::Context;
 use chrono::Utc;
 use clap::Parser;
 use kubecensus::{
-    model::catalog::catalog, ops::telemetry, queue, queue::job::Trigger, source::registry::Registry, store,
+    model::catalog::catalog,
+    ops::telemetry,
+    queue,
+    queue::job::Trigger,
+    source::registry::{Registry, sources::LiveRegistry},
+    store,
 };
 
 use crate::args::{Args, Command};
@@ -27,7 +33,11 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let Args { common, output, command } = args;
-    let command = command.unwrap_or(Command::Run { schedules: Vec::new(), tables: Vec::new() });
+    let command = command.unwrap_or(Command::Run {
+        schedules: Vec::new(),
+        tables: Vec::new(),
+        prune_after: humantime::parse_duration("1h").expect("a valid duration"),
+    });
     if let Command::ImportKubeconfig { kubeconfig } = &command {
         let registry = Registry::from_kubeconfig(kubeconfig)?;
         print!("{}", serde_yaml::to_string(&registry)?);
@@ -37,7 +47,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Command::Report = &command {
         return report::print(&pool, output).await;
     }
-    let registry = Registry::load(&common.registry)?;
+    let live = LiveRegistry::start(&common.registry, &common.home).await?;
+    let registry = live.current();
     store::prepare(&pool, &registry).await?;
     store::sync_clusters(&pool, &registry).await?;
     let nats = queue::connect(&common.nats_url).await?;
@@ -45,7 +56,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let queue = common.queue();
     queue.ensure_stream(&js).await?;
     match command {
-        Command::Run { schedules, tables } => cron_loop::run(&js, &queue, &registry, &schedules, &tables).await?,
+        Command::Run { schedules, tables, prune_after } => {
+            let watch = live::Watch { pool: &pool, live: &live, tables: Vec::new(), prune_after };
+            cron_loop::run(&js, &queue, watch, common.registry_refresh, &schedules, &tables).await?
+        }
         Command::Refresh { clusters, tables, wait } => {
             for cluster in &clusters {
                 anyhow::ensure!(registry.get(cluster).is_some(), "cluster `{cluster}` is not in the registry");

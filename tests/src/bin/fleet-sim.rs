@@ -2,7 +2,9 @@
 //!
 //! It writes `clusters.yaml`, `kubeconfig` and per-cluster CA and token files into `--out`, then
 //! an empty `ready` file once every server listens. Optionally it churns pods on a timer, and
-//! serves a loopback admin API (`GET /counts`, `POST /churn?cluster=&delete=&add=`).
+//! serves a loopback admin API (`GET /counts`, `POST /churn?cluster=&delete=&add=`, and with
+//! `--home` `POST /secrets` and `DELETE /secrets/{namespace}/{name}` to change the home
+//! cluster's Secrets).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,12 +14,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use clap::Parser;
-use kubecensus_tests::fleet::{Fleet, FleetSpec};
+use kubecensus_tests::fleet::{Fleet, FleetSpec, home::HomeCluster};
 use serde::Deserialize;
 
 /// Simulated Kubernetes clusters on loopback, for kubecensus demos, tests and benchmarks.
@@ -60,6 +62,20 @@ struct Args {
     /// Serve the admin API (plain HTTP) on this address, e.g. 127.0.0.1:8099.
     #[arg(long, env = "FLEET_ADMIN")]
     admin: Option<SocketAddr>,
+    /// The first this many clusters take a client certificate instead of a bearer token.
+    #[arg(long, env = "FLEET_CLIENT_CERTIFICATE_CLUSTERS", default_value_t = 0)]
+    client_certificate_clusters: usize,
+    /// Also serve a home cluster (`home.kubeconfig`) holding every cluster's Secret: odd
+    /// clusters as Argo CD cluster Secrets in namespace `argocd`, even ones as Cluster API
+    /// kubeconfig Secrets in namespace `capi`.
+    #[arg(long, env = "FLEET_HOME")]
+    home: bool,
+}
+
+/// What the admin API changes.
+struct Admin {
+    fleet: Arc<Fleet>,
+    home: Option<HomeCluster>,
 }
 
 #[tokio::main]
@@ -75,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
         objects: args.objects,
         name_prefix: args.name_prefix,
         continue_ttl: Duration::from_secs(args.continue_ttl),
+        client_certificate_clusters: args.client_certificate_clusters,
     };
     let ready_file = args.out.join("ready");
     // A stale `ready` from an earlier run would tell scripts to go ahead too early.
@@ -85,6 +102,19 @@ async fn main() -> anyhow::Result<()> {
         let objects: Vec<String> = counts[&cluster.name].iter().map(|(plural, n)| format!("{plural}={n}")).collect();
         tracing::info!(cluster = cluster.name, url = cluster.url, "{}", objects.join(" "));
     }
+
+    let home = if args.home { Some(HomeCluster::start(&args.out)?) } else { None };
+    if let Some(home) = &home {
+        for (index, cluster) in fleet.clusters().iter().enumerate() {
+            let fields = [("region", cluster.region.as_str())];
+            home.put(match index % 2 {
+                0 => HomeCluster::argocd_secret("argocd", cluster, &fields),
+                _ => HomeCluster::capi_secret("capi", cluster, &fields),
+            });
+        }
+        tracing::info!(kubeconfig = %home.kubeconfig.display(), "home cluster ready");
+    }
+    let admin = Arc::new(Admin { fleet: Arc::clone(&fleet), home });
 
     if let Some(every) = args.churn_every {
         let fleet = Arc::clone(&fleet);
@@ -107,7 +137,9 @@ async fn main() -> anyhow::Result<()> {
         let admin = Router::new()
             .route("/counts", get(counts_handler))
             .route("/churn", post(churn_handler))
-            .with_state(Arc::clone(&fleet));
+            .route("/secrets", post(put_secret))
+            .route("/secrets/{namespace}/{name}", delete(delete_secret))
+            .with_state(Arc::clone(&admin));
         tokio::spawn(async move {
             if let Err(err) = axum::serve(listener, admin).await {
                 tracing::error!(%err, "admin API stopped");
@@ -132,8 +164,28 @@ async fn shutdown_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn counts_handler(State(fleet): State<Arc<Fleet>>) -> axum::Json<BTreeMap<String, BTreeMap<String, usize>>> {
-    axum::Json(fleet.counts())
+async fn counts_handler(State(admin): State<Arc<Admin>>) -> axum::Json<BTreeMap<String, BTreeMap<String, usize>>> {
+    axum::Json(admin.fleet.counts())
+}
+
+/// `POST /secrets` with a Secret as JSON: adds or replaces it in the home cluster.
+async fn put_secret(State(admin): State<Arc<Admin>>, axum::Json(secret): axum::Json<serde_json::Value>) -> Response {
+    match &admin.home {
+        Some(home) => {
+            home.put(secret);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "no home cluster (start with --home)\n").into_response(),
+    }
+}
+
+/// `DELETE /secrets/{namespace}/{name}`: removes a Secret from the home cluster.
+async fn delete_secret(State(admin): State<Arc<Admin>>, Path((namespace, name)): Path<(String, String)>) -> Response {
+    match &admin.home {
+        Some(home) if home.delete(&namespace, &name) => StatusCode::NO_CONTENT.into_response(),
+        Some(_) => (StatusCode::NOT_FOUND, format!("no Secret {namespace}/{name}\n")).into_response(),
+        None => (StatusCode::NOT_FOUND, "no home cluster (start with --home)\n").into_response(),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,7 +198,8 @@ struct ChurnQuery {
     add: usize,
 }
 
-async fn churn_handler(State(fleet): State<Arc<Fleet>>, Query(query): Query<ChurnQuery>) -> Response {
+async fn churn_handler(State(admin): State<Arc<Admin>>, Query(query): Query<ChurnQuery>) -> Response {
+    let fleet = &admin.fleet;
     let names: Vec<String> = fleet.clusters().into_iter().map(|c| c.name).collect();
     let targets: Vec<&String> = match &query.cluster {
         Some(cluster) if !names.contains(cluster) => {
