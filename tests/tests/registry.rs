@@ -261,3 +261,43 @@ async fn an_exec_plugin_token_is_cached_until_its_expiry_and_tls_server_name_is_
         sqlx::query_scalar("SELECT error FROM runs WHERE cluster_name = 'sim-02'").fetch_one(&env.pool).await.unwrap();
     assert!(error.to_lowercase().contains("certificate"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_for_a_cluster_the_worker_has_not_learned_yet_is_handed_back_not_rejected() {
+    let mut env = TestEnv::new().await.unwrap();
+    let _fleet = Fleet::start(FleetSpec { clusters: 2, pods: 5, ..FleetSpec::default() }, &env.dir).await.unwrap();
+    let file = file_with(&env.dir, &["sim-01"]);
+    // The worker would read its registry again only in an hour, unless a job makes it.
+    env.spawn_worker("worker", &file, &["--registry-refresh", "1h"]).unwrap();
+    wait_for_log(&env, "worker", "worker started").await;
+    let job = format!(
+        r#"{{"id":"{}","cluster":"sim-02","table":"kubernetes_namespaces","trigger":"manual","scheduled_at":"{}"}}"#,
+        uuid::Uuid::new_v4(),
+        chrono::Utc::now().to_rfc3339()
+    );
+    env.publish_raw("sim-02.kubernetes_namespaces", job.into_bytes()).await.unwrap();
+    env.wait_until(
+        "the job handed back",
+        "SELECT count(*) > 0 FROM runs WHERE cluster_name = 'sim-02' AND status = 'handed_back'",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    // sim-02 joins the file: the job comes back, the worker reads its sources, the job runs.
+    std::fs::copy(env.dir.join("clusters.yaml"), &file).unwrap();
+    env.wait_until(
+        "the job to run",
+        "SELECT count(*) = 1 FROM runs WHERE cluster_name = 'sim-02' AND status = 'succeeded'",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let (rejected, attempt): (i64, i32) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM runs WHERE status = 'rejected'),
+                (SELECT attempt FROM runs WHERE status = 'succeeded')",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!((rejected, attempt), (0, 1), "never rejected, and the hand-backs cost no attempt");
+}
