@@ -3,8 +3,8 @@
 //! It writes `clusters.yaml`, `kubeconfig` and per-cluster CA and token files into `--out`, then
 //! an empty `ready` file once every server listens. Optionally it churns pods on a timer, and
 //! serves a loopback admin API (`GET /counts`, `POST /churn?cluster=&delete=&add=`, and with
-//! `--home` `POST /secrets` and `DELETE /secrets/{namespace}/{name}` to change the home
-//! cluster's Secrets).
+//! `--home` `POST /clusters` to start one more cluster with its Secret, `POST /secrets` and
+//! `DELETE /secrets/{namespace}/{name}` to change the home cluster's Secrets).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -76,13 +76,18 @@ struct Args {
 struct Admin {
     fleet: Arc<Fleet>,
     home: Option<HomeCluster>,
+    /// The fleet's settings and folder, for clusters added at runtime (`POST /clusters`).
+    spec: FleetSpec,
+    out: PathBuf,
+    /// Clusters added at runtime, each its own one-cluster fleet.
+    added: tokio::sync::Mutex<Vec<Fleet>>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     kubecensus::ops::telemetry::init(kubecensus::ops::telemetry::LogFormat::Plain, "info");
     let args = Args::parse();
-    let spec = FleetSpec {
+    let spec_template = FleetSpec {
         clusters: args.clusters,
         namespaces: args.namespaces,
         nodes: args.nodes,
@@ -93,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
         continue_ttl: Duration::from_secs(args.continue_ttl),
         client_certificate_clusters: args.client_certificate_clusters,
     };
+    let spec = spec_template.clone();
     let ready_file = args.out.join("ready");
     // A stale `ready` from an earlier run would tell scripts to go ahead too early.
     let _ = std::fs::remove_file(&ready_file);
@@ -114,7 +120,13 @@ async fn main() -> anyhow::Result<()> {
         }
         tracing::info!(kubeconfig = %home.kubeconfig.display(), "home cluster ready");
     }
-    let admin = Arc::new(Admin { fleet: Arc::clone(&fleet), home });
+    let admin = Arc::new(Admin {
+        fleet: Arc::clone(&fleet),
+        home,
+        spec: spec_template,
+        out: args.out.clone(),
+        added: Default::default(),
+    });
 
     if let Some(every) = args.churn_every {
         let fleet = Arc::clone(&fleet);
@@ -137,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
         let admin = Router::new()
             .route("/counts", get(counts_handler))
             .route("/churn", post(churn_handler))
+            .route("/clusters", post(add_cluster))
             .route("/secrets", post(put_secret))
             .route("/secrets/{namespace}/{name}", delete(delete_secret))
             .with_state(Arc::clone(&admin));
@@ -166,6 +179,33 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 
 async fn counts_handler(State(admin): State<Arc<Admin>>) -> axum::Json<BTreeMap<String, BTreeMap<String, usize>>> {
     axum::Json(admin.fleet.counts())
+}
+
+/// `POST /clusters`: starts one more cluster (`<prefix>-added-<n>-01`, its files in
+/// `<out>/added-<n>/`) and puts its Argo CD cluster Secret in the home cluster; answers with its
+/// name and URL.
+async fn add_cluster(State(admin): State<Arc<Admin>>) -> Response {
+    let Some(home) = &admin.home else {
+        return (StatusCode::NOT_FOUND, "no home cluster (start with --home)\n").into_response();
+    };
+    let mut added = admin.added.lock().await;
+    let number = added.len() + 1;
+    let spec = FleetSpec {
+        clusters: 1,
+        client_certificate_clusters: 0,
+        name_prefix: format!("{}-added-{number}", admin.spec.name_prefix),
+        ..admin.spec.clone()
+    };
+    match Fleet::start(spec, &admin.out.join(format!("added-{number}"))).await {
+        Ok(fleet) => {
+            let cluster = fleet.clusters().remove(0);
+            home.put(HomeCluster::argocd_secret("argocd", &cluster, &[("region", cluster.region.as_str())]));
+            added.push(fleet);
+            tracing::info!(cluster = cluster.name, url = cluster.url, "added a cluster and its Secret");
+            axum::Json(serde_json::json!({"name": cluster.name, "url": cluster.url})).into_response()
+        }
+        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot start a cluster: {err:#}\n")).into_response(),
+    }
 }
 
 /// `POST /secrets` with a Secret as JSON: adds or replaces it in the home cluster.

@@ -26,6 +26,13 @@ use serde_json::{Value, json};
 
 use super::{SimCluster, kubeconfig_user, tls, write_private};
 
+/// `/api/v1` discovery: only Secrets, enough for kubectl.
+static SECRETS_RESOURCE_LIST: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": [
+        {"name": "secrets", "singularName": "secret", "namespaced": true, "kind": "Secret", "verbs": ["get", "list"]}
+    ]})
+});
+
 /// Secrets by (namespace, name).
 type Secrets = BTreeMap<(String, String), Value>;
 
@@ -58,6 +65,11 @@ impl HomeCluster {
                 get(|| async { axum::Json(json!({"major": "1", "minor": "33", "gitVersion": "v1.33.1"})) }),
             )
             .route("/api", get(|| async { axum::Json(json!({"kind": "APIVersions", "versions": ["v1"]})) }))
+            .route("/api/v1", get(|| async { axum::Json(SECRETS_RESOURCE_LIST.clone()) }))
+            .route(
+                "/apis",
+                get(|| async { axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})) }),
+            )
             .route("/api/v1/namespaces/{namespace}/secrets", get(list_secrets))
             .with_state(Arc::clone(&state));
         let http = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls.server_config))?

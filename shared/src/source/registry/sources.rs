@@ -164,3 +164,49 @@ impl LiveRegistry {
         tracing::error!(errors, "registry source: {why}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "clusters:\n- name: a\n  server: https://127.0.0.1:1\n  token_env: KC_TEST_TOKEN\n";
+
+    fn temp_file(text: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("kc-sources-{}.yaml", uuid::Uuid::new_v4()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn a_source_that_fails_keeps_its_last_good_clusters_and_an_unchanged_one_changes_nothing() {
+        let file = temp_file(GOOD);
+        // A home cluster that cannot be reached: the file's clusters still load.
+        let kubeconfig = temp_file(
+            "apiVersion: v1\nkind: Config\ncurrent-context: h\nclusters: [{name: h, cluster: {server: 'https://127.0.0.1:1'}}]\n\
+             users: [{name: h, user: {token: t}}]\ncontexts: [{name: h, context: {cluster: h, user: h}}]\n",
+        );
+        let home = HomeArgs {
+            home_kubeconfig: Some(kubeconfig),
+            argocd_namespaces: vec!["argocd".into()],
+            ..HomeArgs::default()
+        };
+        let live = LiveRegistry::start(&file, &home).await.unwrap();
+        assert_eq!(live.current().clusters.len(), 1);
+        assert!(!live.complete(), "the home cluster did not load");
+        assert_eq!(live.errors(), 1);
+
+        let live = LiveRegistry::start(&file, &HomeArgs::default()).await.unwrap();
+        let before = live.current();
+        assert_eq!(live.refresh().await, Refreshed { changed: false, complete: true });
+        assert!(Arc::ptr_eq(&before, &live.current()), "an unchanged registry is the same registry");
+
+        std::fs::write(&file, "clusters: [oops").unwrap();
+        assert_eq!(live.refresh().await, Refreshed { changed: false, complete: false });
+        assert_eq!(live.current().clusters[0].name, "a", "the last good file is kept");
+        assert_eq!(live.errors(), 1);
+
+        std::fs::write(&file, format!("{GOOD}- name: b\n  kubeconfig: k\n")).unwrap();
+        assert_eq!(live.refresh().await, Refreshed { changed: true, complete: true });
+        assert_eq!(live.current().clusters.len(), 2);
+    }
+}
