@@ -301,3 +301,20 @@ async fn a_job_for_a_cluster_the_worker_has_not_learned_yet_is_handed_back_not_r
     .unwrap();
     assert_eq!((rejected, attempt), (0, 1), "never rejected, and the hand-backs cost no attempt");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_entrys_rotated_token_file_is_read_again() {
+    let mut env = TestEnv::new().await.unwrap();
+    let fleet = Fleet::start(FleetSpec { clusters: 1, pods: 3, ..FleetSpec::default() }, &env.dir).await.unwrap();
+    let token = fleet.clusters()[0].token.clone();
+    // The fleet's registry is a `server:` entry with a token file: it first holds a stale token.
+    let registry = env.dir.join("clusters.yaml");
+    let token_file = env.dir.join("sim-01.token");
+    std::fs::write(&token_file, "stale-token\n").unwrap();
+    env.spawn_worker("worker", &registry, &["--retry-delay", "1s"]).unwrap();
+    env.scheduler(&registry, &["refresh", "--table", "kubernetes_namespaces"]).await.unwrap();
+    let wait = |what, query| env.wait_until(what, query, Duration::from_secs(60));
+    wait("the stale token refused", "SELECT count(*) > 0 FROM runs WHERE status = 'retrying'").await.unwrap();
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    wait("the rotated token used", "SELECT count(*) = 1 FROM runs WHERE status = 'succeeded'").await.unwrap();
+}
