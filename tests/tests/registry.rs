@@ -6,7 +6,7 @@ use std::{path::Path, time::Duration};
 
 use kubecensus::source::registry::Registry;
 use kubecensus_tests::{
-    fleet::{Fleet, FleetSpec, SimCluster, home::HomeCluster},
+    fleet::{Faults, Fleet, FleetSpec, SimCluster, home::HomeCluster},
     harness::TestEnv,
 };
 use serde_json::json;
@@ -252,6 +252,19 @@ async fn an_exec_plugin_token_is_cached_until_its_expiry_and_tls_server_name_is_
     assert_eq!(succeeded, 3);
     let runs = std::fs::read_to_string(&runs_file).unwrap();
     assert_eq!(runs.lines().count(), 1, "one plugin run for three jobs: the token is cached");
+    // The cluster refuses the token (revoked before its expiry): the plugin runs again.
+    fleet.set_faults("sim-01", Faults { reject_token: true, ..Faults::default() });
+    let one_job = ["refresh", "--wait", "--cluster", "sim-01", "--table", "kubernetes_namespaces"];
+    env.scheduler(&registry, &one_job).await.unwrap();
+    fleet.set_faults("sim-01", Faults::default());
+    env.scheduler(&registry, &one_job).await.unwrap();
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM runs WHERE table_name = 'kubernetes_namespaces' ORDER BY started_at")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(statuses, ["succeeded", "failed", "succeeded"]);
+    assert_eq!(std::fs::read_to_string(&runs_file).unwrap().lines().count(), 2, "refused: run again");
 
     // sim-02's certificate names 127.0.0.1 and localhost, not the name the entry checks.
     env.scheduler(&registry, &["refresh", "--wait", "--cluster", "sim-02", "--table", "kubernetes_namespaces"])

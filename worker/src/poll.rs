@@ -133,8 +133,10 @@ impl Poller {
                 (Outcome::failed(Status::Superseded, why), AckKind::Ack)
             }
             Err(err) => {
-                if err.came_from_cluster() {
-                    self.clients.lock().await.pop(&job.cluster);
+                if err.came_from_cluster()
+                    && let Some((_, _, entry)) = self.clients.lock().await.pop(&job.cluster)
+                {
+                    entry.forget_kept_credentials();
                 }
                 self.disposition_of(&err, attempt)
             }

@@ -57,9 +57,19 @@ type Kept = (ExecCredential, DateTime<Utc>);
 /// Credentials with an expiry, by plugin (its command, arguments, environment and version).
 static KEPT: LazyLock<Mutex<HashMap<String, Kept>>> = LazyLock::new(Mutex::default);
 
+/// The key of a plugin's kept credential.
+fn key(plugin: &ExecPlugin) -> String {
+    serde_json::to_string(plugin).unwrap_or_default()
+}
+
+/// Forgets the plugin's kept credential.
+pub fn forget(plugin: &ExecPlugin) {
+    KEPT.lock().expect("exec cache lock").remove(&key(plugin));
+}
+
 /// The plugin's credential: the kept one while it is valid long enough, else a new one.
 pub fn credential(plugin: &ExecPlugin) -> Result<ExecCredential, String> {
-    let key = serde_json::to_string(plugin).unwrap_or_default();
+    let key = key(plugin);
     let fresh_until = Utc::now() + MIN_REMAINING;
     if let Some((credential, expiry)) = KEPT.lock().expect("exec cache lock").get(&key)
         && *expiry > fresh_until

@@ -346,6 +346,14 @@ impl ClusterConfig {
         Ok(Some(certificates.into_iter().map(pem::Pem::into_contents).collect()))
     }
 
+    /// Forgets what this cluster's exec plugin printed, so the next client runs it again: after
+    /// an error from the cluster (a token revoked before its expiry), as client-go does on 401.
+    pub fn forget_kept_credentials(&self) {
+        if let Some(plugin) = &self.exec {
+            exec::forget(plugin);
+        }
+    }
+
     fn error(&self, why: String) -> Error {
         Error::Registry(format!("cluster {}: {why}", self.name))
     }
