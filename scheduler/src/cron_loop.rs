@@ -12,23 +12,23 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use cron::Schedule;
 use kubecensus::{
-    model::catalog::catalog, ops::telemetry, queue::Queue, queue::job::Trigger, source::registry::Registry,
+    model::catalog::catalog, ops::admin::Health, ops::telemetry, queue::Queue, queue::job::Trigger,
+    source::registry::Registry,
 };
 
 use crate::{live::Watch, publish::publish_jobs};
 
-/// Runs until SIGTERM or SIGINT, reading the registry again every `registry_refresh`. `only`
-/// limits the loop to some tables (all when empty).
+/// Runs `schedules` (see [`schedules`]) until SIGTERM or SIGINT, when `health` turns not ready,
+/// reading the registry again every `registry_refresh`.
 pub async fn run(
     js: &async_nats::jetstream::Context,
     queue: &Queue,
     mut watch: Watch<'_>,
     registry_refresh: std::time::Duration,
-    overrides: &[String],
-    only: &[String],
+    schedules: &[(&'static str, Schedule)],
+    health: &Health,
 ) -> anyhow::Result<()> {
-    let schedules = schedules(overrides, only)?;
-    for (table, schedule) in &schedules {
+    for (table, schedule) in schedules {
         tracing::info!(table, schedule = %schedule.source(), "schedule");
     }
     watch.tables = schedules.iter().map(|(table, _)| *table).collect();
@@ -38,7 +38,7 @@ pub async fn run(
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let now = Utc::now();
-        let Some((tick, due)) = next_tick(&schedules, now) else {
+        let Some((tick, due)) = next_tick(schedules, now) else {
             anyhow::bail!("no schedule has a next tick");
         };
         let wait = (tick - now).to_std().unwrap_or_default();
@@ -49,6 +49,7 @@ pub async fn run(
                 continue;
             }
             () = &mut stop => {
+                health.drain();
                 tracing::info!("scheduler stopped");
                 return Ok(());
             }
@@ -62,7 +63,7 @@ pub async fn run(
 
 /// Each resource's job table with its schedule: the catalog's, unless overridden; only the
 /// resources of the tables in `only`, when it is not empty.
-fn schedules(overrides: &[String], only: &[String]) -> anyhow::Result<Vec<(&'static str, Schedule)>> {
+pub fn schedules(overrides: &[String], only: &[String]) -> anyhow::Result<Vec<(&'static str, Schedule)>> {
     let mut selected = Vec::new();
     for table in only {
         let resource = catalog().resource_of(table).with_context(|| format!("unknown table `{table}`"))?;

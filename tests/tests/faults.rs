@@ -417,7 +417,7 @@ async fn credentials_never_leak_and_tls_is_verified_with_each_clusters_ca() {
     let kubeconfig = home.kubeconfig.display().to_string();
     let home_flags = ["--home-kubeconfig", &kubeconfig, "--argocd-namespace", "argocd", "--capi-namespace", "capi"];
     let no_file = env.dir.join("no-such-registry.yaml");
-    let tracer = env.spawn_worker_with("home-tracer", &no_file, &home_flags, Some("trace")).unwrap();
+    let tracer = env.spawn_worker_with("home-tracer", &no_file, &home_flags, &[("RUST_LOG", "trace")]).unwrap();
     env.scheduler(&no_file, &[&["refresh", "--wait", "--table", "kubernetes_nodes"][..], &home_flags].concat())
         .await
         .unwrap();

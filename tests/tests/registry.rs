@@ -76,7 +76,7 @@ async fn argocd_capi_and_file_clusters_load_together_and_a_malformed_secret_cost
     refresh.extend(&flags);
     let mut worker_args = flags.clone();
     worker_args.extend(["--max-attempts", "1"]);
-    env.spawn_worker_with("worker", &file, &worker_args, Some("trace")).unwrap();
+    env.spawn_worker_with("worker", &file, &worker_args, &[("RUST_LOG", "trace")]).unwrap();
     env.scheduler(&file, &refresh).await.unwrap();
 
     assert_eq!(succeeded_clusters(&env).await, ["sim-01", "sim-02", "sim-03", "sim-04"]);

@@ -2,8 +2,10 @@
 //! one cluster's rows.
 //!
 //! [`schema`] creates and upgrades the tables (one per catalog table, hash-partitioned by
-//! cluster); [`replace`] writes a job's rows; [`sql`] is the one way names get into SQL text.
+//! cluster); [`replace`] writes a job's rows; [`sql`] is the one way names get into SQL text;
+//! [`freshness`] says how old the snapshots are.
 
+pub mod freshness;
 pub mod prune;
 pub mod replace;
 pub mod runs;

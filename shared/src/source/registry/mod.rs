@@ -23,7 +23,10 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{
+    Error, Result,
+    source::proxy::{self, ProxyEnv, ProxyUrl},
+};
 
 pub mod argocd;
 pub mod capi;
@@ -87,6 +90,10 @@ pub struct ClusterConfig {
     /// URL's host, as kubeconfig's `tls-server-name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_server_name: Option<String>,
+    /// An HTTP(S) proxy to reach `server` through (`http://[user:password@]host:port`), as a
+    /// kubeconfig cluster's `proxy-url`: used whatever `HTTPS_PROXY` and `NO_PROXY` say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_url: Option<ProxyUrl>,
     /// Skip TLS verification. Off by default; turning it on logs a warning at every connection.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_skip_tls_verify: bool,
@@ -259,9 +266,17 @@ impl ClusterConfig {
                     return bad("give ca_file or ca_data, not both".into());
                 }
                 credentials::check(self).or_else(bad)?;
-                if server.parse::<http::Uri>().is_err() {
+                let Ok(url) = server.parse::<http::Uri>() else {
                     return bad(format!("server `{server}` is not a URL"));
+                };
+                if let Some(ProxyUrl(proxy_url)) = &self.proxy_url
+                    && let Err(why) = proxy::choose(&url, Some(proxy_url), &ProxyEnv::default())
+                {
+                    return bad(why);
                 }
+            }
+            (true, None) if self.proxy_url.is_some() => {
+                return bad("proxy_url goes with server; a kubeconfig cluster sets its own proxy-url".into());
             }
             (true, None) => {}
         }
@@ -277,6 +292,9 @@ impl ClusterConfig {
         let config = self.kube_config().await?;
         if config.accept_invalid_certs {
             tracing::warn!(cluster = %self.name, "TLS verification is off for this cluster (insecure_skip_tls_verify)");
+        }
+        if let Some(proxy_url) = &config.proxy_url {
+            tracing::debug!(cluster = %self.name, proxy = %proxy::redacted(proxy_url), "reaching the API server through a proxy");
         }
         kube::Client::try_from(config).map_err(|err| self.error(format!("cannot build a client: {err}")))
     }
@@ -296,8 +314,13 @@ impl ClusterConfig {
             )),
             (None, None) => None,
         };
-        let mut config = match (kubeconfig, &self.server) {
-            (Some((kubeconfig, origin)), _) => {
+        let (mut config, proxy_url) = match (kubeconfig, &self.server) {
+            (Some((mut kubeconfig, origin)), _) => {
+                // The proxy is chosen below, as kubectl does; kube is not to apply `NO_PROXY` to it.
+                let proxy_url = proxy::kubeconfig_proxy_url(&kubeconfig, self.context.as_deref());
+                for cluster in kubeconfig.clusters.iter_mut().filter_map(|named| named.cluster.as_mut()) {
+                    cluster.proxy_url = None;
+                }
                 let options = KubeConfigOptions { context: self.context.clone(), ..Default::default() };
                 let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
                     .await
@@ -309,17 +332,19 @@ impl ClusterConfig {
                 {
                     config.auth_info.token = Some(read_token(Path::new(&file)).map_err(|why| self.error(why))?);
                 }
-                config
+                (config, proxy_url)
             }
             (None, Some(server)) => {
                 let url = server.parse().map_err(|_| self.error(format!("server `{server}` is not a URL")))?;
                 let mut config = kube::Config::new(url);
                 config.root_cert = self.ca_certificates()?;
                 credentials::apply(self, &mut config.auth_info).map_err(|why| self.error(why))?;
-                config
+                (config, self.proxy_url.clone().map(|ProxyUrl(url)| url))
             }
             (None, None) => return Err(self.error("no server and no kubeconfig".into())),
         };
+        config.proxy_url = proxy::choose(&config.cluster_url, proxy_url.as_deref(), &ProxyEnv::from_env())
+            .map_err(|why| self.error(why))?;
         config.accept_invalid_certs |= self.insecure_skip_tls_verify;
         if self.tls_server_name.is_some() {
             config.tls_server_name.clone_from(&self.tls_server_name);
