@@ -160,6 +160,7 @@ impl LiveRegistry {
     }
 
     fn failed(&self, why: &str) {
+        crate::ops::metrics::registry_source_errors().inc();
         let errors = self.errors.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::error!(errors, "registry source: {why}");
     }
@@ -200,10 +201,12 @@ mod tests {
         assert_eq!(live.refresh().await, Refreshed { changed: false, complete: true });
         assert!(Arc::ptr_eq(&before, &live.current()), "an unchanged registry is the same registry");
 
+        let counted = crate::ops::metrics::registry_source_errors().get();
         std::fs::write(&file, "clusters: [oops").unwrap();
         assert_eq!(live.refresh().await, Refreshed { changed: false, complete: false });
         assert_eq!(live.current().clusters[0].name, "a", "the last good file is kept");
         assert_eq!(live.errors(), 1);
+        assert!(crate::ops::metrics::registry_source_errors().get() > counted, "the error is counted");
 
         std::fs::write(&file, format!("{GOOD}- name: b\n  kubeconfig: k\n")).unwrap();
         assert_eq!(live.refresh().await, Refreshed { changed: true, complete: true });
