@@ -1,6 +1,6 @@
 //! The scheduler's command line.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
 use kubecensus::ops::{admin::AdminArgs, args::CommonArgs};
@@ -39,6 +39,9 @@ pub enum Command {
         /// Only schedule these tables (repeatable); all by default.
         #[arg(long = "table", env = "KUBECENSUS_TABLES", value_delimiter = ',')]
         tables: Vec<String>,
+        /// A cluster missing from every registry source this long is pruned: its rows deleted.
+        #[arg(long, env = "KUBECENSUS_PRUNE_AFTER", default_value = "1h", value_parser = humantime::parse_duration)]
+        prune_after: Duration,
     },
     /// Publish jobs now and say, for each, whether it was queued or one is already pending.
     Refresh {

@@ -2,7 +2,9 @@
 //!
 //! Ticks are computed from the current time, so a scheduler that was down does not publish the
 //! ticks it missed. The job's message id is derived from (cluster, table, tick), so two
-//! scheduler replicas publishing the same tick make one job.
+//! scheduler replicas publishing the same tick make one job. Between ticks, the registry is read
+//! again every `--registry-refresh` ([`crate::live`]); each tick publishes for the clusters of
+//! the registry then.
 
 use std::{collections::HashMap, str::FromStr};
 
@@ -14,21 +16,26 @@ use kubecensus::{
     source::registry::Registry,
 };
 
-use crate::publish::publish_jobs;
+use crate::{live::Watch, publish::publish_jobs};
 
-/// Runs `schedules` (see [`schedules`]) until SIGTERM or SIGINT, when `health` turns not ready.
+/// Runs `schedules` (see [`schedules`]) until SIGTERM or SIGINT, when `health` turns not ready,
+/// reading the registry again every `registry_refresh`.
 pub async fn run(
     js: &async_nats::jetstream::Context,
     queue: &Queue,
-    registry: &Registry,
+    mut watch: Watch<'_>,
+    registry_refresh: std::time::Duration,
     schedules: &[(&'static str, Schedule)],
     health: &Health,
 ) -> anyhow::Result<()> {
     for (table, schedule) in schedules {
         tracing::info!(table, schedule = %schedule.source(), "schedule");
     }
+    watch.tables = schedules.iter().map(|(table, _)| *table).collect();
     let stop = telemetry::shutdown_signal();
     tokio::pin!(stop);
+    let mut refresh = tokio::time::interval(registry_refresh);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let now = Utc::now();
         let Some((tick, due)) = next_tick(schedules, now) else {
@@ -37,14 +44,19 @@ pub async fn run(
         let wait = (tick - now).to_std().unwrap_or_default();
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
+            _ = refresh.tick() => {
+                watch.refresh(js, queue).await;
+                continue;
+            }
             () = &mut stop => {
                 health.drain();
                 tracing::info!("scheduler stopped");
                 return Ok(());
             }
         }
+        let registry = watch.live.current();
         for table in due {
-            publish_tick(js, queue, registry, table, tick).await;
+            publish_tick(js, queue, &registry, table, tick).await;
         }
     }
 }

@@ -5,6 +5,7 @@
 mod args;
 mod cron_loop;
 mod gauges;
+mod live;
 mod publish;
 mod report;
 
@@ -21,7 +22,7 @@ use kubecensus::{
     },
     queue,
     queue::job::Trigger,
-    source::registry::Registry,
+    source::registry::{Registry, sources::LiveRegistry},
     store,
 };
 
@@ -42,7 +43,11 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let Args { common, admin, output, command } = args;
-    let command = command.unwrap_or(Command::Run { schedules: Vec::new(), tables: Vec::new() });
+    let command = command.unwrap_or(Command::Run {
+        schedules: Vec::new(),
+        tables: Vec::new(),
+        prune_after: humantime::parse_duration("1h").expect("a valid duration"),
+    });
     if let Command::ImportKubeconfig { kubeconfig } = &command {
         let registry = Registry::from_kubeconfig(kubeconfig)?;
         print!("{}", serde_yaml::to_string(&registry)?);
@@ -60,7 +65,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Command::Report = &command {
         return report::print(&pool, output).await;
     }
-    let registry = Registry::load(&common.registry)?;
+    let live = LiveRegistry::start(&common.registry, &common.home).await?;
+    let registry = live.current();
     store::prepare(&pool, &registry).await?;
     store::sync_clusters(&pool, &registry).await?;
     let nats = queue::connect(&common.nats_url, &common.nats_credentials).await?;
@@ -68,13 +74,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let queue = common.queue();
     queue.ensure_stream(&js).await?;
     match command {
-        Command::Run { schedules, tables } => {
+        Command::Run { schedules, tables, prune_after } => {
             let schedules = cron_loop::schedules(&schedules, &tables)?;
             let clusters = registry.clusters.iter().map(|cluster| cluster.name.clone()).collect();
             let sources = Gauges { pool: pool.clone(), js: js.clone(), queue: queue.clone(), clusters, schedules };
             let schedules = &gauges.get_or_init(|| sources).schedules;
             health.started(&pool, &nats);
-            cron_loop::run(&js, &queue, &registry, schedules, &health).await?
+            let watch = live::Watch { pool: &pool, live: &live, tables: Vec::new(), prune_after };
+            cron_loop::run(&js, &queue, watch, common.registry_refresh, schedules, &health).await?
         }
         Command::Refresh { clusters, tables, wait } => {
             for cluster in &clusters {

@@ -94,7 +94,7 @@ pub async fn refreshed(pool: &PgPool, published: &[Publication], wait: bool, out
 async fn load(pool: &PgPool) -> anyhow::Result<Report> {
     let runs: Vec<LatestRun> = sqlx::query_as(
         "SELECT DISTINCT ON (r.cluster_name, r.table_name)
-                r.cluster_name AS cluster, r.table_name AS \"table\", r.status, r.rows_written AS rows,
+                r.cluster_name AS cluster, coalesce(r.table_name, '(all)') AS \"table\", r.status, r.rows_written AS rows,
                 r.rows_inserted AS inserted, r.rows_deleted AS deleted,
                 extract(epoch FROM r.duration)::float8 * 1000 AS millis, r.error
          FROM runs r WHERE r.status <> $1 AND r.cluster_name IS NOT NULL

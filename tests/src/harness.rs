@@ -205,7 +205,12 @@ impl TestEnv {
 
     /// Starts `scheduler run` with extra arguments in the background.
     pub fn spawn_scheduler(&mut self, registry: &Path, extra: &[&str]) -> anyhow::Result<u32> {
-        let log = std::fs::File::create(self.dir.join("scheduler.log"))?;
+        self.spawn_scheduler_named("scheduler", registry, extra)
+    }
+
+    /// Starts `scheduler run` logging to `<dir>/<name>.log`: replicas each with their own log.
+    pub fn spawn_scheduler_named(&mut self, name: &str, registry: &Path, extra: &[&str]) -> anyhow::Result<u32> {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
         let mut command = Command::new(binary("scheduler"));
         self.configure(&mut command, registry);
         command.arg("run").args(extra).stdout(log.try_clone()?).stderr(log);

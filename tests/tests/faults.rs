@@ -7,7 +7,7 @@ use std::time::Duration;
 use kubecensus::source::registry::Registry;
 use kubecensus_tests::{
     checks::{Readers, assert_every_clusters_pods_equal, assert_same_pods, count, pod_counts, simulator_pod_counts},
-    fleet::{Breakage, BrokenList, FailResource, Faults, Fleet, FleetSpec},
+    fleet::{Breakage, BrokenList, FailResource, Faults, Fleet, FleetSpec, home::HomeCluster},
     harness::TestEnv,
 };
 use sqlx::PgPool;
@@ -407,4 +407,35 @@ async fn credentials_never_leak_and_tls_is_verified_with_each_clusters_ca() {
         }
     }
     assert!(env.log("tracer").contains("replaced"), "the trace-level worker did its jobs");
+    assert_eq!(env.signal_and_wait(tracer, "TERM", Duration::from_secs(30)).await.unwrap(), Some(0));
+
+    // Credentials from Secrets of a home cluster neither: an Argo CD Secret (a bearer token and
+    // a CA) and a Cluster API kubeconfig, and no registry file.
+    let home = HomeCluster::start(&env.dir).unwrap();
+    home.put(HomeCluster::argocd_secret("argocd", &clusters[0], &[]));
+    home.put(HomeCluster::capi_secret("capi", &clusters[1], &[]));
+    let kubeconfig = home.kubeconfig.display().to_string();
+    let home_flags = ["--home-kubeconfig", &kubeconfig, "--argocd-namespace", "argocd", "--capi-namespace", "capi"];
+    let no_file = env.dir.join("no-such-registry.yaml");
+    let tracer = env.spawn_worker_with("home-tracer", &no_file, &home_flags, &[("RUST_LOG", "trace")]).unwrap();
+    env.scheduler(&no_file, &[&["refresh", "--wait", "--table", "kubernetes_nodes"][..], &home_flags].concat())
+        .await
+        .unwrap();
+    let cmdline = String::from_utf8_lossy(&std::fs::read(format!("/proc/{tracer}/cmdline")).unwrap()).into_owned();
+    let database: String = sqlx::query_scalar(
+        "SELECT (SELECT string_agg(r::text, ' ') FROM runs r) || (SELECT string_agg(c::text, ' ') FROM clusters c)",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    let log = env.log("home-tracer");
+    assert_eq!(log.matches("replaced").count(), 2, "both Secrets' clusters were polled");
+    let home_token = std::fs::read_to_string(&home.kubeconfig).unwrap();
+    let home_token = home_token.split("token: ").nth(1).unwrap().trim();
+    for secret in clusters.iter().map(|c| c.token.as_str()).chain([home_token]) {
+        for (name, haystack) in [("worker log", &log), ("runs and clusters", &database), ("worker arguments", &cmdline)]
+        {
+            assert!(!haystack.contains(secret), "a credential from a Secret appears in the {name}");
+        }
+    }
 }

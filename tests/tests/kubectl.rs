@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kubecensus_tests::fleet::{Fleet, FleetSpec};
+use kubecensus_tests::fleet::{Fleet, FleetSpec, home::HomeCluster};
 use serde_json::Value;
 
 /// A fresh folder under the system temp dir, removed on drop.
@@ -164,4 +164,32 @@ async fn an_expired_continue_token_gets_410_gone() {
         }
         other => panic!("expected 410 Gone, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_reaches_a_client_certificate_cluster_and_lists_the_home_clusters_secrets_by_label() {
+    let out = TempDir::new();
+    let spec = FleetSpec { clusters: 2, pods: 4, client_certificate_clusters: 1, ..FleetSpec::default() };
+    let fleet = Fleet::start(spec, &out.0).await.unwrap();
+    let (ok, stdout, stderr) = kubectl(&out.0, "sim-01", &["get", "pods", "-A", "-o", "name"]).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.lines().count(), 4);
+
+    let home = HomeCluster::start(&out.0).unwrap();
+    let clusters = fleet.clusters();
+    home.put(HomeCluster::argocd_secret("argocd", &clusters[0], &[]));
+    home.put(HomeCluster::capi_secret("argocd", &clusters[1], &[]));
+    std::fs::copy(&home.kubeconfig, out.0.join("kubeconfig")).unwrap();
+    let list = |selector: &'static str| {
+        let out = out.0.clone();
+        async move { kubectl(&out, "home", &["get", "secrets", "-n", "argocd", "-l", selector, "-o", "name"]).await }
+    };
+    let (ok, stdout, stderr) = list("argocd.argoproj.io/secret-type=cluster").await;
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), "secret/cluster-sim-01");
+    let (_, stdout, _) = list("cluster.x-k8s.io/cluster-name").await;
+    assert_eq!(stdout.trim(), "secret/sim-02-kubeconfig");
+    assert!(home.delete("argocd", "cluster-sim-01"));
+    let (_, stdout, _) = list("argocd.argoproj.io/secret-type=cluster").await;
+    assert_eq!(stdout.trim(), "");
 }

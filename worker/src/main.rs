@@ -15,7 +15,7 @@ use kubecensus::{
         metrics, telemetry,
     },
     queue::{self, Queue, RetryPolicy},
-    source::registry::Registry,
+    source::registry::sources::LiveRegistry,
     store,
 };
 use lru::LruCache;
@@ -64,10 +64,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let health = Health::new();
     let metrics = admin::Metrics { registry: metrics::worker().registry(), sample: None };
     admin::serve(admin.admin_addr, health.clone(), metrics).await.context("serving the admin endpoint")?;
-    let registry = Registry::load(&common.registry)?;
+    let registry = Arc::new(LiveRegistry::start(&common.registry, &common.home).await?);
     let worker_id = worker_id.unwrap_or_else(default_worker_id);
     let pool = store::connect(&common.database_url, &common.database_credentials, concurrency as u32 + 2).await?;
-    store::prepare(&pool, &registry).await?;
+    store::prepare(&pool, &registry.current()).await?;
     let nats = queue::connect(&common.nats_url, &common.nats_credentials).await?;
     let js = async_nats::jetstream::new(nats.clone());
     let queue = common.queue();
@@ -78,12 +78,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::warn!(consumer = ?ack_wait, flag = ?ack_wait_flag, "the shared consumer's ack wait is not --ack-wait; following the consumer's");
     }
     health.started(&pool, &nats);
-    tracing::info!(%worker_id, concurrency, clusters = registry.clusters.len(), "worker started");
+    tracing::info!(%worker_id, concurrency, clusters = registry.current().clusters.len(), "worker started");
+    tokio::spawn(
+        refresh_registry_forever(registry.clone(), pool.clone(), common.registry_refresh)
+            .instrument(tracing::info_span!("registry")),
+    );
 
     let poller = Arc::new(Poller {
         pool: pool.clone(),
-        fields: registry.field_names(),
         registry,
+        registry_refresh: common.registry_refresh,
         worker_id,
         queue: queue.clone(),
         policy: JobPolicy {
@@ -212,6 +216,23 @@ fn default_worker_id() -> String {
     let host =
         std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "worker".into());
     format!("{host}-{}", std::process::id())
+}
+
+/// Reads the registry's sources again every `every`; adds the columns of new fields. A job for a
+/// cluster the worker has not learned yet reads them again sooner (`poll.rs`).
+async fn refresh_registry_forever(live: Arc<LiveRegistry>, pool: sqlx::PgPool, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let before = live.current();
+        if !live.refresh().await.changed {
+            continue;
+        }
+        if let Err(err) = store::ensure_new_fields(&pool, &before, &live.current()).await {
+            tracing::error!(%err, "cannot add the columns of new registry fields");
+        }
+    }
 }
 
 /// Marks `abandoned` the runs of dead workers, now and every ack wait. A run whose worker has

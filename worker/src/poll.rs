@@ -2,7 +2,10 @@
 //! page, flatten each page into COPY rows for every table of the resource, replace what changed.
 //! Then ack, retry later (nak with a delay), or give up (term), with the outcome in `runs`.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use async_nats::jetstream::{AckKind, Message};
 use kubecensus::{
@@ -15,7 +18,7 @@ use kubecensus::{
     queue::job::Job,
     queue::{Queue, RetryPolicy},
     source::kubeapi::{self, Page},
-    source::registry::{ClusterConfig, Registry},
+    source::registry::{ClusterConfig, Registry, sources::LiveRegistry},
     store::runs::{self, Outcome, Status},
     store::{self, Refresh, ReplaceOutcome},
 };
@@ -31,19 +34,23 @@ use uuid::Uuid;
 const CLIENT_MAX_AGE: Duration = Duration::from_secs(300);
 /// How many times a listing starts over after its continue token expired.
 const MAX_LIST_RESTARTS: u32 = 3;
+/// A job for a cluster this worker has not learned yet makes it read its registry's sources
+/// again, at most this often, and is handed back to the queue for this long.
+const UNKNOWN_CLUSTER_RETRY: Duration = Duration::from_secs(5);
 
 /// What every job of this worker needs.
 pub struct Poller {
     pub pool: PgPool,
-    pub registry: Registry,
-    /// The registry's extra field names: columns after `cluster_name`.
-    pub fields: Vec<String>,
+    /// The registry, read again every `registry_refresh`.
+    pub registry: Arc<LiveRegistry>,
+    pub registry_refresh: Duration,
     pub worker_id: String,
     /// Where jobs come from: they arrive on `<subject_prefix>.jobs.<cluster>.<table>`.
     pub queue: Queue,
     pub policy: JobPolicy,
-    /// Clients of the clusters polled last, dropped when one fails so credentials are re-read.
-    pub clients: Mutex<LruCache<String, (kube::Client, Instant)>>,
+    /// Clients of the clusters polled last, with the registry entry each was built from;
+    /// dropped when one fails so credentials are re-read.
+    pub clients: Mutex<LruCache<String, (kube::Client, Instant, ClusterConfig)>>,
 }
 
 /// How every job of this worker runs.
@@ -89,10 +96,10 @@ impl Poller {
             let why = format!("a job for {expected_subject} was published on another subject");
             return self.reject(&message, Some(&job), why, timer).await;
         }
-        let Some(cluster) = self.registry.get(&job.cluster) else {
-            let why = format!("cluster `{}` is not in this worker's registry", job.cluster);
-            return self.reject(&message, Some(&job), why, timer).await;
+        let Some((registry, cluster)) = self.cluster_of(&job).await else {
+            return self.unknown_cluster(&message, &job, timer).await;
         };
+        let cluster = &cluster;
         let span = info_span!("job", job = %job.id, cluster = %job.cluster, table = %job.table, delivered);
         async move {
             let (run_id, attempt) = match runs::start(&self.pool, &job, delivered, &self.worker_id).await {
@@ -104,7 +111,7 @@ impl Poller {
             };
             let heartbeat = self.heartbeat(&message, run_id);
             let result = tokio::select! {
-                result = self.poll(&job, cluster, run_id) => result,
+                result = self.poll(&job, &registry, cluster, run_id) => result,
                 () = heartbeat => unreachable!("the heartbeat never ends"),
                 () = abandon.cancelled() => Err(Error::ShuttingDown),
                 () = tokio::time::sleep(self.policy.timeout) => Err(Error::TimedOut(self.policy.timeout)),
@@ -139,8 +146,10 @@ impl Poller {
                 (Outcome::failed(Status::Superseded, why), AckKind::Ack)
             }
             Err(err) => {
-                if err.came_from_cluster() {
-                    self.clients.lock().await.pop(&job.cluster);
+                if err.came_from_cluster()
+                    && let Some((_, _, entry)) = self.clients.lock().await.pop(&job.cluster)
+                {
+                    entry.forget_kept_credentials();
                 }
                 self.disposition_of(&err, attempt)
             }
@@ -198,6 +207,36 @@ impl Poller {
         }
     }
 
+    /// The registry and the job's cluster in it; reads the sources again (at most every
+    /// [`UNKNOWN_CLUSTER_RETRY`]) when the cluster is not in it yet.
+    async fn cluster_of(&self, job: &Job) -> Option<(Arc<Registry>, ClusterConfig)> {
+        let find = |registry: Arc<Registry>| registry.get(&job.cluster).cloned().map(|cluster| (registry, cluster));
+        if let Some(found) = find(self.registry.current()) {
+            return Some(found);
+        }
+        self.registry.refresh_unless_within(UNKNOWN_CLUSTER_RETRY).await;
+        find(self.registry.current())
+    }
+
+    /// A job for a cluster this worker does not know: a cluster just added to a source reaches
+    /// every worker within one `--registry-refresh`, so a job scheduled less than two of them
+    /// ago is handed back (it costs no attempt) and comes again shortly; an older one names a
+    /// cluster that is not coming and is rejected.
+    async fn unknown_cluster(&self, message: &Message, job: &Job, mut timer: JobTimer) {
+        let age = (chrono::Utc::now() - job.scheduled_at).to_std().unwrap_or_default();
+        let why = format!("cluster `{}` is not in this worker's registry", job.cluster);
+        if age > 2 * self.registry_refresh {
+            return self.reject(message, Some(job), why, timer).await;
+        }
+        timer.set_outcome(Status::HandedBack);
+        tracing::info!(%why, cluster = %job.cluster, "handing the job back until the registry has its cluster");
+        let recorded = runs::record_handed_back(&self.pool, job, &message.subject, &self.worker_id, &why).await;
+        if let Err(err) = recorded {
+            tracing::error!(%err, "cannot record the handed-back job");
+        }
+        ack(message, AckKind::Nak(Some(UNKNOWN_CLUSTER_RETRY))).await;
+    }
+
     /// A message that can never succeed: logged, recorded, terminated at once.
     async fn reject(&self, message: &Message, job: Option<&Job>, why: String, mut timer: JobTimer) {
         timer.set_outcome(Status::Rejected);
@@ -209,13 +248,20 @@ impl Poller {
     }
 
     #[instrument(skip_all)]
-    async fn poll(&self, job: &Job, cluster: &ClusterConfig, run_id: Uuid) -> Result<ReplaceOutcome> {
+    async fn poll(
+        &self,
+        job: &Job,
+        registry: &Registry,
+        cluster: &ClusterConfig,
+        run_id: Uuid,
+    ) -> Result<ReplaceOutcome> {
         let resource =
             catalog().resource_of(&job.table).ok_or_else(|| Error::Job(format!("unknown table {}", job.table)))?;
         let client = self.client(cluster).await?;
         let cluster_uid = kubeapi::cluster_uid(&client).await?;
         store::record_contact(&self.pool, &cluster.name, &cluster_uid).await?;
-        let namespaces = self.namespace_fields(&client, resource, cluster).await?;
+        let namespaces = self.namespace_fields(&client, resource, registry, cluster).await?;
+        let fields = registry.field_names();
         let namespace_field_names = namespaces.names().to_vec();
         let listing = Listing {
             client,
@@ -223,12 +269,12 @@ impl Poller {
             layouts: resource
                 .tables
                 .iter()
-                .map(|table| Layout { table, fields: &self.fields, namespace_fields: &namespace_field_names })
+                .map(|table| Layout { table, fields: &fields, namespace_fields: &namespace_field_names })
                 .collect(),
             context: ClusterContext {
                 name: cluster.name.clone(),
                 uid: cluster_uid,
-                field_values: self.fields.iter().map(|field| cluster.fields.get(field).cloned()).collect(),
+                field_values: fields.iter().map(|field| cluster.fields.get(field).cloned()).collect(),
             },
             namespaces,
         };
@@ -328,9 +374,10 @@ impl Poller {
         &self,
         client: &kube::Client,
         resource: &Resource,
+        registry: &Registry,
         cluster: &ClusterConfig,
     ) -> Result<NamespaceFields> {
-        let mut fields = self.registry.namespace_fields_of(cluster);
+        let mut fields = registry.namespace_fields_of(cluster);
         let has_namespaces = resource.tables.iter().any(|table| table.namespace_column.is_some());
         if has_namespaces && fields.needs_labels() {
             fields.set_labels(kubeapi::namespace_labels(client, self.policy.page_size).await?);
@@ -338,14 +385,17 @@ impl Poller {
         Ok(fields)
     }
 
+    /// The cluster's cached client, unless it is old or its registry entry changed since (a
+    /// rotated credential in a Secret); else a new one.
     async fn client(&self, cluster: &ClusterConfig) -> Result<kube::Client> {
-        if let Some((client, built)) = self.clients.lock().await.get(&cluster.name)
+        if let Some((client, built, entry)) = self.clients.lock().await.get(&cluster.name)
             && built.elapsed() < CLIENT_MAX_AGE
+            && entry == cluster
         {
             return Ok(client.clone());
         }
         let client = cluster.client().await?;
-        self.clients.lock().await.put(cluster.name.clone(), (client.clone(), Instant::now()));
+        self.clients.lock().await.put(cluster.name.clone(), (client.clone(), Instant::now(), cluster.clone()));
         Ok(client)
     }
 }

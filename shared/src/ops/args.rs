@@ -1,6 +1,6 @@
 //! Command-line arguments both binaries take: where PostgreSQL, NATS and the registry are.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use crate::{
     ops::{
@@ -8,6 +8,7 @@ use crate::{
         telemetry::LogFormat,
     },
     queue::Queue,
+    source::registry::home::HomeArgs,
 };
 
 /// Connections and the registry, each with an environment fallback.
@@ -36,9 +37,15 @@ pub struct CommonArgs {
     /// Prefix of the job subjects: `<prefix>.jobs.<cluster>.<table>`.
     #[arg(long, global = true, env = "KUBECENSUS_SUBJECT_PREFIX", default_value = "kubecensus")]
     pub subject_prefix: String,
-    /// The cluster registry file (YAML).
+    /// The cluster registry file (YAML). Optional when clusters come from a home cluster's Secrets.
     #[arg(long, global = true, env = "KUBECENSUS_REGISTRY", default_value = "clusters.yaml")]
     pub registry: PathBuf,
+    /// Clusters from Secrets of a home cluster (Argo CD, Cluster API).
+    #[command(flatten)]
+    pub home: HomeArgs,
+    /// How often the registry's sources (the file, the home cluster's Secrets) are read again.
+    #[arg(long, global = true, env = "KUBECENSUS_REGISTRY_REFRESH", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub registry_refresh: Duration,
     /// Log format.
     #[arg(long, global = true, env = "KUBECENSUS_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,

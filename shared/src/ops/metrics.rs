@@ -82,6 +82,13 @@ pub struct WorkerMetrics {
     pub api_list_requests: Family<CodeLabel, Counter>,
 }
 
+/// Failed readings of a registry source and malformed Secrets, in the scheduler and the worker
+/// alike ([`crate::source::registry::sources`]).
+pub fn registry_source_errors() -> &'static Counter {
+    static ERRORS: LazyLock<Counter> = LazyLock::new(Counter::default);
+    &ERRORS
+}
+
 /// The worker's metrics, created on first use.
 pub fn worker() -> &'static WorkerMetrics {
     static METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| WorkerMetrics {
@@ -143,6 +150,11 @@ impl WorkerMetrics {
             "api_list_requests",
             "List requests sent to cluster APIs, by HTTP status code (error: no response)",
             self.api_list_requests.clone(),
+        );
+        registry.register(
+            "registry_source_errors",
+            "Failed readings of a registry source (the file, the home cluster) and malformed Secrets",
+            registry_source_errors().clone(),
         );
         registry
     }
@@ -253,6 +265,11 @@ impl SchedulerMetrics {
             "snapshots_stale",
             "Registry clusters whose snapshot of the table is older than twice the table's schedule",
             self.snapshots_stale.clone(),
+        );
+        registry.register(
+            "registry_source_errors",
+            "Failed readings of a registry source (the file, the home cluster) and malformed Secrets",
+            registry_source_errors().clone(),
         );
         registry
     }

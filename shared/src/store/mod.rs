@@ -6,6 +6,7 @@
 //! [`freshness`] says how old the snapshots are.
 
 pub mod freshness;
+pub mod prune;
 pub mod replace;
 pub mod runs;
 pub mod schema;
@@ -64,6 +65,16 @@ pub async fn prepare(pool: &PgPool, registry: &Registry) -> Result<()> {
     ensure_tables(pool, &registry.field_names(), &registry.namespace_field_names()).await
 }
 
+/// Adds the columns of the fields `now` declares and `before` did not (a registry read again
+/// while the services run); nothing when they declare the same fields.
+pub async fn ensure_new_fields(pool: &PgPool, before: &Registry, now: &Registry) -> Result<()> {
+    let (fields, namespace_fields) = (now.field_names(), now.namespace_field_names());
+    if fields == before.field_names() && namespace_fields == before.namespace_field_names() {
+        return Ok(());
+    }
+    ensure_tables(pool, &fields, &namespace_fields).await
+}
+
 /// Runs `statement` (a `COPY ... FROM STDIN`) with `rows` in COPY text format; returns the
 /// number of rows copied.
 async fn copy_in(conn: &mut PgConnection, statement: &str, rows: &[u8]) -> Result<u64> {
@@ -80,14 +91,21 @@ async fn execute(conn: &mut PgConnection, sql: String) -> Result<()> {
     Ok(())
 }
 
-/// Records the registry in `clusters`: names, servers and fields, never credentials.
+/// Records the registry in `clusters`: names, servers and fields, never credentials. A cluster
+/// present is not absent; one that was pruned ([`prune`]) and is back starts afresh: registered
+/// now, its uid and last contact unknown.
 pub async fn sync_clusters(pool: &PgPool, registry: &Registry) -> Result<()> {
     for cluster in &registry.clusters {
         let fields = serde_json::to_value(&cluster.fields).unwrap_or_default();
         sqlx::query(
             "INSERT INTO clusters (name, server, fields) VALUES ($1, $2, $3)
-             ON CONFLICT (name) DO UPDATE SET server = EXCLUDED.server, fields = EXCLUDED.fields, updated_at = now()
-             WHERE (clusters.server, clusters.fields) IS DISTINCT FROM (EXCLUDED.server, EXCLUDED.fields)",
+             ON CONFLICT (name) DO UPDATE SET server = EXCLUDED.server, fields = EXCLUDED.fields, updated_at = now(),
+               absent_since = NULL, removed_at = NULL,
+               registered_at = CASE WHEN clusters.removed_at IS NULL THEN clusters.registered_at ELSE now() END,
+               cluster_uid = CASE WHEN clusters.removed_at IS NULL THEN clusters.cluster_uid END,
+               last_contact = CASE WHEN clusters.removed_at IS NULL THEN clusters.last_contact END
+             WHERE (clusters.server, clusters.fields) IS DISTINCT FROM (EXCLUDED.server, EXCLUDED.fields)
+                OR clusters.absent_since IS NOT NULL OR clusters.removed_at IS NOT NULL",
         )
         .bind(&cluster.name)
         .bind(&cluster.server)

@@ -25,6 +25,9 @@ pub enum Status {
     HandedBack,
     /// The worker stopped heartbeating (it was killed); the queue redelivers the job.
     Abandoned,
+    /// Not a job: the cluster was missing from every registry source for `--prune-after`, and
+    /// its rows were deleted ([`crate::store::prune`]).
+    Pruned,
 }
 
 impl Status {
@@ -40,6 +43,7 @@ impl Status {
             Self::Rejected => "rejected",
             Self::HandedBack => "handed_back",
             Self::Abandoned => "abandoned",
+            Self::Pruned => "pruned",
         }
     }
 }
@@ -150,6 +154,23 @@ pub async fn record_rejected(
     worker_id: &str,
     error: &str,
 ) -> Result<()> {
+    record_unstarted(pool, job, subject, worker_id, Status::Rejected, error).await
+}
+
+/// Records a job handed back before any attempt could start (its cluster is not in this
+/// worker's registry yet): a finished `handed_back` run, which costs the job no attempt.
+pub async fn record_handed_back(pool: &PgPool, job: &Job, subject: &str, worker_id: &str, why: &str) -> Result<()> {
+    record_unstarted(pool, Some(job), subject, worker_id, Status::HandedBack, why).await
+}
+
+async fn record_unstarted(
+    pool: &PgPool,
+    job: Option<&Job>,
+    subject: &str,
+    worker_id: &str,
+    status: Status,
+    error: &str,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO runs (run_id, job_id, cluster_name, table_name, trigger, attempt, worker_id, scheduled_at,
                            finished_at, status, error)
@@ -163,7 +184,7 @@ pub async fn record_rejected(
     .bind(worker_id)
     .bind(job.map(|job| job.scheduled_at))
     .bind(format!("{error} (subject {subject})"))
-    .bind(Status::Rejected.as_str())
+    .bind(status.as_str())
     .execute(pool)
     .await?;
     Ok(())

@@ -2,7 +2,9 @@
 //!
 //! It writes `clusters.yaml`, `kubeconfig` and per-cluster CA and token files into `--out`, then
 //! an empty `ready` file once every server listens. Optionally it churns pods on a timer, and
-//! serves a loopback admin API (`GET /counts`, `POST /churn?cluster=&delete=&add=`).
+//! serves a loopback admin API (`GET /counts`, `POST /churn?cluster=&delete=&add=`, and with
+//! `--home` `POST /clusters` to start one more cluster with its Secret, `POST /secrets` and
+//! `DELETE /secrets/{namespace}/{name}` to change the home cluster's Secrets).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,12 +14,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use clap::Parser;
-use kubecensus_tests::fleet::{Fleet, FleetSpec};
+use kubecensus_tests::fleet::{Fleet, FleetSpec, home::HomeCluster};
 use serde::Deserialize;
 
 /// Simulated Kubernetes clusters on loopback, for kubecensus demos, tests and benchmarks.
@@ -60,13 +62,32 @@ struct Args {
     /// Serve the admin API (plain HTTP) on this address, e.g. 127.0.0.1:8099.
     #[arg(long, env = "FLEET_ADMIN")]
     admin: Option<SocketAddr>,
+    /// The first this many clusters take a client certificate instead of a bearer token.
+    #[arg(long, env = "FLEET_CLIENT_CERTIFICATE_CLUSTERS", default_value_t = 0)]
+    client_certificate_clusters: usize,
+    /// Also serve a home cluster (`home.kubeconfig`) holding every cluster's Secret: odd
+    /// clusters as Argo CD cluster Secrets in namespace `argocd`, even ones as Cluster API
+    /// kubeconfig Secrets in namespace `capi`.
+    #[arg(long, env = "FLEET_HOME")]
+    home: bool,
+}
+
+/// What the admin API changes.
+struct Admin {
+    fleet: Arc<Fleet>,
+    home: Option<HomeCluster>,
+    /// The fleet's settings and folder, for clusters added at runtime (`POST /clusters`).
+    spec: FleetSpec,
+    out: PathBuf,
+    /// Clusters added at runtime, each its own one-cluster fleet.
+    added: tokio::sync::Mutex<Vec<Fleet>>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     kubecensus::ops::telemetry::init(kubecensus::ops::telemetry::LogFormat::Plain, "info");
     let args = Args::parse();
-    let spec = FleetSpec {
+    let spec_template = FleetSpec {
         clusters: args.clusters,
         namespaces: args.namespaces,
         nodes: args.nodes,
@@ -75,7 +96,9 @@ async fn main() -> anyhow::Result<()> {
         objects: args.objects,
         name_prefix: args.name_prefix,
         continue_ttl: Duration::from_secs(args.continue_ttl),
+        client_certificate_clusters: args.client_certificate_clusters,
     };
+    let spec = spec_template.clone();
     let ready_file = args.out.join("ready");
     // A stale `ready` from an earlier run would tell scripts to go ahead too early.
     let _ = std::fs::remove_file(&ready_file);
@@ -85,6 +108,25 @@ async fn main() -> anyhow::Result<()> {
         let objects: Vec<String> = counts[&cluster.name].iter().map(|(plural, n)| format!("{plural}={n}")).collect();
         tracing::info!(cluster = cluster.name, url = cluster.url, "{}", objects.join(" "));
     }
+
+    let home = if args.home { Some(HomeCluster::start(&args.out)?) } else { None };
+    if let Some(home) = &home {
+        for (index, cluster) in fleet.clusters().iter().enumerate() {
+            let fields = [("region", cluster.region.as_str())];
+            home.put(match index % 2 {
+                0 => HomeCluster::argocd_secret("argocd", cluster, &fields),
+                _ => HomeCluster::capi_secret("capi", cluster, &fields),
+            });
+        }
+        tracing::info!(kubeconfig = %home.kubeconfig.display(), "home cluster ready");
+    }
+    let admin = Arc::new(Admin {
+        fleet: Arc::clone(&fleet),
+        home,
+        spec: spec_template,
+        out: args.out.clone(),
+        added: Default::default(),
+    });
 
     if let Some(every) = args.churn_every {
         let fleet = Arc::clone(&fleet);
@@ -107,7 +149,10 @@ async fn main() -> anyhow::Result<()> {
         let admin = Router::new()
             .route("/counts", get(counts_handler))
             .route("/churn", post(churn_handler))
-            .with_state(Arc::clone(&fleet));
+            .route("/clusters", post(add_cluster))
+            .route("/secrets", post(put_secret))
+            .route("/secrets/{namespace}/{name}", delete(delete_secret))
+            .with_state(Arc::clone(&admin));
         tokio::spawn(async move {
             if let Err(err) = axum::serve(listener, admin).await {
                 tracing::error!(%err, "admin API stopped");
@@ -132,8 +177,55 @@ async fn shutdown_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn counts_handler(State(fleet): State<Arc<Fleet>>) -> axum::Json<BTreeMap<String, BTreeMap<String, usize>>> {
-    axum::Json(fleet.counts())
+async fn counts_handler(State(admin): State<Arc<Admin>>) -> axum::Json<BTreeMap<String, BTreeMap<String, usize>>> {
+    axum::Json(admin.fleet.counts())
+}
+
+/// `POST /clusters`: starts one more cluster (`<prefix>-added-<n>-01`, its files in
+/// `<out>/added-<n>/`) and puts its Argo CD cluster Secret in the home cluster; answers with its
+/// name and URL.
+async fn add_cluster(State(admin): State<Arc<Admin>>) -> Response {
+    let Some(home) = &admin.home else {
+        return (StatusCode::NOT_FOUND, "no home cluster (start with --home)\n").into_response();
+    };
+    let mut added = admin.added.lock().await;
+    let number = added.len() + 1;
+    let spec = FleetSpec {
+        clusters: 1,
+        client_certificate_clusters: 0,
+        name_prefix: format!("{}-added-{number}", admin.spec.name_prefix),
+        ..admin.spec.clone()
+    };
+    match Fleet::start(spec, &admin.out.join(format!("added-{number}"))).await {
+        Ok(fleet) => {
+            let cluster = fleet.clusters().remove(0);
+            home.put(HomeCluster::argocd_secret("argocd", &cluster, &[("region", cluster.region.as_str())]));
+            added.push(fleet);
+            tracing::info!(cluster = cluster.name, url = cluster.url, "added a cluster and its Secret");
+            axum::Json(serde_json::json!({"name": cluster.name, "url": cluster.url})).into_response()
+        }
+        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot start a cluster: {err:#}\n")).into_response(),
+    }
+}
+
+/// `POST /secrets` with a Secret as JSON: adds or replaces it in the home cluster.
+async fn put_secret(State(admin): State<Arc<Admin>>, axum::Json(secret): axum::Json<serde_json::Value>) -> Response {
+    match &admin.home {
+        Some(home) => {
+            home.put(secret);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "no home cluster (start with --home)\n").into_response(),
+    }
+}
+
+/// `DELETE /secrets/{namespace}/{name}`: removes a Secret from the home cluster.
+async fn delete_secret(State(admin): State<Arc<Admin>>, Path((namespace, name)): Path<(String, String)>) -> Response {
+    match &admin.home {
+        Some(home) if home.delete(&namespace, &name) => StatusCode::NO_CONTENT.into_response(),
+        Some(_) => (StatusCode::NOT_FOUND, format!("no Secret {namespace}/{name}\n")).into_response(),
+        None => (StatusCode::NOT_FOUND, "no home cluster (start with --home)\n").into_response(),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,7 +238,8 @@ struct ChurnQuery {
     add: usize,
 }
 
-async fn churn_handler(State(fleet): State<Arc<Fleet>>, Query(query): Query<ChurnQuery>) -> Response {
+async fn churn_handler(State(admin): State<Arc<Admin>>, Query(query): Query<ChurnQuery>) -> Response {
+    let fleet = &admin.fleet;
     let names: Vec<String> = fleet.clusters().into_iter().map(|c| c.name).collect();
     let targets: Vec<&String> = match &query.cluster {
         Some(cluster) if !names.contains(cluster) => {

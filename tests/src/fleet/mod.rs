@@ -8,6 +8,7 @@
 //! ([`Fleet::objects`]), change it ([`Fleet::churn`]) or make it misbehave ([`Fleet::set_faults`]).
 
 mod content;
+pub mod home;
 mod objects;
 mod server;
 mod store;
@@ -72,6 +73,8 @@ pub struct FleetSpec {
     pub name_prefix: String,
     /// How long a list's continue tokens stay valid, from its first page.
     pub continue_ttl: Duration,
+    /// The first this many clusters take a client certificate instead of a bearer token.
+    pub client_certificate_clusters: usize,
 }
 
 impl Default for FleetSpec {
@@ -85,6 +88,7 @@ impl Default for FleetSpec {
             objects: None,
             name_prefix: "sim".to_owned(),
             continue_ttl: Duration::from_secs(5 * 60),
+            client_certificate_clusters: 0,
         }
     }
 }
@@ -101,6 +105,8 @@ pub struct SimCluster {
     pub region: String,
     /// The uid of its `kube-system` namespace.
     pub uid: String,
+    /// For a cluster that takes client certificates: one it accepts and its key, both PEM.
+    pub client_certificate: Option<(String, String)>,
 }
 
 struct RunningCluster {
@@ -224,11 +230,32 @@ impl Fleet {
         let mut registry = Vec::new();
         for cluster in self.clusters() {
             let ca_file = out_dir.join(format!("{}.ca.crt", cluster.name));
-            let token_file = out_dir.join(format!("{}.token", cluster.name));
             std::fs::write(&ca_file, &cluster.ca_pem).with_context(|| format!("writing {}", ca_file.display()))?;
-            write_private(&token_file, &cluster.token)?;
             let fields = BTreeMap::from([("region", cluster.region.clone()), ("provider", "simulated".to_owned())]);
-            registry.push(RegistryEntry { name: cluster.name, server: cluster.url, ca_file, token_file, fields });
+            let mut entry = RegistryEntry {
+                name: cluster.name.clone(),
+                server: cluster.url,
+                ca_file,
+                fields,
+                ..Default::default()
+            };
+            match &cluster.client_certificate {
+                Some((certificate, key)) => {
+                    let (certificate_file, key_file) = (
+                        out_dir.join(format!("{}.client.crt", cluster.name)),
+                        out_dir.join(format!("{}.client.key", cluster.name)),
+                    );
+                    std::fs::write(&certificate_file, certificate)?;
+                    write_private(&key_file, key)?;
+                    (entry.client_certificate_file, entry.client_key_file) = (Some(certificate_file), Some(key_file));
+                }
+                None => {
+                    let token_file = out_dir.join(format!("{}.token", cluster.name));
+                    write_private(&token_file, &cluster.token)?;
+                    entry.token_file = Some(token_file);
+                }
+            }
+            registry.push(entry);
         }
         let registry_yaml = serde_yaml::to_string(&BTreeMap::from([("clusters", registry)]))?;
         std::fs::write(out_dir.join("clusters.yaml"), registry_yaml)?;
@@ -245,7 +272,7 @@ impl Fleet {
                 "name": c.name,
                 "cluster": {"server": c.url, "certificate-authority-data": STANDARD.encode(&c.ca_pem)},
             })).collect::<Vec<_>>(),
-            "users": clusters.iter().map(|c| json!({"name": c.name, "user": {"token": c.token}})).collect::<Vec<_>>(),
+            "users": clusters.iter().map(|c| json!({"name": c.name, "user": kubeconfig_user(c)})).collect::<Vec<_>>(),
             "contexts": clusters.iter().map(|c| json!({
                 "name": c.name,
                 "context": {"cluster": c.name, "user": c.name},
@@ -255,13 +282,28 @@ impl Fleet {
     }
 }
 
+/// A kubeconfig user reaching the cluster: its client certificate, else its token.
+pub fn kubeconfig_user(cluster: &SimCluster) -> Value {
+    match &cluster.client_certificate {
+        Some((certificate, key)) => {
+            json!({"client-certificate-data": STANDARD.encode(certificate), "client-key-data": STANDARD.encode(key)})
+        }
+        None => json!({"token": cluster.token}),
+    }
+}
+
 /// One cluster in `clusters.yaml`, the registry kubecensus reads.
-#[derive(Serialize)]
+#[derive(Default, Serialize)]
 struct RegistryEntry {
     name: String,
     server: String,
     ca_file: PathBuf,
-    token_file: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_certificate_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_key_file: Option<PathBuf>,
     fields: BTreeMap<&'static str, String>,
 }
 
@@ -295,6 +337,7 @@ struct PreparedCluster {
     store: ClusterStore,
     skipped: BTreeMap<String, usize>,
     duplicates: usize,
+    client_auth: bool,
 }
 
 /// Generates (or copies from the files) the content of the cluster at `index`.
@@ -320,6 +363,7 @@ fn prepare_cluster(spec: &FleetSpec, source: &Source, resources: &[ApiRef], inde
         store: ClusterStore::new(classified.objects, pod_factory, rng),
         skipped: classified.skipped,
         duplicates: classified.duplicates,
+        client_auth: index < spec.client_certificate_clusters,
     }
 }
 
@@ -345,20 +389,16 @@ fn start_cluster(
     resources: &[ApiRef],
     continue_ttl: Duration,
 ) -> anyhow::Result<RunningCluster> {
-    let PreparedCluster { name, region, uid, store, .. } = cluster;
-    let tls = tls::cluster_tls(&name)?;
+    let PreparedCluster { name, region, uid, store, client_auth, .. } = cluster;
+    let tls = tls::cluster_tls(&name, client_auth)?;
     let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
     let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
-    let server = Arc::new(ClusterServer::new(
-        name.clone(),
-        token.clone(),
-        resources.to_vec(),
-        address.to_string(),
-        continue_ttl,
-        store,
-    ));
+    let mut server =
+        ClusterServer::new(name.clone(), token.clone(), resources.to_vec(), address.to_string(), continue_ttl, store);
+    server.client_certificates = client_auth;
+    let server = Arc::new(server);
     let handle = Handle::new();
     let http =
         axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls.server_config))?.handle(handle.clone());
@@ -375,6 +415,7 @@ fn start_cluster(
         ca_pem: tls.ca_pem,
         region: region.to_owned(),
         uid,
+        client_certificate: tls.client_certificate,
     };
     Ok(RunningCluster { info, server, handle })
 }

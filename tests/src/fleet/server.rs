@@ -95,6 +95,8 @@ pub struct ClusterServer {
     pub store: Mutex<ClusterStore>,
     pub faults: Mutex<Faults>,
     counters: RequestCounters,
+    /// Clients authenticate with a client certificate, which TLS has checked: no token needed.
+    pub client_certificates: bool,
 }
 
 impl ClusterServer {
@@ -115,6 +117,7 @@ impl ClusterServer {
             store: Mutex::new(store),
             faults: Mutex::default(),
             counters: RequestCounters::default(),
+            client_certificates: false,
         }
     }
 
@@ -171,7 +174,7 @@ async fn authenticate(State(server): State<Arc<ClusterServer>>, request: Request
     let token = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let authorized = match token {
         Some(value) => value.strip_prefix("Bearer ") == Some(server.token.as_str()),
-        None => PUBLIC_PATHS.contains(&request.uri().path()),
+        None => server.client_certificates || PUBLIC_PATHS.contains(&request.uri().path()),
     };
     if !authorized || server.faults().reject_token && token.is_some() {
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");

@@ -1,8 +1,11 @@
 //! The cluster registry: which clusters exist, how to reach them, and their extra fields.
 //!
 //! Users declare clusters in a YAML file (see the README): a name, the API server URL, a CA, a
-//! credential (token file, token from an environment variable, or a kubeconfig context), and
-//! free-form fields such as `region: us-east` that become columns of every table. Credentials
+//! credential (token file, token from an environment variable, client certificate, exec plugin,
+//! or a kubeconfig context; [`credentials`]), and free-form fields such as `region: us-east` that
+//! become columns of every table. Clusters also come from Secrets of a home cluster ([`home`]:
+//! Argo CD's in [`argocd`], Cluster API's in [`capi`]); [`sources`] combines them and re-reads
+//! them while the services run. Credentials
 //! stay here: job messages carry only the cluster name, and the `clusters` table only what is
 //! safe to show (see [`crate::store::sync_clusters`]).
 //!
@@ -17,7 +20,7 @@ use std::{
 };
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -25,12 +28,20 @@ use crate::{
     source::proxy::{self, ProxyEnv, ProxyUrl},
 };
 
+pub mod argocd;
+pub mod capi;
 mod context_names;
+pub mod credentials;
+mod exec;
+pub mod home;
+pub mod sources;
+
+pub use credentials::{ExecPlugin, SecretCredentials};
 
 use crate::model::namespace_fields::{NamespaceFields, NamespaceRule, check_field_name, check_namespace_fields};
 
 /// The registry file: a list of clusters.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Registry {
     /// Fleet-wide namespace fields: for each field, rules tried in order after the cluster's own.
@@ -40,7 +51,8 @@ pub struct Registry {
 }
 
 /// One cluster and how to reach it. Either `kubeconfig` (+ optional `context`), or `server`
-/// with a CA (`ca_file` or `ca_data`) and a token (`token_file` or `token_env`).
+/// with a CA (`ca_file` or `ca_data`) and credentials (a token from `token_file` or `token_env`,
+/// a client certificate, an `exec` plugin; see [`credentials`]).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
@@ -65,6 +77,19 @@ pub struct ClusterConfig {
     /// The context in `kubeconfig`; its current context when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
+    /// PEM file of a client certificate (mutual TLS), with `client_key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_file: Option<PathBuf>,
+    /// PEM file of the client certificate's private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<PathBuf>,
+    /// An exec credential plugin printing an ExecCredential (`aws eks get-token`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecPlugin>,
+    /// The name the server's certificate is checked against (and sent as SNI) instead of the
+    /// URL's host, as kubeconfig's `tls-server-name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
     /// An HTTP(S) proxy to reach `server` through (`http://[user:password@]host:port`), as a
     /// kubeconfig cluster's `proxy-url`: used whatever `HTTPS_PROXY` and `NO_PROXY` say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,6 +103,9 @@ pub struct ClusterConfig {
     /// This cluster's namespace field rules, tried before the fleet-wide ones.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub namespace_fields: BTreeMap<String, Vec<NamespaceRule>>,
+    /// Credentials from a Secret of the home cluster; never from the file, never serialized.
+    #[serde(skip)]
+    pub secret: SecretCredentials,
 }
 
 /// How long to wait for a cluster's API server to accept a connection.
@@ -95,10 +123,23 @@ impl Registry {
         // Relative file paths are relative to the registry file.
         let base = path.parent().unwrap_or(Path::new("."));
         for cluster in &mut registry.clusters {
-            for file in [&mut cluster.ca_file, &mut cluster.token_file, &mut cluster.kubeconfig].into_iter().flatten() {
+            let files = [
+                &mut cluster.ca_file,
+                &mut cluster.token_file,
+                &mut cluster.kubeconfig,
+                &mut cluster.client_certificate_file,
+                &mut cluster.client_key_file,
+            ];
+            for file in files.into_iter().flatten() {
                 if file.is_relative() {
                     *file = base.join(&*file);
                 }
+            }
+            if let Some(exec) = &mut cluster.exec
+                && exec.command.contains('/')
+                && Path::new(&exec.command).is_relative()
+            {
+                exec.command = base.join(&exec.command).to_string_lossy().into_owned();
             }
         }
         registry.check()?;
@@ -209,21 +250,22 @@ pub fn is_cluster_name(name: &str) -> bool {
 }
 
 impl ClusterConfig {
-    fn check(&self) -> Result<()> {
+    /// Checks the name, the way to reach the cluster, its credentials and its fields; the error
+    /// names the cluster.
+    pub fn check(&self) -> Result<()> {
         let bad = |why: String| Err(Error::Registry(format!("cluster {}: {why}", self.name)));
         if !is_cluster_name(&self.name) {
             return bad("the name must be 1-50 lower-case letters, digits and inner '-'".into());
         }
-        match (&self.kubeconfig, &self.server) {
-            (Some(_), Some(_)) => return bad("give either kubeconfig or server, not both".into()),
-            (None, None) => return bad("give kubeconfig, or server with a CA and a token".into()),
-            (None, Some(server)) => {
+        let has_kubeconfig = self.kubeconfig.is_some() || self.secret.kubeconfig.is_some();
+        match (has_kubeconfig, &self.server) {
+            (true, Some(_)) => return bad("give either kubeconfig or server, not both".into()),
+            (false, None) => return bad("give kubeconfig, or server with a CA and a credential".into()),
+            (false, Some(server)) => {
                 if self.ca_file.is_some() && self.ca_data.is_some() {
                     return bad("give ca_file or ca_data, not both".into());
                 }
-                if self.token_file.is_some() == self.token_env.is_some() {
-                    return bad("give exactly one of token_file and token_env".into());
-                }
+                credentials::check(self).or_else(bad)?;
                 let Ok(url) = server.parse::<http::Uri>() else {
                     return bad(format!("server `{server}` is not a URL"));
                 };
@@ -233,10 +275,10 @@ impl ClusterConfig {
                     return bad(why);
                 }
             }
-            (Some(_), None) if self.proxy_url.is_some() => {
+            (true, None) if self.proxy_url.is_some() => {
                 return bad("proxy_url goes with server; a kubeconfig cluster sets its own proxy-url".into());
             }
-            (Some(_), None) => {}
+            (true, None) => {}
         }
         for field in self.fields.keys() {
             check_field_name(field).or_else(|why| bad(format!("field `{field}` {why}")))?;
@@ -258,10 +300,22 @@ impl ClusterConfig {
     }
 
     async fn kube_config(&self) -> Result<kube::Config> {
-        let (mut config, proxy_url) = match (&self.kubeconfig, &self.server) {
-            (Some(path), _) => {
-                let mut kubeconfig = Kubeconfig::read_from(path)
-                    .map_err(|err| self.error(format!("cannot read kubeconfig {}: {err}", path.display())))?;
+        let kubeconfig = match (&self.kubeconfig, &self.secret.kubeconfig) {
+            (Some(path), _) => Some((
+                Kubeconfig::read_from(path)
+                    .map_err(|err| self.error(format!("cannot read kubeconfig {}: {err}", path.display())))?,
+                path.display().to_string(),
+            )),
+            // Checked when the Secret was read; a parse error could quote a credential.
+            (None, Some(text)) => Some((
+                Kubeconfig::from_yaml(text.expose_secret())
+                    .map_err(|_| self.error("the kubeconfig from its Secret is not valid".into()))?,
+                "from its Secret".to_owned(),
+            )),
+            (None, None) => None,
+        };
+        let (mut config, proxy_url) = match (kubeconfig, &self.server) {
+            (Some((mut kubeconfig, origin)), _) => {
                 // The proxy is chosen below, as kubectl does; kube is not to apply `NO_PROXY` to it.
                 let proxy_url = proxy::kubeconfig_proxy_url(&kubeconfig, self.context.as_deref());
                 for cluster in kubeconfig.clusters.iter_mut().filter_map(|named| named.cluster.as_mut()) {
@@ -270,7 +324,7 @@ impl ClusterConfig {
                 let options = KubeConfigOptions { context: self.context.clone(), ..Default::default() };
                 let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
                     .await
-                    .map_err(|err| self.error(format!("kubeconfig {}: {err}", path.display())))?;
+                    .map_err(|err| self.error(format!("kubeconfig {origin}: {err}")))?;
                 // kube reads `tokenFile` as it is; kubectl (client-go) trims surrounding
                 // whitespace, and the files `echo` and Secret mounts write end in a newline.
                 if config.auth_info.token.is_none()
@@ -284,7 +338,7 @@ impl ClusterConfig {
                 let url = server.parse().map_err(|_| self.error(format!("server `{server}` is not a URL")))?;
                 let mut config = kube::Config::new(url);
                 config.root_cert = self.ca_certificates()?;
-                config.auth_info.token = Some(self.token()?);
+                credentials::apply(self, &mut config.auth_info).map_err(|why| self.error(why))?;
                 (config, self.proxy_url.clone().map(|ProxyUrl(url)| url))
             }
             (None, None) => return Err(self.error("no server and no kubeconfig".into())),
@@ -292,6 +346,9 @@ impl ClusterConfig {
         config.proxy_url = proxy::choose(&config.cluster_url, proxy_url.as_deref(), &ProxyEnv::from_env())
             .map_err(|why| self.error(why))?;
         config.accept_invalid_certs |= self.insecure_skip_tls_verify;
+        if self.tls_server_name.is_some() {
+            config.tls_server_name.clone_from(&self.tls_server_name);
+        }
         config.connect_timeout = Some(CONNECT_TIMEOUT);
         config.read_timeout = Some(READ_TIMEOUT);
         // Retries are the queue's business: a failed page fails the job, which is retried with backoff.
@@ -314,13 +371,11 @@ impl ClusterConfig {
         Ok(Some(certificates.into_iter().map(pem::Pem::into_contents).collect()))
     }
 
-    fn token(&self) -> Result<SecretString> {
-        match (&self.token_file, &self.token_env) {
-            (Some(path), _) => read_token(path).map_err(|why| self.error(why)),
-            (None, Some(var)) => std::env::var(var)
-                .map(|token| SecretString::from(token.trim().to_owned()))
-                .map_err(|_| self.error(format!("environment variable {var} (token_env) is not set"))),
-            (None, None) => Err(self.error("no token_file and no token_env".into())),
+    /// Forgets what this cluster's exec plugin printed, so the next client runs it again: after
+    /// an error from the cluster (a token revoked before its expiry), as client-go does on 401.
+    pub fn forget_kept_credentials(&self) {
+        if let Some(plugin) = &self.exec {
+            exec::forget(plugin);
         }
     }
 
@@ -365,7 +420,8 @@ mod tests {
     fn rejects_bad_clusters_with_a_clear_reason() {
         let cases = [
             ("- name: Bad_Name\n  kubeconfig: k\n", "lower-case"),
-            ("- name: a\n  server: https://x\n  ca_data: x\n", "exactly one of token_file"),
+            ("- name: a\n  server: https://x\n  ca_data: x\n", "give a credential"),
+            ("- name: a\n  server: https://x\n  client_certificate_file: c\n", "together"),
             ("- name: a\n", "give kubeconfig"),
             ("- name: a\n  kubeconfig: k\n  fields: {namespace: x}\n", "name of a table column"),
             ("- name: a\n  kubeconfig: k\n  fields: {'drop table': x}\n", "SQL identifier"),
