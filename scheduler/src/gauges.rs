@@ -15,6 +15,7 @@ use kubecensus::{
         metrics::{self, table_label},
     },
     queue::Queue,
+    source::registry::sources::LiveRegistry,
     store::freshness::freshness,
 };
 use sqlx::PgPool;
@@ -24,8 +25,8 @@ pub struct Gauges {
     pub pool: PgPool,
     pub js: async_nats::jetstream::Context,
     pub queue: Queue,
-    /// The registry's cluster names: only their snapshots count.
-    pub clusters: Vec<String>,
+    /// The live registry: only its clusters' snapshots count, as it is at each scrape.
+    pub live: Arc<LiveRegistry>,
     /// Each scheduled resource's job table with its schedule.
     pub schedules: Vec<(&'static str, Schedule)>,
 }
@@ -54,7 +55,8 @@ impl Gauges {
             }
             Err(err) => tracing::warn!(%err, "cannot read the job consumer's backlog"),
         }
-        match freshness(&self.pool, &self.clusters, &self.stale_after(Utc::now())).await {
+        let clusters: Vec<String> = self.live.current().clusters.iter().map(|cluster| cluster.name.clone()).collect();
+        match freshness(&self.pool, &clusters, &self.stale_after(Utc::now())).await {
             Ok(tables) => {
                 for table in tables {
                     let label = table_label(&table.table);

@@ -65,7 +65,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Command::Report = &command {
         return report::print(&pool, output).await;
     }
-    let live = LiveRegistry::start(&common.registry, &common.home).await?;
+    let live = Arc::new(LiveRegistry::start(&common.registry, &common.home).await?);
     let registry = live.current();
     store::prepare(&pool, &registry).await?;
     store::sync_clusters(&pool, &registry).await?;
@@ -76,8 +76,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     match command {
         Command::Run { schedules, tables, prune_after } => {
             let schedules = cron_loop::schedules(&schedules, &tables)?;
-            let clusters = registry.clusters.iter().map(|cluster| cluster.name.clone()).collect();
-            let sources = Gauges { pool: pool.clone(), js: js.clone(), queue: queue.clone(), clusters, schedules };
+            let sources =
+                Gauges { pool: pool.clone(), js: js.clone(), queue: queue.clone(), live: live.clone(), schedules };
             let schedules = &gauges.get_or_init(|| sources).schedules;
             health.started(&pool, &nats);
             let watch = live::Watch { pool: &pool, live: &live, tables: Vec::new(), prune_after };
