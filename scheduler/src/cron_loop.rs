@@ -48,32 +48,38 @@ pub async fn run(
     }
 }
 
-/// Each resource's job table with its schedule: the catalog's, unless overridden; only the
-/// resources of the tables in `only`, when it is not empty.
+/// Each job target with its schedule: the catalog's, unless overridden (by a table, which sets
+/// all its targets, or by a target's name); only the targets of the tables in `only`, when it is
+/// not empty.
 fn schedules(overrides: &[String], only: &[String]) -> anyhow::Result<Vec<(&'static str, Schedule)>> {
+    let targets_of = |table: &str| {
+        let targets = catalog().targets_of(table);
+        anyhow::ensure!(!targets.is_empty(), "unknown table `{table}`");
+        Ok(targets.into_iter().map(|t| t.name.as_str()).collect::<Vec<_>>())
+    };
     let mut selected = Vec::new();
     for table in only {
-        let resource = catalog().resource_of(table).with_context(|| format!("unknown table `{table}`"))?;
-        selected.push(resource.job_table());
+        selected.extend(targets_of(table)?);
     }
     let mut chosen: HashMap<&str, String> =
-        catalog().resources.iter().map(|r| (r.job_table(), r.schedule.clone())).collect();
+        catalog().targets.iter().map(|t| (t.name.as_str(), t.schedule.clone())).collect();
     for entry in overrides.iter().filter(|e| !e.trim().is_empty()) {
         let (table, cron) = entry.split_once('=').with_context(|| format!("schedule `{entry}` is not TABLE=CRON"))?;
-        let resource =
-            catalog().resource_of(table.trim()).with_context(|| format!("schedule for unknown table `{table}`"))?;
-        chosen.insert(resource.job_table(), cron.trim().trim_matches('\'').to_owned());
+        for target in targets_of(table.trim()).with_context(|| format!("schedule `{entry}`"))? {
+            chosen.insert(target, cron.trim().trim_matches('\'').to_owned());
+        }
     }
     catalog()
-        .resources
+        .targets
         .iter()
-        .filter(|r| selected.is_empty() || selected.contains(&r.job_table()))
-        .map(|r| {
-            let cron = &chosen[r.job_table()];
+        .map(|t| t.name.as_str())
+        .filter(|name| selected.is_empty() || selected.contains(name))
+        .map(|name| {
+            let cron = &chosen[name];
             let schedule = Schedule::from_str(cron).with_context(|| {
-                format!("schedule `{cron}` of {}: expected 6 fields, seconds first (1 = Sunday)", r.job_table())
+                format!("schedule `{cron}` of {name}: expected 6 fields, seconds first (1 = Sunday)")
             })?;
-            Ok((r.job_table(), schedule))
+            Ok((name, schedule))
         })
         .collect()
 }

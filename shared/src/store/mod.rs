@@ -2,8 +2,10 @@
 //! one cluster's rows.
 //!
 //! [`schema`] creates and upgrades the tables (one per catalog table, hash-partitioned by
-//! cluster); [`replace`] writes a job's rows; [`sql`] is the one way names get into SQL text.
+//! cluster); [`replace`] writes a job's rows; [`sql`] is the one way names get into SQL text;
+//! [`fleet_view`] is the `fleet_objects` view of every object's health.
 
+pub mod fleet_view;
 pub mod replace;
 pub mod runs;
 pub mod schema;
@@ -17,7 +19,7 @@ use sqlx::{PgConnection, PgPool, postgres::PgPoolOptions};
 
 use crate::{Error, Result, source::registry::Registry, store::runs::Status};
 
-pub use replace::{Refresh, ReplaceOutcome};
+pub use replace::{Refresh, ReplaceOutcome, Scope};
 pub use schema::ensure_tables;
 
 /// The migrations in `migrations/`, embedded.
@@ -53,7 +55,9 @@ pub async fn prepare(pool: &PgPool, registry: &Registry) -> Result<()> {
         return Err(Error::Database(format!("kubecensus needs PostgreSQL 15 or later; this server is {shown}")));
     }
     MIGRATOR.run(pool).await.map_err(|err| Error::Database(format!("migrations: {err}")))?;
-    ensure_tables(pool, &registry.field_names(), &registry.namespace_field_names()).await
+    let (fields, namespace_fields) = (registry.field_names(), registry.namespace_field_names());
+    ensure_tables(pool, &fields, &namespace_fields).await?;
+    fleet_view::ensure(pool, &fields, &namespace_fields).await
 }
 
 /// Runs `statement` (a `COPY ... FROM STDIN`) with `rows` in COPY text format; returns the
