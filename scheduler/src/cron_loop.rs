@@ -122,6 +122,24 @@ mod tests {
         assert!(schedules_error("nope=0 * * * * *").contains("unknown table"));
     }
 
+    #[test]
+    fn each_custom_kind_has_its_own_schedule_and_the_table_sets_them_all() {
+        let helm = "kubernetes_custom_resources/helm.toolkit.fluxcd.io/HelmRelease";
+        let kinds = catalog().targets_of("kubernetes_custom_resources").len();
+        let chosen = schedules(&[format!("{helm}=0 */2 * * * *")], &["kubernetes_custom_resources".into()]).unwrap();
+        assert_eq!(chosen.len(), kinds, "one schedule per kind");
+        let of = |name: &str| chosen.iter().find(|(t, _)| t.ends_with(name)).unwrap().1.source().to_owned();
+        assert_eq!(of("/HelmRelease"), "0 */2 * * * *");
+        assert_eq!(of("/Kustomization"), "0 */5 * * * *");
+        assert_eq!(of("/Certificate"), "0 */30 * * * *", "the catalog's own schedule for a kind");
+        let all = schedules(&["kubernetes_custom_resources=0 0 * * * *".into()], &[]).unwrap();
+        assert!(
+            all.iter()
+                .filter(|(t, _)| t.starts_with("kubernetes_custom_resources/"))
+                .all(|(_, s)| s.source() == "0 0 * * * *")
+        );
+    }
+
     fn schedules_error(entry: &str) -> String {
         format!("{:#}", schedules(&[entry.to_owned()], &[]).unwrap_err())
     }

@@ -114,6 +114,19 @@ mod tests {
     }
 
     #[test]
+    fn a_custom_kind_is_its_own_job_and_the_shared_table_names_none() {
+        let tick = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let name = "kubernetes_custom_resources/helm.toolkit.fluxcd.io/HelmRelease";
+        let job = Job::new("prod-1", name, Trigger::Manual, tick).unwrap();
+        assert_eq!(Job::parse(&job.to_json()).unwrap().table, name);
+        assert_eq!(job.subject("kc"), format!("kc.jobs.prod-1.{name}"));
+        let err = Job::new("prod-1", "kubernetes_custom_resources", Trigger::Manual, tick).unwrap_err().to_string();
+        assert!(err.contains("a job per kind"), "{err}");
+        let err = Job::new("prod-1", "kubernetes_custom_resources/x.io/Nope", Trigger::Manual, tick).unwrap_err();
+        assert!(err.to_string().contains("unknown table"), "{err}");
+    }
+
+    #[test]
     fn malformed_messages_are_rejected_with_the_reason() {
         let cases = [
             (&b"{not json"[..], "not a job message"),

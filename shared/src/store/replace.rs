@@ -314,8 +314,12 @@ impl<'a> Refresh<'a> {
         }
         if now.map(|(_, run)| run) != self.base {
             return Err(Error::Database(format!(
-                "another job replaced {}'s rows of {} while this one listed; the next attempt starts from its rows",
-                self.cluster, job.table
+                "another job replaced {}'s rows of {} while this one listed (run {:?}, listed against {:?}); \
+                 the next attempt starts from its rows",
+                self.cluster,
+                job.table,
+                now.map(|(_, run)| run),
+                self.base
             )));
         }
         let mut totals = RowCounts::default();
