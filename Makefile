@@ -1,5 +1,5 @@
 # kubecensus: the two commands of the quick start, and the services they need.
-.PHONY: demo test services lint bench bench-scale
+.PHONY: demo test services lint bench bench-scale image
 
 # Services up, a simulated fleet (or KUBECONFIG=...), two workers, one refresh, a report.
 demo:
@@ -28,3 +28,14 @@ lint:
 bench-scale: services
 	cargo build --profile bench-release --workspace --bins
 	$${CARGO_TARGET_DIR:-target}/bench-release/bench-scale $(BENCH_SCALE_ARGS)
+
+# The container image (Dockerfile): both binaries, run by deploy/kubernetes. Needs docker or podman
+# with a running daemon (or rootless podman); IMAGE=registry.example.com/kubecensus:1.0 to name it.
+IMAGE ?= kubecensus:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+image:
+	@engine=$$(for e in docker podman; do command -v $$e >/dev/null && $$e info >/dev/null 2>&1 && { echo $$e; break; }; done); \
+	if [ -z "$$engine" ]; then \
+	  echo "make image: no container engine with a running daemon here (docker or podman); build the Dockerfile where one runs" >&2; exit 1; \
+	fi; \
+	echo "$$engine build -t $(IMAGE) ."; \
+	$$engine build -t $(IMAGE) .

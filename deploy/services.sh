@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Brings up what kubecensus needs, idempotently: PostgreSQL and nats-server with JetStream on
-# loopback, and the `kubecensus` database. On a fresh Debian machine (as root) it installs the
+# loopback (and its HTTP monitoring port, which KEDA's nats-jetstream scaler reads), and the
+# `kubecensus` database. On a fresh Debian machine (as root) it installs the
 # `postgresql` and `nats-server` packages first; where they already run, it just uses them.
 set -euo pipefail
 
 PG_PORT=${PG_PORT:-5432}
 NATS_PORT=${NATS_PORT:-4222}
+NATS_MONITOR_PORT=${NATS_MONITOR_PORT:-8222}
 DB_NAME=${DB_NAME:-kubecensus}
 DB_ROLE=${DB_ROLE:-kubecensus}
 STATE_DIR=${KUBECENSUS_STATE_DIR:-/var/lib/kubecensus}
@@ -54,12 +56,20 @@ psql_admin -c "alter database $DB_NAME owner to $DB_ROLE" >/dev/null
 # The benchmark checkpoints between phases, so that one phase's writes do not slow the next.
 psql_admin -c "grant pg_checkpoint to $DB_ROLE" >/dev/null
 
-# nats-server with JetStream (file storage).
+# nats-server with JetStream (file storage) and HTTP monitoring (/jsz, /varz; on the same
+# loopback address). A nats-server already running is used as it is, never restarted.
 if ! port_open "$NATS_PORT"; then
   mkdir -p "$STATE_DIR/nats"
+  monitor=(-m "$NATS_MONITOR_PORT")
+  if port_open "$NATS_MONITOR_PORT"; then
+    say "port $NATS_MONITOR_PORT is taken: nats-server starts without its monitoring port"
+    monitor=()
+  fi
   say "starting nats-server with JetStream on 127.0.0.1:$NATS_PORT"
-  nohup nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$STATE_DIR/nats" >"$STATE_DIR/nats.log" 2>&1 &
+  nohup nats-server -a 127.0.0.1 -p "$NATS_PORT" "${monitor[@]}" -js -sd "$STATE_DIR/nats" >"$STATE_DIR/nats.log" 2>&1 &
   for _ in $(seq 50); do port_open "$NATS_PORT" && break; sleep 0.1; done
 fi
 port_open "$NATS_PORT" || { say "nats-server did not come up; see $STATE_DIR/nats.log"; exit 1; }
+port_open "$NATS_MONITOR_PORT" \
+  || say "no NATS monitoring on 127.0.0.1:$NATS_MONITOR_PORT (only KEDA's nats-jetstream scaler needs it): start nats-server with -m $NATS_MONITOR_PORT"
 say "PostgreSQL on 127.0.0.1:$PG_PORT (database $DB_NAME, role $DB_ROLE), NATS on 127.0.0.1:$NATS_PORT: ready"

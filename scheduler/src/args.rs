@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use kubecensus::ops::args::CommonArgs;
+use kubecensus::ops::{admin::AdminArgs, args::CommonArgs};
 
 /// Publishes poll jobs to JetStream: on a cron per table, or now (`refresh`).
 #[derive(Debug, Parser)]
@@ -11,6 +11,9 @@ use kubecensus::ops::args::CommonArgs;
 pub struct Args {
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Served by `run` only: the other commands are brief.
+    #[command(flatten)]
+    pub admin: AdminArgs,
     /// How `refresh` and `report` print: aligned tables for people, or JSON for scripts.
     #[arg(long, global = true, value_enum, default_value_t)]
     pub output: Output,

@@ -10,34 +10,35 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use cron::Schedule;
 use kubecensus::{
-    model::catalog::catalog, ops::telemetry, queue::Queue, queue::job::Trigger, source::registry::Registry,
+    model::catalog::catalog, ops::admin::Health, ops::telemetry, queue::Queue, queue::job::Trigger,
+    source::registry::Registry,
 };
 
 use crate::publish::publish_jobs;
 
-/// Runs until SIGTERM or SIGINT. `only` limits the loop to some tables (all when empty).
+/// Runs `schedules` (see [`schedules`]) until SIGTERM or SIGINT, when `health` turns not ready.
 pub async fn run(
     js: &async_nats::jetstream::Context,
     queue: &Queue,
     registry: &Registry,
-    overrides: &[String],
-    only: &[String],
+    schedules: &[(&'static str, Schedule)],
+    health: &Health,
 ) -> anyhow::Result<()> {
-    let schedules = schedules(overrides, only)?;
-    for (table, schedule) in &schedules {
+    for (table, schedule) in schedules {
         tracing::info!(table, schedule = %schedule.source(), "schedule");
     }
     let stop = telemetry::shutdown_signal();
     tokio::pin!(stop);
     loop {
         let now = Utc::now();
-        let Some((tick, due)) = next_tick(&schedules, now) else {
+        let Some((tick, due)) = next_tick(schedules, now) else {
             anyhow::bail!("no schedule has a next tick");
         };
         let wait = (tick - now).to_std().unwrap_or_default();
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = &mut stop => {
+                health.drain();
                 tracing::info!("scheduler stopped");
                 return Ok(());
             }
@@ -51,7 +52,7 @@ pub async fn run(
 /// Each job target with its schedule: the catalog's, unless overridden (by a table, which sets
 /// all its targets, or by a target's name); only the targets of the tables in `only`, when it is
 /// not empty.
-fn schedules(overrides: &[String], only: &[String]) -> anyhow::Result<Vec<(&'static str, Schedule)>> {
+pub fn schedules(overrides: &[String], only: &[String]) -> anyhow::Result<Vec<(&'static str, Schedule)>> {
     let targets_of = |table: &str| {
         let targets = catalog().targets_of(table);
         anyhow::ensure!(!targets.is_empty(), "unknown table `{table}`");

@@ -1,19 +1,34 @@
 //! The scheduler: parses its command line and runs one command. The cron loop is in
-//! `cron_loop.rs`, publishing in `publish.rs`, what people read in `report.rs`.
+//! `cron_loop.rs`, publishing in `publish.rs`, what people read in `report.rs`, the gauges
+//! `/metrics` samples in `gauges.rs`.
 
 mod args;
 mod cron_loop;
+mod gauges;
 mod publish;
 mod report;
+
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use chrono::Utc;
 use clap::Parser;
 use kubecensus::{
-    model::catalog::catalog, ops::telemetry, queue, queue::job::Trigger, source::registry::Registry, store,
+    model::catalog::catalog,
+    ops::{
+        admin::{self, Health},
+        metrics, telemetry,
+    },
+    queue,
+    queue::job::Trigger,
+    source::registry::Registry,
+    store,
 };
 
-use crate::args::{Args, Command};
+use crate::{
+    args::{Args, Command},
+    gauges::Gauges,
+};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -26,12 +41,20 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let Args { common, output, command } = args;
+    let Args { common, admin, output, command } = args;
     let command = command.unwrap_or(Command::Run { schedules: Vec::new(), tables: Vec::new() });
     if let Command::ImportKubeconfig { kubeconfig } = &command {
         let registry = Registry::from_kubeconfig(kubeconfig)?;
         print!("{}", serde_yaml::to_string(&registry)?);
         return Ok(());
+    }
+    // The cron loop is a service and serves the admin endpoint; the other commands are brief.
+    let health = Health::new();
+    let gauges = Arc::new(OnceLock::new());
+    if let Command::Run { .. } = &command {
+        let sample = Some(gauges::sampler(gauges.clone()));
+        let metrics = admin::Metrics { registry: metrics::scheduler().registry(), sample };
+        admin::serve(admin.admin_addr, health.clone(), metrics).await.context("serving the admin endpoint")?;
     }
     let pool = store::connect(&common.database_url, 4).await?;
     if let Command::Report = &command {
@@ -45,7 +68,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let queue = common.queue();
     queue.ensure_stream(&js).await?;
     match command {
-        Command::Run { schedules, tables } => cron_loop::run(&js, &queue, &registry, &schedules, &tables).await?,
+        Command::Run { schedules, tables } => {
+            let schedules = cron_loop::schedules(&schedules, &tables)?;
+            let clusters = registry.clusters.iter().map(|cluster| cluster.name.clone()).collect();
+            let sources = Gauges { pool: pool.clone(), js: js.clone(), queue: queue.clone(), clusters, schedules };
+            let schedules = &gauges.get_or_init(|| sources).schedules;
+            health.started(&pool, &nats);
+            cron_loop::run(&js, &queue, &registry, schedules, &health).await?
+        }
         Command::Refresh { clusters, tables, wait } => {
             for cluster in &clusters {
                 anyhow::ensure!(registry.get(cluster).is_some(), "cluster `{cluster}` is not in the registry");

@@ -5,6 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kubecensus::{
     Error, Result,
+    ops::metrics,
     queue::job::{Job, Trigger},
     queue::{Published, Queue},
     source::registry::ClusterConfig,
@@ -44,6 +45,7 @@ pub async fn publish_jobs<'a>(
                 Ok(job) => (Some(job.id), publish(js, queue, &job).await),
                 Err(err) => (None, Err(err)),
             };
+            metrics::scheduler().published(trigger, &published);
             let result = match &published {
                 Ok(Published::Queued) => "queued".to_owned(),
                 Ok(Published::AlreadyPending) => "already pending".to_owned(),

@@ -4,11 +4,12 @@
 //!
 //! - [`model`]: what kubecensus knows without I/O: the table catalog, flattening objects into
 //!   rows, Kubernetes quantities;
-//! - [`source`]: where objects come from: the cluster registry (a name to a Kubernetes client)
-//!   and paged listing from a cluster's API;
+//! - [`source`]: where objects come from: the cluster registry (a name to a Kubernetes client),
+//!   the proxy a cluster is reached through, and paged listing from a cluster's API;
 //! - [`queue`]: the job message and the JetStream stream and consumer it goes through;
 //! - [`store`]: PostgreSQL: names in SQL, the tables, the replace of a cluster's rows, `runs`;
-//! - [`ops`]: running the binaries: command-line settings, logging, signals.
+//! - [`ops`]: running the binaries: command-line settings, logging, signals, the admin endpoint
+//!   and metrics.
 //!
 //! [`error`] is the one error type, and says what the worker does with each error.
 

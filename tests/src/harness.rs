@@ -170,27 +170,26 @@ impl TestEnv {
 
     /// Starts a worker process with extra arguments; its log goes to `<dir>/<name>.log`.
     pub fn spawn_worker(&mut self, name: &str, registry: &Path, extra: &[&str]) -> anyhow::Result<u32> {
-        self.spawn_worker_with(name, registry, extra, None)
+        self.spawn_worker_with(name, registry, extra, &[])
     }
 
     /// Starts a worker logging at `level` (a `RUST_LOG` filter).
     pub fn spawn_worker_with_log_level(&mut self, name: &str, registry: &Path, level: &str) -> anyhow::Result<u32> {
-        self.spawn_worker_with(name, registry, &[], Some(level))
+        self.spawn_worker_with(name, registry, &[], &[("RUST_LOG", level)])
     }
 
-    fn spawn_worker_with(
+    /// Starts a worker with extra arguments and extra environment variables (`HTTPS_PROXY`, …).
+    pub fn spawn_worker_with(
         &mut self,
         name: &str,
         registry: &Path,
         extra: &[&str],
-        level: Option<&str>,
+        env: &[(&str, &str)],
     ) -> anyhow::Result<u32> {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
         let mut command = Command::new(binary("worker"));
         self.configure(&mut command, registry);
-        if let Some(level) = level {
-            command.env("RUST_LOG", level);
-        }
+        command.envs(env.iter().copied());
         command.args(["--worker-id", name]).args(extra).stdout(log.try_clone()?).stderr(log);
         let child = command.spawn()?;
         let pid = child.id();
@@ -244,9 +243,21 @@ impl TestEnv {
     /// Sends a signal to a child started by this environment and waits for it to exit; returns
     /// its exit code.
     pub async fn signal_and_wait(&mut self, pid: u32, signal: &str, timeout: Duration) -> anyhow::Result<Option<i32>> {
-        let at = self.children.iter().position(|c| c.id() == pid).context("no such child")?;
+        self.signal(pid, signal)?;
+        self.wait_for_exit(pid, timeout).await
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, ...) to a child started by this environment.
+    pub fn signal(&self, pid: u32, signal: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(self.children.iter().any(|c| c.id() == pid), "no such child");
         let status = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status()?;
         anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+        Ok(())
+    }
+
+    /// Waits for a child started by this environment to exit; returns its exit code.
+    pub async fn wait_for_exit(&mut self, pid: u32, timeout: Duration) -> anyhow::Result<Option<i32>> {
+        let at = self.children.iter().position(|c| c.id() == pid).context("no such child")?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(status) = self.children[at].try_wait()? {

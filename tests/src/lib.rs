@@ -1,11 +1,15 @@
 //! The simulated fleet ([`fleet`]), a Kubernetes API server per cluster that the real kubectl
 //! and the kube crate work against, and the harness ([`harness`]) that gives each end-to-end
 //! test its own database, stream and processes on the real PostgreSQL and NATS, and [`servers`]
-//! private servers for the tests that restart them; [`bench`] holds the pieces of the `bench`
-//! and `bench-scale` binaries.
+//! private servers for the tests that restart them; [`probes`] reads the admin endpoint;
+//! [`manifests`] renders and reads the Kubernetes manifests; [`connect_proxy`] is an HTTP proxy
+//! on loopback; [`bench`] holds the pieces of the `bench` and `bench-scale` binaries.
 
 pub mod bench;
 pub mod checks;
+pub mod connect_proxy;
 pub mod fleet;
 pub mod harness;
+pub mod manifests;
+pub mod probes;
 pub mod servers;

@@ -107,7 +107,13 @@ impl TempPostgres {
     async fn start_server(&self) -> anyhow::Result<()> {
         let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on", self.port, self.dir.display());
         let log = self.dir.join("postgres.log");
-        run(&mut self.pg_ctl(&["-w", "-l", log.to_str().context("path")?, "-o", &options, "start"])?)?;
+        run(&mut self.pg_ctl(&["-w", "-l", log.to_str().context("path")?, "-o", &options, "start"])?).with_context(
+            || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(10).collect();
+                format!("PostgreSQL's log ends:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+            },
+        )?;
         wait_for_port(self.port, "PostgreSQL").await
     }
 
@@ -118,7 +124,17 @@ impl TempPostgres {
 
     /// A clean restart: connections are closed, the server shuts down and starts again.
     pub async fn restart(&self) -> anyhow::Result<()> {
-        run(&mut self.pg_ctl(&["-w", "-m", "fast", "stop"])?)?;
+        self.stop()?;
+        self.start_server().await
+    }
+
+    /// A clean shutdown: connections are closed, the server stops until [`Self::start_again`].
+    pub fn stop(&self) -> anyhow::Result<()> {
+        run(&mut self.pg_ctl(&["-w", "-m", "fast", "stop"])?)
+    }
+
+    /// Starts the server stopped by [`Self::stop`] on the same port and data.
+    pub async fn start_again(&self) -> anyhow::Result<()> {
         self.start_server().await
     }
 
@@ -154,9 +170,11 @@ fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
-/// A private nats-server with JetStream, its store in a temporary folder that outlives restarts.
+/// A private nats-server with JetStream, its store in a temporary folder that outlives restarts,
+/// and its HTTP monitoring (`/jsz`, what KEDA's nats-jetstream trigger reads) on `monitor_port`.
 pub struct TempNats {
     pub port: u16,
+    pub monitor_port: u16,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -165,7 +183,7 @@ impl TempNats {
     pub async fn start() -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("kubecensus-nats-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)?;
-        let mut nats = Self { port: free_port()?, dir, child: None };
+        let mut nats = Self { port: free_port()?, monitor_port: free_port()?, dir, child: None };
         nats.spawn().await?;
         Ok(nats)
     }
@@ -173,7 +191,7 @@ impl TempNats {
     async fn spawn(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("nats.log"))?;
         let child = Command::new(nats_server_binary())
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-m", &self.monitor_port.to_string(), "-js", "-sd"])
             .arg(self.dir.join("store"))
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use kubecensus::ops::args::CommonArgs;
+use kubecensus::ops::{admin::AdminArgs, args::CommonArgs};
 
 /// Claims poll jobs from JetStream, lists each resource from its cluster, and swaps the rows
 /// into PostgreSQL. Run as many replicas as you like: they share one durable consumer.
@@ -12,6 +12,8 @@ use kubecensus::ops::args::CommonArgs;
 pub struct Args {
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub admin: AdminArgs,
     /// Jobs this worker runs at once; it pulls only as many jobs as it has free slots.
     #[arg(long, env = "KUBECENSUS_CONCURRENCY", default_value_t = 4)]
     pub concurrency: usize,

@@ -10,7 +10,10 @@ use async_nats::jetstream::consumer::PullConsumer;
 use clap::Parser;
 use futures::StreamExt;
 use kubecensus::{
-    ops::telemetry,
+    ops::{
+        admin::{self, Health},
+        metrics, telemetry,
+    },
     queue::{self, Queue, RetryPolicy},
     source::registry::Registry,
     store,
@@ -45,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let Args {
         common,
+        admin,
         concurrency,
         worker_id,
         page_size,
@@ -57,6 +61,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         shutdown_grace,
     } = args;
     anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
+    let health = Health::new();
+    let metrics = admin::Metrics { registry: metrics::worker().registry(), sample: None };
+    admin::serve(admin.admin_addr, health.clone(), metrics).await.context("serving the admin endpoint")?;
     let registry = Registry::load(&common.registry)?;
     let worker_id = worker_id.unwrap_or_else(default_worker_id);
     let pool = store::connect(&common.database_url, concurrency as u32 + 2).await?;
@@ -70,6 +77,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if ack_wait != ack_wait_flag {
         tracing::warn!(consumer = ?ack_wait, flag = ?ack_wait_flag, "the shared consumer's ack wait is not --ack-wait; following the consumer's");
     }
+    health.started(&pool, &nats);
     tracing::info!(%worker_id, concurrency, clusters = registry.clusters.len(), "worker started");
 
     let poller = Arc::new(Poller {
@@ -89,9 +97,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     let stop_pulling = CancellationToken::new();
     tokio::spawn({
-        let stop = stop_pulling.clone();
+        let (stop, health) = (stop_pulling.clone(), health.clone());
         async move {
             telemetry::shutdown_signal().await;
+            // Not ready from now on, before the drain starts.
+            health.drain();
             stop.cancel();
         }
     });

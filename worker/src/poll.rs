@@ -11,6 +11,7 @@ use kubecensus::{
     model::catalog::{ApiRef, Resource, ResourceSource, catalog},
     model::flatten::{ClusterContext, Layout},
     model::namespace_fields::NamespaceFields,
+    ops::metrics::{self, JobTimer},
     queue::job::Job,
     queue::{Queue, RetryPolicy},
     source::kubeapi::{self, Page},
@@ -78,21 +79,23 @@ impl Poller {
     /// Runs one job message to its end. Never panics on bad input; always acks, naks or terms.
     /// `abandon` fires when the worker must stop: the job is then handed back to the queue.
     pub async fn handle(&self, message: Message, abandon: CancellationToken) {
+        let mut timer = JobTimer::start();
         let delivered = message.info().map(|info| info.delivered.max(1) as u32).unwrap_or(1);
         let job = match Job::parse(&message.payload) {
             Ok(job) => job,
-            Err(err) => return self.reject(&message, None, err.to_string()).await,
+            Err(err) => return self.reject(&message, None, err.to_string(), timer).await,
         };
+        timer.set_table(&job.table);
         // The subject is what keeps one job per (cluster, table) in the stream: a body that
         // names another (cluster, table) would slip past that limit.
         let expected_subject = job.subject(&self.queue.subject_prefix);
         if message.subject.as_str() != expected_subject {
             let why = format!("a job for {expected_subject} was published on another subject");
-            return self.reject(&message, Some(&job), why).await;
+            return self.reject(&message, Some(&job), why, timer).await;
         }
         let Some(cluster) = self.registry.get(&job.cluster) else {
             let why = format!("cluster `{}` is not in this worker's registry", job.cluster);
-            return self.reject(&message, Some(&job), why).await;
+            return self.reject(&message, Some(&job), why, timer).await;
         };
         let span = info_span!("job", job = %job.id, cluster = %job.cluster, table = %job.table, delivered);
         async move {
@@ -110,18 +113,28 @@ impl Poller {
                 () = abandon.cancelled() => Err(Error::ShuttingDown),
                 () = tokio::time::sleep(self.policy.timeout) => Err(Error::TimedOut(self.policy.timeout)),
             };
-            self.settle(&message, &job, attempt, run_id, result).await;
+            self.settle(&message, &job, attempt, run_id, result, timer).await;
         }
         .instrument(span)
         .await
     }
 
-    /// Records the outcome and tells the queue what to do with the message. A replace has
-    /// already recorded its run in its own transaction (`store::replace`), so it is only acked.
-    async fn settle(&self, message: &Message, job: &Job, attempt: u32, run_id: Uuid, result: Result<ReplaceOutcome>) {
+    /// Records the outcome (in `runs` and in `timer`) and tells the queue what to do with the
+    /// message. A replace has already recorded its run in its own transaction
+    /// (`store::replace`), so it is only acked.
+    async fn settle(
+        &self,
+        message: &Message,
+        job: &Job,
+        attempt: u32,
+        run_id: Uuid,
+        result: Result<ReplaceOutcome>,
+        mut timer: JobTimer,
+    ) {
         let (outcome, ack_kind) = match result {
             Ok(ReplaceOutcome::Replaced(rows)) => {
                 tracing::info!(rows = rows.total, inserted = rows.inserted, deleted = rows.deleted, "replaced");
+                timer.set_outcome(Status::Succeeded);
                 return ack(message, AckKind::Ack).await;
             }
             Ok(ReplaceOutcome::Superseded { current }) => {
@@ -136,6 +149,7 @@ impl Poller {
                 self.disposition_of(&err, attempt)
             }
         };
+        timer.set_outcome(outcome.status);
         let recorded = match self.pool.acquire().await {
             Ok(mut conn) => runs::finish(&mut conn, run_id, &outcome).await,
             Err(err) => Err(err.into()),
@@ -189,7 +203,8 @@ impl Poller {
     }
 
     /// A message that can never succeed: logged, recorded, terminated at once.
-    async fn reject(&self, message: &Message, job: Option<&Job>, why: String) {
+    async fn reject(&self, message: &Message, job: Option<&Job>, why: String, mut timer: JobTimer) {
+        timer.set_outcome(Status::Rejected);
         tracing::warn!(subject = %message.subject, %why, "rejected a malformed job message");
         if let Err(err) = runs::record_rejected(&self.pool, job, &message.subject, &self.worker_id, &why).await {
             tracing::error!(%err, "cannot record the rejected job");
@@ -249,7 +264,13 @@ impl Poller {
     ) -> Result<ReplaceOutcome> {
         let mut refresh = Refresh::begin(conn, &listing.context.name, listing.scope.clone(), &listing.layouts).await?;
         match self.load(conn, listing, &mut refresh).await {
-            Ok(skipped) => refresh.commit(conn, job, run_id, &outcome_of(&skipped)).await,
+            Ok(skipped) => {
+                let replaced = refresh.commit(conn, job, run_id, &outcome_of(&skipped)).await;
+                if let Ok(ReplaceOutcome::Replaced(rows)) = &replaced {
+                    metrics::worker().replaced(&job.table, rows, skipped.len());
+                }
+                replaced
+            }
             Err(err) => {
                 if let Err(discard) = refresh.discard(conn).await {
                     tracing::warn!(err = %discard, "cannot drop the job's staging; it goes with the connection");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_nats::jetstream::{
     self,
     consumer::{AckPolicy, PullConsumer, pull},
-    context::PublishErrorKind,
+    context::{ConsumerInfoErrorKind, PublishErrorKind},
     stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
 };
 
@@ -62,6 +62,15 @@ pub enum Published {
     AlreadyPending,
     /// The same tick was already published (by this or another scheduler).
     Duplicate,
+}
+
+/// The shared consumer's backlog (JetStream's consumer info).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Jobs in the stream not yet delivered (`num_pending`).
+    pub pending: u64,
+    /// Jobs delivered and not yet acked or terminated (`num_ack_pending`).
+    pub ack_pending: u64,
 }
 
 /// Connects to NATS, retrying the first connection, and logs connection events.
@@ -128,6 +137,20 @@ impl Queue {
             )
             .await
             .map_err(|err| Error::Queue(format!("consumer {CONSUMER} on {}: {err}", self.stream)))
+    }
+
+    /// The shared consumer's backlog. Before the first worker has created the consumer, every
+    /// job in the stream is pending.
+    pub async fn backlog(&self, js: &jetstream::Context) -> Result<Backlog> {
+        let stream =
+            js.get_stream(&self.stream).await.map_err(|err| Error::Queue(format!("stream {}: {err}", self.stream)))?;
+        match stream.consumer_info(CONSUMER).await {
+            Ok(info) => Ok(Backlog { pending: info.num_pending, ack_pending: info.num_ack_pending as u64 }),
+            Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => {
+                Ok(Backlog { pending: stream.cached_info().state.messages, ack_pending: 0 })
+            }
+            Err(err) => Err(Error::Queue(format!("consumer {CONSUMER} on {}: {err}", self.stream))),
+        }
     }
 
     /// Publishes a job and waits for the stream's answer. When the stream is gone (a NATS server

@@ -23,6 +23,7 @@ use serde_json::{Value, value::RawValue};
 use crate::{
     Error, Result,
     model::catalog::{ApiRef, CustomKind},
+    ops::metrics,
 };
 
 /// One page of a listing. Its objects stay JSON text until read one by one with
@@ -124,7 +125,9 @@ pub async fn list_page(
     }
     let request =
         Request::new(list_path(api)).list(&params).map_err(|err| Error::Cluster(format!("bad request: {err}")))?;
-    send_into(client, request, body).await?;
+    let received = receive_into(client, request, body).await;
+    metrics::worker().list_request(received.as_ref().ok().map(|response| response.status.as_u16()));
+    received?.check(body)?;
     let list: RawList = serde_json::from_str(&String::from_utf8_lossy(body))
         .map_err(|err| Error::Cluster(format!("the list of {} is not valid JSON: {err}", api.plural)))?;
     Ok(Page {
@@ -277,6 +280,19 @@ async fn send(client: &kube::Client, request: http::Request<Vec<u8>>) -> Result<
 /// Sends `request` and reads the response body into `body` (emptied first): a listing passes
 /// the same buffer for every page, so a page's body is not a fresh allocation of its size.
 async fn send_into(client: &kube::Client, request: http::Request<Vec<u8>>, body: &mut Vec<u8>) -> Result<()> {
+    receive_into(client, request, body).await?.check(body)
+}
+
+/// A response whose body was read: what [`Received::check`] needs to classify its status.
+struct Received {
+    path: String,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+}
+
+/// Sends `request` and reads the whole response body into `body` (emptied first), whatever
+/// its status.
+async fn receive_into(client: &kube::Client, request: http::Request<Vec<u8>>, body: &mut Vec<u8>) -> Result<Received> {
     let path = request.uri().path().to_owned();
     let response = client
         .send(request.map(Body::from))
@@ -298,31 +314,50 @@ async fn send_into(client: &kube::Client, request: http::Request<Vec<u8>>, body:
             body.extend_from_slice(data);
         }
     }
-    if status.is_success() {
-        return Ok(());
-    }
-    let reason = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|status| status["message"].as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let message = format!("GET {path}: {status} {reason}").trim_end().to_owned();
-    Err(match status {
-        StatusCode::GONE => Error::Expired(message),
-        StatusCode::NOT_FOUND => Error::NotServed(message),
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE if retry_after.is_some() => {
-            Error::Throttled { message, retry_after: retry_after.unwrap_or_default() }
-        }
-        _ => Error::Cluster(message),
-    })
+    Ok(Received { path, status, retry_after })
 }
 
+impl Received {
+    /// Ok on a success status; else the error the status means, with the message of the
+    /// `Status` object in `body`.
+    fn check(self, body: &[u8]) -> Result<()> {
+        let Self { path, status, retry_after } = self;
+        if status.is_success() {
+            return Ok(());
+        }
+        let reason = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|status| status["message"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let message = format!("GET {path}: {status} {reason}").trim_end().to_owned();
+        Err(match status {
+            StatusCode::GONE => Error::Expired(message),
+            StatusCode::NOT_FOUND => Error::NotServed(message),
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE if retry_after.is_some() => {
+                Error::Throttled { message, retry_after: retry_after.unwrap_or_default() }
+            }
+            _ => Error::Cluster(message),
+        })
+    }
+}
+
+/// How hyper-util's error for a failed proxy `CONNECT` begins (its `TunnelError`, which it
+/// does not export): said plainly in [`error_chain`], so a run's error names the proxy.
+const TUNNEL_ERROR: &str = "tunnel error: ";
+
 /// An error and its causes, `outer: inner: root`: kube's own message often hides the cause
-/// (a refused connection, a certificate the CA did not sign) in its source chain.
+/// (a refused connection, a certificate the CA did not sign, a proxy that is down) in its
+/// source chain.
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        let cause_text = cause.to_string();
+        let cause_text = match cause.to_string() {
+            tunnel if tunnel.starts_with(TUNNEL_ERROR) => {
+                format!("the proxy's tunnel (HTTP CONNECT) failed: {}", &tunnel[TUNNEL_ERROR.len()..])
+            }
+            other => other,
+        };
         if !text.contains(&cause_text) {
             text = format!("{text}: {cause_text}");
         }

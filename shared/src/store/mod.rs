@@ -3,9 +3,11 @@
 //!
 //! [`schema`] creates and upgrades the tables (one per catalog table, hash-partitioned by
 //! cluster); [`replace`] writes a job's rows; [`sql`] is the one way names get into SQL text;
-//! [`fleet_view`] is the `fleet_objects` view of every object's health.
+//! [`freshness`] says how old the snapshots are; [`fleet_view`] is the `fleet_objects` view of
+//! every object's health.
 
 pub mod fleet_view;
+pub mod freshness;
 pub mod replace;
 pub mod runs;
 pub mod schema;

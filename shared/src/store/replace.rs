@@ -41,6 +41,7 @@ use crate::{
     Error, Result,
     model::catalog::{CLUSTER_COLUMN, GROUP_COLUMN, KIND_COLUMN, Target},
     model::flatten::Layout,
+    ops::metrics,
     queue::job::Job,
     store::runs::{self, Outcome, RowCounts},
 };
@@ -313,6 +314,7 @@ impl<'a> Refresh<'a> {
             return Ok(ReplaceOutcome::Superseded { current });
         }
         if now.map(|(_, run)| run) != self.base {
+            metrics::worker().replace_conflicts.get_or_create(&metrics::table_label(&job.table)).inc();
             return Err(Error::Database(format!(
                 "another job replaced {}'s rows of {} while this one listed (run {:?}, listed against {:?}); \
                  the next attempt starts from its rows",

@@ -135,16 +135,25 @@ impl ClusterServer {
     }
 }
 
-/// The routes of one cluster's API server.
+/// The routes of one cluster's API server. Version and discovery paths are also served with a
+/// trailing slash, as the API server registers them (`/api` and `/api/`): clients generated
+/// from the OpenAPI spec, such as the official Python client, ask for `/version/`, `/apis/` and
+/// `/apis/{group}/{version}/`.
 pub fn router(server: Arc<ClusterServer>) -> Router {
     Router::new()
         .route("/version", get(version))
+        .route("/version/", get(version))
         .route("/api", get(core_versions))
+        .route("/api/", get(core_versions))
         .route("/api/v1", get(core_resources))
+        .route("/api/v1/", get(core_resources))
         .route("/api/v1/{*path}", get(core_objects))
         .route("/apis", get(groups))
+        .route("/apis/", get(groups))
         .route("/apis/{group}", get(group))
+        .route("/apis/{group}/", get(group))
         .route("/apis/{group}/{version}", get(group_resources))
+        .route("/apis/{group}/{version}/", get(group_resources))
         .route("/apis/{group}/{version}/{*path}", get(group_objects))
         .fallback(|| async {
             status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource")
@@ -175,7 +184,11 @@ async fn authenticate(State(server): State<Arc<ClusterServer>>, request: Request
 
 /// A Kubernetes `Status` error response.
 fn status(code: StatusCode, reason: &str, message: &str) -> Response {
-    let body = json!({
+    (code, axum::Json(status_body(code, reason, message))).into_response()
+}
+
+fn status_body(code: StatusCode, reason: &str, message: &str) -> Value {
+    json!({
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
@@ -183,7 +196,18 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
         "message": message,
         "reason": reason,
         "code": code.as_u16(),
-    });
+    })
+}
+
+/// The API server's 404 for a missing object (apimachinery's `NewNotFound`): a `Status` whose
+/// `details` name the object and its resource.
+fn object_not_found(api: &ApiRef, name: &str) -> Response {
+    let code = StatusCode::NOT_FOUND;
+    let mut body = status_body(code, "NotFound", &format!("{} \"{name}\" not found", api.plural));
+    body["details"] = json!({"name": name, "kind": api.plural});
+    if !api.group.is_empty() {
+        body["details"]["group"] = json!(api.group); // `omitempty` in StatusDetails
+    }
     (code, axum::Json(body)).into_response()
 }
 
@@ -409,7 +433,7 @@ fn objects(server: &ClusterServer, group: &str, version: &str, path: &str, query
             let snapshot = server.current();
             match snapshot.get(&api.plural, request.namespace.unwrap_or_default(), name) {
                 Some(object) => json_bytes(object.json.clone()),
-                None => status(StatusCode::NOT_FOUND, "NotFound", &format!("{} \"{name}\" not found", api.plural)),
+                None => object_not_found(api, name),
             }
         }
         None => list(server, api, request.namespace, query),

@@ -20,7 +20,10 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{
+    Error, Result,
+    source::proxy::{self, ProxyEnv, ProxyUrl},
+};
 
 mod context_names;
 
@@ -62,6 +65,10 @@ pub struct ClusterConfig {
     /// The context in `kubeconfig`; its current context when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
+    /// An HTTP(S) proxy to reach `server` through (`http://[user:password@]host:port`), as a
+    /// kubeconfig cluster's `proxy-url`: used whatever `HTTPS_PROXY` and `NO_PROXY` say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_url: Option<ProxyUrl>,
     /// Skip TLS verification. Off by default; turning it on logs a warning at every connection.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_skip_tls_verify: bool,
@@ -217,9 +224,17 @@ impl ClusterConfig {
                 if self.token_file.is_some() == self.token_env.is_some() {
                     return bad("give exactly one of token_file and token_env".into());
                 }
-                if server.parse::<http::Uri>().is_err() {
+                let Ok(url) = server.parse::<http::Uri>() else {
                     return bad(format!("server `{server}` is not a URL"));
+                };
+                if let Some(ProxyUrl(proxy_url)) = &self.proxy_url
+                    && let Err(why) = proxy::choose(&url, Some(proxy_url), &ProxyEnv::default())
+                {
+                    return bad(why);
                 }
+            }
+            (Some(_), None) if self.proxy_url.is_some() => {
+                return bad("proxy_url goes with server; a kubeconfig cluster sets its own proxy-url".into());
             }
             (Some(_), None) => {}
         }
@@ -236,14 +251,22 @@ impl ClusterConfig {
         if config.accept_invalid_certs {
             tracing::warn!(cluster = %self.name, "TLS verification is off for this cluster (insecure_skip_tls_verify)");
         }
+        if let Some(proxy_url) = &config.proxy_url {
+            tracing::debug!(cluster = %self.name, proxy = %proxy::redacted(proxy_url), "reaching the API server through a proxy");
+        }
         kube::Client::try_from(config).map_err(|err| self.error(format!("cannot build a client: {err}")))
     }
 
     async fn kube_config(&self) -> Result<kube::Config> {
-        let mut config = match (&self.kubeconfig, &self.server) {
+        let (mut config, proxy_url) = match (&self.kubeconfig, &self.server) {
             (Some(path), _) => {
-                let kubeconfig = Kubeconfig::read_from(path)
+                let mut kubeconfig = Kubeconfig::read_from(path)
                     .map_err(|err| self.error(format!("cannot read kubeconfig {}: {err}", path.display())))?;
+                // The proxy is chosen below, as kubectl does; kube is not to apply `NO_PROXY` to it.
+                let proxy_url = proxy::kubeconfig_proxy_url(&kubeconfig, self.context.as_deref());
+                for cluster in kubeconfig.clusters.iter_mut().filter_map(|named| named.cluster.as_mut()) {
+                    cluster.proxy_url = None;
+                }
                 let options = KubeConfigOptions { context: self.context.clone(), ..Default::default() };
                 let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
                     .await
@@ -255,17 +278,19 @@ impl ClusterConfig {
                 {
                     config.auth_info.token = Some(read_token(Path::new(&file)).map_err(|why| self.error(why))?);
                 }
-                config
+                (config, proxy_url)
             }
             (None, Some(server)) => {
                 let url = server.parse().map_err(|_| self.error(format!("server `{server}` is not a URL")))?;
                 let mut config = kube::Config::new(url);
                 config.root_cert = self.ca_certificates()?;
                 config.auth_info.token = Some(self.token()?);
-                config
+                (config, self.proxy_url.clone().map(|ProxyUrl(url)| url))
             }
             (None, None) => return Err(self.error("no server and no kubeconfig".into())),
         };
+        config.proxy_url = proxy::choose(&config.cluster_url, proxy_url.as_deref(), &ProxyEnv::from_env())
+            .map_err(|why| self.error(why))?;
         config.accept_invalid_certs |= self.insecure_skip_tls_verify;
         config.connect_timeout = Some(CONNECT_TIMEOUT);
         config.read_timeout = Some(READ_TIMEOUT);

@@ -1,0 +1,304 @@
+//! The Prometheus metrics of both binaries, served on `/metrics` by [`super::admin`].
+//!
+//! Names follow Prometheus's conventions (<https://prometheus.io/docs/practices/naming/>): the
+//! `kubecensus_` prefix, base units (`_seconds`), `_total` on counters (added by
+//! prometheus-client when it encodes a counter). Labels are bounded: a table is a catalog table
+//! (anything else is `unknown`), an outcome a `runs.status` word, a code an HTTP status; no label
+//! names a cluster. The README's "Monitoring" section lists every metric.
+//!
+//! The metrics are process-wide (one set per binary, recorded from wherever the event happens:
+//! a list request in [`crate::source::kubeapi`], a replace conflict in [`crate::store::replace`]);
+//! [`WorkerMetrics::registry`] and [`SchedulerMetrics::registry`] gather each binary's set.
+
+use std::{
+    sync::{LazyLock, atomic::AtomicU64},
+    time::Instant,
+};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
+};
+
+use crate::{
+    model::catalog::catalog,
+    queue::Published,
+    queue::job::Trigger,
+    store::runs::{RowCounts, Status},
+};
+
+/// The prefix of every metric name.
+const PREFIX: &str = "kubecensus";
+/// The `table` label of a table the catalog does not know (a malformed job message).
+const UNKNOWN_TABLE: &str = "unknown";
+/// Upper bounds of the job duration buckets, in seconds: from a small cluster's namespaces
+/// (tens of milliseconds) to the default `--job-timeout` (10 minutes).
+const JOB_DURATION_BUCKETS: [f64; 13] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+
+/// The `table` label: a catalog table's name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    pub table: &'static str,
+}
+
+/// Jobs by table and outcome (a `runs.status` word).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    pub table: &'static str,
+    pub outcome: &'static str,
+}
+
+/// List requests by HTTP status code (`error` when no response came).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: String,
+}
+
+/// Published jobs by trigger (`schedule` or `manual`, as in `runs.trigger`) and result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PublishLabels {
+    pub trigger: &'static str,
+    pub result: &'static str,
+}
+
+/// The `table` label of `name`: the catalog's name of the table, or `unknown`.
+pub fn table_label(name: &str) -> TableLabel {
+    let table = catalog().tables().map(|(_, table)| table.name.as_str()).find(|table| *table == name);
+    TableLabel { table: table.unwrap_or(UNKNOWN_TABLE) }
+}
+
+/// What the worker counts.
+#[derive(Debug)]
+pub struct WorkerMetrics {
+    pub jobs: Family<JobLabels, Counter>,
+    pub job_duration: Family<TableLabel, Histogram>,
+    pub rows_written: Family<TableLabel, Counter>,
+    pub rows_inserted: Family<TableLabel, Counter>,
+    pub rows_deleted: Family<TableLabel, Counter>,
+    pub objects_skipped: Family<TableLabel, Counter>,
+    pub replace_conflicts: Family<TableLabel, Counter>,
+    pub jobs_in_flight: Gauge,
+    pub api_list_requests: Family<CodeLabel, Counter>,
+}
+
+/// The worker's metrics, created on first use.
+pub fn worker() -> &'static WorkerMetrics {
+    static METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| WorkerMetrics {
+        jobs: Family::default(),
+        job_duration: Family::new_with_constructor(|| Histogram::new(JOB_DURATION_BUCKETS)),
+        rows_written: Family::default(),
+        rows_inserted: Family::default(),
+        rows_deleted: Family::default(),
+        objects_skipped: Family::default(),
+        replace_conflicts: Family::default(),
+        jobs_in_flight: Gauge::default(),
+        api_list_requests: Family::default(),
+    });
+    &METRICS
+}
+
+impl WorkerMetrics {
+    /// A registry of the worker's metrics, for `/metrics`.
+    pub fn registry(&self) -> Registry {
+        let mut registry = Registry::with_prefix(PREFIX);
+        registry.register(
+            "jobs",
+            "Jobs that ended, by job table and outcome (runs.status: succeeded, retrying, failed, skipped, superseded, rejected, handed_back)",
+            self.jobs.clone(),
+        );
+        registry.register_with_unit(
+            "job_duration",
+            "How long jobs took, from their message to their ack, by job table",
+            Unit::Seconds,
+            self.job_duration.clone(),
+        );
+        registry.register(
+            "rows_written",
+            "Rows the cluster has in the resource's tables after each successful job (runs.rows_written), by job table",
+            self.rows_written.clone(),
+        );
+        registry.register(
+            "rows_inserted",
+            "Rows written because they are new or changed (runs.rows_inserted), by job table",
+            self.rows_inserted.clone(),
+        );
+        registry.register(
+            "rows_deleted",
+            "Rows deleted because their object changed or is gone (runs.rows_deleted), by job table",
+            self.rows_deleted.clone(),
+        );
+        registry.register(
+            "objects_skipped",
+            "Listed objects that could not be read and were skipped in successful jobs (runs.objects_skipped), by job table",
+            self.objects_skipped.clone(),
+        );
+        registry.register(
+            "replace_conflicts",
+            "Attempts that found the rows replaced by another job of the same (cluster, table) while they listed; each is retried",
+            self.replace_conflicts.clone(),
+        );
+        registry.register("jobs_in_flight", "Jobs this worker is running now", self.jobs_in_flight.clone());
+        registry.register(
+            "api_list_requests",
+            "List requests sent to cluster APIs, by HTTP status code (error: no response)",
+            self.api_list_requests.clone(),
+        );
+        registry
+    }
+
+    /// Counts a successful job's rows and skipped objects.
+    pub fn replaced(&self, table: &str, rows: &RowCounts, objects_skipped: usize) {
+        let label = table_label(table);
+        self.rows_written.get_or_create(&label).inc_by(rows.total);
+        self.rows_inserted.get_or_create(&label).inc_by(rows.inserted);
+        self.rows_deleted.get_or_create(&label).inc_by(rows.deleted);
+        self.objects_skipped.get_or_create(&label).inc_by(objects_skipped as u64);
+    }
+
+    /// Counts a list request that got `status` (`None`: no response).
+    pub fn list_request(&self, status: Option<u16>) {
+        let code = status.map_or_else(|| "error".to_owned(), |status| status.to_string());
+        self.api_list_requests.get_or_create(&CodeLabel { code }).inc();
+    }
+}
+
+/// One job as the metrics see it (kube-rs controller-rs's measure-on-drop timer): in flight
+/// from [`JobTimer::start`] until dropped; on drop, a job given an outcome is counted in
+/// `kubecensus_jobs_total` and its duration observed.
+#[derive(Debug)]
+pub struct JobTimer {
+    table: TableLabel,
+    started: Instant,
+    outcome: Option<Status>,
+}
+
+impl JobTimer {
+    /// A job whose message just arrived; its table is `unknown` until [`Self::set_table`].
+    pub fn start() -> Self {
+        worker().jobs_in_flight.inc();
+        Self { table: TableLabel { table: UNKNOWN_TABLE }, started: Instant::now(), outcome: None }
+    }
+
+    /// The job's table, once its message is read.
+    pub fn set_table(&mut self, table: &str) {
+        self.table = table_label(table);
+    }
+
+    /// How the job ended (`runs.status`).
+    pub fn set_outcome(&mut self, status: Status) {
+        self.outcome = Some(status);
+    }
+}
+
+impl Drop for JobTimer {
+    fn drop(&mut self) {
+        let metrics = worker();
+        metrics.jobs_in_flight.dec();
+        if let Some(outcome) = self.outcome {
+            metrics.jobs.get_or_create(&JobLabels { table: self.table.table, outcome: outcome.as_str() }).inc();
+            metrics.job_duration.get_or_create(&self.table).observe(self.started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// What the scheduler counts and samples.
+#[derive(Debug)]
+pub struct SchedulerMetrics {
+    pub jobs_published: Family<PublishLabels, Counter>,
+    pub consumer_pending_jobs: Gauge,
+    pub consumer_ack_pending_jobs: Gauge,
+    pub snapshot_oldest_age: Family<TableLabel, Gauge<f64, AtomicU64>>,
+    pub snapshots_stale: Family<TableLabel, Gauge>,
+}
+
+/// The scheduler's metrics, created on first use.
+pub fn scheduler() -> &'static SchedulerMetrics {
+    static METRICS: LazyLock<SchedulerMetrics> = LazyLock::new(|| SchedulerMetrics {
+        jobs_published: Family::default(),
+        consumer_pending_jobs: Gauge::default(),
+        consumer_ack_pending_jobs: Gauge::default(),
+        snapshot_oldest_age: Family::default(),
+        snapshots_stale: Family::default(),
+    });
+    &METRICS
+}
+
+impl SchedulerMetrics {
+    /// A registry of the scheduler's metrics, for `/metrics`.
+    pub fn registry(&self) -> Registry {
+        let mut registry = Registry::with_prefix(PREFIX);
+        registry.register(
+            "jobs_published",
+            "Jobs published, by trigger (schedule, manual) and result (queued, already_pending, duplicate, failed)",
+            self.jobs_published.clone(),
+        );
+        registry.register(
+            "consumer_pending_jobs",
+            "Jobs in the stream not yet delivered to a worker (the shared consumer's num_pending)",
+            self.consumer_pending_jobs.clone(),
+        );
+        registry.register(
+            "consumer_ack_pending_jobs",
+            "Jobs delivered to a worker and not yet acked (the shared consumer's num_ack_pending)",
+            self.consumer_ack_pending_jobs.clone(),
+        );
+        registry.register_with_unit(
+            "snapshot_oldest_age",
+            "Age of the oldest snapshot of the table among the registry's clusters (now - snapshots.swapped_at)",
+            Unit::Seconds,
+            self.snapshot_oldest_age.clone(),
+        );
+        registry.register(
+            "snapshots_stale",
+            "Registry clusters whose snapshot of the table is older than twice the table's schedule",
+            self.snapshots_stale.clone(),
+        );
+        registry
+    }
+
+    /// Counts one publish of a job with `trigger`: `Err` when it failed.
+    pub fn published<E>(&self, trigger: Trigger, published: &Result<Published, E>) {
+        let result = match published {
+            Ok(Published::Queued) => "queued",
+            Ok(Published::AlreadyPending) => "already_pending",
+            Ok(Published::Duplicate) => "duplicate",
+            Err(_) => "failed",
+        };
+        self.jobs_published.get_or_create(&PublishLabels { trigger: trigger.as_str(), result }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::prometheus_text;
+
+    use super::*;
+
+    #[test]
+    fn names_carry_the_prefix_units_and_total_and_tables_stay_in_the_catalog() {
+        assert_eq!(table_label("kubernetes_pod_containers").table, "kubernetes_pod_containers");
+        assert_eq!(table_label("'; drop table runs").table, "unknown");
+        let mut timer = JobTimer::start();
+        timer.set_table("kubernetes_nodes");
+        timer.set_outcome(Status::Succeeded);
+        drop(timer);
+        worker().list_request(Some(200));
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &worker().registry()).unwrap();
+        for line in [
+            "# TYPE kubecensus_jobs_total counter",
+            "kubecensus_jobs_total{table=\"kubernetes_nodes\",outcome=\"succeeded\"} 1",
+            "# TYPE kubecensus_job_duration_seconds histogram",
+            "kubecensus_job_duration_seconds_count{table=\"kubernetes_nodes\"} 1",
+            "kubecensus_api_list_requests_total{code=\"200\"} 1",
+            "kubecensus_jobs_in_flight 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no line `{line}` in\n{text}");
+        }
+        let mut text = String::new();
+        scheduler().snapshot_oldest_age.get_or_create(&table_label("kubernetes_pods")).set(1.5);
+        prometheus_text::encode(&mut text, &scheduler().registry()).unwrap();
+        assert!(text.contains("kubecensus_snapshot_oldest_age_seconds{table=\"kubernetes_pods\"} 1.5"), "{text}");
+    }
+}
