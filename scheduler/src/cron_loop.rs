@@ -61,32 +61,38 @@ pub async fn run(
     }
 }
 
-/// Each resource's job table with its schedule: the catalog's, unless overridden; only the
-/// resources of the tables in `only`, when it is not empty.
+/// Each job target with its schedule: the catalog's, unless overridden (by a table, which sets
+/// all its targets, or by a target's name); only the targets of the tables in `only`, when it is
+/// not empty.
 pub fn schedules(overrides: &[String], only: &[String]) -> anyhow::Result<Vec<(&'static str, Schedule)>> {
+    let targets_of = |table: &str| {
+        let targets = catalog().targets_of(table);
+        anyhow::ensure!(!targets.is_empty(), "unknown table `{table}`");
+        Ok(targets.into_iter().map(|t| t.name.as_str()).collect::<Vec<_>>())
+    };
     let mut selected = Vec::new();
     for table in only {
-        let resource = catalog().resource_of(table).with_context(|| format!("unknown table `{table}`"))?;
-        selected.push(resource.job_table());
+        selected.extend(targets_of(table)?);
     }
     let mut chosen: HashMap<&str, String> =
-        catalog().resources.iter().map(|r| (r.job_table(), r.schedule.clone())).collect();
+        catalog().targets.iter().map(|t| (t.name.as_str(), t.schedule.clone())).collect();
     for entry in overrides.iter().filter(|e| !e.trim().is_empty()) {
         let (table, cron) = entry.split_once('=').with_context(|| format!("schedule `{entry}` is not TABLE=CRON"))?;
-        let resource =
-            catalog().resource_of(table.trim()).with_context(|| format!("schedule for unknown table `{table}`"))?;
-        chosen.insert(resource.job_table(), cron.trim().trim_matches('\'').to_owned());
+        for target in targets_of(table.trim()).with_context(|| format!("schedule `{entry}`"))? {
+            chosen.insert(target, cron.trim().trim_matches('\'').to_owned());
+        }
     }
     catalog()
-        .resources
+        .targets
         .iter()
-        .filter(|r| selected.is_empty() || selected.contains(&r.job_table()))
-        .map(|r| {
-            let cron = &chosen[r.job_table()];
+        .map(|t| t.name.as_str())
+        .filter(|name| selected.is_empty() || selected.contains(name))
+        .map(|name| {
+            let cron = &chosen[name];
             let schedule = Schedule::from_str(cron).with_context(|| {
-                format!("schedule `{cron}` of {}: expected 6 fields, seconds first (1 = Sunday)", r.job_table())
+                format!("schedule `{cron}` of {name}: expected 6 fields, seconds first (1 = Sunday)")
             })?;
-            Ok((r.job_table(), schedule))
+            Ok((name, schedule))
         })
         .collect()
 }
@@ -127,6 +133,24 @@ mod tests {
         let err = schedules_error("kubernetes_pods=*/5 * * * *");
         assert!(err.contains("6 fields"), "{err}");
         assert!(schedules_error("nope=0 * * * * *").contains("unknown table"));
+    }
+
+    #[test]
+    fn each_custom_kind_has_its_own_schedule_and_the_table_sets_them_all() {
+        let helm = "kubernetes_custom_resources/helm.toolkit.fluxcd.io/HelmRelease";
+        let kinds = catalog().targets_of("kubernetes_custom_resources").len();
+        let chosen = schedules(&[format!("{helm}=0 */2 * * * *")], &["kubernetes_custom_resources".into()]).unwrap();
+        assert_eq!(chosen.len(), kinds, "one schedule per kind");
+        let of = |name: &str| chosen.iter().find(|(t, _)| t.ends_with(name)).unwrap().1.source().to_owned();
+        assert_eq!(of("/HelmRelease"), "0 */2 * * * *");
+        assert_eq!(of("/Kustomization"), "0 */5 * * * *");
+        assert_eq!(of("/Certificate"), "0 */30 * * * *", "the catalog's own schedule for a kind");
+        let all = schedules(&["kubernetes_custom_resources=0 0 * * * *".into()], &[]).unwrap();
+        assert!(
+            all.iter()
+                .filter(|(t, _)| t.starts_with("kubernetes_custom_resources/"))
+                .all(|(_, s)| s.source() == "0 0 * * * *")
+        );
     }
 
     fn schedules_error(entry: &str) -> String {

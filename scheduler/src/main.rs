@@ -104,17 +104,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The job tables of `tables` (every resource's when empty): `kubernetes_pod_containers` is
-/// filled by the `kubernetes_pods` job.
+/// The job targets of `tables` (every target when empty): `kubernetes_pod_containers` is
+/// filled by the `kubernetes_pods` job, `kubernetes_custom_resources` by one job per kind.
 fn job_tables(tables: &[String]) -> anyhow::Result<Vec<&'static str>> {
     if tables.is_empty() {
-        return Ok(catalog().resources.iter().map(|r| r.job_table()).collect());
+        return Ok(catalog().targets.iter().map(|t| t.name.as_str()).collect());
     }
     let mut job_tables = Vec::new();
     for table in tables {
-        let resource = catalog().resource_of(table).with_context(|| format!("unknown table `{table}`"))?;
-        if !job_tables.contains(&resource.job_table()) {
-            job_tables.push(resource.job_table());
+        let targets = catalog().targets_of(table);
+        anyhow::ensure!(!targets.is_empty(), "unknown table `{table}`");
+        for target in targets {
+            if !job_tables.contains(&target.name.as_str()) {
+                job_tables.push(target.name.as_str());
+            }
         }
     }
     Ok(job_tables)

@@ -12,13 +12,13 @@ use kubecensus::{
     model::catalog::{ColumnType, Function, Resource, Source, Step, Table, catalog},
     model::flatten::{image_repo, ready, volume_type},
     model::namespace_fields::NamespaceRule,
-    model::quantity,
     model::redact::without_data,
+    model::{health, quantity},
     source::registry::{ClusterConfig, Registry},
     store,
 };
 use kubecensus_tests::{
-    fleet::{Fleet, FleetSpec, served_resources},
+    fleet::{Fleet, FleetSpec, cluster_runs_custom_resources, served_resources},
     harness::TestEnv,
 };
 use serde_json::{Map, Value, json};
@@ -169,16 +169,23 @@ async fn refresh_everything(
     runs.into_iter().map(|(c, t, s, n, e)| ((c, t), (s, n, e))).collect()
 }
 
-/// Every (cluster, resource) ran: succeeded without skipping an object, or, for a resource the
-/// simulated cluster does not serve, skipped with the 404 as the reason.
+/// Every (cluster, job target) ran: succeeded without skipping an object, or, for a resource
+/// the simulated cluster does not serve (custom kinds on a cluster without them), skipped with
+/// the 404 as the reason. `clusters` are in fleet order.
 fn assert_every_job_finished(runs: &BTreeMap<(String, String), (String, i32, Option<String>)>, clusters: &[String]) {
-    for cluster in clusters {
-        for resource in &catalog().resources {
-            let key = (cluster.clone(), resource.job_table().to_owned());
+    for (index, cluster) in clusters.iter().enumerate() {
+        for target in &catalog().targets {
+            let (resource, _) = catalog().target(&target.name).unwrap();
+            let key = (cluster.clone(), target.name.clone());
             let (status, skipped, error) = runs.get(&key).unwrap_or_else(|| panic!("no run of {key:?}"));
-            if served_resources().any(|r| std::ptr::eq(r, resource))
-                || resource.source != kubecensus::model::catalog::ResourceSource::List
-            {
+            let served = match target.kind {
+                Some(_) => cluster_runs_custom_resources(index),
+                None => {
+                    served_resources().any(|r| std::ptr::eq(r, resource))
+                        || resource.source != kubecensus::model::catalog::ResourceSource::List
+                }
+            };
+            if served {
                 assert_eq!((status.as_str(), *skipped), ("succeeded", 0), "{key:?}: {error:?}");
             } else {
                 assert_eq!(status, "skipped", "{key:?}: {error:?}");
@@ -246,6 +253,11 @@ fn source_value(source: &Source, row: &Inputs) -> Option<Value> {
                 Function::Cores => quantity::cores(&text()?).map(|c| json!(c)),
                 Function::Bytes => quantity::bytes(&text()?).map(|b| json!(b)),
                 Function::WithoutData => without_data(row.object, &value),
+                Function::ApiGroup => Some(json!(value.as_str()?.rsplit_once('/').map_or("", |(group, _)| group))),
+                Function::ApiVersion => Some(json!(value.as_str()?.rsplit('/').next()?)),
+                Function::Health => Some(json!(health::compute(&value).status.as_str())),
+                Function::HealthMessage => Some(json!(health::compute(&value).message)),
+                Function::HealthSince => health::compute(&value).since.map(|since| json!(since)),
             }
         }
         Source::ClusterName | Source::ClusterUid => None,

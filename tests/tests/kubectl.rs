@@ -193,3 +193,22 @@ async fn kubectl_reaches_a_client_certificate_cluster_and_lists_the_home_cluster
     let (_, stdout, _) = list("argocd.argoproj.io/secret-type=cluster").await;
     assert_eq!(stdout.trim(), "");
 }
+
+#[tokio::test]
+async fn kubectl_lists_flux_kustomizations_where_flux_runs_and_not_elsewhere() {
+    let out = TempDir::new();
+    let spec = FleetSpec { clusters: 3, pods: 5, custom_resources: 30, ..FleetSpec::default() };
+    let fleet = Fleet::start(spec, &out.0).await.unwrap();
+    let clusters = fleet.clusters();
+    let kind = "kustomizations.kustomize.toolkit.fluxcd.io";
+    let (ok, stdout, stderr) = kubectl(&out.0, &clusters[0].name, &["get", kind, "-A", "-o", "json"]).await;
+    assert!(ok, "{stderr}");
+    let listed: Value = serde_json::from_str(&stdout).unwrap();
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(identities(items), identities(&fleet.objects(&clusters[0].name, "kustomizations")));
+    assert!(!items.is_empty() && items.iter().all(|k| k["kind"] == "Kustomization"));
+    // The third cluster runs no Flux: kubectl finds no such resource type in its discovery.
+    let (ok, _, stderr) = kubectl(&out.0, &clusters[2].name, &["get", kind, "-A"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("the server doesn't have a resource type"), "{stderr}");
+}

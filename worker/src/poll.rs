@@ -11,7 +11,7 @@ use async_nats::jetstream::{AckKind, Message};
 use kubecensus::{
     Error, Result,
     error::Disposition,
-    model::catalog::{Resource, ResourceSource, catalog},
+    model::catalog::{ApiRef, Resource, ResourceSource, catalog},
     model::flatten::{ClusterContext, Layout},
     model::namespace_fields::NamespaceFields,
     ops::metrics::{self, JobTimer},
@@ -20,7 +20,7 @@ use kubecensus::{
     source::kubeapi::{self, Page},
     source::registry::{ClusterConfig, Registry, sources::LiveRegistry},
     store::runs::{self, Outcome, Status},
-    store::{self, Refresh, ReplaceOutcome},
+    store::{self, Refresh, ReplaceOutcome, Scope},
 };
 use lru::LruCache;
 use sqlx::{PgConnection, PgPool};
@@ -72,6 +72,10 @@ pub struct JobPolicy {
 struct Listing<'a> {
     client: kube::Client,
     resource: &'static Resource,
+    /// What is listed: the resource's `api`, or the custom kind as the cluster serves it.
+    api: ApiRef,
+    /// The rows the job replaces.
+    scope: Scope,
     /// One per table of the resource, in catalog order.
     layouts: Vec<Layout<'a>>,
     context: ClusterContext,
@@ -255,17 +259,23 @@ impl Poller {
         cluster: &ClusterConfig,
         run_id: Uuid,
     ) -> Result<ReplaceOutcome> {
-        let resource =
-            catalog().resource_of(&job.table).ok_or_else(|| Error::Job(format!("unknown table {}", job.table)))?;
+        let (resource, target) =
+            catalog().target(&job.table).ok_or_else(|| Error::Job(format!("unknown table {}", job.table)))?;
         let client = self.client(cluster).await?;
         let cluster_uid = kubeapi::cluster_uid(&client).await?;
         store::record_contact(&self.pool, &cluster.name, &cluster_uid).await?;
+        let api = match &target.kind {
+            Some(kind) => kubeapi::find_kind(&client, kind).await?,
+            None => resource.api.clone(),
+        };
         let namespaces = self.namespace_fields(&client, resource, registry, cluster).await?;
         let fields = registry.field_names();
         let namespace_field_names = namespaces.names().to_vec();
         let listing = Listing {
             client,
             resource,
+            api,
+            scope: Scope::of(target),
             layouts: resource
                 .tables
                 .iter()
@@ -298,7 +308,7 @@ impl Poller {
         job: &Job,
         run_id: Uuid,
     ) -> Result<ReplaceOutcome> {
-        let mut refresh = Refresh::begin(conn, &listing.context.name, &listing.layouts).await?;
+        let mut refresh = Refresh::begin(conn, &listing.context.name, listing.scope.clone(), &listing.layouts).await?;
         match self.load(conn, listing, &mut refresh).await {
             Ok(skipped) => {
                 let replaced = refresh.commit(conn, job, run_id, &outcome_of(&skipped)).await;
@@ -360,8 +370,8 @@ impl Poller {
     async fn fetch(&self, listing: &Listing<'_>, continue_token: Option<&str>, body: &mut Vec<u8>) -> Result<Page> {
         let client = &listing.client;
         match listing.resource.source {
-            ResourceSource::List => {
-                kubeapi::list_page(client, &listing.resource.api, self.policy.page_size, continue_token, body).await
+            ResourceSource::List | ResourceSource::Custom => {
+                kubeapi::list_page(client, &listing.api, self.policy.page_size, continue_token, body).await
             }
             ResourceSource::Discovery => kubeapi::discovery(client).await,
             ResourceSource::Version => kubeapi::version(client).await,

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::{
     model::catalog::{CLUSTER_COLUMN, ColumnType, Function, RowList, Source, Step, Table},
     model::namespace_fields::NamespaceFields,
-    model::{quantity, redact},
+    model::{health, quantity, redact},
 };
 
 /// What every row of one cluster shares: its name, uid and the registry's extra fields.
@@ -204,6 +204,11 @@ fn apply(function: Function, value: Resolved) -> Option<Resolved> {
         Function::Ready => Resolved::Computed(Value::Bool(ready(value.json()?)?)),
         Function::Cores => Resolved::Computed(Value::from(quantity::cores(&text(&value)?)?)),
         Function::Bytes => Resolved::Computed(Value::from(quantity::bytes(&text(&value)?)?)),
+        Function::ApiGroup => Resolved::Text(text(&value)?.rsplit_once('/').map_or("", |(group, _)| group).to_owned()),
+        Function::ApiVersion => Resolved::Text(text(&value)?.rsplit('/').next().unwrap_or_default().to_owned()),
+        Function::Health => Resolved::Text(health::compute(value.json()?).status.as_str().to_owned()),
+        Function::HealthMessage => Resolved::Text(health::compute(value.json()?).message),
+        Function::HealthSince => Resolved::Computed(Value::String(health::compute(value.json()?).since?)),
         // Needs the whole object: resolved in `Row::resolve`.
         Function::WithoutData => return None,
     })

@@ -14,8 +14,9 @@ use crate::{Error, Result, model::catalog::catalog, source::registry::is_cluster
 pub struct Job {
     pub id: Uuid,
     pub cluster: String,
-    /// The job table of a catalog resource (e.g. `kubernetes_pods`, which also fills
-    /// `kubernetes_pod_containers`).
+    /// The job target: the job table of a catalog resource (e.g. `kubernetes_pods`, which also
+    /// fills `kubernetes_pod_containers`), or one custom kind
+    /// (`kubernetes_custom_resources/<group>/<Kind>`).
     pub table: String,
     pub trigger: Trigger,
     /// The cron tick (or the request time, for a manual job). A job never replaces rows from a
@@ -41,20 +42,16 @@ impl Trigger {
 }
 
 impl Job {
-    /// A job for one cluster's resource. `table` may be any table of the resource; the job is
-    /// named by the resource's job table.
+    /// A job for one cluster's resource. `table` may be any table of the resource (the job is
+    /// named by the resource's job table) or a target's name; a table filled by several targets
+    /// (custom resources) must be named by one of them.
     pub fn new(cluster: &str, table: &str, trigger: Trigger, scheduled_at: DateTime<Utc>) -> Result<Self> {
-        let job = Self {
-            id: Uuid::now_v7(),
-            cluster: cluster.to_owned(),
-            table: catalog()
-                .resource_of(table)
-                .ok_or_else(|| Error::Job(format!("unknown table `{table}`")))?
-                .job_table()
-                .to_owned(),
-            trigger,
-            scheduled_at,
+        let target = match catalog().targets_of(table).as_slice() {
+            [] => return Err(Error::Job(format!("unknown table `{table}`"))),
+            [target] => target.name.clone(),
+            [first, ..] => return Err(Error::Job(format!("`{table}` has a job per kind, such as `{}`", first.name))),
         };
+        let job = Self { id: Uuid::now_v7(), cluster: cluster.to_owned(), table: target, trigger, scheduled_at };
         job.check()?;
         Ok(job)
     }
@@ -71,11 +68,11 @@ impl Job {
         if !is_cluster_name(&self.cluster) {
             return Err(Error::Job(format!("`{}` is not a valid cluster name", self.cluster.escape_debug())));
         }
-        match catalog().resource_of(&self.table) {
-            Some(resource) if resource.job_table() == self.table => Ok(()),
-            Some(resource) => {
-                Err(Error::Job(format!("`{}` is filled by jobs for `{}`", self.table, resource.job_table())))
-            }
+        if catalog().target(&self.table).is_some() {
+            return Ok(());
+        }
+        match catalog().targets_of(&self.table).first() {
+            Some(target) => Err(Error::Job(format!("`{}` is filled by jobs for `{}`", self.table, target.name))),
             None => Err(Error::Job(format!("unknown table `{}`", self.table.escape_debug()))),
         }
     }
@@ -114,6 +111,19 @@ mod tests {
         assert_eq!(job.message_id(), again.message_id());
         let manual = Job::new("prod-1", "kubernetes_pods", Trigger::Manual, tick).unwrap();
         assert_eq!(manual.message_id(), manual.id.to_string());
+    }
+
+    #[test]
+    fn a_custom_kind_is_its_own_job_and_the_shared_table_names_none() {
+        let tick = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let name = "kubernetes_custom_resources/helm.toolkit.fluxcd.io/HelmRelease";
+        let job = Job::new("prod-1", name, Trigger::Manual, tick).unwrap();
+        assert_eq!(Job::parse(&job.to_json()).unwrap().table, name);
+        assert_eq!(job.subject("kc"), format!("kc.jobs.prod-1.{name}"));
+        let err = Job::new("prod-1", "kubernetes_custom_resources", Trigger::Manual, tick).unwrap_err().to_string();
+        assert!(err.contains("a job per kind"), "{err}");
+        let err = Job::new("prod-1", "kubernetes_custom_resources/x.io/Nope", Trigger::Manual, tick).unwrap_err();
+        assert!(err.to_string().contains("unknown table"), "{err}");
     }
 
     #[test]

@@ -20,7 +20,11 @@ use kube::{
 use serde::Deserialize;
 use serde_json::{Value, value::RawValue};
 
-use crate::{Error, Result, model::catalog::ApiRef, ops::metrics};
+use crate::{
+    Error, Result,
+    model::catalog::{ApiRef, CustomKind},
+    ops::metrics,
+};
 
 /// One page of a listing. Its objects stay JSON text until read one by one with
 /// [`Page::objects`]: a parsed object takes about ten times the memory of its text, so a page
@@ -32,6 +36,9 @@ pub struct Page {
     source: String,
     /// Whether an item without `metadata.name` is skipped (list items; not discovery documents).
     names_required: bool,
+    /// The `apiVersion` and `kind` of a list's items, set on each item that lacks them (the API
+    /// server omits them in lists of built-in kinds, as kubectl's `get -o json` fills them in).
+    type_meta: Option<(String, String)>,
     /// Why each part of the page that could not be fetched was skipped (discovery).
     pub skipped: Vec<String>,
     /// The token for the next page; `None` on the last page.
@@ -46,7 +53,7 @@ impl Page {
             .map(serde_json::value::to_raw_value)
             .collect::<std::result::Result<_, _>>()
             .map_err(|err| Error::Cluster(format!("{source}: {err}")))?;
-        Ok(Self { items, source: source.into(), names_required: false, skipped, continue_token: None })
+        Ok(Self { items, source: source.into(), names_required: false, type_meta: None, skipped, continue_token: None })
     }
 
     /// Each object of the page, parsed, or why it is skipped: an item that is not valid JSON,
@@ -54,7 +61,16 @@ impl Page {
     pub fn objects(&self) -> impl Iterator<Item = std::result::Result<Value, String>> + '_ {
         let source = &self.source;
         self.items.iter().map(move |raw| match serde_json::from_str::<Value>(raw.get()) {
-            Ok(object) if object.is_object() && (!self.names_required || object["metadata"]["name"].is_string()) => {
+            Ok(mut object)
+                if object.is_object() && (!self.names_required || object["metadata"]["name"].is_string()) =>
+            {
+                if let Some((api_version, kind)) = &self.type_meta {
+                    for (key, value) in [("apiVersion", api_version), ("kind", kind)] {
+                        if !object[key].is_string() {
+                            object[key] = Value::String(value.clone());
+                        }
+                    }
+                }
                 Ok(object)
             }
             Ok(object) if object.is_object() => Err(format!("an item of {source} has no metadata.name")),
@@ -77,6 +93,14 @@ struct RawList {
 struct RawListMeta {
     #[serde(default, rename = "continue")]
     continue_token: Option<String>,
+}
+
+/// An `apiVersion`: `v1`, `apps/v1`.
+pub fn api_version(api: &ApiRef) -> String {
+    match api.group.as_str() {
+        "" => api.version.clone(),
+        group => format!("{group}/{}", api.version),
+    }
 }
 
 /// The URL path that lists a resource in every namespace.
@@ -110,6 +134,7 @@ pub async fn list_page(
         items: list.items.unwrap_or_default(),
         source: format!("the {} list", api.plural),
         names_required: true,
+        type_meta: Some((api_version(api), api.kind.clone())),
         skipped: Vec::new(),
         continue_token: list.metadata.continue_token.filter(|token| !token.is_empty()),
     })
@@ -149,6 +174,38 @@ pub async fn discovery(client: &kube::Client) -> Result<Page> {
         }
     }
     Page::of_documents("discovery", &documents, skipped)
+}
+
+/// Where `kind` is served: its version (the group's preferred version unless the kind names one)
+/// and its plural and scope, from the cluster's discovery (`/apis/<group>`,
+/// `/apis/<group>/<version>`).
+///
+/// # Errors
+/// [`Error::NotServed`] when the cluster serves no such group, version or kind (the job is
+/// `skipped`), or any error of the requests.
+pub async fn find_kind(client: &kube::Client, kind: &CustomKind) -> Result<ApiRef> {
+    let group: Value = get_json(client, &format!("/apis/{}", kind.group)).await?;
+    let version = match &kind.version {
+        Some(version) => version.clone(),
+        None => group["preferredVersion"]["version"]
+            .as_str()
+            .ok_or_else(|| Error::Cluster(format!("/apis/{}: no preferredVersion", kind.group)))?
+            .to_owned(),
+    };
+    let resources: Value = get_json(client, &format!("/apis/{}/{version}", kind.group)).await?;
+    let resource = resources["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["kind"] == kind.kind.as_str() && r["name"].as_str().is_some_and(|name| !name.contains('/')))
+        .ok_or_else(|| Error::NotServed(format!("{}/{version} serves no kind {}", kind.group, kind.kind)))?;
+    Ok(ApiRef {
+        group: kind.group.clone(),
+        version,
+        kind: kind.kind.clone(),
+        plural: resource["name"].as_str().unwrap_or_default().to_owned(),
+        namespaced: resource["namespaced"].as_bool().unwrap_or(true),
+    })
 }
 
 /// The cluster's `/version` as one object.
@@ -336,11 +393,13 @@ mod tests {
             items: list.items.unwrap(),
             source: "the pods list".into(),
             names_required: true,
+            type_meta: Some(("v1".into(), "Pod".into())),
             skipped: Vec::new(),
             continue_token: None,
         };
         let read: Vec<_> = page.objects().collect();
         assert_eq!(read[0].as_ref().unwrap()["metadata"]["name"], "a");
+        assert_eq!(read[0].as_ref().unwrap()["kind"], "Pod", "list items get their kind");
         assert_eq!(read[1].as_ref().unwrap_err(), "an item of the pods list has no metadata.name");
         assert_eq!(read[2].as_ref().unwrap_err(), "an item of the pods list is not an object");
         assert_eq!(read.len(), 3);

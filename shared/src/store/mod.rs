@@ -3,8 +3,10 @@
 //!
 //! [`schema`] creates and upgrades the tables (one per catalog table, hash-partitioned by
 //! cluster); [`replace`] writes a job's rows; [`sql`] is the one way names get into SQL text;
-//! [`freshness`] says how old the snapshots are.
+//! [`freshness`] says how old the snapshots are; [`fleet_view`] is the `fleet_objects` view of
+//! every object's health.
 
+pub mod fleet_view;
 pub mod freshness;
 pub mod prune;
 pub mod replace;
@@ -22,7 +24,7 @@ use crate::{
     Error, Result, ops::credentials::DatabaseCredentials, queue, source::registry::Registry, store::runs::Status,
 };
 
-pub use replace::{Refresh, ReplaceOutcome};
+pub use replace::{Refresh, ReplaceOutcome, Scope};
 pub use schema::ensure_tables;
 
 /// The migrations in `migrations/`, embedded.
@@ -62,7 +64,9 @@ pub async fn prepare(pool: &PgPool, registry: &Registry) -> Result<()> {
         return Err(Error::Database(format!("kubecensus needs PostgreSQL 15 or later; this server is {shown}")));
     }
     MIGRATOR.run(pool).await.map_err(|err| Error::Database(format!("migrations: {err}")))?;
-    ensure_tables(pool, &registry.field_names(), &registry.namespace_field_names()).await
+    let (fields, namespace_fields) = (registry.field_names(), registry.namespace_field_names());
+    ensure_tables(pool, &fields, &namespace_fields).await?;
+    fleet_view::ensure(pool, &fields, &namespace_fields).await
 }
 
 /// Adds the columns of the fields `now` declares and `before` did not (a registry read again

@@ -15,6 +15,10 @@
 //! temporary table of the job's session (no WAL, dropped with the session if the worker dies)
 //! and moved with `INSERT ... SELECT` in the final transaction.
 //!
+//! A job replaces a [`Scope`] of the cluster's rows: all of them for a catalog resource, or only
+//! those of one custom resource kind (`api_group` and `kind`), so refreshing one kind never
+//! touches another kind's rows.
+//!
 //! A job whose listing began before another job of the same (cluster, table) committed cannot
 //! trust the hashes it read: it fails with a retryable error, or is `superseded` when the other
 //! job was scheduled later.
@@ -25,7 +29,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use sqlx::{Connection, PgConnection};
+use sqlx::{Arguments, Connection, PgConnection, postgres::PgArguments};
 use uuid::Uuid;
 
 use super::{
@@ -35,7 +39,7 @@ use super::{
 };
 use crate::{
     Error, Result,
-    model::catalog::CLUSTER_COLUMN,
+    model::catalog::{CLUSTER_COLUMN, GROUP_COLUMN, KIND_COLUMN, Target},
     model::flatten::Layout,
     ops::metrics,
     queue::job::Job,
@@ -51,10 +55,58 @@ pub enum ReplaceOutcome {
     Superseded { current: DateTime<Utc> },
 }
 
+/// Which of a cluster's rows one job replaces, and the name its snapshot goes by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// The job target's name (`Job::table`): the key of its snapshot and of its advisory lock.
+    pub name: String,
+    /// Columns and the values that select the scope's rows; none: every row of the cluster.
+    pub filters: Vec<(&'static str, String)>,
+}
+
+impl Scope {
+    /// The rows of a catalog target: all of the cluster's, or one custom kind's.
+    pub fn of(target: &Target) -> Self {
+        let filters = match &target.kind {
+            None => Vec::new(),
+            Some(kind) => vec![(GROUP_COLUMN, kind.group.clone()), (KIND_COLUMN, kind.kind.clone())],
+        };
+        Self { name: target.name.clone(), filters }
+    }
+
+    /// The snapshot name of the scope's rows of `table`: the table's, or the scope's own when it
+    /// is a part of the table.
+    fn snapshot_name<'s>(&'s self, table: &'s str) -> &'s str {
+        if self.filters.is_empty() { table } else { &self.name }
+    }
+
+    /// `AND "col" = $n ...` for the filters, parameters numbered from `first`.
+    fn condition(&self, first: usize) -> String {
+        self.filters
+            .iter()
+            .enumerate()
+            .map(|(i, (column, _))| format!(" AND {} = ${}", Ident::derived(&[column]), first + i))
+            .collect()
+    }
+
+    /// The parameters of a statement selecting the scope's rows of `cluster`: `$1` the cluster,
+    /// then the filters' values (see [`Self::condition`]).
+    fn arguments(&self, cluster: &str) -> Result<PgArguments> {
+        let mut arguments = PgArguments::default();
+        let bad = |err: sqlx::error::BoxDynError| Error::Database(format!("binding the scope {}: {err}", self.name));
+        arguments.add(cluster.to_owned()).map_err(bad)?;
+        for (_, value) in &self.filters {
+            arguments.add(value.clone()).map_err(bad)?;
+        }
+        Ok(arguments)
+    }
+}
+
 /// One job's refresh of a cluster's rows of a resource: the rows there now (as hashes), the rows
 /// listed so far, and the new ones to insert.
 pub struct Refresh<'a> {
     cluster: String,
+    scope: Scope,
     /// The run whose rows the hashes were read from (`snapshots.run_id`), `None` before the
     /// cluster's first load.
     base: Option<Uuid>,
@@ -96,28 +148,30 @@ struct TableChanges<'a> {
 }
 
 impl<'a> Refresh<'a> {
-    /// Reads the hashes of `cluster`'s rows in the tables of `layouts` (one resource's, job table
-    /// first) and the run they came from, in one snapshot.
-    pub async fn begin(conn: &mut PgConnection, cluster: &str, layouts: &[Layout<'a>]) -> Result<Self> {
+    /// Reads the hashes of `cluster`'s rows of `scope` in the tables of `layouts` (one
+    /// resource's, job table first) and the run they came from, in one snapshot.
+    pub async fn begin(conn: &mut PgConnection, cluster: &str, scope: Scope, layouts: &[Layout<'a>]) -> Result<Self> {
         let mut tx = conn.begin().await?;
         execute(&mut tx, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY".into()).await?;
         let job_table = &layouts.first().ok_or_else(|| Error::Database("a resource without tables".into()))?.table.name;
         let base: Option<Uuid> =
             sqlx::query_scalar("SELECT run_id FROM snapshots WHERE cluster_name = $1 AND table_name = $2")
                 .bind(cluster)
-                .bind(job_table)
+                .bind(scope.snapshot_name(job_table))
                 .fetch_optional(&mut *tx)
                 .await?;
         let mut tables = Vec::with_capacity(layouts.len());
         for layout in layouts {
             let shape = TableShape::new(layout)?;
             let sql = format!(
-                "SELECT {} FROM {} WHERE {} = $1",
+                "SELECT {} FROM {} WHERE {} = $1{}",
                 Ident::derived(&[ROW_HASH_COLUMN]),
                 shape.name,
-                Ident::derived(&[CLUSTER_COLUMN])
+                Ident::derived(&[CLUSTER_COLUMN]),
+                scope.condition(2)
             );
-            let hashes: Vec<Uuid> = sqlx::query_scalar(&sql).bind(cluster).fetch_all(&mut *tx).await?;
+            let hashes: Vec<Uuid> =
+                sqlx::query_scalar_with(&sql, scope.arguments(cluster)?).fetch_all(&mut *tx).await?;
             let current = hashes.iter().map(Uuid::as_u128).collect();
             tables.push(TableChanges {
                 shape,
@@ -129,7 +183,7 @@ impl<'a> Refresh<'a> {
             });
         }
         tx.commit().await?;
-        Ok(Self { cluster: cluster.to_owned(), base, tables })
+        Ok(Self { cluster: cluster.to_owned(), scope, base, tables })
     }
 
     /// Takes rows of table `index` in COPY text (lines ending in `\n`, as [`crate::model::flatten`]
@@ -262,8 +316,12 @@ impl<'a> Refresh<'a> {
         if now.map(|(_, run)| run) != self.base {
             metrics::worker().replace_conflicts.get_or_create(&metrics::table_label(&job.table)).inc();
             return Err(Error::Database(format!(
-                "another job replaced {}'s rows of {} while this one listed; the next attempt starts from its rows",
-                self.cluster, job.table
+                "another job replaced {}'s rows of {} while this one listed (run {:?}, listed against {:?}); \
+                 the next attempt starts from its rows",
+                self.cluster,
+                job.table,
+                now.map(|(_, run)| run),
+                self.base
             )));
         }
         let mut totals = RowCounts::default();
@@ -276,7 +334,7 @@ impl<'a> Refresh<'a> {
                    scheduled_at = EXCLUDED.scheduled_at, row_count = EXCLUDED.row_count, swapped_at = now()",
             )
             .bind(&self.cluster)
-            .bind(&table.shape.table.name)
+            .bind(self.scope.snapshot_name(&table.shape.table.name))
             .bind(job.id)
             .bind(run_id)
             .bind(job.scheduled_at)
@@ -301,10 +359,8 @@ impl<'a> Refresh<'a> {
             .map(|hash| Uuid::from_u128(*hash))
             .collect();
         if removed.len() == table.current.len() && !removed.is_empty() {
-            sqlx::query(&format!("DELETE FROM {name} WHERE {cluster} = $1"))
-                .bind(&self.cluster)
-                .execute(&mut *tx)
-                .await?;
+            let sql = format!("DELETE FROM {name} WHERE {cluster} = $1{}", self.scope.condition(2));
+            sqlx::query_with(&sql, self.scope.arguments(&self.cluster)?).execute(&mut *tx).await?;
         } else if !removed.is_empty() {
             sqlx::query(&format!("DELETE FROM {name} WHERE {cluster} = $1 AND {hash} = ANY($2)"))
                 .bind(&self.cluster)

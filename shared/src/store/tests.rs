@@ -42,6 +42,11 @@ fn pod(cluster: &str, i: usize, version: usize) -> Value {
            "status": {"phase": format!("v{version}")}})
 }
 
+/// The scope of a pods job: every pod row of the cluster.
+fn pods_scope() -> Scope {
+    Scope::of(catalog().target("kubernetes_pods").unwrap().1)
+}
+
 /// Runs a refresh of `cluster`'s pods with `pods` through the store, holding at most
 /// `held_limit` bytes of new rows in memory.
 async fn refresh_with(
@@ -53,7 +58,7 @@ async fn refresh_with(
 ) -> Result<ReplaceOutcome> {
     let mut conn = pool.acquire().await.unwrap();
     let layouts = layouts();
-    let mut refresh = Refresh::begin(&mut conn, cluster, &layouts).await?;
+    let mut refresh = Refresh::begin(&mut conn, cluster, pods_scope(), &layouts).await?;
     let context =
         ClusterContext { name: cluster.into(), uid: format!("uid-{cluster}"), field_values: vec![Some("eu".into())] };
     for pod in pods {
@@ -182,7 +187,7 @@ async fn a_failed_write_keeps_the_last_good_rows(pool: PgPool) {
     let mut broken = pods("c1", 0..2, 2);
     let mut conn = pool.acquire().await.unwrap();
     let layouts = layouts();
-    let mut refresh = Refresh::begin(&mut conn, "c1", &layouts).await.unwrap();
+    let mut refresh = Refresh::begin(&mut conn, "c1", pods_scope(), &layouts).await.unwrap();
     refresh.add(0, b"u\tc1\teu\tuid\tbad\tns\tnot-a-number\n");
     let context = ClusterContext { name: "c1".into(), uid: "uid-c1".into(), field_values: vec![Some("eu".into())] };
     for pod in broken.drain(..) {

@@ -21,7 +21,10 @@ use kubecensus::{
     model::catalog::catalog,
     source::kubeapi,
     source::registry::Registry,
-    store::sql::{Ident, literal},
+    store::{
+        Scope,
+        sql::{Ident, literal},
+    },
 };
 use serde::{Deserialize, Serialize, de::IgnoredAny};
 use sqlx::{Connection, PgConnection};
@@ -91,13 +94,24 @@ pub async fn dump(env: &BenchEnv, dir: &Path) -> anyhow::Result<Dump> {
             .await?;
     let mut conn = env.pool.acquire().await?;
     let mut files = Vec::new();
-    for (cluster, table, rows) in snapshots {
+    for (cluster, name, rows) in snapshots {
         if rows == 0 {
             continue;
         }
-        let path = dir.join(format!("{table}.{cluster}.tsv"));
+        // A snapshot names a table, or one custom kind's rows of a table (`store::Scope`).
+        let (table, filters) = match catalog().target(&name) {
+            Some((resource, target)) if target.kind.is_some() => {
+                (resource.job_table().to_owned(), Scope::of(target).filters)
+            }
+            _ => (name.clone(), Vec::new()),
+        };
+        let mut condition = format!("cluster_name = {}", literal(&cluster));
+        for (column, value) in &filters {
+            condition.push_str(&format!(" AND {} = {}", Ident::new(column)?, literal(value)));
+        }
+        let path = dir.join(format!("{}.{cluster}.tsv", name.replace('/', "_")));
         let mut data = Vec::new();
-        let select = format!("SELECT * FROM {} WHERE cluster_name = {}", Ident::new(&table)?, literal(&cluster));
+        let select = format!("SELECT * FROM {} WHERE {condition}", Ident::new(&table)?);
         let mut stream = conn.copy_out_raw(&format!("COPY ({select}) TO STDOUT")).await?;
         while let Some(chunk) = stream.try_next().await? {
             data.extend_from_slice(&chunk);

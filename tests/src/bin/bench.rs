@@ -18,6 +18,7 @@ use clap::{Parser, ValueEnum};
 use kubecensus::model::catalog::catalog;
 use kubecensus_tests::bench::{
     env::{BenchEnv, EnvConfig, bin_dir},
+    fleet_view,
     limits::{self, LoadMode},
     queries, readers,
     refresh::{self, RoundSpec},
@@ -61,6 +62,9 @@ struct Args {
     /// Pods per cluster.
     #[arg(long, default_value_t = 1000)]
     pods: usize,
+    /// Custom resources (Flux, Argo CD, cert-manager) per cluster; every third cluster has none.
+    #[arg(long, default_value_t = 200)]
+    custom_resources: usize,
     /// Worker process counts, one refresh round each (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     workers: Vec<usize>,
@@ -217,6 +221,7 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         namespaces: args.namespaces,
         nodes: args.nodes,
         pods: args.pods,
+        custom_resources: args.custom_resources,
         seed: args.seed,
         name_prefix: "sim".into(),
         ..FleetSpec::default()
@@ -338,10 +343,16 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         report.queries_pods = queries::pod_count(env).await?;
         tracing::info!(pods = report.queries_pods, "timing queries");
         report.queries = queries::time_all(env, args.query_runs).await?;
+        let pages = fleet_view::time_pages(env, 5_000, args.query_runs).await?;
         let mut plans = Vec::new();
-        for (name, sql) in queries::QUERIES {
+        for (name, sql) in queries::QUERIES
+            .iter()
+            .map(|(n, s)| (*n, *s))
+            .chain(pages.iter().filter(|p| !p.sql.contains("$1")).map(|p| (p.name.as_str(), p.sql.as_str())))
+        {
             plans.push(format!("-- {name}\n{sql}\n{}\n", queries::explain(env, sql).await?));
         }
+        report.queries.extend(pages);
         std::fs::write(args.dir.join("plans.txt"), plans.join("\n"))?;
     }
     drop(fleet);

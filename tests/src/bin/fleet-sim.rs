@@ -38,6 +38,9 @@ struct Args {
     /// Pods per cluster.
     #[arg(long, env = "FLEET_PODS", default_value_t = 50)]
     pods: usize,
+    /// Custom resources (Flux, Argo CD, cert-manager) per cluster; every third cluster has none.
+    #[arg(long, env = "FLEET_CUSTOM_RESOURCES", default_value_t = 20)]
+    custom_resources: usize,
     /// Seed of the generated content.
     #[arg(long, env = "FLEET_SEED", default_value_t = 1)]
     seed: u64,
@@ -92,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
         namespaces: args.namespaces,
         nodes: args.nodes,
         pods: args.pods,
+        custom_resources: args.custom_resources,
         seed: args.seed,
         objects: args.objects,
         name_prefix: args.name_prefix,

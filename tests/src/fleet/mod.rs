@@ -8,6 +8,7 @@
 //! ([`Fleet::objects`]), change it ([`Fleet::churn`]) or make it misbehave ([`Fleet::set_faults`]).
 
 mod content;
+mod custom;
 pub mod home;
 mod objects;
 mod server;
@@ -52,6 +53,12 @@ pub fn served_resources() -> impl Iterator<Item = &'static Resource> {
     })
 }
 
+/// Whether the cluster at `index` (0-based) runs Flux, Argo CD and cert-manager: serves their
+/// CRDs and objects. The others answer 404 for them, as a cluster without Flux does.
+pub fn cluster_runs_custom_resources(index: usize) -> bool {
+    custom::runs_custom_resources(index)
+}
+
 /// Regions given to clusters in turn, in the registry's `fields` and the nodes' labels.
 const REGIONS: &[&str] = &["us-east", "eu-west", "ap-south"];
 
@@ -65,6 +72,9 @@ pub struct FleetSpec {
     pub nodes: usize,
     /// Pods per cluster.
     pub pods: usize,
+    /// Custom resources (Flux, Argo CD, cert-manager) per cluster, with their CRDs; every third
+    /// cluster runs none ([`cluster_runs_custom_resources`]).
+    pub custom_resources: usize,
     /// Seeds the generated content: the same seed gives the same objects.
     pub seed: u64,
     /// Serve the objects of the JSON files in this folder instead of generated ones.
@@ -84,6 +94,7 @@ impl Default for FleetSpec {
             namespaces: 5,
             nodes: 3,
             pods: 50,
+            custom_resources: 20,
             seed: 1,
             objects: None,
             name_prefix: "sim".to_owned(),
@@ -138,7 +149,13 @@ impl Fleet {
             None => Source::Generated,
         };
         // Building content is the slow part (100 clusters x 1000 pods): use every core.
-        let prepared = parallel_map(spec.clusters, |index| prepare_cluster(&spec, &source, &resources, index));
+        let prepared = parallel_map(spec.clusters, |index| {
+            let mut resources = resources.clone();
+            if custom::runs_custom_resources(index) {
+                resources.extend(custom::apis());
+            }
+            prepare_cluster(&spec, &source, &resources, index)
+        });
         if let Some(first) = prepared.first() {
             for (kind, count) in &first.skipped {
                 tracing::warn!(kind, count, "skipped objects of a kind the catalog does not list");
@@ -152,7 +169,7 @@ impl Fleet {
         }
         let clusters = prepared
             .into_iter()
-            .map(|cluster| start_cluster(cluster, &resources, spec.continue_ttl))
+            .map(|cluster| start_cluster(cluster, spec.continue_ttl))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let fleet = Fleet { clusters };
         fleet.write_files(&out_dir)?;
@@ -334,6 +351,8 @@ struct PreparedCluster {
     name: String,
     region: &'static str,
     uid: String,
+    /// The APIs it serves: the catalog's, and the custom kinds where it runs them.
+    resources: Vec<ApiRef>,
     store: ClusterStore,
     skipped: BTreeMap<String, usize>,
     duplicates: usize,
@@ -350,7 +369,17 @@ fn prepare_cluster(spec: &FleetSpec, source: &Source, resources: &[ApiRef], inde
     let (objects, pod_factory) = match source {
         Source::Generated => {
             let counts = (spec.namespaces, spec.nodes, spec.pods);
-            let generated = content::generate(&name, region, &uid, counts, &mut rng);
+            let mut generated = content::generate(&name, region, &uid, counts, &mut rng);
+            if custom::runs_custom_resources(index) {
+                let namespaces: Vec<String> = generated
+                    .objects
+                    .iter()
+                    .filter(|o| o["kind"] == "Namespace")
+                    .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_owned))
+                    .collect();
+                generated.objects.extend(custom::definitions(&mut rng));
+                generated.objects.extend(custom::objects(spec.custom_resources, &namespaces, &mut rng));
+            }
             (generated.objects, generated.pod_factory)
         }
         Source::Files(objects) => with_own_kube_system(objects, &uid),
@@ -360,6 +389,7 @@ fn prepare_cluster(spec: &FleetSpec, source: &Source, resources: &[ApiRef], inde
         name,
         region,
         uid,
+        resources: resources.to_vec(),
         store: ClusterStore::new(classified.objects, pod_factory, rng),
         skipped: classified.skipped,
         duplicates: classified.duplicates,
@@ -384,19 +414,15 @@ fn parallel_map<T: Send>(count: usize, build: impl Fn(usize) -> T + Sync) -> Vec
 }
 
 /// Binds a cluster's server on an ephemeral loopback port and starts serving.
-fn start_cluster(
-    cluster: PreparedCluster,
-    resources: &[ApiRef],
-    continue_ttl: Duration,
-) -> anyhow::Result<RunningCluster> {
-    let PreparedCluster { name, region, uid, store, client_auth, .. } = cluster;
+fn start_cluster(cluster: PreparedCluster, continue_ttl: Duration) -> anyhow::Result<RunningCluster> {
+    let PreparedCluster { name, region, uid, resources, store, client_auth, .. } = cluster;
     let tls = tls::cluster_tls(&name, client_auth)?;
     let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
     let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
     let mut server =
-        ClusterServer::new(name.clone(), token.clone(), resources.to_vec(), address.to_string(), continue_ttl, store);
+        ClusterServer::new(name.clone(), token.clone(), resources, address.to_string(), continue_ttl, store);
     server.client_certificates = client_auth;
     let server = Arc::new(server);
     let handle = Handle::new();

@@ -122,16 +122,32 @@ pub enum Function {
     /// An annotation map whose values that could carry the object's data are `null`
     /// ([`crate::model::redact`]), for Secrets and ConfigMaps (`json`).
     WithoutData,
+    /// The API group of an `apiVersion`: `apps` of `apps/v1`, empty for `v1` (`text`).
+    ApiGroup,
+    /// The version of an `apiVersion`: `v1` of `apps/v1` (`text`).
+    ApiVersion,
+    /// An object's health as kstatus computes it ([`crate::model::health`]): `Current`,
+    /// `InProgress`, `Failed`, `Terminating`, `Unknown`, or Flux's `Suspended` (`text`).
+    Health,
+    /// Why the object has its health (`text`).
+    HealthMessage,
+    /// The `lastTransitionTime` of the condition that decided the health (`time`).
+    HealthSince,
 }
 
 impl Function {
-    const ALL: [(&'static str, Function, ColumnType); 6] = [
+    const ALL: [(&'static str, Function, ColumnType); 11] = [
         ("image_repo", Function::ImageRepo, ColumnType::Text),
         ("volume_type", Function::VolumeType, ColumnType::Text),
         ("ready", Function::Ready, ColumnType::Bool),
         ("cores", Function::Cores, ColumnType::Double),
         ("bytes", Function::Bytes, ColumnType::BigInt),
         ("without_data", Function::WithoutData, ColumnType::Json),
+        ("api_group", Function::ApiGroup, ColumnType::Text),
+        ("api_version", Function::ApiVersion, ColumnType::Text),
+        ("health", Function::Health, ColumnType::Text),
+        ("health_message", Function::HealthMessage, ColumnType::Text),
+        ("health_since", Function::HealthSince, ColumnType::Time),
     ];
 
     fn named(name: &str) -> Option<Self> {
@@ -204,6 +220,7 @@ impl Source {
         }
         Some(match text {
             "item" => Self::Item(Vec::new()),
+            "object" => Self::Object(Vec::new()),
             "status_item" => Self::StatusItem(Vec::new()),
             "$tag" => Self::Tag,
             "$cluster_name" => Self::ClusterName,

@@ -13,9 +13,11 @@ use serde::Deserialize;
 use crate::{Error, Result};
 
 mod column;
+mod custom;
 
 pub use column::{CLUSTER_COLUMN, Column, ColumnType, Function, Source, Step, is_identifier};
 use column::{CLUSTER_COLUMNS, OBJECT_COLUMNS, parse_column};
+pub use custom::{CustomKind, GROUP_COLUMN, KIND_COLUMN, Target};
 
 /// The catalog text, compiled into every binary.
 const CATALOG_YAML: &str = include_str!("../../../catalog.yaml");
@@ -33,6 +35,8 @@ pub fn catalog() -> &'static Catalog {
 #[derive(Debug)]
 pub struct Catalog {
     pub resources: Vec<Resource>,
+    /// What jobs list: every resource, and every kind of a `custom` resource on its own.
+    pub targets: Vec<Target>,
 }
 
 /// One Kubernetes resource and the tables one listing of it fills. A job lists one resource of
@@ -40,6 +44,8 @@ pub struct Catalog {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resource {
+    /// What to list; absent for `source: custom` (each kind of `kinds` says).
+    #[serde(default)]
     pub api: ApiRef,
     /// Where the objects come from: a paged list of `api` (the default), or the discovery API.
     #[serde(default)]
@@ -51,6 +57,9 @@ pub struct Resource {
     pub removed_in: Option<String>,
     /// Default cron schedule (6 fields, seconds first), overridable in the config.
     pub schedule: String,
+    /// The custom resources a `source: custom` resource lists, each kind its own job.
+    #[serde(default)]
+    pub kinds: Vec<CustomKind>,
     pub tables: Vec<Table>,
 }
 
@@ -66,10 +75,13 @@ pub enum ResourceSource {
     Discovery,
     /// `GET /version`: one object.
     Version,
+    /// Custom resources: a paged list of each kind of `kinds`, found by its group and kind in
+    /// the cluster's discovery (the group's preferred version unless the kind names one).
+    Custom,
 }
 
 /// Where a resource lives in the Kubernetes API.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ApiRef {
     /// API group; empty for the core group.
@@ -156,11 +168,15 @@ impl Catalog {
                 return Err(Error::Catalog(format!("{} fills no table", resource.api.kind)));
             }
             let is_namespace = resource.api.group.is_empty() && resource.api.kind == "Namespace";
+            // A custom resource's table holds namespaced and cluster-scoped kinds alike.
+            let namespaced = resource.api.namespaced || resource.source == ResourceSource::Custom;
             for table in &mut resource.tables {
-                table.resolve_columns(resource.api.namespaced, is_namespace)?;
+                table.resolve_columns(namespaced, is_namespace)?;
             }
+            custom::check(resource)?;
         }
-        let catalog = Self { resources };
+        let targets = custom::targets(&resources);
+        let catalog = Self { resources, targets };
         let mut names: Vec<&str> = catalog.tables().map(|(_, t)| t.name.as_str()).collect();
         names.sort_unstable();
         if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
@@ -195,6 +211,7 @@ impl Catalog {
                 ResourceSource::List => format!("{group_version} {}", api.kind),
                 ResourceSource::Discovery => "discovery (`/api`, `/apis`)".to_owned(),
                 ResourceSource::Version => "`/version`".to_owned(),
+                ResourceSource::Custom => "custom resources (each kind its own job)".to_owned(),
             };
             let removed = resource.removed_in.as_ref().map(|v| format!(", not served since {v}")).unwrap_or_default();
             for (i, table) in resource.tables.iter().enumerate() {
@@ -202,6 +219,7 @@ impl Catalog {
                 let row = if table.rows.is_empty() {
                     match resource.source {
                         ResourceSource::Version => "cluster".to_owned(),
+                        ResourceSource::Custom => "custom resource".to_owned(),
                         _ => api.kind.clone(),
                     }
                 } else {

@@ -1,0 +1,119 @@
+//! Custom resources in the catalog, and job targets.
+//!
+//! A `source: custom` resource fills one table (`kubernetes_custom_resources`) from several
+//! kinds, each chosen by API group and kind (`kinds`). Each kind is its own job target
+//! (`kubernetes_custom_resources/<group>/<Kind>`), with its own schedule, and replaces only its
+//! own rows: those whose [`GROUP_COLUMN`] and [`KIND_COLUMN`] are its group and kind. Every other
+//! resource is one target named by its job table.
+
+use serde::Deserialize;
+
+use super::{Catalog, Resource, ResourceSource};
+use crate::{Error, Result};
+
+/// The column of a custom resource's API group; one kind's job replaces only its rows.
+pub const GROUP_COLUMN: &str = "api_group";
+/// The column of a custom resource's kind; one kind's job replaces only its rows.
+pub const KIND_COLUMN: &str = "kind";
+
+/// A custom resource kind, chosen by API group and kind.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CustomKind {
+    pub group: String,
+    pub kind: String,
+    /// The version to list; the group's preferred version (discovery) when absent.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Its own cron schedule; the resource's when absent.
+    #[serde(default)]
+    pub schedule: Option<String>,
+}
+
+/// What one job lists: a catalog resource, or one kind of custom resources.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The job's name, in its message and subject: the resource's job table, or
+    /// `kubernetes_custom_resources/<group>/<Kind>`.
+    pub name: String,
+    /// The default cron schedule.
+    pub schedule: String,
+    /// The index of the resource in [`Catalog::resources`].
+    resource: usize,
+    /// The custom kind, for a `source: custom` resource.
+    pub kind: Option<CustomKind>,
+}
+
+/// Checks a resource's `api` and `kinds` against its source.
+pub(super) fn check(resource: &Resource) -> Result<()> {
+    let custom = resource.source == ResourceSource::Custom;
+    let name = &resource.tables[0].name;
+    if !custom {
+        if resource.api.kind.is_empty() || !resource.kinds.is_empty() {
+            return Err(Error::Catalog(format!("{name}: a resource names its `api` and has no `kinds`")));
+        }
+        return Ok(());
+    }
+    if !resource.api.kind.is_empty() || resource.kinds.is_empty() || resource.tables.len() != 1 {
+        return Err(Error::Catalog(format!("{name}: a custom resource has `kinds`, no `api`, and one table")));
+    }
+    for column in [GROUP_COLUMN, KIND_COLUMN] {
+        if !resource.tables[0].has_column(column) {
+            return Err(Error::Catalog(format!("{name}: a custom resource table needs the column {column}")));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for kind in &resource.kinds {
+        if kind.kind.is_empty() || kind.group.is_empty() || !seen.insert((&kind.group, &kind.kind)) {
+            return Err(Error::Catalog(format!(
+                "{name}: kind `{}` of `{}` is empty or listed twice",
+                kind.kind, kind.group
+            )));
+        }
+        if let Some(schedule) = &kind.schedule {
+            cron::Schedule::try_from(schedule.as_str())
+                .map_err(|err| Error::Catalog(format!("{}: schedule `{schedule}`: {err}", kind.kind)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Every resource's targets, in catalog order.
+pub(super) fn targets(resources: &[Resource]) -> Vec<Target> {
+    let mut targets = Vec::new();
+    for (index, resource) in resources.iter().enumerate() {
+        if resource.source != ResourceSource::Custom {
+            let name = resource.job_table().to_owned();
+            targets.push(Target { name, schedule: resource.schedule.clone(), resource: index, kind: None });
+            continue;
+        }
+        for kind in &resource.kinds {
+            targets.push(Target {
+                name: format!("{}/{}/{}", resource.job_table(), kind.group, kind.kind),
+                schedule: kind.schedule.clone().unwrap_or_else(|| resource.schedule.clone()),
+                resource: index,
+                kind: Some(kind.clone()),
+            });
+        }
+    }
+    targets
+}
+
+impl Catalog {
+    /// The target named `name` (a job's `table`), with its resource.
+    pub fn target(&self, name: &str) -> Option<(&Resource, &Target)> {
+        self.targets.iter().find(|t| t.name == name).map(|t| (&self.resources[t.resource], t))
+    }
+
+    /// The targets that fill `table` (any table of a resource, or a target's own name): one for
+    /// most resources, one per kind for custom resources; none for an unknown name.
+    pub fn targets_of(&self, table: &str) -> Vec<&Target> {
+        if let Some((_, target)) = self.target(table) {
+            return vec![target];
+        }
+        let Some(index) = self.resources.iter().position(|r| r.tables.iter().any(|t| t.name == table)) else {
+            return Vec::new();
+        };
+        self.targets.iter().filter(|t| t.resource == index).collect()
+    }
+}

@@ -1,0 +1,97 @@
+//! The `fleet_objects` view, timed as its users page through it: the first page of every object
+//! that is not Current (50 rows, keyset order), and a deep page, after the key of the row at
+//! `depth`. The RFC's target: each page within 50 ms.
+//!
+//! Each page is timed twice: as SQL text (planned at every run: planning 16 partitions of each
+//! of the view's tables is most of its time), and as a prepared statement with bind parameters
+//! and a generic plan (`plan_cache_mode = force_generic_plan`), planned once, as an application
+//! paging through the view would run it.
+
+use std::time::Instant;
+
+use sqlx::{Connection, Executor, PgConnection};
+
+use super::env::BenchEnv;
+use super::queries::{QueryTiming, timed_runs};
+use super::stats::percentile;
+
+/// The page query with bind parameters, as an application runs it.
+const PAGE: &str = "select cluster_name, namespace, api_group, kind, name, health, message, since from fleet_objects \
+                    where health <> 'Current' and (cluster_name, namespace, name, uid) > ($1, $2, $3, $4) \
+                    order by cluster_name, namespace, name, uid limit 50";
+
+/// One page of unhealthy objects after a key (`cluster_name`, `namespace`, `name`, `uid`).
+fn page_sql(after: &(String, String, String, String)) -> String {
+    let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
+    format!(
+        "select cluster_name, namespace, api_group, kind, name, health, message, since from fleet_objects \
+         where health <> 'Current' and (cluster_name, namespace, name, uid) > ({}, {}, {}, {}) \
+         order by cluster_name, namespace, name, uid limit 50",
+        quote(&after.0),
+        quote(&after.1),
+        quote(&after.2),
+        quote(&after.3)
+    )
+}
+
+/// Times the first page and the page after the `depth`-th unhealthy object (the last page when
+/// there are fewer).
+pub async fn time_pages(env: &BenchEnv, depth: i64, runs: usize) -> anyhow::Result<Vec<QueryTiming>> {
+    let mut conn = PgConnection::connect(&env.database_url).await?;
+    let unhealthy: i64 =
+        sqlx::query_scalar("select count(*) from fleet_objects where health <> 'Current'").fetch_one(&mut conn).await?;
+    let deep: (String, String, String, String) = sqlx::query_as(
+        "select cluster_name, namespace, name, uid from fleet_objects where health <> 'Current' \
+         order by cluster_name, namespace, name, uid offset $1 limit 1",
+    )
+    .bind(depth.min((unhealthy - 50).max(0)))
+    .fetch_optional(&mut conn)
+    .await?
+    .unwrap_or_default();
+    let mut timings = Vec::new();
+    for (name, after) in [
+        (format!("fleet_objects: first page of {unhealthy} unhealthy objects"), Default::default()),
+        (format!("fleet_objects: the page after unhealthy object {depth}"), deep),
+    ] {
+        let sql = page_sql(&after);
+        let rows_returned = sqlx::raw_sql(&sql).fetch_all(&mut conn).await?.len();
+        let ms = timed_runs(&mut conn, &sql, runs).await?;
+        timings.push(timing(name.clone(), sql, rows_returned, ms));
+        let ms = timed_prepared(&mut conn, &after, runs).await?;
+        timings.push(timing(format!("{name}, prepared (generic plan)"), PAGE.to_owned(), rows_returned, ms));
+    }
+    Ok(timings)
+}
+
+fn timing(name: String, sql: String, rows_returned: usize, ms: Vec<f64>) -> QueryTiming {
+    tracing::info!(query = name, median_ms = percentile(&ms, 0.5), "page timed");
+    QueryTiming {
+        name,
+        sql,
+        rows_returned,
+        runs: ms.len(),
+        median_ms: percentile(&ms, 0.5),
+        max_ms: ms.last().copied().unwrap_or_default(),
+    }
+}
+
+/// Runs [`PAGE`] `runs` times after one untimed run that prepares it; returns each run's
+/// milliseconds, sorted.
+async fn timed_prepared(
+    conn: &mut PgConnection,
+    after: &(String, String, String, String),
+    runs: usize,
+) -> anyhow::Result<Vec<f64>> {
+    conn.execute("set plan_cache_mode = force_generic_plan").await?;
+    let page = || sqlx::query(PAGE).bind(&after.0).bind(&after.1).bind(&after.2).bind(&after.3);
+    page().fetch_all(&mut *conn).await?;
+    let mut ms = Vec::new();
+    for _ in 0..runs.max(1) {
+        let started = Instant::now();
+        page().fetch_all(&mut *conn).await?;
+        ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    conn.execute("reset plan_cache_mode").await?;
+    Ok(ms)
+}
