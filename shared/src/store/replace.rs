@@ -304,6 +304,20 @@ impl<'a> Refresh<'a> {
             .bind(format!("replace {} {}", self.cluster, job.table))
             .execute(&mut *tx)
             .await?;
+        // A cluster pruned while this job listed keeps no rows: `store::prune` deletes them
+        // holding the `clusters` row FOR UPDATE, so either the prune waits for this commit and
+        // deletes its rows too, or this sees `removed_at`.
+        let removed_at: Option<Option<DateTime<Utc>>> =
+            sqlx::query_scalar("SELECT removed_at FROM clusters WHERE name = $1 FOR SHARE")
+                .bind(&self.cluster)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(Some(removed_at)) = removed_at {
+            return Err(Error::Job(format!(
+                "cluster {} was pruned at {removed_at} (missing from every registry source) while this job listed",
+                self.cluster
+            )));
+        }
         let now: Option<(DateTime<Utc>, Uuid)> =
             sqlx::query_as("SELECT scheduled_at, run_id FROM snapshots WHERE cluster_name = $1 AND table_name = $2")
                 .bind(&self.cluster)

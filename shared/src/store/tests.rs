@@ -344,3 +344,30 @@ async fn two_long_field_names_sharing_a_prefix_each_get_their_index(pool: PgPool
         assert_eq!(indexed, 1, "{field}");
     }
 }
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn a_job_that_lists_while_its_cluster_is_pruned_writes_nothing(pool: PgPool) {
+    prepared(&pool).await;
+    sqlx::query("INSERT INTO clusters (name) VALUES ('c1')").execute(&pool).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let layouts = layouts();
+    let mut refresh = Refresh::begin(&mut conn, "c1", pods_scope(), &layouts).await.unwrap();
+    let context = ClusterContext { name: "c1".into(), uid: "uid-c1".into(), field_values: vec![Some("eu".into())] };
+    for pod in pods("c1", 0..3, 1) {
+        let mut rows = Vec::new();
+        layouts[0].write_rows(&pod, &context, &mut rows);
+        refresh.add(0, &rows);
+    }
+    // The cluster leaves every source and is pruned while the job is still listing.
+    crate::store::prune::prune_absent(&pool, &[], Duration::ZERO, "test").await.unwrap();
+    let pruned = crate::store::prune::prune_absent(&pool, &[], Duration::ZERO, "test").await.unwrap();
+    let removed: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT removed_at FROM clusters WHERE name = 'c1'").fetch_one(&pool).await.unwrap();
+    assert!(removed.is_some(), "c1 pruned ({pruned:?})");
+    let job = Job::new("c1", "kubernetes_pods", Trigger::Schedule, at(20)).unwrap();
+    let (run_id, _) = runs::start(&pool, &job, 1, "test").await.unwrap();
+    let err = refresh.commit(&mut conn, &job, run_id, &Outcome::succeeded()).await.unwrap_err();
+    assert!(err.to_string().contains("was pruned"), "{err}");
+    assert_eq!(pods_of(&pool, "c1").await, 0);
+    assert_eq!(count(&pool, "SELECT count(*) FROM snapshots WHERE cluster_name = $1", "c1").await, 0);
+}
