@@ -16,7 +16,7 @@ use std::{
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgConnectOptions;
 
-use crate::{Error, Result, queue::without_credentials};
+use crate::{Error, Result};
 
 /// The PostgreSQL password file, besides the URL's settings.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -205,6 +205,14 @@ pub fn read_secret(path: &Path, flag: &str) -> std::result::Result<SecretString,
         return Err(format!("{flag} {}: the file is empty", path.display()));
     }
     Ok(SecretString::from(secret.to_owned()))
+}
+
+/// A URL with any `user:password@` replaced, fit for logs and errors.
+pub fn without_credentials(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => format!("{}***{}", &url[..scheme_end + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
 }
 
 #[cfg(test)]

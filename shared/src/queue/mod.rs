@@ -15,7 +15,10 @@ use async_nats::jetstream::{
 
 use async_nats::ConnectErrorKind;
 
-use crate::{Error, Result, ops::credentials::NatsCredentials};
+use crate::{
+    Error, Result,
+    ops::credentials::{NatsCredentials, without_credentials},
+};
 
 pub mod job;
 
@@ -114,14 +117,6 @@ fn is_tls_failure(err: &async_nats::ConnectError) -> bool {
             .and_then(|source| source.downcast_ref::<std::io::Error>())
             .and_then(|io| io.get_ref())
             .is_some_and(|inner| inner.is::<async_nats::rustls::Error>())
-}
-
-/// A URL with any `user:password@` replaced, fit for logs and errors.
-pub fn without_credentials(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => format!("{}***{}", &url[..scheme_end + 3], &url[at..]),
-        _ => url.to_owned(),
-    }
 }
 
 impl Queue {
@@ -253,11 +248,5 @@ mod tests {
         assert_eq!(policy.delay(3, None), Some(Duration::from_secs(12)));
         assert_eq!(policy.delay(3, Some(Duration::from_secs(1))), Some(Duration::from_secs(1)));
         assert_eq!(policy.delay(4, None), None);
-    }
-
-    #[test]
-    fn credentials_are_cut_from_urls() {
-        assert_eq!(without_credentials("nats://user:s3cret@host:4222"), "nats://***@host:4222");
-        assert_eq!(without_credentials("nats://host:4222"), "nats://host:4222");
     }
 }

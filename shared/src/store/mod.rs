@@ -21,7 +21,10 @@ use std::time::Duration;
 use sqlx::{PgConnection, PgPool, postgres::PgPoolOptions};
 
 use crate::{
-    Error, Result, ops::credentials::DatabaseCredentials, queue, source::registry::Registry, store::runs::Status,
+    Error, Result,
+    ops::credentials::{DatabaseCredentials, without_credentials},
+    source::registry::Registry,
+    store::runs::Status,
 };
 
 pub use replace::{Refresh, ReplaceOutcome, Scope};
@@ -48,9 +51,7 @@ pub async fn connect(url: &str, credentials: &DatabaseCredentials, max_connectio
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(credentials.connect_options(url)?)
         .await
-        .map_err(|err| {
-            Error::Database(format!("cannot connect to PostgreSQL at {}: {err}", queue::without_credentials(url)))
-        })
+        .map_err(|err| Error::Database(format!("cannot connect to PostgreSQL at {}: {err}", without_credentials(url))))
 }
 
 /// Checks the server version, applies the migrations, and creates, converts or upgrades every

@@ -87,3 +87,13 @@ fn a_ca_file_without_a_certificate_and_an_unreadable_sslrootcert_are_named() {
     let err = DatabaseCredentials::default().connect_options("postgres://kc:hunter2@db:notaport/kc").unwrap_err();
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
+
+#[test]
+fn a_urls_user_and_password_are_replaced() {
+    assert_eq!(without_credentials("nats://user:s3cret@host:4222"), "nats://***@host:4222");
+    assert_eq!(
+        without_credentials("postgres://kc:hunter2@db/kc?sslmode=verify-full"),
+        "postgres://***@db/kc?sslmode=verify-full"
+    );
+    assert_eq!(without_credentials("nats://host:4222"), "nats://host:4222");
+}
