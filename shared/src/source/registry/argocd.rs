@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::Secret;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::{ClusterConfig, ExecPlugin, SecretCredentials, home};
+use super::{ClusterConfig, ExecPlugin, SecretCredentials, secret};
 
 /// The label that marks an Argo CD cluster Secret, and its value.
 pub const SECRET_TYPE_SELECTOR: &str = "argocd.argoproj.io/secret-type=cluster";
@@ -77,9 +77,9 @@ const AWS_EXEC_API_VERSION: &str = "client.authentication.k8s.io/v1beta1";
 /// The cluster an Argo CD cluster Secret declares, named after its `name` key as a kubeconfig
 /// context name is ([`super::context_names`]). The error never quotes a value of the Secret.
 pub fn cluster(secret: &Secret) -> Result<ClusterConfig, String> {
-    let name = home::data(secret, "name")?.ok_or("it has no `name` key")?;
-    let server = home::data(secret, "server")?.ok_or("it has no `server` key")?;
-    let config = home::data(secret, "config")?.unwrap_or_else(|| "{}".to_owned());
+    let name = secret::data(secret, "name")?.ok_or("it has no `name` key")?;
+    let server = secret::data(secret, "server")?.ok_or("it has no `server` key")?;
+    let config = secret::data(secret, "config")?.unwrap_or_else(|| "{}".to_owned());
     // serde_json's messages can quote a value: only the position is told.
     let config: Config = serde_json::from_str(&config).map_err(|err| {
         format!("its `config` is not valid Argo CD cluster config (line {}, column {})", err.line(), err.column())
@@ -113,13 +113,13 @@ pub fn cluster(secret: &Secret) -> Result<ClusterConfig, String> {
         (None, None) => None,
     };
     Ok(ClusterConfig {
-        name: home::cluster_name(&name),
+        name: secret::cluster_name(&name),
         server: Some(server),
         ca_data: decoded("caData", tls.ca_data)?,
         tls_server_name: tls.server_name,
         insecure_skip_tls_verify: tls.insecure,
         exec,
-        fields: home::fields(secret),
+        fields: secret::fields(secret),
         secret: SecretCredentials {
             token: config.bearer_token.map(SecretString::from),
             client_certificate,

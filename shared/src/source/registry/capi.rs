@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::config::Kubeconfig;
 use secrecy::SecretString;
 
-use super::{ClusterConfig, SecretCredentials, home};
+use super::{ClusterConfig, SecretCredentials, secret};
 
 /// The label Cluster API puts on every Secret of a workload cluster.
 pub const CLUSTER_NAME_LABEL: &str = "cluster.x-k8s.io/cluster-name";
@@ -29,15 +29,15 @@ pub fn cluster(secret: &Secret) -> Result<ClusterConfig, String> {
     let name = labelled
         .or_else(|| secret.metadata.name.as_deref().and_then(|n| n.strip_suffix(NAME_SUFFIX)).map(str::to_owned))
         .ok_or("it has no cluster name")?;
-    let text = home::data(secret, "value")?.ok_or("it has no `value` key")?;
+    let text = secret::data(secret, "value")?.ok_or("it has no `value` key")?;
     let kubeconfig = Kubeconfig::from_yaml(&text).map_err(|_| "its `value` is not a kubeconfig".to_owned())?;
     let current = kubeconfig.current_context.as_deref().ok_or("its kubeconfig has no current-context")?;
     if !kubeconfig.contexts.iter().any(|context| context.name == current) {
         return Err(format!("its kubeconfig's current-context `{current}` is not one of its contexts"));
     }
     Ok(ClusterConfig {
-        name: home::cluster_name(&name),
-        fields: home::fields(secret),
+        name: secret::cluster_name(&name),
+        fields: secret::fields(secret),
         secret: SecretCredentials { kubeconfig: Some(SecretString::from(text)), ..SecretCredentials::default() },
         ..ClusterConfig::default()
     })

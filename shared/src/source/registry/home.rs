@@ -8,7 +8,7 @@
 //! become the cluster's registry fields (`region`, `team`, ...; an annotation wins over a label).
 //! A malformed Secret is reported by namespace and name and costs no other cluster.
 
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -18,11 +18,8 @@ use kube::{
 };
 use tokio::sync::Mutex;
 
-use super::{ClusterConfig, argocd, capi, context_names};
+use super::{ClusterConfig, argocd, capi};
 use crate::{Error, Result};
-
-/// Labels and annotations under this prefix are registry fields: `fields.kubecensus.io/region`.
-pub const FIELD_PREFIX: &str = "fields.kubecensus.io/";
 
 /// How long to wait for the home cluster to accept a connection, and for one listing.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -177,29 +174,4 @@ fn add(loaded: &mut HomeClusters, secret: &Secret, format: Format) {
         Ok(cluster) => loaded.clusters.push(cluster),
         Err(why) => loaded.bad.push(format!("{what}: {why}")),
     }
-}
-
-/// A data key of a Secret as text; `None` when absent.
-pub(super) fn data(secret: &Secret, key: &str) -> std::result::Result<Option<String>, String> {
-    let Some(value) = secret.data.as_ref().and_then(|data| data.get(key)) else {
-        return Ok(None);
-    };
-    String::from_utf8(value.0.clone()).map(Some).map_err(|_| format!("its `{key}` is not UTF-8 text"))
-}
-
-/// The registry fields of a Secret: its labels, then its annotations, under [`FIELD_PREFIX`].
-pub(super) fn fields(secret: &Secret) -> BTreeMap<String, String> {
-    let metadata = &secret.metadata;
-    metadata
-        .labels
-        .iter()
-        .chain(metadata.annotations.iter())
-        .flatten()
-        .filter_map(|(key, value)| Some((key.strip_prefix(FIELD_PREFIX)?.to_owned(), value.clone())))
-        .collect()
-}
-
-/// A registry name for a name from a Secret, made as from a kubeconfig context name.
-pub(super) fn cluster_name(name: &str) -> String {
-    context_names::cluster_names([name]).remove(0)
 }

@@ -34,6 +34,7 @@ mod context_names;
 pub mod credentials;
 mod exec;
 pub mod home;
+mod secret;
 pub mod sources;
 
 pub use credentials::{ExecPlugin, SecretCredentials};
