@@ -62,10 +62,14 @@ pub struct PublishLabels {
     pub result: &'static str,
 }
 
-/// The `table` label of `name`: the catalog's name of the table, or `unknown`.
+/// The `table` label of `name` (a table, or a job target such as
+/// `kubernetes_custom_resources/<group>/<Kind>`): the catalog's name of the table, or `unknown`.
+/// Every kind of custom resource counts under `kubernetes_custom_resources`, so the labels stay
+/// as few as the catalog's tables.
 pub fn table_label(name: &str) -> TableLabel {
     let table = catalog().tables().map(|(_, table)| table.name.as_str()).find(|table| *table == name);
-    TableLabel { table: table.unwrap_or(UNKNOWN_TABLE) }
+    let job_table = || catalog().target(name).map(|(resource, _)| resource.job_table());
+    TableLabel { table: table.or_else(job_table).unwrap_or(UNKNOWN_TABLE) }
 }
 
 /// What the worker counts.
@@ -296,6 +300,8 @@ mod tests {
     fn names_carry_the_prefix_units_and_total_and_tables_stay_in_the_catalog() {
         assert_eq!(table_label("kubernetes_pod_containers").table, "kubernetes_pod_containers");
         assert_eq!(table_label("'; drop table runs").table, "unknown");
+        let kustomizations = "kubernetes_custom_resources/kustomize.toolkit.fluxcd.io/Kustomization";
+        assert_eq!(table_label(kustomizations).table, "kubernetes_custom_resources");
         let mut timer = JobTimer::start();
         timer.set_table("kubernetes_nodes");
         timer.set_outcome(Status::Succeeded);
