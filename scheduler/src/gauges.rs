@@ -2,6 +2,7 @@
 //! backlog (from NATS) and the fleet's freshness (from `snapshots`).
 
 use std::{
+    collections::BTreeMap,
     sync::{Arc, OnceLock},
     time::Duration,
 };
@@ -12,7 +13,7 @@ use kubecensus::{
     model::catalog::catalog,
     ops::{
         admin::Sampler,
-        metrics::{self, table_label},
+        metrics::{self, TableLabel, table_label},
     },
     queue::Queue,
     source::registry::sources::LiveRegistry,
@@ -56,11 +57,22 @@ impl Gauges {
             Err(err) => tracing::warn!(%err, "cannot read the job consumer's backlog"),
         }
         let clusters: Vec<String> = self.live.current().clusters.iter().map(|cluster| cluster.name.clone()).collect();
-        match freshness(&self.pool, &clusters, &self.stale_after(Utc::now())).await {
+        match freshness(&self.pool, &clusters, &stale_after(&self.schedules, Utc::now())).await {
             Ok(tables) => {
+                // Every kind of custom resource has its own snapshots under one label: the
+                // oldest of them, and the stale ones summed.
+                let mut by_label: BTreeMap<&'static str, (Option<f64>, i64)> = BTreeMap::new();
                 for table in tables {
-                    let label = table_label(&table.table);
-                    match table.oldest_age_seconds {
+                    let (oldest, stale) = by_label.entry(table_label(&table.table).table).or_default();
+                    *oldest = match (*oldest, table.oldest_age_seconds) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        (a, b) => a.or(b),
+                    };
+                    *stale += table.stale;
+                }
+                for (table, (oldest, stale)) in by_label {
+                    let label = TableLabel { table };
+                    match oldest {
                         Some(age) => {
                             metrics.snapshot_oldest_age.get_or_create(&label).set(age);
                         }
@@ -68,25 +80,29 @@ impl Gauges {
                             metrics.snapshot_oldest_age.remove(&label);
                         }
                     }
-                    metrics.snapshots_stale.get_or_create(&label).set(table.stale);
+                    metrics.snapshots_stale.get_or_create(&label).set(stale);
                 }
             }
             Err(err) => tracing::warn!(%err, "cannot read the snapshots' freshness"),
         }
     }
+}
 
-    /// Every table of the scheduled resources with the age past which its snapshot is stale:
-    /// twice its schedule's period at `now`.
-    fn stale_after(&self, now: DateTime<Utc>) -> Vec<(String, Duration)> {
-        let mut limits = Vec::new();
-        for (job_table, schedule) in &self.schedules {
-            let (Some(period), Some(resource)) = (period(schedule, now), catalog().resource_of(job_table)) else {
-                continue;
-            };
-            limits.extend(resource.tables.iter().map(|table| (table.name.clone(), 2 * period)));
+/// Every snapshot name of the scheduled targets (a resource's tables, a custom kind's
+/// target) with the age past which it is stale: twice its schedule's period at `now`.
+fn stale_after(schedules: &[(&str, Schedule)], now: DateTime<Utc>) -> Vec<(String, Duration)> {
+    let mut limits = Vec::new();
+    for (target, schedule) in schedules {
+        let Some(period) = period(schedule, now) else {
+            continue;
+        };
+        match catalog().resource_of(target) {
+            Some(resource) => limits.extend(resource.tables.iter().map(|table| (table.name.clone(), 2 * period))),
+            // A custom kind's snapshot is named after its job target.
+            None => limits.push((target.to_string(), 2 * period)),
         }
-        limits
     }
+    limits
 }
 
 /// The time between the tick before `now` and the tick after it.
@@ -110,5 +126,18 @@ mod tests {
         // Friday 10:07: from Friday 09:00 to Monday 09:00.
         let weekdays = Schedule::from_str("0 0 9 * * MON-FRI").unwrap();
         assert_eq!(period(&weekdays, now), Some(Duration::from_secs(3 * 24 * 3600)));
+    }
+
+    #[test]
+    fn a_resources_tables_and_a_custom_kinds_target_are_stale_after_twice_their_period() {
+        let now = DateTime::parse_from_rfc3339("2024-05-03T10:07:30Z").unwrap().with_timezone(&Utc);
+        let every_5_minutes = Schedule::from_str("0 */5 * * * *").unwrap();
+        let kustomizations = "kubernetes_custom_resources/kustomize.toolkit.fluxcd.io/Kustomization";
+        let schedules = [("kubernetes_pods", every_5_minutes.clone()), (kustomizations, every_5_minutes)];
+        let ten_minutes = Duration::from_secs(600);
+        let pods = catalog().resource_of("kubernetes_pods").unwrap();
+        let mut expected: Vec<_> = pods.tables.iter().map(|table| (table.name.clone(), ten_minutes)).collect();
+        expected.push((kustomizations.to_owned(), ten_minutes));
+        assert_eq!(stale_after(&schedules, now), expected);
     }
 }
