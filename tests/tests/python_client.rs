@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kubecensus_tests::fleet::{Fleet, FleetSpec, SIMULATED_MINOR, served_resources};
+use kubecensus_tests::fleet::{Fleet, FleetSpec, SIMULATED_MINOR, served_apis};
 use serde_json::{Value, json};
 
 /// The client release the test installs (`pip install kubernetes==…`).
@@ -84,20 +84,19 @@ async fn read_with_the_python_client(spec: FleetSpec) -> (Fleet, Value) {
     assert!(output.status.success(), "the Python client failed:\n{}", String::from_utf8_lossy(&output.stderr));
     let results: Value = serde_json::from_slice(&output.stdout).unwrap();
 
-    let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut resources: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for resource in served_resources() {
-        let api = &resource.api;
-        let group_version =
-            if api.group.is_empty() { api.version.clone() } else { format!("{}/{}", api.group, api.version) };
-        if !api.group.is_empty() {
-            groups.entry(api.group.clone()).or_default().insert(group_version.clone());
-        }
-        resources.entry(group_version).or_default().insert(api.plural.clone());
-    }
-
-    for cluster in fleet.clusters() {
+    for (index, cluster) in fleet.clusters().iter().enumerate() {
         let got = &results[&cluster.name];
+        let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut resources: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for api in &served_apis(index) {
+            let group_version =
+                if api.group.is_empty() { api.version.clone() } else { format!("{}/{}", api.group, api.version) };
+            if !api.group.is_empty() {
+                groups.entry(api.group.clone()).or_default().insert(group_version.clone());
+            }
+            resources.entry(group_version).or_default().insert(api.plural.clone());
+        }
+
         let version = json!({"major": "1", "minor": SIMULATED_MINOR.to_string(), "gitVersion": format!("v1.{SIMULATED_MINOR}.1")});
         assert_eq!(got["version"], version);
         assert_eq!(got["core_versions"], json!(["v1"]));

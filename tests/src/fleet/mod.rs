@@ -53,6 +53,16 @@ pub fn served_resources() -> impl Iterator<Item = &'static Resource> {
     })
 }
 
+/// The APIs the cluster at `index` (0-based) serves: [`served_resources`], and the custom kinds
+/// when [`cluster_runs_custom_resources`].
+pub fn served_apis(index: usize) -> Vec<ApiRef> {
+    let mut apis: Vec<ApiRef> = served_resources().map(|r| r.api.clone()).collect();
+    if custom::runs_custom_resources(index) {
+        apis.extend(custom::apis());
+    }
+    apis
+}
+
 /// Whether the cluster at `index` (0-based) runs Flux, Argo CD and cert-manager: serves their
 /// CRDs and objects. The others answer 404 for them, as a cluster without Flux does.
 pub fn cluster_runs_custom_resources(index: usize) -> bool {
@@ -143,19 +153,12 @@ impl Fleet {
     pub async fn start(spec: FleetSpec, out_dir: &Path) -> anyhow::Result<Fleet> {
         std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
         let out_dir = out_dir.canonicalize()?;
-        let resources: Vec<ApiRef> = served_resources().map(|r| r.api.clone()).collect();
         let source = match &spec.objects {
             Some(dir) => Source::Files(objects::load_dir(dir)?),
             None => Source::Generated,
         };
         // Building content is the slow part (100 clusters x 1000 pods): use every core.
-        let prepared = parallel_map(spec.clusters, |index| {
-            let mut resources = resources.clone();
-            if custom::runs_custom_resources(index) {
-                resources.extend(custom::apis());
-            }
-            prepare_cluster(&spec, &source, &resources, index)
-        });
+        let prepared = parallel_map(spec.clusters, |index| prepare_cluster(&spec, &source, &served_apis(index), index));
         if let Some(first) = prepared.first() {
             for (kind, count) in &first.skipped {
                 tracing::warn!(kind, count, "skipped objects of a kind the catalog does not list");
