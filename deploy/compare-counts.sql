@@ -1,5 +1,6 @@
 -- Compares the rows PostgreSQL holds per cluster with the simulator's object counts (psql
 -- variable :counts, the JSON of the simulator's GET /counts). Fails when any count differs.
+\set QUIET on
 \pset footer off
 CREATE TEMP TABLE expected AS
 SELECT c.key AS cluster_name, r.key AS resource, r.value::bigint AS objects
