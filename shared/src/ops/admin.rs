@@ -95,7 +95,7 @@ impl Health {
         match tokio::time::timeout(PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(&services.postgres)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(err)) => Err(format!("PostgreSQL is not reachable: {err}")),
-            Err(_) => Err(format!("PostgreSQL did not answer within {PROBE_TIMEOUT:?}")),
+            Err(_) => Err(format!("PostgreSQL is not reachable: no answer within {PROBE_TIMEOUT:?}")),
         }
     }
 }
