@@ -93,6 +93,15 @@ pub fn registry_source_errors() -> &'static Counter {
     &ERRORS
 }
 
+/// Adds [`registry_source_errors`] to `registry`: both binaries serve it.
+fn register_registry_source_errors(registry: &mut Registry) {
+    registry.register(
+        "registry_source_errors",
+        "Failed readings of a registry source (the file, the home cluster) and malformed Secrets",
+        registry_source_errors().clone(),
+    );
+}
+
 /// The worker's metrics, created on first use.
 pub fn worker() -> &'static WorkerMetrics {
     static METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| WorkerMetrics {
@@ -155,11 +164,7 @@ impl WorkerMetrics {
             "List requests sent to cluster APIs, by HTTP status code (error: no response)",
             self.api_list_requests.clone(),
         );
-        registry.register(
-            "registry_source_errors",
-            "Failed readings of a registry source (the file, the home cluster) and malformed Secrets",
-            registry_source_errors().clone(),
-        );
+        register_registry_source_errors(&mut registry);
         registry
     }
 
@@ -270,11 +275,7 @@ impl SchedulerMetrics {
             "Registry clusters whose snapshot of the table is older than twice the table's schedule",
             self.snapshots_stale.clone(),
         );
-        registry.register(
-            "registry_source_errors",
-            "Failed readings of a registry source (the file, the home cluster) and malformed Secrets",
-            registry_source_errors().clone(),
-        );
+        register_registry_source_errors(&mut registry);
         registry
     }
 

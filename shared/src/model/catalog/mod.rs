@@ -360,13 +360,15 @@ mod tests {
         }
     }
 
+    /// A catalog of one pods resource whose table `t` has `columns` (YAML flow items).
+    fn entry(columns: &str) -> String {
+        format!(
+            "- api: {{version: v1, kind: Pod, plural: pods, namespaced: true}}\n  schedule: '0 * * * * *'\n  tables:\n  - name: t\n    columns: [{columns}]\n"
+        )
+    }
+
     #[test]
     fn functions_must_match_their_column_type_and_tables_find_their_namespace_column() {
-        let entry = |columns: &str| {
-            format!(
-                "- api: {{version: v1, kind: Pod, plural: pods, namespaced: true}}\n  schedule: '0 * * * * *'\n  tables:\n  - name: t\n    columns: [{columns}]\n"
-            )
-        };
         let err = Catalog::parse(&entry("'c text cores(spec.cpu)'")).unwrap_err().to_string();
         assert!(err.contains("declare the column double"), "{err}");
         let catalog = Catalog::parse(&entry("'c double cores(spec.cpu)', ['a text x', 'b int y']")).unwrap();
@@ -384,11 +386,6 @@ mod tests {
 
     #[test]
     fn bad_catalogs_are_rejected_with_the_reason() {
-        let entry = |columns: &str| {
-            format!(
-                "- api: {{version: v1, kind: Pod, plural: pods, namespaced: true}}\n  schedule: '0 * * * * *'\n  tables:\n  - name: t\n    columns: [{columns}]\n"
-            )
-        };
         let err = Catalog::parse(&entry("'x nosuchtype a.b'")).unwrap_err().to_string();
         assert!(err.contains("x nosuchtype a.b"), "{err}");
         let err = Catalog::parse(&entry("'image text item.image'")).unwrap_err().to_string();
