@@ -43,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let Args { common, admin, output, command } = args;
+    common.configure_catalog()?;
     let command = command.unwrap_or(Command::Run {
         schedules: Vec::new(),
         tables: Vec::new(),

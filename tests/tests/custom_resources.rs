@@ -1,5 +1,6 @@
 //! Custom resources end to end: each kind its own job and its own replace, clusters without Flux
-//! `skipped`, and `fleet_objects` paged through with keyset pagination.
+//! `skipped`, and every unhealthy object paged through with keyset pagination, from
+//! `fleet_unhealthy_objects`, which agrees with `fleet_objects` after every refresh.
 
 use std::collections::BTreeSet;
 
@@ -8,10 +9,28 @@ use kubecensus_tests::{
     fleet::{Fleet, FleetSpec, cluster_runs_custom_resources},
     harness::TestEnv,
 };
+use sqlx::PgPool;
 
 /// The custom kinds' job targets.
 fn custom_targets() -> Vec<String> {
     catalog().targets.iter().filter(|t| t.kind.is_some()).map(|t| t.name.clone()).collect()
+}
+
+/// `fleet_unhealthy_objects`, every column, in keyset order, after checking that it holds
+/// exactly the rows of `fleet_objects` that are not Current.
+async fn unhealthy_objects(pool: &PgPool) -> Vec<Vec<Option<String>>> {
+    let sql = |source: &str, filter: &str| {
+        format!(
+            "SELECT ARRAY[cluster_name, namespace, api_group, kind, name, uid, health, message, since::text]
+             FROM {source} {filter} ORDER BY cluster_name, namespace, name, uid"
+        )
+    };
+    let table: Vec<Vec<Option<String>>> =
+        sqlx::query_scalar(&sql("fleet_unhealthy_objects", "")).fetch_all(pool).await.unwrap();
+    let view: Vec<Vec<Option<String>>> =
+        sqlx::query_scalar(&sql("fleet_objects", "WHERE health <> 'Current'")).fetch_all(pool).await.unwrap();
+    assert_eq!(table, view, "fleet_unhealthy_objects holds fleet_objects' rows not Current");
+    table
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,13 +100,15 @@ async fn one_kinds_refresh_leaves_other_kinds_rows_untouched_and_a_cluster_witho
     );
     assert_eq!(old, new, "the Kustomizations are back with their own hashes");
     assert!(!old.is_empty());
+    let unhealthy = unhealthy_objects(&env.pool).await;
+    assert!(unhealthy.iter().any(|row| row[3].as_deref() == Some("Kustomization")), "{unhealthy:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_objects_pages_through_every_unhealthy_object_exactly_once() {
     let mut env = TestEnv::new().await.unwrap();
     let spec = FleetSpec { clusters: 3, pods: 40, custom_resources: 60, ..FleetSpec::default() };
-    let _fleet = Fleet::start(spec, &env.dir).await.unwrap();
+    let fleet = Fleet::start(spec, &env.dir).await.unwrap();
     let registry = env.dir.join("clusters.yaml");
     env.spawn_worker("worker", &registry, &[]).unwrap();
     let mut args = vec!["refresh", "--wait"];
@@ -97,12 +118,14 @@ async fn fleet_objects_pages_through_every_unhealthy_object_exactly_once() {
     env.scheduler(&registry, &args).await.unwrap();
 
     type Key = (String, String, String, String, String, String);
-    let every: Vec<Key> = sqlx::query_as(
-        "SELECT cluster_name, namespace, api_group, kind, name, uid FROM fleet_objects WHERE health <> 'Current'",
-    )
-    .fetch_all(&env.pool)
-    .await
-    .unwrap();
+    let every: Vec<Key> = unhealthy_objects(&env.pool)
+        .await
+        .into_iter()
+        .map(|row| {
+            let text = |i: usize| row[i].clone().unwrap_or_default();
+            (text(0), text(1), text(2), text(3), text(4), text(5))
+        })
+        .collect();
     let healths: BTreeSet<String> = sqlx::query_scalar(
         "SELECT DISTINCT health FROM fleet_objects WHERE kind = 'Kustomization' OR kind = 'HelmRelease'",
     )
@@ -120,8 +143,8 @@ async fn fleet_objects_pages_through_every_unhealthy_object_exactly_once() {
     let mut after: (String, String, String, String) = Default::default();
     loop {
         let page: Vec<Key> = sqlx::query_as(
-            "SELECT cluster_name, namespace, api_group, kind, name, uid FROM fleet_objects
-             WHERE health <> 'Current' AND (cluster_name, namespace, name, uid) > ($1, $2, $3, $4)
+            "SELECT cluster_name, namespace, api_group, kind, name, uid FROM fleet_unhealthy_objects
+             WHERE (cluster_name, namespace, name, uid) > ($1, $2, $3, $4)
              ORDER BY cluster_name, namespace, name, uid LIMIT 7",
         )
         .bind(&after.0)
@@ -140,4 +163,87 @@ async fn fleet_objects_pages_through_every_unhealthy_object_exactly_once() {
     assert_eq!(distinct, every.iter().collect(), "every unhealthy object");
     assert!(paged.len() > 7 * 3, "several pages: {}", paged.len());
     assert!(paged.iter().all(|k| k.0 != "sim-03" || k.3 != "Kustomization"), "sim-03 runs no Flux");
+
+    // Half of sim-01's pods go and new ones come (some Pending): the table follows the refresh.
+    let pods_of = |rows: &[Vec<Option<String>>]| -> BTreeSet<String> {
+        rows.iter()
+            .filter(|row| row[0].as_deref() == Some("sim-01") && row[3].as_deref() == Some("Pod"))
+            .map(|row| format!("{row:?}"))
+            .collect()
+    };
+    let before = pods_of(&unhealthy_objects(&env.pool).await);
+    fleet.churn("sim-01", 20, 200);
+    let report = env
+        .scheduler(&registry, &["refresh", "--cluster", "sim-01", "--table", "kubernetes_pods", "--wait"])
+        .await
+        .unwrap();
+    assert!(report.contains("succeeded"), "{report}");
+    let after = pods_of(&unhealthy_objects(&env.pool).await);
+    assert_ne!(before, after, "new Pending pods are in, deleted ones out");
+    assert!(!after.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinds_from_a_custom_resources_file_are_collected_and_a_malformed_file_is_refused() {
+    let mut env = TestEnv::new().await.unwrap();
+    let spec = FleetSpec { clusters: 3, pods: 2, custom_resources: 18, ..FleetSpec::default() };
+    let fleet = Fleet::start(spec, &env.dir).await.unwrap();
+    let registry = env.dir.join("clusters.yaml");
+    // StorageClass: any kind a cluster serves; Kafka: served by none; Certificate: the catalog's,
+    // pinned to a version.
+    let file = env.dir.join("custom-resources.yaml");
+    std::fs::write(
+        &file,
+        "- {group: storage.k8s.io, kind: StorageClass}\n\
+         - {group: kafka.strimzi.io, kind: Kafka, schedule: '0 0 * * * *'}\n\
+         - {group: cert-manager.io, kind: Certificate, version: v1}\n",
+    )
+    .unwrap();
+    let flag = ["--custom-resources", file.to_str().unwrap()];
+    env.spawn_worker("worker", &registry, &flag).unwrap();
+    let mut args = flag.to_vec();
+    args.extend(["refresh", "--table", "kubernetes_custom_resources", "--wait"]);
+    env.scheduler(&registry, &args).await.unwrap();
+
+    let runs: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT cluster_name, table_name, status FROM runs
+         WHERE table_name LIKE '%/StorageClass' OR table_name LIKE '%/Kafka' OR table_name LIKE '%/Certificate'
+         ORDER BY 1, 2",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let expected: Vec<(String, String, String)> = ["sim-01", "sim-02", "sim-03"]
+        .iter()
+        .enumerate()
+        .flat_map(|(index, cluster)| {
+            let flux = cluster_runs_custom_resources(index);
+            [
+                ("cert-manager.io/Certificate", if flux { "succeeded" } else { "skipped" }),
+                ("kafka.strimzi.io/Kafka", "skipped"),
+                ("storage.k8s.io/StorageClass", "succeeded"),
+            ]
+            .map(|(kind, status)| (cluster.to_string(), format!("kubernetes_custom_resources/{kind}"), status.into()))
+        })
+        .collect();
+    assert_eq!(runs, expected);
+    for cluster in ["sim-01", "sim-03"] {
+        let (rows, versions): (i64, Vec<String>) = sqlx::query_as(
+            "SELECT count(*), array_agg(DISTINCT version) FROM kubernetes_custom_resources
+             WHERE cluster_name = $1 AND api_group = 'storage.k8s.io' AND kind = 'StorageClass'",
+        )
+        .bind(cluster)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        assert_eq!(rows as usize, fleet.count(cluster, "storageclasses"), "{cluster}");
+        assert_eq!(versions, ["v1"]);
+    }
+
+    // A malformed file stops the process before it does anything, naming the file and the kind.
+    let bad = env.dir.join("bad-custom-resources.yaml");
+    std::fs::write(&bad, "- {group: Example_Group, kind: Widget}\n").unwrap();
+    let err = env.scheduler(&registry, &["--custom-resources", bad.to_str().unwrap(), "report"]).await.unwrap_err();
+    let err = err.to_string();
+    assert!(["bad-custom-resources.yaml", "Example_Group", "DNS subdomain"].iter().all(|w| err.contains(w)), "{err}");
 }

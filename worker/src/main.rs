@@ -60,6 +60,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ack_wait: ack_wait_flag,
         shutdown_grace,
     } = args;
+    common.configure_catalog()?;
     anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
     let health = Health::new();
     let metrics = admin::Metrics { registry: metrics::worker().registry(), sample: None };

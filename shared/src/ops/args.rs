@@ -3,6 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use crate::{
+    model::catalog,
     ops::{
         credentials::{DatabaseCredentials, NatsCredentials},
         telemetry::LogFormat,
@@ -46,12 +47,28 @@ pub struct CommonArgs {
     /// How often the registry's sources (the file, the home cluster's Secrets) are read again.
     #[arg(long, global = true, env = "KUBECENSUS_REGISTRY_REFRESH", default_value = "60s", value_parser = humantime::parse_duration)]
     pub registry_refresh: Duration,
+    /// Custom resource kinds to collect besides the catalog's: a YAML file listing `{group,
+    /// kind}` with an optional `version` and `schedule` (a kind of the catalog's takes the file's
+    /// version and schedule). The scheduler and every worker need the same file.
+    #[arg(long, global = true, env = "KUBECENSUS_CUSTOM_RESOURCES")]
+    pub custom_resources: Option<PathBuf>,
     /// Log format.
     #[arg(long, global = true, env = "KUBECENSUS_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
 }
 
 impl CommonArgs {
+    /// Adds the `--custom-resources` file's kinds to the catalog; first thing, before anything
+    /// reads the catalog.
+    ///
+    /// # Errors
+    /// The file cannot be read or holds an invalid kind ([`crate::Error::Catalog`]).
+    pub fn configure_catalog(&self) -> crate::Result<()> {
+        let Some(path) = &self.custom_resources else { return Ok(()) };
+        catalog::configure(&catalog::read_kinds(path)?)
+            .map_err(|err| crate::Error::Catalog(format!("custom resources file {}: {err}", path.display())))
+    }
+
     pub fn queue(&self) -> Queue {
         Queue { stream: self.stream.clone(), subject_prefix: self.subject_prefix.clone() }
     }

@@ -1,82 +1,165 @@
 //! `fleet_objects`: one view of every object with a health, across clusters and kinds (the
-//! multi-cluster RFC's single pane of glass).
+//! multi-cluster RFC's single pane of glass), and `fleet_unhealthy_objects`: the rows of that
+//! view that are not Current, as a table, for paging through what needs attention.
 //!
-//! It is the `UNION ALL` of every catalog table with a `health` column and one row per object:
-//! custom resources (their `api_group` and `kind` columns) and the native kinds (their catalog
-//! group and kind as constants): Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs, Pods,
-//! Nodes, PersistentVolumeClaims, Services, CustomResourceDefinitions. Columns: `cluster_name`,
-//! the registry's cluster fields, `namespace` (`''` for cluster-scoped objects, so keyset
-//! pagination compares no NULLs), the namespace fields, `api_group`, `kind`, `name`, `uid`,
-//! `health`, `message`, `since` (`timestamptz`).
+//! The view is the `UNION ALL` of every catalog table with a `health` column and one row per
+//! object: custom resources (their `api_group` and `kind` columns) and the native kinds (their
+//! catalog group and kind as constants): Deployments, StatefulSets, DaemonSets, ReplicaSets,
+//! Jobs, Pods, Nodes, PersistentVolumeClaims, Services, CustomResourceDefinitions. Columns:
+//! `cluster_name`, the registry's cluster fields, `namespace` (`''` for cluster-scoped objects,
+//! so keyset pagination compares no NULLs), the namespace fields, `api_group`, `kind`, `name`,
+//! `uid`, `health`, `message`, `since` (`timestamptz`).
 //!
-//! Each table has a partial index on `(cluster_name, namespace, name, uid) WHERE health <>
-//! 'Current'`, so "every object not Current, in (cluster, namespace, name) order, 50 at a time"
-//! with keyset pagination reads a merge of small index ranges, never the healthy rows.
+//! Planning the view means planning every partition of each of its tables (11 × 16, with their
+//! indexes): 30 to 130 ms per query as SQL text, whatever the rows (BENCHMARKS.md). The RFC's
+//! question, "every object not Current, 50 at a time", is answered from the table instead: the
+//! same columns plus `table_name`, one small unpartitioned table with an index in keyset order,
+//! planned in well under a millisecond. A replace that changed a cluster's rows of a table in the
+//! view rewrites that cluster's (and scope's) rows of the table in the same transaction
+//! ([`unhealthy_rewrite`]), so the two agree at every commit. Each data table keeps a partial
+//! index of its rows not Current, which that rewrite reads.
 
 use sqlx::{Connection, PgPool};
 
 use super::{
     execute,
+    schema::{PARTITION_STORAGE, TableShape},
     sql::{Ident, literal},
 };
 use crate::{
     Result,
-    model::catalog::{GROUP_COLUMN, KIND_COLUMN, ResourceSource, catalog},
+    model::catalog::{CLUSTER_COLUMN, GROUP_COLUMN, KIND_COLUMN, Resource, ResourceSource, Table, catalog},
 };
 
 /// The view's name.
 pub const VIEW: &str = "fleet_objects";
 
+/// The table of the view's rows that are not Current.
+pub const UNHEALTHY_TABLE: &str = "fleet_unhealthy_objects";
+
 /// The column a table needs to be part of the view.
 const HEALTH_COLUMN: &str = "health";
 
-/// Creates (or recreates, for the registry's current fields) the view and the tables' partial
-/// indexes of unhealthy objects.
+/// The table's column naming the catalog table a row comes from.
+const TABLE_NAME_COLUMN: &str = "table_name";
+
+/// Whether `table` is one of the view's: it has a health and one row per object.
+fn in_view(table: &Table) -> bool {
+    table.has_column(HEALTH_COLUMN) && table.rows.is_empty()
+}
+
+/// The view's columns as one catalog table fills them: each a name and the SQL expression
+/// over the table's columns.
+fn columns(
+    resource: &Resource,
+    table: &Table,
+    fields: &[String],
+    namespace_fields: &[String],
+) -> Vec<(String, String)> {
+    let column = |name: &str| Ident::derived(&[name]).to_string();
+    let namespaced = table.has_column("namespace");
+    let (group, kind) = if resource.source == ResourceSource::Custom {
+        (column(GROUP_COLUMN), column(KIND_COLUMN))
+    } else {
+        (literal(&resource.api.group), literal(&resource.api.kind))
+    };
+    let mut columns = vec![(CLUSTER_COLUMN.to_owned(), column(CLUSTER_COLUMN))];
+    columns.extend(fields.iter().map(|field| (field.clone(), column(field))));
+    let namespace = if namespaced { format!("coalesce({}, '')", column("namespace")) } else { "''".to_owned() };
+    columns.push(("namespace".to_owned(), namespace));
+    for field in namespace_fields {
+        columns.push((field.clone(), if namespaced { column(field) } else { "NULL::text".to_owned() }));
+    }
+    columns.extend([
+        (GROUP_COLUMN.to_owned(), group),
+        (KIND_COLUMN.to_owned(), kind),
+        ("name".to_owned(), column("name")),
+        ("uid".to_owned(), column("uid")),
+        (HEALTH_COLUMN.to_owned(), column(HEALTH_COLUMN)),
+        ("message".to_owned(), column("health_message")),
+        ("since".to_owned(), format!("to_timestamp({})", column("health_since"))),
+    ]);
+    columns
+}
+
+/// `INSERT INTO fleet_unhealthy_objects (...) SELECT ... FROM <table> WHERE health <> 'Current'`
+/// for one catalog table, followed by `condition` (` AND ...`).
+fn insert_unhealthy(
+    resource: &Resource,
+    table: &Table,
+    fields: &[String],
+    namespace_fields: &[String],
+    condition: &str,
+) -> String {
+    let mut names = vec![Ident::derived(&[TABLE_NAME_COLUMN]).to_string()];
+    let mut values = vec![literal(&table.name)];
+    for (name, value) in columns(resource, table, fields, namespace_fields) {
+        names.push(Ident::derived(&[&name]).to_string());
+        values.push(value);
+    }
+    format!(
+        "INSERT INTO {} ({}) SELECT {} FROM {} WHERE {} <> 'Current'{condition}",
+        Ident::derived(&[UNHEALTHY_TABLE]),
+        names.join(", "),
+        values.join(", "),
+        Ident::derived(&[&table.name]),
+        Ident::derived(&[HEALTH_COLUMN]),
+    )
+}
+
+/// The two statements that rewrite one cluster's rows of `shape`'s table in
+/// `fleet_unhealthy_objects` from the table's rows not Current, in the replace's transaction:
+/// a `DELETE` and an `INSERT ... SELECT`, both limited by `cluster_name = $1` followed by
+/// `scope` (` AND "api_group" = $2 ...`, the replace's scope). `None` for a table not in the view.
+pub(super) fn unhealthy_rewrite(shape: &TableShape<'_>, scope: &str) -> Option<[String; 2]> {
+    let table = shape.table;
+    if !in_view(table) {
+        return None;
+    }
+    let resource = catalog().resource_of(&table.name)?;
+    let cluster = Ident::derived(&[CLUSTER_COLUMN]);
+    let condition = format!(" AND {cluster} = $1{scope}");
+    let delete = format!(
+        "DELETE FROM {} WHERE {} = {}{condition}",
+        Ident::derived(&[UNHEALTHY_TABLE]),
+        Ident::derived(&[TABLE_NAME_COLUMN]),
+        literal(&table.name)
+    );
+    Some([delete, insert_unhealthy(resource, table, shape.fields, shape.namespace_fields, &condition)])
+}
+
+/// Creates (or recreates, for the registry's current fields) the view, the tables' partial
+/// indexes of unhealthy objects, and `fleet_unhealthy_objects` with a column per field; a new
+/// `fleet_unhealthy_objects` is filled from the tables in the same transaction.
 pub async fn ensure(pool: &PgPool, fields: &[String], namespace_fields: &[String]) -> Result<()> {
     let column = |name: &str| Ident::derived(&[name]);
     let mut branches = Vec::new();
     let mut indexes = Vec::new();
+    let mut fills = Vec::new();
     for (resource, table) in catalog().tables() {
-        if !table.has_column(HEALTH_COLUMN) || !table.rows.is_empty() {
+        if !in_view(table) {
             continue;
         }
+        let select: Vec<String> = columns(resource, table, fields, namespace_fields)
+            .into_iter()
+            .map(|(name, value)| format!("{value} AS {}", column(&name)))
+            .collect();
         let name = column(&table.name);
-        let namespaced = table.has_column("namespace");
-        let namespace = if namespaced { format!("coalesce({}, '')", column("namespace")) } else { "''".to_owned() };
-        let (group, kind) = if resource.source == ResourceSource::Custom {
-            (column(GROUP_COLUMN).to_string(), column(KIND_COLUMN).to_string())
-        } else {
-            (literal(&resource.api.group), literal(&resource.api.kind))
-        };
-        let mut select = vec![column("cluster_name").to_string()];
-        select.extend(fields.iter().map(|f| column(f).to_string()));
-        select.push(format!("{namespace} AS {}", column("namespace")));
-        for field in namespace_fields {
-            select.push(if namespaced {
-                column(field).to_string()
-            } else {
-                format!("NULL::text AS {}", column(field))
-            });
-        }
-        select.extend([
-            format!("{group} AS {}", column(GROUP_COLUMN)),
-            format!("{kind} AS {}", column(KIND_COLUMN)),
-            column("name").to_string(),
-            column("uid").to_string(),
-            column(HEALTH_COLUMN).to_string(),
-            format!("{} AS {}", column("health_message"), column("message")),
-            format!("to_timestamp({}) AS {}", column("health_since"), column("since")),
-        ]);
         branches.push(format!("SELECT {} FROM {name}", select.join(", ")));
-        let key = if namespaced { format!("({namespace}), ") } else { String::new() };
+        let key = if table.has_column("namespace") {
+            format!("(coalesce({}, '')), ", column("namespace"))
+        } else {
+            String::new()
+        };
         indexes.push(format!(
             "CREATE INDEX IF NOT EXISTS {} ON {name} ({}, {key}{}, {}) WHERE {} <> 'Current'",
             Ident::derived(&[&table.name, "unhealthy"]),
-            column("cluster_name"),
+            column(CLUSTER_COLUMN),
             column("name"),
             column("uid"),
             column(HEALTH_COLUMN)
         ));
+        fills.push(insert_unhealthy(resource, table, fields, namespace_fields, ""));
     }
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
@@ -87,6 +170,47 @@ pub async fn ensure(pool: &PgPool, fields: &[String], namespace_fields: &[String
     let view = column(VIEW);
     execute(&mut tx, format!("DROP VIEW IF EXISTS {view}; CREATE VIEW {view} AS {}", branches.join(" UNION ALL ")))
         .await?;
+    let table = column(UNHEALTHY_TABLE);
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(format!("public.{table}"))
+        .fetch_one(&mut *tx)
+        .await?;
+    if !exists {
+        execute(
+            &mut tx,
+            format!(
+                "CREATE TABLE {table} ({} text NOT NULL, {} text NOT NULL, namespace text NOT NULL, {} text NOT NULL, \
+                 {} text NOT NULL, name text, uid text, {} text NOT NULL, message text, since timestamptz) \
+                 WITH ({PARTITION_STORAGE}); CREATE INDEX {} ON {table} ({}, namespace, name, uid)",
+                column(TABLE_NAME_COLUMN),
+                column(CLUSTER_COLUMN),
+                column(GROUP_COLUMN),
+                column(KIND_COLUMN),
+                column(HEALTH_COLUMN),
+                Ident::derived(&[UNHEALTHY_TABLE, "keyset"]),
+                column(CLUSTER_COLUMN),
+            ),
+        )
+        .await?;
+    }
+    let existing: Vec<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1",
+    )
+    .bind(UNHEALTHY_TABLE)
+    .fetch_all(&mut *tx)
+    .await?;
+    let added: Vec<String> = fields
+        .iter()
+        .chain(namespace_fields)
+        .filter(|field| !existing.contains(field))
+        .map(|field| format!("ADD COLUMN {} text", column(field)))
+        .collect();
+    if !added.is_empty() {
+        execute(&mut tx, format!("ALTER TABLE {table} {}", added.join(", "))).await?;
+    }
+    if !exists {
+        execute(&mut tx, fills.join("; ")).await?;
+    }
     tx.commit().await?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! [`schema`] creates and upgrades the tables (one per catalog table, hash-partitioned by
 //! cluster); [`replace`] writes a job's rows; [`sql`] is the one way names get into SQL text;
 //! [`freshness`] says how old the snapshots are; [`fleet_view`] is the `fleet_objects` view of
-//! every object's health.
+//! every object's health and the `fleet_unhealthy_objects` table of those not Current.
 
 pub mod fleet_view;
 pub mod freshness;
@@ -65,19 +65,25 @@ pub async fn prepare(pool: &PgPool, registry: &Registry) -> Result<()> {
         return Err(Error::Database(format!("kubecensus needs PostgreSQL 15 or later; this server is {shown}")));
     }
     MIGRATOR.run(pool).await.map_err(|err| Error::Database(format!("migrations: {err}")))?;
-    let (fields, namespace_fields) = (registry.field_names(), registry.namespace_field_names());
-    ensure_tables(pool, &fields, &namespace_fields).await?;
-    fleet_view::ensure(pool, &fields, &namespace_fields).await
+    ensure_schema(pool, &registry.field_names(), &registry.namespace_field_names()).await
+}
+
+/// Creates, converts or upgrades every catalog table for the registry's `fields` and
+/// `namespace_fields`, then `fleet_unhealthy_objects` and the `fleet_objects` view.
+pub async fn ensure_schema(pool: &PgPool, fields: &[String], namespace_fields: &[String]) -> Result<()> {
+    ensure_tables(pool, fields, namespace_fields).await?;
+    fleet_view::ensure(pool, fields, namespace_fields).await
 }
 
 /// Adds the columns of the fields `now` declares and `before` did not (a registry read again
-/// while the services run); nothing when they declare the same fields.
+/// while the services run), to the data tables and `fleet_unhealthy_objects`, and recreates
+/// `fleet_objects` with them; nothing when they declare the same fields.
 pub async fn ensure_new_fields(pool: &PgPool, before: &Registry, now: &Registry) -> Result<()> {
     let (fields, namespace_fields) = (now.field_names(), now.namespace_field_names());
     if fields == before.field_names() && namespace_fields == before.namespace_field_names() {
         return Ok(());
     }
-    ensure_tables(pool, &fields, &namespace_fields).await
+    ensure_schema(pool, &fields, &namespace_fields).await
 }
 
 /// Runs `statement` (a `COPY ... FROM STDIN`) with `rows` in COPY text format; returns the

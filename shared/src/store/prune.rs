@@ -1,5 +1,5 @@
 //! Decommissioned clusters: a cluster missing from every registry source for `--prune-after` is
-//! pruned. Its rows in every table and its `snapshots` are deleted in one transaction, its
+//! pruned. Its rows in every table (`fleet_unhealthy_objects` too) and its `snapshots` are deleted in one transaction, its
 //! `clusters` row is marked `removed_at`, and a `runs` row with status `pruned` records it. Until
 //! then its rows stay, and `snapshots` shows them ageing.
 //!
@@ -12,7 +12,10 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::sql::{Ident, Qualified};
+use super::{
+    fleet_view,
+    sql::{Ident, Qualified},
+};
 use crate::{
     Result,
     model::catalog::{CLUSTER_COLUMN, catalog},
@@ -83,6 +86,8 @@ async fn prune(pool: &PgPool, cluster: &str, prune_after: Duration, pruner: &str
             sqlx::query(&format!("DELETE FROM {name} WHERE {column} = $1")).bind(cluster).execute(&mut *tx).await?;
         rows_deleted += deleted.rows_affected();
     }
+    let unhealthy = Ident::new(fleet_view::UNHEALTHY_TABLE)?;
+    sqlx::query(&format!("DELETE FROM {unhealthy} WHERE {column} = $1")).bind(cluster).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM snapshots WHERE cluster_name = $1").bind(cluster).execute(&mut *tx).await?;
     sqlx::query("UPDATE clusters SET removed_at = now() WHERE name = $1").bind(cluster).execute(&mut *tx).await?;
     sqlx::query(

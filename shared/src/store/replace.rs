@@ -33,7 +33,7 @@ use sqlx::{Arguments, Connection, PgConnection, postgres::PgArguments};
 use uuid::Uuid;
 
 use super::{
-    copy_in, execute,
+    copy_in, execute, fleet_view,
     schema::{ROW_HASH_COLUMN, TableShape},
     sql::{Ident, Qualified},
 };
@@ -341,6 +341,9 @@ impl<'a> Refresh<'a> {
         let mut totals = RowCounts::default();
         for table in &self.tables {
             let counts = self.write_table(&mut tx, table).await?;
+            if counts.inserted + counts.deleted > 0 {
+                self.rewrite_unhealthy(&mut tx, table).await?;
+            }
             sqlx::query(
                 "INSERT INTO snapshots (cluster_name, table_name, job_id, run_id, scheduled_at, row_count)
                  VALUES ($1, $2, $3, $4, $5, $6)
@@ -360,6 +363,15 @@ impl<'a> Refresh<'a> {
         runs::finish(&mut tx, run_id, &Outcome { rows: Some(totals), ..outcome.clone() }).await?;
         tx.commit().await?;
         Ok(ReplaceOutcome::Replaced(totals))
+    }
+
+    /// Rewrites the scope's rows of `fleet_unhealthy_objects` from the table's rows not Current,
+    /// when the table is one of `fleet_objects`' (see [`super::fleet_view`]).
+    async fn rewrite_unhealthy(&self, tx: &mut PgConnection, table: &TableChanges<'_>) -> Result<()> {
+        for sql in fleet_view::unhealthy_rewrite(&table.shape, &self.scope.condition(2)).into_iter().flatten() {
+            sqlx::query_with(&sql, self.scope.arguments(&self.cluster)?).execute(&mut *tx).await?;
+        }
+        Ok(())
     }
 
     /// Deletes the table's rows the listing did not yield and inserts the new ones.

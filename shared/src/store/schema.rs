@@ -46,7 +46,7 @@ const LEGACY_SCHEMA: &str = "kubecensus_legacy";
 /// size, and the visibility map stays set, which the index-only scans of fleet-wide queries need
 /// (BENCHMARKS.md measures both). A vacuum of a partition that is mostly all-visible skips those
 /// pages, so it costs about what the refresh changed.
-const PARTITION_STORAGE: &str = "autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 100, \
+pub(super) const PARTITION_STORAGE: &str = "autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 100, \
                                  autovacuum_vacuum_insert_scale_factor = 0.01, autovacuum_vacuum_insert_threshold = 100, \
                                  autovacuum_analyze_scale_factor = 0.05";
 
@@ -56,7 +56,9 @@ pub struct TableShape<'a> {
     pub table: &'a Table,
     pub name: Qualified,
     pub columns: Vec<(Ident, &'static str)>,
-    fields: &'a [String],
+    /// The registry's cluster fields and namespace fields, as in the table's [`Layout`].
+    pub fields: &'a [String],
+    pub namespace_fields: &'a [String],
 }
 
 impl<'a> TableShape<'a> {
@@ -75,6 +77,7 @@ impl<'a> TableShape<'a> {
             name: Qualified { schema: Ident::new("public")?, name: Ident::new(&layout.table.name)? },
             columns,
             fields: layout.fields,
+            namespace_fields: layout.namespace_fields,
         })
     }
 

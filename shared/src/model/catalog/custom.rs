@@ -44,6 +44,48 @@ pub struct Target {
     pub kind: Option<CustomKind>,
 }
 
+/// Adds `kinds` to the `source: custom` resource's, each in place of the one of the same group
+/// and kind if there is one.
+///
+/// # Errors
+/// [`Error::Catalog`] for a kind listed twice in `kinds`, or when the catalog has no `source:
+/// custom` resource.
+pub(super) fn add_kinds(resources: &mut [Resource], kinds: &[CustomKind]) -> Result<()> {
+    if kinds.is_empty() {
+        return Ok(());
+    }
+    let resource = resources
+        .iter_mut()
+        .find(|resource| resource.source == ResourceSource::Custom)
+        .ok_or_else(|| Error::Catalog("the catalog has no `source: custom` resource to add kinds to".into()))?;
+    for (i, kind) in kinds.iter().enumerate() {
+        if kinds[..i].iter().any(|k| k.group == kind.group && k.kind == kind.kind) {
+            return Err(Error::Catalog(format!("kind `{}` of `{}` is listed twice", kind.kind, kind.group)));
+        }
+        match resource.kinds.iter_mut().find(|k| k.group == kind.group && k.kind == kind.kind) {
+            Some(same) => *same = kind.clone(),
+            None => resource.kinds.push(kind.clone()),
+        }
+    }
+    Ok(())
+}
+
+/// Reads a custom resources file: a YAML list of kinds, each `{group, kind}` with an optional
+/// `version` and `schedule`, as the catalog's `kinds`.
+///
+/// # Errors
+/// [`Error::Catalog`] naming the file, when it cannot be read or is not such a list.
+pub fn read_kinds(path: &std::path::Path) -> Result<Vec<CustomKind>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| Error::Catalog(format!("custom resources file {}: {err}", path.display())))?;
+    serde_yaml::from_str(&text).map_err(|err| {
+        Error::Catalog(format!(
+            "custom resources file {}: {err} (expected a list of {{group, kind, version?, schedule?}})",
+            path.display()
+        ))
+    })
+}
+
 /// Checks a resource's `api` and `kinds` against its source.
 pub(super) fn check(resource: &Resource) -> Result<()> {
     let custom = resource.source == ResourceSource::Custom;
@@ -64,11 +106,17 @@ pub(super) fn check(resource: &Resource) -> Result<()> {
     }
     let mut seen = std::collections::HashSet::new();
     for kind in &resource.kinds {
-        if kind.kind.is_empty() || kind.group.is_empty() || !seen.insert((&kind.group, &kind.kind)) {
+        if !is_group(&kind.group) || !is_kind(&kind.kind) || kind.version.as_deref().is_some_and(|v| !is_kind(v)) {
             return Err(Error::Catalog(format!(
-                "{name}: kind `{}` of `{}` is empty or listed twice",
-                kind.kind, kind.group
+                "{name}: `{}` of group `{}` (version {:?}) is not a kind: an API group is a DNS subdomain \
+                 (RFC 1123: lowercase letters, digits, '-', '.'), a kind and a version are letters and digits",
+                kind.kind.escape_debug(),
+                kind.group.escape_debug(),
+                kind.version
             )));
+        }
+        if !seen.insert((&kind.group, &kind.kind)) {
+            return Err(Error::Catalog(format!("{name}: kind `{}` of `{}` is listed twice", kind.kind, kind.group)));
         }
         if let Some(schedule) = &kind.schedule {
             cron::Schedule::try_from(schedule.as_str())
@@ -76,6 +124,22 @@ pub(super) fn check(resource: &Resource) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// An API group's name: a DNS subdomain (RFC 1123), as the Kubernetes API conventions require.
+fn is_group(group: &str) -> bool {
+    !group.is_empty()
+        && group.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+}
+
+/// A kind (CamelCase, `HelmRelease`) or a version (`v2beta1`): a letter, then letters and digits.
+fn is_kind(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) && name.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
 /// Every resource's targets, in catalog order.

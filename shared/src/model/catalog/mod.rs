@@ -6,7 +6,7 @@
 //! and its columns (name, type, source field). DDL, flattening, the scheduler's jobs and the
 //! simulated fleet all read this one description: adding a table is adding an entry.
 
-use std::sync::LazyLock;
+use std::sync::OnceLock;
 
 use serde::Deserialize;
 
@@ -17,18 +17,32 @@ mod custom;
 
 pub use column::{CLUSTER_COLUMN, Column, ColumnType, Function, Source, Step, is_identifier};
 use column::{CLUSTER_COLUMNS, OBJECT_COLUMNS, parse_column};
-pub use custom::{CustomKind, GROUP_COLUMN, KIND_COLUMN, Target};
+pub use custom::{CustomKind, GROUP_COLUMN, KIND_COLUMN, Target, read_kinds};
 
 /// The catalog text, compiled into every binary.
 const CATALOG_YAML: &str = include_str!("../../../catalog.yaml");
 
-static CATALOG: LazyLock<Catalog> = LazyLock::new(|| {
-    Catalog::parse(CATALOG_YAML).unwrap_or_else(|err| panic!("the embedded catalog.yaml is invalid: {err}"))
-});
+static CATALOG: OnceLock<Catalog> = OnceLock::new();
 
-/// The embedded catalog.
+/// The embedded catalog, with the custom resource kinds of [`configure`] when it was called.
 pub fn catalog() -> &'static Catalog {
-    &CATALOG
+    CATALOG.get_or_init(|| {
+        Catalog::parse(CATALOG_YAML, &[]).unwrap_or_else(|err| panic!("the embedded catalog.yaml is invalid: {err}"))
+    })
+}
+
+/// Adds custom resource kinds to the catalog's (`kinds`, as in its `source: custom` entry): a
+/// kind of the same group and kind as one of the catalog's takes its place (another version or
+/// schedule). A process calls it once, before it reads the catalog.
+///
+/// # Errors
+/// [`Error::Catalog`] for an invalid kind (empty, listed twice, a bad schedule), or when the
+/// catalog was already read.
+pub fn configure(kinds: &[CustomKind]) -> Result<()> {
+    let configured = Catalog::parse(CATALOG_YAML, kinds)?;
+    CATALOG
+        .set(configured)
+        .map_err(|_| Error::Catalog("the catalog was read before its custom resources were configured".into()))
 }
 
 /// Every resource kubecensus lists, in catalog order.
@@ -157,9 +171,10 @@ pub struct RowList {
 
 impl Catalog {
     /// Parses and checks a catalog text.
-    pub fn parse(text: &str) -> Result<Self> {
+    pub fn parse(text: &str, custom_kinds: &[CustomKind]) -> Result<Self> {
         let mut resources: Vec<Resource> =
             serde_yaml::from_str(text).map_err(|err| Error::Catalog(format!("catalog.yaml: {err}")))?;
+        custom::add_kinds(&mut resources, custom_kinds)?;
         for resource in &mut resources {
             cron::Schedule::try_from(resource.schedule.as_str()).map_err(|err| {
                 Error::Catalog(format!("{}: schedule `{}`: {err}", resource.api.kind, resource.schedule))
@@ -369,9 +384,9 @@ mod tests {
 
     #[test]
     fn functions_must_match_their_column_type_and_tables_find_their_namespace_column() {
-        let err = Catalog::parse(&entry("'c text cores(spec.cpu)'")).unwrap_err().to_string();
+        let err = Catalog::parse(&entry("'c text cores(spec.cpu)'"), &[]).unwrap_err().to_string();
         assert!(err.contains("declare the column double"), "{err}");
-        let catalog = Catalog::parse(&entry("'c double cores(spec.cpu)', ['a text x', 'b int y']")).unwrap();
+        let catalog = Catalog::parse(&entry("'c double cores(spec.cpu)', ['a text x', 'b int y']"), &[]).unwrap();
         let table = &catalog.resources[0].tables[0];
         assert!(table.has_column("a") && table.has_column("b") && table.has_column("c"));
         assert_eq!(table.namespace_column.as_ref().map(|c| c.0.as_str()), Some("namespace"));
@@ -386,14 +401,38 @@ mod tests {
 
     #[test]
     fn bad_catalogs_are_rejected_with_the_reason() {
-        let err = Catalog::parse(&entry("'x nosuchtype a.b'")).unwrap_err().to_string();
+        let err = Catalog::parse(&entry("'x nosuchtype a.b'"), &[]).unwrap_err().to_string();
         assert!(err.contains("x nosuchtype a.b"), "{err}");
-        let err = Catalog::parse(&entry("'image text item.image'")).unwrap_err().to_string();
+        let err = Catalog::parse(&entry("'image text item.image'"), &[]).unwrap_err().to_string();
         assert!(err.contains("need `rows`"), "{err}");
-        let err = Catalog::parse(&entry("'a text x', 'a text y'")).unwrap_err().to_string();
+        let err = Catalog::parse(&entry("'a text x', 'a text y'"), &[]).unwrap_err().to_string();
         assert!(err.contains("declared twice"), "{err}");
-        let err = Catalog::parse(&entry("'Bad text x'")).unwrap_err().to_string();
+        let err = Catalog::parse(&entry("'Bad text x'"), &[]).unwrap_err().to_string();
         assert!(err.contains("identifier"), "{err}");
-        assert!(Catalog::parse(&entry("'phase text status.phase'")).is_ok());
+        assert!(Catalog::parse(&entry("'phase text status.phase'"), &[]).is_ok());
+    }
+    #[test]
+    fn configured_kinds_are_added_or_take_the_catalogs_place_and_bad_ones_are_refused() {
+        let kind = |group: &str, kind: &str, version: Option<&str>| CustomKind {
+            group: group.into(),
+            kind: kind.into(),
+            version: version.map(Into::into),
+            schedule: None,
+        };
+        let kinds = [kind("kafka.strimzi.io", "Kafka", None), kind("cert-manager.io", "Certificate", Some("v1"))];
+        let configured = Catalog::parse(CATALOG_YAML, &kinds).unwrap();
+        let (_, kafka) = configured.target("kubernetes_custom_resources/kafka.strimzi.io/Kafka").unwrap();
+        assert_eq!(kafka.schedule, "0 */5 * * * *", "the custom resources' schedule");
+        let (_, certificate) = configured.target("kubernetes_custom_resources/cert-manager.io/Certificate").unwrap();
+        assert_eq!(certificate.kind.as_ref().unwrap().version.as_deref(), Some("v1"));
+        assert_eq!(configured.targets.len(), self::catalog().targets.len() + 1, "one added, one replaced");
+        for bad in
+            [kind("Example_Group", "Widget", None), kind("example.com", "Wid.get", None), kind("", "Widget", None)]
+        {
+            let err = Catalog::parse(CATALOG_YAML, &[bad]).unwrap_err().to_string();
+            assert!(err.contains("is not a kind"), "{err}");
+        }
+        let err = Catalog::parse(CATALOG_YAML, &[kinds[0].clone(), kinds[0].clone()]).unwrap_err().to_string();
+        assert!(err.contains("listed twice"), "{err}");
     }
 }

@@ -15,15 +15,18 @@
 //! 4. otherwise `Current`.
 //!
 //! An object kstatus cannot read (a field of the wrong type, a Pod phase it does not know) is
-//! `Unknown`, as kstatus' callers report a `Compute` error. One addition, Flux's: an object
+//! `Unknown`, as kstatus' callers report a `Compute` error. Two additions. Flux's: an object
 //! whose `spec.suspend` is `true` (Flux's Kustomization, HelmRelease and sources,
 //! fluxcd.io/flux/components/kustomize/kustomizations/#suspend) is `Suspended` once it is not
-//! terminating: its controller no longer reconciles it, so its conditions are old news.
+//! terminating: its controller no longer reconciles it, so its conditions are old news. Argo
+//! CD's: an Application's health is the one Argo CD wrote to `status.health`, mapped onto
+//! kstatus' statuses in place of step 2 ([`argocd`]).
 //!
 //! Each result carries a message (kstatus' own wording, or the deciding condition's message)
 //! and `since`: the `lastTransitionTime` of the deciding condition (the deletion timestamp for
 //! `Terminating`), when one decided.
 
+mod argocd;
 mod builtin;
 #[cfg(test)]
 mod tests;
@@ -43,7 +46,7 @@ pub enum Status {
     Terminating,
     /// Its status cannot be read.
     Unknown,
-    /// Flux's `spec.suspend: true`: not reconciled.
+    /// Flux's `spec.suspend: true`, or Argo CD's `Suspended`: not reconciled.
     Suspended,
 }
 
@@ -92,6 +95,7 @@ impl Health {
 pub fn compute(object: &Value) -> Health {
     let decided = generic(object).and_then(|health| match health {
         Some(health) => Ok(Some(health)),
+        None if group_kind(object) == ("argoproj.io", "Application") => Ok(Some(argocd::application(object))),
         None => builtin::rules(object),
     });
     match decided {

@@ -123,8 +123,15 @@ const CASES: &[Case] = &[
     (GIT_REPOSITORIES, "gr-failed", "{}", Status::InProgress, "failed to checkout and determine revision", Some("2021-07-20T00:48:16Z")),
     (GIT_REPOSITORIES, "gr-unknown", "{}", Status::InProgress, "reconciliation in progress", Some("2021-07-20T00:48:16Z")),
     (GIT_REPOSITORIES, "gr-ready", "{}", Status::Current, "Resource is Ready", Some("2021-07-20T00:48:16Z")),
-    // Argo CD Application: no conditions kstatus knows, so Current (status.go Compute)
-    (APPLICATION, "guestbook", "{}", Status::Current, "Resource is current", None),
+    // Argo CD Application: Argo CD's own status.health (gitops-engine health.go), mapped
+    (APPLICATION, "guestbook", "{}", Status::Current, "Argo CD health is Healthy", None),
+    (APPLICATION, "guestbook", r#"{"status": {"health": {"status": "Progressing", "lastTransitionTime": "2024-06-01T00:00:00Z"}}}"#, Status::InProgress, "Argo CD health is Progressing", Some("2024-06-01T00:00:00Z")),
+    (APPLICATION, "guestbook", r#"{"status": {"health": {"status": "Missing"}}}"#, Status::InProgress, "Argo CD health is Missing", None),
+    (APPLICATION, "guestbook", r#"{"status": {"health": {"status": "Degraded", "lastTransitionTime": "2024-06-01T00:00:00Z"}, "conditions": [{"type": "ComparisonError", "message": "Failed to load target state: repository not found", "lastTransitionTime": "2024-06-01T00:00:00Z"}]}}"#, Status::Failed, "Argo CD health is Degraded: Failed to load target state: repository not found", Some("2024-06-01T00:00:00Z")),
+    (APPLICATION, "guestbook", r#"{"status": {"health": {"status": "Degraded", "message": "Back-off pulling image"}}}"#, Status::Failed, "Argo CD health is Degraded: Back-off pulling image", None),
+    (APPLICATION, "guestbook", r#"{"status": {"health": {"status": "Suspended"}}}"#, Status::Suspended, "Argo CD health is Suspended", None),
+    (APPLICATION, "guestbook", r#"{"status": {"health": {"status": "Unknown"}}}"#, Status::Unknown, "Argo CD health is Unknown", None),
+    (APPLICATION, "guestbook", r#"{"status": null}"#, Status::Unknown, "has not assessed", None),
     (APPLICATION, "guestbook", DELETED, Status::Terminating, "Resource scheduled for deletion", Some("2024-06-01T00:00:00Z")),
     // cert-manager Certificate: its Ready condition
     (CERTIFICATE, "example-com", "{}", Status::Current, "Resource is Ready", Some("2024-03-01T09:00:05Z")),
