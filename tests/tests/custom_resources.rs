@@ -2,7 +2,7 @@
 //! `skipped`, and every unhealthy object paged through with keyset pagination, from
 //! `fleet_unhealthy_objects`, which agrees with `fleet_objects` after every refresh.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, path::PathBuf};
 
 use kubecensus::model::catalog::catalog;
 use kubecensus_tests::{
@@ -33,12 +33,18 @@ async fn unhealthy_objects(pool: &PgPool) -> Vec<Vec<Option<String>>> {
     table
 }
 
+/// A private environment, a simulated fleet of `spec`, and the fleet's registry file.
+async fn simulated_fleet(spec: FleetSpec) -> (TestEnv, Fleet, PathBuf) {
+    let env = TestEnv::new().await.unwrap();
+    let fleet = Fleet::start(spec, &env.dir).await.unwrap();
+    let registry = env.dir.join("clusters.yaml");
+    (env, fleet, registry)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_kinds_refresh_leaves_other_kinds_rows_untouched_and_a_cluster_without_flux_is_skipped() {
-    let mut env = TestEnv::new().await.unwrap();
-    let spec = FleetSpec { clusters: 3, pods: 5, custom_resources: 45, ..FleetSpec::default() };
-    let _fleet = Fleet::start(spec, &env.dir).await.unwrap();
-    let registry = env.dir.join("clusters.yaml");
+    let (mut env, _fleet, registry) =
+        simulated_fleet(FleetSpec { clusters: 3, pods: 5, custom_resources: 45, ..FleetSpec::default() }).await;
     env.spawn_worker("worker", &registry, &[]).unwrap();
     env.scheduler(&registry, &["refresh", "--table", "kubernetes_custom_resources", "--wait"]).await.unwrap();
 
@@ -106,10 +112,8 @@ async fn one_kinds_refresh_leaves_other_kinds_rows_untouched_and_a_cluster_witho
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_objects_pages_through_every_unhealthy_object_exactly_once() {
-    let mut env = TestEnv::new().await.unwrap();
-    let spec = FleetSpec { clusters: 3, pods: 40, custom_resources: 60, ..FleetSpec::default() };
-    let fleet = Fleet::start(spec, &env.dir).await.unwrap();
-    let registry = env.dir.join("clusters.yaml");
+    let (mut env, fleet, registry) =
+        simulated_fleet(FleetSpec { clusters: 3, pods: 40, custom_resources: 60, ..FleetSpec::default() }).await;
     env.spawn_worker("worker", &registry, &[]).unwrap();
     let mut args = vec!["refresh", "--wait"];
     for table in ["kubernetes_custom_resources", "kubernetes_pods", "kubernetes_deployments", "kubernetes_nodes"] {
@@ -185,10 +189,8 @@ async fn fleet_objects_pages_through_every_unhealthy_object_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinds_from_a_custom_resources_file_are_collected_and_a_malformed_file_is_refused() {
-    let mut env = TestEnv::new().await.unwrap();
-    let spec = FleetSpec { clusters: 3, pods: 2, custom_resources: 18, ..FleetSpec::default() };
-    let fleet = Fleet::start(spec, &env.dir).await.unwrap();
-    let registry = env.dir.join("clusters.yaml");
+    let (mut env, fleet, registry) =
+        simulated_fleet(FleetSpec { clusters: 3, pods: 2, custom_resources: 18, ..FleetSpec::default() }).await;
     // StorageClass: any kind a cluster serves; Kafka: served by none; Certificate: the catalog's,
     // pinned to a version.
     let file = env.dir.join("custom-resources.yaml");
