@@ -249,3 +249,69 @@ async fn kinds_from_a_custom_resources_file_are_collected_and_a_malformed_file_i
     let err = err.to_string();
     assert!(["bad-custom-resources.yaml", "Example_Group", "DNS subdomain"].iter().all(|w| err.contains(w)), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_other_kind_is_listed_up_to_its_limit_and_kept_apart_from_the_named_kinds() {
+    // 60 custom resources of the catalog's kinds, and 3 ServiceMonitors (outside the catalog) on
+    // each cluster that runs them.
+    let spec = FleetSpec { clusters: 3, pods: 2, custom_resources: 60, ..FleetSpec::default() };
+    let (mut env, fleet, registry) = simulated_fleet(spec).await;
+    let file = env.dir.join("custom-resources.yaml");
+    std::fs::write(&file, "- {group: '*', kind: '*', limit: 2}\n").unwrap();
+    let flag = ["--custom-resources", file.to_str().unwrap()];
+    env.spawn_worker("worker", &registry, &flag).unwrap();
+    let refresh = |tables: &'static [&'static str]| {
+        let mut args = flag.to_vec();
+        args.push("refresh");
+        for table in tables {
+            args.extend(["--table", table]);
+        }
+        args.push("--wait");
+        let (env, registry) = (&env, &registry);
+        async move { env.scheduler(registry, &args).await.unwrap() }
+    };
+    refresh(&["kubernetes_custom_resources"]).await;
+
+    let discovered = "kubernetes_custom_resources/discovered";
+    let statuses: Vec<(String, String)> =
+        sqlx::query_as("SELECT cluster_name, status FROM runs WHERE table_name = $1 ORDER BY 1")
+            .bind(discovered)
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    let succeeded = ["sim-01", "sim-02", "sim-03"].map(|c| (c.to_owned(), "succeeded".to_owned()));
+    assert_eq!(statuses, succeeded, "sim-03 defines no CRD of them: nothing to list, nothing to skip");
+    // sim-01's rows of the ServiceMonitors (true) or of the named kinds (false).
+    let rows = |service_monitors: bool| {
+        let pool = env.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, String, String)>(
+                "SELECT name, row_hash::text, xmin::text FROM kubernetes_custom_resources
+                 WHERE cluster_name = 'sim-01' AND (kind = 'ServiceMonitor') = $1 ORDER BY 1",
+            )
+            .bind(service_monitors)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let monitors = rows(true).await;
+    assert_eq!(fleet.count("sim-01", "servicemonitors"), 3);
+    assert_eq!(monitors.len(), 2, "at most `limit` objects of a kind: {monitors:?}");
+    let named = rows(false).await;
+    assert_eq!(named.len(), 60, "the named kinds' objects, each once");
+
+    // Each target replaces only its own rows: the discovered kinds' job leaves the named kinds'
+    // rows as they were, and a named kind's job leaves the discovered ones.
+    sqlx::query("UPDATE kubernetes_custom_resources SET row_hash = gen_random_uuid() WHERE kind = 'ServiceMonitor'")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    refresh(&["kubernetes_custom_resources/discovered"]).await;
+    assert_eq!(rows(false).await, named);
+    let rewritten = rows(true).await;
+    assert_eq!(rewritten.iter().map(|r| &r.0).collect::<Vec<_>>(), monitors.iter().map(|r| &r.0).collect::<Vec<_>>());
+    assert_ne!(rewritten, monitors, "rewritten with their own hashes");
+    refresh(&["kubernetes_custom_resources/kustomize.toolkit.fluxcd.io/Kustomization"]).await;
+    assert_eq!(rows(true).await, rewritten);
+}

@@ -72,8 +72,11 @@ pub struct JobPolicy {
 struct Listing<'a> {
     client: kube::Client,
     resource: &'static Resource,
-    /// What is listed: the resource's `api`, or the custom kind as the cluster serves it.
-    api: ApiRef,
+    /// What is listed: the resource's `api`, the custom kind as the cluster serves it, or, for
+    /// the target of every other custom kind, each such kind the cluster's CRDs define.
+    apis: Vec<ApiRef>,
+    /// At most this many objects of each API (a custom kind's `limit`).
+    limit: Option<u32>,
     /// The rows the job replaces.
     scope: Scope,
     /// One per table of the resource, in catalog order.
@@ -264,9 +267,11 @@ impl Poller {
         let client = self.client(cluster).await?;
         let cluster_uid = kubeapi::cluster_uid(&client).await?;
         store::record_contact(&self.pool, &cluster.name, &cluster_uid).await?;
-        let api = match &target.kind {
-            Some(kind) => kubeapi::find_kind(&client, kind).await?,
-            None => resource.api.clone(),
+        let scope = Scope::of(target);
+        let apis = match &target.kind {
+            Some(kind) if kind.is_every_kind() => self.other_kinds(&client, &scope.excluded_kinds).await?,
+            Some(kind) => vec![kubeapi::find_kind(&client, kind).await?],
+            None => vec![resource.api.clone()],
         };
         let namespaces = self.namespace_fields(&client, resource, registry, cluster).await?;
         let fields = registry.field_names();
@@ -274,8 +279,9 @@ impl Poller {
         let listing = Listing {
             client,
             resource,
-            api,
-            scope: Scope::of(target),
+            apis,
+            limit: target.kind.as_ref().and_then(|kind| kind.limit),
+            scope,
             layouts: resource
                 .tables
                 .iter()
@@ -326,22 +332,72 @@ impl Poller {
         }
     }
 
-    /// Lists every page into `refresh`; returns why objects were skipped. An expired continue
-    /// token starts the listing over (a bounded number of times), so what is written is always
-    /// one consistent list.
+    /// The kinds the cluster's CRDs define but `named` (`group/Kind`, the kinds with jobs of
+    /// their own), each as the cluster serves it (its preferred version). A CRD whose kind is not
+    /// served (not established yet) is left out.
+    async fn other_kinds(&self, client: &kube::Client, named: &[String]) -> Result<Vec<ApiRef>> {
+        let mut apis = Vec::new();
+        for kind in kubeapi::defined_kinds(client, self.policy.page_size).await? {
+            if named.contains(&kind.key()) {
+                continue;
+            }
+            match kubeapi::find_kind(client, &kind).await {
+                Ok(api) => apis.push(api),
+                Err(Error::NotServed(why)) => tracing::debug!(%why, "a CRD's kind is not served; left out"),
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(apis)
+    }
+
+    /// Lists every API of the listing, page by page, into `refresh`; returns why objects were
+    /// skipped. An expired continue token starts the whole listing over (a bounded number of
+    /// times), so what is written is always one consistent list of each API.
     async fn load(
         &self,
         conn: &mut PgConnection,
         listing: &Listing<'_>,
         refresh: &mut Refresh<'_>,
     ) -> Result<Vec<String>> {
-        let mut rows: Vec<Vec<u8>> = vec![Vec::new(); listing.layouts.len()];
-        let mut skipped = Vec::new();
         let mut restarts = 0;
         let mut body = Vec::new();
-        let mut page = self.fetch(listing, None, &mut body).await?;
+        'listing: loop {
+            let mut skipped = Vec::new();
+            for api in &listing.apis {
+                match self.load_api(conn, listing, api, refresh, &mut skipped, &mut body).await {
+                    Err(Error::Expired(why)) if restarts < MAX_LIST_RESTARTS => {
+                        restarts += 1;
+                        tracing::warn!(%why, restarts, "continue token expired; listing again from the start");
+                        refresh.restart(conn).await?;
+                        continue 'listing;
+                    }
+                    result => result?,
+                }
+            }
+            return Ok(skipped);
+        }
+    }
+
+    /// Lists one API page by page into `refresh` (at most the listing's `limit` objects), reading
+    /// each page into the reused `body`.
+    async fn load_api(
+        &self,
+        conn: &mut PgConnection,
+        listing: &Listing<'_>,
+        api: &ApiRef,
+        refresh: &mut Refresh<'_>,
+        skipped: &mut Vec<String>,
+        body: &mut Vec<u8>,
+    ) -> Result<()> {
+        let mut rows: Vec<Vec<u8>> = vec![Vec::new(); listing.layouts.len()];
+        let mut left = listing.limit.unwrap_or(u32::MAX);
+        let mut continue_token = None;
         loop {
-            flatten_page(listing, &page, &mut rows, &mut skipped);
+            let page_size = self.policy.page_size.min(left);
+            let page =
+                self.fetch(listing.resource, &listing.client, api, page_size, continue_token.as_deref(), body).await?;
+            left = left.saturating_sub(page.item_count() as u32);
+            flatten_page(listing, &page, &mut rows, skipped);
             for (index, table_rows) in rows.iter_mut().enumerate() {
                 refresh.add(index, table_rows);
                 table_rows.clear();
@@ -350,28 +406,27 @@ impl Poller {
                 refresh.spill(conn).await?;
                 tracing::debug!(rows = refresh.rows(), "page listed; new rows staged");
             }
-            let Some(token) = page.continue_token else { break };
-            page = match self.fetch(listing, Some(&token), &mut body).await {
-                Err(Error::Expired(why)) if restarts < MAX_LIST_RESTARTS => {
-                    restarts += 1;
-                    tracing::warn!(%why, restarts, "continue token expired; listing again from the start");
-                    refresh.restart(conn).await?;
-                    skipped.clear();
-                    self.fetch(listing, None, &mut body).await?
-                }
-                page => page?,
-            };
+            match page.continue_token {
+                Some(token) if left > 0 => continue_token = Some(token),
+                _ => return Ok(()),
+            }
         }
-        Ok(skipped)
     }
 
-    /// One page of the resource: a list page (its body read into `body`), or the cluster's
-    /// discovery or version document.
-    async fn fetch(&self, listing: &Listing<'_>, continue_token: Option<&str>, body: &mut Vec<u8>) -> Result<Page> {
-        let client = &listing.client;
-        match listing.resource.source {
+    /// One page of `api` (its body read into `body`), or the cluster's discovery or version
+    /// document, as `resource` says.
+    async fn fetch(
+        &self,
+        resource: &Resource,
+        client: &kube::Client,
+        api: &ApiRef,
+        page_size: u32,
+        continue_token: Option<&str>,
+        body: &mut Vec<u8>,
+    ) -> Result<Page> {
+        match resource.source {
             ResourceSource::List | ResourceSource::Custom => {
-                kubeapi::list_page(client, &listing.api, self.policy.page_size, continue_token, body).await
+                kubeapi::list_page(client, api, page_size, continue_token, body).await
             }
             ResourceSource::Discovery => kubeapi::discovery(client).await,
             ResourceSource::Version => kubeapi::version(client).await,

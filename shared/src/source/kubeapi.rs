@@ -56,6 +56,11 @@ impl Page {
         Ok(Self { items, source: source.into(), names_required: false, type_meta: None, skipped, continue_token: None })
     }
 
+    /// The number of items on the page, readable or not.
+    pub fn item_count(&self) -> usize {
+        self.items.len()
+    }
+
     /// Each object of the page, parsed, or why it is skipped: an item that is not valid JSON,
     /// not an object, or (in a list) has no `metadata.name`.
     pub fn objects(&self) -> impl Iterator<Item = std::result::Result<Value, String>> + '_ {
@@ -208,6 +213,27 @@ pub async fn find_kind(client: &kube::Client, kind: &CustomKind) -> Result<ApiRe
     })
 }
 
+/// The group and kind of every CustomResourceDefinition of the cluster, listed page by page
+/// (`apiextensions.k8s.io/v1`): what the target of every other custom kind lists.
+pub async fn defined_kinds(client: &kube::Client, limit: u32) -> Result<Vec<CustomKind>> {
+    let api = ApiRef {
+        group: "apiextensions.k8s.io".into(),
+        version: "v1".into(),
+        kind: "CustomResourceDefinition".into(),
+        plural: "customresourcedefinitions".into(),
+        namespaced: false,
+    };
+    let mut kinds = Vec::new();
+    each_object(client, &api, limit, |definition| {
+        let text = |path: &[&str]| path.iter().fold(&definition, |value, key| &value[key]).as_str().map(str::to_owned);
+        if let (Some(group), Some(kind)) = (text(&["spec", "group"]), text(&["spec", "names", "kind"])) {
+            kinds.push(CustomKind { group, kind, version: None, schedule: None, limit: None });
+        }
+    })
+    .await?;
+    Ok(kinds)
+}
+
 /// The cluster's `/version` as one object.
 pub async fn version(client: &kube::Client) -> Result<Page> {
     let info = get_json(client, "/version").await?;
@@ -224,23 +250,30 @@ pub async fn namespace_labels(client: &kube::Client, limit: u32) -> Result<HashM
         namespaced: false,
     };
     let mut labels = HashMap::new();
+    each_object(client, &api, limit, |namespace| {
+        let Some(name) = namespace["metadata"]["name"].as_str() else { return };
+        let own: BTreeMap<String, String> = namespace["metadata"]["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(key, value)| Some((key.clone(), value.as_str()?.to_owned())))
+            .collect();
+        labels.insert(name.to_owned(), own);
+    })
+    .await?;
+    Ok(labels)
+}
+
+/// Lists `api` page by page (`limit` objects a page) and hands each readable object to `each`.
+async fn each_object(client: &kube::Client, api: &ApiRef, limit: u32, mut each: impl FnMut(Value)) -> Result<()> {
     let mut continue_token: Option<String> = None;
     let mut body = Vec::new();
     loop {
-        let page = list_page(client, &api, limit, continue_token.as_deref(), &mut body).await?;
-        for namespace in page.objects().filter_map(std::result::Result::ok) {
-            let Some(name) = namespace["metadata"]["name"].as_str() else { continue };
-            let own: BTreeMap<String, String> = namespace["metadata"]["labels"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter_map(|(key, value)| Some((key.clone(), value.as_str()?.to_owned())))
-                .collect();
-            labels.insert(name.to_owned(), own);
-        }
+        let page = list_page(client, api, limit, continue_token.as_deref(), &mut body).await?;
+        page.objects().filter_map(std::result::Result::ok).for_each(&mut each);
         match page.continue_token {
             Some(token) => continue_token = Some(token),
-            None => return Ok(labels),
+            None => return Ok(()),
         }
     }
 }

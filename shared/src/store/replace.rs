@@ -15,9 +15,9 @@
 //! temporary table of the job's session (no WAL, dropped with the session if the worker dies)
 //! and moved with `INSERT ... SELECT` in the final transaction.
 //!
-//! A job replaces a [`Scope`] of the cluster's rows: all of them for a catalog resource, or only
-//! those of one custom resource kind (`api_group` and `kind`), so refreshing one kind never
-//! touches another kind's rows.
+//! A job replaces a [`Scope`] of the cluster's rows: all of them for a catalog resource, only
+//! those of one custom resource kind (`api_group` and `kind`), or those of every custom kind
+//! without a job of its own; refreshing one kind never touches another kind's rows.
 //!
 //! A job whose listing began before another job of the same (cluster, table) committed cannot
 //! trust the hashes it read: it fails with a retryable error, or is `superseded` when the other
@@ -39,7 +39,7 @@ use super::{
 };
 use crate::{
     Error, Result,
-    model::catalog::{CLUSTER_COLUMN, GROUP_COLUMN, KIND_COLUMN, Target},
+    model::catalog::{CLUSTER_COLUMN, CustomKind, GROUP_COLUMN, KIND_COLUMN, Target, catalog},
     model::flatten::Layout,
     ops::metrics,
     queue::job::Job,
@@ -62,41 +62,63 @@ pub struct Scope {
     pub name: String,
     /// Columns and the values that select the scope's rows; none: every row of the cluster.
     pub filters: Vec<(&'static str, String)>,
+    /// Custom kinds (`group/Kind`) whose rows are outside the scope: those with a target of their
+    /// own, for the target of every other kind.
+    pub excluded_kinds: Vec<String>,
 }
 
 impl Scope {
-    /// The rows of a catalog target: all of the cluster's, or one custom kind's.
+    /// The rows of a catalog target: all of the cluster's, one custom kind's, or, for the target
+    /// of every other kind, those of the kinds without a target of their own.
     pub fn of(target: &Target) -> Self {
-        let filters = match &target.kind {
-            None => Vec::new(),
-            Some(kind) => vec![(GROUP_COLUMN, kind.group.clone()), (KIND_COLUMN, kind.kind.clone())],
+        let (filters, excluded_kinds) = match &target.kind {
+            None => (Vec::new(), Vec::new()),
+            Some(kind) if kind.is_every_kind() => {
+                let named = catalog().targets.iter().filter_map(|t| t.kind.as_ref()).filter(|k| !k.is_every_kind());
+                (Vec::new(), named.map(CustomKind::key).collect())
+            }
+            Some(kind) => (vec![(GROUP_COLUMN, kind.group.clone()), (KIND_COLUMN, kind.kind.clone())], Vec::new()),
         };
-        Self { name: target.name.clone(), filters }
+        Self { name: target.name.clone(), filters, excluded_kinds }
     }
 
     /// The snapshot name of the scope's rows of `table`: the table's, or the scope's own when it
     /// is a part of the table.
     fn snapshot_name<'s>(&'s self, table: &'s str) -> &'s str {
-        if self.filters.is_empty() { table } else { &self.name }
+        if self.filters.is_empty() && self.excluded_kinds.is_empty() { table } else { &self.name }
     }
 
-    /// `AND "col" = $n ...` for the filters, parameters numbered from `first`.
+    /// `AND "col" = $n ...` for the filters, then `AND "api_group" || '/' || "kind" <> ALL($m)`
+    /// for the excluded kinds, parameters numbered from `first`.
     fn condition(&self, first: usize) -> String {
-        self.filters
+        let mut condition: String = self
+            .filters
             .iter()
             .enumerate()
             .map(|(i, (column, _))| format!(" AND {} = ${}", Ident::derived(&[column]), first + i))
-            .collect()
+            .collect();
+        if !self.excluded_kinds.is_empty() {
+            condition.push_str(&format!(
+                " AND {} || '/' || {} <> ALL(${})",
+                Ident::derived(&[GROUP_COLUMN]),
+                Ident::derived(&[KIND_COLUMN]),
+                first + self.filters.len()
+            ));
+        }
+        condition
     }
 
     /// The parameters of a statement selecting the scope's rows of `cluster`: `$1` the cluster,
-    /// then the filters' values (see [`Self::condition`]).
+    /// then the filters' values and the excluded kinds (see [`Self::condition`]).
     fn arguments(&self, cluster: &str) -> Result<PgArguments> {
         let mut arguments = PgArguments::default();
         let bad = |err: sqlx::error::BoxDynError| Error::Database(format!("binding the scope {}: {err}", self.name));
         arguments.add(cluster.to_owned()).map_err(bad)?;
         for (_, value) in &self.filters {
             arguments.add(value.clone()).map_err(bad)?;
+        }
+        if !self.excluded_kinds.is_empty() {
+            arguments.add(self.excluded_kinds.clone()).map_err(bad)?;
         }
         Ok(arguments)
     }

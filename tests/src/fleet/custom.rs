@@ -91,15 +91,29 @@ const KINDS: &[Kind] = &[
     },
 ];
 
+/// Kinds outside kubecensus' catalog, served beside those: the Prometheus Operator's
+/// ServiceMonitor. Only `{group: '*', kind: '*'}` collects their objects.
+const OTHER_KINDS: &[Kind] = &[Kind {
+    group: "monitoring.coreos.com",
+    version: "v1",
+    kind: "ServiceMonitor",
+    plural: "servicemonitors",
+    template: include_str!("../../fixtures/docs/monitoring.coreos.com.v1.ServiceMonitor-example-app.json"),
+}];
+
+/// One object of an [`OTHER_KINDS`] kind for every this many custom resources.
+const OTHER_KIND_EVERY: usize = 20;
+
 /// Whether the cluster at `index` runs Flux, Argo CD and cert-manager.
 pub fn runs_custom_resources(index: usize) -> bool {
     index % 3 != 2
 }
 
-/// The APIs of every custom kind.
+/// The APIs of every custom kind, the catalog's and the others.
 pub fn apis() -> Vec<ApiRef> {
     KINDS
         .iter()
+        .chain(OTHER_KINDS)
         .map(|k| ApiRef {
             group: k.group.into(),
             version: k.version.into(),
@@ -115,6 +129,7 @@ pub fn definitions(rng: &mut Rng) -> Vec<Value> {
     let created = timestamp(epoch());
     KINDS
         .iter()
+        .chain(OTHER_KINDS)
         .map(|k| {
             let names = json!({"kind": k.kind, "listKind": format!("{}List", k.kind), "plural": k.plural,
                                "singular": k.kind.to_lowercase()});
@@ -138,25 +153,41 @@ pub fn definitions(rng: &mut Rng) -> Vec<Value> {
         .collect()
 }
 
-/// `count` custom resources spread over the kinds and `namespaces`: of every ten, six healthy,
-/// one failing, one progressing, one suspended (Flux) or failing, one terminating (Argo CD's
-/// Applications keep their own `status.health` instead of conditions).
+/// Object `i` of `kind`: its fixture with the kind's API version and new metadata, in one of
+/// `namespaces`.
+fn instance(kind: &Kind, i: usize, namespaces: &[String], rng: &mut Rng) -> Value {
+    let mut object: Value = serde_json::from_str(kind.template).expect("custom resource templates are JSON");
+    object["apiVersion"] = json!(format!("{}/{}", kind.group, kind.version));
+    object["metadata"] = json!({
+        "name": format!("{}-{i}", kind.plural.trim_end_matches('s')),
+        "namespace": rng.pick(namespaces),
+        "uid": rng.uuid(),
+        "generation": 1,
+        "creationTimestamp": timestamp(epoch() + Duration::minutes(i as i64)),
+        "labels": {"app.kubernetes.io/part-of": "fleet"},
+    });
+    object
+}
+
+/// `count` custom resources spread over the catalog's kinds and `namespaces`: of every ten, six
+/// healthy, one failing, one progressing, one suspended (Flux) or failing, one terminating (Argo
+/// CD's Applications keep their own `status.health` instead of conditions). Then one object of
+/// a kind outside the catalog ([`OTHER_KINDS`]) for every [`OTHER_KIND_EVERY`] of them.
 pub fn objects(count: usize, namespaces: &[String], rng: &mut Rng) -> Vec<Value> {
+    let mut objects = catalog_kind_objects(count, namespaces, rng);
+    for i in 0..count / OTHER_KIND_EVERY {
+        objects.push(instance(&OTHER_KINDS[i % OTHER_KINDS.len()], i, namespaces, rng));
+    }
+    objects
+}
+
+/// The catalog kinds' objects of [`objects`].
+fn catalog_kind_objects(count: usize, namespaces: &[String], rng: &mut Rng) -> Vec<Value> {
     (0..count)
         .map(|i| {
             let kind = &KINDS[i % KINDS.len()];
-            let mut object: Value = serde_json::from_str(kind.template).expect("custom resource templates are JSON");
-            let created = epoch() + Duration::minutes(i as i64);
-            let at = timestamp(created + Duration::hours(1));
-            object["apiVersion"] = json!(format!("{}/{}", kind.group, kind.version));
-            object["metadata"] = json!({
-                "name": format!("{}-{i}", kind.plural.trim_end_matches('s')),
-                "namespace": rng.pick(namespaces),
-                "uid": rng.uuid(),
-                "generation": 1,
-                "creationTimestamp": timestamp(created),
-                "labels": {"app.kubernetes.io/part-of": "fleet"},
-            });
+            let mut object = instance(kind, i, namespaces, rng);
+            let at = timestamp(epoch() + Duration::minutes(i as i64) + Duration::hours(1));
             object["status"]["observedGeneration"] = json!(1);
             let flux = kind.group.ends_with(".toolkit.fluxcd.io");
             if flux {

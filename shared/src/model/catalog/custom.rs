@@ -3,8 +3,11 @@
 //! A `source: custom` resource fills one table (`kubernetes_custom_resources`) from several
 //! kinds, each chosen by API group and kind (`kinds`). Each kind is its own job target
 //! (`kubernetes_custom_resources/<group>/<Kind>`), with its own schedule, and replaces only its
-//! own rows: those whose [`GROUP_COLUMN`] and [`KIND_COLUMN`] are its group and kind. Every other
-//! resource is one target named by its job table.
+//! own rows: those whose [`GROUP_COLUMN`] and [`KIND_COLUMN`] are its group and kind. One more
+//! entry, `{group: '*', kind: '*'}` ([`EVERY_KIND`]), is the target
+//! `kubernetes_custom_resources/discovered`: the objects of every CRD a cluster defines whose
+//! kind has no entry of its own, replacing the rows of every such kind. Every other resource is
+//! one target named by its job table.
 
 use serde::Deserialize;
 
@@ -28,6 +31,29 @@ pub struct CustomKind {
     /// Its own cron schedule; the resource's when absent.
     #[serde(default)]
     pub schedule: Option<String>,
+    /// List at most this many objects of the kind (the first pages of its list); every object
+    /// when absent.
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// The group and kind of the entry that stands for every other kind: `{group: '*', kind: '*'}`
+/// collects the objects of every CRD a cluster defines whose kind has no entry of its own.
+pub const EVERY_KIND: &str = "*";
+
+/// The name of the target of [`EVERY_KIND`], after the table: `kubernetes_custom_resources/discovered`.
+const DISCOVERED: &str = "discovered";
+
+impl CustomKind {
+    /// Whether this entry stands for every kind without an entry of its own ([`EVERY_KIND`]).
+    pub fn is_every_kind(&self) -> bool {
+        self.group == EVERY_KIND && self.kind == EVERY_KIND
+    }
+
+    /// `group/Kind`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.group, self.kind)
+    }
 }
 
 /// What one job lists: a catalog resource, or one kind of custom resources.
@@ -106,13 +132,17 @@ pub(super) fn check(resource: &Resource) -> Result<()> {
     }
     let mut seen = std::collections::HashSet::new();
     for kind in &resource.kinds {
-        if !is_group(&kind.group) || !is_kind(&kind.kind) || kind.version.as_deref().is_some_and(|v| !is_kind(v)) {
+        let every = kind.is_every_kind() && kind.version.is_none();
+        let named = is_group(&kind.group) && is_kind(&kind.kind) && kind.version.as_deref().is_none_or(is_kind);
+        if (!every && !named) || kind.limit == Some(0) {
             return Err(Error::Catalog(format!(
-                "{name}: `{}` of group `{}` (version {:?}) is not a kind: an API group is a DNS subdomain \
-                 (RFC 1123: lowercase letters, digits, '-', '.'), a kind and a version are letters and digits",
+                "{name}: `{}` of group `{}` (version {:?}, limit {:?}) is not a kind: an API group is a DNS \
+                 subdomain (RFC 1123: lowercase letters, digits, '-', '.'), a kind and a version are letters and \
+                 digits, a limit is at least 1; `{{group: '*', kind: '*'}}` (no version) is every other kind",
                 kind.kind.escape_debug(),
                 kind.group.escape_debug(),
-                kind.version
+                kind.version,
+                kind.limit
             )));
         }
         if !seen.insert((&kind.group, &kind.kind)) {
@@ -152,8 +182,9 @@ pub(super) fn targets(resources: &[Resource]) -> Vec<Target> {
             continue;
         }
         for kind in &resource.kinds {
+            let part = if kind.is_every_kind() { DISCOVERED.to_owned() } else { kind.key() };
             targets.push(Target {
-                name: format!("{}/{}/{}", resource.job_table(), kind.group, kind.kind),
+                name: format!("{}/{part}", resource.job_table()),
                 schedule: kind.schedule.clone().unwrap_or_else(|| resource.schedule.clone()),
                 resource: index,
                 kind: Some(kind.clone()),

@@ -418,6 +418,7 @@ mod tests {
             kind: kind.into(),
             version: version.map(Into::into),
             schedule: None,
+            limit: None,
         };
         let kinds = [kind("kafka.strimzi.io", "Kafka", None), kind("cert-manager.io", "Certificate", Some("v1"))];
         let configured = Catalog::parse(CATALOG_YAML, &kinds).unwrap();
@@ -434,5 +435,13 @@ mod tests {
         }
         let err = Catalog::parse(CATALOG_YAML, &[kinds[0].clone(), kinds[0].clone()]).unwrap_err().to_string();
         assert!(err.contains("listed twice"), "{err}");
+        let every = CustomKind { limit: Some(100), ..kind("*", "*", None) };
+        let configured = Catalog::parse(CATALOG_YAML, std::slice::from_ref(&every)).unwrap();
+        let (_, discovered) = configured.target("kubernetes_custom_resources/discovered").unwrap();
+        assert!(discovered.kind.as_ref().unwrap().is_every_kind());
+        for bad in [kind("*", "Widget", None), kind("*", "*", Some("v1")), CustomKind { limit: Some(0), ..every }] {
+            let err = Catalog::parse(CATALOG_YAML, &[bad]).unwrap_err().to_string();
+            assert!(err.contains("is not a kind"), "{err}");
+        }
     }
 }
