@@ -11,7 +11,7 @@ use async_nats::jetstream::{AckKind, Message};
 use kubecensus::{
     Error, Result,
     error::Disposition,
-    model::catalog::{ApiRef, Resource, ResourceSource, catalog},
+    model::catalog::{ApiRef, Resource, catalog},
     model::flatten::{ClusterContext, Layout},
     model::namespace_fields::NamespaceFields,
     ops::metrics::{self, JobTimer},
@@ -394,8 +394,8 @@ impl Poller {
         let mut continue_token = None;
         loop {
             let page_size = self.policy.page_size.min(left);
-            let page =
-                self.fetch(listing.resource, &listing.client, api, page_size, continue_token.as_deref(), body).await?;
+            let (source, client) = (listing.resource.source, &listing.client);
+            let page = kubeapi::fetch(client, source, api, page_size, continue_token.as_deref(), body).await?;
             left = left.saturating_sub(page.item_count() as u32);
             flatten_page(listing, &page, &mut rows, skipped);
             for (index, table_rows) in rows.iter_mut().enumerate() {
@@ -410,26 +410,6 @@ impl Poller {
                 Some(token) if left > 0 => continue_token = Some(token),
                 _ => return Ok(()),
             }
-        }
-    }
-
-    /// One page of `api` (its body read into `body`), or the cluster's discovery or version
-    /// document, as `resource` says.
-    async fn fetch(
-        &self,
-        resource: &Resource,
-        client: &kube::Client,
-        api: &ApiRef,
-        page_size: u32,
-        continue_token: Option<&str>,
-        body: &mut Vec<u8>,
-    ) -> Result<Page> {
-        match resource.source {
-            ResourceSource::List | ResourceSource::Custom => {
-                kubeapi::list_page(client, api, page_size, continue_token, body).await
-            }
-            ResourceSource::Discovery => kubeapi::discovery(client).await,
-            ResourceSource::Version => kubeapi::version(client).await,
         }
     }
 

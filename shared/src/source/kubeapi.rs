@@ -22,7 +22,7 @@ use serde_json::{Value, value::RawValue};
 
 use crate::{
     Error, Result,
-    model::catalog::{ApiRef, CustomKind},
+    model::catalog::{ApiRef, CustomKind, ResourceSource},
     ops::metrics,
 };
 
@@ -143,6 +143,24 @@ pub async fn list_page(
         skipped: Vec::new(),
         continue_token: list.metadata.continue_token.filter(|token| !token.is_empty()),
     })
+}
+
+/// One page of what a resource of `source` lists: a page of `api`'s list from `continue_token`
+/// (`page_size` objects at most, its body read into `body`), or the cluster's discovery or
+/// version document.
+pub async fn fetch(
+    client: &kube::Client,
+    source: ResourceSource,
+    api: &ApiRef,
+    page_size: u32,
+    continue_token: Option<&str>,
+    body: &mut Vec<u8>,
+) -> Result<Page> {
+    match source {
+        ResourceSource::List | ResourceSource::Custom => list_page(client, api, page_size, continue_token, body).await,
+        ResourceSource::Discovery => discovery(client).await,
+        ResourceSource::Version => version(client).await,
+    }
 }
 
 /// Discovery as objects: one `APIResourceList` per group/version the cluster serves (`/api/v1`,
