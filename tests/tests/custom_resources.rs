@@ -141,6 +141,12 @@ async fn fleet_objects_pages_through_every_unhealthy_object_exactly_once() {
     let expected: BTreeSet<String> =
         ["Current", "Failed", "InProgress", "Suspended", "Terminating"].map(String::from).into();
     assert_eq!(healths, expected, "the simulated Flux objects hold every outcome");
+    let deployments: Vec<(String, String)> =
+        sqlx::query_as("SELECT health, message FROM fleet_objects WHERE kind = 'Deployment' GROUP BY 1, 2")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(deployments, [("Current".into(), "Deployment is available. Replicas: 2".into())]);
 
     // Keyset pagination, 7 per page: the README's query.
     let mut paged: Vec<Key> = Vec::new();

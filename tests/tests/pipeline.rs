@@ -179,6 +179,18 @@ async fn malformed_job_messages_are_rejected_at_once_and_the_worker_carries_on()
     assert!(errors.iter().any(|e| e.contains("`nope` is not in this worker's registry")), "{errors:?}");
     assert!(errors.iter().any(|e| e.contains("unknown table")), "{errors:?}");
     assert!(errors.iter().any(|e| e.contains("published on another subject")), "{errors:?}");
+    // A job of a table this worker does not know still names itself in its run, so whoever waits
+    // for it sees it end; a message that is not a job names nothing.
+    let named: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT job_id::text, cluster_name, table_name FROM runs WHERE status = 'rejected'
+         AND (error LIKE '%unknown table%' OR error LIKE '%not a job message%') ORDER BY error",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let id = Some("018f0000-0000-7000-8000-000000000001".to_owned());
+    let table = Some("kubernetes_pods; DROP TABLE runs".to_owned());
+    assert_eq!(named, [(None, None, None), (id, Some("sim-01".to_owned()), table)]);
 
     // The worker still works: a real job succeeds after the bad ones.
     env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_namespaces"]).await.unwrap();

@@ -93,7 +93,9 @@ impl Poller {
         let delivered = message.info().map(|info| info.delivered.max(1) as u32).unwrap_or(1);
         let job = match Job::parse(&message.payload) {
             Ok(job) => job,
-            Err(err) => return self.reject(&message, None, err.to_string(), timer).await,
+            Err(err) => {
+                return self.reject(&message, Job::unchecked(&message.payload).as_ref(), err.to_string(), timer).await;
+            }
         };
         timer.set_table(&job.table);
         // The subject is what keeps one job per (cluster, table) in the stream: a body that

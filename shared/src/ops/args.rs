@@ -65,8 +65,12 @@ impl CommonArgs {
     /// The file cannot be read or holds an invalid kind ([`crate::Error::Catalog`]).
     pub fn configure_catalog(&self) -> crate::Result<()> {
         let Some(path) = &self.custom_resources else { return Ok(()) };
-        catalog::configure(&catalog::read_kinds(path)?)
-            .map_err(|err| crate::Error::Catalog(format!("custom resources file {}: {err}", path.display())))
+        catalog::configure(&catalog::read_kinds(path)?).map_err(|err| match err {
+            crate::Error::Catalog(why) => {
+                crate::Error::Catalog(format!("custom resources file {}: {why}", path.display()))
+            }
+            other => other,
+        })
     }
 
     pub fn queue(&self) -> Queue {

@@ -45,6 +45,13 @@ fn object(api_version: &str, kind: &str, metadata: Value, mut body: Value) -> Va
     body
 }
 
+/// `metadata` with `generation: 1`, as the API server sets it on an object with a spec
+/// (workload controllers' `status.observedGeneration` is compared with it).
+fn with_generation(mut metadata: Value) -> Value {
+    metadata["generation"] = json!(1);
+    metadata
+}
+
 /// A pod template for one app: a container with resources and probes, a config volume and a
 /// projected service-account token, as a Deployment's template looks.
 fn pod_template(app: &str, image: &str, port: u16, restart: &str) -> Value {
@@ -93,18 +100,22 @@ fn namespaced_objects(out: &mut Vec<Value>, rng: &mut Rng, created: &str, ns: &s
     let hash = suffix(rng, 10);
 
     let m = meta(rng, app, ns, created, labels.clone());
-    out.push(object("apps/v1", "Deployment", m, json!({
+    out.push(object("apps/v1", "Deployment", with_generation(m), json!({
         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": app}}, "template": template,
                  "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}},
                  "revisionHistoryLimit": 10, "progressDeadlineSeconds": 600},
         "status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2,
                    "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+                                   "message": "Deployment has minimum availability.",
+                                   "lastUpdateTime": created, "lastTransitionTime": created},
+                                  {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
+                                   "message": format!("ReplicaSet \"{app}-{hash}\" has successfully progressed."),
                                    "lastUpdateTime": created, "lastTransitionTime": created}]},
     })));
     let mut rs_template = template.clone();
     rs_template["metadata"]["labels"]["pod-template-hash"] = json!(hash);
     let m = meta(rng, &format!("{app}-{hash}"), ns, created, json!({"app": app, "pod-template-hash": hash}));
-    out.push(object("apps/v1", "ReplicaSet", m, json!({
+    out.push(object("apps/v1", "ReplicaSet", with_generation(m), json!({
         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": app, "pod-template-hash": hash}}, "template": rs_template},
         "status": {"replicas": 2, "fullyLabeledReplicas": 2, "readyReplicas": 2, "availableReplicas": 2, "observedGeneration": 1},
     })));
@@ -241,7 +252,7 @@ fn cluster_objects(out: &mut Vec<Value>, rng: &mut Rng, created: &str, cluster: 
     let kube_system = Some("kube-system");
     let proxy = pod_template("kube-proxy", IMAGES[7], 10256, "Always");
     let m = meta(rng, "kube-proxy", kube_system, created, json!({"k8s-app": "kube-proxy"}));
-    out.push(object("apps/v1", "DaemonSet", m, json!({
+    out.push(object("apps/v1", "DaemonSet", with_generation(m), json!({
         "spec": {"selector": {"matchLabels": {"app": "kube-proxy"}}, "template": proxy,
                  "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}, "revisionHistoryLimit": 10},
         "status": {"currentNumberScheduled": nodes.len(), "numberMisscheduled": 0, "desiredNumberScheduled": nodes.len(),
@@ -249,7 +260,7 @@ fn cluster_objects(out: &mut Vec<Value>, rng: &mut Rng, created: &str, cluster: 
     })));
     let prometheus = pod_template("prometheus", IMAGES[10], 9090, "Always");
     let m = meta(rng, "prometheus", kube_system, created, json!({"app": "prometheus"}));
-    out.push(object("apps/v1", "StatefulSet", m, json!({
+    out.push(object("apps/v1", "StatefulSet", with_generation(m), json!({
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "prometheus"}}, "template": prometheus, "serviceName": "prometheus",
                  "podManagementPolicy": "Parallel", "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
                  "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "50Gi"}}}}]},

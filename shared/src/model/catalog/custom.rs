@@ -106,7 +106,7 @@ pub fn read_kinds(path: &std::path::Path) -> Result<Vec<CustomKind>> {
         .map_err(|err| Error::Catalog(format!("custom resources file {}: {err}", path.display())))?;
     serde_yaml::from_str(&text).map_err(|err| {
         Error::Catalog(format!(
-            "custom resources file {}: {err} (expected a list of {{group, kind, version?, schedule?}})",
+            "custom resources file {}: {err} (expected a list of {{group, kind, version?, schedule?, limit?}})",
             path.display()
         ))
     })
@@ -150,7 +150,7 @@ pub(super) fn check(resource: &Resource) -> Result<()> {
         }
         if let Some(schedule) = &kind.schedule {
             cron::Schedule::try_from(schedule.as_str())
-                .map_err(|err| Error::Catalog(format!("{}: schedule `{schedule}`: {err}", kind.kind)))?;
+                .map_err(|err| Error::Catalog(format!("{name}: {}: schedule `{schedule}`: {err}", kind.key())))?;
         }
     }
     Ok(())
