@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use comfy_table::{CellAlignment, Table, presets::NOTHING};
 use indicatif::{ProgressBar, ProgressStyle};
-use kubecensus::store::runs::Status;
+use kubecensus::{model::catalog::catalog, store::runs::Status};
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -48,7 +48,7 @@ const FINAL: [Status; 5] = [Status::Succeeded, Status::Failed, Status::Skipped, 
 
 /// Prints the latest run of every (cluster, table) and the rows held now.
 pub async fn print(pool: &PgPool, output: Output) -> anyhow::Result<()> {
-    let report = load(pool).await?;
+    let report = load(pool, None).await?;
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Output::Table => print_report(&report),
@@ -68,7 +68,8 @@ pub async fn refreshed(pool: &PgPool, published: &[Publication], wait: bool, out
     let report = if wait {
         let queued: Vec<Uuid> = published.iter().filter(|p| p.queued).filter_map(|p| p.job_id).collect();
         wait_for(pool, &queued).await?;
-        Some(load(pool).await?)
+        let tables = published.iter().filter(|p| p.queued).flat_map(|p| snapshot_names(&p.table)).collect();
+        Some(load(pool, Some((&queued, tables))).await?)
     } else {
         None
     };
@@ -91,21 +92,36 @@ pub async fn refreshed(pool: &PgPool, published: &[Publication], wait: bool, out
     Ok(())
 }
 
-async fn load(pool: &PgPool) -> anyhow::Result<Report> {
+/// The snapshot names a job of `target` writes: its resource's tables, or a custom kind's own.
+fn snapshot_names(target: &str) -> Vec<String> {
+    match catalog().target(target) {
+        Some((resource, t)) if t.kind.is_none() => resource.tables.iter().map(|table| table.name.clone()).collect(),
+        _ => vec![target.to_owned()],
+    }
+}
+
+/// The latest run of every (cluster, table) and the rows held; with `jobs`, only the runs of
+/// those jobs and the snapshots of their clusters among the given snapshot names.
+async fn load(pool: &PgPool, jobs: Option<(&[Uuid], Vec<String>)>) -> anyhow::Result<Report> {
+    let (job_ids, tables) = jobs.map_or((None, None), |(ids, tables)| (Some(ids.to_vec()), Some(tables)));
     let runs: Vec<LatestRun> = sqlx::query_as(
         "SELECT DISTINCT ON (r.cluster_name, r.table_name)
                 r.cluster_name AS cluster, coalesce(r.table_name, '(all)') AS \"table\", r.status, r.rows_written AS rows,
                 r.rows_inserted AS inserted, r.rows_deleted AS deleted,
                 extract(epoch FROM r.duration)::float8 * 1000 AS millis, r.error
-         FROM runs r WHERE r.status <> $1 AND r.cluster_name IS NOT NULL
+         FROM runs r WHERE r.status <> $1 AND r.cluster_name IS NOT NULL AND ($2::uuid[] IS NULL OR r.job_id = ANY($2))
          ORDER BY r.cluster_name, r.table_name, r.started_at DESC",
     )
     .bind(Status::Running.as_str())
+    .bind(&job_ids)
     .fetch_all(pool)
     .await?;
     let snapshots: Vec<Held> = sqlx::query_as(
-        "SELECT cluster_name AS cluster, table_name AS \"table\", row_count AS rows FROM snapshots ORDER BY 1, 2",
+        "SELECT cluster_name AS cluster, table_name AS \"table\", row_count AS rows FROM snapshots
+         WHERE $1::text[] IS NULL OR (table_name = ANY($1) AND cluster_name = ANY($2)) ORDER BY 1, 2",
     )
+    .bind(&tables)
+    .bind(runs.iter().map(|run| run.cluster.clone()).collect::<Vec<_>>())
     .fetch_all(pool)
     .await?;
     Ok(Report { runs, snapshots })

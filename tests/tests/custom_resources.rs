@@ -95,6 +95,7 @@ async fn one_kinds_refresh_leaves_other_kinds_rows_untouched_and_a_cluster_witho
         .await
         .unwrap();
     assert!(report.contains("succeeded"), "{report}");
+    assert!(report.contains(kustomizations) && !report.contains("sim-02"), "only the job it queued: {report}");
     let after = rows_of("sim-01").await;
     let others = |rows: &[(String, String, String, String)]| -> Vec<(String, String, String, String)> {
         rows.iter().filter(|row| row.0 != "Kustomization").cloned().collect()

@@ -48,8 +48,9 @@ pub struct CommonArgs {
     #[arg(long, global = true, env = "KUBECENSUS_REGISTRY_REFRESH", default_value = "60s", value_parser = humantime::parse_duration)]
     pub registry_refresh: Duration,
     /// Custom resource kinds to collect besides the catalog's: a YAML file listing `{group,
-    /// kind}` with an optional `version` and `schedule` (a kind of the catalog's takes the file's
-    /// version and schedule). The scheduler and every worker need the same file.
+    /// kind}` with an optional `version`, `schedule` and `limit` (objects per kind); a kind of the
+    /// catalog's takes the file's settings; `{group: '*', kind: '*'}` is every other kind a
+    /// cluster's CRDs define. The scheduler and every worker need the same file.
     #[arg(long, global = true, env = "KUBECENSUS_CUSTOM_RESOURCES")]
     pub custom_resources: Option<PathBuf>,
     /// Log format.
