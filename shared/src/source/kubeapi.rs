@@ -22,7 +22,7 @@ use serde_json::{Value, value::RawValue};
 
 use crate::{
     Error, Result,
-    model::catalog::{ApiRef, CustomKind, ResourceSource},
+    model::catalog::{ApiRef, CustomKind, ResourceSource, catalog},
     ops::metrics,
 };
 
@@ -234,13 +234,7 @@ pub async fn find_kind(client: &kube::Client, kind: &CustomKind) -> Result<ApiRe
 /// The group and kind of every CustomResourceDefinition of the cluster, listed page by page
 /// (`apiextensions.k8s.io/v1`): what the target of every other custom kind lists.
 pub async fn defined_kinds(client: &kube::Client, limit: u32) -> Result<Vec<CustomKind>> {
-    let api = ApiRef {
-        group: "apiextensions.k8s.io".into(),
-        version: "v1".into(),
-        kind: "CustomResourceDefinition".into(),
-        plural: "customresourcedefinitions".into(),
-        namespaced: false,
-    };
+    let api = catalog_api("kubernetes_custom_resource_definitions")?;
     let mut kinds = Vec::new();
     each_object(client, &api, limit, |definition| {
         let text = |path: &[&str]| path.iter().fold(&definition, |value, key| &value[key]).as_str().map(str::to_owned);
@@ -260,13 +254,7 @@ pub async fn version(client: &kube::Client) -> Result<Page> {
 
 /// The labels of every namespace, by name, listed page by page.
 pub async fn namespace_labels(client: &kube::Client, limit: u32) -> Result<HashMap<String, BTreeMap<String, String>>> {
-    let api = ApiRef {
-        group: String::new(),
-        version: "v1".into(),
-        kind: "Namespace".into(),
-        plural: "namespaces".into(),
-        namespaced: false,
-    };
+    let api = catalog_api("kubernetes_namespaces")?;
     let mut labels = HashMap::new();
     each_object(client, &api, limit, |namespace| {
         let Some(name) = namespace["metadata"]["name"].as_str() else { return };
@@ -280,6 +268,12 @@ pub async fn namespace_labels(client: &kube::Client, limit: u32) -> Result<HashM
     })
     .await?;
     Ok(labels)
+}
+
+/// The API of the catalog resource that fills `table`.
+fn catalog_api(table: &str) -> Result<ApiRef> {
+    let resource = catalog().resource_of(table).ok_or_else(|| Error::Catalog(format!("no resource fills {table}")))?;
+    Ok(resource.api.clone())
 }
 
 /// Lists `api` page by page (`limit` objects a page) and hands each readable object to `each`.
