@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, path::PathBuf};
 
 use kubecensus::model::catalog::catalog;
 use kubecensus_tests::{
-    fleet::{Fleet, FleetSpec, cluster_runs_custom_resources},
+    fleet::{Faults, Fleet, FleetSpec, cluster_runs_custom_resources},
     harness::TestEnv,
 };
 use sqlx::PgPool;
@@ -267,6 +267,10 @@ async fn every_other_kind_is_listed_up_to_its_limit_and_kept_apart_from_the_name
     std::fs::write(&file, "- {group: '*', kind: '*', limit: 2}\n").unwrap();
     let flag = ["--custom-resources", file.to_str().unwrap()];
     env.spawn_worker("worker", &registry, &flag).unwrap();
+    // sim-01 ignores `limit` for ServiceMonitors, as some aggregated APIs do: one more item than
+    // asked on the first page.
+    let extra = br#"{"metadata": {"name": "extra", "namespace": "default", "uid": "extra-uid"}}"#.to_vec();
+    fleet.set_faults("sim-01", Faults { extra_items: vec![("servicemonitors".into(), extra)], ..Faults::default() });
     let refresh = |tables: &'static [&'static str]| {
         let mut args = flag.to_vec();
         args.push("refresh");

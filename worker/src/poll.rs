@@ -398,8 +398,9 @@ impl Poller {
             let page_size = self.policy.page_size.min(left);
             let (source, client) = (listing.resource.source, &listing.client);
             let page = kubeapi::fetch(client, source, api, page_size, continue_token.as_deref(), body).await?;
+            // A server that ignores `limit` (some aggregated APIs) may send more than asked.
+            flatten_page(listing, &page, left as usize, &mut rows, skipped);
             left = left.saturating_sub(page.item_count() as u32);
-            flatten_page(listing, &page, &mut rows, skipped);
             for (index, table_rows) in rows.iter_mut().enumerate() {
                 refresh.add(index, table_rows);
                 table_rows.clear();
@@ -447,11 +448,12 @@ impl Poller {
     }
 }
 
-/// Appends the COPY rows of `page` to `rows` (one buffer per table of the resource), one object
-/// at a time, and why each object that could not be read was skipped to `skipped`.
-fn flatten_page(listing: &Listing<'_>, page: &Page, rows: &mut [Vec<u8>], skipped: &mut Vec<String>) {
+/// Appends the COPY rows of `page`'s first `most` items to `rows` (one buffer per table of the
+/// resource), one object at a time, and why each object that could not be read was skipped to
+/// `skipped`.
+fn flatten_page(listing: &Listing<'_>, page: &Page, most: usize, rows: &mut [Vec<u8>], skipped: &mut Vec<String>) {
     skipped.extend(page.skipped.iter().cloned());
-    for object in page.objects() {
+    for object in page.objects().take(most) {
         match object {
             Ok(object) => {
                 for (layout, rows) in listing.layouts.iter().zip(rows.iter_mut()) {
