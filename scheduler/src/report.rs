@@ -68,8 +68,9 @@ pub async fn refreshed(pool: &PgPool, published: &[Publication], wait: bool, out
     let report = if wait {
         let queued: Vec<Uuid> = published.iter().filter(|p| p.queued).filter_map(|p| p.job_id).collect();
         wait_for(pool, &queued).await?;
-        let tables = published.iter().filter(|p| p.queued).flat_map(|p| snapshot_names(&p.table)).collect();
-        Some(load(pool, Some((&queued, tables))).await?)
+        let tables: Vec<String> =
+            published.iter().filter(|p| p.queued).flat_map(|p| snapshot_names(&p.table)).collect();
+        Some(load(pool, Some((&queued, &tables))).await?)
     } else {
         None
     };
@@ -102,8 +103,7 @@ fn snapshot_names(target: &str) -> Vec<String> {
 
 /// The latest run of every (cluster, table) and the rows held; with `jobs`, only the runs of
 /// those jobs and the snapshots of their clusters among the given snapshot names.
-async fn load(pool: &PgPool, jobs: Option<(&[Uuid], Vec<String>)>) -> anyhow::Result<Report> {
-    let (job_ids, tables) = jobs.map_or((None, None), |(ids, tables)| (Some(ids.to_vec()), Some(tables)));
+async fn load(pool: &PgPool, jobs: Option<(&[Uuid], &[String])>) -> anyhow::Result<Report> {
     let runs: Vec<LatestRun> = sqlx::query_as(
         "SELECT DISTINCT ON (r.cluster_name, r.table_name)
                 r.cluster_name AS cluster, coalesce(r.table_name, '(all)') AS \"table\", r.status, r.rows_written AS rows,
@@ -113,14 +113,14 @@ async fn load(pool: &PgPool, jobs: Option<(&[Uuid], Vec<String>)>) -> anyhow::Re
          ORDER BY r.cluster_name, r.table_name, r.started_at DESC",
     )
     .bind(Status::Running.as_str())
-    .bind(&job_ids)
+    .bind(jobs.map(|(ids, _)| ids))
     .fetch_all(pool)
     .await?;
     let snapshots: Vec<Held> = sqlx::query_as(
         "SELECT cluster_name AS cluster, table_name AS \"table\", row_count AS rows FROM snapshots
          WHERE $1::text[] IS NULL OR (table_name = ANY($1) AND cluster_name = ANY($2)) ORDER BY 1, 2",
     )
-    .bind(&tables)
+    .bind(jobs.map(|(_, tables)| tables))
     .bind(runs.iter().map(|run| run.cluster.clone()).collect::<Vec<_>>())
     .fetch_all(pool)
     .await?;
