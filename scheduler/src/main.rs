@@ -51,7 +51,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     if let Command::ImportKubeconfig { kubeconfig } = &command {
         let registry = Registry::from_kubeconfig(kubeconfig)?;
-        print!("{}", serde_yaml::to_string(&registry)?);
+        print!("{}", serde_norway::to_string(&registry)?);
         return Ok(());
     }
     // The cron loop is a service and serves the admin endpoint; the other commands are brief.

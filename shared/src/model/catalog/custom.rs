@@ -104,7 +104,7 @@ pub(super) fn add_kinds(resources: &mut [Resource], kinds: &[CustomKind]) -> Res
 pub fn read_kinds(path: &std::path::Path) -> Result<Vec<CustomKind>> {
     let text = std::fs::read_to_string(path)
         .map_err(|err| Error::Catalog(format!("custom resources file {}: {err}", path.display())))?;
-    serde_yaml::from_str(&text).map_err(|err| {
+    serde_norway::from_str(&text).map_err(|err| {
         Error::Catalog(format!(
             "custom resources file {}: {err} (expected a list of {{group, kind, version?, schedule?, limit?}})",
             path.display()

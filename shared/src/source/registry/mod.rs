@@ -120,7 +120,7 @@ impl Registry {
         let text = std::fs::read_to_string(path)
             .map_err(|err| Error::Registry(format!("cannot read {}: {err}", path.display())))?;
         let mut registry: Self =
-            serde_yaml::from_str(&text).map_err(|err| Error::Registry(format!("{}: {err}", path.display())))?;
+            serde_norway::from_str(&text).map_err(|err| Error::Registry(format!("{}: {err}", path.display())))?;
         // Relative file paths are relative to the registry file.
         let base = path.parent().unwrap_or(Path::new("."));
         for cluster in &mut registry.clusters {
