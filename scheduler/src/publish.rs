@@ -70,5 +70,5 @@ pub async fn publish_jobs<'a>(
 async fn publish(js: &async_nats::jetstream::Context, queue: &Queue, job: &Job) -> Result<Published> {
     tokio::time::timeout(PUBLISH_TIMEOUT, queue.publish(js, job))
         .await
-        .map_err(|_| Error::Queue(format!("NATS did not answer in {PUBLISH_TIMEOUT:?}")))?
+        .map_err(|elapsed| Error::nats(format!("NATS did not answer in {PUBLISH_TIMEOUT:?}"), elapsed))?
 }

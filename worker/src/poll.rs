@@ -192,11 +192,11 @@ impl Poller {
             }
             Disposition::Retry { after } => match self.policy.retry.delay(attempt, after) {
                 Some(delay) => {
-                    tracing::warn!(%why, kind = err.kind(), ?delay, "attempt failed; retrying");
+                    tracing::warn!(%why, error = err.metric_label(), ?delay, "attempt failed; retrying");
                     (Outcome::failed(Status::Retrying, why), AckKind::Nak(Some(delay)))
                 }
                 None => {
-                    tracing::error!(%why, kind = err.kind(), "job failed after its last attempt");
+                    tracing::error!(%why, error = err.metric_label(), "job failed after its last attempt");
                     (Outcome::failed(Status::Failed, why), AckKind::Term)
                 }
             },
@@ -265,7 +265,7 @@ impl Poller {
         run_id: Uuid,
     ) -> Result<ReplaceOutcome> {
         let (resource, target) =
-            catalog().target(&job.table).ok_or_else(|| Error::Job(format!("unknown table {}", job.table)))?;
+            catalog().target(&job.table).ok_or_else(|| Error::MalformedJob(format!("unknown table {}", job.table)))?;
         let client = self.client(cluster).await?;
         let cluster_uid = kubeapi::cluster_uid(&client).await?;
         store::record_contact(&self.pool, &cluster.name, &cluster_uid).await?;
@@ -298,7 +298,7 @@ impl Poller {
         };
         let mut conn = self.pool.acquire().await?;
         let result = self.load_and_replace(&mut conn, &listing, job, run_id).await;
-        if let Err(Error::Sql(_)) = result {
+        if result.as_ref().is_err_and(Error::taints_connection) {
             // A failed statement (a COPY above all) can leave the connection out of step; never
             // reuse it.
             conn.close_on_drop();
@@ -367,7 +367,7 @@ impl Poller {
             let mut skipped = Vec::new();
             for api in &listing.apis {
                 match self.load_api(conn, listing, api, refresh, &mut skipped, &mut body).await {
-                    Err(Error::Expired(why)) if restarts < MAX_LIST_RESTARTS => {
+                    Err(why @ Error::Expired { .. }) if restarts < MAX_LIST_RESTARTS => {
                         restarts += 1;
                         tracing::warn!(%why, restarts, "continue token expired; listing again from the start");
                         refresh.restart(conn).await?;

@@ -112,7 +112,7 @@ impl Scope {
     /// then the filters' values and the excluded kinds (see [`Self::condition`]).
     fn arguments(&self, cluster: &str) -> Result<PgArguments> {
         let mut arguments = PgArguments::default();
-        let bad = |err: sqlx::error::BoxDynError| Error::Database(format!("binding the scope {}: {err}", self.name));
+        let bad = |err: sqlx::error::BoxDynError| Error::Sql(sqlx::Error::Encode(err));
         arguments.add(cluster.to_owned()).map_err(bad)?;
         for (_, value) in &self.filters {
             arguments.add(value.clone()).map_err(bad)?;
@@ -175,7 +175,7 @@ impl<'a> Refresh<'a> {
     pub async fn begin(conn: &mut PgConnection, cluster: &str, scope: Scope, layouts: &[Layout<'a>]) -> Result<Self> {
         let mut tx = conn.begin().await?;
         execute(&mut tx, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY".into()).await?;
-        let job_table = &layouts.first().ok_or_else(|| Error::Database("a resource without tables".into()))?.table.name;
+        let job_table = &layouts.first().ok_or_else(|| Error::Catalog("a resource without tables".into()))?.table.name;
         let base: Option<Uuid> =
             sqlx::query_scalar("SELECT run_id FROM snapshots WHERE cluster_name = $1 AND table_name = $2")
                 .bind(cluster)
@@ -300,7 +300,7 @@ impl<'a> Refresh<'a> {
     /// counts filled in), unless a later-scheduled job already replaced the rows.
     ///
     /// # Errors
-    /// [`Error::Database`] when another job of the same (cluster, table) committed since
+    /// [`Error::StaleBase`] when another job of the same (cluster, table) committed since
     /// [`Self::begin`] (retry: the next attempt diffs against its rows), or any SQL error.
     pub async fn commit(
         mut self,
@@ -335,10 +335,7 @@ impl<'a> Refresh<'a> {
                 .fetch_optional(&mut *tx)
                 .await?;
         if let Some(Some(removed_at)) = removed_at {
-            return Err(Error::Job(format!(
-                "cluster {} was pruned at {removed_at} (missing from every registry source) while this job listed",
-                self.cluster
-            )));
+            return Err(Error::ClusterPruned { cluster: self.cluster.clone(), removed_at });
         }
         let now: Option<(DateTime<Utc>, Uuid)> =
             sqlx::query_as("SELECT scheduled_at, run_id FROM snapshots WHERE cluster_name = $1 AND table_name = $2")
@@ -351,14 +348,12 @@ impl<'a> Refresh<'a> {
         }
         if now.map(|(_, run)| run) != self.base {
             metrics::worker().replace_conflicts.get_or_create(&metrics::table_label(&job.table)).inc();
-            return Err(Error::Database(format!(
-                "another job replaced {}'s rows of {} while this one listed (run {:?}, listed against {:?}); \
-                 the next attempt starts from its rows",
-                self.cluster,
-                job.table,
-                now.map(|(_, run)| run),
-                self.base
-            )));
+            return Err(Error::StaleBase {
+                cluster: self.cluster.clone(),
+                table: job.table.clone(),
+                current: now.map(|(_, run)| run),
+                base: self.base,
+            });
         }
         let mut totals = RowCounts::default();
         for table in &self.tables {

@@ -173,7 +173,7 @@ impl Catalog {
     /// Parses and checks a catalog text.
     pub fn parse(text: &str, custom_kinds: &[CustomKind]) -> Result<Self> {
         let mut resources: Vec<Resource> =
-            serde_norway::from_str(text).map_err(|err| Error::Catalog(format!("catalog.yaml: {err}")))?;
+            serde_norway::from_str(text).map_err(|source| Error::Yaml { what: "catalog.yaml".into(), source })?;
         custom::add_kinds(&mut resources, custom_kinds)?;
         for resource in &mut resources {
             cron::Schedule::try_from(resource.schedule.as_str()).map_err(|err| {
