@@ -45,7 +45,8 @@ pub async fn publish_jobs<'a>(
                 Ok(job) => (Some(job.id), publish(js, queue, &job).await),
                 Err(err) => (None, Err(err)),
             };
-            metrics::scheduler().published(trigger, &published);
+            let result = published.as_ref().map_or("failed", |published| published.as_str());
+            metrics::scheduler().published(trigger.as_str(), result);
             let result = match &published {
                 Ok(Published::Queued) => "queued".to_owned(),
                 Ok(Published::AlreadyPending) => "already pending".to_owned(),

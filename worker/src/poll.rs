@@ -97,7 +97,7 @@ impl Poller {
                 return self.reject(&message, Job::unchecked(&message.payload).as_ref(), err.to_string(), timer).await;
             }
         };
-        timer.set_table(&job.table);
+        timer.set_table(catalog().metric_table(&job.table));
         // The subject is what keeps one job per (cluster, table) in the stream: a body that
         // names another (cluster, table) would slip past that limit.
         let expected_subject = job.subject(&self.queue.subject_prefix);
@@ -146,7 +146,7 @@ impl Poller {
         let (outcome, ack_kind) = match result {
             Ok(ReplaceOutcome::Replaced(rows)) => {
                 tracing::info!(rows = rows.total, inserted = rows.inserted, deleted = rows.deleted, "replaced");
-                timer.set_outcome(Status::Succeeded);
+                timer.set_outcome(Status::Succeeded.as_str());
                 return ack(message, AckKind::Ack).await;
             }
             Ok(ReplaceOutcome::Superseded { current }) => {
@@ -160,10 +160,11 @@ impl Poller {
                 {
                     entry.forget_kept_credentials();
                 }
+                metrics::worker().job_error(catalog().metric_table(&job.table), err.metric_label());
                 self.disposition_of(&err, attempt)
             }
         };
-        timer.set_outcome(outcome.status);
+        timer.set_outcome(outcome.status.as_str());
         let recorded = match self.pool.acquire().await {
             Ok(mut conn) => runs::finish(&mut conn, run_id, &outcome).await,
             Err(err) => Err(err.into()),
@@ -237,7 +238,7 @@ impl Poller {
         if age > 2 * self.registry_refresh {
             return self.reject(message, Some(job), why, timer).await;
         }
-        timer.set_outcome(Status::HandedBack);
+        timer.set_outcome(Status::HandedBack.as_str());
         tracing::info!(%why, cluster = %job.cluster, "handing the job back until the registry has its cluster");
         let recorded = runs::record_handed_back(&self.pool, job, &message.subject, &self.worker_id, &why).await;
         if let Err(err) = recorded {
@@ -248,7 +249,7 @@ impl Poller {
 
     /// A message that can never succeed: logged, recorded, terminated at once.
     async fn reject(&self, message: &Message, job: Option<&Job>, why: String, mut timer: JobTimer) {
-        timer.set_outcome(Status::Rejected);
+        timer.set_outcome(Status::Rejected.as_str());
         tracing::warn!(subject = %message.subject, %why, "rejected a malformed job message");
         if let Err(err) = runs::record_rejected(&self.pool, job, &message.subject, &self.worker_id, &why).await {
             tracing::error!(%err, "cannot record the rejected job");
@@ -321,7 +322,8 @@ impl Poller {
             Ok(skipped) => {
                 let replaced = refresh.commit(conn, job, run_id, &outcome_of(&skipped)).await;
                 if let Ok(ReplaceOutcome::Replaced(rows)) = &replaced {
-                    metrics::worker().replaced(&job.table, rows, skipped.len());
+                    let table = catalog().metric_table(&job.table);
+                    metrics::worker().replaced(table, rows.total, rows.inserted, rows.deleted, skipped.len() as u64);
                 }
                 replaced
             }

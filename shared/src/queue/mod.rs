@@ -17,7 +17,10 @@ use async_nats::ConnectErrorKind;
 
 use crate::{
     Error, Result,
-    ops::credentials::{NatsCredentials, without_credentials},
+    ops::{
+        args::CommonArgs,
+        credentials::{NatsCredentials, without_credentials},
+    },
 };
 
 pub mod job;
@@ -69,6 +72,17 @@ pub enum Published {
     Duplicate,
 }
 
+impl Published {
+    /// The `result` label of `kubecensus_jobs_published_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::AlreadyPending => "already_pending",
+            Self::Duplicate => "duplicate",
+        }
+    }
+}
+
 /// The shared consumer's backlog (JetStream's consumer info).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backlog {
@@ -117,6 +131,13 @@ fn is_tls_failure(err: &async_nats::ConnectError) -> bool {
             .and_then(|source| source.downcast_ref::<std::io::Error>())
             .and_then(|io| io.get_ref())
             .is_some_and(|inner| inner.is::<async_nats::rustls::Error>())
+}
+
+impl From<&CommonArgs> for Queue {
+    /// The stream and subject prefix of the command line.
+    fn from(args: &CommonArgs) -> Self {
+        Self { stream: args.stream.clone(), subject_prefix: args.subject_prefix.clone() }
+    }
 }
 
 impl Queue {

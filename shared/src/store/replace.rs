@@ -347,7 +347,9 @@ impl<'a> Refresh<'a> {
             return Ok(ReplaceOutcome::Superseded { current });
         }
         if now.map(|(_, run)| run) != self.base {
-            metrics::worker().replace_conflicts.get_or_create(&metrics::table_label(&job.table)).inc();
+            // The first table is the resource's job table: the metrics' label of every target of it.
+            let job_table = &self.tables[0].shape.table.name;
+            metrics::worker().replace_conflicts.get_or_create(&metrics::TableLabel::new(job_table)).inc();
             return Err(Error::StaleBase {
                 cluster: self.cluster.clone(),
                 table: job.table.clone(),
