@@ -20,7 +20,7 @@ use kubecensus::{
     source::kubeapi::{self, Page},
     source::registry::{ClusterConfig, Registry, sources::LiveRegistry},
     store::runs::{self, Outcome, Status},
-    store::{self, Refresh, ReplaceOutcome, Scope},
+    store::{self, JobConnection, Refresh, ReplaceOutcome, Scope},
 };
 use lru::LruCache;
 use sqlx::{PgConnection, PgPool};
@@ -297,28 +297,24 @@ impl Poller {
             },
             namespaces,
         };
-        let mut conn = self.pool.acquire().await?;
-        let result = self.load_and_replace(&mut conn, &listing, job, run_id).await;
-        if result.as_ref().is_err_and(Error::taints_connection) {
-            // A failed statement (a COPY above all) can leave the connection out of step; never
-            // reuse it.
-            conn.close_on_drop();
-        }
-        result
+        let mut conn = JobConnection::acquire(&self.pool).await?;
+        self.load_and_replace(&mut conn, &listing, job, run_id).await
     }
 
     /// Lists the resource page by page and replaces the cluster's rows with the run's outcome,
     /// writing only the rows that changed (see [`kubecensus::store::replace`]). New rows are held
-    /// in memory up to `in_place_limit` bytes, then streamed into the session's staging.
+    /// in memory up to `in_place_limit` bytes, then streamed into the session's staging. The
+    /// connection is released to the pool only when no staging is left on it and no statement
+    /// failed half-way (a COPY above all can leave it out of step).
     async fn load_and_replace(
         &self,
-        conn: &mut PgConnection,
+        conn: &mut JobConnection,
         listing: &Listing<'_>,
         job: &Job,
         run_id: Uuid,
     ) -> Result<ReplaceOutcome> {
         let mut refresh = Refresh::begin(conn, &listing.context.name, listing.scope.clone(), &listing.layouts).await?;
-        match self.load(conn, listing, &mut refresh).await {
+        let result = match self.load(conn, listing, &mut refresh).await {
             Ok(skipped) => {
                 let replaced = refresh.commit(conn, job, run_id, &outcome_of(&skipped)).await;
                 if let Ok(ReplaceOutcome::Replaced(rows)) = &replaced {
@@ -333,7 +329,11 @@ impl Poller {
                 }
                 Err(err)
             }
+        };
+        if !refresh.staged() && !result.as_ref().is_err_and(Error::taints_connection) {
+            conn.release();
         }
+        result
     }
 
     /// The kinds the cluster's CRDs define but `named` (`group/Kind`, the kinds with jobs of

@@ -27,7 +27,7 @@ use crate::{
     store::runs::Status,
 };
 
-pub use replace::{Refresh, ReplaceOutcome, Scope};
+pub use replace::{JobConnection, Refresh, ReplaceOutcome, Scope};
 pub use schema::ensure_tables;
 
 /// The migrations in `migrations/`, embedded.
