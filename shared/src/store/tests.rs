@@ -352,12 +352,7 @@ async fn a_job_that_lists_while_its_cluster_is_pruned_writes_nothing(pool: PgPoo
     let mut conn = pool.acquire().await.unwrap();
     let layouts = layouts();
     let mut refresh = Refresh::begin(&mut conn, "c1", pods_scope(), &layouts).await.unwrap();
-    let context = ClusterContext { name: "c1".into(), uid: "uid-c1".into(), field_values: vec![Some("eu".into())] };
-    for pod in pods("c1", 0..3, 1) {
-        let mut rows = Vec::new();
-        layouts[0].write_rows(&pod, &context, &mut rows);
-        refresh.add(0, &rows);
-    }
+    add_three_pods(&mut refresh, &layouts);
     // The cluster leaves every source and is pruned while the job is still listing.
     crate::store::prune::prune_absent(&pool, &[], Duration::ZERO, "test").await.unwrap();
     let pruned = crate::store::prune::prune_absent(&pool, &[], Duration::ZERO, "test").await.unwrap();
@@ -431,6 +426,16 @@ async fn unhealthy_objects_follow_each_replace_and_leave_with_a_pruned_cluster(p
     assert_eq!(names(&unhealthy(&pool).await), ["c2/p0 InProgress"], "c1's rows left with it");
 }
 
+/// Adds three pods of `c1` to `refresh`'s first table.
+fn add_three_pods(refresh: &mut Refresh<'_>, layouts: &[Layout<'_>]) {
+    let context = ClusterContext { name: "c1".into(), uid: "uid-c1".into(), field_values: vec![Some("eu".into())] };
+    for pod in pods("c1", 0..3, 1) {
+        let mut rows = Vec::new();
+        layouts[0].write_rows(&pod, &context, &mut rows);
+        refresh.add(0, &rows);
+    }
+}
+
 /// Temporary staging tables of the asking session.
 async fn own_staging(conn: &mut PgConnection) -> i64 {
     sqlx::query_scalar(
@@ -454,12 +459,7 @@ async fn a_job_cancelled_after_staging_leaves_no_staging_for_the_next_job_on_its
     let job = async {
         let mut conn = JobConnection::acquire(&one).await.unwrap();
         let mut refresh = Refresh::begin(&mut conn, "c1", pods_scope(), &layouts).await.unwrap();
-        let context = ClusterContext { name: "c1".into(), uid: "uid-c1".into(), field_values: vec![Some("eu".into())] };
-        for pod in pods("c1", 0..3, 1) {
-            let mut rows = Vec::new();
-            layouts[0].write_rows(&pod, &context, &mut rows);
-            refresh.add(0, &rows);
-        }
+        add_three_pods(&mut refresh, &layouts);
         refresh.spill(&mut conn).await.unwrap();
         assert_eq!(own_staging(&mut conn).await, 1, "the rows are staged");
         staged_tx.send(()).unwrap();
