@@ -10,7 +10,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use cron::Schedule;
 use kubecensus::{
-    model::catalog::catalog,
+    model::catalog::Catalog,
     ops::{
         admin::Sampler,
         metrics::{self, TableLabel},
@@ -23,13 +23,15 @@ use sqlx::PgPool;
 
 /// What the gauges are read from.
 pub struct Gauges {
+    /// The metrics' table labels, and the tables each scheduled target fills.
+    pub catalog: Arc<Catalog>,
     pub pool: PgPool,
     pub js: async_nats::jetstream::Context,
     pub queue: Queue,
     /// The live registry: only its clusters' snapshots count, as it is at each scrape.
     pub live: Arc<LiveRegistry>,
     /// Each scheduled resource's job table with its schedule.
-    pub schedules: Vec<(&'static str, Schedule)>,
+    pub schedules: Vec<(String, Schedule)>,
 }
 
 /// A [`Sampler`] reading `gauges` once start-up has set them (nothing before).
@@ -57,13 +59,13 @@ impl Gauges {
             Err(err) => tracing::warn!(%err, "cannot read the job consumer's backlog"),
         }
         let clusters: Vec<String> = self.live.current().clusters.iter().map(|cluster| cluster.name.clone()).collect();
-        match freshness(&self.pool, &clusters, &stale_after(&self.schedules, Utc::now())).await {
+        match freshness(&self.pool, &clusters, &stale_after(&self.catalog, &self.schedules, Utc::now())).await {
             Ok(tables) => {
                 // Every kind of custom resource has its own snapshots under one label: the
                 // oldest of them, and the stale ones summed.
                 let mut by_label: BTreeMap<&str, (Option<f64>, i64)> = BTreeMap::new();
                 for table in &tables {
-                    let (oldest, stale) = by_label.entry(catalog().metric_table(&table.table)).or_default();
+                    let (oldest, stale) = by_label.entry(self.catalog.metric_table(&table.table)).or_default();
                     *oldest = match (*oldest, table.oldest_age_seconds) {
                         (Some(a), Some(b)) => Some(a.max(b)),
                         (a, b) => a.or(b),
@@ -89,17 +91,18 @@ impl Gauges {
 }
 
 /// Every snapshot name of the scheduled targets (a resource's tables, a custom kind's
-/// target) with the age past which it is stale: twice its schedule's period at `now`.
-fn stale_after(schedules: &[(&str, Schedule)], now: DateTime<Utc>) -> Vec<(String, Duration)> {
+/// target, as `catalog` has them) with the age past which it is stale: twice its schedule's
+/// period at `now`.
+fn stale_after(catalog: &Catalog, schedules: &[(String, Schedule)], now: DateTime<Utc>) -> Vec<(String, Duration)> {
     let mut limits = Vec::new();
     for (target, schedule) in schedules {
         let Some(period) = period(schedule, now) else {
             continue;
         };
-        match catalog().resource_of(target) {
+        match catalog.resource_of(target) {
             Some(resource) => limits.extend(resource.tables.iter().map(|table| (table.name.clone(), 2 * period))),
             // A custom kind's snapshot is named after its job target.
-            None => limits.push((target.to_string(), 2 * period)),
+            None => limits.push((target.clone(), 2 * period)),
         }
     }
     limits
@@ -133,11 +136,13 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2024-05-03T10:07:30Z").unwrap().with_timezone(&Utc);
         let every_5_minutes = Schedule::from_str("0 */5 * * * *").unwrap();
         let kustomizations = "kubernetes_custom_resources/kustomize.toolkit.fluxcd.io/Kustomization";
-        let schedules = [("kubernetes_pods", every_5_minutes.clone()), (kustomizations, every_5_minutes)];
+        let schedules =
+            [("kubernetes_pods".to_owned(), every_5_minutes.clone()), (kustomizations.to_owned(), every_5_minutes)];
         let ten_minutes = Duration::from_secs(600);
-        let pods = catalog().resource_of("kubernetes_pods").unwrap();
+        let catalog = Catalog::builtin();
+        let pods = catalog.resource_of("kubernetes_pods").unwrap();
         let mut expected: Vec<_> = pods.tables.iter().map(|table| (table.name.clone(), ten_minutes)).collect();
         expected.push((kustomizations.to_owned(), ten_minutes));
-        assert_eq!(stale_after(&schedules, now), expected);
+        assert_eq!(stale_after(&catalog, &schedules, now), expected);
     }
 }

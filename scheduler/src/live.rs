@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use kubecensus::{
+    model::catalog::Catalog,
     queue::{Queue, job::Trigger},
     source::registry::{Registry, sources::LiveRegistry},
     store,
@@ -17,10 +18,12 @@ use crate::publish::publish_jobs;
 
 /// What a refresh of the registry needs.
 pub struct Watch<'a> {
+    /// The tables new fields add columns to and a pruned cluster's rows are deleted from.
+    pub catalog: &'a Catalog,
     pub pool: &'a PgPool,
     pub live: &'a LiveRegistry,
     /// The job tables this scheduler schedules: a new cluster's first jobs.
-    pub tables: Vec<&'static str>,
+    pub tables: Vec<&'a str>,
     pub prune_after: Duration,
 }
 
@@ -36,14 +39,17 @@ impl Watch<'_> {
             }
             let added: Vec<_> = now.clusters.iter().filter(|c| before.get(&c.name).is_none()).collect();
             if !added.is_empty() {
-                let published = publish_jobs(js, queue, added, &self.tables, Trigger::Schedule, Utc::now()).await;
+                let published =
+                    publish_jobs(js, queue, self.catalog, added, &self.tables, Trigger::Schedule, Utc::now()).await;
                 let queued = published.iter().filter(|p| p.queued).count();
                 tracing::info!(queued, "published the first jobs of new clusters");
             }
         }
         if refreshed.complete {
             let present: Vec<String> = now.clusters.iter().map(|c| c.name.clone()).collect();
-            if let Err(err) = store::prune::prune_absent(self.pool, &present, self.prune_after, "scheduler").await {
+            if let Err(err) =
+                store::prune::prune_absent(self.pool, self.catalog, &present, self.prune_after, "scheduler").await
+            {
                 tracing::error!(%err, "cannot prune missing clusters");
             }
         }
@@ -51,7 +57,7 @@ impl Watch<'_> {
 
     /// New fields' columns, then the `clusters` table.
     async fn record(&self, before: &Registry, now: &Registry) -> kubecensus::Result<()> {
-        store::ensure_new_fields(self.pool, before, now).await?;
+        store::ensure_new_fields(self.pool, self.catalog, before, now).await?;
         store::sync_clusters(self.pool, now).await
     }
 }

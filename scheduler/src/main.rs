@@ -15,7 +15,7 @@ use anyhow::Context;
 use chrono::Utc;
 use clap::Parser;
 use kubecensus::{
-    model::catalog::catalog,
+    model::catalog::Catalog,
     ops::{
         admin::{self, Health},
         metrics, telemetry,
@@ -43,14 +43,14 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let Args { common, admin, output, command } = args;
-    common.configure_catalog()?;
+    let catalog = Arc::new(Catalog::load(common.custom_resources.as_deref())?);
     let command = command.unwrap_or(Command::Run {
         schedules: Vec::new(),
         tables: Vec::new(),
         prune_after: humantime::parse_duration("1h").expect("a valid duration"),
     });
     if let Command::ImportKubeconfig { kubeconfig } = &command {
-        let registry = Registry::from_kubeconfig(kubeconfig)?;
+        let registry = Registry::from_kubeconfig(kubeconfig, &catalog)?;
         print!("{}", serde_norway::to_string(&registry)?);
         return Ok(());
     }
@@ -66,9 +66,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Command::Report = &command {
         return report::print(&pool, output).await;
     }
-    let live = Arc::new(LiveRegistry::start(&common.registry, &common.home).await?);
+    let live = Arc::new(LiveRegistry::start(&common.registry, &common.home, catalog.clone()).await?);
     let registry = live.current();
-    store::prepare(&pool, &registry).await?;
+    store::prepare(&pool, &catalog, &registry).await?;
     store::sync_clusters(&pool, &registry).await?;
     let nats = queue::connect(&common.nats_url, &common.nats_credentials).await?;
     let js = async_nats::jetstream::new(nats.clone());
@@ -76,12 +76,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     queue.ensure_stream(&js).await?;
     match command {
         Command::Run { schedules, tables, prune_after } => {
-            let schedules = cron_loop::schedules(&schedules, &tables)?;
-            let sources =
-                Gauges { pool: pool.clone(), js: js.clone(), queue: queue.clone(), live: live.clone(), schedules };
+            let schedules = cron_loop::schedules(&catalog, &schedules, &tables)?;
+            let sources = Gauges {
+                catalog: catalog.clone(),
+                pool: pool.clone(),
+                js: js.clone(),
+                queue: queue.clone(),
+                live: live.clone(),
+                schedules,
+            };
             let schedules = &gauges.get_or_init(|| sources).schedules;
             health.started(&pool, &nats);
-            let watch = live::Watch { pool: &pool, live: &live, tables: Vec::new(), prune_after };
+            let watch = live::Watch { catalog: &catalog, pool: &pool, live: &live, tables: Vec::new(), prune_after };
             cron_loop::run(&js, &queue, watch, common.registry_refresh, schedules, &health).await?
         }
         Command::Refresh { clusters, tables, wait } => {
@@ -89,11 +95,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 anyhow::ensure!(registry.get(cluster).is_some(), "cluster `{cluster}` is not in the registry");
             }
             let selected = registry.clusters.iter().filter(|c| clusters.is_empty() || clusters.contains(&c.name));
-            let job_tables = job_tables(&tables)?;
+            let job_tables = job_tables(&catalog, &tables)?;
             let published =
-                publish::publish_jobs(&js, &queue, selected, &job_tables, Trigger::Manual, Utc::now()).await;
+                publish::publish_jobs(&js, &queue, &catalog, selected, &job_tables, Trigger::Manual, Utc::now()).await;
             nats.flush().await.context("flushing NATS")?;
-            report::refreshed(&pool, &published, wait, output).await?;
+            report::refreshed(&pool, &catalog, &published, wait, output).await?;
             anyhow::ensure!(
                 published.iter().all(|p| !p.result.starts_with("failed")),
                 "some jobs could not be published"
@@ -105,15 +111,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The job targets of `tables` (every target when empty): `kubernetes_pod_containers` is
-/// filled by the `kubernetes_pods` job, `kubernetes_custom_resources` by one job per kind.
-fn job_tables(tables: &[String]) -> anyhow::Result<Vec<&'static str>> {
+/// The job targets of `catalog` for `tables` (every target when empty):
+/// `kubernetes_pod_containers` is filled by the `kubernetes_pods` job,
+/// `kubernetes_custom_resources` by one job per kind.
+fn job_tables<'a>(catalog: &'a Catalog, tables: &[String]) -> anyhow::Result<Vec<&'a str>> {
     if tables.is_empty() {
-        return Ok(catalog().targets.iter().map(|t| t.name.as_str()).collect());
+        return Ok(catalog.targets.iter().map(|t| t.name.as_str()).collect());
     }
     let mut job_tables = Vec::new();
     for table in tables {
-        let targets = catalog().targets_of(table);
+        let targets = catalog.targets_of(table);
         anyhow::ensure!(!targets.is_empty(), "unknown table `{table}`");
         for target in targets {
             if !job_tables.contains(&target.name.as_str()) {

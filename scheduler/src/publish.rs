@@ -5,6 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kubecensus::{
     Error, Result,
+    model::catalog::Catalog,
     ops::metrics,
     queue::job::{Job, Trigger},
     queue::{Published, Queue},
@@ -28,11 +29,12 @@ pub struct Publication {
     pub queued: bool,
 }
 
-/// Publishes one job per cluster of `clusters` and table of `tables` (job tables), with
-/// `trigger` and the time `at`; never stops at a failed publish.
+/// Publishes one job per cluster of `clusters` and table of `tables` (job tables of `catalog`),
+/// with `trigger` and the time `at`; never stops at a failed publish.
 pub async fn publish_jobs<'a>(
     js: &async_nats::jetstream::Context,
     queue: &Queue,
+    catalog: &Catalog,
     clusters: impl IntoIterator<Item = &'a ClusterConfig>,
     tables: &[&str],
     trigger: Trigger,
@@ -41,7 +43,7 @@ pub async fn publish_jobs<'a>(
     let mut publications = Vec::new();
     for cluster in clusters {
         for table in tables {
-            let (job_id, published) = match Job::new(&cluster.name, table, trigger, at) {
+            let (job_id, published) = match Job::new(catalog, &cluster.name, table, trigger, at) {
                 Ok(job) => (Some(job.id), publish(js, queue, &job).await),
                 Err(err) => (None, Err(err)),
             };

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use comfy_table::{CellAlignment, Table, presets::NOTHING};
 use indicatif::{ProgressBar, ProgressStyle};
-use kubecensus::{model::catalog::catalog, store::runs::Status};
+use kubecensus::{model::catalog::Catalog, store::runs::Status};
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -56,8 +56,15 @@ pub async fn print(pool: &PgPool, output: Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints what a refresh published; with `wait`, waits for the queued jobs and adds the report.
-pub async fn refreshed(pool: &PgPool, published: &[Publication], wait: bool, output: Output) -> anyhow::Result<()> {
+/// Prints what a refresh published; with `wait`, waits for the queued jobs and adds the report
+/// of the snapshots they write (the tables `catalog` says).
+pub async fn refreshed(
+    pool: &PgPool,
+    catalog: &Catalog,
+    published: &[Publication],
+    wait: bool,
+    output: Output,
+) -> anyhow::Result<()> {
     if output == Output::Table {
         let mut table = table(&["cluster", "table", "result"]);
         for p in published {
@@ -69,7 +76,7 @@ pub async fn refreshed(pool: &PgPool, published: &[Publication], wait: bool, out
         let queued: Vec<Uuid> = published.iter().filter(|p| p.queued).filter_map(|p| p.job_id).collect();
         wait_for(pool, &queued).await?;
         let tables: Vec<String> =
-            published.iter().filter(|p| p.queued).flat_map(|p| snapshot_names(&p.table)).collect();
+            published.iter().filter(|p| p.queued).flat_map(|p| snapshot_names(catalog, &p.table)).collect();
         Some(load(pool, Some((&queued, &tables))).await?)
     } else {
         None
@@ -94,8 +101,8 @@ pub async fn refreshed(pool: &PgPool, published: &[Publication], wait: bool, out
 }
 
 /// The snapshot names a job of `target` writes: its resource's tables, or a custom kind's own.
-fn snapshot_names(target: &str) -> Vec<String> {
-    match catalog().target(target) {
+fn snapshot_names(catalog: &Catalog, target: &str) -> Vec<String> {
+    match catalog.target(target) {
         Some((resource, t)) if t.kind.is_none() => resource.tables.iter().map(|table| table.name.clone()).collect(),
         _ => vec![target.to_owned()],
     }

@@ -9,7 +9,7 @@ use std::{
 };
 
 use kubecensus::{
-    model::catalog::{ColumnType, Function, Resource, Source, Step, Table, catalog},
+    model::catalog::{Catalog, ColumnType, Function, Resource, Source, Step, Table},
     model::flatten::{image_repo, ready, volume_type},
     model::namespace_fields::NamespaceRule,
     model::redact::without_data,
@@ -91,7 +91,7 @@ fn registry_with_fields() -> Registry {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_has_every_kubequery_table_and_column_and_the_readme_names_the_extras() {
     let env = TestEnv::new().await.unwrap();
-    store::prepare(&env.pool, &registry_with_fields()).await.unwrap();
+    store::prepare(&env.pool, &Catalog::builtin(), &registry_with_fields()).await.unwrap();
     let rows: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT table_name::text, column_name::text, data_type::text FROM information_schema.columns WHERE table_schema = 'public'",
     )
@@ -144,7 +144,7 @@ async fn the_database_has_every_kubequery_table_and_column_and_the_readme_names_
 #[test]
 fn the_readme_lists_every_table_of_the_catalog() {
     let readme = std::fs::read_to_string(repo("README.md")).unwrap();
-    let tables = catalog().markdown_tables();
+    let tables = Catalog::builtin().markdown_tables();
     assert!(
         readme.contains(&tables),
         "README.md's table list (section Tables) is not the catalog's; replace it with:\n\n{tables}"
@@ -173,15 +173,16 @@ async fn refresh_everything(
 /// the simulated cluster does not serve (custom kinds on a cluster without them), skipped with
 /// the 404 as the reason. `clusters` are in fleet order.
 fn assert_every_job_finished(runs: &BTreeMap<(String, String), (String, i32, Option<String>)>, clusters: &[String]) {
+    let catalog = Catalog::builtin();
     for (index, cluster) in clusters.iter().enumerate() {
-        for target in &catalog().targets {
-            let (resource, _) = catalog().target(&target.name).unwrap();
+        for target in &catalog.targets {
+            let (resource, _) = catalog.target(&target.name).unwrap();
             let key = (cluster.clone(), target.name.clone());
             let (status, skipped, error) = runs.get(&key).unwrap_or_else(|| panic!("no run of {key:?}"));
             let served = match target.kind {
                 Some(_) => cluster_runs_custom_resources(index),
                 None => {
-                    served_resources().any(|r| std::ptr::eq(r, resource))
+                    served_resources(&catalog).any(|r| std::ptr::eq(r, resource))
                         || resource.source != kubecensus::model::catalog::ResourceSource::List
                 }
             };
@@ -371,21 +372,22 @@ async fn every_field_of_the_api_testdata_objects_lands_in_its_column() {
     let runs = refresh_everything(&mut env, &registry).await;
     let cluster = fleet.clusters()[0].name.clone();
     assert_every_job_finished(&runs, std::slice::from_ref(&cluster));
+    let catalog = Catalog::builtin();
     let mut compared = 0;
     let mut covered = Vec::new();
-    for resource in served_resources() {
+    for resource in served_resources(&catalog) {
         if fleet.count(&cluster, &resource.api.plural) > 0 {
             compared += assert_columns_hold_the_sources(&env.pool, &fleet, &cluster, resource).await;
             covered.push(resource.api.kind.as_str());
         }
     }
     // Every listed kind but PodSecurityPolicy (removed from Kubernetes) has a fixture.
-    assert_eq!(covered.len(), served_resources().count(), "kinds with fixtures: {covered:?}");
+    assert_eq!(covered.len(), served_resources(&catalog).count(), "kinds with fixtures: {covered:?}");
     assert!(compared > 1500, "only {compared} values compared");
     // The fixtures set every field, so every kubequery column of a listed table is filled.
     let nulls: Vec<(String, String)> = {
         let mut nulls = Vec::new();
-        for resource in served_resources() {
+        for resource in served_resources(&catalog) {
             for table in &resource.tables {
                 for row in table_rows(&env.pool, &table.name, &cluster).await {
                     nulls.extend(row.iter().filter(|(_, v)| v.is_null()).map(|(c, _)| (table.name.clone(), c.clone())));
@@ -420,7 +422,7 @@ async fn every_real_object_goes_through_the_pipeline() {
     let runs = refresh_everything(&mut env, &registry).await;
     let cluster = fleet.clusters()[0].name.clone();
     assert_every_job_finished(&runs, std::slice::from_ref(&cluster));
-    for resource in served_resources() {
+    for resource in served_resources(&Catalog::builtin()) {
         if fleet.count(&cluster, &resource.api.plural) > 0 {
             assert_columns_hold_the_sources(&env.pool, &fleet, &cluster, resource).await;
         }
@@ -453,9 +455,10 @@ async fn a_refresh_fills_every_table_of_every_cluster_with_namespace_fields() {
     let runs = refresh_everything(&mut env, &registry).await;
     let clusters: Vec<String> = fleet.clusters().into_iter().map(|c| c.name).collect();
     assert_every_job_finished(&runs, &clusters);
+    let catalog = Catalog::builtin();
     for cluster in &clusters {
-        for resource in &catalog().resources {
-            let served = served_resources().any(|r| std::ptr::eq(r, resource));
+        for resource in &catalog.resources {
+            let served = served_resources(&catalog).any(|r| std::ptr::eq(r, resource));
             for table in &resource.tables {
                 let rows = table_rows(&env.pool, &table.name, cluster).await.len();
                 if served || resource.source != kubecensus::model::catalog::ResourceSource::List {

@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeSet, path::PathBuf};
 
-use kubecensus::model::catalog::catalog;
+use kubecensus::model::catalog::Catalog;
 use kubecensus_tests::{
     fleet::{Faults, Fleet, FleetSpec, cluster_runs_custom_resources},
     harness::TestEnv,
@@ -13,7 +13,7 @@ use sqlx::PgPool;
 
 /// The custom kinds' job targets.
 fn custom_targets() -> Vec<String> {
-    catalog().targets.iter().filter(|t| t.kind.is_some()).map(|t| t.name.clone()).collect()
+    Catalog::builtin().targets.iter().filter(|t| t.kind.is_some()).map(|t| t.name.clone()).collect()
 }
 
 /// `fleet_unhealthy_objects`, every column, in keyset order, after checking that it holds

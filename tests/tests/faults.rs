@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use kubecensus::source::registry::Registry;
+use kubecensus::{model::catalog::Catalog, source::registry::Registry};
 use kubecensus_tests::{
     checks::{Readers, assert_every_clusters_pods_equal, assert_same_pods, count, pod_counts, simulator_pod_counts},
     fleet::{Breakage, BrokenList, FailResource, Faults, Fleet, FleetSpec, home::HomeCluster},
@@ -362,7 +362,7 @@ async fn credentials_never_leak_and_tls_is_verified_with_each_clusters_ca() {
     let clusters = fleet.clusters();
 
     // sim-02 is declared with sim-01's CA: its server certificate must be refused.
-    let mut declared = Registry::load(&registry).unwrap();
+    let mut declared = Registry::load(&registry, &Catalog::builtin()).unwrap();
     declared.clusters[1].ca_file = declared.clusters[0].ca_file.clone();
     let wrong_registry = env.dir.join("wrong-ca.yaml");
     std::fs::write(&wrong_registry, serde_norway::to_string(&declared).unwrap()).unwrap();

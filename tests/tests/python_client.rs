@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use kubecensus::model::catalog::Catalog;
 use kubecensus_tests::fleet::{Fleet, FleetSpec, SIMULATED_MINOR, served_apis};
 use serde_json::{Value, json};
 
@@ -84,11 +85,12 @@ async fn read_with_the_python_client(spec: FleetSpec) -> (Fleet, Value) {
     assert!(output.status.success(), "the Python client failed:\n{}", String::from_utf8_lossy(&output.stderr));
     let results: Value = serde_json::from_slice(&output.stdout).unwrap();
 
+    let catalog = Catalog::builtin();
     for (index, cluster) in fleet.clusters().iter().enumerate() {
         let got = &results[&cluster.name];
         let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut resources: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for api in &served_apis(index) {
+        for api in &served_apis(&catalog, index) {
             let group_version =
                 if api.group.is_empty() { api.version.clone() } else { format!("{}/{}", api.group, api.version) };
             if !api.group.is_empty() {

@@ -4,7 +4,7 @@
 
 use std::{path::Path, time::Duration};
 
-use kubecensus::source::registry::Registry;
+use kubecensus::{model::catalog::Catalog, source::registry::Registry};
 use kubecensus_tests::{
     fleet::{Faults, Fleet, FleetSpec, SimCluster, home::HomeCluster},
     harness::TestEnv,
@@ -21,7 +21,7 @@ fn home_flags(home: &HomeCluster) -> Vec<String> {
 
 /// A registry file with only the named clusters of the fleet's `clusters.yaml`.
 fn file_with(dir: &Path, names: &[&str]) -> std::path::PathBuf {
-    let mut registry = Registry::load(&dir.join("clusters.yaml")).unwrap();
+    let mut registry = Registry::load(&dir.join("clusters.yaml"), &Catalog::builtin()).unwrap();
     registry.clusters.retain(|c| names.contains(&c.name.as_str()));
     let path = dir.join("file-part.yaml");
     std::fs::write(&path, serde_norway::to_string(&registry).unwrap()).unwrap();
@@ -48,7 +48,7 @@ async fn argocd_capi_and_file_clusters_load_together_and_a_malformed_secret_cost
     home.put(HomeCluster::argocd_secret("argocd", &clusters[0], &[("region", "argo-land")]));
     home.put(HomeCluster::capi_secret("capi", &clusters[1], &[("region", "capi-land")]));
     // A file cluster with a client certificate too: sim-03 gets sim-01's files and address.
-    let mut registry = Registry::load(&env.dir.join("clusters.yaml")).unwrap();
+    let mut registry = Registry::load(&env.dir.join("clusters.yaml"), &Catalog::builtin()).unwrap();
     let file_cert = registry.get("sim-01").unwrap().clone();
     registry.clusters.retain(|c| c.name == "sim-04");
     registry.clusters.push(kubecensus::source::registry::ClusterConfig { name: "sim-03".into(), ..file_cert });

@@ -10,6 +10,7 @@ use async_nats::jetstream::consumer::PullConsumer;
 use clap::Parser;
 use futures::StreamExt;
 use kubecensus::{
+    model::catalog::Catalog,
     ops::{
         admin::{self, Health},
         metrics, telemetry,
@@ -60,15 +61,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ack_wait: ack_wait_flag,
         shutdown_grace,
     } = args;
-    common.configure_catalog()?;
     anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
+    let catalog = Arc::new(Catalog::load(common.custom_resources.as_deref())?);
     let health = Health::new();
     let metrics = admin::Metrics { registry: metrics::worker().registry(), sample: None };
     admin::serve(admin.admin_addr, health.clone(), metrics).await.context("serving the admin endpoint")?;
-    let registry = Arc::new(LiveRegistry::start(&common.registry, &common.home).await?);
+    let registry = Arc::new(LiveRegistry::start(&common.registry, &common.home, catalog.clone()).await?);
     let worker_id = worker_id.unwrap_or_else(default_worker_id);
     let pool = store::connect(&common.database_url, &common.database_credentials, concurrency as u32 + 2).await?;
-    store::prepare(&pool, &registry.current()).await?;
+    store::prepare(&pool, &catalog, &registry.current()).await?;
     let nats = queue::connect(&common.nats_url, &common.nats_credentials).await?;
     let js = async_nats::jetstream::new(nats.clone());
     let queue = Queue::from(&common);
@@ -81,11 +82,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     health.started(&pool, &nats);
     tracing::info!(%worker_id, concurrency, clusters = registry.current().clusters.len(), "worker started");
     tokio::spawn(
-        refresh_registry_forever(registry.clone(), pool.clone(), common.registry_refresh)
+        refresh_registry_forever(registry.clone(), catalog.clone(), pool.clone(), common.registry_refresh)
             .instrument(tracing::info_span!("registry")),
     );
 
     let poller = Arc::new(Poller {
+        catalog,
         pool: pool.clone(),
         registry,
         registry_refresh: common.registry_refresh,
@@ -221,7 +223,7 @@ fn default_worker_id() -> String {
 
 /// Reads the registry's sources again every `every`; adds the columns of new fields. A job for a
 /// cluster the worker has not learned yet reads them again sooner (`poll.rs`).
-async fn refresh_registry_forever(live: Arc<LiveRegistry>, pool: sqlx::PgPool, every: Duration) {
+async fn refresh_registry_forever(live: Arc<LiveRegistry>, catalog: Arc<Catalog>, pool: sqlx::PgPool, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.tick().await;
     loop {
@@ -230,7 +232,7 @@ async fn refresh_registry_forever(live: Arc<LiveRegistry>, pool: sqlx::PgPool, e
         if !live.refresh().await.changed {
             continue;
         }
-        if let Err(err) = store::ensure_new_fields(&pool, &before, &live.current()).await {
+        if let Err(err) = store::ensure_new_fields(&pool, &catalog, &before, &live.current()).await {
             tracing::error!(%err, "cannot add the columns of new registry fields");
         }
     }

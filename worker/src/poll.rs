@@ -11,7 +11,7 @@ use async_nats::jetstream::{AckKind, Message};
 use kubecensus::{
     Error, Result,
     error::Disposition,
-    model::catalog::{ApiRef, Resource, catalog},
+    model::catalog::{ApiRef, Catalog, Resource},
     model::flatten::{ClusterContext, Layout},
     model::namespace_fields::NamespaceFields,
     ops::metrics::{self, JobTimer},
@@ -40,6 +40,8 @@ const UNKNOWN_CLUSTER_RETRY: Duration = Duration::from_secs(5);
 
 /// What every job of this worker needs.
 pub struct Poller {
+    /// What jobs may list, and how their rows are laid out.
+    pub catalog: Arc<Catalog>,
     pub pool: PgPool,
     /// The registry, read again every `registry_refresh`.
     pub registry: Arc<LiveRegistry>,
@@ -71,7 +73,7 @@ pub struct JobPolicy {
 /// What one job lists and how its rows are laid out.
 struct Listing<'a> {
     client: kube::Client,
-    resource: &'static Resource,
+    resource: &'a Resource,
     /// What is listed: the resource's `api`, the custom kind as the cluster serves it, or, for
     /// the target of every other custom kind, each such kind the cluster's CRDs define.
     apis: Vec<ApiRef>,
@@ -91,13 +93,13 @@ impl Poller {
     pub async fn handle(&self, message: Message, abandon: CancellationToken) {
         let mut timer = JobTimer::start();
         let delivered = message.info().map(|info| info.delivered.max(1) as u32).unwrap_or(1);
-        let job = match Job::parse(&message.payload) {
+        let job = match Job::parse(&self.catalog, &message.payload) {
             Ok(job) => job,
             Err(err) => {
                 return self.reject(&message, Job::unchecked(&message.payload).as_ref(), err.to_string(), timer).await;
             }
         };
-        timer.set_table(catalog().metric_table(&job.table));
+        timer.set_table(self.catalog.metric_table(&job.table));
         // The subject is what keeps one job per (cluster, table) in the stream: a body that
         // names another (cluster, table) would slip past that limit.
         let expected_subject = job.subject(&self.queue.subject_prefix);
@@ -160,7 +162,7 @@ impl Poller {
                 {
                     entry.forget_kept_credentials();
                 }
-                metrics::worker().job_error(catalog().metric_table(&job.table), err.metric_label());
+                metrics::worker().job_error(self.catalog.metric_table(&job.table), err.metric_label());
                 self.disposition_of(&err, attempt)
             }
         };
@@ -265,12 +267,12 @@ impl Poller {
         cluster: &ClusterConfig,
         run_id: Uuid,
     ) -> Result<ReplaceOutcome> {
-        let (resource, target) =
-            catalog().target(&job.table).ok_or_else(|| Error::MalformedJob(format!("unknown table {}", job.table)))?;
+        let (resource, target) = (self.catalog.target(&job.table))
+            .ok_or_else(|| Error::MalformedJob(format!("unknown table {}", job.table)))?;
         let client = self.client(cluster).await?;
         let cluster_uid = kubeapi::cluster_uid(&client).await?;
         store::record_contact(&self.pool, &cluster.name, &cluster_uid).await?;
-        let scope = Scope::of(target);
+        let scope = Scope::of(&self.catalog, target);
         let apis = match &target.kind {
             Some(kind) if kind.is_every_kind() => self.other_kinds(&client, &scope.excluded_kinds).await?,
             Some(kind) => vec![kubeapi::find_kind(&client, kind).await?],
@@ -313,12 +315,13 @@ impl Poller {
         job: &Job,
         run_id: Uuid,
     ) -> Result<ReplaceOutcome> {
-        let mut refresh = Refresh::begin(conn, &listing.context.name, listing.scope.clone(), &listing.layouts).await?;
+        let (cluster, scope) = (&listing.context.name, listing.scope.clone());
+        let mut refresh = Refresh::begin(conn, cluster, scope, listing.resource, &listing.layouts).await?;
         let result = match self.load(conn, listing, &mut refresh).await {
             Ok(skipped) => {
                 let replaced = refresh.commit(conn, job, run_id, &outcome_of(&skipped)).await;
                 if let Ok(ReplaceOutcome::Replaced(rows)) = &replaced {
-                    let table = catalog().metric_table(&job.table);
+                    let table = self.catalog.metric_table(&job.table);
                     metrics::worker().replaced(table, rows.total, rows.inserted, rows.deleted, skipped.len() as u64);
                 }
                 replaced
@@ -341,7 +344,7 @@ impl Poller {
     /// served (not established yet) is left out.
     async fn other_kinds(&self, client: &kube::Client, named: &[String]) -> Result<Vec<ApiRef>> {
         let mut apis = Vec::new();
-        for kind in kubeapi::defined_kinds(client, self.policy.page_size).await? {
+        for kind in kubeapi::defined_kinds(client, &self.catalog, self.policy.page_size).await? {
             if named.contains(&kind.key()) {
                 continue;
             }
@@ -430,7 +433,7 @@ impl Poller {
         let mut fields = registry.namespace_fields_of(cluster);
         let has_namespaces = resource.tables.iter().any(|table| table.namespace_column.is_some());
         if has_namespaces && fields.needs_labels() {
-            fields.set_labels(kubeapi::namespace_labels(client, self.policy.page_size).await?);
+            fields.set_labels(kubeapi::namespace_labels(client, &self.catalog, self.policy.page_size).await?);
         }
         Ok(fields)
     }

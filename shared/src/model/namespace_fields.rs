@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result, model::catalog};
+use crate::{
+    Error, Result,
+    model::catalog::{Catalog, is_identifier},
+};
 
 /// One rule of a namespace field: which namespaces it applies to, and the value it gives them,
 /// either a constant (`value`) or one of the namespace's labels (`label`).
@@ -31,10 +34,11 @@ pub(crate) fn check_namespace_fields(
     place: &str,
     fields: &BTreeMap<String, Vec<NamespaceRule>>,
     cluster_fields: &[String],
+    catalog: &Catalog,
 ) -> Result<()> {
     let bad = |why: String| Err(Error::Registry(format!("{place}: {why}")));
     for (name, rules) in fields {
-        check_field_name(name).or_else(|why| bad(format!("namespace field `{name}` {why}")))?;
+        check_field_name(name, catalog).or_else(|why| bad(format!("namespace field `{name}` {why}")))?;
         if cluster_fields.contains(name) {
             return bad(format!("namespace field `{name}` is also a cluster field"));
         }
@@ -50,12 +54,13 @@ pub(crate) fn check_namespace_fields(
     Ok(())
 }
 
-/// Why `name` cannot be an extra column: not an identifier, or a table column's name.
-pub(crate) fn check_field_name(name: &str) -> std::result::Result<(), String> {
-    if !catalog::is_identifier(name) {
+/// Why `name` cannot be an extra column: not an identifier, or the name of a column of one of
+/// `catalog`'s tables.
+pub(crate) fn check_field_name(name: &str, catalog: &Catalog) -> std::result::Result<(), String> {
+    if !is_identifier(name) {
         return Err("must be a lower-case SQL identifier".into());
     }
-    if catalog::catalog().tables().any(|(_, table)| table.has_column(name)) {
+    if catalog.tables().any(|(_, table)| table.has_column(name)) {
         return Err("has the name of a table column".into());
     }
     Ok(())

@@ -2,12 +2,9 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use crate::{
-    model::catalog,
-    ops::{
-        credentials::{DatabaseCredentials, NatsCredentials},
-        telemetry::LogFormat,
-    },
+use crate::ops::{
+    credentials::{DatabaseCredentials, NatsCredentials},
+    telemetry::LogFormat,
 };
 
 /// Connections and the registry, each with an environment fallback.
@@ -54,23 +51,6 @@ pub struct CommonArgs {
     /// Log format.
     #[arg(long, global = true, env = "KUBECENSUS_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
-}
-
-impl CommonArgs {
-    /// Adds the `--custom-resources` file's kinds to the catalog; first thing, before anything
-    /// reads the catalog.
-    ///
-    /// # Errors
-    /// The file cannot be read or holds an invalid kind ([`crate::Error::Catalog`]).
-    pub fn configure_catalog(&self) -> crate::Result<()> {
-        let Some(path) = &self.custom_resources else { return Ok(()) };
-        catalog::configure(&catalog::read_kinds(path)?).map_err(|err| match err {
-            crate::Error::Catalog(why) => {
-                crate::Error::Catalog(format!("custom resources file {}: {why}", path.display()))
-            }
-            other => other,
-        })
-    }
 }
 
 /// Where to find clusters' Secrets, each a flag with an environment fallback.

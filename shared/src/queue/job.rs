@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{Error, Result, model::catalog::catalog, source::registry::is_cluster_name};
+use crate::{Error, Result, model::catalog::Catalog, source::registry::is_cluster_name};
 
 /// One poll job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,9 +44,15 @@ impl Trigger {
 impl Job {
     /// A job for one cluster's resource. `table` may be any table of the resource (the job is
     /// named by the resource's job table) or a target's name; a table filled by several targets
-    /// (custom resources) must be named by one of them.
-    pub fn new(cluster: &str, table: &str, trigger: Trigger, scheduled_at: DateTime<Utc>) -> Result<Self> {
-        let target = match catalog().targets_of(table).as_slice() {
+    /// (custom resources) must be named by one of them; `catalog` says which.
+    pub fn new(
+        catalog: &Catalog,
+        cluster: &str,
+        table: &str,
+        trigger: Trigger,
+        scheduled_at: DateTime<Utc>,
+    ) -> Result<Self> {
+        let target = match catalog.targets_of(table).as_slice() {
             [] => return Err(Error::MalformedJob(format!("unknown table `{table}`"))),
             [target] => target.name.clone(),
             [first, ..] => {
@@ -54,14 +60,15 @@ impl Job {
             }
         };
         let job = Self { id: Uuid::now_v7(), cluster: cluster.to_owned(), table: target, trigger, scheduled_at };
-        job.check()?;
+        job.check(catalog)?;
         Ok(job)
     }
 
-    /// Reads a job message; rejects bad JSON, a malformed cluster name and unknown tables.
-    pub fn parse(payload: &[u8]) -> Result<Self> {
+    /// Reads a job message; rejects bad JSON, a malformed cluster name and tables that are not
+    /// a target of `catalog`.
+    pub fn parse(catalog: &Catalog, payload: &[u8]) -> Result<Self> {
         let job: Self = serde_json::from_slice(payload).map_err(Error::JobJson)?;
-        job.check()?;
+        job.check(catalog)?;
         Ok(job)
     }
 
@@ -72,14 +79,14 @@ impl Job {
         serde_json::from_slice(payload).ok()
     }
 
-    fn check(&self) -> Result<()> {
+    fn check(&self, catalog: &Catalog) -> Result<()> {
         if !is_cluster_name(&self.cluster) {
             return Err(Error::MalformedJob(format!("`{}` is not a valid cluster name", self.cluster.escape_debug())));
         }
-        if catalog().target(&self.table).is_some() {
+        if catalog.target(&self.table).is_some() {
             return Ok(());
         }
-        match catalog().targets_of(&self.table).first() {
+        match catalog.targets_of(&self.table).first() {
             Some(target) => {
                 Err(Error::MalformedJob(format!("`{}` is filled by jobs for `{}`", self.table, target.name)))
             }
@@ -112,32 +119,52 @@ mod tests {
 
     #[test]
     fn round_trips_and_names_its_subject_and_message_id() {
+        let catalog = Catalog::builtin();
         let tick = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
-        let job = Job::new("prod-1", "kubernetes_pod_containers", Trigger::Schedule, tick).unwrap();
+        let job = Job::new(&catalog, "prod-1", "kubernetes_pod_containers", Trigger::Schedule, tick).unwrap();
         assert_eq!(job.table, "kubernetes_pods");
-        assert_eq!(Job::parse(&job.to_json()).unwrap(), job);
+        assert_eq!(Job::parse(&catalog, &job.to_json()).unwrap(), job);
         assert_eq!(job.subject("kc"), "kc.jobs.prod-1.kubernetes_pods");
-        let again = Job::new("prod-1", "kubernetes_pods", Trigger::Schedule, tick).unwrap();
+        let again = Job::new(&catalog, "prod-1", "kubernetes_pods", Trigger::Schedule, tick).unwrap();
         assert_eq!(job.message_id(), again.message_id());
-        let manual = Job::new("prod-1", "kubernetes_pods", Trigger::Manual, tick).unwrap();
+        let manual = Job::new(&catalog, "prod-1", "kubernetes_pods", Trigger::Manual, tick).unwrap();
         assert_eq!(manual.message_id(), manual.id.to_string());
     }
 
     #[test]
     fn a_custom_kind_is_its_own_job_and_the_shared_table_names_none() {
+        let catalog = Catalog::builtin();
         let tick = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let name = "kubernetes_custom_resources/helm.toolkit.fluxcd.io/HelmRelease";
-        let job = Job::new("prod-1", name, Trigger::Manual, tick).unwrap();
-        assert_eq!(Job::parse(&job.to_json()).unwrap().table, name);
+        let job = Job::new(&catalog, "prod-1", name, Trigger::Manual, tick).unwrap();
+        assert_eq!(Job::parse(&catalog, &job.to_json()).unwrap().table, name);
         assert_eq!(job.subject("kc"), format!("kc.jobs.prod-1.{name}"));
-        let err = Job::new("prod-1", "kubernetes_custom_resources", Trigger::Manual, tick).unwrap_err().to_string();
+        let err =
+            Job::new(&catalog, "prod-1", "kubernetes_custom_resources", Trigger::Manual, tick).unwrap_err().to_string();
         assert!(err.contains("a job per kind"), "{err}");
-        let err = Job::new("prod-1", "kubernetes_custom_resources/x.io/Nope", Trigger::Manual, tick).unwrap_err();
+        let err =
+            Job::new(&catalog, "prod-1", "kubernetes_custom_resources/x.io/Nope", Trigger::Manual, tick).unwrap_err();
         assert!(err.to_string().contains("unknown table"), "{err}");
     }
 
     #[test]
+    fn a_job_is_checked_against_the_catalog_it_is_given() {
+        let tick = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let builtin = Catalog::builtin();
+        let pods = Job::new(&builtin, "prod-1", "kubernetes_pods", Trigger::Manual, tick).unwrap();
+        let widgets = "- api: {group: example.com, version: v1, kind: Widget, plural: widgets, namespaced: true}\n  \
+                       schedule: '0 * * * * *'\n  tables:\n  - name: widgets\n    columns: ['size int spec.size']\n";
+        let other = Catalog::parse(widgets, &[]).unwrap();
+        let err = Job::parse(&other, &pods.to_json()).unwrap_err().to_string();
+        assert!(err.contains("unknown table `kubernetes_pods`"), "{err}");
+        let widget = Job::new(&other, "prod-1", "widgets", Trigger::Manual, tick).unwrap();
+        assert_eq!(Job::parse(&other, &widget.to_json()).unwrap(), widget);
+        assert!(Job::parse(&builtin, &widget.to_json()).is_err(), "the built-in catalog has no widgets");
+    }
+
+    #[test]
     fn malformed_messages_are_rejected_with_the_reason() {
+        let catalog = Catalog::builtin();
         let cases = [
             (&b"{not json"[..], "not a job message"),
             (br#"{"id":"00000000-0000-0000-0000-000000000000","cluster":"a","table":"x; drop table runs","trigger":"manual","scheduled_at":"2024-01-01T00:00:00Z"}"#, "unknown table"),
@@ -146,7 +173,7 @@ mod tests {
             (br#"{"id":"00000000-0000-0000-0000-000000000000","cluster":"a","table":"kubernetes_pods","trigger":"manual","scheduled_at":"2024-01-01T00:00:00Z","token":"x"}"#, "unknown field"),
         ];
         for (payload, why) in cases {
-            let err = Job::parse(payload).unwrap_err().to_string();
+            let err = Job::parse(&catalog, payload).unwrap_err().to_string();
             assert!(err.contains(why), "{}: {err}", String::from_utf8_lossy(payload));
         }
     }

@@ -22,7 +22,7 @@ use serde_json::{Value, value::RawValue};
 
 use crate::{
     Error, Result,
-    model::catalog::{ApiRef, CustomKind, ResourceSource, catalog},
+    model::catalog::{ApiRef, Catalog, CustomKind, ResourceSource},
     ops::metrics,
 };
 
@@ -233,9 +233,10 @@ pub async fn find_kind(client: &kube::Client, kind: &CustomKind) -> Result<ApiRe
 }
 
 /// The group and kind of every CustomResourceDefinition of the cluster, listed page by page
-/// (`apiextensions.k8s.io/v1`): what the target of every other custom kind lists.
-pub async fn defined_kinds(client: &kube::Client, limit: u32) -> Result<Vec<CustomKind>> {
-    let api = catalog_api("kubernetes_custom_resource_definitions")?;
+/// (`apiextensions.k8s.io/v1`, as `catalog` names it): what the target of every other custom
+/// kind lists.
+pub async fn defined_kinds(client: &kube::Client, catalog: &Catalog, limit: u32) -> Result<Vec<CustomKind>> {
+    let api = catalog_api(catalog, "kubernetes_custom_resource_definitions")?;
     let mut kinds = Vec::new();
     each_object(client, &api, limit, |definition| {
         let text = |path: &[&str]| path.iter().fold(&definition, |value, key| &value[key]).as_str().map(str::to_owned);
@@ -253,9 +254,13 @@ pub async fn version(client: &kube::Client) -> Result<Page> {
     Page::of_documents("/version", &[info], Vec::new())
 }
 
-/// The labels of every namespace, by name, listed page by page.
-pub async fn namespace_labels(client: &kube::Client, limit: u32) -> Result<HashMap<String, BTreeMap<String, String>>> {
-    let api = catalog_api("kubernetes_namespaces")?;
+/// The labels of every namespace, by name, listed page by page (the API `catalog` names).
+pub async fn namespace_labels(
+    client: &kube::Client,
+    catalog: &Catalog,
+    limit: u32,
+) -> Result<HashMap<String, BTreeMap<String, String>>> {
+    let api = catalog_api(catalog, "kubernetes_namespaces")?;
     let mut labels = HashMap::new();
     each_object(client, &api, limit, |namespace| {
         let Some(name) = namespace["metadata"]["name"].as_str() else { return };
@@ -272,8 +277,8 @@ pub async fn namespace_labels(client: &kube::Client, limit: u32) -> Result<HashM
 }
 
 /// The API of the catalog resource that fills `table`.
-fn catalog_api(table: &str) -> Result<ApiRef> {
-    let resource = catalog().resource_of(table).ok_or_else(|| Error::Catalog(format!("no resource fills {table}")))?;
+fn catalog_api(catalog: &Catalog, table: &str) -> Result<ApiRef> {
+    let resource = catalog.resource_of(table).ok_or_else(|| Error::Catalog(format!("no resource fills {table}")))?;
     Ok(resource.api.clone())
 }
 

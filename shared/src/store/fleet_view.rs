@@ -28,7 +28,7 @@ use super::{
 };
 use crate::{
     Result,
-    model::catalog::{CLUSTER_COLUMN, GROUP_COLUMN, KIND_COLUMN, Resource, ResourceSource, Table, catalog},
+    model::catalog::{CLUSTER_COLUMN, Catalog, GROUP_COLUMN, KIND_COLUMN, Resource, ResourceSource, Table},
 };
 
 /// The view's name.
@@ -111,12 +111,12 @@ fn insert_unhealthy(
 /// `fleet_unhealthy_objects` from the table's rows not Current, in the replace's transaction:
 /// a `DELETE` and an `INSERT ... SELECT`, both limited by `cluster_name = $1` followed by
 /// `scope` (` AND "api_group" = $2 ...`, the replace's scope). `None` for a table not in the view.
-pub(super) fn unhealthy_rewrite(shape: &TableShape<'_>, scope: &str) -> Option<[String; 2]> {
+/// `resource` is the one that fills the table.
+pub(super) fn unhealthy_rewrite(resource: &Resource, shape: &TableShape<'_>, scope: &str) -> Option<[String; 2]> {
     let table = shape.table;
     if !in_view(table) {
         return None;
     }
-    let resource = catalog().resource_of(&table.name)?;
     let cluster = Ident::derived(&[CLUSTER_COLUMN]);
     let condition = format!(" AND {cluster} = $1{scope}");
     let delete = format!(
@@ -130,13 +130,14 @@ pub(super) fn unhealthy_rewrite(shape: &TableShape<'_>, scope: &str) -> Option<[
 
 /// Creates (or recreates, for the registry's current fields) the view, the tables' partial
 /// indexes of unhealthy objects, and `fleet_unhealthy_objects` with a column per field; a new
-/// `fleet_unhealthy_objects` is filled from the tables in the same transaction.
-pub async fn ensure(pool: &PgPool, fields: &[String], namespace_fields: &[String]) -> Result<()> {
+/// `fleet_unhealthy_objects` is filled from the tables in the same transaction. The view's tables
+/// are those of `catalog` with a health.
+pub async fn ensure(pool: &PgPool, catalog: &Catalog, fields: &[String], namespace_fields: &[String]) -> Result<()> {
     let column = |name: &str| Ident::derived(&[name]);
     let mut branches = Vec::new();
     let mut indexes = Vec::new();
     let mut fills = Vec::new();
-    for (resource, table) in catalog().tables() {
+    for (resource, table) in catalog.tables() {
         if !in_view(table) {
             continue;
         }

@@ -22,6 +22,7 @@ use sqlx::{PgConnection, PgPool, postgres::PgPoolOptions};
 
 use crate::{
     Error, Result,
+    model::catalog::Catalog,
     ops::credentials::{DatabaseCredentials, without_credentials},
     source::registry::Registry,
     store::runs::Status,
@@ -55,8 +56,8 @@ pub async fn connect(url: &str, credentials: &DatabaseCredentials, max_connectio
 }
 
 /// Checks the server version, applies the migrations, and creates, converts or upgrades every
-/// catalog table for the registry's fields.
-pub async fn prepare(pool: &PgPool, registry: &Registry) -> Result<()> {
+/// table of `catalog` for the registry's fields.
+pub async fn prepare(pool: &PgPool, catalog: &Catalog, registry: &Registry) -> Result<()> {
     let (version, shown): (i32, String) =
         sqlx::query_as("SELECT current_setting('server_version_num')::int, current_setting('server_version')")
             .fetch_one(pool)
@@ -65,25 +66,30 @@ pub async fn prepare(pool: &PgPool, registry: &Registry) -> Result<()> {
         return Err(Error::Schema(format!("kubecensus needs PostgreSQL 15 or later; this server is {shown}")));
     }
     MIGRATOR.run(pool).await?;
-    ensure_schema(pool, &registry.field_names(), &registry.namespace_field_names()).await
+    ensure_schema(pool, catalog, &registry.field_names(), &registry.namespace_field_names()).await
 }
 
-/// Creates, converts or upgrades every catalog table for the registry's `fields` and
+/// Creates, converts or upgrades every table of `catalog` for the registry's `fields` and
 /// `namespace_fields`, then `fleet_unhealthy_objects` and the `fleet_objects` view.
-pub async fn ensure_schema(pool: &PgPool, fields: &[String], namespace_fields: &[String]) -> Result<()> {
-    ensure_tables(pool, fields, namespace_fields).await?;
-    fleet_view::ensure(pool, fields, namespace_fields).await
+pub async fn ensure_schema(
+    pool: &PgPool,
+    catalog: &Catalog,
+    fields: &[String],
+    namespace_fields: &[String],
+) -> Result<()> {
+    ensure_tables(pool, catalog, fields, namespace_fields).await?;
+    fleet_view::ensure(pool, catalog, fields, namespace_fields).await
 }
 
 /// Adds the columns of the fields `now` declares and `before` did not (a registry read again
 /// while the services run), to the data tables and `fleet_unhealthy_objects`, and recreates
 /// `fleet_objects` with them; nothing when they declare the same fields.
-pub async fn ensure_new_fields(pool: &PgPool, before: &Registry, now: &Registry) -> Result<()> {
+pub async fn ensure_new_fields(pool: &PgPool, catalog: &Catalog, before: &Registry, now: &Registry) -> Result<()> {
     let (fields, namespace_fields) = (now.field_names(), now.namespace_field_names());
     if fields == before.field_names() && namespace_fields == before.namespace_field_names() {
         return Ok(());
     }
-    ensure_schema(pool, &fields, &namespace_fields).await
+    ensure_schema(pool, catalog, &fields, &namespace_fields).await
 }
 
 /// Runs `statement` (a `COPY ... FROM STDIN`) with `rows` in COPY text format; returns the

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     Result,
-    model::catalog::{CLUSTER_COLUMN, catalog},
+    model::catalog::{CLUSTER_COLUMN, Catalog},
     store::runs::Status,
 };
 
@@ -30,10 +30,12 @@ pub struct Pruned {
 }
 
 /// Notes since when each cluster missing from `present` (every cluster of a registry read from
-/// every source) has been missing, and prunes those missing for longer than `prune_after`.
-/// `pruner` names the process in the `pruned` run (`runs.worker_id`).
+/// every source) has been missing, and prunes those missing for longer than `prune_after`: their
+/// rows of every table of `catalog`. `pruner` names the process in the `pruned` run
+/// (`runs.worker_id`).
 pub async fn prune_absent(
     pool: &PgPool,
+    catalog: &Catalog,
     present: &[String],
     prune_after: Duration,
     pruner: &str,
@@ -55,7 +57,7 @@ pub async fn prune_absent(
     .await?;
     let mut pruned = Vec::new();
     for cluster in due {
-        if let Some(rows_deleted) = prune(pool, &cluster, prune_after, pruner).await? {
+        if let Some(rows_deleted) = prune(pool, catalog, &cluster, prune_after, pruner).await? {
             tracing::info!(cluster, rows_deleted, "pruned a cluster missing from every registry source");
             pruned.push(Pruned { cluster, rows_deleted });
         }
@@ -65,7 +67,13 @@ pub async fn prune_absent(
 
 /// Prunes one cluster in one transaction, if it is still due (not pruned by another replica,
 /// not back); returns the rows deleted.
-async fn prune(pool: &PgPool, cluster: &str, prune_after: Duration, pruner: &str) -> Result<Option<u64>> {
+async fn prune(
+    pool: &PgPool,
+    catalog: &Catalog,
+    cluster: &str,
+    prune_after: Duration,
+    pruner: &str,
+) -> Result<Option<u64>> {
     let mut tx = pool.begin().await?;
     let absent_since: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
         "SELECT absent_since FROM clusters
@@ -80,7 +88,7 @@ async fn prune(pool: &PgPool, cluster: &str, prune_after: Duration, pruner: &str
     };
     let column = Ident::new(CLUSTER_COLUMN)?;
     let mut rows_deleted = 0;
-    for (_, table) in catalog().tables() {
+    for (_, table) in catalog.tables() {
         let name = Qualified { schema: Ident::new("public")?, name: Ident::new(&table.name)? };
         let deleted =
             sqlx::query(&format!("DELETE FROM {name} WHERE {column} = $1")).bind(cluster).execute(&mut *tx).await?;

@@ -43,7 +43,7 @@ use super::{
 };
 use crate::{
     Error, Result,
-    model::catalog::{CLUSTER_COLUMN, CustomKind, GROUP_COLUMN, KIND_COLUMN, Target, catalog},
+    model::catalog::{CLUSTER_COLUMN, Catalog, CustomKind, GROUP_COLUMN, KIND_COLUMN, Resource, Target},
     model::flatten::Layout,
     ops::metrics,
     queue::job::Job,
@@ -72,13 +72,13 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// The rows of a catalog target: all of the cluster's, one custom kind's, or, for the target
-    /// of every other kind, those of the kinds without a target of their own.
-    pub fn of(target: &Target) -> Self {
+    /// The rows of a target of `catalog`: all of the cluster's, one custom kind's, or, for the
+    /// target of every other kind, those of the kinds without a target of their own.
+    pub fn of(catalog: &Catalog, target: &Target) -> Self {
         let (filters, excluded_kinds) = match &target.kind {
             None => (Vec::new(), Vec::new()),
             Some(kind) if kind.is_every_kind() => {
-                let named = catalog().targets.iter().filter_map(|t| t.kind.as_ref()).filter(|k| !k.is_every_kind());
+                let named = catalog.targets.iter().filter_map(|t| t.kind.as_ref()).filter(|k| !k.is_every_kind());
                 (Vec::new(), named.map(CustomKind::key).collect())
             }
             Some(kind) => (vec![(GROUP_COLUMN, kind.group.clone()), (KIND_COLUMN, kind.kind.clone())], Vec::new()),
@@ -133,6 +133,8 @@ impl Scope {
 pub struct Refresh<'a> {
     cluster: String,
     scope: Scope,
+    /// The resource whose tables these are.
+    resource: &'a Resource,
     /// The run whose rows the hashes were read from (`snapshots.run_id`), `None` before the
     /// cluster's first load.
     base: Option<Uuid>,
@@ -174,9 +176,15 @@ struct TableChanges<'a> {
 }
 
 impl<'a> Refresh<'a> {
-    /// Reads the hashes of `cluster`'s rows of `scope` in the tables of `layouts` (one
-    /// resource's, job table first) and the run they came from, in one snapshot.
-    pub async fn begin(conn: &mut PgConnection, cluster: &str, scope: Scope, layouts: &[Layout<'a>]) -> Result<Self> {
+    /// Reads the hashes of `cluster`'s rows of `scope` in the tables of `layouts` (`resource`'s,
+    /// job table first) and the run they came from, in one snapshot.
+    pub async fn begin(
+        conn: &mut PgConnection,
+        cluster: &str,
+        scope: Scope,
+        resource: &'a Resource,
+        layouts: &[Layout<'a>],
+    ) -> Result<Self> {
         let mut tx = conn.begin().await?;
         execute(&mut tx, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY".into()).await?;
         let job_table = &layouts.first().ok_or_else(|| Error::Catalog("a resource without tables".into()))?.table.name;
@@ -209,7 +217,7 @@ impl<'a> Refresh<'a> {
             });
         }
         tx.commit().await?;
-        Ok(Self { cluster: cluster.to_owned(), scope, base, tables })
+        Ok(Self { cluster: cluster.to_owned(), scope, resource, base, tables })
     }
 
     /// Takes rows of table `index` in COPY text (lines ending in `\n`, as [`crate::model::flatten`]
@@ -405,7 +413,9 @@ impl<'a> Refresh<'a> {
     /// Rewrites the scope's rows of `fleet_unhealthy_objects` from the table's rows not Current,
     /// when the table is one of `fleet_objects`' (see [`super::fleet_view`]).
     async fn rewrite_unhealthy(&self, tx: &mut PgConnection, table: &TableChanges<'_>) -> Result<()> {
-        for sql in fleet_view::unhealthy_rewrite(&table.shape, &self.scope.condition(2)).into_iter().flatten() {
+        for sql in
+            fleet_view::unhealthy_rewrite(self.resource, &table.shape, &self.scope.condition(2)).into_iter().flatten()
+        {
             sqlx::query_with(&sql, self.scope.arguments(&self.cluster)?).execute(&mut *tx).await?;
         }
         Ok(())

@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{
     Error, Result,
-    model::catalog::{CLUSTER_COLUMN, Table, catalog},
+    model::catalog::{CLUSTER_COLUMN, Catalog, Table},
     model::flatten::Layout,
 };
 
@@ -129,21 +129,26 @@ impl<'a> TableShape<'a> {
     }
 }
 
-/// Creates, converts or upgrades every catalog table for the registry's `fields` (columns after
+/// Creates, converts or upgrades every table of `catalog` for the registry's `fields` (columns after
 /// `cluster_name`) and `namespace_fields` (after the namespace column). Safe to run from many
 /// processes at once: they take turns on an advisory lock.
 ///
 /// # Errors
 /// A column whose type differs from the catalog's ([`Error::Schema`], naming the table and
 /// column), or any SQL error.
-pub async fn ensure_tables(pool: &PgPool, fields: &[String], namespace_fields: &[String]) -> Result<()> {
+pub async fn ensure_tables(
+    pool: &PgPool,
+    catalog: &Catalog,
+    fields: &[String],
+    namespace_fields: &[String],
+) -> Result<()> {
     // A session lock on a connection of its own, and a transaction per table: one transaction
     // for every table would hold a lock on each of their thousands of partitions and indexes at
     // once, past PostgreSQL's shared lock table (`max_locks_per_transaction`).
     let mut conn = pool.acquire().await?;
     let lock = "SELECT pg_advisory_lock(hashtextextended('kubecensus ensure_tables', 0))";
     sqlx::query(lock).execute(&mut *conn).await?;
-    let result = ensure_each(&mut conn, fields, namespace_fields).await;
+    let result = ensure_each(&mut conn, catalog, fields, namespace_fields).await;
     let unlock = "SELECT pg_advisory_unlock(hashtextextended('kubecensus ensure_tables', 0))";
     if let Err(err) = sqlx::query(unlock).execute(&mut *conn).await {
         // A lock left held is released with the connection.
@@ -153,8 +158,13 @@ pub async fn ensure_tables(pool: &PgPool, fields: &[String], namespace_fields: &
     result
 }
 
-async fn ensure_each(conn: &mut PgConnection, fields: &[String], namespace_fields: &[String]) -> Result<()> {
-    for (_, table) in catalog().tables() {
+async fn ensure_each(
+    conn: &mut PgConnection,
+    catalog: &Catalog,
+    fields: &[String],
+    namespace_fields: &[String],
+) -> Result<()> {
+    for (_, table) in catalog.tables() {
         let shape = TableShape::new(&Layout { table, fields, namespace_fields })?;
         let mut tx = conn.begin().await?;
         match partition_strategy(&mut tx, &shape).await? {

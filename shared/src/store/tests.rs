@@ -11,16 +11,18 @@ use sqlx::{Connection, PgPool};
 
 use super::*;
 use crate::{
-    model::catalog::{Resource, catalog},
+    model::catalog::{Catalog, Resource},
     model::flatten::{ClusterContext, Layout},
     queue::job::{Job, Trigger},
     store::runs::{self, Outcome, RowCounts},
 };
 
 static REGION: LazyLock<Vec<String>> = LazyLock::new(|| vec!["region".to_owned()]);
+/// The catalog every test here runs on, built once for the `'static` layouts.
+static CATALOG: LazyLock<Catalog> = LazyLock::new(Catalog::builtin);
 
 fn pods_resource() -> &'static Resource {
-    catalog().resource_of("kubernetes_pods").unwrap()
+    CATALOG.resource_of("kubernetes_pods").unwrap()
 }
 
 fn layouts() -> Vec<Layout<'static>> {
@@ -44,7 +46,7 @@ fn pod(cluster: &str, i: usize, version: usize) -> Value {
 
 /// The scope of a pods job: every pod row of the cluster.
 fn pods_scope() -> Scope {
-    Scope::of(catalog().target("kubernetes_pods").unwrap().1)
+    Scope::of(&CATALOG, CATALOG.target("kubernetes_pods").unwrap().1)
 }
 
 /// Runs a refresh of `cluster`'s pods with `pods` through the store, holding at most
@@ -58,7 +60,7 @@ async fn refresh_with(
 ) -> Result<ReplaceOutcome> {
     let mut conn = pool.acquire().await.unwrap();
     let layouts = layouts();
-    let mut refresh = Refresh::begin(&mut conn, cluster, pods_scope(), &layouts).await?;
+    let mut refresh = Refresh::begin(&mut conn, cluster, pods_scope(), pods_resource(), &layouts).await?;
     let context =
         ClusterContext { name: cluster.into(), uid: format!("uid-{cluster}"), field_values: vec![Some("eu".into())] };
     for pod in pods {
@@ -71,7 +73,7 @@ async fn refresh_with(
             refresh.spill(&mut conn).await?;
         }
     }
-    let job = Job::new(cluster, "kubernetes_pods", Trigger::Schedule, scheduled).unwrap();
+    let job = Job::new(&CATALOG, cluster, "kubernetes_pods", Trigger::Schedule, scheduled).unwrap();
     let (run_id, _) = runs::start(pool, &job, 1, "test").await.unwrap();
     refresh.commit(&mut conn, &job, run_id, &Outcome::succeeded()).await
 }
@@ -93,14 +95,14 @@ async fn pods_of(pool: &PgPool, cluster: &str) -> i64 {
 }
 
 async fn prepared(pool: &PgPool) {
-    ensure_schema(pool, &REGION, &[]).await.unwrap();
+    ensure_schema(pool, &CATALOG, &REGION, &[]).await.unwrap();
 }
 
 #[sqlx::test(migrator = "crate::store::MIGRATOR")]
 async fn tables_are_created_once_with_fields_after_cluster_name_and_extended_later(pool: PgPool) {
-    ensure_tables(&pool, &["region".into()], &[]).await.unwrap();
-    ensure_tables(&pool, &["region".into()], &[]).await.unwrap();
-    ensure_tables(&pool, &["region".into(), "team".into()], &[]).await.unwrap();
+    ensure_tables(&pool, &CATALOG, &["region".into()], &[]).await.unwrap();
+    ensure_tables(&pool, &CATALOG, &["region".into()], &[]).await.unwrap();
+    ensure_tables(&pool, &CATALOG, &["region".into(), "team".into()], &[]).await.unwrap();
     let columns: Vec<String> = sqlx::query_scalar(
         "SELECT column_name::text FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'kubernetes_pods' ORDER BY ordinal_position",
     )
@@ -187,7 +189,7 @@ async fn a_failed_write_keeps_the_last_good_rows(pool: PgPool) {
     let mut broken = pods("c1", 0..2, 2);
     let mut conn = pool.acquire().await.unwrap();
     let layouts = layouts();
-    let mut refresh = Refresh::begin(&mut conn, "c1", pods_scope(), &layouts).await.unwrap();
+    let mut refresh = Refresh::begin(&mut conn, "c1", pods_scope(), pods_resource(), &layouts).await.unwrap();
     refresh.add(0, b"u\tc1\teu\tuid\tbad\tns\tnot-a-number\n");
     let context = ClusterContext { name: "c1".into(), uid: "uid-c1".into(), field_values: vec![Some("eu".into())] };
     for pod in broken.drain(..) {
@@ -195,7 +197,7 @@ async fn a_failed_write_keeps_the_last_good_rows(pool: PgPool) {
         layouts[1].write_rows(&pod, &context, &mut rows);
         refresh.add(1, &rows);
     }
-    let job = Job::new("c1", "kubernetes_pods", Trigger::Schedule, at(20)).unwrap();
+    let job = Job::new(&CATALOG, "c1", "kubernetes_pods", Trigger::Schedule, at(20)).unwrap();
     let (run_id, _) = runs::start(&pool, &job, 1, "test").await.unwrap();
     assert!(refresh.commit(&mut conn, &job, run_id, &Outcome::succeeded()).await.is_err());
     drop(conn);
@@ -274,7 +276,7 @@ async fn a_column_missing_from_an_existing_table_is_added_and_a_changed_type_is_
     let outcome = refresh(&pool, "c1", &pods("c1", 0..3, 1), at(20)).await;
     assert_eq!(outcome, ReplaceOutcome::Replaced(RowCounts { total: 6, inserted: 3, deleted: 3 }));
     sqlx::query("ALTER TABLE kubernetes_pods ALTER COLUMN priority TYPE text").execute(&pool).await.unwrap();
-    let err = ensure_tables(&pool, &REGION, &[]).await.unwrap_err().to_string();
+    let err = ensure_tables(&pool, &CATALOG, &REGION, &[]).await.unwrap_err().to_string();
     assert!(err.contains("kubernetes_pods.priority is text in the database but integer"), "{err}");
 }
 
@@ -331,7 +333,7 @@ async fn two_long_field_names_sharing_a_prefix_each_get_their_index(pool: PgPool
     // `kubernetes_cluster_role_binding_subjects_field_` is 47 bytes: cut at PostgreSQL's 63,
     // both index names would end in `business_unit_ow` and the second index be silently skipped.
     let fields = ["business_unit_owner_primary".to_owned(), "business_unit_owner_secondary".to_owned()];
-    ensure_tables(&pool, &fields, &[]).await.unwrap();
+    ensure_tables(&pool, &CATALOG, &fields, &[]).await.unwrap();
     for field in &fields {
         let indexed: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'
@@ -351,15 +353,15 @@ async fn a_job_that_lists_while_its_cluster_is_pruned_writes_nothing(pool: PgPoo
     sqlx::query("INSERT INTO clusters (name) VALUES ('c1')").execute(&pool).await.unwrap();
     let mut conn = pool.acquire().await.unwrap();
     let layouts = layouts();
-    let mut refresh = Refresh::begin(&mut conn, "c1", pods_scope(), &layouts).await.unwrap();
+    let mut refresh = Refresh::begin(&mut conn, "c1", pods_scope(), pods_resource(), &layouts).await.unwrap();
     add_three_pods(&mut refresh, &layouts);
     // The cluster leaves every source and is pruned while the job is still listing.
-    crate::store::prune::prune_absent(&pool, &[], Duration::ZERO, "test").await.unwrap();
-    let pruned = crate::store::prune::prune_absent(&pool, &[], Duration::ZERO, "test").await.unwrap();
+    crate::store::prune::prune_absent(&pool, &CATALOG, &[], Duration::ZERO, "test").await.unwrap();
+    let pruned = crate::store::prune::prune_absent(&pool, &CATALOG, &[], Duration::ZERO, "test").await.unwrap();
     let removed: Option<DateTime<Utc>> =
         sqlx::query_scalar("SELECT removed_at FROM clusters WHERE name = 'c1'").fetch_one(&pool).await.unwrap();
     assert!(removed.is_some(), "c1 pruned ({pruned:?})");
-    let job = Job::new("c1", "kubernetes_pods", Trigger::Schedule, at(20)).unwrap();
+    let job = Job::new(&CATALOG, "c1", "kubernetes_pods", Trigger::Schedule, at(20)).unwrap();
     let (run_id, _) = runs::start(&pool, &job, 1, "test").await.unwrap();
     let err = refresh.commit(&mut conn, &job, run_id, &Outcome::succeeded()).await.unwrap_err();
     assert!(err.to_string().contains("was pruned"), "{err}");
@@ -421,8 +423,8 @@ async fn unhealthy_objects_follow_each_replace_and_leave_with_a_pruned_cluster(p
     refresh(&pool, "c1", &second, at(3)).await;
     assert_eq!(count(&pool, version, "c1").await, before);
 
-    crate::store::prune::prune_absent(&pool, &["c2".to_owned()], Duration::ZERO, "test").await.unwrap();
-    crate::store::prune::prune_absent(&pool, &["c2".to_owned()], Duration::ZERO, "test").await.unwrap();
+    crate::store::prune::prune_absent(&pool, &CATALOG, &["c2".to_owned()], Duration::ZERO, "test").await.unwrap();
+    crate::store::prune::prune_absent(&pool, &CATALOG, &["c2".to_owned()], Duration::ZERO, "test").await.unwrap();
     assert_eq!(names(&unhealthy(&pool).await), ["c2/p0 InProgress"], "c1's rows left with it");
 }
 
@@ -458,7 +460,7 @@ async fn a_job_cancelled_after_staging_leaves_no_staging_for_the_next_job_on_its
     let (staged_tx, staged) = tokio::sync::oneshot::channel();
     let job = async {
         let mut conn = JobConnection::acquire(&one).await.unwrap();
-        let mut refresh = Refresh::begin(&mut conn, "c1", pods_scope(), &layouts).await.unwrap();
+        let mut refresh = Refresh::begin(&mut conn, "c1", pods_scope(), pods_resource(), &layouts).await.unwrap();
         add_three_pods(&mut refresh, &layouts);
         refresh.spill(&mut conn).await.unwrap();
         assert_eq!(own_staging(&mut conn).await, 1, "the rows are staged");
@@ -478,7 +480,7 @@ async fn a_job_cancelled_after_staging_leaves_no_staging_for_the_next_job_on_its
 #[sqlx::test(migrator = "crate::store::MIGRATOR")]
 async fn a_run_finished_as_succeeded_is_not_overwritten_by_a_later_finish(pool: PgPool) {
     prepared(&pool).await;
-    let job = Job::new("c1", "kubernetes_pods", Trigger::Schedule, at(0)).unwrap();
+    let job = Job::new(&CATALOG, "c1", "kubernetes_pods", Trigger::Schedule, at(0)).unwrap();
     let (run_id, _) = runs::start(&pool, &job, 1, "test").await.unwrap();
     let mut conn = pool.acquire().await.unwrap();
     runs::finish(&mut conn, run_id, &Outcome::succeeded()).await.unwrap();

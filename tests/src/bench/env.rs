@@ -10,6 +10,7 @@ use std::{
 };
 
 use anyhow::Context;
+use kubecensus::model::catalog::Catalog;
 use sqlx::PgPool;
 
 use crate::harness::Services;
@@ -64,6 +65,9 @@ pub struct BenchEnv {
     /// What the worker and scheduler processes connect to.
     pub service_database_url: String,
     pub pool: PgPool,
+    /// The catalog the worker and scheduler processes run on: the embedded one (no custom
+    /// resources file).
+    pub catalog: Catalog,
     workers: Vec<WorkerProcess>,
 }
 
@@ -112,7 +116,8 @@ impl BenchEnv {
                 .collect();
             service_database_url.push_str(&format!("{separator}options={encoded}"));
         }
-        Ok(Self { config, services, database_url, service_database_url, pool, workers: Vec::new() })
+        let catalog = Catalog::builtin();
+        Ok(Self { config, services, database_url, service_database_url, pool, catalog, workers: Vec::new() })
     }
 
     /// The environment both binaries read.

@@ -18,7 +18,7 @@ use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use kube::core::{Request, params::ListParams};
 use kubecensus::{
-    model::catalog::catalog,
+    model::catalog::Catalog,
     source::kubeapi,
     source::registry::Registry,
     store::{
@@ -99,9 +99,9 @@ pub async fn dump(env: &BenchEnv, dir: &Path) -> anyhow::Result<Dump> {
             continue;
         }
         // A snapshot names a table, or one custom kind's rows of a table (`store::Scope`).
-        let (table, filters) = match catalog().target(&name) {
+        let (table, filters) = match env.catalog.target(&name) {
             Some((resource, target)) if target.kind.is_some() => {
-                (resource.job_table().to_owned(), Scope::of(target).filters)
+                (resource.job_table().to_owned(), Scope::of(&env.catalog, target).filters)
             }
             _ => (name.clone(), Vec::new()),
         };
@@ -132,7 +132,7 @@ pub async fn dump(env: &BenchEnv, dir: &Path) -> anyhow::Result<Dump> {
 /// no index.
 pub async fn prepare_tables(env: &BenchEnv) -> anyhow::Result<()> {
     let mut sql = format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA};");
-    for (_, table) in catalog().tables() {
+    for (_, table) in env.catalog.tables() {
         sql.push_str(&format!("CREATE TABLE {SCHEMA}.{0} (LIKE public.{0});", table.name));
     }
     sqlx::raw_sql(&sql).execute(&env.pool).await?;
@@ -150,14 +150,14 @@ pub async fn drop_tables(env: &BenchEnv) -> anyhow::Result<()> {
 /// least loaded, as `mode` says.
 pub async fn load(env: &BenchEnv, dump: &Dump, connections: usize, mode: LoadMode) -> anyhow::Result<LoadResult> {
     let mut truncate = String::new();
-    for (_, table) in catalog().tables() {
+    for (_, table) in env.catalog.tables() {
         truncate.push_str(&format!("TRUNCATE {SCHEMA}.{};", table.name));
     }
     sqlx::raw_sql(&truncate).execute(&env.pool).await?;
     sqlx::raw_sql("CHECKPOINT").execute(&env.pool).await?;
     let mut indexes = std::collections::HashMap::new();
     if mode != LoadMode::Plain {
-        for (_, table) in catalog().tables() {
+        for (_, table) in env.catalog.tables() {
             let definitions: Vec<String> =
                 sqlx::query_scalar("SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = $1")
                     .bind(&table.name)
@@ -313,16 +313,21 @@ struct ListMeta {
     continue_token: Option<String>,
 }
 
-/// Lists every resource of every cluster of `registry`, `concurrent` lists at once.
-pub async fn fetch(registry: &Path, page_size: u32, concurrent: usize) -> anyhow::Result<FetchResult> {
-    let registry = Registry::load(registry)?;
+/// Lists every resource of `catalog` of every cluster of `registry`, `concurrent` lists at once.
+pub async fn fetch(
+    catalog: &Catalog,
+    registry: &Path,
+    page_size: u32,
+    concurrent: usize,
+) -> anyhow::Result<FetchResult> {
+    let registry = Registry::load(registry, catalog)?;
     let mut clients = Vec::new();
     for cluster in &registry.clusters {
         clients.push(cluster.client().await?);
     }
     let lists: Vec<(kube::Client, String)> = clients
         .iter()
-        .flat_map(|client| catalog().resources.iter().map(move |r| (client.clone(), kubeapi::list_path(&r.api))))
+        .flat_map(|client| catalog.resources.iter().map(move |r| (client.clone(), kubeapi::list_path(&r.api))))
         .collect();
     let count = lists.len();
     let started = Instant::now();

@@ -15,7 +15,6 @@ use std::{
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use kubecensus::model::catalog::catalog;
 use kubecensus_tests::bench::{
     env::{BenchEnv, EnvConfig, bin_dir},
     fleet_view,
@@ -288,7 +287,7 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         tracing::info!(latency = ?report.copy_latency, "small COPY latency, sqlx vs psql");
         let concurrent = max_workers * args.concurrency;
         tracing::info!(concurrent, "HTTPS fetch of every list");
-        let fetch = limits::fetch(&registry, args.page_size, concurrent).await?;
+        let fetch = limits::fetch(&env.catalog, &registry, args.page_size, concurrent).await?;
         tracing::info!(seconds = fetch.seconds, objects = fetch.objects, "fetch done");
         report.fetch = Some(fetch);
     }
@@ -456,8 +455,8 @@ async fn setup(args: &Args, env: &BenchEnv, fleet_build_s: f64) -> anyhow::Resul
         pods: args.pods,
         concurrency: args.concurrency,
         page_size: args.page_size,
-        catalog_resources: catalog().resources.len(),
-        catalog_tables: catalog().tables().count(),
+        catalog_resources: env.catalog.resources.len(),
+        catalog_tables: env.catalog.tables().count(),
         fleet_build_s,
     })
 }

@@ -29,7 +29,7 @@ use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use kubecensus::model::catalog::{ApiRef, Resource, ResourceSource, catalog};
+use kubecensus::model::catalog::{ApiRef, Catalog, Resource, ResourceSource};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -43,20 +43,20 @@ use store::ClusterStore;
 /// listed catalog resource except those removed by then (PodSecurityPolicy).
 pub const SIMULATED_MINOR: u32 = 33;
 
-/// The catalog resources a simulated cluster serves: listed ones (not discovery or `/version`)
-/// that Kubernetes 1.[`SIMULATED_MINOR`] still serves.
-pub fn served_resources() -> impl Iterator<Item = &'static Resource> {
-    catalog().resources.iter().filter(|r| {
+/// The resources of `catalog` a simulated cluster serves: listed ones (not discovery or
+/// `/version`) that Kubernetes 1.[`SIMULATED_MINOR`] still serves.
+pub fn served_resources(catalog: &Catalog) -> impl Iterator<Item = &Resource> {
+    catalog.resources.iter().filter(|r| {
         let removed =
             r.removed_in.as_deref().and_then(|v| v.strip_prefix("1.")).and_then(|minor| minor.parse::<u32>().ok());
         r.source == ResourceSource::List && removed.is_none_or(|minor| minor > SIMULATED_MINOR)
     })
 }
 
-/// The APIs the cluster at `index` (0-based) serves: [`served_resources`], and the custom kinds
-/// when [`cluster_runs_custom_resources`].
-pub fn served_apis(index: usize) -> Vec<ApiRef> {
-    let mut apis: Vec<ApiRef> = served_resources().map(|r| r.api.clone()).collect();
+/// The APIs the cluster at `index` (0-based) serves: [`served_resources`] of `catalog`, and the
+/// custom kinds when [`cluster_runs_custom_resources`].
+pub fn served_apis(catalog: &Catalog, index: usize) -> Vec<ApiRef> {
+    let mut apis: Vec<ApiRef> = served_resources(catalog).map(|r| r.api.clone()).collect();
     if custom::runs_custom_resources(index) {
         apis.extend(custom::apis());
     }
@@ -138,6 +138,8 @@ struct RunningCluster {
 
 /// A running simulated fleet. Dropping it stops the servers.
 pub struct Fleet {
+    /// The embedded catalog: its listed resources are what every cluster serves.
+    catalog: Catalog,
     clusters: Vec<RunningCluster>,
 }
 
@@ -157,8 +159,10 @@ impl Fleet {
             Some(dir) => Source::Files(objects::load_dir(dir)?),
             None => Source::Generated,
         };
+        let catalog = Catalog::builtin();
         // Building content is the slow part (100 clusters x 1000 pods): use every core.
-        let prepared = parallel_map(spec.clusters, |index| prepare_cluster(&spec, &source, &served_apis(index), index));
+        let prepared =
+            parallel_map(spec.clusters, |index| prepare_cluster(&spec, &source, &served_apis(&catalog, index), index));
         if let Some(first) = prepared.first() {
             for (kind, count) in &first.skipped {
                 tracing::warn!(kind, count, "skipped objects of a kind the catalog does not list");
@@ -174,7 +178,7 @@ impl Fleet {
             .into_iter()
             .map(|cluster| start_cluster(cluster, spec.continue_ttl))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let fleet = Fleet { clusters };
+        let fleet = Fleet { catalog, clusters };
         fleet.write_files(&out_dir)?;
         Ok(fleet)
     }
@@ -213,7 +217,7 @@ impl Fleet {
             .iter()
             .map(|cluster| {
                 let snapshot = cluster.server.current();
-                let counts = served_resources()
+                let counts = served_resources(&self.catalog)
                     .map(|r| (r.api.plural.clone(), snapshot.list(&r.api.plural, None).len()))
                     .collect();
                 (cluster.info.name.clone(), counts)

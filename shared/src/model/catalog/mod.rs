@@ -6,7 +6,7 @@
 //! and its columns (name, type, source field). DDL, flattening, the scheduler's jobs and the
 //! simulated fleet all read this one description: adding a table is adding an entry.
 
-use std::sync::OnceLock;
+use std::path::Path;
 
 use serde::Deserialize;
 
@@ -25,30 +25,8 @@ const CATALOG_YAML: &str = include_str!("../../../catalog.yaml");
 /// The metrics' `table` label of a name the catalog does not know (a malformed job message).
 pub const UNKNOWN_TABLE: &str = "unknown";
 
-static CATALOG: OnceLock<Catalog> = OnceLock::new();
-
-/// The embedded catalog, with the custom resource kinds of [`configure`] when it was called.
-pub fn catalog() -> &'static Catalog {
-    CATALOG.get_or_init(|| {
-        Catalog::parse(CATALOG_YAML, &[]).unwrap_or_else(|err| panic!("the embedded catalog.yaml is invalid: {err}"))
-    })
-}
-
-/// Adds custom resource kinds to the catalog's (`kinds`, as in its `source: custom` entry): a
-/// kind of the same group and kind as one of the catalog's takes its place (another version or
-/// schedule). A process calls it once, before it reads the catalog.
-///
-/// # Errors
-/// [`Error::Catalog`] for an invalid kind (empty, listed twice, a bad schedule), or when the
-/// catalog was already read.
-pub fn configure(kinds: &[CustomKind]) -> Result<()> {
-    let configured = Catalog::parse(CATALOG_YAML, kinds)?;
-    CATALOG
-        .set(configured)
-        .map_err(|_| Error::Catalog("the catalog was read before its custom resources were configured".into()))
-}
-
-/// Every resource kubecensus lists, in catalog order.
+/// Every resource kubecensus lists, in catalog order. Each binary builds it once in its wiring
+/// ([`Catalog::load`]) and passes it down; tests build their own ([`Catalog::builtin`]).
 #[derive(Debug)]
 pub struct Catalog {
     pub resources: Vec<Resource>,
@@ -173,6 +151,30 @@ pub struct RowList {
 }
 
 impl Catalog {
+    /// The embedded catalog, without custom resource kinds beyond its own.
+    ///
+    /// # Panics
+    /// When the embedded `catalog.yaml` is invalid: a build that cannot run at all (the
+    /// catalog's tests parse it).
+    pub fn builtin() -> Self {
+        Self::parse(CATALOG_YAML, &[]).unwrap_or_else(|err| panic!("the embedded catalog.yaml is invalid: {err}"))
+    }
+
+    /// The embedded catalog with the kinds of a custom resources file (`--custom-resources`, see
+    /// [`read_kinds`]) added: a kind of the same group and kind as one of the catalog's takes its
+    /// place (another version or schedule). Without a file, the embedded catalog.
+    ///
+    /// # Errors
+    /// The file cannot be read or parsed ([`Error::ReadFile`], [`Error::Yaml`]), or holds an
+    /// invalid kind (empty, listed twice, a bad schedule: [`Error::Catalog`], naming the file).
+    pub fn load(custom_resources: Option<&Path>) -> Result<Self> {
+        let Some(path) = custom_resources else { return Ok(Self::builtin()) };
+        Self::parse(CATALOG_YAML, &read_kinds(path)?).map_err(|err| match err {
+            Error::Catalog(why) => Error::Catalog(format!("custom resources file {}: {why}", path.display())),
+            other => other,
+        })
+    }
+
     /// Parses and checks a catalog text.
     pub fn parse(text: &str, custom_kinds: &[CustomKind]) -> Result<Self> {
         let mut resources: Vec<Resource> =
@@ -330,7 +332,7 @@ mod tests {
 
     #[test]
     fn embedded_catalog_parses_and_holds_the_pipeline_tables() {
-        let catalog = catalog();
+        let catalog = Catalog::builtin();
         for table in ["kubernetes_namespaces", "kubernetes_nodes", "kubernetes_pods", "kubernetes_pod_containers"] {
             assert!(catalog.resource_of(table).is_some(), "{table} missing");
         }
@@ -341,19 +343,21 @@ mod tests {
 
     #[test]
     fn metric_tables_stay_in_the_catalog() {
-        assert_eq!(catalog().metric_table("kubernetes_pod_containers"), "kubernetes_pod_containers");
-        assert_eq!(catalog().metric_table("'; drop table runs"), "unknown");
+        let catalog = Catalog::builtin();
+        assert_eq!(catalog.metric_table("kubernetes_pod_containers"), "kubernetes_pod_containers");
+        assert_eq!(catalog.metric_table("'; drop table runs"), "unknown");
         let kustomizations = "kubernetes_custom_resources/kustomize.toolkit.fluxcd.io/Kustomization";
-        assert_eq!(catalog().metric_table(kustomizations), "kubernetes_custom_resources");
+        assert_eq!(catalog.metric_table(kustomizations), "kubernetes_custom_resources");
     }
 
     #[test]
     fn common_columns_lead_in_kubequery_order_and_can_be_overridden() {
-        let containers = catalog().tables().find(|(_, t)| t.name == "kubernetes_pod_containers").unwrap().1;
+        let catalog = Catalog::builtin();
+        let containers = catalog.tables().find(|(_, t)| t.name == "kubernetes_pod_containers").unwrap().1;
         let names: Vec<&str> = containers.columns.iter().take(5).map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["uid", "cluster_name", "cluster_uid", "name", "namespace"]);
         assert_eq!(containers.columns[3].source, Source::Item(vec![Step::Key("name".into())]));
-        let namespaces = catalog().tables().find(|(_, t)| t.name == "kubernetes_namespaces").unwrap().1;
+        let namespaces = catalog.tables().find(|(_, t)| t.name == "kubernetes_namespaces").unwrap().1;
         assert!(!namespaces.has_column("namespace"));
     }
 
@@ -411,11 +415,12 @@ mod tests {
         let table = &catalog.resources[0].tables[0];
         assert!(table.has_column("a") && table.has_column("b") && table.has_column("c"));
         assert_eq!(table.namespace_column.as_ref().map(|c| c.0.as_str()), Some("namespace"));
-        let namespaces = self::catalog().tables().find(|(_, t)| t.name == "kubernetes_namespaces").unwrap().1;
+        let builtin = Catalog::builtin();
+        let namespaces = builtin.tables().find(|(_, t)| t.name == "kubernetes_namespaces").unwrap().1;
         assert_eq!(namespaces.namespace_column.as_ref().map(|c| c.0.as_str()), Some("name"));
-        let nodes = self::catalog().tables().find(|(_, t)| t.name == "kubernetes_nodes").unwrap().1;
+        let nodes = builtin.tables().find(|(_, t)| t.name == "kubernetes_nodes").unwrap().1;
         assert!(nodes.namespace_column.is_none());
-        let info = self::catalog().tables().find(|(_, t)| t.name == "kubernetes_info").unwrap().1;
+        let info = builtin.tables().find(|(_, t)| t.name == "kubernetes_info").unwrap().1;
         assert_eq!(info.columns[0].name, "cluster_name");
         assert!(!info.has_column("uid"));
     }
@@ -433,7 +438,21 @@ mod tests {
         assert!(Catalog::parse(&entry("'phase text status.phase'"), &[]).is_ok());
     }
     #[test]
-    fn configured_kinds_are_added_or_take_the_catalogs_place_and_bad_ones_are_refused() {
+    fn a_custom_resources_file_adds_its_kinds_to_the_catalog_loaded_with_it() {
+        let path = std::env::temp_dir().join(format!("kc-custom-resources-{}.yaml", uuid::Uuid::new_v4()));
+        std::fs::write(&path, "- {group: kafka.strimzi.io, kind: Kafka}\n").unwrap();
+        let kafka = "kubernetes_custom_resources/kafka.strimzi.io/Kafka";
+        assert!(Catalog::load(Some(&path)).unwrap().target(kafka).is_some());
+        assert!(Catalog::load(None).unwrap().target(kafka).is_none(), "without the file, the embedded catalog");
+        std::fs::write(&path, "- {group: kafka.strimzi.io, kind: Kafka}\n- {group: kafka.strimzi.io, kind: Kafka}\n")
+            .unwrap();
+        let err = Catalog::load(Some(&path)).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(err.contains(&path.display().to_string()) && err.contains("listed twice"), "{err}");
+    }
+
+    #[test]
+    fn custom_kinds_are_added_or_take_the_catalogs_place_and_bad_ones_are_refused() {
         let kind = |group: &str, kind: &str, version: Option<&str>| CustomKind {
             group: group.into(),
             kind: kind.into(),
@@ -447,7 +466,7 @@ mod tests {
         assert_eq!(kafka.schedule, "0 */5 * * * *", "the custom resources' schedule");
         let (_, certificate) = configured.target("kubernetes_custom_resources/cert-manager.io/Certificate").unwrap();
         assert_eq!(certificate.kind.as_ref().unwrap().version.as_deref(), Some("v1"));
-        assert_eq!(configured.targets.len(), self::catalog().targets.len() + 1, "one added, one replaced");
+        assert_eq!(configured.targets.len(), Catalog::builtin().targets.len() + 1, "one added, one replaced");
         for bad in
             [kind("Example_Group", "Widget", None), kind("example.com", "Wid.get", None), kind("", "Widget", None)]
         {

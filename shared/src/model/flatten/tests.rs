@@ -3,11 +3,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::model::catalog::catalog;
-
-fn table(name: &str) -> &'static Table {
-    catalog().tables().find(|(_, t)| t.name == name).unwrap().1
-}
+use crate::model::catalog::Catalog;
 
 fn cluster() -> ClusterContext {
     ClusterContext { name: "c1".into(), uid: "u-1".into(), field_values: vec![Some("us-east".into())] }
@@ -16,7 +12,9 @@ fn cluster() -> ClusterContext {
 /// Rows as a list of column → text (None for NULL), decoded back from COPY text.
 fn rows(table_name: &str, object: &Value) -> Vec<Vec<(String, Option<String>)>> {
     let fields = ["region".to_owned()];
-    let layout = Layout { table: table(table_name), fields: &fields, namespace_fields: &[] };
+    let catalog = Catalog::builtin();
+    let table = catalog.tables().find(|(_, t)| t.name == table_name).unwrap().1;
+    let layout = Layout { table, fields: &fields, namespace_fields: &[] };
     let mut out = Vec::new();
     let count = layout.write_rows(object, &cluster(), &mut out);
     let text = String::from_utf8(out).unwrap();

@@ -148,6 +148,8 @@ mod tests {
     use secrecy::ExposeSecret;
     use serde_json::json;
 
+    use crate::model::catalog::Catalog;
+
     use super::*;
 
     fn secret(data: serde_json::Value) -> Secret {
@@ -182,7 +184,7 @@ mod tests {
             cluster.fields,
             BTreeMap::from([("region".into(), "eu".into()), ("team".into(), "payments".into())])
         );
-        cluster.check().unwrap();
+        cluster.check(&Catalog::builtin()).unwrap();
         assert!(!format!("{cluster:?}").contains("tok-1"));
     }
 

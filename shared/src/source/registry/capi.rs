@@ -47,6 +47,8 @@ pub fn cluster(secret: &Secret) -> Result<ClusterConfig, String> {
 mod tests {
     use serde_json::json;
 
+    use crate::model::catalog::Catalog;
+
     use super::*;
 
     fn secret(name: &str, value: &str) -> Secret {
@@ -69,7 +71,7 @@ mod tests {
         assert!(!is_kubeconfig(&secret("work-1-ca", KUBECONFIG)));
         let cluster = cluster(&secret("work-1-kubeconfig", KUBECONFIG)).unwrap();
         assert_eq!(cluster.name, "work-1");
-        cluster.check().unwrap();
+        cluster.check(&Catalog::builtin()).unwrap();
         assert!(!format!("{cluster:?}").contains("kc-token-1"));
     }
 

@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 
 use super::{ClusterConfig, argocd, capi};
 pub use crate::ops::args::HomeArgs;
-use crate::{Error, Result};
+use crate::{Error, Result, model::catalog::Catalog};
 
 /// How long to wait for the home cluster to accept a connection, and for one listing.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -55,18 +55,19 @@ impl HomeSource {
         configured.then(|| Self { args: args.clone(), client: Mutex::default() })
     }
 
-    /// Lists the Secrets and makes a cluster of each good one. Fails as a whole only when the
-    /// home cluster cannot be reached or refuses a listing.
-    pub async fn load(&self) -> Result<HomeClusters> {
+    /// Lists the Secrets and makes a cluster of each good one (fields not named like a column of
+    /// `catalog`'s tables). Fails as a whole only when the home cluster cannot be reached or
+    /// refuses a listing.
+    pub async fn load(&self, catalog: &Catalog) -> Result<HomeClusters> {
         let client = self.client().await?;
-        let result = self.load_with(&client).await;
+        let result = self.load_with(&client, catalog).await;
         if result.is_err() {
             *self.client.lock().await = None;
         }
         result
     }
 
-    async fn load_with(&self, client: &kube::Client) -> Result<HomeClusters> {
+    async fn load_with(&self, client: &kube::Client, catalog: &Catalog) -> Result<HomeClusters> {
         let mut loaded = HomeClusters::default();
         let argocd = (
             Format::ArgoCd,
@@ -85,7 +86,7 @@ impl HomeSource {
                     Error::Registry(format!("home cluster: cannot list Secrets in namespace {namespace}: {err}"))
                 })?;
                 for secret in &secrets.items {
-                    add(&mut loaded, secret, format);
+                    add(&mut loaded, secret, format, catalog);
                 }
             }
         }
@@ -130,7 +131,7 @@ fn selector(required: &str, extra: &Option<String>) -> String {
 
 /// Makes a cluster of one Secret, or says why not; a name taken by an earlier Secret is an error
 /// of the later one.
-fn add(loaded: &mut HomeClusters, secret: &Secret, format: Format) {
+fn add(loaded: &mut HomeClusters, secret: &Secret, format: Format, catalog: &Catalog) {
     let what = format!(
         "Secret {}/{}",
         secret.metadata.namespace.as_deref().unwrap_or_default(),
@@ -142,7 +143,7 @@ fn add(loaded: &mut HomeClusters, secret: &Secret, format: Format) {
         Format::ArgoCd => argocd::cluster(secret),
     };
     let checked = cluster.and_then(|cluster| {
-        cluster.check().map_err(|err| err.to_string())?;
+        cluster.check(catalog).map_err(|err| err.to_string())?;
         if loaded.clusters.iter().any(|c| c.name == cluster.name) {
             return Err(format!("cluster {} comes from another Secret too", cluster.name));
         }

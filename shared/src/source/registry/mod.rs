@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Error, Result,
+    model::catalog::Catalog,
     source::proxy::{self, ProxyEnv, ProxyUrl},
 };
 
@@ -115,8 +116,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Registry {
-    /// Reads and checks a registry file.
-    pub fn load(path: &Path) -> Result<Self> {
+    /// Reads and checks a registry file; its fields must not be named like a column of
+    /// `catalog`'s tables.
+    pub fn load(path: &Path, catalog: &Catalog) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
             what: "registry file",
             path: path.to_owned(),
@@ -146,23 +148,25 @@ impl Registry {
                 exec.command = base.join(&exec.command).to_string_lossy().into_owned();
             }
         }
-        registry.check()?;
+        registry.check(catalog)?;
         Ok(registry)
     }
 
-    /// Checks names, credentials and fields; every error names the cluster.
-    pub fn check(&self) -> Result<()> {
+    /// Checks names, credentials and fields (none named like a column of `catalog`'s tables);
+    /// every error names the cluster.
+    pub fn check(&self, catalog: &Catalog) -> Result<()> {
         let mut seen = std::collections::HashSet::new();
         for cluster in &self.clusters {
-            cluster.check()?;
+            cluster.check(catalog)?;
             if !seen.insert(&cluster.name) {
                 return Err(Error::Registry(format!("cluster {} is declared twice", cluster.name)));
             }
         }
         let cluster_fields = self.field_names();
-        check_namespace_fields("namespace_fields", &self.namespace_fields, &cluster_fields)?;
+        check_namespace_fields("namespace_fields", &self.namespace_fields, &cluster_fields, catalog)?;
         for cluster in &self.clusters {
-            check_namespace_fields(&format!("cluster {}", cluster.name), &cluster.namespace_fields, &cluster_fields)?;
+            let place = format!("cluster {}", cluster.name);
+            check_namespace_fields(&place, &cluster.namespace_fields, &cluster_fields, catalog)?;
         }
         Ok(())
     }
@@ -208,7 +212,7 @@ impl Registry {
     }
 
     /// One cluster per context of a kubeconfig file, each pointing back at that file and context.
-    pub fn from_kubeconfig(path: &Path) -> Result<Self> {
+    pub fn from_kubeconfig(path: &Path, catalog: &Catalog) -> Result<Self> {
         let kubeconfig = Kubeconfig::read_from(path)
             .map_err(|err| Error::Registry(format!("cannot read kubeconfig {}: {err}", path.display())))?;
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
@@ -225,7 +229,7 @@ impl Registry {
             })
             .collect();
         let registry = Self { clusters, ..Self::default() };
-        registry.check()?;
+        registry.check(catalog)?;
         Ok(registry)
     }
 }
@@ -254,9 +258,9 @@ pub fn is_cluster_name(name: &str) -> bool {
 }
 
 impl ClusterConfig {
-    /// Checks the name, the way to reach the cluster, its credentials and its fields; the error
-    /// names the cluster.
-    pub fn check(&self) -> Result<()> {
+    /// Checks the name, the way to reach the cluster, its credentials and its fields (none named
+    /// like a column of `catalog`'s tables); the error names the cluster.
+    pub fn check(&self, catalog: &Catalog) -> Result<()> {
         let bad = |why: String| Err(Error::Registry(format!("cluster {}: {why}", self.name)));
         if !is_cluster_name(&self.name) {
             return bad("the name must be 1-50 lower-case letters, digits and inner '-'".into());
@@ -285,7 +289,7 @@ impl ClusterConfig {
             (true, None) => {}
         }
         for field in self.fields.keys() {
-            check_field_name(field).or_else(|why| bad(format!("field `{field}` {why}")))?;
+            check_field_name(field, catalog).or_else(|why| bad(format!("field `{field}` {why}")))?;
         }
         Ok(())
     }

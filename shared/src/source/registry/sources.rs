@@ -21,7 +21,7 @@ use super::{
     ClusterConfig, Registry,
     home::{HomeArgs, HomeSource},
 };
-use crate::Result;
+use crate::{Result, model::catalog::Catalog};
 
 /// What a reading of the sources did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,8 @@ struct Last {
 /// The combined registry, read again on demand ([`Self::refresh`]).
 pub struct LiveRegistry {
     file: PathBuf,
+    /// Fields must not be named like a column of its tables.
+    catalog: Arc<Catalog>,
     home: Option<HomeSource>,
     last: Mutex<Last>,
     current: RwLock<Arc<Registry>>,
@@ -53,10 +55,12 @@ pub struct LiveRegistry {
 impl LiveRegistry {
     /// Reads every source once. A bad registry file stops start-up (there is no last good one
     /// yet); a home cluster that cannot be read is logged and read again at the next refresh.
-    pub async fn start(file: &Path, home: &HomeArgs) -> Result<Self> {
+    /// Every source's fields are checked against `catalog`'s columns.
+    pub async fn start(file: &Path, home: &HomeArgs, catalog: Arc<Catalog>) -> Result<Self> {
         let home = HomeSource::new(home);
         let live = Self {
             file: file.to_owned(),
+            catalog,
             last: Mutex::new(Last { file: Registry::default(), home: Vec::new(), read_at: Instant::now() }),
             current: RwLock::new(Arc::default()),
             errors: AtomicU64::new(0),
@@ -106,7 +110,7 @@ impl LiveRegistry {
             }
         }
         if let Some(home) = &self.home {
-            match home.load().await {
+            match home.load(&self.catalog).await {
                 Ok(loaded) => {
                     for bad in &loaded.bad {
                         self.failed(bad);
@@ -144,7 +148,7 @@ impl LiveRegistry {
             }
             registry.clusters.push(cluster.clone());
         }
-        if let Err(err) = registry.check() {
+        if let Err(err) = registry.check(&self.catalog) {
             self.failed(&format!("{err}; only the registry file's clusters are used"));
             return last.file.clone();
         }
@@ -156,7 +160,7 @@ impl LiveRegistry {
         if self.home.is_some() && !self.file.exists() {
             return Ok(Registry::default());
         }
-        Registry::load(&self.file)
+        Registry::load(&self.file, &self.catalog)
     }
 
     fn failed(&self, why: &str) {
@@ -191,12 +195,13 @@ mod tests {
             argocd_namespaces: vec!["argocd".into()],
             ..HomeArgs::default()
         };
-        let live = LiveRegistry::start(&file, &home).await.unwrap();
+        let catalog = Arc::new(Catalog::builtin());
+        let live = LiveRegistry::start(&file, &home, catalog.clone()).await.unwrap();
         assert_eq!(live.current().clusters.len(), 1);
         assert!(!live.complete(), "the home cluster did not load");
         assert_eq!(live.errors(), 1);
 
-        let live = LiveRegistry::start(&file, &HomeArgs::default()).await.unwrap();
+        let live = LiveRegistry::start(&file, &HomeArgs::default(), catalog).await.unwrap();
         let before = live.current();
         assert_eq!(live.refresh().await, Refreshed { changed: false, complete: true });
         assert!(Arc::ptr_eq(&before, &live.current()), "an unchanged registry is the same registry");

@@ -24,7 +24,7 @@ fn loads_clusters_with_fields_and_resolves_relative_files() {
         "clusters.yaml",
         "clusters:\n- name: prod-1\n  server: https://10.0.0.1:6443\n  ca_file: ca.crt\n  token_file: t\n  fields: {region: us-east, team: payments}\n- name: dev\n  kubeconfig: kc\n  context: dev\n",
     );
-    let registry = Registry::load(&path).unwrap();
+    let registry = Registry::load(&path, &Catalog::builtin()).unwrap();
     assert_eq!(registry.get("prod-1").unwrap().ca_file.as_deref(), Some(dir.join("ca.crt").as_path()));
     assert_eq!(registry.field_names(), ["region", "team"]);
     assert!(registry.get("nope").is_none());
@@ -45,7 +45,7 @@ fn rejects_bad_clusters_with_a_clear_reason() {
     let dir = temp_dir();
     for (clusters, why) in cases {
         let path = write(&dir, "r.yaml", &format!("clusters:\n{clusters}"));
-        let err = Registry::load(&path).unwrap_err().to_string();
+        let err = Registry::load(&path, &Catalog::builtin()).unwrap_err().to_string();
         assert!(err.contains(why), "{clusters:?}: {err}");
     }
 }
@@ -58,7 +58,7 @@ fn namespace_fields_resolve_cluster_rules_first_then_fleet_rules_globs_and_label
         "clusters.yaml",
         "namespace_fields:\n  team:\n  - {namespace: 'pay-*', value: payments}\n  - {label: team}\n  cost_center:\n  - {value: shared}\nclusters:\n- name: a\n  kubeconfig: k\n  fields: {region: eu}\n  namespace_fields:\n    team:\n    - {namespace: legacy, value: core}\n- name: b\n  kubeconfig: k\n",
     );
-    let registry = Registry::load(&path).unwrap();
+    let registry = Registry::load(&path, &Catalog::builtin()).unwrap();
     assert_eq!(registry.namespace_field_names(), ["cost_center", "team"]);
     let mut a = registry.namespace_fields_of(registry.get("a").unwrap());
     assert!(a.needs_labels());
@@ -87,7 +87,7 @@ fn bad_namespace_fields_are_rejected() {
     for (fields, why) in cases {
         let path =
             write(&dir, "r.yaml", &format!("{fields}clusters:\n- name: a\n  kubeconfig: k\n  fields: {{region: x}}\n"));
-        let err = Registry::load(&path).unwrap_err().to_string();
+        let err = Registry::load(&path, &Catalog::builtin()).unwrap_err().to_string();
         assert!(err.contains(why), "{fields:?}: {err}");
     }
 }
