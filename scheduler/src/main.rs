@@ -66,7 +66,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Command::Report = &command {
         return report::print(&pool, output).await;
     }
-    let live = Arc::new(LiveRegistry::start(&common.registry, &common.home).await?);
+    let live = Arc::new(LiveRegistry::start(&common.registry, &common.home, common.exec_timeout).await?);
     let registry = live.current();
     store::prepare(&pool, &registry).await?;
     store::sync_clusters(&pool, &registry).await?;

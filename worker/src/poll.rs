@@ -63,6 +63,8 @@ pub struct JobPolicy {
     pub retry: RetryPolicy,
     /// The longest a job may run.
     pub timeout: Duration,
+    /// The longest an exec credential plugin may run.
+    pub exec_timeout: Duration,
     /// The consumer's ack wait (as NATS has it, whatever this worker's flag says): progress acks
     /// and run heartbeats go out every third of it.
     pub ack_wait: Duration,
@@ -442,7 +444,7 @@ impl Poller {
         {
             return Ok(client.clone());
         }
-        let client = cluster.client().await?;
+        let client = cluster.client(self.policy.exec_timeout).await?;
         self.clients.lock().await.put(cluster.name.clone(), (client.clone(), Instant::now(), cluster.clone()));
         Ok(client)
     }

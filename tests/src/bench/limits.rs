@@ -318,7 +318,7 @@ pub async fn fetch(registry: &Path, page_size: u32, concurrent: usize) -> anyhow
     let registry = Registry::load(registry)?;
     let mut clients = Vec::new();
     for cluster in &registry.clusters {
-        clients.push(cluster.client().await?);
+        clients.push(cluster.client(std::time::Duration::from_secs(30)).await?);
     }
     let lists: Vec<(kube::Client, String)> = clients
         .iter()

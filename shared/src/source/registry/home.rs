@@ -18,7 +18,7 @@ use kube::{
 };
 use tokio::sync::Mutex;
 
-use super::{ClusterConfig, argocd, capi};
+use super::{ClusterConfig, argocd, capi, credentials};
 use crate::{Error, Result};
 
 /// How long to wait for the home cluster to accept a connection, and for one listing.
@@ -59,9 +59,14 @@ pub struct HomeClusters {
 /// The home cluster's Secrets as a registry source.
 pub struct HomeSource {
     args: HomeArgs,
+    /// How long an exec plugin of the home kubeconfig's user may run.
+    exec_timeout: Duration,
     /// Kept between readings; dropped after an error so the next reading connects afresh.
     client: Mutex<Option<kube::Client>>,
 }
+
+/// What the home cluster's exec plugin credential is kept under: no cluster can be named so.
+const HOME_CREDENTIAL: &str = "(home cluster)";
 
 /// The two Secret formats.
 #[derive(Clone, Copy)]
@@ -71,10 +76,11 @@ enum Format {
 }
 
 impl HomeSource {
-    /// The source, when `args` names a namespace to read.
-    pub fn new(args: &HomeArgs) -> Option<Self> {
+    /// The source, when `args` names a namespace to read; an exec plugin of the home
+    /// kubeconfig's user may run for `exec_timeout`.
+    pub fn new(args: &HomeArgs, exec_timeout: Duration) -> Option<Self> {
         let configured = !args.argocd_namespaces.is_empty() || !args.capi_namespaces.is_empty();
-        configured.then(|| Self { args: args.clone(), client: Mutex::default() })
+        configured.then(|| Self { args: args.clone(), exec_timeout, client: Mutex::default() })
     }
 
     /// Lists the Secrets and makes a cluster of each good one. Fails as a whole only when the
@@ -125,9 +131,13 @@ impl HomeSource {
                     Error::Registry(format!("home cluster: cannot read kubeconfig {}: {err}", path.display()))
                 })?;
                 let options = KubeConfigOptions { context: self.args.home_context.clone(), ..Default::default() };
-                kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
                     .await
-                    .map_err(|err| Error::Registry(format!("home cluster: kubeconfig {}: {err}", path.display())))?
+                    .map_err(|err| Error::Registry(format!("home cluster: kubeconfig {}: {err}", path.display())))?;
+                credentials::run_kubeconfig_exec(HOME_CREDENTIAL, &mut config.auth_info, self.exec_timeout)
+                    .await
+                    .map_err(|why| Error::Registry(format!("home cluster: {why}")))?;
+                config
             }
             None => kube::Config::incluster().map_err(|err| {
                 Error::Registry(format!("home cluster: not in a pod ({err}) and no --home-kubeconfig"))

@@ -288,9 +288,14 @@ impl ClusterConfig {
     }
 
     /// A Kubernetes client for this cluster. Reads credentials now, so a rotated token file is
-    /// picked up by the next client.
-    pub async fn client(&self) -> Result<kube::Client> {
-        let config = self.kube_config().await?;
+    /// picked up by the next client; an exec plugin (of the entry or of its kubeconfig user) may
+    /// run for `exec_timeout` at most.
+    ///
+    /// # Errors
+    /// [`Error::Registry`] naming the cluster: its kubeconfig, CA or credentials cannot be read,
+    /// or its exec plugin failed or timed out.
+    pub async fn client(&self, exec_timeout: Duration) -> Result<kube::Client> {
+        let config = self.kube_config(exec_timeout).await?;
         if config.accept_invalid_certs {
             tracing::warn!(cluster = %self.name, "TLS verification is off for this cluster (insecure_skip_tls_verify)");
         }
@@ -300,7 +305,7 @@ impl ClusterConfig {
         kube::Client::try_from(config).map_err(|err| self.error(format!("cannot build a client: {err}")))
     }
 
-    async fn kube_config(&self) -> Result<kube::Config> {
+    async fn kube_config(&self, exec_timeout: Duration) -> Result<kube::Config> {
         let kubeconfig = match (&self.kubeconfig, &self.secret.kubeconfig) {
             (Some(path), _) => Some((
                 Kubeconfig::read_from(path)
@@ -333,13 +338,16 @@ impl ClusterConfig {
                 {
                     config.auth_info.token = Some(read_token(Path::new(&file)).map_err(|why| self.error(why))?);
                 }
+                credentials::run_kubeconfig_exec(&self.name, &mut config.auth_info, exec_timeout)
+                    .await
+                    .map_err(|why| self.error(why))?;
                 (config, proxy_url)
             }
             (None, Some(server)) => {
                 let url = server.parse().map_err(|_| self.error(format!("server `{server}` is not a URL")))?;
                 let mut config = kube::Config::new(url);
                 config.root_cert = self.ca_certificates()?;
-                credentials::apply(self, &mut config.auth_info).map_err(|why| self.error(why))?;
+                credentials::apply(self, &mut config.auth_info, exec_timeout).await.map_err(|why| self.error(why))?;
                 (config, self.proxy_url.clone().map(|ProxyUrl(url)| url))
             }
             (None, None) => return Err(self.error("no server and no kubeconfig".into())),
@@ -372,12 +380,11 @@ impl ClusterConfig {
         Ok(Some(certificates.into_iter().map(pem::Pem::into_contents).collect()))
     }
 
-    /// Forgets what this cluster's exec plugin printed, so the next client runs it again: after
-    /// an error from the cluster (a token revoked before its expiry), as client-go does on 401.
+    /// Forgets what this cluster's exec plugin (its own or its kubeconfig user's) printed, so
+    /// the next client runs it again: after an error from the cluster (a token revoked before its
+    /// expiry), as client-go does on 401.
     pub fn forget_kept_credentials(&self) {
-        if let Some(plugin) = &self.exec {
-            exec::forget(plugin);
-        }
+        exec::forget(&self.name);
     }
 
     fn error(&self, why: String) -> Error {

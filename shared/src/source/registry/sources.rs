@@ -53,8 +53,9 @@ pub struct LiveRegistry {
 impl LiveRegistry {
     /// Reads every source once. A bad registry file stops start-up (there is no last good one
     /// yet); a home cluster that cannot be read is logged and read again at the next refresh.
-    pub async fn start(file: &Path, home: &HomeArgs) -> Result<Self> {
-        let home = HomeSource::new(home);
+    /// An exec plugin of the home cluster's kubeconfig user may run for `exec_timeout`.
+    pub async fn start(file: &Path, home: &HomeArgs, exec_timeout: Duration) -> Result<Self> {
+        let home = HomeSource::new(home, exec_timeout);
         let live = Self {
             file: file.to_owned(),
             last: Mutex::new(Last { file: Registry::default(), home: Vec::new(), read_at: Instant::now() }),
@@ -170,6 +171,7 @@ impl LiveRegistry {
 mod tests {
     use super::*;
 
+    const TIMEOUT: Duration = Duration::from_secs(5);
     const GOOD: &str = "clusters:\n- name: a\n  server: https://127.0.0.1:1\n  token_env: KC_TEST_TOKEN\n";
 
     fn temp_file(text: &str) -> PathBuf {
@@ -191,12 +193,12 @@ mod tests {
             argocd_namespaces: vec!["argocd".into()],
             ..HomeArgs::default()
         };
-        let live = LiveRegistry::start(&file, &home).await.unwrap();
+        let live = LiveRegistry::start(&file, &home, TIMEOUT).await.unwrap();
         assert_eq!(live.current().clusters.len(), 1);
         assert!(!live.complete(), "the home cluster did not load");
         assert_eq!(live.errors(), 1);
 
-        let live = LiveRegistry::start(&file, &HomeArgs::default()).await.unwrap();
+        let live = LiveRegistry::start(&file, &HomeArgs::default(), TIMEOUT).await.unwrap();
         let before = live.current();
         assert_eq!(live.refresh().await, Refreshed { changed: false, complete: true });
         assert!(Arc::ptr_eq(&before, &live.current()), "an unchanged registry is the same registry");
