@@ -86,7 +86,7 @@ pub struct WorkerMetrics {
     pub api_list_requests: Family<CodeLabel, Counter>,
 }
 
-/// Failed readings of a registry source and malformed Secrets, in the scheduler and the worker
+/// Failed readings of a registry source, malformed Secrets and new overlaps, in the scheduler and the worker
 /// alike ([`crate::source::registry::sources`]).
 pub fn registry_source_errors() -> &'static Counter {
     static ERRORS: LazyLock<Counter> = LazyLock::new(Counter::default);

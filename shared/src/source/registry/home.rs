@@ -48,12 +48,15 @@ pub struct HomeArgs {
     pub capi_selector: Option<String>,
 }
 
-/// What one reading of the home cluster gave: the clusters of the good Secrets, and why each
-/// bad one was left out (`Secret <namespace>/<name>: <why>`).
+/// What one reading of the home cluster gave: the clusters of the good Secrets, why each bad one
+/// was left out (`Secret <namespace>/<name>: <why>`), and each good one left out because an
+/// earlier Secret declared the same cluster (an overlap, not an error: the same cluster kept in
+/// two places).
 #[derive(Debug, Default)]
 pub struct HomeClusters {
     pub clusters: Vec<ClusterConfig>,
     pub bad: Vec<String>,
+    pub overlaps: Vec<String>,
 }
 
 /// The home cluster's Secrets as a registry source.
@@ -112,7 +115,11 @@ impl HomeSource {
                 let secrets = api.list(&ListParams::default().labels(&selector)).await.map_err(|err| {
                     Error::Registry(format!("home cluster: cannot list Secrets in namespace {namespace}: {err}"))
                 })?;
-                for secret in &secrets.items {
+                let secrets = match format {
+                    Format::ClusterApi => capi::kubeconfig_secrets(&secrets.items),
+                    Format::ArgoCd => secrets.items.iter().collect(),
+                };
+                for secret in secrets {
                     add(&mut loaded, secret, format);
                 }
             }
@@ -160,8 +167,8 @@ fn selector(required: &str, extra: &Option<String>) -> String {
     }
 }
 
-/// Makes a cluster of one Secret, or says why not; a name taken by an earlier Secret is an error
-/// of the later one.
+/// Makes a cluster of one Secret, or says why not; a name taken by an earlier Secret makes the
+/// later one an overlap.
 fn add(loaded: &mut HomeClusters, secret: &Secret, format: Format) {
     let what = format!(
         "Secret {}/{}",
@@ -169,18 +176,13 @@ fn add(loaded: &mut HomeClusters, secret: &Secret, format: Format) {
         secret.metadata.name.as_deref().unwrap_or_default()
     );
     let cluster = match format {
-        Format::ClusterApi if !capi::is_kubeconfig(secret) => return,
         Format::ClusterApi => capi::cluster(secret),
         Format::ArgoCd => argocd::cluster(secret),
     };
-    let checked = cluster.and_then(|cluster| {
-        cluster.check().map_err(|err| err.to_string())?;
-        if loaded.clusters.iter().any(|c| c.name == cluster.name) {
-            return Err(format!("cluster {} comes from another Secret too", cluster.name));
-        }
-        Ok(cluster)
-    });
-    match checked {
+    match cluster.and_then(|cluster| cluster.check().map_err(|err| err.to_string()).map(|()| cluster)) {
+        Ok(cluster) if loaded.clusters.iter().any(|c| c.name == cluster.name) => loaded
+            .overlaps
+            .push(format!("{what}: cluster {} comes from another Secret too; the first is used", cluster.name)),
         Ok(cluster) => loaded.clusters.push(cluster),
         Err(why) => loaded.bad.push(format!("{what}: {why}")),
     }

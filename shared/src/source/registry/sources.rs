@@ -3,10 +3,14 @@
 //!
 //! A source that fails to load (bad YAML, the home cluster unreachable) keeps its last good
 //! clusters; the error is logged and counted. A malformed Secret costs only its own cluster. A
-//! cluster declared by the file and by a Secret is the file's. A reading that changes nothing
-//! keeps the same registry, so it costs the services nothing.
+//! cluster declared by the file and by a Secret is the file's, one declared by two Secrets the
+//! first's: such an overlap is no error (the same cluster kept in two places, as when a file
+//! entry takes over from a Secret), so it is logged as a warning and counted once, when it
+//! appears, not at every reading, so that an alert on the error counter's rate clears. A
+//! reading that changes nothing keeps the same registry, so it costs the services nothing.
 
 use std::{
+    collections::BTreeSet,
     path::{Path, PathBuf},
     sync::{
         Arc, RwLock,
@@ -48,6 +52,8 @@ pub struct LiveRegistry {
     current: RwLock<Arc<Registry>>,
     errors: AtomicU64,
     complete: std::sync::atomic::AtomicBool,
+    /// The overlaps of the last reading, each reported when it appeared.
+    overlaps: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl LiveRegistry {
@@ -62,6 +68,7 @@ impl LiveRegistry {
             current: RwLock::new(Arc::default()),
             errors: AtomicU64::new(0),
             complete: false.into(),
+            overlaps: std::sync::Mutex::default(),
             home,
         };
         let file = live.read_file()?;
@@ -99,6 +106,7 @@ impl LiveRegistry {
     pub async fn refresh(&self) -> Refreshed {
         let mut last = self.last.lock().await;
         let mut complete = true;
+        let mut overlaps = BTreeSet::new();
         match self.read_file() {
             Ok(file) => last.file = file,
             Err(err) => {
@@ -112,16 +120,20 @@ impl LiveRegistry {
                     for bad in &loaded.bad {
                         self.failed(bad);
                     }
+                    overlaps.extend(loaded.overlaps);
                     last.home = loaded.clusters;
                 }
                 Err(err) => {
                     complete = false;
                     self.failed(&err.to_string());
+                    // Not read: its last overlaps stand, and are not reported again.
+                    overlaps.extend(self.overlaps.lock().expect("overlaps lock").iter().cloned());
                 }
             }
         }
         last.read_at = Instant::now();
-        let registry = self.combine(&last);
+        let registry = self.combine(&last, &mut overlaps);
+        self.report_new(overlaps);
         self.complete.store(complete, Ordering::Relaxed);
         let mut current = self.current.write().expect("registry lock");
         let changed = **current != registry;
@@ -132,12 +144,13 @@ impl LiveRegistry {
         Refreshed { changed, complete }
     }
 
-    /// The file's clusters, then the home cluster's not declared in the file.
-    fn combine(&self, last: &Last) -> Registry {
+    /// The file's clusters, then the home cluster's not declared in the file (each one that is
+    /// added to `overlaps`).
+    fn combine(&self, last: &Last, overlaps: &mut BTreeSet<String>) -> Registry {
         let mut registry = last.file.clone();
         for cluster in &last.home {
             if registry.get(&cluster.name).is_some() {
-                self.failed(&format!(
+                overlaps.insert(format!(
                     "cluster {} is declared in the registry file and by a Secret; the file's entry is used",
                     cluster.name
                 ));
@@ -158,6 +171,16 @@ impl LiveRegistry {
             return Ok(Registry::default());
         }
         Registry::load(&self.file)
+    }
+
+    /// Logs (as a warning) and counts the overlaps the last reading did not have; keeps these.
+    fn report_new(&self, overlaps: BTreeSet<String>) {
+        let mut last = self.overlaps.lock().expect("overlaps lock");
+        for overlap in overlaps.difference(&last) {
+            crate::ops::metrics::registry_source_errors().inc();
+            tracing::warn!("registry source: {overlap}");
+        }
+        *last = overlaps;
     }
 
     fn failed(&self, why: &str) {
