@@ -102,7 +102,8 @@ async fn execute(conn: &mut PgConnection, sql: String) -> Result<()> {
     Ok(())
 }
 
-/// Records the registry in `clusters`: names, servers and fields, never credentials. A cluster
+/// Records the registry in `clusters`: names, servers (normalized the same way for every source,
+/// [`ClusterConfig::location`](crate::source::registry::ClusterConfig::location)) and fields, never credentials. A cluster
 /// present is not absent; one that was pruned ([`prune`]) and is back starts afresh: registered
 /// now, its uid and last contact unknown.
 pub async fn sync_clusters(pool: &PgPool, registry: &Registry) -> Result<()> {
@@ -119,7 +120,7 @@ pub async fn sync_clusters(pool: &PgPool, registry: &Registry) -> Result<()> {
                 OR clusters.absent_since IS NOT NULL OR clusters.removed_at IS NOT NULL",
         )
         .bind(&cluster.name)
-        .bind(&cluster.server)
+        .bind(cluster.location())
         .bind(fields)
         .execute(pool)
         .await?;

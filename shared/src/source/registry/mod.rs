@@ -35,6 +35,7 @@ pub mod credentials;
 mod exec;
 pub mod home;
 mod secret;
+pub mod server;
 pub mod sources;
 
 pub use credentials::{ExecPlugin, SecretCredentials};
