@@ -17,7 +17,7 @@ use async_nats::ConnectErrorKind;
 
 use crate::{
     Error, Result,
-    ops::credentials::{NatsCredentials, without_credentials},
+    ops::credentials::{NatsCredentials, nats_url::NatsServers},
 };
 
 pub mod job;
@@ -83,18 +83,22 @@ pub struct Backlog {
 /// cannot be reached yet is tried again in the background, so a process may start before NATS.
 /// Connection events are logged.
 pub async fn connect(url: &str, credentials: &NatsCredentials) -> Result<async_nats::Client> {
-    let shown = without_credentials(url);
+    let servers = NatsServers::parse(url).map_err(Error::Queue)?;
+    let shown = servers.shown.as_str();
     let with_events = |options: async_nats::ConnectOptions| {
         options.event_callback(|event| async move { tracing::info!(%event, "nats") })
     };
-    match with_events(credentials.connect_options()?).connect(url).await {
+    match with_events(credentials.connect_options(&servers)?).connect(servers.addresses.clone()).await {
         Ok(client) => return Ok(client),
         Err(err) => match err.kind() {
             ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
-                return Err(Error::Queue(format!(
-                    "NATS at {shown} refused the credentials ({}): {err}",
-                    credentials.method()
-                )));
+                return Err(Error::Queue(match credentials.method(&servers) {
+                    Some(method) => format!("NATS at {shown} refused the credentials ({method}): {err}"),
+                    None => format!(
+                        "NATS at {shown} asks for credentials and none were given (in NATS_URL, as \
+                         nats://user:password@host or nats://token@host, or with a --nats-* flag): {err}"
+                    ),
+                }));
             }
             _ if is_tls_failure(&err) => {
                 return Err(Error::Queue(format!("cannot connect to NATS at {shown}: {err}")));
@@ -102,9 +106,9 @@ pub async fn connect(url: &str, credentials: &NatsCredentials) -> Result<async_n
             _ => tracing::warn!(url = shown, %err, "NATS cannot be reached yet; connecting in the background"),
         },
     }
-    with_events(credentials.connect_options()?)
+    with_events(credentials.connect_options(&servers)?)
         .retry_on_initial_connect()
-        .connect(url)
+        .connect(servers.addresses)
         .await
         .map_err(|err| Error::Queue(format!("cannot connect to NATS at {shown}: {err}")))
 }

@@ -22,7 +22,7 @@ use sqlx::{PgConnection, PgPool, postgres::PgPoolOptions};
 
 use crate::{
     Error, Result,
-    ops::credentials::{DatabaseCredentials, without_credentials},
+    ops::credentials::{DatabaseCredentials, postgres_url},
     source::registry::Registry,
     store::runs::Status,
 };
@@ -51,7 +51,7 @@ pub async fn connect(url: &str, credentials: &DatabaseCredentials, max_connectio
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(credentials.connect_options(url)?)
         .await
-        .map_err(|err| Error::Database(format!("cannot connect to PostgreSQL at {}: {err}", without_credentials(url))))
+        .map_err(|err| Error::Database(format!("cannot connect to PostgreSQL at {}: {err}", postgres_url::shown(url))))
 }
 
 /// Checks the server version, applies the migrations, and creates, converts or upgrades every
