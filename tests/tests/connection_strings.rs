@@ -6,22 +6,14 @@ use std::{path::PathBuf, time::Duration};
 
 use kubecensus::{
     ops::credentials::{DatabaseCredentials, NatsCredentials},
-    queue, store,
+    store,
 };
 use kubecensus_tests::{
     certs::TestCa,
     fleet::{Fleet, FleetSpec},
-    harness::TestEnv,
+    harness::{TestEnv, connect_nats as connect},
     servers::{TempNats, free_port},
 };
-
-/// Connects with a deadline: a refused connection must fail, not retry for ever.
-async fn connect(url: &str, credentials: &NatsCredentials) -> Result<async_nats::Client, String> {
-    tokio::time::timeout(Duration::from_secs(20), queue::connect(url, credentials))
-        .await
-        .map_err(|_| "no answer within 20 s".to_owned())?
-        .map_err(|err| err.to_string())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_url_list_with_credentials_in_it_connects_as_nats_go_would() {
