@@ -44,22 +44,24 @@ impl DatabaseCredentials {
     /// named (in the URL or the environment) can be read.
     ///
     /// # Errors
-    /// [`Error::Database`] naming the setting and file at fault, or saying how to write the
+    /// [`Error::Settings`] naming the setting and file at fault, or saying how to write the
     /// connection string; never the password.
     pub fn connect_options(&self, url: &str) -> Result<PgConnectOptions> {
         let shown = postgres_url::shown(url);
-        let url = &postgres_url::libpq_url(url).map_err(Error::Database)?;
+        let url = &postgres_url::libpq_url(url).map_err(Error::database_setting)?;
         let mut options = PgConnectOptions::from_str(url)
-            .map_err(|err| Error::Database(format!("DATABASE_URL {shown} is not a PostgreSQL URL: {err}")))?;
+            .map_err(|err| Error::database_setting(format!("DATABASE_URL {shown} is not a PostgreSQL URL: {err}")))?;
         for (parameter, variable) in TLS_FILES {
             if let Some(path) = url_parameter(url, parameter).or_else(|| std::env::var(variable).ok()) {
                 std::fs::metadata(&path).and_then(|_| std::fs::File::open(&path)).map_err(|err| {
-                    Error::Database(format!("{parameter} (or {variable}) names {path}, which cannot be read: {err}"))
+                    Error::database_setting(format!(
+                        "{parameter} (or {variable}) names {path}, which cannot be read: {err}"
+                    ))
                 })?;
             }
         }
         if let Some(path) = &self.database_password_file {
-            let password = read_secret(path, "--database-password-file").map_err(Error::Database)?;
+            let password = read_secret(path, "--database-password-file").map_err(Error::database_setting)?;
             options = options.password(password.expose_secret());
         }
         Ok(options)
@@ -129,14 +131,14 @@ impl NatsCredentials {
     fn check(&self, servers: &NatsServers) -> Result<()> {
         let methods = self.methods();
         if let (Some((_, flag)), Some(auth)) = (methods.first(), &servers.auth) {
-            return Err(Error::Queue(format!(
+            return Err(Error::nats_setting(format!(
                 "NATS_URL carries credentials ({}) and {flag} is given too: give them once, in the URL or with the flag",
                 auth.method()
             )));
         }
         if methods.len() > 1 {
             let flags: Vec<&str> = methods.iter().map(|(_, flag)| *flag).collect();
-            return Err(Error::Queue(format!(
+            return Err(Error::nats_setting(format!(
                 "give one NATS authentication method, not {} (flags or their KUBECENSUS_NATS_* variables)",
                 flags.join(" and ")
             )));
@@ -152,7 +154,9 @@ impl NatsCredentials {
         ];
         for (first, second, first_flag, second_flag) in pairs {
             if first != second {
-                return Err(Error::Queue(format!("{first_flag} and {second_flag} go together: give both or neither")));
+                return Err(Error::nats_setting(format!(
+                    "{first_flag} and {second_flag} go together: give both or neither"
+                )));
             }
         }
         Ok(())
@@ -163,7 +167,7 @@ impl NatsCredentials {
     /// at start-up, by name.
     ///
     /// # Errors
-    /// [`Error::Queue`] naming the flag and file at fault; never a secret.
+    /// [`Error::Settings`] naming the flag and file at fault; never a secret.
     pub fn connect_options(&self, servers: &NatsServers) -> Result<async_nats::ConnectOptions> {
         self.check(servers)?;
         let mut options = async_nats::ConnectOptions::new();
@@ -175,25 +179,25 @@ impl NatsCredentials {
             None => {}
         }
         if let Some(path) = &self.nats_creds_file {
-            let creds = read_secret(path, "--nats-creds-file").map_err(Error::Queue)?;
+            let creds = read_secret(path, "--nats-creds-file").map_err(Error::nats_setting)?;
             // async-nats's parser wants the newline that ends the seed's closing line.
             options = options.credentials(&format!("{}\n", creds.expose_secret())).map_err(|err| {
-                Error::Queue(format!("--nats-creds-file {}: not a NATS credentials file: {err}", path.display()))
+                Error::nats_setting(format!("--nats-creds-file {}: not a NATS credentials file: {err}", path.display()))
             })?;
         }
         if let (Some(user), Some(path)) = (&self.nats_user, &self.nats_password_file) {
-            let password = read_secret(path, "--nats-password-file").map_err(Error::Queue)?;
+            let password = read_secret(path, "--nats-password-file").map_err(Error::nats_setting)?;
             options = options.user_and_password(user.clone(), password.expose_secret().to_owned());
         }
         if let Some(path) = &self.nats_token_file {
-            let token = read_secret(path, "--nats-token-file").map_err(Error::Queue)?;
+            let token = read_secret(path, "--nats-token-file").map_err(Error::nats_setting)?;
             options = options.token(token.expose_secret().to_owned());
         }
         if let Some(path) = &self.nats_nkey_file {
-            let seed = read_secret(path, "--nats-nkey-file").map_err(Error::Queue)?;
+            let seed = read_secret(path, "--nats-nkey-file").map_err(Error::nats_setting)?;
             // The seed is checked here: async-nats would only find out at the first connection.
             if !seed.expose_secret().starts_with("SU") || nkeys::KeyPair::from_seed(seed.expose_secret()).is_err() {
-                return Err(Error::Queue(format!(
+                return Err(Error::nats_setting(format!(
                     "--nats-nkey-file {}: not an NKey user seed (one line starting with SU)",
                     path.display()
                 )));
@@ -216,9 +220,9 @@ impl NatsCredentials {
 /// Checks that `path` is a readable PEM file holding a block whose label ends in `label`.
 fn check_pem(path: &Path, flag: &str, label: &str) -> Result<()> {
     let text = std::fs::read_to_string(path)
-        .map_err(|err| Error::Queue(format!("{flag} {}: cannot be read: {err}", path.display())))?;
+        .map_err(|err| Error::nats_setting(format!("{flag} {}: cannot be read: {err}", path.display())))?;
     let found = pem::parse_many(text.as_bytes()).is_ok_and(|blocks| blocks.iter().any(|b| b.tag().ends_with(label)));
-    if found { Ok(()) } else { Err(Error::Queue(format!("{flag} {}: no PEM {label} in it", path.display()))) }
+    if found { Ok(()) } else { Err(Error::nats_setting(format!("{flag} {}: no PEM {label} in it", path.display()))) }
 }
 
 /// The content of a secret file without its trailing newline (what `echo` or `kubectl create

@@ -17,7 +17,10 @@ use async_nats::ConnectErrorKind;
 
 use crate::{
     Error, Result,
-    ops::credentials::{NatsCredentials, nats_url::NatsServers},
+    ops::{
+        args::CommonArgs,
+        credentials::{NatsCredentials, nats_url::NatsServers},
+    },
 };
 
 pub mod job;
@@ -69,6 +72,17 @@ pub enum Published {
     Duplicate,
 }
 
+impl Published {
+    /// The `result` label of `kubecensus_jobs_published_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::AlreadyPending => "already_pending",
+            Self::Duplicate => "duplicate",
+        }
+    }
+}
+
 /// The shared consumer's backlog (JetStream's consumer info).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backlog {
@@ -83,7 +97,7 @@ pub struct Backlog {
 /// cannot be reached yet is tried again in the background, so a process may start before NATS.
 /// Connection events are logged.
 pub async fn connect(url: &str, credentials: &NatsCredentials) -> Result<async_nats::Client> {
-    let servers = NatsServers::parse(url).map_err(Error::Queue)?;
+    let servers = NatsServers::parse(url).map_err(Error::nats_setting)?;
     let shown = servers.shown.as_str();
     let with_events = |options: async_nats::ConnectOptions| {
         options.event_callback(|event| async move { tracing::info!(%event, "nats") })
@@ -92,16 +106,17 @@ pub async fn connect(url: &str, credentials: &NatsCredentials) -> Result<async_n
         Ok(client) => return Ok(client),
         Err(err) => match err.kind() {
             ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
-                return Err(Error::Queue(match credentials.method(&servers) {
-                    Some(method) => format!("NATS at {shown} refused the credentials ({method}): {err}"),
+                let what = match credentials.method(&servers) {
+                    Some(method) => format!("NATS at {shown} refused the credentials ({method})"),
                     None => format!(
                         "NATS at {shown} asks for credentials and none were given (in NATS_URL, as \
-                         nats://user:password@host or nats://token@host, or with a --nats-* flag): {err}"
+                         nats://user:password@host or nats://token@host, or with a --nats-* flag)"
                     ),
-                }));
+                };
+                return Err(Error::nats(what, err));
             }
             _ if is_tls_failure(&err) => {
-                return Err(Error::Queue(format!("cannot connect to NATS at {shown}: {err}")));
+                return Err(Error::nats(format!("cannot connect to NATS at {shown}"), err));
             }
             _ => tracing::warn!(url = shown, %err, "NATS cannot be reached yet; connecting in the background"),
         },
@@ -110,7 +125,7 @@ pub async fn connect(url: &str, credentials: &NatsCredentials) -> Result<async_n
         .retry_on_initial_connect()
         .connect(servers.addresses)
         .await
-        .map_err(|err| Error::Queue(format!("cannot connect to NATS at {shown}: {err}")))
+        .map_err(|err| Error::nats(format!("cannot connect to NATS at {shown}"), err))
 }
 
 /// Whether a connection failed on TLS: its settings, or the server's certificate (a handshake
@@ -121,6 +136,13 @@ fn is_tls_failure(err: &async_nats::ConnectError) -> bool {
             .and_then(|source| source.downcast_ref::<std::io::Error>())
             .and_then(|io| io.get_ref())
             .is_some_and(|inner| inner.is::<async_nats::rustls::Error>())
+}
+
+impl From<&CommonArgs> for Queue {
+    /// The stream and subject prefix of the command line.
+    fn from(args: &CommonArgs) -> Self {
+        Self { stream: args.stream.clone(), subject_prefix: args.subject_prefix.clone() }
+    }
 }
 
 impl Queue {
@@ -143,7 +165,7 @@ impl Queue {
             ..Default::default()
         })
         .await
-        .map_err(|err| Error::Queue(format!("cannot create stream {}: {err}", self.stream)))?;
+        .map_err(|err| Error::nats(format!("cannot create stream {}", self.stream), err))?;
         Ok(())
     }
 
@@ -153,7 +175,7 @@ impl Queue {
     pub async fn consumer(&self, js: &jetstream::Context, ack_wait: Duration) -> Result<PullConsumer> {
         self.ensure_stream(js).await?;
         let stream =
-            js.get_stream(&self.stream).await.map_err(|err| Error::Queue(format!("stream {}: {err}", self.stream)))?;
+            js.get_stream(&self.stream).await.map_err(|err| Error::nats(format!("stream {}", self.stream), err))?;
         stream
             .get_or_create_consumer(
                 CONSUMER,
@@ -168,20 +190,20 @@ impl Queue {
                 },
             )
             .await
-            .map_err(|err| Error::Queue(format!("consumer {CONSUMER} on {}: {err}", self.stream)))
+            .map_err(|err| Error::nats(format!("consumer {CONSUMER} on {}", self.stream), err))
     }
 
     /// The shared consumer's backlog. Before the first worker has created the consumer, every
     /// job in the stream is pending.
     pub async fn backlog(&self, js: &jetstream::Context) -> Result<Backlog> {
         let stream =
-            js.get_stream(&self.stream).await.map_err(|err| Error::Queue(format!("stream {}: {err}", self.stream)))?;
+            js.get_stream(&self.stream).await.map_err(|err| Error::nats(format!("stream {}", self.stream), err))?;
         match stream.consumer_info(CONSUMER).await {
             Ok(info) => Ok(Backlog { pending: info.num_pending, ack_pending: info.num_ack_pending as u64 }),
             Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => {
                 Ok(Backlog { pending: stream.cached_info().state.messages, ack_pending: 0 })
             }
-            Err(err) => Err(Error::Queue(format!("consumer {CONSUMER} on {}: {err}", self.stream))),
+            Err(err) => Err(Error::nats(format!("consumer {CONSUMER} on {}", self.stream), err)),
         }
     }
 
@@ -211,7 +233,7 @@ impl Queue {
             Ok(_) => Ok(Published::Queued),
             Err(err) if err.kind() == PublishErrorKind::Other && is_subject_full(&err) => Ok(Published::AlreadyPending),
             Err(err) if err.kind() == PublishErrorKind::StreamNotFound => Err(PublishFailure::StreamNotFound),
-            Err(err) => Err(PublishFailure::Other(err.to_string())),
+            Err(err) => Err(PublishFailure::Other(err)),
         }
     }
 }
@@ -220,15 +242,17 @@ impl Queue {
 enum PublishFailure {
     /// No stream takes the subject (NATS answered "no responders").
     StreamNotFound,
-    Other(String),
+    Other(jetstream::context::PublishError),
 }
 
 impl PublishFailure {
     fn into_error(self, queue: &Queue, job: &Job) -> Error {
         let subject = job.subject(&queue.subject_prefix);
         match self {
-            Self::StreamNotFound => Error::Queue(format!("cannot publish {subject}: no stream {}", queue.stream)),
-            Self::Other(why) => Error::Queue(format!("cannot publish {subject}: {why}")),
+            Self::StreamNotFound => {
+                Error::nats(format!("cannot publish {subject}"), format!("no stream {}", queue.stream))
+            }
+            Self::Other(err) => Error::nats(format!("cannot publish {subject}"), err),
         }
     }
 }
