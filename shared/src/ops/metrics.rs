@@ -85,8 +85,8 @@ pub struct WorkerMetrics {
     pub api_list_requests: Family<CodeLabel, Counter>,
 }
 
-/// Failed readings of a registry source, malformed Secrets and new overlaps, in the scheduler and the worker
-/// alike ([`crate::source::registry::sources`]).
+/// Failed readings of a registry source, malformed Secrets and new overlaps, in the scheduler and
+/// the worker alike ([`crate::source::registry::sources`]).
 pub fn registry_source_errors() -> &'static Counter {
     static ERRORS: LazyLock<Counter> = LazyLock::new(Counter::default);
     &ERRORS
@@ -96,7 +96,8 @@ pub fn registry_source_errors() -> &'static Counter {
 fn register_registry_source_errors(registry: &mut Registry) {
     registry.register(
         "registry_source_errors",
-        "Failed readings of a registry source (the file, the home cluster) and malformed Secrets",
+        "Failed readings of a registry source (the file, the home cluster), malformed Secrets, and each new \
+         overlap once",
         registry_source_errors().clone(),
     );
 }
