@@ -30,6 +30,16 @@ pub enum Error {
     /// The cluster does not serve this resource (HTTP 404 on the list).
     #[error("cluster does not serve this resource: {0}")]
     NotServed(String),
+    /// The cluster refused the request for lack of a permission (HTTP 403): the API server's
+    /// `Status` message, which names the verb, the resource and the scope (`pods is forbidden:
+    /// User "system:serviceaccount:x:y" cannot list resource "pods" in API group "" at the
+    /// cluster scope`; kube-apiserver's `responsewriters.forbiddenMessage`).
+    #[error("cluster: {0} (the credential lacks this permission: grant it, or register the cluster with `namespaces:`)")]
+    Forbidden(String),
+    /// The resource is cluster-scoped and the cluster is read only in some namespaces (its
+    /// registry entry's `namespaces` without `cluster_resources: true`).
+    #[error("{0}")]
+    OutsideNamespaces(String),
     /// The worker is stopping (SIGTERM past its grace period).
     #[error("the worker is shutting down")]
     ShuttingDown,
@@ -50,8 +60,12 @@ pub enum Disposition {
     /// Try again later, after the cluster's `Retry-After` when it gave one, else after the
     /// [`crate::queue::RetryPolicy`]'s delay; fail once the attempts are spent.
     Retry { after: Option<Duration> },
-    /// The cluster does not serve the resource: record `skipped`, never retry.
+    /// The cluster does not serve the resource, or the cluster is read only in namespaces and
+    /// the resource is cluster-scoped: record `skipped`, never retry.
     Skip,
+    /// A permission is missing (403): record `failed` at once. Another attempt seconds later
+    /// would get the same answer (RBAC changes by hand); the next scheduled job tries again.
+    Fail,
     /// The message itself is unusable: record `rejected`, never retry.
     Reject,
 }
@@ -61,7 +75,8 @@ impl Error {
     pub fn disposition(&self) -> Disposition {
         match self {
             Self::ShuttingDown => Disposition::HandBack,
-            Self::NotServed(_) => Disposition::Skip,
+            Self::NotServed(_) | Self::OutsideNamespaces(_) => Disposition::Skip,
+            Self::Forbidden(_) => Disposition::Fail,
             Self::Job(_) => Disposition::Reject,
             Self::Throttled { retry_after, .. } => Disposition::Retry { after: Some(*retry_after) },
             _ => Disposition::Retry { after: None },
@@ -72,7 +87,7 @@ impl Error {
     /// attempt connects afresh and re-reads credentials); a database error, a timeout or a
     /// shutdown says nothing about the client.
     pub fn came_from_cluster(&self) -> bool {
-        matches!(self, Self::Cluster(_) | Self::Throttled { .. } | Self::Expired(_))
+        matches!(self, Self::Cluster(_) | Self::Throttled { .. } | Self::Expired(_) | Self::Forbidden(_))
     }
 
     /// A short label for the error's kind, for logs and metrics (`cluster`, `database`, ...).
@@ -86,6 +101,8 @@ impl Error {
             Self::Cluster(_) | Self::Expired(_) => "cluster",
             Self::Throttled { .. } => "throttled",
             Self::NotServed(_) => "not_served",
+            Self::Forbidden(_) => "forbidden",
+            Self::OutsideNamespaces(_) => "outside_namespaces",
             Self::ShuttingDown => "shutdown",
             Self::TimedOut(_) => "timeout",
         }
@@ -104,6 +121,8 @@ mod tests {
         assert!(!Error::Sql(sqlx::Error::PoolTimedOut).came_from_cluster());
         assert!(Error::Cluster("connection refused".into()).came_from_cluster());
         assert_eq!(Error::NotServed("404".into()).disposition(), Disposition::Skip);
+        assert_eq!(Error::OutsideNamespaces("cluster-scoped".into()).disposition(), Disposition::Skip);
+        assert_eq!(Error::Forbidden("403".into()).disposition(), Disposition::Fail);
         assert_eq!(
             Error::Throttled { message: "429".into(), retry_after: Duration::from_secs(7) }.disposition(),
             Disposition::Retry { after: Some(Duration::from_secs(7)) }
