@@ -21,6 +21,8 @@ struct LatestRun {
     rows: Option<i64>,
     inserted: Option<i64>,
     deleted: Option<i64>,
+    /// Throttled answers the run waited out (`runs.throttled`).
+    throttled: i32,
     millis: Option<f64>,
     error: Option<String>,
 }
@@ -107,7 +109,7 @@ async fn load(pool: &PgPool, jobs: Option<(&[Uuid], &[String])>) -> anyhow::Resu
     let runs: Vec<LatestRun> = sqlx::query_as(
         "SELECT DISTINCT ON (r.cluster_name, r.table_name)
                 r.cluster_name AS cluster, coalesce(r.table_name, '(all)') AS \"table\", r.status, r.rows_written AS rows,
-                r.rows_inserted AS inserted, r.rows_deleted AS deleted,
+                r.rows_inserted AS inserted, r.rows_deleted AS deleted, r.throttled,
                 extract(epoch FROM r.duration)::float8 * 1000 AS millis, r.error
          FROM runs r WHERE r.status <> $1 AND r.cluster_name IS NOT NULL AND ($2::uuid[] IS NULL OR r.job_id = ANY($2))
          ORDER BY r.cluster_name, r.table_name, r.started_at DESC",
@@ -128,7 +130,7 @@ async fn load(pool: &PgPool, jobs: Option<(&[Uuid], &[String])>) -> anyhow::Resu
 }
 
 fn print_report(report: &Report) {
-    let mut runs = table(&["cluster", "table", "status", "rows", "inserted", "deleted", "ms", "error"]);
+    let mut runs = table(&["cluster", "table", "status", "rows", "inserted", "deleted", "throttled", "ms", "error"]);
     let number = |value: Option<i64>| value.map_or_else(|| "-".to_owned(), |n| n.to_string());
     for run in &report.runs {
         runs.add_row(vec![
@@ -138,11 +140,12 @@ fn print_report(report: &Report) {
             number(run.rows),
             number(run.inserted),
             number(run.deleted),
+            run.throttled.to_string(),
             run.millis.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0}")),
             run.error.as_deref().map(shortened).unwrap_or_default(),
         ]);
     }
-    for column in 3..7 {
+    for column in 3..8 {
         if let Some(column) = runs.column_mut(column) {
             column.set_cell_alignment(CellAlignment::Right);
         }
