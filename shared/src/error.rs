@@ -34,7 +34,9 @@ pub enum Error {
     /// `Status` message, which names the verb, the resource and the scope (`pods is forbidden:
     /// User "system:serviceaccount:x:y" cannot list resource "pods" in API group "" at the
     /// cluster scope`; kube-apiserver's `responsewriters.forbiddenMessage`).
-    #[error("cluster: {0} (the credential lacks this permission: grant it, or register the cluster with `namespaces:`)")]
+    #[error(
+        "cluster: {0} (the credential lacks this permission: grant it, or register the cluster with `namespaces:`)"
+    )]
     Forbidden(String),
     /// The resource is cluster-scoped and the cluster is read only in some namespaces (its
     /// registry entry's `namespaces` without `cluster_resources: true`).

@@ -332,8 +332,9 @@ async fn each_object(client: &ClusterApi<'_>, api: &ApiRef, limit: u32, mut each
 }
 
 async fn get_json(client: &ClusterApi<'_>, path: &str) -> Result<Value> {
-    let build =
-        || http::Request::get(path).body(Vec::new()).map_err(|err| Error::Cluster(format!("bad request {path}: {err}")));
+    let build = || {
+        http::Request::get(path).body(Vec::new()).map_err(|err| Error::Cluster(format!("bad request {path}: {err}")))
+    };
     let body = client.send(build).await?;
     serde_json::from_slice(&body).map_err(|err| Error::Cluster(format!("GET {path}: not valid JSON: {err}")))
 }
@@ -360,7 +361,9 @@ pub async fn cluster_uid(client: &ClusterApi<'_>, name: &str) -> Result<String> 
 
 /// The uid of one namespace.
 async fn namespace_uid(client: &ClusterApi<'_>, name: &str) -> Result<String> {
-    let build = || Request::new("/api/v1/namespaces").get(name, &Default::default()).map_err(|err| Error::Cluster(err.to_string()));
+    let build = || {
+        Request::new("/api/v1/namespaces").get(name, &Default::default()).map_err(|err| Error::Cluster(err.to_string()))
+    };
     let body = client.send(build).await?;
     let namespace: Value =
         serde_json::from_slice(&body).map_err(|err| Error::Cluster(format!("{name} namespace: {err}")))?;

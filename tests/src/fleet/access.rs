@@ -123,7 +123,8 @@ impl Grant {
             Some(namespace) => format!("in the namespace \"{namespace}\""),
             None => "at the cluster scope".to_owned(),
         };
-        let why = format!("User \"{}\" cannot {verb} resource \"{plural}\" in API group \"{group}\" {scope}", self.user);
+        let why =
+            format!("User \"{}\" cannot {verb} resource \"{plural}\" in API group \"{group}\" {scope}", self.user);
         let resource = if group.is_empty() { plural.to_owned() } else { format!("{plural}.{group}") };
         let message = match name {
             Some(name) => format!("{resource} \"{name}\" is forbidden: {why}"),
@@ -148,8 +149,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_grant_allows_its_namespaces_and_refuses_the_rest_as_the_api_server_does() {
-        let grant = Grant { token: "t".into(), user: "system:serviceaccount:ci:reader".into(), namespaces: vec!["a".into()] };
-        for allowed in ["/api/v1/namespaces/a/pods", "/api/v1/namespaces/a", "/apis/apps/v1/namespaces/a/deployments", "/api", "/apis/apps/v1"] {
+        let grant =
+            Grant { token: "t".into(), user: "system:serviceaccount:ci:reader".into(), namespaces: vec!["a".into()] };
+        for allowed in [
+            "/api/v1/namespaces/a/pods",
+            "/api/v1/namespaces/a",
+            "/apis/apps/v1/namespaces/a/deployments",
+            "/api",
+            "/apis/apps/v1",
+        ] {
             assert!(grant.refuse(allowed, false).is_none(), "{allowed}");
         }
         let grant = &grant;

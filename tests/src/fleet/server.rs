@@ -180,7 +180,8 @@ async fn authenticate(State(server): State<Arc<ClusterServer>>, request: Request
     server.counters.total.fetch_add(1, Ordering::Relaxed);
     let token = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let bearer = token.and_then(|value| value.strip_prefix("Bearer "));
-    let grant = bearer.and_then(|bearer| server.grants.lock().expect("grants lock").iter().find(|g| g.token == bearer).cloned());
+    let grant = bearer
+        .and_then(|bearer| server.grants.lock().expect("grants lock").iter().find(|g| g.token == bearer).cloned());
     let authorized = match token {
         Some(_) => bearer == Some(server.token.as_str()) || grant.is_some(),
         None => server.client_certificates || PUBLIC_PATHS.contains(&request.uri().path()),
@@ -188,7 +189,10 @@ async fn authenticate(State(server): State<Arc<ClusterServer>>, request: Request
     if !authorized || server.faults().reject_token && token.is_some() {
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
     }
-    let watch = request.uri().query().is_some_and(|query| query.split('&').any(|pair| pair == "watch=true" || pair == "watch=1"));
+    let watch = request
+        .uri()
+        .query()
+        .is_some_and(|query| query.split('&').any(|pair| pair == "watch=true" || pair == "watch=1"));
     if let Some(refused) = grant.and_then(|grant| grant.refuse(request.uri().path(), watch)) {
         return refused;
     }

@@ -225,12 +225,14 @@ mod tests {
             data.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
             data
         };
-        let scoped = cluster(&secret(data(json!({"namespaces": b64("team-a, team-b,"), "clusterResources": b64("false")}))))
-            .unwrap();
+        let scoped =
+            cluster(&secret(data(json!({"namespaces": b64("team-a, team-b,"), "clusterResources": b64("false")}))))
+                .unwrap();
         assert_eq!(scoped.namespaces, ["team-a", "team-b"]);
         assert!(!scoped.cluster_resources);
         assert!(scoped.cluster_scoped_skipped().unwrap().contains("read only in namespaces team-a, team-b"));
-        let with_cluster = cluster(&secret(data(json!({"namespaces": b64("a"), "clusterResources": b64("true")})))).unwrap();
+        let with_cluster =
+            cluster(&secret(data(json!({"namespaces": b64("a"), "clusterResources": b64("true")})))).unwrap();
         assert!(with_cluster.cluster_resources && with_cluster.cluster_scoped_skipped().is_none());
         let everywhere = cluster(&secret(data(json!({"clusterResources": b64("true")})))).unwrap();
         assert!(everywhere.namespaces.is_empty() && !everywhere.cluster_resources, "clusterResources needs namespaces");

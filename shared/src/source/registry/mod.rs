@@ -311,7 +311,9 @@ impl ClusterConfig {
         let mut seen = std::collections::HashSet::new();
         for namespace in &self.namespaces {
             if !is_label(namespace, MAX_NAMESPACE_LEN) {
-                return Err(format!("namespaces: `{namespace}` is not a namespace name (1-63 lower-case letters, digits and inner '-')"));
+                return Err(format!(
+                    "namespaces: `{namespace}` is not a namespace name (1-63 lower-case letters, digits and inner '-')"
+                ));
             }
             if !seen.insert(namespace) {
                 return Err(format!("namespaces: `{namespace}` is listed twice"));
