@@ -252,9 +252,9 @@ async fn churn_handler(State(admin): State<Arc<Admin>>, Query(query): Query<Chur
     let fleet = &admin.fleet;
     let names: Vec<String> = fleet.clusters().into_iter().map(|c| c.name).collect();
     let targets: Vec<&String> = match &query.cluster {
-        Some(cluster) => match known_cluster(fleet, cluster) {
-            Ok(()) => vec![cluster],
-            Err(response) => return response,
+        Some(cluster) => match unknown_cluster(fleet, cluster) {
+            None => vec![cluster],
+            Some(response) => return response,
         },
         None => names.iter().collect(),
     };
@@ -264,12 +264,10 @@ async fn churn_handler(State(admin): State<Arc<Admin>>, Query(query): Query<Chur
     axum::Json(fleet.counts()).into_response()
 }
 
-/// Whether the fleet has a cluster of this name; else the 404 to answer.
-fn known_cluster(fleet: &Fleet, cluster: &str) -> Result<(), Response> {
-    match fleet.clusters().iter().any(|c| c.name == cluster) {
-        true => Ok(()),
-        false => Err((StatusCode::NOT_FOUND, format!("no cluster named {cluster}\n")).into_response()),
-    }
+/// The 404 to answer when the fleet has no cluster of this name.
+fn unknown_cluster(fleet: &Fleet, cluster: &str) -> Option<Response> {
+    let known = fleet.clusters().iter().any(|c| c.name == cluster);
+    (!known).then(|| (StatusCode::NOT_FOUND, format!("no cluster named {cluster}\n")).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -283,7 +281,7 @@ struct ThrottleQuery {
 
 /// `POST /throttle`: the next `pages` continued page requests of `plural` get 429.
 async fn throttle_handler(State(admin): State<Arc<Admin>>, Query(query): Query<ThrottleQuery>) -> Response {
-    if let Err(response) = known_cluster(&admin.fleet, &query.cluster) {
+    if let Some(response) = unknown_cluster(&admin.fleet, &query.cluster) {
         return response;
     }
     let body = match query.body.as_deref() {
@@ -305,7 +303,7 @@ struct GrantQuery {
 
 /// `POST /grants`: a token of `cluster` allowed only in `namespaces`.
 async fn grant_handler(State(admin): State<Arc<Admin>>, Query(query): Query<GrantQuery>) -> Response {
-    if let Err(response) = known_cluster(&admin.fleet, &query.cluster) {
+    if let Some(response) = unknown_cluster(&admin.fleet, &query.cluster) {
         return response;
     }
     let namespaces: Vec<&str> = query.namespaces.split(',').filter(|namespace| !namespace.is_empty()).collect();
