@@ -51,3 +51,21 @@ async fn throttled_pages_are_asked_again_in_one_attempt_and_the_run_counts_them(
     let report = env.scheduler(&registry, &["report", "--output", "json"]).await.unwrap();
     assert!(report.contains("\"throttled\": 5") || report.contains("\"throttled\":5"), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_waiting_out_throttles_still_ends_at_its_timeout_and_records_them() {
+    let mut env = TestEnv::new().await.unwrap();
+    let fleet = Fleet::start(FleetSpec { clusters: 1, pods: 30, ..FleetSpec::default() }, &env.dir).await.unwrap();
+    let registry = env.dir.join("clusters.yaml");
+    env.spawn_worker("worker", &registry, &["--page-size", "10", "--max-attempts", "1", "--job-timeout", "4s"])
+        .unwrap();
+    // Throttled without end: every wait is within the attempt, so only the timeout ends it.
+    fleet.throttle("sim-01", "pods", 1000, ThrottleBody::PriorityAndFairness);
+    env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_pods"]).await.unwrap();
+
+    let (status, error, throttled): (String, String, i32) =
+        sqlx::query_as("SELECT status, error, throttled FROM runs").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(status, "failed");
+    assert!(error.contains("took longer than 4s"), "the job's timeout ends the waits: {error}");
+    assert!(throttled >= 2, "the waits before the timeout are recorded: {throttled}");
+}
