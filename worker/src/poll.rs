@@ -21,7 +21,7 @@ use kubecensus::{
     ops::metrics::{self, JobTimer},
     queue::job::Job,
     queue::{Queue, RetryPolicy},
-    source::kubeapi::{self, ClusterApi, Page},
+    source::kubeapi::{self, ClusterApi, Page, Reach, is_namespaces},
     source::registry::{ClusterConfig, Registry, sources::LiveRegistry},
     store::runs::{self, Outcome, Status},
     store::{self, Refresh, ReplaceOutcome, Scope},
@@ -89,34 +89,6 @@ struct Listing<'a> {
     namespaces: NamespaceFields,
     /// The namespaces the cluster is read in (its registry `namespaces`); empty: every one.
     read_in: &'a [String],
-}
-
-/// Where one API of a listing is read.
-#[derive(Clone, Copy)]
-enum Reach<'a> {
-    /// One cluster-wide list.
-    Everywhere,
-    /// The list of one namespace.
-    In(&'a str),
-    /// The namespaces of these names, each fetched by name (the `namespaces` of a cluster read
-    /// only in them: listing namespaces is cluster-wide).
-    Named(&'a [String]),
-}
-
-impl<'a> Reach<'a> {
-    /// Where `api` is read from a cluster read in `read_in` (empty: every namespace).
-    fn of(api: &ApiRef, read_in: &'a [String]) -> Vec<Self> {
-        match (read_in.is_empty(), api.namespaced, is_namespaces(api)) {
-            (true, _, _) | (false, false, false) => vec![Self::Everywhere],
-            (false, _, true) => vec![Self::Named(read_in)],
-            (false, true, false) => read_in.iter().map(|namespace| Self::In(namespace)).collect(),
-        }
-    }
-}
-
-/// Whether `api` is the core `namespaces` resource.
-fn is_namespaces(api: &ApiRef) -> bool {
-    api.group.is_empty() && api.plural == "namespaces"
 }
 
 impl Poller {
@@ -470,13 +442,7 @@ impl Poller {
         loop {
             let page_size = self.policy.page_size.min(left);
             let (source, client) = (listing.resource.source, &listing.api);
-            let page = match reach {
-                Reach::Named(names) => kubeapi::named_namespaces(client, names).await?,
-                Reach::Everywhere | Reach::In(_) => {
-                    let namespace = if let Reach::In(namespace) = reach { Some(namespace) } else { None };
-                    kubeapi::fetch(client, source, api, namespace, page_size, continue_token.as_deref(), body).await?
-                }
-            };
+            let page = kubeapi::fetch(client, source, api, reach, page_size, continue_token.as_deref(), body).await?;
             // A server that ignores `limit` (some aggregated APIs) may send more than asked.
             flatten_page(listing, &page, left as usize, &mut rows, skipped);
             left = left.saturating_sub(page.item_count() as u32);

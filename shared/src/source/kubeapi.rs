@@ -95,6 +95,34 @@ struct RawListMeta {
     continue_token: Option<String>,
 }
 
+/// Where one API of a listing is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach<'a> {
+    /// One cluster-wide list.
+    Everywhere,
+    /// The list of one namespace.
+    In(&'a str),
+    /// The namespaces of these names, each fetched by name (the `namespaces` of a cluster read
+    /// only in them: listing namespaces is cluster-wide).
+    Named(&'a [String]),
+}
+
+impl<'a> Reach<'a> {
+    /// Where `api` is read from a cluster read in `read_in` (empty: every namespace).
+    pub fn of(api: &ApiRef, read_in: &'a [String]) -> Vec<Self> {
+        match (read_in.is_empty(), api.namespaced, is_namespaces(api)) {
+            (true, _, _) | (false, false, false) => vec![Self::Everywhere],
+            (false, _, true) => vec![Self::Named(read_in)],
+            (false, true, false) => read_in.iter().map(|namespace| Self::In(namespace)).collect(),
+        }
+    }
+}
+
+/// Whether `api` is the core `namespaces` resource.
+pub fn is_namespaces(api: &ApiRef) -> bool {
+    api.group.is_empty() && api.plural == "namespaces"
+}
+
 /// An `apiVersion`: `v1`, `apps/v1`.
 pub fn api_version(api: &ApiRef) -> String {
     match api.group.as_str() {
@@ -145,24 +173,28 @@ pub async fn list_page(
     })
 }
 
-/// One page of what a resource of `source` lists: a page of `api`'s list (in `namespace`, or
-/// all) from `continue_token` (`page_size` objects at most, its body read into `body`), or the
+/// One page of what a resource of `source` lists: a page of `api`'s list where `reach` says
+/// from `continue_token` (`page_size` objects at most, its body read into `body`), or the
 /// cluster's discovery or version document.
 pub async fn fetch(
     client: &ClusterApi<'_>,
     source: ResourceSource,
     api: &ApiRef,
-    namespace: Option<&str>,
+    reach: Reach<'_>,
     page_size: u32,
     continue_token: Option<&str>,
     body: &mut Vec<u8>,
 ) -> Result<Page> {
-    match source {
-        ResourceSource::List | ResourceSource::Custom => {
-            list_page(client, api, namespace, page_size, continue_token, body).await
+    match (source, reach) {
+        (ResourceSource::List | ResourceSource::Custom, Reach::Named(names)) => named_namespaces(client, names).await,
+        (ResourceSource::List | ResourceSource::Custom, Reach::Everywhere) => {
+            list_page(client, api, None, page_size, continue_token, body).await
         }
-        ResourceSource::Discovery => discovery(client).await,
-        ResourceSource::Version => version(client).await,
+        (ResourceSource::List | ResourceSource::Custom, Reach::In(namespace)) => {
+            list_page(client, api, Some(namespace), page_size, continue_token, body).await
+        }
+        (ResourceSource::Discovery, _) => discovery(client).await,
+        (ResourceSource::Version, _) => version(client).await,
     }
 }
 
@@ -392,6 +424,22 @@ mod tests {
         assert_eq!(list_path(&api("apps"), Some("a")), "/apis/apps/v1/namespaces/a/xs");
         let cluster_scoped = ApiRef { namespaced: false, ..api("") };
         assert_eq!(list_path(&cluster_scoped, Some("a")), "/api/v1/xs", "no namespace for a cluster-scoped kind");
+    }
+
+    #[test]
+    fn a_cluster_read_in_namespaces_lists_each_and_gets_its_namespaces_by_name() {
+        let api = |plural: &str, namespaced| ApiRef {
+            group: String::new(),
+            version: "v1".into(),
+            kind: "X".into(),
+            plural: plural.into(),
+            namespaced,
+        };
+        let read_in = ["a".to_owned(), "b".to_owned()];
+        assert_eq!(Reach::of(&api("pods", true), &[]), [Reach::Everywhere]);
+        assert_eq!(Reach::of(&api("pods", true), &read_in), [Reach::In("a"), Reach::In("b")]);
+        assert_eq!(Reach::of(&api("namespaces", false), &read_in), [Reach::Named(&read_in)]);
+        assert_eq!(Reach::of(&api("nodes", false), &read_in), [Reach::Everywhere], "cluster_resources: true");
     }
 
     #[test]
