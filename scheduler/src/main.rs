@@ -20,8 +20,8 @@ use kubecensus::{
         admin::{self, Health},
         metrics, telemetry,
     },
-    queue,
     queue::job::Trigger,
+    queue::{self, Queue},
     source::registry::{Registry, sources::LiveRegistry},
     store,
 };
@@ -51,7 +51,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     if let Command::ImportKubeconfig { kubeconfig } = &command {
         let registry = Registry::from_kubeconfig(kubeconfig)?;
-        print!("{}", serde_yaml::to_string(&registry)?);
+        print!("{}", serde_norway::to_string(&registry)?);
         return Ok(());
     }
     // The cron loop is a service and serves the admin endpoint; the other commands are brief.
@@ -72,7 +72,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     store::sync_clusters(&pool, &registry).await?;
     let nats = queue::connect(&common.nats_url, &common.nats_credentials).await?;
     let js = async_nats::jetstream::new(nats.clone());
-    let queue = common.queue();
+    let queue = Queue::from(&common);
     queue.ensure_stream(&js).await?;
     match command {
         Command::Run { schedules, tables, prune_after } => {

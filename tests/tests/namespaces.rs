@@ -56,7 +56,7 @@ async fn a_namespace_scoped_cluster_loads_its_namespaces_and_a_403_names_the_mis
     }
     registry.clusters[0].namespaces = READ_IN.map(str::to_owned).to_vec();
     let file = env.dir.join("narrow.yaml");
-    std::fs::write(&file, serde_yaml::to_string(&registry).unwrap()).unwrap();
+    std::fs::write(&file, serde_norway::to_string(&registry).unwrap()).unwrap();
     env.spawn_worker("worker", &file, &["--page-size", "7", "--max-attempts", "3", "--retry-delay", "1s"]).unwrap();
     let helm_releases = "kubernetes_custom_resources/helm.toolkit.fluxcd.io/HelmRelease";
     let tables = [

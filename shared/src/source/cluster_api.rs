@@ -54,8 +54,8 @@ impl<'a> ClusterApi<'a> {
     /// `kubecensus_api_list_requests_total`.
     ///
     /// # Errors
-    /// What the answer's status means ([`Received::check`]), or [`Error::Cluster`] when no
-    /// complete response came.
+    /// What the answer's status means ([`Received::check`]), or [`Error::ClusterRequest`] when
+    /// no complete response came.
     pub async fn send_into(
         &self,
         build: impl Fn() -> Result<http::Request<Vec<u8>>>,
@@ -76,10 +76,11 @@ impl<'a> ClusterApi<'a> {
             metrics::worker().throttled(received.status.as_u16());
             if retries == MAX_THROTTLED_RETRIES {
                 return received.check(body).map_err(|err| match err {
-                    Error::Throttled { message, retry_after } => Error::Throttled {
-                        message: format!("{message}; still throttled after {retries} waits"),
-                        retry_after,
-                    },
+                    Error::Throttled { path, status, reason, retry_after } => {
+                        let waits = format!("still throttled after {retries} waits");
+                        let reason = if reason.is_empty() { waits } else { format!("{reason}; {waits}") };
+                        Error::Throttled { path, status, reason, retry_after }
+                    }
                     other => other,
                 });
             }
@@ -117,7 +118,7 @@ async fn receive_into(client: &kube::Client, request: http::Request<Vec<u8>>, bo
     let response = client
         .send(request.map(Body::from))
         .await
-        .map_err(|err| Error::Cluster(format!("GET {path}: {}", error_chain(&err))))?;
+        .map_err(|source| Error::ClusterRequest { request: format!("GET {path}"), source })?;
     let status = response.status();
     // Whole seconds, as client-go's `retryAfterSeconds` reads it (an HTTP date is ignored).
     let retry_after = response
@@ -129,8 +130,8 @@ async fn receive_into(client: &kube::Client, request: http::Request<Vec<u8>>, bo
     body.clear();
     let mut incoming = response.into_body();
     while let Some(frame) = incoming.frame().await {
-        let frame =
-            frame.map_err(|err| Error::Cluster(format!("GET {path}: reading the response: {}", error_chain(&err))))?;
+        let frame = frame
+            .map_err(|source| Error::ClusterRequest { request: format!("GET {path}: reading the response"), source })?;
         if let Some(data) = frame.data_ref() {
             body.extend_from_slice(data);
         }
@@ -156,16 +157,17 @@ impl Received {
         if status.is_success() {
             return Ok(());
         }
-        let message = format!("GET {path}: {status} {}", status_message(body)).trim_end().to_owned();
-        Err(match status {
-            StatusCode::GONE => Error::Expired(message),
-            StatusCode::NOT_FOUND => Error::NotServed(message),
-            StatusCode::FORBIDDEN => Error::Forbidden(message),
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => match retry_after {
-                Some(retry_after) => Error::Throttled { message, retry_after },
-                None => Error::Cluster(message),
-            },
-            _ => Error::Cluster(message),
+        let reason = status_message(body);
+        Err(match (status, retry_after) {
+            (StatusCode::GONE, _) => Error::Expired { path, reason },
+            (StatusCode::NOT_FOUND, _) => {
+                Error::NotServed(format!("GET {path}: {status} {reason}").trim_end().to_owned())
+            }
+            (StatusCode::FORBIDDEN, _) => Error::Forbidden { path, reason },
+            (StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE, Some(retry_after)) => {
+                Error::Throttled { path, status, reason, retry_after }
+            }
+            _ => Error::ClusterStatus { path, status, reason },
         })
     }
 }
@@ -178,31 +180,6 @@ fn status_message(body: &[u8]) -> String {
     }
     let text = String::from_utf8_lossy(body);
     text.lines().next().unwrap_or_default().trim().chars().take(QUOTED_BODY_CHARS).collect()
-}
-
-/// How hyper-util's error for a failed proxy `CONNECT` begins (its `TunnelError`, which it
-/// does not export): said plainly in [`error_chain`], so a run's error names the proxy.
-const TUNNEL_ERROR: &str = "tunnel error: ";
-
-/// An error and its causes, `outer: inner: root`: kube's own message often hides the cause
-/// (a refused connection, a certificate the CA did not sign, a proxy that is down) in its
-/// source chain.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = match cause.to_string() {
-            tunnel if tunnel.starts_with(TUNNEL_ERROR) => {
-                format!("the proxy's tunnel (HTTP CONNECT) failed: {}", &tunnel[TUNNEL_ERROR.len()..])
-            }
-            other => other,
-        };
-        if !text.contains(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -227,7 +204,7 @@ mod tests {
 
         let forbidden = br#"{"kind":"Status","message":"pods is forbidden: User \"u\" cannot list resource \"pods\" in API group \"\" at the cluster scope","reason":"Forbidden","code":403}"#;
         let err = received(403, None).check(forbidden).unwrap_err();
-        assert!(matches!(err, Error::Forbidden(_)), "{err:?}");
+        assert!(matches!(err, Error::Forbidden { .. }), "{err:?}");
         assert!(
             err.to_string().contains(r#"cannot list resource "pods" in API group "" at the cluster scope"#),
             "{err}"

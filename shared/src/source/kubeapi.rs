@@ -47,7 +47,7 @@ impl Page {
             .iter()
             .map(serde_json::value::to_raw_value)
             .collect::<std::result::Result<_, _>>()
-            .map_err(|err| Error::Cluster(format!("{source}: {err}")))?;
+            .map_err(|err| Error::ClusterJson { what: source.to_owned(), source: err })?;
         Ok(Self { items, source: source.into(), names_required: false, type_meta: None, skipped, continue_token: None })
     }
 
@@ -159,10 +159,12 @@ pub async fn list_page(
         params = params.continue_token(token);
     }
     let path = list_path(api, namespace);
-    let build = || Request::new(&path).list(&params).map_err(|err| Error::Cluster(format!("bad request: {err}")));
+    let build = || {
+        Request::new(&path).list(&params).map_err(|err| Error::BadRequest { request: path.clone(), source: err.into() })
+    };
     client.send_into(build, body, true).await?;
     let list: RawList = serde_json::from_str(&String::from_utf8_lossy(body))
-        .map_err(|err| Error::Cluster(format!("the list of {} is not valid JSON: {err}", api.plural)))?;
+        .map_err(|err| Error::ClusterJson { what: format!("the list of {}", api.plural), source: err })?;
     Ok(Page {
         items: list.items.unwrap_or_default(),
         source: format!("the {} list", api.plural),
@@ -247,7 +249,7 @@ pub async fn find_kind(client: &ClusterApi<'_>, kind: &CustomKind) -> Result<Api
         Some(version) => version.clone(),
         None => group["preferredVersion"]["version"]
             .as_str()
-            .ok_or_else(|| Error::Cluster(format!("/apis/{}: no preferredVersion", kind.group)))?
+            .ok_or_else(|| Error::ClusterAnswer(format!("/apis/{}: no preferredVersion", kind.group)))?
             .to_owned(),
     };
     let resources: Value = get_json(client, &format!("/apis/{}/{version}", kind.group)).await?;
@@ -327,7 +329,7 @@ pub async fn named_namespaces(client: &ClusterApi<'_>, names: &[String]) -> Resu
         match get_json(client, &format!("{}/{name}", list_path(&api, None))).await {
             Ok(namespace) => items.push(
                 serde_json::value::to_raw_value(&namespace)
-                    .map_err(|err| Error::Cluster(format!("namespace {name}: {err}")))?,
+                    .map_err(|err| Error::ClusterJson { what: format!("the {name} namespace"), source: err })?,
             ),
             Err(Error::NotServed(why)) => tracing::debug!(%why, "a registry namespace does not exist; left out"),
             Err(err) => return Err(err),
@@ -365,10 +367,12 @@ async fn each_object(client: &ClusterApi<'_>, api: &ApiRef, limit: u32, mut each
 
 async fn get_json(client: &ClusterApi<'_>, path: &str) -> Result<Value> {
     let build = || {
-        http::Request::get(path).body(Vec::new()).map_err(|err| Error::Cluster(format!("bad request {path}: {err}")))
+        http::Request::get(path)
+            .body(Vec::new())
+            .map_err(|err| Error::BadRequest { request: path.to_owned(), source: err.into() })
     };
     let body = client.send(build).await?;
-    serde_json::from_slice(&body).map_err(|err| Error::Cluster(format!("GET {path}: not valid JSON: {err}")))
+    serde_json::from_slice(&body).map_err(|err| Error::ClusterJson { what: format!("GET {path}"), source: err })
 }
 
 /// The namespaces whose uid is the cluster's, in order: kubequery's `cluster_uid` is
@@ -382,8 +386,8 @@ pub async fn cluster_uid(client: &ClusterApi<'_>, name: &str) -> Result<String> 
     for namespace in UID_NAMESPACES {
         match namespace_uid(client, namespace).await {
             Ok(uid) => return Ok(uid),
-            Err(Error::Forbidden(why) | Error::NotServed(why)) => {
-                tracing::debug!(%why, "this namespace's uid cannot be the cluster's; trying the next");
+            Err(err @ (Error::Forbidden { .. } | Error::NotServed(_))) => {
+                tracing::debug!(%err, "this namespace's uid cannot be the cluster's; trying the next");
             }
             Err(err) => return Err(err),
         }
@@ -394,16 +398,18 @@ pub async fn cluster_uid(client: &ClusterApi<'_>, name: &str) -> Result<String> 
 /// The uid of one namespace.
 async fn namespace_uid(client: &ClusterApi<'_>, name: &str) -> Result<String> {
     let build = || {
-        Request::new("/api/v1/namespaces").get(name, &Default::default()).map_err(|err| Error::Cluster(err.to_string()))
+        Request::new("/api/v1/namespaces")
+            .get(name, &Default::default())
+            .map_err(|err| Error::BadRequest { request: format!("GET {name} namespace"), source: err.into() })
     };
     let body = client.send(build).await?;
-    let namespace: Value =
-        serde_json::from_slice(&body).map_err(|err| Error::Cluster(format!("{name} namespace: {err}")))?;
+    let namespace: Value = serde_json::from_slice(&body)
+        .map_err(|err| Error::ClusterJson { what: format!("the {name} namespace"), source: err })?;
     namespace["metadata"]["uid"]
         .as_str()
         .filter(|uid| !uid.is_empty())
         .map(str::to_owned)
-        .ok_or_else(|| Error::Cluster(format!("the {name} namespace has no uid")))
+        .ok_or_else(|| Error::ClusterAnswer(format!("the {name} namespace has no uid")))
 }
 
 #[cfg(test)]
