@@ -134,6 +134,7 @@ pub fn pruned(pruned: &[Pruned], output: Output) -> anyhow::Result<()> {
             for p in pruned {
                 table.add_row(vec![p.cluster.clone(), p.rows_deleted.to_string()]);
             }
+            align_right(&mut table, 1..2);
             println!("{table}");
         }
     }
@@ -202,19 +203,13 @@ fn print_report(report: &Report) {
             run.error.as_deref().map(shortened).unwrap_or_default(),
         ]);
     }
-    for column in 3..7 {
-        if let Some(column) = runs.column_mut(column) {
-            column.set_cell_alignment(CellAlignment::Right);
-        }
-    }
+    align_right(&mut runs, 3..7);
     println!("{runs}\n\nrows held now per (cluster, table):");
     let mut held = table(&["cluster", "table", "rows"]);
     for snapshot in &report.snapshots {
         held.add_row(vec![snapshot.cluster.clone(), snapshot.table.clone(), snapshot.rows.to_string()]);
     }
-    if let Some(column) = held.column_mut(2) {
-        column.set_cell_alignment(CellAlignment::Right);
-    }
+    align_right(&mut held, 2..3);
     println!("{held}");
 }
 
@@ -223,6 +218,15 @@ fn shortened(error: &str) -> String {
     match error.char_indices().nth(ERROR_WIDTH) {
         Some((at, _)) => format!("{}…", &error[..at]),
         None => error.to_owned(),
+    }
+}
+
+/// Right-aligns the numeric `columns` of `table`.
+fn align_right(table: &mut Table, columns: std::ops::Range<usize>) {
+    for column in columns {
+        if let Some(column) = table.column_mut(column) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
     }
 }
 

@@ -4,10 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use comfy_table::CellAlignment;
 use serde::Serialize;
 
-use super::{Report, shortened, table};
+use super::{Report, align_right, shortened, table};
 
 /// One cluster's runs in numbers.
 #[derive(Debug, Default, PartialEq, Serialize)]
@@ -129,15 +128,6 @@ impl Summary {
         }
         align_right(&mut reasons, 1..2);
         println!("\nnot succeeded, by reason:\n{reasons}");
-    }
-}
-
-/// Right-aligns the numeric `columns` of `table`.
-fn align_right(table: &mut comfy_table::Table, columns: std::ops::Range<usize>) {
-    for column in columns {
-        if let Some(column) = table.column_mut(column) {
-            column.set_cell_alignment(CellAlignment::Right);
-        }
     }
 }
 
