@@ -150,7 +150,7 @@ fn counted_results(published: &[Publication]) -> String {
             None => counts.push((&p.result, 1)),
         }
     }
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
     counts.iter().map(|(result, count)| format!("{count} {result}")).collect::<Vec<_>>().join(", ")
 }
 

@@ -21,8 +21,10 @@ async fn a_summary_counts_each_clusters_jobs_and_names_a_shared_reason_once() {
     let registry = env.dir.join("clusters.yaml");
     env.spawn_worker("worker", &registry, &["--max-attempts", "1"]).unwrap();
     let args = ["--output", "json", "refresh", "--wait", "--summary"];
-    let tables = ["--table", "kubernetes_pods", "--table", "kubernetes_nodes", "--table", "kubernetes_custom_resources"];
-    let out: Value = serde_json::from_str(&env.scheduler(&registry, &[&args[..], &tables].concat()).await.unwrap()).unwrap();
+    let tables =
+        ["--table", "kubernetes_pods", "--table", "kubernetes_nodes", "--table", "kubernetes_custom_resources"];
+    let out: Value =
+        serde_json::from_str(&env.scheduler(&registry, &[&args[..], &tables].concat()).await.unwrap()).unwrap();
     assert!(out.get("runs").is_none(), "the summary replaces the list of runs: {out}");
     let mut jobs: BTreeMap<&str, u64> = BTreeMap::new();
     for published in out["published"].as_array().unwrap() {

@@ -93,7 +93,7 @@ impl Summary {
             }
         }
         let mut not_succeeded: Vec<Reason> = reasons.into_values().collect();
-        not_succeeded.sort_by(|a, b| b.jobs.cmp(&a.jobs));
+        not_succeeded.sort_by_key(|reason| std::cmp::Reverse(reason.jobs));
         Self { clusters: clusters.into_values().collect(), not_succeeded }
     }
 
@@ -187,7 +187,8 @@ mod tests {
 
     #[test]
     fn each_cluster_is_counted_and_jobs_that_share_a_reason_are_grouped() {
-        let not_served = |group: &str| format!("cluster does not serve this resource: GET /apis/{group}: 404 Not Found");
+        let not_served =
+            |group: &str| format!("cluster does not serve this resource: GET /apis/{group}: 404 Not Found");
         let report = Report {
             runs: vec![
                 run("a", "kubernetes_pods", "succeeded", 40.0, None),
@@ -208,7 +209,8 @@ mod tests {
             summary.clusters.iter().map(|c| (c.cluster.as_str(), c.succeeded, c.skipped, c.failed, c.rows)).collect();
         assert_eq!(counts, [("a", 2, 1, 0, 205), ("b", 0, 2, 2, 0)]);
         assert_eq!(summary.clusters[0].slowest, Some(Slowest { table: "kubernetes_nodes".into(), millis: 90.0 }));
-        let reasons: Vec<_> = summary.not_succeeded.iter().map(|r| (r.status.as_str(), r.jobs, few(&r.clusters, 1))).collect();
+        let reasons: Vec<_> =
+            summary.not_succeeded.iter().map(|r| (r.status.as_str(), r.jobs, few(&r.clusters, 1))).collect();
         assert_eq!(reasons, [("skipped", 3, "a and 1 more".to_owned()), ("failed", 2, "b".to_owned())]);
         assert_eq!(
             few(&summary.not_succeeded[0].tables, 2),
