@@ -59,7 +59,7 @@ pub enum Command {
         #[arg(long, requires = "wait")]
         summary: bool,
     },
-    /// Print the latest run of every (cluster, table): status, rows, duration.
+    /// Print the latest run of every (cluster, table), pruned clusters left out: status, rows, duration.
     Report {
         /// Print a summary per cluster and the reasons of the runs that did not succeed instead.
         #[arg(long)]

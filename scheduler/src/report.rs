@@ -162,8 +162,9 @@ fn snapshot_names(target: &str) -> Vec<String> {
     }
 }
 
-/// The latest run of every (cluster, table) and the rows held; with `jobs`, only the runs of
-/// those jobs and the snapshots of their clusters among the given snapshot names.
+/// The latest run of every (cluster, table) and the rows held, leaving out pruned clusters; with
+/// `jobs`, only the runs of those jobs and the snapshots of their clusters among the given
+/// snapshot names.
 async fn load(pool: &PgPool, jobs: Option<(&[Uuid], &[String])>) -> anyhow::Result<Report> {
     let runs: Vec<LatestRun> = sqlx::query_as(
         "SELECT DISTINCT ON (r.cluster_name, r.table_name)
@@ -171,6 +172,7 @@ async fn load(pool: &PgPool, jobs: Option<(&[Uuid], &[String])>) -> anyhow::Resu
                 r.rows_inserted AS inserted, r.rows_deleted AS deleted,
                 extract(epoch FROM r.duration)::float8 * 1000 AS millis, r.error
          FROM runs r WHERE r.status <> $1 AND r.cluster_name IS NOT NULL AND ($2::uuid[] IS NULL OR r.job_id = ANY($2))
+           AND r.cluster_name NOT IN (SELECT name FROM clusters WHERE removed_at IS NOT NULL)
          ORDER BY r.cluster_name, r.table_name, r.started_at DESC",
     )
     .bind(Status::Running.as_str())

@@ -108,4 +108,9 @@ async fn prune_removes_at_once_the_clusters_missing_from_the_registry() {
         .await
         .unwrap();
     assert!(removed, "sim-02 is marked removed");
+    let report: Value =
+        serde_json::from_str(&env.scheduler(&only_sim_01, &["--output", "json", "report"]).await.unwrap()).unwrap();
+    let reported: Vec<&str> =
+        report["runs"].as_array().unwrap().iter().map(|r| r["cluster"].as_str().unwrap()).collect();
+    assert_eq!(reported, ["sim-01"], "a pruned cluster's runs are no longer reported");
 }
