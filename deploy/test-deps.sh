@@ -15,7 +15,7 @@
 set -euo pipefail
 
 KUBECTL_VERSION=1.37.1
-TOOLS=${KUBECENSUS_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/kubecensus}
+TOOLS=${KUBECENSUS_TOOLS:-${XDG_CACHE_HOME:-${HOME:-$PWD}/.cache}/kubecensus}
 
 deps_say() { echo "test-deps: $*" >&2; }
 
