@@ -23,8 +23,8 @@ use kubecensus::{
         admin::{self, Health},
         metrics, telemetry,
     },
-    queue,
     queue::job::Trigger,
+    queue::{self, Queue},
     source::registry::{Registry, sources::LiveRegistry},
     store,
 };
@@ -54,7 +54,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     if let Command::ImportKubeconfig { kubeconfig } = &command {
         let registry = Registry::from_kubeconfig(kubeconfig)?;
-        print!("{}", serde_yaml::to_string(&registry)?);
+        print!("{}", serde_norway::to_string(&registry)?);
         return Ok(());
     }
     // The cron loop is a service and serves the admin endpoint; the other commands are brief.
@@ -81,7 +81,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let nats = queue::connect(&common.nats_url, &common.nats_credentials).await?;
     let js = async_nats::jetstream::new(nats.clone());
-    let queue = common.queue();
+    let queue = Queue::from(&common);
     queue.ensure_stream(&js).await?;
     match command {
         Command::Run { schedules, tables, prune_after } => {

@@ -8,8 +8,6 @@ use crate::{
         credentials::{DatabaseCredentials, NatsCredentials},
         telemetry::LogFormat,
     },
-    queue::Queue,
-    source::registry::home::HomeArgs,
 };
 
 /// Connections and the registry, each with an environment fallback.
@@ -73,8 +71,27 @@ impl CommonArgs {
             other => other,
         })
     }
+}
 
-    pub fn queue(&self) -> Queue {
-        Queue { stream: self.stream.clone(), subject_prefix: self.subject_prefix.clone() }
-    }
+/// Where to find clusters' Secrets, each a flag with an environment fallback.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct HomeArgs {
+    /// A kubeconfig reaching the home cluster; in a pod, its service account is used without it.
+    #[arg(long, global = true, env = "KUBECENSUS_HOME_KUBECONFIG")]
+    pub home_kubeconfig: Option<PathBuf>,
+    /// The context of `--home-kubeconfig`; its current context when absent.
+    #[arg(long, global = true, env = "KUBECENSUS_HOME_CONTEXT")]
+    pub home_context: Option<String>,
+    /// Namespaces holding Argo CD cluster Secrets (repeatable, or separated by `,`).
+    #[arg(long = "argocd-namespace", global = true, env = "KUBECENSUS_ARGOCD_NAMESPACES", value_delimiter = ',')]
+    pub argocd_namespaces: Vec<String>,
+    /// A label selector the Argo CD Secrets must also match (`env=prod`).
+    #[arg(long, global = true, env = "KUBECENSUS_ARGOCD_SELECTOR")]
+    pub argocd_selector: Option<String>,
+    /// Namespaces holding Cluster API `<cluster>-kubeconfig` Secrets (repeatable, or separated by `,`).
+    #[arg(long = "capi-namespace", global = true, env = "KUBECENSUS_CAPI_NAMESPACES", value_delimiter = ',')]
+    pub capi_namespaces: Vec<String>,
+    /// A label selector the Cluster API Secrets must also match.
+    #[arg(long, global = true, env = "KUBECENSUS_CAPI_SELECTOR")]
+    pub capi_selector: Option<String>,
 }

@@ -17,7 +17,10 @@ use async_nats::ConnectErrorKind;
 
 use crate::{
     Error, Result,
-    ops::credentials::{NatsCredentials, without_credentials},
+    ops::{
+        args::CommonArgs,
+        credentials::{NatsCredentials, without_credentials},
+    },
 };
 
 pub mod job;
@@ -69,6 +72,17 @@ pub enum Published {
     Duplicate,
 }
 
+impl Published {
+    /// The `result` label of `kubecensus_jobs_published_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::AlreadyPending => "already_pending",
+            Self::Duplicate => "duplicate",
+        }
+    }
+}
+
 /// The shared consumer's backlog (JetStream's consumer info).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backlog {
@@ -91,13 +105,13 @@ pub async fn connect(url: &str, credentials: &NatsCredentials) -> Result<async_n
         Ok(client) => return Ok(client),
         Err(err) => match err.kind() {
             ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
-                return Err(Error::Queue(format!(
-                    "NATS at {shown} refused the credentials ({}): {err}",
-                    credentials.method()
-                )));
+                return Err(Error::nats(
+                    format!("NATS at {shown} refused the credentials ({})", credentials.method()),
+                    err,
+                ));
             }
             _ if is_tls_failure(&err) => {
-                return Err(Error::Queue(format!("cannot connect to NATS at {shown}: {err}")));
+                return Err(Error::nats(format!("cannot connect to NATS at {shown}"), err));
             }
             _ => tracing::warn!(url = shown, %err, "NATS cannot be reached yet; connecting in the background"),
         },
@@ -106,7 +120,7 @@ pub async fn connect(url: &str, credentials: &NatsCredentials) -> Result<async_n
         .retry_on_initial_connect()
         .connect(url)
         .await
-        .map_err(|err| Error::Queue(format!("cannot connect to NATS at {shown}: {err}")))
+        .map_err(|err| Error::nats(format!("cannot connect to NATS at {shown}"), err))
 }
 
 /// Whether a connection failed on TLS: its settings, or the server's certificate (a handshake
@@ -117,6 +131,13 @@ fn is_tls_failure(err: &async_nats::ConnectError) -> bool {
             .and_then(|source| source.downcast_ref::<std::io::Error>())
             .and_then(|io| io.get_ref())
             .is_some_and(|inner| inner.is::<async_nats::rustls::Error>())
+}
+
+impl From<&CommonArgs> for Queue {
+    /// The stream and subject prefix of the command line.
+    fn from(args: &CommonArgs) -> Self {
+        Self { stream: args.stream.clone(), subject_prefix: args.subject_prefix.clone() }
+    }
 }
 
 impl Queue {
@@ -139,7 +160,7 @@ impl Queue {
             ..Default::default()
         })
         .await
-        .map_err(|err| Error::Queue(format!("cannot create stream {}: {err}", self.stream)))?;
+        .map_err(|err| Error::nats(format!("cannot create stream {}", self.stream), err))?;
         Ok(())
     }
 
@@ -149,7 +170,7 @@ impl Queue {
     pub async fn consumer(&self, js: &jetstream::Context, ack_wait: Duration) -> Result<PullConsumer> {
         self.ensure_stream(js).await?;
         let stream =
-            js.get_stream(&self.stream).await.map_err(|err| Error::Queue(format!("stream {}: {err}", self.stream)))?;
+            js.get_stream(&self.stream).await.map_err(|err| Error::nats(format!("stream {}", self.stream), err))?;
         stream
             .get_or_create_consumer(
                 CONSUMER,
@@ -164,20 +185,20 @@ impl Queue {
                 },
             )
             .await
-            .map_err(|err| Error::Queue(format!("consumer {CONSUMER} on {}: {err}", self.stream)))
+            .map_err(|err| Error::nats(format!("consumer {CONSUMER} on {}", self.stream), err))
     }
 
     /// The shared consumer's backlog. Before the first worker has created the consumer, every
     /// job in the stream is pending.
     pub async fn backlog(&self, js: &jetstream::Context) -> Result<Backlog> {
         let stream =
-            js.get_stream(&self.stream).await.map_err(|err| Error::Queue(format!("stream {}: {err}", self.stream)))?;
+            js.get_stream(&self.stream).await.map_err(|err| Error::nats(format!("stream {}", self.stream), err))?;
         match stream.consumer_info(CONSUMER).await {
             Ok(info) => Ok(Backlog { pending: info.num_pending, ack_pending: info.num_ack_pending as u64 }),
             Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => {
                 Ok(Backlog { pending: stream.cached_info().state.messages, ack_pending: 0 })
             }
-            Err(err) => Err(Error::Queue(format!("consumer {CONSUMER} on {}: {err}", self.stream))),
+            Err(err) => Err(Error::nats(format!("consumer {CONSUMER} on {}", self.stream), err)),
         }
     }
 
@@ -207,7 +228,7 @@ impl Queue {
             Ok(_) => Ok(Published::Queued),
             Err(err) if err.kind() == PublishErrorKind::Other && is_subject_full(&err) => Ok(Published::AlreadyPending),
             Err(err) if err.kind() == PublishErrorKind::StreamNotFound => Err(PublishFailure::StreamNotFound),
-            Err(err) => Err(PublishFailure::Other(err.to_string())),
+            Err(err) => Err(PublishFailure::Other(err)),
         }
     }
 }
@@ -216,15 +237,17 @@ impl Queue {
 enum PublishFailure {
     /// No stream takes the subject (NATS answered "no responders").
     StreamNotFound,
-    Other(String),
+    Other(jetstream::context::PublishError),
 }
 
 impl PublishFailure {
     fn into_error(self, queue: &Queue, job: &Job) -> Error {
         let subject = job.subject(&queue.subject_prefix);
         match self {
-            Self::StreamNotFound => Error::Queue(format!("cannot publish {subject}: no stream {}", queue.stream)),
-            Self::Other(why) => Error::Queue(format!("cannot publish {subject}: {why}")),
+            Self::StreamNotFound => {
+                Error::nats(format!("cannot publish {subject}"), format!("no stream {}", queue.stream))
+            }
+            Self::Other(err) => Error::nats(format!("cannot publish {subject}"), err),
         }
     }
 }

@@ -134,7 +134,7 @@ impl<'a> TableShape<'a> {
 /// processes at once: they take turns on an advisory lock.
 ///
 /// # Errors
-/// A column whose type differs from the catalog's ([`Error::Database`], naming the table and
+/// A column whose type differs from the catalog's ([`Error::Schema`], naming the table and
 /// column), or any SQL error.
 pub async fn ensure_tables(pool: &PgPool, fields: &[String], namespace_fields: &[String]) -> Result<()> {
     // A session lock on a connection of its own, and a transaction per table: one transaction
@@ -240,7 +240,7 @@ async fn upgrade(conn: &mut PgConnection, shape: &TableShape<'_>) -> Result<()> 
         match existing.get(name.as_str()) {
             None => added.push(format!("ADD COLUMN {name} {ty}")),
             Some(found) if found != ty => {
-                return Err(Error::Database(format!(
+                return Err(Error::Schema(format!(
                     "{}.{} is {found} in the database but {ty} in this release's catalog; \
                      convert it by hand (ALTER TABLE {} ALTER COLUMN {name} TYPE {ty} USING ...) or drop the table \
                      to have it created and reloaded on the next refresh",
