@@ -9,7 +9,10 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kubecensus_tests::fleet::{Fleet, FleetSpec, home::HomeCluster};
+use kubecensus_tests::{
+    fleet::{Fleet, FleetSpec, home::HomeCluster},
+    programs,
+};
 use serde_json::Value;
 
 /// A fresh folder under the system temp dir, removed on drop.
@@ -43,7 +46,7 @@ fn identities<'a>(objects: impl IntoIterator<Item = &'a Value>) -> BTreeSet<(Str
 /// Runs kubectl against one context of the fleet's kubeconfig; returns (success, stdout, stderr).
 async fn kubectl(out: &Path, context: &str, args: &[&str]) -> (bool, String, String) {
     let cache = TempDir::new();
-    let output = tokio::process::Command::new("kubectl")
+    let output = tokio::process::Command::new(programs::kubectl())
         .arg("--kubeconfig")
         .arg(out.join("kubeconfig"))
         .args(["--context", context, "--cache-dir"])
