@@ -169,6 +169,7 @@ mod tests {
             rows: None,
             inserted: None,
             deleted: None,
+            throttled: 0,
             millis: Some(millis),
             error: error.map(Into::into),
         }
