@@ -9,7 +9,10 @@ mod live;
 mod publish;
 mod report;
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use anyhow::Context;
 use chrono::Utc;
@@ -63,13 +66,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         admin::serve(admin.admin_addr, health.clone(), metrics).await.context("serving the admin endpoint")?;
     }
     let pool = store::connect(&common.database_url, &common.database_credentials, 4).await?;
-    if let Command::Report = &command {
-        return report::print(&pool, output).await;
+    if let Command::Report { summary } = &command {
+        return report::print(&pool, *summary, output).await;
     }
-    let live = Arc::new(LiveRegistry::start(&common.registry, &common.home, catalog.clone()).await?);
+    let live =
+        Arc::new(LiveRegistry::start(&common.registry, &common.home, common.exec_timeout, catalog.clone()).await?);
     let registry = live.current();
     store::prepare(&pool, &catalog, &registry).await?;
     store::sync_clusters(&pool, &registry).await?;
+    if let Command::Prune = &command {
+        anyhow::ensure!(live.complete(), "a registry source could not be read: no cluster is pruned");
+        let present: Vec<String> = registry.clusters.iter().map(|c| c.name.clone()).collect();
+        let pruned = store::prune::prune_absent(&pool, &catalog, &present, Duration::ZERO, "scheduler").await?;
+        return report::pruned(&pruned, output);
+    }
     let nats = queue::connect(&common.nats_url, &common.nats_credentials).await?;
     let js = async_nats::jetstream::new(nats.clone());
     let queue = Queue::from(&common);
@@ -90,7 +100,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let watch = live::Watch { catalog: &catalog, pool: &pool, live: &live, tables: Vec::new(), prune_after };
             cron_loop::run(&js, &queue, watch, common.registry_refresh, schedules, &health).await?
         }
-        Command::Refresh { clusters, tables, wait } => {
+        Command::Refresh { clusters, tables, wait, summary } => {
             for cluster in &clusters {
                 anyhow::ensure!(registry.get(cluster).is_some(), "cluster `{cluster}` is not in the registry");
             }
@@ -99,13 +109,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let published =
                 publish::publish_jobs(&js, &queue, &catalog, selected, &job_tables, Trigger::Manual, Utc::now()).await;
             nats.flush().await.context("flushing NATS")?;
-            report::refreshed(&pool, &catalog, &published, wait, output).await?;
+            report::refreshed(&pool, &catalog, &published, wait, summary, output).await?;
             anyhow::ensure!(
                 published.iter().all(|p| !p.result.starts_with("failed")),
                 "some jobs could not be published"
             );
         }
-        Command::Report | Command::ImportKubeconfig { .. } => unreachable!("handled above"),
+        Command::Report { .. } | Command::Prune | Command::ImportKubeconfig { .. } => unreachable!("handled above"),
     }
     nats.flush().await.context("flushing NATS")?;
     Ok(())

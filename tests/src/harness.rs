@@ -27,6 +27,18 @@ pub fn nats_url() -> String {
     std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
+/// Connects as the binaries do ([`kubecensus::queue::connect`]), with a deadline: a refused
+/// connection must fail, not retry for ever.
+pub async fn connect_nats(
+    url: &str,
+    credentials: &kubecensus::ops::credentials::NatsCredentials,
+) -> Result<async_nats::Client, String> {
+    tokio::time::timeout(Duration::from_secs(20), kubecensus::queue::connect(url, credentials))
+        .await
+        .map_err(|_| "no answer within 20 s".to_owned())?
+        .map_err(|err| err.to_string())
+}
+
 /// The path of one of the workspace's binaries (`make test` builds them first).
 pub fn binary(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")

@@ -5,19 +5,18 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    time::Duration,
 };
 
 use kubecensus::{
     ops::credentials::{DatabaseCredentials, NatsCredentials},
-    queue::{self, Queue},
+    queue::Queue,
     store,
 };
 use kubecensus_tests::{
     certs::TestCa,
     checks::assert_same_pods,
     fleet::{Fleet, FleetSpec},
-    harness::{TestEnv, binary},
+    harness::{TestEnv, binary, connect_nats as connect},
     nats_jwt::NatsAccounts,
     servers::{TempNats, TempPostgres},
 };
@@ -152,14 +151,6 @@ fn methods(dir: &Path) -> Vec<Method> {
 /// `credentials` with TLS verified against the CA at `ca_file`.
 fn with_ca(credentials: &NatsCredentials, ca_file: &Path) -> NatsCredentials {
     NatsCredentials { nats_ca_file: Some(ca_file.to_owned()), ..credentials.clone() }
-}
-
-/// Connects with a deadline: a refused connection must fail, not retry for ever.
-async fn connect(url: &str, credentials: &NatsCredentials) -> Result<async_nats::Client, String> {
-    tokio::time::timeout(Duration::from_secs(20), queue::connect(url, credentials))
-        .await
-        .map_err(|_| "no answer within 20 s".to_owned())?
-        .map_err(|err| err.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

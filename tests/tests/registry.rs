@@ -331,3 +331,61 @@ async fn a_server_entrys_rotated_token_file_is_read_again() {
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     wait("the rotated token used", "SELECT count(*) = 1 FROM runs WHERE status = 'succeeded'").await.unwrap();
 }
+
+/// The worker's `kubecensus_registry_source_errors_total` once the home cluster has answered
+/// `readings` more readings (two namespaces each) than `after`.
+async fn source_errors_after(home: &HomeCluster, addr: std::net::SocketAddr, after: usize, readings: usize) -> f64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while home.lists() < after + 2 * readings {
+        assert!(tokio::time::Instant::now() < deadline, "the worker stopped reading its sources");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = kubecensus_tests::probes::scrape(addr).await.unwrap();
+    metrics.count("kubecensus_registry_source_errors_total", &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlap_is_a_warning_counted_once_and_capas_user_kubeconfig_is_passed_over() {
+    let mut env = TestEnv::new().await.unwrap();
+    let fleet = Fleet::start(FleetSpec { clusters: 2, pods: 5, ..FleetSpec::default() }, &env.dir).await.unwrap();
+    let clusters = fleet.clusters();
+    let home = HomeCluster::start(&env.dir).unwrap();
+    // sim-01 in the file and in an Argo CD Secret; sim-02 from Cluster API, with CAPA's kubeconfig
+    // for people beside the controller's (labelled `<cluster>-user`, its user runs `aws`).
+    home.put(HomeCluster::argocd_secret("argocd", &clusters[0], &[]));
+    home.put(HomeCluster::capi_secret("capi", &clusters[1], &[]));
+    let mut user_kubeconfig = HomeCluster::capi_secret("capi", &clusters[1], &[]);
+    user_kubeconfig["metadata"]["name"] = json!("sim-02-user-kubeconfig");
+    user_kubeconfig["metadata"]["labels"]["cluster.x-k8s.io/cluster-name"] = json!("sim-02-user");
+    home.put(user_kubeconfig);
+    let file = file_with(&env.dir, &["sim-01"]);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], kubecensus_tests::servers::free_port().unwrap()));
+    let mut args = home_flags(&home);
+    args.extend(["--registry-refresh".into(), "1s".into(), format!("--admin-addr={addr}")]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    env.spawn_worker("worker", &file, &args).unwrap();
+    kubecensus_tests::probes::wait_for(addr, "/readyz", 200, Duration::from_secs(120)).await.unwrap();
+
+    // Readings after the first find the same overlap: it was counted once.
+    assert_eq!(source_errors_after(&home, addr, 0, 4).await, 1.0);
+    let log = env.log("worker");
+    let overlap = "cluster sim-01 is declared in the registry file and by a Secret; the file's entry is used";
+    assert_eq!(log.matches(overlap).count(), 1, "logged once: {log}");
+    assert!(log.lines().any(|line| line.contains(overlap) && line.contains("WARN")), "as a warning: {log}");
+    // A new overlap (a second Secret for sim-01) counts once more.
+    let mut twin = HomeCluster::argocd_secret("argocd", &clusters[0], &[]);
+    twin["metadata"]["name"] = json!("zz-twin");
+    home.put(twin);
+    let now = home.lists();
+    assert_eq!(source_errors_after(&home, addr, now, 4).await, 2.0);
+
+    // The registry is sim-01 (the file's) and sim-02 (the controller's kubeconfig): no `sim-02-user`.
+    let mut refresh = vec!["refresh", "--wait", "--table", "kubernetes_namespaces"];
+    let flags = home_flags(&home);
+    refresh.extend(flags.iter().map(String::as_str));
+    env.scheduler(&file, &refresh).await.unwrap();
+    assert_eq!(succeeded_clusters(&env).await, ["sim-01", "sim-02"]);
+    let registered: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM clusters ORDER BY 1").fetch_all(&env.pool).await.unwrap();
+    assert_eq!(registered, ["sim-01", "sim-02"]);
+}

@@ -66,7 +66,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let health = Health::new();
     let metrics = admin::Metrics { registry: metrics::worker().registry(), sample: None };
     admin::serve(admin.admin_addr, health.clone(), metrics).await.context("serving the admin endpoint")?;
-    let registry = Arc::new(LiveRegistry::start(&common.registry, &common.home, catalog.clone()).await?);
+    let registry =
+        Arc::new(LiveRegistry::start(&common.registry, &common.home, common.exec_timeout, catalog.clone()).await?);
     let worker_id = worker_id.unwrap_or_else(default_worker_id);
     let pool = store::connect(&common.database_url, &common.database_credentials, concurrency as u32 + 2).await?;
     store::prepare(&pool, &catalog, &registry.current()).await?;
@@ -98,6 +99,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             in_place_limit,
             retry: RetryPolicy { max_attempts, base: retry_delay, cap: MAX_RETRY_DELAY },
             timeout: job_timeout,
+            exec_timeout: common.exec_timeout,
             ack_wait,
         },
         clients: Mutex::new(LruCache::new(cached_clients)),

@@ -42,6 +42,11 @@ pub struct CommonArgs {
     /// How often the registry's sources (the file, the home cluster's Secrets) are read again.
     #[arg(long, global = true, env = "KUBECENSUS_REGISTRY_REFRESH", default_value = "60s", value_parser = humantime::parse_duration)]
     pub registry_refresh: Duration,
+    /// The longest an exec credential plugin (a registry entry's `exec`, a kubeconfig user's, the
+    /// home cluster's) may run; past it the plugin is killed and the cluster's job fails with
+    /// the start of the plugin's stderr.
+    #[arg(long, global = true, env = "KUBECENSUS_EXEC_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub exec_timeout: Duration,
     /// Custom resource kinds to collect besides the catalog's: a YAML file listing `{group,
     /// kind}` with an optional `version`, `schedule` and `limit` (objects per kind); a kind of the
     /// catalog's takes the file's settings; `{group: '*', kind: '*'}` is every other kind a

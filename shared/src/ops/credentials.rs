@@ -7,6 +7,8 @@
 //! (<https://www.postgresql.org/docs/current/libpq-envars.html>, read by sqlx's
 //! `PgConnectOptions`); `--database-password-file` adds a password file. NATS takes one of four
 //! authentication methods (<https://docs.nats.io/using-nats/developer/connecting>) and TLS.
+//! Connection strings are read as the official clients read them: `DATABASE_URL` as libpq does
+//! ([`postgres_url`]), `NATS_URL` as nats.go does ([`nats_url`]).
 
 use std::{
     path::{Path, PathBuf},
@@ -17,6 +19,11 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgConnectOptions;
 
 use crate::{Error, Result};
+
+pub mod nats_url;
+pub mod postgres_url;
+
+use nats_url::{NatsServers, UrlAuth};
 
 /// The PostgreSQL password file, besides the URL's settings.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -32,13 +39,16 @@ const TLS_FILES: [(&str, &str); 3] =
     [("sslrootcert", "PGSSLROOTCERT"), ("sslcert", "PGSSLCERT"), ("sslkey", "PGSSLKEY")];
 
 impl DatabaseCredentials {
-    /// The connection options of `url` with the password file's password, after checking that
-    /// every TLS file named (in the URL or the environment) can be read.
+    /// The connection options of `url` (a libpq connection string, either form:
+    /// [`postgres_url`]) with the password file's password, after checking that every TLS file
+    /// named (in the URL or the environment) can be read.
     ///
     /// # Errors
-    /// [`Error::Settings`] naming the setting and file at fault; never the password.
+    /// [`Error::Settings`] naming the setting and file at fault, or saying how to write the
+    /// connection string; never the password.
     pub fn connect_options(&self, url: &str) -> Result<PgConnectOptions> {
-        let shown = without_credentials(url);
+        let shown = postgres_url::shown(url);
+        let url = &postgres_url::libpq_url(url).map_err(Error::database_setting)?;
         let mut options = PgConnectOptions::from_str(url)
             .map_err(|err| Error::database_setting(format!("DATABASE_URL {shown} is not a PostgreSQL URL: {err}")))?;
         for (parameter, variable) in TLS_FILES {
@@ -96,9 +106,11 @@ pub struct NatsCredentials {
 
 impl NatsCredentials {
     /// The authentication method chosen, for messages: `creds file`, `user and password`,
-    /// `token`, `NKey`, or `none`.
-    pub fn method(&self) -> &'static str {
-        self.methods().first().map_or("none", |(method, _)| method)
+    /// `token`, `NKey`, the credentials in `NATS_URL` (`user and password in NATS_URL`, `token
+    /// in NATS_URL`), or none.
+    pub fn method(&self, servers: &NatsServers) -> Option<&'static str> {
+        let flags = self.methods().first().map(|(method, _)| *method);
+        flags.or_else(|| servers.auth.as_ref().map(UrlAuth::method))
     }
 
     /// The authentication methods given, each with its flag.
@@ -114,10 +126,16 @@ impl NatsCredentials {
         .collect()
     }
 
-    /// Checks that at most one method is given and that paired flags come together. (Checked
-    /// here, not by clap: clap does not validate global arguments.)
-    fn check(&self) -> Result<()> {
+    /// Checks that at most one method is given (a flag's or `NATS_URL`'s) and that paired flags
+    /// come together. (Checked here, not by clap: clap does not validate global arguments.)
+    fn check(&self, servers: &NatsServers) -> Result<()> {
         let methods = self.methods();
+        if let (Some((_, flag)), Some(auth)) = (methods.first(), &servers.auth) {
+            return Err(Error::nats_setting(format!(
+                "NATS_URL carries credentials ({}) and {flag} is given too: give them once, in the URL or with the flag",
+                auth.method()
+            )));
+        }
         if methods.len() > 1 {
             let flags: Vec<&str> = methods.iter().map(|(_, flag)| *flag).collect();
             return Err(Error::nats_setting(format!(
@@ -144,14 +162,22 @@ impl NatsCredentials {
         Ok(())
     }
 
-    /// NATS connection options carrying these credentials and TLS settings. The files are read
-    /// now, so a missing or malformed one fails at start-up, by name.
+    /// NATS connection options carrying these credentials (or those written into `NATS_URL`,
+    /// `servers`) and TLS settings. The files are read now, so a missing or malformed one fails
+    /// at start-up, by name.
     ///
     /// # Errors
     /// [`Error::Settings`] naming the flag and file at fault; never a secret.
-    pub fn connect_options(&self) -> Result<async_nats::ConnectOptions> {
-        self.check()?;
+    pub fn connect_options(&self, servers: &NatsServers) -> Result<async_nats::ConnectOptions> {
+        self.check(servers)?;
         let mut options = async_nats::ConnectOptions::new();
+        match &servers.auth {
+            Some(UrlAuth::UserAndPassword(user, password)) => {
+                options = options.user_and_password(user.clone(), password.expose_secret().to_owned());
+            }
+            Some(UrlAuth::Token(token)) => options = options.token(token.expose_secret().to_owned()),
+            None => {}
+        }
         if let Some(path) = &self.nats_creds_file {
             let creds = read_secret(path, "--nats-creds-file").map_err(Error::nats_setting)?;
             // async-nats's parser wants the newline that ends the seed's closing line.
@@ -211,12 +237,19 @@ pub fn read_secret(path: &Path, flag: &str) -> std::result::Result<SecretString,
     Ok(SecretString::from(secret.to_owned()))
 }
 
-/// A URL with any `user:password@` replaced, fit for logs and errors.
+/// A URL, or a comma-separated list of URLs (`NATS_URL`), with the `user:password@` of each
+/// (with or without a scheme) replaced by `***@`, fit for logs and errors.
 pub fn without_credentials(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => format!("{}***{}", &url[..scheme_end + 3], &url[at..]),
-        _ => url.to_owned(),
-    }
+    let one = |url: &str| {
+        let start = url.find("://").map_or(0, |scheme_end| scheme_end + 3);
+        // The last `@` before a query: a password may hold an unescaped `/`.
+        let query = url[start..].find(['?', '#']).map_or(url.len(), |end| start + end);
+        match url[start..query].rfind('@') {
+            Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+            None => url.to_owned(),
+        }
+    };
+    url.split(',').map(one).collect::<Vec<_>>().join(",")
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use crate::{
     Error, Result,
     ops::{
         args::CommonArgs,
-        credentials::{NatsCredentials, without_credentials},
+        credentials::{NatsCredentials, nats_url::NatsServers},
     },
 };
 
@@ -97,18 +97,23 @@ pub struct Backlog {
 /// cannot be reached yet is tried again in the background, so a process may start before NATS.
 /// Connection events are logged.
 pub async fn connect(url: &str, credentials: &NatsCredentials) -> Result<async_nats::Client> {
-    let shown = without_credentials(url);
+    let servers = NatsServers::parse(url).map_err(Error::nats_setting)?;
+    let shown = servers.shown.as_str();
     let with_events = |options: async_nats::ConnectOptions| {
         options.event_callback(|event| async move { tracing::info!(%event, "nats") })
     };
-    match with_events(credentials.connect_options()?).connect(url).await {
+    match with_events(credentials.connect_options(&servers)?).connect(servers.addresses.clone()).await {
         Ok(client) => return Ok(client),
         Err(err) => match err.kind() {
             ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
-                return Err(Error::nats(
-                    format!("NATS at {shown} refused the credentials ({})", credentials.method()),
-                    err,
-                ));
+                let what = match credentials.method(&servers) {
+                    Some(method) => format!("NATS at {shown} refused the credentials ({method})"),
+                    None => format!(
+                        "NATS at {shown} asks for credentials and none were given (in NATS_URL, as \
+                         nats://user:password@host or nats://token@host, or with a --nats-* flag)"
+                    ),
+                };
+                return Err(Error::nats(what, err));
             }
             _ if is_tls_failure(&err) => {
                 return Err(Error::nats(format!("cannot connect to NATS at {shown}"), err));
@@ -116,9 +121,9 @@ pub async fn connect(url: &str, credentials: &NatsCredentials) -> Result<async_n
             _ => tracing::warn!(url = shown, %err, "NATS cannot be reached yet; connecting in the background"),
         },
     }
-    with_events(credentials.connect_options()?)
+    with_events(credentials.connect_options(&servers)?)
         .retry_on_initial_connect()
-        .connect(url)
+        .connect(servers.addresses)
         .await
         .map_err(|err| Error::nats(format!("cannot connect to NATS at {shown}"), err))
 }

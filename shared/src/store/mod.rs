@@ -23,7 +23,7 @@ use sqlx::{PgConnection, PgPool, postgres::PgPoolOptions};
 use crate::{
     Error, Result,
     model::catalog::Catalog,
-    ops::credentials::{DatabaseCredentials, without_credentials},
+    ops::credentials::{DatabaseCredentials, postgres_url},
     source::registry::Registry,
     store::runs::Status,
 };
@@ -52,7 +52,7 @@ pub async fn connect(url: &str, credentials: &DatabaseCredentials, max_connectio
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(credentials.connect_options(url)?)
         .await
-        .map_err(|source| Error::DatabaseConnect { url: without_credentials(url), source })
+        .map_err(|source| Error::DatabaseConnect { url: postgres_url::shown(url), source })
 }
 
 /// Checks the server version, applies the migrations, and creates, converts or upgrades every
@@ -108,7 +108,8 @@ async fn execute(conn: &mut PgConnection, sql: String) -> Result<()> {
     Ok(())
 }
 
-/// Records the registry in `clusters`: names, servers and fields, never credentials. A cluster
+/// Records the registry in `clusters`: names, servers (normalized the same way for every source,
+/// [`ClusterConfig::location`](crate::source::registry::ClusterConfig::location)) and fields, never credentials. A cluster
 /// present is not absent; one that was pruned ([`prune`]) and is back starts afresh: registered
 /// now, its uid and last contact unknown.
 pub async fn sync_clusters(pool: &PgPool, registry: &Registry) -> Result<()> {
@@ -125,7 +126,7 @@ pub async fn sync_clusters(pool: &PgPool, registry: &Registry) -> Result<()> {
                 OR clusters.absent_since IS NOT NULL OR clusters.removed_at IS NOT NULL",
         )
         .bind(&cluster.name)
-        .bind(&cluster.server)
+        .bind(cluster.location())
         .bind(fields)
         .execute(pool)
         .await?;

@@ -323,11 +323,11 @@ pub async fn fetch(
     let registry = Registry::load(registry, catalog)?;
     let mut clients = Vec::new();
     for cluster in &registry.clusters {
-        clients.push(cluster.client().await?);
+        clients.push(cluster.client(std::time::Duration::from_secs(30)).await?);
     }
     let lists: Vec<(kube::Client, String)> = clients
         .iter()
-        .flat_map(|client| catalog.resources.iter().map(move |r| (client.clone(), kubeapi::list_path(&r.api))))
+        .flat_map(|client| catalog.resources.iter().map(move |r| (client.clone(), kubeapi::list_path(&r.api, None))))
         .collect();
     let count = lists.len();
     let started = Instant::now();

@@ -39,6 +39,8 @@ type Secrets = BTreeMap<(String, String), Value>;
 struct HomeState {
     token: String,
     secrets: Mutex<Secrets>,
+    /// Secret listings answered.
+    lists: std::sync::atomic::AtomicUsize,
 }
 
 /// A running home cluster. Dropping it stops its server.
@@ -54,7 +56,7 @@ impl HomeCluster {
     pub fn start(out_dir: &Path) -> anyhow::Result<Self> {
         let tls = tls::cluster_tls("home", false)?;
         let token = format!("home-{}", uuid::Uuid::new_v4().simple());
-        let state = Arc::new(HomeState { token: token.clone(), secrets: Mutex::default() });
+        let state = Arc::new(HomeState { token: token.clone(), secrets: Mutex::default(), lists: 0.into() });
         let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
@@ -98,6 +100,11 @@ impl HomeCluster {
             secret["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
         );
         self.state.secrets.lock().expect("secrets lock").insert(key, secret);
+    }
+
+    /// How many Secret listings it answered (one per namespace for each reading of a registry).
+    pub fn lists(&self) -> usize {
+        self.state.lists.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Deletes a Secret; whether it was there.
@@ -194,6 +201,7 @@ async fn list_secrets(
         )
             .into_response();
     }
+    state.lists.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let selector = query.label_selector.unwrap_or_default();
     let items: Vec<Value> = state
         .secrets

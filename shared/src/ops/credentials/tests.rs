@@ -31,10 +31,12 @@ fn a_secret_file_loses_its_trailing_newline_and_an_empty_or_missing_one_is_named
 
 #[test]
 fn two_nats_authentication_methods_are_refused_and_a_user_needs_a_password_file() {
-    let check = |args: &[&str]| {
+    let check_with = |url: &str, args: &[&str]| {
         let cli = Cli::try_parse_from([&["x"], args].concat()).unwrap();
-        cli.nats.connect_options().map(|_| cli.nats.method()).map_err(|err| err.to_string())
+        let servers = NatsServers::parse(url).unwrap();
+        cli.nats.connect_options(&servers).map(|_| cli.nats.method(&servers)).map_err(|err| err.to_string())
     };
+    let check = |args: &[&str]| check_with("nats://h", args);
     assert_eq!(
         check(&["--nats-token-file", "/t", "--nats-nkey-file", "/n"]).unwrap_err(),
         "queue: give one NATS authentication method, not --nats-token-file and --nats-nkey-file \
@@ -51,22 +53,31 @@ fn two_nats_authentication_methods_are_refused_and_a_user_needs_a_password_file(
     let password = temp_file("password", "pw\n");
     assert_eq!(
         check(&["--nats-user", "kc", "--nats-password-file", password.to_str().unwrap()]),
-        Ok("user and password")
+        Ok(Some("user and password"))
     );
-    assert_eq!(check(&[]), Ok("none"));
+    assert_eq!(check(&[]), Ok(None));
+    // Credentials in the URL are a method too: never "none" when they were given.
+    assert_eq!(check_with("nats://kc:pw@h", &[]), Ok(Some("user and password in NATS_URL")));
+    assert_eq!(check_with("nats://t0ken@h", &[]), Ok(Some("token in NATS_URL")));
+    assert_eq!(
+        check_with("nats://kc:pw@h", &["--nats-token-file", "/t"]).unwrap_err(),
+        "queue: NATS_URL carries credentials (user and password in NATS_URL) and --nats-token-file is given too: \
+         give them once, in the URL or with the flag"
+    );
 }
 
 #[test]
 fn a_bad_nkey_seed_or_creds_file_is_named_and_its_content_never_shown() {
     let seed = temp_file("seed", "SUNOTASEEDATALLsecretvalue\n");
+    let servers = NatsServers::parse("nats://h").unwrap();
     let nats = NatsCredentials { nats_nkey_file: Some(seed.clone()), ..Default::default() };
-    let err = nats.connect_options().unwrap_err().to_string();
+    let err = nats.connect_options(&servers).unwrap_err().to_string();
     assert!(err.contains(&seed.display().to_string()) && err.contains("not an NKey user seed"), "{err}");
     assert!(!err.contains("secretvalue"), "{err}");
 
     let creds = temp_file("user.creds", "secretvalue\n");
     let nats = NatsCredentials { nats_creds_file: Some(creds.clone()), ..Default::default() };
-    let err = nats.connect_options().unwrap_err().to_string();
+    let err = nats.connect_options(&servers).unwrap_err().to_string();
     assert!(err.contains(&creds.display().to_string()) && err.contains("not a NATS credentials file"), "{err}");
     assert!(!err.contains("secretvalue"), "{err}");
 }
@@ -75,7 +86,7 @@ fn a_bad_nkey_seed_or_creds_file_is_named_and_its_content_never_shown() {
 fn a_ca_file_without_a_certificate_and_an_unreadable_sslrootcert_are_named() {
     let ca = temp_file("ca.pem", "not PEM\n");
     let nats = NatsCredentials { nats_ca_file: Some(ca.clone()), ..Default::default() };
-    let err = nats.connect_options().unwrap_err().to_string();
+    let err = nats.connect_options(&NatsServers::parse("nats://h").unwrap()).unwrap_err().to_string();
     assert_eq!(err, format!("queue: --nats-ca-file {}: no PEM CERTIFICATE in it", ca.display()));
 
     let url = "postgres://kc:hunter2@db:5432/kc?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem";
@@ -96,4 +107,6 @@ fn a_urls_user_and_password_are_replaced() {
         "postgres://***@db/kc?sslmode=verify-full"
     );
     assert_eq!(without_credentials("nats://host:4222"), "nats://host:4222");
+    assert_eq!(without_credentials("nats://a:b@h1,c:d@h2:4222"), "nats://***@h1,***@h2:4222");
+    assert_eq!(without_credentials("postgres://kc:pa/ss@db/kc"), "postgres://***@db/kc");
 }

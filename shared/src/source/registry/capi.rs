@@ -5,6 +5,15 @@
 //! (<https://cluster-api.sigs.k8s.io/developer/providers/contracts/control-plane#cluster-kubeconfig-management>).
 //! The other Secrets with that label (`-ca`, `-etcd`, `-sa`, `-proxy`) are not kubeconfigs and
 //! are passed over.
+//!
+//! Cluster API's AWS provider (CAPA) writes a second kubeconfig for an EKS cluster,
+//! `<cluster>-user-kubeconfig` (labelled `<cluster>-user`), for people: its user runs `aws eks
+//! get-token` (or `aws-iam-authenticator`) with the caller's own AWS identity. The
+//! `<cluster>-kubeconfig` one is the controller's: a token CAPA presigns and rewrites before it
+//! expires (`reconcileKubeconfig` and `createUserKubeconfigSecret` in CAPA's
+//! `pkg/cloud/services/eks/config.go`). kubecensus uses the controller's, which needs no AWS
+//! credentials and no `aws` CLI in its pods, and passes over a `-user-kubeconfig` Secret beside
+//! it; one alone (no `<cluster>-kubeconfig` in its namespace) is a cluster of its own.
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::config::Kubeconfig;
@@ -16,10 +25,22 @@ use super::{ClusterConfig, SecretCredentials, secret};
 pub const CLUSTER_NAME_LABEL: &str = "cluster.x-k8s.io/cluster-name";
 /// The suffix of a kubeconfig Secret's name.
 const NAME_SUFFIX: &str = "-kubeconfig";
+/// The suffix of the name of CAPA's kubeconfig for people, beside `<cluster>-kubeconfig`.
+const USER_NAME_SUFFIX: &str = "-user-kubeconfig";
 
-/// Whether the Secret is a cluster's kubeconfig (not its CA, etcd or service-account keys).
-pub fn is_kubeconfig(secret: &Secret) -> bool {
-    secret.metadata.name.as_deref().is_some_and(|name| name.ends_with(NAME_SUFFIX))
+/// The clusters' kubeconfig Secrets among one namespace's Secrets with the cluster-name label:
+/// not a cluster's CA, etcd or service-account keys, nor CAPA's `<cluster>-user-kubeconfig`
+/// beside its `<cluster>-kubeconfig`.
+pub fn kubeconfig_secrets(secrets: &[Secret]) -> Vec<&Secret> {
+    let names: std::collections::HashSet<&str> =
+        secrets.iter().filter_map(|secret| secret.metadata.name.as_deref()).collect();
+    let is_kubeconfig = |name: &str| {
+        let beside_the_controllers = name
+            .strip_suffix(USER_NAME_SUFFIX)
+            .is_some_and(|cluster| names.contains(format!("{cluster}{NAME_SUFFIX}").as_str()));
+        name.ends_with(NAME_SUFFIX) && !beside_the_controllers
+    };
+    secrets.iter().filter(|secret| secret.metadata.name.as_deref().is_some_and(is_kubeconfig)).collect()
 }
 
 /// The cluster a kubeconfig Secret reaches, named after its `cluster.x-k8s.io/cluster-name`
@@ -65,10 +86,22 @@ mod tests {
         users: [{name: work-1-admin, user: {token: kc-token-1}}]\n\
         contexts: [{name: work-1-admin@work-1, context: {cluster: work-1, user: work-1-admin}}]\n";
 
+    /// The names of [`kubeconfig_secrets`] among Secrets of these names.
+    fn kubeconfigs(names: &[&str]) -> Vec<String> {
+        let secrets: Vec<Secret> = names.iter().map(|name| secret(name, KUBECONFIG)).collect();
+        kubeconfig_secrets(&secrets).iter().map(|s| s.metadata.name.clone().unwrap()).collect()
+    }
+
+    #[test]
+    fn capas_user_kubeconfig_beside_the_controllers_is_passed_over() {
+        assert_eq!(kubeconfigs(&["work-1-ca", "work-1-kubeconfig", "work-1-etcd"]), ["work-1-kubeconfig"]);
+        assert_eq!(kubeconfigs(&["eks-1-kubeconfig", "eks-1-user-kubeconfig"]), ["eks-1-kubeconfig"]);
+        // A cluster named `...-user` alone is a cluster.
+        assert_eq!(kubeconfigs(&["team-user-kubeconfig", "team-user-ca"]), ["team-user-kubeconfig"]);
+    }
+
     #[test]
     fn a_kubeconfig_secret_is_a_cluster_named_after_its_label() {
-        assert!(is_kubeconfig(&secret("work-1-kubeconfig", KUBECONFIG)));
-        assert!(!is_kubeconfig(&secret("work-1-ca", KUBECONFIG)));
         let cluster = cluster(&secret("work-1-kubeconfig", KUBECONFIG)).unwrap();
         assert_eq!(cluster.name, "work-1");
         cluster.check(&Catalog::builtin()).unwrap();

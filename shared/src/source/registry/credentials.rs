@@ -4,19 +4,20 @@
 //! <https://kubernetes.io/docs/reference/access-authn-authz/authentication/#client-go-credential-plugins>).
 //!
 //! They are put into kube's [`AuthInfo`] when a client is built; an exec plugin is run then (and
-//! what it printed kept until it expires, [`super::exec`]). Credentials from Secrets live in
+//! what it printed kept until it expires, [`super::exec`]), a kubeconfig user's too
+//! ([`run_kubeconfig_exec`]), so kube never runs one. Credentials from Secrets live in
 //! [`SecretCredentials`], which never prints or serializes them.
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use kube::config::AuthInfo;
+use kube::config::{AuthInfo, ExecConfig};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::{
     ClusterConfig,
-    exec::{self, ExecCredential},
+    exec::{self, ExecCredential, Invocation},
     read_token,
 };
 
@@ -112,8 +113,8 @@ pub(super) fn check(cluster: &ClusterConfig) -> Result<(), String> {
 }
 
 /// Puts the cluster's credentials into `auth`: reads token files and environment variables now,
-/// so a rotated token is picked up by the next client.
-pub(super) fn apply(cluster: &ClusterConfig, auth: &mut AuthInfo) -> Result<(), String> {
+/// so a rotated token is picked up by the next client; runs its exec plugin (within `exec_timeout`).
+pub(super) async fn apply(cluster: &ClusterConfig, auth: &mut AuthInfo, exec_timeout: Duration) -> Result<(), String> {
     auth.token = match (&cluster.token_file, &cluster.token_env, &cluster.secret.token) {
         (Some(path), _, _) => Some(read_token(path)?),
         (None, Some(var), _) => Some(
@@ -126,15 +127,49 @@ pub(super) fn apply(cluster: &ClusterConfig, auth: &mut AuthInfo) -> Result<(), 
     let path = |file: &PathBuf| file.to_string_lossy().into_owned();
     auth.client_certificate = cluster.client_certificate_file.as_ref().map(path);
     auth.client_key = cluster.client_key_file.as_ref().map(path);
-    let mut certificate = cluster.secret.client_certificate.clone();
-    match cluster.exec.as_ref().map(exec::credential).transpose()? {
-        Some(ExecCredential::Token(token)) => auth.token = Some(token),
-        Some(ExecCredential::Certificate(cert, key)) => certificate = Some((cert, key)),
-        None => {}
+    if let Some((certificate, key)) = &cluster.secret.client_certificate {
+        put(ExecCredential::Certificate(certificate.clone(), key.clone()), auth);
     }
-    if let Some((certificate, key)) = certificate {
-        auth.client_certificate_data = Some(STANDARD.encode(certificate));
-        auth.client_key_data = Some(SecretString::from(STANDARD.encode(key.expose_secret())));
+    if let Some(plugin) = &cluster.exec {
+        let invocation = Invocation { cluster: &cluster.name, plugin, cluster_info: None, timeout: exec_timeout };
+        put(exec::credential(invocation).await?, auth);
     }
     Ok(())
+}
+
+/// Runs a kubeconfig user's `exec` plugin here, within `timeout`, and puts what it printed into
+/// `auth` in its place, so that kube, which would run it blocking and without a time limit when
+/// it builds the client, does not. `cluster` names the cluster (or the home cluster) whose
+/// credential it is: what the plugin printed is kept for it until it expires.
+///
+/// # Errors
+/// The exec entry has no command, or the plugin failed ([`super::exec::credential`]).
+pub async fn run_kubeconfig_exec(cluster: &str, auth: &mut AuthInfo, timeout: Duration) -> Result<(), String> {
+    let Some(exec) = auth.exec.take() else { return Ok(()) };
+    let cluster_info = exec.provide_cluster_info.then(|| serde_json::to_value(&exec.cluster).unwrap_or_default());
+    let plugin = kubeconfig_plugin(exec)?;
+    put(exec::credential(Invocation { cluster, plugin: &plugin, cluster_info, timeout }).await?, auth);
+    Ok(())
+}
+
+/// A kubeconfig user's `exec` entry as a plugin: its `env` is a list of `{name, value}`.
+fn kubeconfig_plugin(exec: ExecConfig) -> Result<ExecPlugin, String> {
+    let env = exec.env.iter().flatten().filter_map(|var| Some((var.get("name")?.clone(), var.get("value")?.clone())));
+    Ok(ExecPlugin {
+        command: exec.command.ok_or("the kubeconfig user's exec entry has no command")?,
+        args: exec.args.unwrap_or_default(),
+        env: env.collect(),
+        api_version: exec.api_version.unwrap_or_else(exec_api_version),
+    })
+}
+
+/// Puts a token, or a client certificate and key, into `auth` (as kubeconfig's inline data).
+fn put(credential: ExecCredential, auth: &mut AuthInfo) {
+    match credential {
+        ExecCredential::Token(token) => auth.token = Some(token),
+        ExecCredential::Certificate(certificate, key) => {
+            auth.client_certificate_data = Some(STANDARD.encode(certificate));
+            auth.client_key_data = Some(SecretString::from(STANDARD.encode(key.expose_secret())));
+        }
+    }
 }

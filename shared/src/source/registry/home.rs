@@ -18,7 +18,7 @@ use kube::{
 };
 use tokio::sync::Mutex;
 
-use super::{ClusterConfig, argocd, capi};
+use super::{ClusterConfig, argocd, capi, credentials};
 pub use crate::ops::args::HomeArgs;
 use crate::{Error, Result, model::catalog::Catalog};
 
@@ -26,20 +26,28 @@ use crate::{Error, Result, model::catalog::Catalog};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What one reading of the home cluster gave: the clusters of the good Secrets, and why each
-/// bad one was left out (`Secret <namespace>/<name>: <why>`).
+/// What one reading of the home cluster gave: the clusters of the good Secrets, why each bad one
+/// was left out (`Secret <namespace>/<name>: <why>`), and each good one left out because an
+/// earlier Secret declared the same cluster (an overlap, not an error: the same cluster kept in
+/// two places).
 #[derive(Debug, Default)]
 pub struct HomeClusters {
     pub clusters: Vec<ClusterConfig>,
     pub bad: Vec<String>,
+    pub overlaps: Vec<String>,
 }
 
 /// The home cluster's Secrets as a registry source.
 pub struct HomeSource {
     args: HomeArgs,
+    /// How long an exec plugin of the home kubeconfig's user may run.
+    exec_timeout: Duration,
     /// Kept between readings; dropped after an error so the next reading connects afresh.
     client: Mutex<Option<kube::Client>>,
 }
+
+/// What the home cluster's exec plugin credential is kept under: no cluster can be named so.
+const HOME_CREDENTIAL: &str = "(home cluster)";
 
 /// The two Secret formats.
 #[derive(Clone, Copy)]
@@ -49,10 +57,11 @@ enum Format {
 }
 
 impl HomeSource {
-    /// The source, when `args` names a namespace to read.
-    pub fn new(args: &HomeArgs) -> Option<Self> {
+    /// The source, when `args` names a namespace to read; an exec plugin of the home
+    /// kubeconfig's user may run for `exec_timeout`.
+    pub fn new(args: &HomeArgs, exec_timeout: Duration) -> Option<Self> {
         let configured = !args.argocd_namespaces.is_empty() || !args.capi_namespaces.is_empty();
-        configured.then(|| Self { args: args.clone(), client: Mutex::default() })
+        configured.then(|| Self { args: args.clone(), exec_timeout, client: Mutex::default() })
     }
 
     /// Lists the Secrets and makes a cluster of each good one (fields not named like a column of
@@ -85,7 +94,11 @@ impl HomeSource {
                 let secrets = api.list(&ListParams::default().labels(&selector)).await.map_err(|err| {
                     Error::Registry(format!("home cluster: cannot list Secrets in namespace {namespace}: {err}"))
                 })?;
-                for secret in &secrets.items {
+                let secrets = match format {
+                    Format::ClusterApi => capi::kubeconfig_secrets(&secrets.items),
+                    Format::ArgoCd => secrets.items.iter().collect(),
+                };
+                for secret in secrets {
                     add(&mut loaded, secret, format, catalog);
                 }
             }
@@ -104,9 +117,13 @@ impl HomeSource {
                     Error::Registry(format!("home cluster: cannot read kubeconfig {}: {err}", path.display()))
                 })?;
                 let options = KubeConfigOptions { context: self.args.home_context.clone(), ..Default::default() };
-                kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
                     .await
-                    .map_err(|err| Error::Registry(format!("home cluster: kubeconfig {}: {err}", path.display())))?
+                    .map_err(|err| Error::Registry(format!("home cluster: kubeconfig {}: {err}", path.display())))?;
+                credentials::run_kubeconfig_exec(HOME_CREDENTIAL, &mut config.auth_info, self.exec_timeout)
+                    .await
+                    .map_err(|why| Error::Registry(format!("home cluster: {why}")))?;
+                config
             }
             None => kube::Config::incluster().map_err(|err| {
                 Error::Registry(format!("home cluster: not in a pod ({err}) and no --home-kubeconfig"))
@@ -129,8 +146,8 @@ fn selector(required: &str, extra: &Option<String>) -> String {
     }
 }
 
-/// Makes a cluster of one Secret, or says why not; a name taken by an earlier Secret is an error
-/// of the later one.
+/// Makes a cluster of one Secret (its fields not named like a column of `catalog`'s tables), or
+/// says why not; a name taken by an earlier Secret makes the later one an overlap.
 fn add(loaded: &mut HomeClusters, secret: &Secret, format: Format, catalog: &Catalog) {
     let what = format!(
         "Secret {}/{}",
@@ -138,18 +155,13 @@ fn add(loaded: &mut HomeClusters, secret: &Secret, format: Format, catalog: &Cat
         secret.metadata.name.as_deref().unwrap_or_default()
     );
     let cluster = match format {
-        Format::ClusterApi if !capi::is_kubeconfig(secret) => return,
         Format::ClusterApi => capi::cluster(secret),
         Format::ArgoCd => argocd::cluster(secret),
     };
-    let checked = cluster.and_then(|cluster| {
-        cluster.check(catalog).map_err(|err| err.to_string())?;
-        if loaded.clusters.iter().any(|c| c.name == cluster.name) {
-            return Err(format!("cluster {} comes from another Secret too", cluster.name));
-        }
-        Ok(cluster)
-    });
-    match checked {
+    match cluster.and_then(|cluster| cluster.check(catalog).map_err(|err| err.to_string()).map(|()| cluster)) {
+        Ok(cluster) if loaded.clusters.iter().any(|c| c.name == cluster.name) => loaded
+            .overlaps
+            .push(format!("{what}: cluster {} comes from another Secret too; the first is used", cluster.name)),
         Ok(cluster) => loaded.clusters.push(cluster),
         Err(why) => loaded.bad.push(format!("{what}: {why}")),
     }

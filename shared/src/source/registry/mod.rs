@@ -36,6 +36,7 @@ pub mod credentials;
 mod exec;
 pub mod home;
 mod secret;
+pub mod server;
 pub mod sources;
 
 pub use credentials::{ExecPlugin, SecretCredentials};
@@ -105,6 +106,16 @@ pub struct ClusterConfig {
     /// This cluster's namespace field rules, tried before the fleet-wide ones.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub namespace_fields: BTreeMap<String, Vec<NamespaceRule>>,
+    /// The only namespaces the cluster is read in (its credential may read nothing else, as an
+    /// Argo CD cluster Secret's `namespaces`): namespaced resources are listed in each, the
+    /// namespaces fetched by name, cluster-scoped resources skipped unless `cluster_resources`.
+    /// Empty: every namespace, listed cluster-wide.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// With `namespaces`: cluster-scoped resources (nodes, CRDs, ...) are read too, as an Argo CD
+    /// cluster Secret's `clusterResources: "true"`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster_resources: bool,
     /// Credentials from a Secret of the home cluster; never from the file, never serialized.
     #[serde(skip)]
     pub secret: SecretCredentials,
@@ -250,8 +261,16 @@ const MAX_NAME_LEN: usize = 50;
 /// Whether `name` can name a cluster: lower-case letters, digits and inner `-`, at most 50
 /// characters. Such names are safe in NATS subjects, SQL literals and table names.
 pub fn is_cluster_name(name: &str) -> bool {
+    is_label(name, MAX_NAME_LEN)
+}
+
+/// The longest namespace name (an RFC 1123 label, Kubernetes's `IsDNS1123Label`).
+const MAX_NAMESPACE_LEN: usize = 63;
+
+/// Whether `name` is 1 to `max` lower-case letters, digits and inner `-`.
+fn is_label(name: &str, max: usize) -> bool {
     !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
+        && name.len() <= max
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
@@ -291,13 +310,50 @@ impl ClusterConfig {
         for field in self.fields.keys() {
             check_field_name(field, catalog).or_else(|why| bad(format!("field `{field}` {why}")))?;
         }
+        self.check_namespaces().or_else(bad)
+    }
+
+    /// `namespaces` are namespace names (RFC 1123 labels: 1-63 lower-case letters, digits and
+    /// inner '-', as Kubernetes requires), each once; `cluster_resources` goes with them.
+    fn check_namespaces(&self) -> std::result::Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for namespace in &self.namespaces {
+            if !is_label(namespace, MAX_NAMESPACE_LEN) {
+                return Err(format!(
+                    "namespaces: `{namespace}` is not a namespace name (1-63 lower-case letters, digits and inner '-')"
+                ));
+            }
+            if !seen.insert(namespace) {
+                return Err(format!("namespaces: `{namespace}` is listed twice"));
+            }
+        }
+        if self.cluster_resources && self.namespaces.is_empty() {
+            return Err("cluster_resources goes with namespaces (without them every resource is read)".into());
+        }
         Ok(())
     }
 
+    /// Why a cluster-scoped resource is not read from this cluster (`None` when it is): the
+    /// cluster is read only in its `namespaces`, without `cluster_resources`.
+    pub fn cluster_scoped_skipped(&self) -> Option<String> {
+        (!self.namespaces.is_empty() && !self.cluster_resources).then(|| {
+            format!(
+                "cluster {} is read only in namespaces {} (cluster_resources: false): a cluster-scoped resource is not read",
+                self.name,
+                self.namespaces.join(", ")
+            )
+        })
+    }
+
     /// A Kubernetes client for this cluster. Reads credentials now, so a rotated token file is
-    /// picked up by the next client.
-    pub async fn client(&self) -> Result<kube::Client> {
-        let config = self.kube_config().await?;
+    /// picked up by the next client; an exec plugin (of the entry or of its kubeconfig user) may
+    /// run for `exec_timeout` at most.
+    ///
+    /// # Errors
+    /// [`Error::Registry`] naming the cluster: its kubeconfig, CA or credentials cannot be read,
+    /// or its exec plugin failed or timed out.
+    pub async fn client(&self, exec_timeout: Duration) -> Result<kube::Client> {
+        let config = self.kube_config(exec_timeout).await?;
         if config.accept_invalid_certs {
             tracing::warn!(cluster = %self.name, "TLS verification is off for this cluster (insecure_skip_tls_verify)");
         }
@@ -307,7 +363,7 @@ impl ClusterConfig {
         kube::Client::try_from(config).map_err(|err| self.error(format!("cannot build a client: {err}")))
     }
 
-    async fn kube_config(&self) -> Result<kube::Config> {
+    async fn kube_config(&self, exec_timeout: Duration) -> Result<kube::Config> {
         let kubeconfig = match (&self.kubeconfig, &self.secret.kubeconfig) {
             (Some(path), _) => Some((
                 Kubeconfig::read_from(path)
@@ -340,13 +396,16 @@ impl ClusterConfig {
                 {
                     config.auth_info.token = Some(read_token(Path::new(&file)).map_err(|why| self.error(why))?);
                 }
+                credentials::run_kubeconfig_exec(&self.name, &mut config.auth_info, exec_timeout)
+                    .await
+                    .map_err(|why| self.error(why))?;
                 (config, proxy_url)
             }
             (None, Some(server)) => {
                 let url = server.parse().map_err(|_| self.error(format!("server `{server}` is not a URL")))?;
                 let mut config = kube::Config::new(url);
                 config.root_cert = self.ca_certificates()?;
-                credentials::apply(self, &mut config.auth_info).map_err(|why| self.error(why))?;
+                credentials::apply(self, &mut config.auth_info, exec_timeout).await.map_err(|why| self.error(why))?;
                 (config, self.proxy_url.clone().map(|ProxyUrl(url)| url))
             }
             (None, None) => return Err(self.error("no server and no kubeconfig".into())),
@@ -379,12 +438,11 @@ impl ClusterConfig {
         Ok(Some(certificates.into_iter().map(pem::Pem::into_contents).collect()))
     }
 
-    /// Forgets what this cluster's exec plugin printed, so the next client runs it again: after
-    /// an error from the cluster (a token revoked before its expiry), as client-go does on 401.
+    /// Forgets what this cluster's exec plugin (its own or its kubeconfig user's) printed, so
+    /// the next client runs it again: after an error from the cluster (a token revoked before its
+    /// expiry), as client-go does on 401.
     pub fn forget_kept_credentials(&self) {
-        if let Some(plugin) = &self.exec {
-            exec::forget(plugin);
-        }
+        exec::forget(&self.name);
     }
 
     fn error(&self, why: String) -> Error {

@@ -3,10 +3,14 @@
 //!
 //! A source that fails to load (bad YAML, the home cluster unreachable) keeps its last good
 //! clusters; the error is logged and counted. A malformed Secret costs only its own cluster. A
-//! cluster declared by the file and by a Secret is the file's. A reading that changes nothing
-//! keeps the same registry, so it costs the services nothing.
+//! cluster declared by the file and by a Secret is the file's, one declared by two Secrets the
+//! first's: such an overlap is no error (the same cluster kept in two places, as when a file
+//! entry takes over from a Secret), so it is logged as a warning and counted once, when it
+//! appears, not at every reading, so that an alert on the error counter's rate clears. A
+//! reading that changes nothing keeps the same registry, so it costs the services nothing.
 
 use std::{
+    collections::BTreeSet,
     path::{Path, PathBuf},
     sync::{
         Arc, RwLock,
@@ -50,14 +54,17 @@ pub struct LiveRegistry {
     current: RwLock<Arc<Registry>>,
     errors: AtomicU64,
     complete: std::sync::atomic::AtomicBool,
+    /// The overlaps of the last reading, each reported when it appeared.
+    overlaps: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl LiveRegistry {
     /// Reads every source once. A bad registry file stops start-up (there is no last good one
     /// yet); a home cluster that cannot be read is logged and read again at the next refresh.
-    /// Every source's fields are checked against `catalog`'s columns.
-    pub async fn start(file: &Path, home: &HomeArgs, catalog: Arc<Catalog>) -> Result<Self> {
-        let home = HomeSource::new(home);
+    /// An exec plugin of the home cluster's kubeconfig user may run for `exec_timeout`. Every
+    /// source's fields are checked against `catalog`'s columns.
+    pub async fn start(file: &Path, home: &HomeArgs, exec_timeout: Duration, catalog: Arc<Catalog>) -> Result<Self> {
+        let home = HomeSource::new(home, exec_timeout);
         let live = Self {
             file: file.to_owned(),
             catalog,
@@ -65,6 +72,7 @@ impl LiveRegistry {
             current: RwLock::new(Arc::default()),
             errors: AtomicU64::new(0),
             complete: false.into(),
+            overlaps: std::sync::Mutex::default(),
             home,
         };
         let file = live.read_file()?;
@@ -102,6 +110,7 @@ impl LiveRegistry {
     pub async fn refresh(&self) -> Refreshed {
         let mut last = self.last.lock().await;
         let mut complete = true;
+        let mut overlaps = BTreeSet::new();
         match self.read_file() {
             Ok(file) => last.file = file,
             Err(err) => {
@@ -115,16 +124,20 @@ impl LiveRegistry {
                     for bad in &loaded.bad {
                         self.failed(bad);
                     }
+                    overlaps.extend(loaded.overlaps);
                     last.home = loaded.clusters;
                 }
                 Err(err) => {
                     complete = false;
                     self.failed(&err.to_string());
+                    // Not read: its last overlaps stand, and are not reported again.
+                    overlaps.extend(self.overlaps.lock().expect("overlaps lock").iter().cloned());
                 }
             }
         }
         last.read_at = Instant::now();
-        let registry = self.combine(&last);
+        let registry = self.combine(&last, &mut overlaps);
+        self.report_new(overlaps);
         self.complete.store(complete, Ordering::Relaxed);
         let mut current = self.current.write().expect("registry lock");
         let changed = **current != registry;
@@ -135,12 +148,13 @@ impl LiveRegistry {
         Refreshed { changed, complete }
     }
 
-    /// The file's clusters, then the home cluster's not declared in the file.
-    fn combine(&self, last: &Last) -> Registry {
+    /// The file's clusters, then the home cluster's not declared in the file (each one that is
+    /// added to `overlaps`).
+    fn combine(&self, last: &Last, overlaps: &mut BTreeSet<String>) -> Registry {
         let mut registry = last.file.clone();
         for cluster in &last.home {
             if registry.get(&cluster.name).is_some() {
-                self.failed(&format!(
+                overlaps.insert(format!(
                     "cluster {} is declared in the registry file and by a Secret; the file's entry is used",
                     cluster.name
                 ));
@@ -163,6 +177,16 @@ impl LiveRegistry {
         Registry::load(&self.file, &self.catalog)
     }
 
+    /// Logs (as a warning) and counts the overlaps the last reading did not have; keeps these.
+    fn report_new(&self, overlaps: BTreeSet<String>) {
+        let mut last = self.overlaps.lock().expect("overlaps lock");
+        for overlap in overlaps.difference(&last) {
+            crate::ops::metrics::registry_source_errors().inc();
+            tracing::warn!("registry source: {overlap}");
+        }
+        *last = overlaps;
+    }
+
     fn failed(&self, why: &str) {
         crate::ops::metrics::registry_source_errors().inc();
         let errors = self.errors.fetch_add(1, Ordering::Relaxed) + 1;
@@ -174,6 +198,7 @@ impl LiveRegistry {
 mod tests {
     use super::*;
 
+    const TIMEOUT: Duration = Duration::from_secs(5);
     const GOOD: &str = "clusters:\n- name: a\n  server: https://127.0.0.1:1\n  token_env: KC_TEST_TOKEN\n";
 
     fn temp_file(text: &str) -> PathBuf {
@@ -196,12 +221,12 @@ mod tests {
             ..HomeArgs::default()
         };
         let catalog = Arc::new(Catalog::builtin());
-        let live = LiveRegistry::start(&file, &home, catalog.clone()).await.unwrap();
+        let live = LiveRegistry::start(&file, &home, TIMEOUT, catalog.clone()).await.unwrap();
         assert_eq!(live.current().clusters.len(), 1);
         assert!(!live.complete(), "the home cluster did not load");
         assert_eq!(live.errors(), 1);
 
-        let live = LiveRegistry::start(&file, &HomeArgs::default(), catalog).await.unwrap();
+        let live = LiveRegistry::start(&file, &HomeArgs::default(), TIMEOUT, catalog).await.unwrap();
         let before = live.current();
         assert_eq!(live.refresh().await, Refreshed { changed: false, complete: true });
         assert!(Arc::ptr_eq(&before, &live.current()), "an unchanged registry is the same registry");

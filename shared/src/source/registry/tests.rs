@@ -102,13 +102,13 @@ async fn credentials_are_read_but_never_show_in_debug_output() {
         token_file: Some(token_file),
         ..Default::default()
     };
-    let config = cluster.kube_config().await.unwrap();
+    let config = cluster.kube_config(Duration::from_secs(5)).await.unwrap();
     assert!(config.auth_info.token.is_some());
     assert!(!config.accept_invalid_certs);
     assert!(!format!("{config:?}").contains("s3cret-token"));
     assert!(!format!("{cluster:?}").contains("s3cret-token"));
 
     let from_env = ClusterConfig { token_file: None, token_env: Some("KC_TEST_UNSET_TOKEN".into()), ..cluster };
-    let err = from_env.kube_config().await.unwrap_err().to_string();
+    let err = from_env.kube_config(Duration::from_secs(5)).await.unwrap_err().to_string();
     assert!(err.contains("KC_TEST_UNSET_TOKEN") && err.contains("not set"), "{err}");
 }
