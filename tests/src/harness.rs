@@ -281,6 +281,16 @@ impl TestEnv {
         }
     }
 
+    /// Waits until the log of child `name` holds `text` (a worker's `worker started`: its
+    /// stream and consumer exist), or fails after 180 s with the log.
+    pub async fn wait_for_log(&self, name: &str, text: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+        while !self.log(name).contains(text) {
+            assert!(tokio::time::Instant::now() < deadline, "{name} did not log `{text}`: {}", self.log(name));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The log a child wrote.
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()

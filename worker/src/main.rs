@@ -14,7 +14,7 @@ use kubecensus::{
         admin::{self, Health},
         metrics, telemetry,
     },
-    queue::{self, Queue, RetryPolicy},
+    queue::{self, Queue},
     source::registry::sources::LiveRegistry,
     store,
 };
@@ -31,8 +31,6 @@ use crate::{
     poll::{JobPolicy, Poller},
 };
 
-/// The longest delay between attempts of a failed job.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 /// How long one pull waits for jobs before asking again.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
@@ -54,9 +52,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         page_size,
         in_place_limit,
         cached_clients,
-        max_attempts,
-        retry_delay,
-        job_timeout,
+        job,
         ack_wait: ack_wait_flag,
         shutdown_grace,
     } = args;
@@ -94,8 +90,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         policy: JobPolicy {
             page_size,
             in_place_limit,
-            retry: RetryPolicy { max_attempts, base: retry_delay, cap: MAX_RETRY_DELAY },
-            timeout: job_timeout,
+            retry: job.retry_policy(),
+            timeout: job.job_timeout,
+            unknown_cluster_hand_backs: job.unknown_cluster_hand_backs,
             ack_wait,
         },
         clients: Mutex::new(LruCache::new(cached_clients)),

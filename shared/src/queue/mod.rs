@@ -39,6 +39,10 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// A backstop against a job that is never acked nor terminated: it leaves the stream after this.
 const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
+/// A job for a cluster a worker has not learned yet makes it read its registry's sources again,
+/// at most this often, and is handed back to the queue for this long.
+pub const UNKNOWN_CLUSTER_RETRY: Duration = Duration::from_secs(5);
+
 /// How a failed job is tried again: up to `max_attempts` attempts in all, the delay starting at
 /// `base` and doubling with each attempt up to `cap`; a cluster's `Retry-After` wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -340,12 +340,16 @@ impl<'a> Refresh<'a> {
                 self.cluster
             )));
         }
-        let now: Option<(DateTime<Utc>, Uuid)> =
-            sqlx::query_as("SELECT scheduled_at, run_id FROM snapshots WHERE cluster_name = $1 AND table_name = $2")
-                .bind(&self.cluster)
-                .bind(&job.table)
-                .fetch_optional(&mut *tx)
-                .await?;
+        // A snapshot ranks by when its job was scheduled, but never by a time after its own
+        // commit: a job from the future (a clock off, a hand-written message, recorded before
+        // workers refused them) would otherwise supersede every later job until that time.
+        let now: Option<(DateTime<Utc>, Uuid)> = sqlx::query_as(
+            "SELECT least(scheduled_at, swapped_at), run_id FROM snapshots WHERE cluster_name = $1 AND table_name = $2",
+        )
+        .bind(&self.cluster)
+        .bind(&job.table)
+        .fetch_optional(&mut *tx)
+        .await?;
         if let Some((current, _)) = now.filter(|(current, _)| *current > job.scheduled_at) {
             return Ok(ReplaceOutcome::Superseded { current });
         }

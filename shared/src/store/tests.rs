@@ -145,6 +145,19 @@ async fn a_refresh_replaces_one_clusters_rows_and_an_older_job_is_superseded(poo
 }
 
 #[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn a_snapshot_scheduled_in_the_future_supersedes_no_job_scheduled_after_its_commit(pool: PgPool) {
+    prepared(&pool).await;
+    refresh(&pool, "c1", &pods("c1", 0..2, 1), at(10)).await;
+    // As a job from the future left it, before workers refused such jobs.
+    sqlx::query("UPDATE snapshots SET scheduled_at = now() + interval '1 year'").execute(&pool).await.unwrap();
+    let outcome = refresh(&pool, "c1", &pods("c1", 0..3, 1), Utc::now()).await;
+    assert!(matches!(outcome, ReplaceOutcome::Replaced(_)), "{outcome:?}");
+    assert_eq!(pods_of(&pool, "c1").await, 3);
+    let older = refresh(&pool, "c1", &pods("c1", 0..4, 1), at(20)).await;
+    assert!(matches!(older, ReplaceOutcome::Superseded { .. }), "an older job still is: {older:?}");
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
 async fn unchanged_rows_are_not_rewritten_and_identical_rows_are_kept_apart(pool: PgPool) {
     prepared(&pool).await;
     refresh(&pool, "c1", &pods("c1", 0..4, 1), at(10)).await;
