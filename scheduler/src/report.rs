@@ -33,6 +33,17 @@ struct Held {
     rows: i64,
 }
 
+/// A job `refresh --wait` queued that had not ended by the deadline, with its latest run's
+/// status and error, if it has one.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct OpenJob {
+    cluster: String,
+    table: String,
+    job_id: Uuid,
+    last_status: Option<String>,
+    error: Option<String>,
+}
+
 /// The report: latest runs and the rows held now.
 #[derive(Debug, Serialize)]
 struct Report {
@@ -56,8 +67,14 @@ pub async fn print(pool: &PgPool, output: Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints what a refresh published; with `wait`, waits for the queued jobs and adds the report.
-pub async fn refreshed(pool: &PgPool, published: &[Publication], wait: bool, output: Output) -> anyhow::Result<()> {
+/// Prints what a refresh published; with a `deadline`, waits that long for the queued jobs and
+/// adds the report; returns the jobs still open at the deadline (printed too).
+pub async fn refreshed(
+    pool: &PgPool,
+    published: &[Publication],
+    deadline: Option<Duration>,
+    output: Output,
+) -> anyhow::Result<Vec<OpenJob>> {
     if output == Output::Table {
         let mut table = table(&["cluster", "table", "result"]);
         for p in published {
@@ -65,12 +82,15 @@ pub async fn refreshed(pool: &PgPool, published: &[Publication], wait: bool, out
         }
         println!("{table}");
     }
-    let report = if wait {
-        let queued: Vec<Uuid> = published.iter().filter(|p| p.queued).filter_map(|p| p.job_id).collect();
-        wait_for(pool, &queued).await?;
-        let tables: Vec<String> =
-            published.iter().filter(|p| p.queued).flat_map(|p| snapshot_names(&p.table)).collect();
-        Some(load(pool, Some((&queued, &tables))).await?)
+    let mut open = Vec::new();
+    let report = if let Some(deadline) = deadline {
+        let queued: Vec<&Publication> = published.iter().filter(|p| p.queued).collect();
+        let ids: Vec<Uuid> = queued.iter().filter_map(|p| p.job_id).collect();
+        if tokio::time::timeout(deadline, wait_for(pool, &ids)).await.is_err() {
+            open = open_jobs(pool, &queued).await?;
+        }
+        let tables: Vec<String> = queued.iter().flat_map(|p| snapshot_names(&p.table)).collect();
+        Some(load(pool, Some((&ids, &tables))).await?)
     } else {
         None
     };
@@ -81,16 +101,60 @@ pub async fn refreshed(pool: &PgPool, published: &[Publication], wait: bool, out
                 published: &'a [Publication],
                 #[serde(flatten)]
                 report: Option<Report>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                open: Option<&'a [OpenJob]>,
             }
-            println!("{}", serde_json::to_string_pretty(&Refreshed { published, report })?);
+            let open = deadline.map(|_| open.as_slice());
+            println!("{}", serde_json::to_string_pretty(&Refreshed { published, report, open })?);
         }
         (Output::Table, Some(report)) => {
             println!();
             print_report(&report);
+            if !open.is_empty() {
+                print_open(&open);
+            }
         }
         (Output::Table, None) => {}
     }
-    Ok(())
+    Ok(open)
+}
+
+/// The jobs of `queued` without a final run, each with its latest run's status and error.
+async fn open_jobs(pool: &PgPool, queued: &[&Publication]) -> anyhow::Result<Vec<OpenJob>> {
+    let finals: Vec<&str> = FINAL.iter().map(|status| status.as_str()).collect();
+    let with_ids: Vec<(&Publication, Uuid)> = queued.iter().filter_map(|p| Some((*p, p.job_id?))).collect();
+    let clusters: Vec<&str> = with_ids.iter().map(|(p, _)| p.cluster.as_str()).collect();
+    let tables: Vec<&str> = with_ids.iter().map(|(p, _)| p.table.as_str()).collect();
+    let ids: Vec<Uuid> = with_ids.iter().map(|(_, id)| *id).collect();
+    Ok(sqlx::query_as(
+        "SELECT q.cluster, q.\"table\", q.job_id, r.status AS last_status, r.error
+         FROM unnest($1::text[], $2::text[], $3::uuid[]) AS q (cluster, \"table\", job_id)
+         LEFT JOIN LATERAL (SELECT status, error FROM runs WHERE job_id = q.job_id
+                            ORDER BY coalesce(finished_at, started_at) DESC LIMIT 1) r ON true
+         WHERE NOT EXISTS (SELECT 1 FROM runs WHERE job_id = q.job_id AND status = ANY($4))
+         ORDER BY 1, 2",
+    )
+    .bind(&clusters)
+    .bind(&tables)
+    .bind(&ids)
+    .bind(&finals)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The jobs still open at the deadline, as a table.
+fn print_open(open: &[OpenJob]) {
+    let mut jobs = table(&["cluster", "table", "job id", "last status", "error"]);
+    for job in open {
+        jobs.add_row(vec![
+            job.cluster.clone(),
+            job.table.clone(),
+            job.job_id.to_string(),
+            job.last_status.clone().unwrap_or_else(|| "(no run yet)".to_owned()),
+            job.error.as_deref().map(shortened).unwrap_or_default(),
+        ]);
+    }
+    println!("\njobs still open at the deadline (--wait-timeout):\n{jobs}");
 }
 
 /// The snapshot names a job of `target` writes: its resource's tables, or a custom kind's own.
@@ -174,7 +238,7 @@ fn table(header: &[&str]) -> Table {
 }
 
 /// Waits until every job in `job_ids` has a run that ended for good, with a progress bar on a
-/// terminal (hidden when stderr is not one).
+/// terminal (hidden when stderr is not one); for ever, unless the caller sets a deadline.
 async fn wait_for(pool: &PgPool, job_ids: &[Uuid]) -> anyhow::Result<()> {
     let bar = ProgressBar::new(job_ids.len() as u64).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} jobs done ({elapsed})").expect("a valid template"),

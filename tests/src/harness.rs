@@ -4,7 +4,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, Output, Stdio},
     time::Duration,
 };
 
@@ -114,13 +114,20 @@ impl Services {
         }
     }
 
-    /// Runs the scheduler binary at `path` with `args` to completion; returns its stdout, or
-    /// fails with its output. Its logs are warnings only, as a person running it sees them.
-    pub async fn scheduler(&self, path: &Path, registry: &Path, args: &[&str]) -> anyhow::Result<String> {
+    /// Runs the scheduler binary at `path` with `args` to completion, whatever its exit status;
+    /// returns its output.
+    pub async fn scheduler_output(&self, path: &Path, registry: &Path, args: &[&str]) -> anyhow::Result<Output> {
         let mut command = Command::new(path);
         self.configure(&mut command, &self.database_url, registry);
         command.env("RUST_LOG", "warn").args(args).stdin(Stdio::null());
-        let output = tokio::process::Command::from(command).output().await?;
+        // A test that gives up on the scheduler (a timeout around this future) stops it.
+        Ok(tokio::process::Command::from(command).kill_on_drop(true).output().await?)
+    }
+
+    /// Runs the scheduler binary at `path` with `args` to completion; returns its stdout, or
+    /// fails with its output. Its logs are warnings only, as a person running it sees them.
+    pub async fn scheduler(&self, path: &Path, registry: &Path, args: &[&str]) -> anyhow::Result<String> {
+        let output = self.scheduler_output(path, registry, args).await?;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         anyhow::ensure!(
             output.status.success(),
@@ -227,6 +234,11 @@ impl TestEnv {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Runs the scheduler to completion with these arguments, whatever its exit status.
+    pub async fn scheduler_output(&self, registry: &Path, args: &[&str]) -> anyhow::Result<Output> {
+        self.services.scheduler_output(&binary("scheduler"), registry, args).await
     }
 
     /// Runs the scheduler to completion with these arguments; returns its stdout.
