@@ -1,7 +1,10 @@
 //! Replacing one cluster's rows of a resource's tables, atomically, writing only what changed.
 //!
-//! Every row carries `row_hash`, a 128-bit hash (XXH3) of its COPY text: its content, cluster
-//! fields included. A job first reads the hashes of the cluster's rows (one index scan per
+//! Every row carries `row_hash`, a 128-bit hash (XXH3) of its COPY text (its content, cluster
+//! fields included) seeded with its table's column list as the job writes it: a row written
+//! before a column was added (a registry field, a catalog column of a later release) never has
+//! the hash of its object's next listing, whatever the new column's value (NULL too), so the
+//! cluster's next refresh rewrites it and no upgrade has to. A job first reads the hashes of the cluster's rows (one index scan per
 //! table, in one snapshot), then, while it lists, keeps each new row whose hash is not among them
 //! and counts the others as unchanged. At the end, one transaction deletes the rows whose hash
 //! the listing did not yield, inserts the new ones, and records the snapshot and the run's
@@ -21,7 +24,8 @@
 //!
 //! A job whose listing began before another job of the same (cluster, table) committed cannot
 //! trust the hashes it read: it fails with a retryable error, or is `superseded` when the other
-//! job was scheduled later.
+//! job was scheduled later. Nor can one whose tables changed shape since it read them (a column
+//! added, a table converted: [`super::schema`]): it fails with the same retryable error.
 
 use std::{
     collections::HashSet,
@@ -34,7 +38,7 @@ use uuid::Uuid;
 
 use super::{
     copy_in, execute, fleet_view,
-    schema::{ROW_HASH_COLUMN, TableShape},
+    schema::{ROW_HASH_COLUMN, TableShape, column_set},
     sql::{Ident, Qualified},
 };
 use crate::{
@@ -157,6 +161,10 @@ type HashSet128 = HashSet<u128, BuildHasherDefault<PreHashed>>;
 
 struct TableChanges<'a> {
     shape: TableShape<'a>,
+    /// The table's oid and columns when the hashes were read ([`column_set`]).
+    columns: Option<String>,
+    /// The seed of the rows' hashes: a hash of the column list the job writes.
+    seed: u64,
     /// Hashes of the cluster's rows in the table before this job.
     current: HashSet128,
     /// Hashes of every row listed so far.
@@ -195,7 +203,11 @@ impl<'a> Refresh<'a> {
             let hashes: Vec<Uuid> =
                 sqlx::query_scalar_with(&sql, scope.arguments(cluster)?).fetch_all(&mut *tx).await?;
             let current = hashes.iter().map(Uuid::as_u128).collect();
+            let columns = column_set(&mut tx, &shape).await?;
+            let seed = xxhash_rust::xxh3::xxh3_64(shape.column_list().as_bytes());
             tables.push(TableChanges {
+                columns,
+                seed,
                 shape,
                 current,
                 listed: HashSet128::default(),
@@ -209,17 +221,17 @@ impl<'a> Refresh<'a> {
     }
 
     /// Takes rows of table `index` in COPY text (lines ending in `\n`, as [`crate::model::flatten`]
-    /// writes them): each is hashed; one the table already holds is only counted, a new one is
-    /// held with its hash appended. Identical rows (two equal rules of one Role) get distinct
-    /// hashes by their order.
+    /// writes them): each is hashed (seeded with the table's column list); one the table already
+    /// holds is only counted, a new one is held with its hash appended. Identical rows (two equal
+    /// rules of one Role) get distinct hashes by their order.
     pub fn add(&mut self, index: usize, rows: &[u8]) {
         let table = &mut self.tables[index];
         for line in rows.split_inclusive(|&byte| byte == b'\n') {
             let line = line.strip_suffix(b"\n").unwrap_or(line);
-            let mut hash = xxhash_rust::xxh3::xxh3_128(line);
-            let mut seed = 0;
+            let mut seed = table.seed;
+            let mut hash = xxhash_rust::xxh3::xxh3_128_with_seed(line, seed);
             while !table.listed.insert(hash) {
-                seed += 1;
+                seed = seed.wrapping_add(1);
                 hash = xxhash_rust::xxh3::xxh3_128_with_seed(line, seed);
             }
             if !table.current.contains(&hash) {
@@ -354,15 +366,25 @@ impl<'a> Refresh<'a> {
             return Ok(ReplaceOutcome::Superseded { current });
         }
         if now.map(|(_, run)| run) != self.base {
-            metrics::worker().replace_conflicts.get_or_create(&metrics::table_label(&job.table)).inc();
-            return Err(Error::Database(format!(
-                "another job replaced {}'s rows of {} while this one listed (run {:?}, listed against {:?}); \
-                 the next attempt starts from its rows",
-                self.cluster,
-                job.table,
-                now.map(|(_, run)| run),
-                self.base
-            )));
+            return Err(self.conflict(
+                job,
+                format!(
+                    "another job replaced {}'s rows of {} while this one listed (run {:?}, listed against {:?})",
+                    self.cluster,
+                    job.table,
+                    now.map(|(_, run)| run),
+                    self.base
+                ),
+            ));
+        }
+        for table in &self.tables {
+            // Locked first, so no column is added between this check and the writes.
+            execute(&mut tx, format!("LOCK TABLE {} IN ROW EXCLUSIVE MODE", table.shape.name)).await?;
+            let columns = column_set(&mut tx, &table.shape).await?;
+            if columns != table.columns {
+                let name = table.shape.table.name.as_str();
+                return Err(self.conflict(job, format!("{name} changed shape while this job listed (a column added)")));
+            }
         }
         let mut totals = RowCounts::default();
         for table in &self.tables {
@@ -389,6 +411,13 @@ impl<'a> Refresh<'a> {
         runs::finish(&mut tx, run_id, &Outcome { rows: Some(totals), ..outcome.clone() }).await?;
         tx.commit().await?;
         Ok(ReplaceOutcome::Replaced(totals))
+    }
+
+    /// A job whose base (the hashes it read) went stale: `why`, counted in
+    /// `kubecensus_replace_conflicts_total`; a retryable error.
+    fn conflict(&self, job: &Job, why: String) -> Error {
+        metrics::worker().replace_conflicts.get_or_create(&metrics::table_label(&job.table)).inc();
+        Error::Database(format!("{why}; the next attempt starts from its rows"))
     }
 
     /// Rewrites the scope's rows of `fleet_unhealthy_objects` from the table's rows not Current,
