@@ -216,19 +216,21 @@ fn default_worker_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// Reads the registry's sources again every `every`; adds the columns of new fields. A job for a
+/// Reads the registry's sources again every `every`; adds the columns of new fields, again at
+/// each reading until that succeeds (DDL that could not take its locks in time). A job for a
 /// cluster the worker has not learned yet reads them again sooner (`poll.rs`).
 async fn refresh_registry_forever(live: Arc<LiveRegistry>, pool: sqlx::PgPool, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.tick().await;
+    // The registry whose fields have their columns.
+    let mut ensured = live.current();
     loop {
         ticks.tick().await;
-        let before = live.current();
-        if !live.refresh().await.changed {
-            continue;
-        }
-        if let Err(err) = store::ensure_new_fields(&pool, &before, &live.current()).await {
-            tracing::error!(%err, "cannot add the columns of new registry fields");
+        live.refresh().await;
+        let now = live.current();
+        match store::ensure_new_fields(&pool, &ensured, &now).await {
+            Ok(()) => ensured = now,
+            Err(err) => tracing::error!(%err, "cannot add the columns of new registry fields; trying again next time"),
         }
     }
 }
