@@ -13,7 +13,7 @@ use kubecensus::{
     model::catalog::catalog,
     ops::{
         admin::Sampler,
-        metrics::{self, TableLabel, table_label},
+        metrics::{self, TableLabel},
     },
     queue::Queue,
     source::registry::sources::LiveRegistry,
@@ -61,9 +61,9 @@ impl Gauges {
             Ok(tables) => {
                 // Every kind of custom resource has its own snapshots under one label: the
                 // oldest of them, and the stale ones summed.
-                let mut by_label: BTreeMap<&'static str, (Option<f64>, i64)> = BTreeMap::new();
-                for table in tables {
-                    let (oldest, stale) = by_label.entry(table_label(&table.table).table).or_default();
+                let mut by_label: BTreeMap<&str, (Option<f64>, i64)> = BTreeMap::new();
+                for table in &tables {
+                    let (oldest, stale) = by_label.entry(catalog().metric_table(&table.table)).or_default();
                     *oldest = match (*oldest, table.oldest_age_seconds) {
                         (Some(a), Some(b)) => Some(a.max(b)),
                         (a, b) => a.or(b),
@@ -71,7 +71,7 @@ impl Gauges {
                     *stale += table.stale;
                 }
                 for (table, (oldest, stale)) in by_label {
-                    let label = TableLabel { table };
+                    let label = TableLabel::new(table);
                     match oldest {
                         Some(age) => {
                             metrics.snapshot_oldest_age.get_or_create(&label).set(age);

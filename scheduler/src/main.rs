@@ -24,8 +24,8 @@ use kubecensus::{
         admin::{self, Health},
         metrics, telemetry,
     },
-    queue,
     queue::job::Trigger,
+    queue::{self, Queue},
     source::registry::{Registry, sources::LiveRegistry},
     store,
 };
@@ -62,7 +62,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     });
     if let Command::ImportKubeconfig { kubeconfig } = &command {
         let registry = Registry::from_kubeconfig(kubeconfig)?;
-        print!("{}", serde_yaml::to_string(&registry)?);
+        print!("{}", serde_norway::to_string(&registry)?);
         return Ok(ExitCode::SUCCESS);
     }
     // The cron loop is a service and serves the admin endpoint; the other commands are brief.
@@ -84,7 +84,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     store::sync_clusters(&pool, &registry).await?;
     let nats = queue::connect(&common.nats_url, &common.nats_credentials).await?;
     let js = async_nats::jetstream::new(nats.clone());
-    let queue = common.queue();
+    let queue = Queue::from(&common);
     queue.ensure_stream(&js).await?;
     match command {
         Command::Run { schedules, tables, prune_after } => {
@@ -105,7 +105,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let published =
                 publish::publish_jobs(&js, &queue, selected, &job_tables, Trigger::Manual, Utc::now()).await;
             nats.flush().await.context("flushing NATS")?;
-            let deadline = wait.then(|| wait_timeout.unwrap_or_else(|| job.longest_job() + QUEUE_ALLOWANCE));
+            let deadline = wait.then(|| wait_timeout.unwrap_or_else(|| queue::longest_job(&job) + QUEUE_ALLOWANCE));
             let open = report::refreshed(&pool, &published, deadline, output).await?;
             anyhow::ensure!(
                 published.iter().all(|p| !p.result.starts_with("failed")),

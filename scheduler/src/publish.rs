@@ -45,7 +45,8 @@ pub async fn publish_jobs<'a>(
                 Ok(job) => (Some(job.id), publish(js, queue, &job).await),
                 Err(err) => (None, Err(err)),
             };
-            metrics::scheduler().published(trigger, &published);
+            let result = published.as_ref().map_or("failed", |published| published.as_str());
+            metrics::scheduler().published(trigger.as_str(), result);
             let result = match &published {
                 Ok(Published::Queued) => "queued".to_owned(),
                 Ok(Published::AlreadyPending) => "already pending".to_owned(),
@@ -70,5 +71,5 @@ pub async fn publish_jobs<'a>(
 async fn publish(js: &async_nats::jetstream::Context, queue: &Queue, job: &Job) -> Result<Published> {
     tokio::time::timeout(PUBLISH_TIMEOUT, queue.publish(js, job))
         .await
-        .map_err(|_| Error::Queue(format!("NATS did not answer in {PUBLISH_TIMEOUT:?}")))?
+        .map_err(|elapsed| Error::nats(format!("NATS did not answer in {PUBLISH_TIMEOUT:?}"), elapsed))?
 }

@@ -57,7 +57,7 @@ pub fn kustomize(dir: &Path) -> anyhow::Result<Rendered> {
     );
     let text = String::from_utf8(output.stdout)?;
     let mut objects = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(&text) {
+    for document in serde_norway::Deserializer::from_str(&text) {
         let object = Value::deserialize(document)?;
         if !object.is_null() {
             objects.push(object);

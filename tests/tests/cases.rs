@@ -65,14 +65,14 @@ async fn context_names_as_cloud_clis_write_them_give_four_distinct_clusters() {
         "gke_shop-prod-123456_europe-west1-b_checkout-canary-1",
         "gke_shop-prod-123456_europe-west1-b_checkout-canary-2",
     ];
-    let mut kubeconfig: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(env.dir.join("kubeconfig")).unwrap()).unwrap();
+    let mut kubeconfig: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(env.dir.join("kubeconfig")).unwrap()).unwrap();
     for (context, name) in kubeconfig["contexts"].as_sequence_mut().unwrap().iter_mut().zip(names) {
         context["name"] = name.into();
     }
     kubeconfig["current-context"] = names[0].into();
     let renamed = env.dir.join("cloud-kubeconfig");
-    std::fs::write(&renamed, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    std::fs::write(&renamed, serde_norway::to_string(&kubeconfig).unwrap()).unwrap();
 
     let registry_yaml =
         env.scheduler(&env.dir.join("unused.yaml"), &["import-kubeconfig", renamed.to_str().unwrap()]).await.unwrap();

@@ -365,7 +365,7 @@ async fn credentials_never_leak_and_tls_is_verified_with_each_clusters_ca() {
     let mut declared = Registry::load(&registry).unwrap();
     declared.clusters[1].ca_file = declared.clusters[0].ca_file.clone();
     let wrong_registry = env.dir.join("wrong-ca.yaml");
-    std::fs::write(&wrong_registry, serde_yaml::to_string(&declared).unwrap()).unwrap();
+    std::fs::write(&wrong_registry, serde_norway::to_string(&declared).unwrap()).unwrap();
     let worker = env.spawn_worker("worker", &wrong_registry, &["--max-attempts", "1"]).unwrap();
     env.scheduler(&wrong_registry, &["refresh", "--wait", "--table", "kubernetes_pods"]).await.unwrap();
     let tls_error: String = sqlx::query_scalar("SELECT error FROM runs WHERE cluster_name = 'sim-02' LIMIT 1")
@@ -379,7 +379,7 @@ async fn credentials_never_leak_and_tls_is_verified_with_each_clusters_ca() {
     // Turning verification off is explicit, per cluster, and logged.
     declared.clusters[1].insecure_skip_tls_verify = true;
     let insecure_registry = env.dir.join("insecure.yaml");
-    std::fs::write(&insecure_registry, serde_yaml::to_string(&declared).unwrap()).unwrap();
+    std::fs::write(&insecure_registry, serde_norway::to_string(&declared).unwrap()).unwrap();
     let insecure = env.spawn_worker("insecure", &insecure_registry, &[]).unwrap();
     env.scheduler(&insecure_registry, &["refresh", "--wait", "--cluster", "sim-02", "--table", "kubernetes_pods"])
         .await

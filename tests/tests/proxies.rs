@@ -21,8 +21,8 @@ fn address(cluster: &SimCluster) -> String {
 }
 
 /// The fleet's kubeconfig, as YAML to edit.
-fn fleet_kubeconfig(dir: &Path) -> serde_yaml::Value {
-    serde_yaml::from_str(&std::fs::read_to_string(dir.join("kubeconfig")).unwrap()).unwrap()
+fn fleet_kubeconfig(dir: &Path) -> serde_norway::Value {
+    serde_norway::from_str(&std::fs::read_to_string(dir.join("kubeconfig")).unwrap()).unwrap()
 }
 
 /// A registry entry for a fleet cluster by `server`, with extra YAML lines.
@@ -59,7 +59,7 @@ async fn proxy_url_in_a_kubeconfig_or_the_registry_tunnels_every_job_through_the
     let mut kubeconfig = fleet_kubeconfig(&env.dir);
     kubeconfig["clusters"][0]["cluster"]["proxy-url"] = proxy_url.clone().into();
     let kubeconfig_path = env.dir.join("proxied-kubeconfig");
-    std::fs::write(&kubeconfig_path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    std::fs::write(&kubeconfig_path, serde_norway::to_string(&kubeconfig).unwrap()).unwrap();
     let registry = env.dir.join("proxied.yaml");
     let entries = [
         format!(
@@ -110,7 +110,7 @@ async fn https_proxy_from_the_environment_is_used_unless_no_proxy_covers_the_ser
     kubeconfig["clusters"][0]["cluster"]["server"] = format!("https://{remote}").into();
     kubeconfig["clusters"][0]["cluster"]["tls-server-name"] = "localhost".into();
     let kubeconfig_path = env.dir.join("remote-kubeconfig");
-    std::fs::write(&kubeconfig_path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    std::fs::write(&kubeconfig_path, serde_norway::to_string(&kubeconfig).unwrap()).unwrap();
     let registry = env.dir.join("env-proxy.yaml");
     let entries = [
         format!("  - name: remote\n    kubeconfig: {}\n    context: {}\n", kubeconfig_path.display(), first.name),

@@ -24,7 +24,7 @@ fn file_with(dir: &Path, names: &[&str]) -> std::path::PathBuf {
     let mut registry = Registry::load(&dir.join("clusters.yaml")).unwrap();
     registry.clusters.retain(|c| names.contains(&c.name.as_str()));
     let path = dir.join("file-part.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&registry).unwrap()).unwrap();
+    std::fs::write(&path, serde_norway::to_string(&registry).unwrap()).unwrap();
     path
 }
 
@@ -53,7 +53,7 @@ async fn argocd_capi_and_file_clusters_load_together_and_a_malformed_secret_cost
     registry.clusters.retain(|c| c.name == "sim-04");
     registry.clusters.push(kubecensus::source::registry::ClusterConfig { name: "sim-03".into(), ..file_cert });
     let file = env.dir.join("file-part.yaml");
-    std::fs::write(&file, serde_yaml::to_string(&registry).unwrap()).unwrap();
+    std::fs::write(&file, serde_norway::to_string(&registry).unwrap()).unwrap();
     // Broken Secrets: config that is not JSON, a kubeconfig that is not one, and one whose name
     // another Secret took.
     let leaked_token = "broken-secret-token-7f3a";

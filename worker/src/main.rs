@@ -14,7 +14,7 @@ use kubecensus::{
         admin::{self, Health},
         metrics, telemetry,
     },
-    queue::{self, Queue},
+    queue::{self, Queue, RetryPolicy},
     source::registry::sources::LiveRegistry,
     store,
 };
@@ -67,7 +67,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     store::prepare(&pool, &registry.current()).await?;
     let nats = queue::connect(&common.nats_url, &common.nats_credentials).await?;
     let js = async_nats::jetstream::new(nats.clone());
-    let queue = common.queue();
+    let queue = Queue::from(&common);
     let mut consumer = queue.consumer(&js, ack_wait_flag).await?;
     // The consumer keeps the ack wait it was created with: heartbeats and the sweep follow it.
     let ack_wait = consumer.info().await.context("reading the consumer's settings")?.config.ack_wait;
@@ -90,7 +90,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         policy: JobPolicy {
             page_size,
             in_place_limit,
-            retry: job.retry_policy(),
+            retry: RetryPolicy::from(&job),
             timeout: job.job_timeout,
             unknown_cluster_hand_backs: job.unknown_cluster_hand_backs,
             ack_wait,

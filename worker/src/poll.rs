@@ -20,7 +20,7 @@ use kubecensus::{
     source::kubeapi::{self, Page},
     source::registry::{ClusterConfig, Registry, sources::LiveRegistry},
     store::runs::{self, Outcome, Status},
-    store::{self, Refresh, ReplaceOutcome, Scope},
+    store::{self, JobConnection, Refresh, ReplaceOutcome, Scope},
 };
 use lru::LruCache;
 use sqlx::{PgConnection, PgPool};
@@ -97,7 +97,7 @@ impl Poller {
                 return self.reject(&message, Job::unchecked(&message.payload).as_ref(), err.to_string(), timer).await;
             }
         };
-        timer.set_table(&job.table);
+        timer.set_table(catalog().metric_table(&job.table));
         // The subject is what keeps one job per (cluster, table) in the stream: a body that
         // names another (cluster, table) would slip past that limit.
         let expected_subject = job.subject(&self.queue.subject_prefix);
@@ -150,7 +150,7 @@ impl Poller {
         let (outcome, ack_kind) = match result {
             Ok(ReplaceOutcome::Replaced(rows)) => {
                 tracing::info!(rows = rows.total, inserted = rows.inserted, deleted = rows.deleted, "replaced");
-                timer.set_outcome(Status::Succeeded);
+                timer.set_outcome(Status::Succeeded.as_str());
                 return ack(message, AckKind::Ack).await;
             }
             Ok(ReplaceOutcome::Superseded { current }) => {
@@ -164,10 +164,11 @@ impl Poller {
                 {
                     entry.forget_kept_credentials();
                 }
+                metrics::worker().job_error(catalog().metric_table(&job.table), err.metric_label());
                 self.disposition_of(&err, attempt)
             }
         };
-        timer.set_outcome(outcome.status);
+        timer.set_outcome(outcome.status.as_str());
         let recorded = match self.pool.acquire().await {
             Ok(mut conn) => runs::finish(&mut conn, run_id, &outcome).await,
             Err(err) => Err(err.into()),
@@ -196,11 +197,11 @@ impl Poller {
             }
             Disposition::Retry { after } => match self.policy.retry.delay(attempt, after) {
                 Some(delay) => {
-                    tracing::warn!(%why, kind = err.kind(), ?delay, "attempt failed; retrying");
+                    tracing::warn!(%why, error = err.metric_label(), ?delay, "attempt failed; retrying");
                     (Outcome::failed(Status::Retrying, why), AckKind::Nak(Some(delay)))
                 }
                 None => {
-                    tracing::error!(%why, kind = err.kind(), "job failed after its last attempt");
+                    tracing::error!(%why, error = err.metric_label(), "job failed after its last attempt");
                     (Outcome::failed(Status::Failed, why), AckKind::Term)
                 }
             },
@@ -248,7 +249,7 @@ impl Poller {
             let why = format!("{why} after {hand_backs} hand-backs (--unknown-cluster-hand-backs)");
             return self.reject(message, Some(job), why, timer).await;
         }
-        timer.set_outcome(Status::HandedBack);
+        timer.set_outcome(Status::HandedBack.as_str());
         tracing::info!(%why, cluster = %job.cluster, delivered, "handing the job back until the registry has its cluster");
         let recorded = runs::record_handed_back(&self.pool, job, &message.subject, &self.worker_id, &why).await;
         if let Err(err) = recorded {
@@ -259,7 +260,7 @@ impl Poller {
 
     /// A message that can never succeed: logged, recorded, terminated at once.
     async fn reject(&self, message: &Message, job: Option<&Job>, why: String, mut timer: JobTimer) {
-        timer.set_outcome(Status::Rejected);
+        timer.set_outcome(Status::Rejected.as_str());
         tracing::warn!(subject = %message.subject, %why, "rejected a malformed job message");
         if let Err(err) = runs::record_rejected(&self.pool, job, &message.subject, &self.worker_id, &why).await {
             tracing::error!(%err, "cannot record the rejected job");
@@ -276,7 +277,7 @@ impl Poller {
         run_id: Uuid,
     ) -> Result<ReplaceOutcome> {
         let (resource, target) =
-            catalog().target(&job.table).ok_or_else(|| Error::Job(format!("unknown table {}", job.table)))?;
+            catalog().target(&job.table).ok_or_else(|| Error::MalformedJob(format!("unknown table {}", job.table)))?;
         let client = self.client(cluster).await?;
         let cluster_uid = kubeapi::cluster_uid(&client).await?;
         store::record_contact(&self.pool, &cluster.name, &cluster_uid).await?;
@@ -307,32 +308,29 @@ impl Poller {
             },
             namespaces,
         };
-        let mut conn = self.pool.acquire().await?;
-        let result = self.load_and_replace(&mut conn, &listing, job, run_id).await;
-        if let Err(Error::Sql(_)) = result {
-            // A failed statement (a COPY above all) can leave the connection out of step; never
-            // reuse it.
-            conn.close_on_drop();
-        }
-        result
+        let mut conn = JobConnection::acquire(&self.pool).await?;
+        self.load_and_replace(&mut conn, &listing, job, run_id).await
     }
 
     /// Lists the resource page by page and replaces the cluster's rows with the run's outcome,
     /// writing only the rows that changed (see [`kubecensus::store::replace`]). New rows are held
-    /// in memory up to `in_place_limit` bytes, then streamed into the session's staging.
+    /// in memory up to `in_place_limit` bytes, then streamed into the session's staging. The
+    /// connection is released to the pool only when no staging is left on it and no statement
+    /// failed half-way (a COPY above all can leave it out of step).
     async fn load_and_replace(
         &self,
-        conn: &mut PgConnection,
+        conn: &mut JobConnection,
         listing: &Listing<'_>,
         job: &Job,
         run_id: Uuid,
     ) -> Result<ReplaceOutcome> {
         let mut refresh = Refresh::begin(conn, &listing.context.name, listing.scope.clone(), &listing.layouts).await?;
-        match self.load(conn, listing, &mut refresh).await {
+        let result = match self.load(conn, listing, &mut refresh).await {
             Ok(skipped) => {
                 let replaced = refresh.commit(conn, job, run_id, &outcome_of(&skipped)).await;
                 if let Ok(ReplaceOutcome::Replaced(rows)) = &replaced {
-                    metrics::worker().replaced(&job.table, rows, skipped.len());
+                    let table = catalog().metric_table(&job.table);
+                    metrics::worker().replaced(table, rows.total, rows.inserted, rows.deleted, skipped.len() as u64);
                 }
                 replaced
             }
@@ -342,7 +340,11 @@ impl Poller {
                 }
                 Err(err)
             }
+        };
+        if !refresh.staged() && !result.as_ref().is_err_and(Error::taints_connection) {
+            conn.release();
         }
+        result
     }
 
     /// The kinds the cluster's CRDs define but `named` (`group/Kind`, the kinds with jobs of
@@ -378,7 +380,7 @@ impl Poller {
             let mut skipped = Vec::new();
             for api in &listing.apis {
                 match self.load_api(conn, listing, api, refresh, &mut skipped, &mut body).await {
-                    Err(Error::Expired(why)) if restarts < MAX_LIST_RESTARTS => {
+                    Err(why @ Error::Expired { .. }) if restarts < MAX_LIST_RESTARTS => {
                         restarts += 1;
                         tracing::warn!(%why, restarts, "continue token expired; listing again from the start");
                         refresh.restart(conn).await?;

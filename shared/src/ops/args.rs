@@ -8,12 +8,7 @@ use crate::{
         credentials::{DatabaseCredentials, NatsCredentials},
         telemetry::LogFormat,
     },
-    queue::{Queue, RetryPolicy, UNKNOWN_CLUSTER_RETRY},
-    source::registry::home::HomeArgs,
 };
-
-/// The longest delay between attempts of a failed job.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 
 /// Connections and the registry, each with an environment fallback.
 #[derive(Debug, Clone, clap::Args)]
@@ -76,15 +71,35 @@ impl CommonArgs {
             other => other,
         })
     }
+}
 
-    pub fn queue(&self) -> Queue {
-        Queue { stream: self.stream.clone(), subject_prefix: self.subject_prefix.clone() }
-    }
+/// Where to find clusters' Secrets, each a flag with an environment fallback.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct HomeArgs {
+    /// A kubeconfig reaching the home cluster; in a pod, its service account is used without it.
+    #[arg(long, global = true, env = "KUBECENSUS_HOME_KUBECONFIG")]
+    pub home_kubeconfig: Option<PathBuf>,
+    /// The context of `--home-kubeconfig`; its current context when absent.
+    #[arg(long, global = true, env = "KUBECENSUS_HOME_CONTEXT")]
+    pub home_context: Option<String>,
+    /// Namespaces holding Argo CD cluster Secrets (repeatable, or separated by `,`).
+    #[arg(long = "argocd-namespace", global = true, env = "KUBECENSUS_ARGOCD_NAMESPACES", value_delimiter = ',')]
+    pub argocd_namespaces: Vec<String>,
+    /// A label selector the Argo CD Secrets must also match (`env=prod`).
+    #[arg(long, global = true, env = "KUBECENSUS_ARGOCD_SELECTOR")]
+    pub argocd_selector: Option<String>,
+    /// Namespaces holding Cluster API `<cluster>-kubeconfig` Secrets (repeatable, or separated by `,`).
+    #[arg(long = "capi-namespace", global = true, env = "KUBECENSUS_CAPI_NAMESPACES", value_delimiter = ',')]
+    pub capi_namespaces: Vec<String>,
+    /// A label selector the Cluster API Secrets must also match.
+    #[arg(long, global = true, env = "KUBECENSUS_CAPI_SELECTOR")]
+    pub capi_selector: Option<String>,
 }
 
 /// How workers run a job: its attempts, their delays and timeout, and how often a job for a
 /// cluster the worker does not know is handed back. The worker's settings; `scheduler refresh
-/// --wait` takes the same ones (and environment) to derive how long a job can take.
+/// --wait` takes the same ones (and environment) to derive how long a job can take
+/// (`queue::longest_job`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct JobArgs {
     /// Attempts per job before its failure is final.
@@ -102,39 +117,4 @@ pub struct JobArgs {
     /// intervals of 60 s.
     #[arg(long, env = "KUBECENSUS_UNKNOWN_CLUSTER_HAND_BACKS", default_value_t = 24)]
     pub unknown_cluster_hand_backs: u32,
-}
-
-impl JobArgs {
-    /// Attempts and delays of failed jobs.
-    pub fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy { max_attempts: self.max_attempts, base: self.retry_delay, cap: MAX_RETRY_DELAY }
-    }
-
-    /// The longest a job can take from its first delivery to its last outcome, not counting
-    /// time in the queue: every hand-back's delay, every attempt's timeout, and the delays
-    /// between attempts (a cluster's `Retry-After` aside).
-    pub fn longest_job(&self) -> Duration {
-        let policy = self.retry_policy();
-        let delays: Duration = (1..self.max_attempts).filter_map(|attempt| policy.delay(attempt, None)).sum();
-        UNKNOWN_CLUSTER_RETRY.saturating_mul(self.unknown_cluster_hand_backs)
-            + self.job_timeout.saturating_mul(self.max_attempts.max(1))
-            + delays
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_longest_job_adds_hand_backs_attempts_and_the_delays_between_them() {
-        let args = JobArgs {
-            max_attempts: 3,
-            retry_delay: Duration::from_secs(5),
-            job_timeout: Duration::from_secs(60),
-            unknown_cluster_hand_backs: 2,
-        };
-        // 2 x 5 s handed back, 3 x 60 s attempts, 5 s and 10 s between them.
-        assert_eq!(args.longest_job(), Duration::from_secs(10 + 180 + 15));
-    }
 }

@@ -36,20 +36,22 @@ impl DatabaseCredentials {
     /// every TLS file named (in the URL or the environment) can be read.
     ///
     /// # Errors
-    /// [`Error::Database`] naming the setting and file at fault; never the password.
+    /// [`Error::Settings`] naming the setting and file at fault; never the password.
     pub fn connect_options(&self, url: &str) -> Result<PgConnectOptions> {
         let shown = without_credentials(url);
         let mut options = PgConnectOptions::from_str(url)
-            .map_err(|err| Error::Database(format!("DATABASE_URL {shown} is not a PostgreSQL URL: {err}")))?;
+            .map_err(|err| Error::database_setting(format!("DATABASE_URL {shown} is not a PostgreSQL URL: {err}")))?;
         for (parameter, variable) in TLS_FILES {
             if let Some(path) = url_parameter(url, parameter).or_else(|| std::env::var(variable).ok()) {
                 std::fs::metadata(&path).and_then(|_| std::fs::File::open(&path)).map_err(|err| {
-                    Error::Database(format!("{parameter} (or {variable}) names {path}, which cannot be read: {err}"))
+                    Error::database_setting(format!(
+                        "{parameter} (or {variable}) names {path}, which cannot be read: {err}"
+                    ))
                 })?;
             }
         }
         if let Some(path) = &self.database_password_file {
-            let password = read_secret(path, "--database-password-file").map_err(Error::Database)?;
+            let password = read_secret(path, "--database-password-file").map_err(Error::database_setting)?;
             options = options.password(password.expose_secret());
         }
         Ok(options)
@@ -118,7 +120,7 @@ impl NatsCredentials {
         let methods = self.methods();
         if methods.len() > 1 {
             let flags: Vec<&str> = methods.iter().map(|(_, flag)| *flag).collect();
-            return Err(Error::Queue(format!(
+            return Err(Error::nats_setting(format!(
                 "give one NATS authentication method, not {} (flags or their KUBECENSUS_NATS_* variables)",
                 flags.join(" and ")
             )));
@@ -134,7 +136,9 @@ impl NatsCredentials {
         ];
         for (first, second, first_flag, second_flag) in pairs {
             if first != second {
-                return Err(Error::Queue(format!("{first_flag} and {second_flag} go together: give both or neither")));
+                return Err(Error::nats_setting(format!(
+                    "{first_flag} and {second_flag} go together: give both or neither"
+                )));
             }
         }
         Ok(())
@@ -144,30 +148,30 @@ impl NatsCredentials {
     /// now, so a missing or malformed one fails at start-up, by name.
     ///
     /// # Errors
-    /// [`Error::Queue`] naming the flag and file at fault; never a secret.
+    /// [`Error::Settings`] naming the flag and file at fault; never a secret.
     pub fn connect_options(&self) -> Result<async_nats::ConnectOptions> {
         self.check()?;
         let mut options = async_nats::ConnectOptions::new();
         if let Some(path) = &self.nats_creds_file {
-            let creds = read_secret(path, "--nats-creds-file").map_err(Error::Queue)?;
+            let creds = read_secret(path, "--nats-creds-file").map_err(Error::nats_setting)?;
             // async-nats's parser wants the newline that ends the seed's closing line.
             options = options.credentials(&format!("{}\n", creds.expose_secret())).map_err(|err| {
-                Error::Queue(format!("--nats-creds-file {}: not a NATS credentials file: {err}", path.display()))
+                Error::nats_setting(format!("--nats-creds-file {}: not a NATS credentials file: {err}", path.display()))
             })?;
         }
         if let (Some(user), Some(path)) = (&self.nats_user, &self.nats_password_file) {
-            let password = read_secret(path, "--nats-password-file").map_err(Error::Queue)?;
+            let password = read_secret(path, "--nats-password-file").map_err(Error::nats_setting)?;
             options = options.user_and_password(user.clone(), password.expose_secret().to_owned());
         }
         if let Some(path) = &self.nats_token_file {
-            let token = read_secret(path, "--nats-token-file").map_err(Error::Queue)?;
+            let token = read_secret(path, "--nats-token-file").map_err(Error::nats_setting)?;
             options = options.token(token.expose_secret().to_owned());
         }
         if let Some(path) = &self.nats_nkey_file {
-            let seed = read_secret(path, "--nats-nkey-file").map_err(Error::Queue)?;
+            let seed = read_secret(path, "--nats-nkey-file").map_err(Error::nats_setting)?;
             // The seed is checked here: async-nats would only find out at the first connection.
             if !seed.expose_secret().starts_with("SU") || nkeys::KeyPair::from_seed(seed.expose_secret()).is_err() {
-                return Err(Error::Queue(format!(
+                return Err(Error::nats_setting(format!(
                     "--nats-nkey-file {}: not an NKey user seed (one line starting with SU)",
                     path.display()
                 )));
@@ -190,9 +194,9 @@ impl NatsCredentials {
 /// Checks that `path` is a readable PEM file holding a block whose label ends in `label`.
 fn check_pem(path: &Path, flag: &str, label: &str) -> Result<()> {
     let text = std::fs::read_to_string(path)
-        .map_err(|err| Error::Queue(format!("{flag} {}: cannot be read: {err}", path.display())))?;
+        .map_err(|err| Error::nats_setting(format!("{flag} {}: cannot be read: {err}", path.display())))?;
     let found = pem::parse_many(text.as_bytes()).is_ok_and(|blocks| blocks.iter().any(|b| b.tag().ends_with(label)));
-    if found { Ok(()) } else { Err(Error::Queue(format!("{flag} {}: no PEM {label} in it", path.display()))) }
+    if found { Ok(()) } else { Err(Error::nats_setting(format!("{flag} {}: no PEM {label} in it", path.display()))) }
 }
 
 /// The content of a secret file without its trailing newline (what `echo` or `kubectl create

@@ -3,8 +3,10 @@
 //! Names follow Prometheus's conventions (<https://prometheus.io/docs/practices/naming/>): the
 //! `kubecensus_` prefix, base units (`_seconds`), `_total` on counters (added by
 //! prometheus-client when it encodes a counter). Labels are bounded: a table is a catalog table
-//! (anything else is `unknown`), an outcome a `runs.status` word, a code an HTTP status; no label
-//! names a cluster. The README's "Monitoring" section lists every metric.
+//! (the caller's [`crate::model::catalog::Catalog::metric_table`]), an outcome a `runs.status`
+//! word, an error an [`crate::Error::metric_label`], a code an HTTP status; no label names a
+//! cluster. The README's "Monitoring" section lists every metric. Metrics take plain labels, so
+//! this module depends on no layer that records them.
 //!
 //! The metrics are process-wide (one set per binary, recorded from wherever the event happens:
 //! a list request in [`crate::source::kubeapi`], a replace conflict in [`crate::store::replace`]);
@@ -21,16 +23,9 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{
-    model::catalog::catalog,
-    queue::Published,
-    queue::job::Trigger,
-    store::runs::{RowCounts, Status},
-};
-
 /// The prefix of every metric name.
 const PREFIX: &str = "kubecensus";
-/// The `table` label of a table the catalog does not know (a malformed job message).
+/// The `table` label of a job whose message is not read yet.
 const UNKNOWN_TABLE: &str = "unknown";
 /// Upper bounds of the job duration buckets, in seconds: from a small cluster's namespaces
 /// (tens of milliseconds) to the default `--job-timeout` (10 minutes).
@@ -39,14 +34,27 @@ const JOB_DURATION_BUCKETS: [f64; 13] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 /// The `table` label: a catalog table's name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TableLabel {
-    pub table: &'static str,
+    pub table: String,
+}
+
+impl TableLabel {
+    pub fn new(table: &str) -> Self {
+        Self { table: table.to_owned() }
+    }
 }
 
 /// Jobs by table and outcome (a `runs.status` word).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobLabels {
-    pub table: &'static str,
+    pub table: String,
     pub outcome: &'static str,
+}
+
+/// Failed attempts by table and error ([`crate::Error::metric_label`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobErrorLabels {
+    pub table: String,
+    pub error: &'static str,
 }
 
 /// List requests by HTTP status code (`error` when no response came).
@@ -62,20 +70,11 @@ pub struct PublishLabels {
     pub result: &'static str,
 }
 
-/// The `table` label of `name` (a table, or a job target such as
-/// `kubernetes_custom_resources/<group>/<Kind>`): the catalog's name of the table, or `unknown`.
-/// Every kind of custom resource counts under `kubernetes_custom_resources`, so the labels stay
-/// as few as the catalog's tables.
-pub fn table_label(name: &str) -> TableLabel {
-    let table = catalog().tables().map(|(_, table)| table.name.as_str()).find(|table| *table == name);
-    let job_table = || catalog().target(name).map(|(resource, _)| resource.job_table());
-    TableLabel { table: table.or_else(job_table).unwrap_or(UNKNOWN_TABLE) }
-}
-
 /// What the worker counts.
 #[derive(Debug)]
 pub struct WorkerMetrics {
     pub jobs: Family<JobLabels, Counter>,
+    pub job_errors: Family<JobErrorLabels, Counter>,
     pub job_duration: Family<TableLabel, Histogram>,
     pub rows_written: Family<TableLabel, Counter>,
     pub rows_inserted: Family<TableLabel, Counter>,
@@ -106,6 +105,7 @@ fn register_registry_source_errors(registry: &mut Registry) {
 pub fn worker() -> &'static WorkerMetrics {
     static METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| WorkerMetrics {
         jobs: Family::default(),
+        job_errors: Family::default(),
         job_duration: Family::new_with_constructor(|| Histogram::new(JOB_DURATION_BUCKETS)),
         rows_written: Family::default(),
         rows_inserted: Family::default(),
@@ -126,6 +126,11 @@ impl WorkerMetrics {
             "jobs",
             "Jobs that ended, by job table and outcome (runs.status: succeeded, retrying, failed, skipped, superseded, rejected, handed_back)",
             self.jobs.clone(),
+        );
+        registry.register(
+            "job_errors",
+            "Failed attempts at jobs, by job table and error (the cause's kind: cluster_status, throttled, database, replace_conflict, timeout, ...)",
+            self.job_errors.clone(),
         );
         registry.register_with_unit(
             "job_duration",
@@ -168,13 +173,20 @@ impl WorkerMetrics {
         registry
     }
 
-    /// Counts a successful job's rows and skipped objects.
-    pub fn replaced(&self, table: &str, rows: &RowCounts, objects_skipped: usize) {
-        let label = table_label(table);
-        self.rows_written.get_or_create(&label).inc_by(rows.total);
-        self.rows_inserted.get_or_create(&label).inc_by(rows.inserted);
-        self.rows_deleted.get_or_create(&label).inc_by(rows.deleted);
-        self.objects_skipped.get_or_create(&label).inc_by(objects_skipped as u64);
+    /// Counts a successful job of `table` (a catalog table): the rows the cluster has after it
+    /// (`written`), those it inserted and deleted, and the objects it skipped.
+    pub fn replaced(&self, table: &str, written: u64, inserted: u64, deleted: u64, objects_skipped: u64) {
+        let label = TableLabel::new(table);
+        self.rows_written.get_or_create(&label).inc_by(written);
+        self.rows_inserted.get_or_create(&label).inc_by(inserted);
+        self.rows_deleted.get_or_create(&label).inc_by(deleted);
+        self.objects_skipped.get_or_create(&label).inc_by(objects_skipped);
+    }
+
+    /// Counts a failed attempt at a job of `table` (a catalog table) that ended in `error` (an
+    /// [`crate::Error::metric_label`]).
+    pub fn job_error(&self, table: &str, error: &'static str) {
+        self.job_errors.get_or_create(&JobErrorLabels { table: table.to_owned(), error }).inc();
     }
 
     /// Counts a list request that got `status` (`None`: no response).
@@ -191,23 +203,23 @@ impl WorkerMetrics {
 pub struct JobTimer {
     table: TableLabel,
     started: Instant,
-    outcome: Option<Status>,
+    outcome: Option<&'static str>,
 }
 
 impl JobTimer {
     /// A job whose message just arrived; its table is `unknown` until [`Self::set_table`].
     pub fn start() -> Self {
         worker().jobs_in_flight.inc();
-        Self { table: TableLabel { table: UNKNOWN_TABLE }, started: Instant::now(), outcome: None }
+        Self { table: TableLabel::new(UNKNOWN_TABLE), started: Instant::now(), outcome: None }
     }
 
-    /// The job's table, once its message is read.
+    /// The job's table (a catalog table), once its message is read.
     pub fn set_table(&mut self, table: &str) {
-        self.table = table_label(table);
+        self.table = TableLabel::new(table);
     }
 
-    /// How the job ended (`runs.status`).
-    pub fn set_outcome(&mut self, status: Status) {
+    /// How the job ended (a `runs.status` word).
+    pub fn set_outcome(&mut self, status: &'static str) {
         self.outcome = Some(status);
     }
 }
@@ -217,7 +229,7 @@ impl Drop for JobTimer {
         let metrics = worker();
         metrics.jobs_in_flight.dec();
         if let Some(outcome) = self.outcome {
-            metrics.jobs.get_or_create(&JobLabels { table: self.table.table, outcome: outcome.as_str() }).inc();
+            metrics.jobs.get_or_create(&JobLabels { table: self.table.table.clone(), outcome }).inc();
             metrics.job_duration.get_or_create(&self.table).observe(self.started.elapsed().as_secs_f64());
         }
     }
@@ -279,15 +291,10 @@ impl SchedulerMetrics {
         registry
     }
 
-    /// Counts one publish of a job with `trigger`: `Err` when it failed.
-    pub fn published<E>(&self, trigger: Trigger, published: &Result<Published, E>) {
-        let result = match published {
-            Ok(Published::Queued) => "queued",
-            Ok(Published::AlreadyPending) => "already_pending",
-            Ok(Published::Duplicate) => "duplicate",
-            Err(_) => "failed",
-        };
-        self.jobs_published.get_or_create(&PublishLabels { trigger: trigger.as_str(), result }).inc();
+    /// Counts one publish of a job with `trigger` (`runs.trigger`) that ended in `result`
+    /// (`queued`, `already_pending`, `duplicate`, `failed`).
+    pub fn published(&self, trigger: &'static str, result: &'static str) {
+        self.jobs_published.get_or_create(&PublishLabels { trigger, result }).inc();
     }
 }
 
@@ -298,16 +305,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_carry_the_prefix_units_and_total_and_tables_stay_in_the_catalog() {
-        assert_eq!(table_label("kubernetes_pod_containers").table, "kubernetes_pod_containers");
-        assert_eq!(table_label("'; drop table runs").table, "unknown");
-        let kustomizations = "kubernetes_custom_resources/kustomize.toolkit.fluxcd.io/Kustomization";
-        assert_eq!(table_label(kustomizations).table, "kubernetes_custom_resources");
+    fn names_carry_the_prefix_units_and_total() {
         let mut timer = JobTimer::start();
         timer.set_table("kubernetes_nodes");
-        timer.set_outcome(Status::Succeeded);
+        timer.set_outcome("succeeded");
         drop(timer);
         worker().list_request(Some(200));
+        worker().job_error("kubernetes_nodes", "throttled");
         let mut text = String::new();
         prometheus_text::encode(&mut text, &worker().registry()).unwrap();
         for line in [
@@ -316,12 +320,14 @@ mod tests {
             "# TYPE kubecensus_job_duration_seconds histogram",
             "kubecensus_job_duration_seconds_count{table=\"kubernetes_nodes\"} 1",
             "kubecensus_api_list_requests_total{code=\"200\"} 1",
+            "# TYPE kubecensus_job_errors_total counter",
+            "kubecensus_job_errors_total{table=\"kubernetes_nodes\",error=\"throttled\"} 1",
             "kubecensus_jobs_in_flight 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no line `{line}` in\n{text}");
         }
         let mut text = String::new();
-        scheduler().snapshot_oldest_age.get_or_create(&table_label("kubernetes_pods")).set(1.5);
+        scheduler().snapshot_oldest_age.get_or_create(&TableLabel::new("kubernetes_pods")).set(1.5);
         prometheus_text::encode(&mut text, &scheduler().registry()).unwrap();
         assert!(text.contains("kubecensus_snapshot_oldest_age_seconds{table=\"kubernetes_pods\"} 1.5"), "{text}");
     }

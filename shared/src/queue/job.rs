@@ -55,9 +55,11 @@ impl Job {
     /// (custom resources) must be named by one of them.
     pub fn new(cluster: &str, table: &str, trigger: Trigger, scheduled_at: DateTime<Utc>) -> Result<Self> {
         let target = match catalog().targets_of(table).as_slice() {
-            [] => return Err(Error::Job(format!("unknown table `{table}`"))),
+            [] => return Err(Error::MalformedJob(format!("unknown table `{table}`"))),
             [target] => target.name.clone(),
-            [first, ..] => return Err(Error::Job(format!("`{table}` has a job per kind, such as `{}`", first.name))),
+            [first, ..] => {
+                return Err(Error::MalformedJob(format!("`{table}` has a job per kind, such as `{}`", first.name)));
+            }
         };
         let job = Self { id: Uuid::now_v7(), cluster: cluster.to_owned(), table: target, trigger, scheduled_at };
         job.check()?;
@@ -66,8 +68,7 @@ impl Job {
 
     /// Reads a job message; rejects bad JSON, a malformed cluster name and unknown tables.
     pub fn parse(payload: &[u8]) -> Result<Self> {
-        let job: Self =
-            serde_json::from_slice(payload).map_err(|err| Error::Job(format!("not a job message: {err}")))?;
+        let job: Self = serde_json::from_slice(payload).map_err(Error::JobJson)?;
         job.check()?;
         Ok(job)
     }
@@ -76,13 +77,13 @@ impl Job {
     /// worker's clock).
     ///
     /// # Errors
-    /// [`Error::Job`] naming both times, for a job from further ahead.
+    /// [`Error::MalformedJob`] naming both times, for a job from further ahead.
     pub fn check_time(&self, now: DateTime<Utc>) -> Result<()> {
         let skew = chrono::Duration::from_std(MAX_CLOCK_SKEW).expect("a small duration");
         if self.scheduled_at <= now + skew {
             return Ok(());
         }
-        Err(Error::Job(format!(
+        Err(Error::MalformedJob(format!(
             "scheduled_at {} is more than {} ahead of this worker's clock ({})",
             self.scheduled_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             humantime::format_duration(MAX_CLOCK_SKEW),
@@ -99,14 +100,16 @@ impl Job {
 
     fn check(&self) -> Result<()> {
         if !is_cluster_name(&self.cluster) {
-            return Err(Error::Job(format!("`{}` is not a valid cluster name", self.cluster.escape_debug())));
+            return Err(Error::MalformedJob(format!("`{}` is not a valid cluster name", self.cluster.escape_debug())));
         }
         if catalog().target(&self.table).is_some() {
             return Ok(());
         }
         match catalog().targets_of(&self.table).first() {
-            Some(target) => Err(Error::Job(format!("`{}` is filled by jobs for `{}`", self.table, target.name))),
-            None => Err(Error::Job(format!("unknown table `{}`", self.table.escape_debug()))),
+            Some(target) => {
+                Err(Error::MalformedJob(format!("`{}` is filled by jobs for `{}`", self.table, target.name)))
+            }
+            None => Err(Error::MalformedJob(format!("unknown table `{}`", self.table.escape_debug()))),
         }
     }
 

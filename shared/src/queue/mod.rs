@@ -17,7 +17,10 @@ use async_nats::ConnectErrorKind;
 
 use crate::{
     Error, Result,
-    ops::credentials::{NatsCredentials, without_credentials},
+    ops::{
+        args::{CommonArgs, JobArgs},
+        credentials::{NatsCredentials, without_credentials},
+    },
 };
 
 pub mod job;
@@ -63,6 +66,27 @@ impl RetryPolicy {
     }
 }
 
+/// The longest delay between attempts of a failed job.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+
+impl From<&JobArgs> for RetryPolicy {
+    /// The attempts and delays of the command line, the delays capped at 5 minutes.
+    fn from(args: &JobArgs) -> Self {
+        Self { max_attempts: args.max_attempts, base: args.retry_delay, cap: MAX_RETRY_DELAY }
+    }
+}
+
+/// The longest a job run as `args` says can take from its first delivery to its last outcome,
+/// not counting time in the queue: every hand-back's delay ([`UNKNOWN_CLUSTER_RETRY`]), every
+/// attempt's timeout, and the delays between attempts (a cluster's `Retry-After` aside).
+pub fn longest_job(args: &JobArgs) -> Duration {
+    let policy = RetryPolicy::from(args);
+    let delays: Duration = (1..args.max_attempts).filter_map(|attempt| policy.delay(attempt, None)).sum();
+    UNKNOWN_CLUSTER_RETRY.saturating_mul(args.unknown_cluster_hand_backs)
+        + args.job_timeout.saturating_mul(args.max_attempts.max(1))
+        + delays
+}
+
 /// What happened to a published job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Published {
@@ -71,6 +95,17 @@ pub enum Published {
     AlreadyPending,
     /// The same tick was already published (by this or another scheduler).
     Duplicate,
+}
+
+impl Published {
+    /// The `result` label of `kubecensus_jobs_published_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::AlreadyPending => "already_pending",
+            Self::Duplicate => "duplicate",
+        }
+    }
 }
 
 /// The shared consumer's backlog (JetStream's consumer info).
@@ -95,13 +130,13 @@ pub async fn connect(url: &str, credentials: &NatsCredentials) -> Result<async_n
         Ok(client) => return Ok(client),
         Err(err) => match err.kind() {
             ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
-                return Err(Error::Queue(format!(
-                    "NATS at {shown} refused the credentials ({}): {err}",
-                    credentials.method()
-                )));
+                return Err(Error::nats(
+                    format!("NATS at {shown} refused the credentials ({})", credentials.method()),
+                    err,
+                ));
             }
             _ if is_tls_failure(&err) => {
-                return Err(Error::Queue(format!("cannot connect to NATS at {shown}: {err}")));
+                return Err(Error::nats(format!("cannot connect to NATS at {shown}"), err));
             }
             _ => tracing::warn!(url = shown, %err, "NATS cannot be reached yet; connecting in the background"),
         },
@@ -110,7 +145,7 @@ pub async fn connect(url: &str, credentials: &NatsCredentials) -> Result<async_n
         .retry_on_initial_connect()
         .connect(url)
         .await
-        .map_err(|err| Error::Queue(format!("cannot connect to NATS at {shown}: {err}")))
+        .map_err(|err| Error::nats(format!("cannot connect to NATS at {shown}"), err))
 }
 
 /// Whether a connection failed on TLS: its settings, or the server's certificate (a handshake
@@ -121,6 +156,13 @@ fn is_tls_failure(err: &async_nats::ConnectError) -> bool {
             .and_then(|source| source.downcast_ref::<std::io::Error>())
             .and_then(|io| io.get_ref())
             .is_some_and(|inner| inner.is::<async_nats::rustls::Error>())
+}
+
+impl From<&CommonArgs> for Queue {
+    /// The stream and subject prefix of the command line.
+    fn from(args: &CommonArgs) -> Self {
+        Self { stream: args.stream.clone(), subject_prefix: args.subject_prefix.clone() }
+    }
 }
 
 impl Queue {
@@ -143,7 +185,7 @@ impl Queue {
             ..Default::default()
         })
         .await
-        .map_err(|err| Error::Queue(format!("cannot create stream {}: {err}", self.stream)))?;
+        .map_err(|err| Error::nats(format!("cannot create stream {}", self.stream), err))?;
         Ok(())
     }
 
@@ -153,7 +195,7 @@ impl Queue {
     pub async fn consumer(&self, js: &jetstream::Context, ack_wait: Duration) -> Result<PullConsumer> {
         self.ensure_stream(js).await?;
         let stream =
-            js.get_stream(&self.stream).await.map_err(|err| Error::Queue(format!("stream {}: {err}", self.stream)))?;
+            js.get_stream(&self.stream).await.map_err(|err| Error::nats(format!("stream {}", self.stream), err))?;
         stream
             .get_or_create_consumer(
                 CONSUMER,
@@ -168,20 +210,20 @@ impl Queue {
                 },
             )
             .await
-            .map_err(|err| Error::Queue(format!("consumer {CONSUMER} on {}: {err}", self.stream)))
+            .map_err(|err| Error::nats(format!("consumer {CONSUMER} on {}", self.stream), err))
     }
 
     /// The shared consumer's backlog. Before the first worker has created the consumer, every
     /// job in the stream is pending.
     pub async fn backlog(&self, js: &jetstream::Context) -> Result<Backlog> {
         let stream =
-            js.get_stream(&self.stream).await.map_err(|err| Error::Queue(format!("stream {}: {err}", self.stream)))?;
+            js.get_stream(&self.stream).await.map_err(|err| Error::nats(format!("stream {}", self.stream), err))?;
         match stream.consumer_info(CONSUMER).await {
             Ok(info) => Ok(Backlog { pending: info.num_pending, ack_pending: info.num_ack_pending as u64 }),
             Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => {
                 Ok(Backlog { pending: stream.cached_info().state.messages, ack_pending: 0 })
             }
-            Err(err) => Err(Error::Queue(format!("consumer {CONSUMER} on {}: {err}", self.stream))),
+            Err(err) => Err(Error::nats(format!("consumer {CONSUMER} on {}", self.stream), err)),
         }
     }
 
@@ -211,7 +253,7 @@ impl Queue {
             Ok(_) => Ok(Published::Queued),
             Err(err) if err.kind() == PublishErrorKind::Other && is_subject_full(&err) => Ok(Published::AlreadyPending),
             Err(err) if err.kind() == PublishErrorKind::StreamNotFound => Err(PublishFailure::StreamNotFound),
-            Err(err) => Err(PublishFailure::Other(err.to_string())),
+            Err(err) => Err(PublishFailure::Other(err)),
         }
     }
 }
@@ -220,15 +262,17 @@ impl Queue {
 enum PublishFailure {
     /// No stream takes the subject (NATS answered "no responders").
     StreamNotFound,
-    Other(String),
+    Other(jetstream::context::PublishError),
 }
 
 impl PublishFailure {
     fn into_error(self, queue: &Queue, job: &Job) -> Error {
         let subject = job.subject(&queue.subject_prefix);
         match self {
-            Self::StreamNotFound => Error::Queue(format!("cannot publish {subject}: no stream {}", queue.stream)),
-            Self::Other(why) => Error::Queue(format!("cannot publish {subject}: {why}")),
+            Self::StreamNotFound => {
+                Error::nats(format!("cannot publish {subject}"), format!("no stream {}", queue.stream))
+            }
+            Self::Other(err) => Error::nats(format!("cannot publish {subject}"), err),
         }
     }
 }
@@ -252,5 +296,17 @@ mod tests {
         assert_eq!(policy.delay(3, None), Some(Duration::from_secs(12)));
         assert_eq!(policy.delay(3, Some(Duration::from_secs(1))), Some(Duration::from_secs(1)));
         assert_eq!(policy.delay(4, None), None);
+    }
+
+    #[test]
+    fn the_longest_job_adds_hand_backs_attempts_and_the_delays_between_them() {
+        let args = JobArgs {
+            max_attempts: 3,
+            retry_delay: Duration::from_secs(5),
+            job_timeout: Duration::from_secs(60),
+            unknown_cluster_hand_backs: 2,
+        };
+        // 2 x 5 s handed back, 3 x 60 s attempts, 5 s and 10 s between them.
+        assert_eq!(longest_job(&args), Duration::from_secs(10 + 180 + 15));
     }
 }

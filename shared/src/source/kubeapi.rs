@@ -52,7 +52,7 @@ impl Page {
             .iter()
             .map(serde_json::value::to_raw_value)
             .collect::<std::result::Result<_, _>>()
-            .map_err(|err| Error::Cluster(format!("{source}: {err}")))?;
+            .map_err(|err| Error::ClusterJson { what: source.to_owned(), source: err })?;
         Ok(Self { items, source: source.into(), names_required: false, type_meta: None, skipped, continue_token: None })
     }
 
@@ -128,13 +128,14 @@ pub async fn list_page(
     if let Some(token) = continue_token {
         params = params.continue_token(token);
     }
-    let request =
-        Request::new(list_path(api)).list(&params).map_err(|err| Error::Cluster(format!("bad request: {err}")))?;
+    let request = Request::new(list_path(api))
+        .list(&params)
+        .map_err(|err| Error::BadRequest { request: list_path(api), source: err.into() })?;
     let received = receive_into(client, request, body).await;
     metrics::worker().list_request(received.as_ref().ok().map(|response| response.status.as_u16()));
     received?.check(body)?;
     let list: RawList = serde_json::from_str(&String::from_utf8_lossy(body))
-        .map_err(|err| Error::Cluster(format!("the list of {} is not valid JSON: {err}", api.plural)))?;
+        .map_err(|err| Error::ClusterJson { what: format!("the list of {}", api.plural), source: err })?;
     Ok(Page {
         items: list.items.unwrap_or_default(),
         source: format!("the {} list", api.plural),
@@ -212,7 +213,7 @@ pub async fn find_kind(client: &kube::Client, kind: &CustomKind) -> Result<ApiRe
         Some(version) => version.clone(),
         None => group["preferredVersion"]["version"]
             .as_str()
-            .ok_or_else(|| Error::Cluster(format!("/apis/{}: no preferredVersion", kind.group)))?
+            .ok_or_else(|| Error::ClusterAnswer(format!("/apis/{}: no preferredVersion", kind.group)))?
             .to_owned(),
     };
     let resources: Value = get_json(client, &format!("/apis/{}/{version}", kind.group)).await?;
@@ -293,9 +294,9 @@ async fn each_object(client: &kube::Client, api: &ApiRef, limit: u32, mut each: 
 async fn get_json(client: &kube::Client, path: &str) -> Result<Value> {
     let request = http::Request::get(path)
         .body(Vec::new())
-        .map_err(|err| Error::Cluster(format!("bad request {path}: {err}")))?;
+        .map_err(|err| Error::BadRequest { request: path.to_owned(), source: err.into() })?;
     let body = send(client, request).await?;
-    serde_json::from_slice(&body).map_err(|err| Error::Cluster(format!("GET {path}: not valid JSON: {err}")))
+    serde_json::from_slice(&body).map_err(|err| Error::ClusterJson { what: format!("GET {path}"), source: err })
 }
 
 /// The uid of the cluster's `kube-system` namespace: kubequery's cluster uid.
@@ -304,16 +305,16 @@ pub async fn cluster_uid(client: &kube::Client) -> Result<String> {
         client,
         Request::new("/api/v1/namespaces")
             .get("kube-system", &Default::default())
-            .map_err(|err| Error::Cluster(err.to_string()))?,
+            .map_err(|err| Error::BadRequest { request: "GET kube-system namespace".into(), source: err.into() })?,
     )
     .await?;
-    let namespace: Value =
-        serde_json::from_slice(&body).map_err(|err| Error::Cluster(format!("kube-system namespace: {err}")))?;
+    let namespace: Value = serde_json::from_slice(&body)
+        .map_err(|err| Error::ClusterJson { what: "the kube-system namespace".into(), source: err })?;
     namespace["metadata"]["uid"]
         .as_str()
         .filter(|uid| !uid.is_empty())
         .map(str::to_owned)
-        .ok_or_else(|| Error::Cluster("the kube-system namespace has no uid".into()))
+        .ok_or_else(|| Error::ClusterAnswer("the kube-system namespace has no uid".into()))
 }
 
 async fn send(client: &kube::Client, request: http::Request<Vec<u8>>) -> Result<Vec<u8>> {
@@ -342,7 +343,7 @@ async fn receive_into(client: &kube::Client, request: http::Request<Vec<u8>>, bo
     let response = client
         .send(request.map(Body::from))
         .await
-        .map_err(|err| Error::Cluster(format!("GET {path}: {}", error_chain(&err))))?;
+        .map_err(|source| Error::ClusterRequest { request: format!("GET {path}"), source })?;
     let status = response.status();
     let retry_after = response
         .headers()
@@ -353,8 +354,8 @@ async fn receive_into(client: &kube::Client, request: http::Request<Vec<u8>>, bo
     body.clear();
     let mut incoming = response.into_body();
     while let Some(frame) = incoming.frame().await {
-        let frame =
-            frame.map_err(|err| Error::Cluster(format!("GET {path}: reading the response: {}", error_chain(&err))))?;
+        let frame = frame
+            .map_err(|source| Error::ClusterRequest { request: format!("GET {path}: reading the response"), source })?;
         if let Some(data) = frame.data_ref() {
             body.extend_from_slice(data);
         }
@@ -374,41 +375,17 @@ impl Received {
             .ok()
             .and_then(|status| status["message"].as_str().map(str::to_owned))
             .unwrap_or_default();
-        let message = format!("GET {path}: {status} {reason}").trim_end().to_owned();
-        Err(match status {
-            StatusCode::GONE => Error::Expired(message),
-            StatusCode::NOT_FOUND => Error::NotServed(message),
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE if retry_after.is_some() => {
-                Error::Throttled { message, retry_after: retry_after.unwrap_or_default() }
+        Err(match (status, retry_after) {
+            (StatusCode::GONE, _) => Error::Expired { path, reason },
+            (StatusCode::NOT_FOUND, _) => {
+                Error::NotServed(format!("GET {path}: {status} {reason}").trim_end().to_owned())
             }
-            _ => Error::Cluster(message),
+            (StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE, Some(retry_after)) => {
+                Error::Throttled { path, status, reason, retry_after }
+            }
+            _ => Error::ClusterStatus { path, status, reason },
         })
     }
-}
-
-/// How hyper-util's error for a failed proxy `CONNECT` begins (its `TunnelError`, which it
-/// does not export): said plainly in [`error_chain`], so a run's error names the proxy.
-const TUNNEL_ERROR: &str = "tunnel error: ";
-
-/// An error and its causes, `outer: inner: root`: kube's own message often hides the cause
-/// (a refused connection, a certificate the CA did not sign, a proxy that is down) in its
-/// source chain.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = match cause.to_string() {
-            tunnel if tunnel.starts_with(TUNNEL_ERROR) => {
-                format!("the proxy's tunnel (HTTP CONNECT) failed: {}", &tunnel[TUNNEL_ERROR.len()..])
-            }
-            other => other,
-        };
-        if !text.contains(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

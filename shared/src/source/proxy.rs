@@ -302,7 +302,7 @@ mod tests {
 
     #[test]
     fn a_kubeconfig_proxy_url_is_read_from_the_context_cluster() {
-        let kubeconfig: kube::config::Kubeconfig = serde_yaml::from_str(
+        let kubeconfig: kube::config::Kubeconfig = serde_norway::from_str(
             "clusters: [{name: a, cluster: {server: 'https://a', proxy-url: 'http://p:1'}}, {name: b, cluster: {server: 'https://b'}}]\n\
              contexts: [{name: ca, context: {cluster: a, user: u}}, {name: cb, context: {cluster: b, user: u}}]\n\
              current-context: ca\n",

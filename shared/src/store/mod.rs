@@ -29,7 +29,7 @@ use crate::{
     store::runs::Status,
 };
 
-pub use replace::{Refresh, ReplaceOutcome, Scope};
+pub use replace::{JobConnection, Refresh, ReplaceOutcome, Scope};
 pub use schema::ensure_tables;
 
 /// The migrations in `migrations/`, embedded.
@@ -53,7 +53,7 @@ pub async fn connect(url: &str, credentials: &DatabaseCredentials, max_connectio
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(credentials.connect_options(url)?)
         .await
-        .map_err(|err| Error::Database(format!("cannot connect to PostgreSQL at {}: {err}", without_credentials(url))))
+        .map_err(|source| Error::DatabaseConnect { url: without_credentials(url), source })
 }
 
 /// Checks the server version, applies the migrations, and creates, converts or upgrades every
@@ -64,9 +64,9 @@ pub async fn prepare(pool: &PgPool, registry: &Registry) -> Result<()> {
             .fetch_one(pool)
             .await?;
     if version < MIN_SERVER_VERSION {
-        return Err(Error::Database(format!("kubecensus needs PostgreSQL 15 or later; this server is {shown}")));
+        return Err(Error::Schema(format!("kubecensus needs PostgreSQL 15 or later; this server is {shown}")));
     }
-    MIGRATOR.run(pool).await.map_err(|err| Error::Database(format!("migrations: {err}")))?;
+    MIGRATOR.run(pool).await?;
     ensure_schema(pool, &registry.field_names(), &registry.namespace_field_names()).await
 }
 

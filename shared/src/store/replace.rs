@@ -16,7 +16,10 @@
 //!
 //! New rows are held in memory up to a limit; past it they are streamed with COPY into a
 //! temporary table of the job's session (no WAL, dropped with the session if the worker dies)
-//! and moved with `INSERT ... SELECT` in the final transaction.
+//! and moved with `INSERT ... SELECT` in the final transaction. A job runs on a
+//! [`JobConnection`], which goes back to the pool only when the job ended with its staging
+//! dropped: a job cancelled mid-way (its timeout, a shutdown) closes the session, and its
+//! staging with it, so the next job on that connection never sees it.
 //!
 //! A job replaces a [`Scope`] of the cluster's rows: all of them for a catalog resource, only
 //! those of one custom resource kind (`api_group` and `kind`), or those of every custom kind
@@ -30,10 +33,11 @@
 use std::{
     collections::HashSet,
     hash::{BuildHasherDefault, Hasher},
+    ops::{Deref, DerefMut},
 };
 
 use chrono::{DateTime, Utc};
-use sqlx::{Arguments, Connection, PgConnection, postgres::PgArguments};
+use sqlx::{Arguments, Connection, PgConnection, PgPool, Postgres, pool::PoolConnection, postgres::PgArguments};
 use uuid::Uuid;
 
 use super::{
@@ -116,7 +120,7 @@ impl Scope {
     /// then the filters' values and the excluded kinds (see [`Self::condition`]).
     fn arguments(&self, cluster: &str) -> Result<PgArguments> {
         let mut arguments = PgArguments::default();
-        let bad = |err: sqlx::error::BoxDynError| Error::Database(format!("binding the scope {}: {err}", self.name));
+        let bad = |err: sqlx::error::BoxDynError| Error::Sql(sqlx::Error::Encode(err));
         arguments.add(cluster.to_owned()).map_err(bad)?;
         for (_, value) in &self.filters {
             arguments.add(value.clone()).map_err(bad)?;
@@ -183,7 +187,7 @@ impl<'a> Refresh<'a> {
     pub async fn begin(conn: &mut PgConnection, cluster: &str, scope: Scope, layouts: &[Layout<'a>]) -> Result<Self> {
         let mut tx = conn.begin().await?;
         execute(&mut tx, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY".into()).await?;
-        let job_table = &layouts.first().ok_or_else(|| Error::Database("a resource without tables".into()))?.table.name;
+        let job_table = &layouts.first().ok_or_else(|| Error::Catalog("a resource without tables".into()))?.table.name;
         let base: Option<Uuid> =
             sqlx::query_scalar("SELECT run_id FROM snapshots WHERE cluster_name = $1 AND table_name = $2")
                 .bind(cluster)
@@ -298,31 +302,45 @@ impl<'a> Refresh<'a> {
         Ok(())
     }
 
-    /// Drops the job's staging tables, if any (after a failure, or once the rows are in).
+    /// Drops the job's staging tables, if any (after a failure, or once the rows are in). A
+    /// table that could not be dropped stays [`Self::staged`].
     pub async fn discard(&mut self, conn: &mut PgConnection) -> Result<()> {
         for table in &mut self.tables {
-            if let Some(staging) = table.staging.take() {
+            if let Some(staging) = &table.staging {
                 execute(conn, format!("DROP TABLE IF EXISTS {staging}")).await?;
+                table.staging = None;
             }
         }
         Ok(())
     }
 
+    /// Whether staging tables of this job may be left in the session: its connection must then
+    /// not go back to the pool ([`JobConnection`]).
+    pub fn staged(&self) -> bool {
+        self.tables.iter().any(|table| table.staging.is_some())
+    }
+
     /// Writes the changes in one transaction with the snapshot and the run's `outcome` (its row
     /// counts filled in), unless a later-scheduled job already replaced the rows.
     ///
+    /// The staging is dropped afterwards; a failure to drop it is logged and leaves it
+    /// [`Self::staged`], never changing the result: rows committed stay a success.
+    ///
     /// # Errors
-    /// [`Error::Database`] when another job of the same (cluster, table) committed since
-    /// [`Self::begin`] (retry: the next attempt diffs against its rows), or any SQL error.
+    /// [`Error::StaleBase`] when another job of the same (cluster, table) committed since
+    /// [`Self::begin`] (retry: the next attempt diffs against its rows), [`Error::ClusterPruned`],
+    /// or any SQL error.
     pub async fn commit(
-        mut self,
+        &mut self,
         conn: &mut PgConnection,
         job: &Job,
         run_id: Uuid,
         outcome: &Outcome,
     ) -> Result<ReplaceOutcome> {
         let result = self.write(conn, job, run_id, outcome).await;
-        self.discard(conn).await?;
+        if let Err(err) = self.discard(conn).await {
+            tracing::warn!(%err, "cannot drop the job's staging; it goes with the connection");
+        }
         result
     }
 
@@ -347,10 +365,7 @@ impl<'a> Refresh<'a> {
                 .fetch_optional(&mut *tx)
                 .await?;
         if let Some(Some(removed_at)) = removed_at {
-            return Err(Error::Job(format!(
-                "cluster {} was pruned at {removed_at} (missing from every registry source) while this job listed",
-                self.cluster
-            )));
+            return Err(Error::ClusterPruned { cluster: self.cluster.clone(), removed_at });
         }
         // A snapshot ranks by when its job was scheduled, but never by a time after its own
         // commit: a job from the future (a clock off, a hand-written message, recorded before
@@ -366,24 +381,23 @@ impl<'a> Refresh<'a> {
             return Ok(ReplaceOutcome::Superseded { current });
         }
         if now.map(|(_, run)| run) != self.base {
-            return Err(self.conflict(
-                job,
-                format!(
-                    "another job replaced {}'s rows of {} while this one listed (run {:?}, listed against {:?})",
-                    self.cluster,
-                    job.table,
-                    now.map(|(_, run)| run),
-                    self.base
-                ),
-            ));
+            self.count_conflict();
+            return Err(Error::StaleBase {
+                cluster: self.cluster.clone(),
+                table: job.table.clone(),
+                current: now.map(|(_, run)| run),
+                base: self.base,
+            });
         }
         for table in &self.tables {
             // Locked first, so no column is added between this check and the writes.
             execute(&mut tx, format!("LOCK TABLE {} IN ROW EXCLUSIVE MODE", table.shape.name)).await?;
-            let columns = column_set(&mut tx, &table.shape).await?;
-            if columns != table.columns {
-                let name = table.shape.table.name.as_str();
-                return Err(self.conflict(job, format!("{name} changed shape while this job listed (a column added)")));
+            if column_set(&mut tx, &table.shape).await? != table.columns {
+                self.count_conflict();
+                return Err(Error::ShapeChanged {
+                    cluster: self.cluster.clone(),
+                    table: table.shape.table.name.clone(),
+                });
             }
         }
         let mut totals = RowCounts::default();
@@ -413,11 +427,12 @@ impl<'a> Refresh<'a> {
         Ok(ReplaceOutcome::Replaced(totals))
     }
 
-    /// A job whose base (the hashes it read) went stale: `why`, counted in
-    /// `kubecensus_replace_conflicts_total`; a retryable error.
-    fn conflict(&self, job: &Job, why: String) -> Error {
-        metrics::worker().replace_conflicts.get_or_create(&metrics::table_label(&job.table)).inc();
-        Error::Database(format!("{why}; the next attempt starts from its rows"))
+    /// Counts a job whose base (the hashes it read) went stale in
+    /// `kubecensus_replace_conflicts_total`.
+    fn count_conflict(&self) {
+        // The first table is the resource's job table: the metrics' label of every target of it.
+        let job_table = &self.tables[0].shape.table.name;
+        metrics::worker().replace_conflicts.get_or_create(&metrics::TableLabel::new(job_table)).inc();
     }
 
     /// Rewrites the scope's rows of `fleet_unhealthy_objects` from the table's rows not Current,
@@ -457,5 +472,48 @@ impl<'a> Refresh<'a> {
             copy_in(tx, &format!("COPY {name} ({columns}) FROM STDIN"), &table.held).await?;
         }
         Ok(RowCounts { total: table.listed.len() as u64, inserted: table.inserted, deleted: removed.len() as u64 })
+    }
+}
+
+/// A pooled connection for one job's [`Refresh`]. Its session may hold the job's staging
+/// (temporary tables live as long as the session) or a statement cut off half-way, so it is
+/// closed when dropped, not given back to the pool, unless [`Self::release`] said the job ended
+/// cleanly. A job whose future is dropped (`--job-timeout`, a shutdown) never says so.
+pub struct JobConnection {
+    conn: PoolConnection<Postgres>,
+    reusable: bool,
+}
+
+impl JobConnection {
+    /// A connection of `pool`, to be closed on drop until released.
+    pub async fn acquire(pool: &PgPool) -> Result<Self> {
+        Ok(Self { conn: pool.acquire().await?, reusable: false })
+    }
+
+    /// The job ended with no staging left and no statement half-done: the connection may go
+    /// back to the pool.
+    pub fn release(&mut self) {
+        self.reusable = true;
+    }
+}
+
+impl Deref for JobConnection {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for JobConnection {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+}
+
+impl Drop for JobConnection {
+    fn drop(&mut self) {
+        if !self.reusable {
+            self.conn.close_on_drop();
+        }
     }
 }

@@ -128,12 +128,14 @@ pub async fn heartbeat(pool: &PgPool, run_id: Uuid) -> Result<()> {
     Ok(())
 }
 
-/// Records how an attempt ended. Called inside the swap transaction on success.
+/// Records how an attempt ended. Called inside the swap transaction on success. A run's final
+/// status is written once, and only over `running`: a later call (an error after the rows were
+/// committed) or a run the sweep already marked `abandoned` is left as it is.
 pub async fn finish(conn: &mut PgConnection, run_id: Uuid, outcome: &Outcome) -> Result<()> {
     sqlx::query(
         "UPDATE runs SET status = $2, rows_written = $3, objects_skipped = objects_skipped + $4, error = $5,
                 rows_inserted = $6, rows_deleted = $7, finished_at = clock_timestamp(), heartbeat_at = clock_timestamp()
-         WHERE run_id = $1",
+         WHERE run_id = $1 AND status = $8",
     )
     .bind(run_id)
     .bind(outcome.status.as_str())
@@ -142,6 +144,7 @@ pub async fn finish(conn: &mut PgConnection, run_id: Uuid, outcome: &Outcome) ->
     .bind(&outcome.error)
     .bind(outcome.rows.map(|rows| rows.inserted as i64))
     .bind(outcome.rows.map(|rows| rows.deleted as i64))
+    .bind(Status::Running.as_str())
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -94,29 +94,30 @@ impl DdlLocks {
     /// not granted in time and there are tries left: logged, waited for, counted in `attempt`.
     ///
     /// # Errors
-    /// `result`'s error; after the last try, [`Error::Database`] naming `what`.
+    /// `result`'s error; after the last try, [`Error::LockTimeout`] naming `what`.
     pub(super) async fn settle(&self, what: &str, attempt: &mut u32, result: Result<()>) -> Result<bool> {
         match result {
-            Err(err) if is_lock_timeout(&err) && *attempt < self.attempts => {
+            Err(Error::Sql(err)) if is_lock_timeout(&err) && *attempt < self.attempts => {
                 let wait = self.backoff.saturating_mul(1 << (*attempt - 1).min(16)).min(self.backoff_cap);
                 tracing::warn!(what, attempt, ?wait, %err, "a lock was not granted in time; trying again");
                 tokio::time::sleep(wait).await;
                 *attempt += 1;
                 Ok(false)
             }
-            Err(err) if is_lock_timeout(&err) => Err(Error::Database(format!(
-                "{what}: a lock was not granted within {:?} in {attempt} tries (a long transaction holds it: see \
-                 pg_locks): {err}",
-                self.lock_timeout
-            ))),
+            Err(Error::Sql(source)) if is_lock_timeout(&source) => Err(Error::LockTimeout {
+                what: what.to_owned(),
+                lock_timeout: self.lock_timeout,
+                tries: *attempt,
+                source,
+            }),
             result => result.map(|()| true),
         }
     }
 }
 
 /// Whether a statement failed for a lock not granted within `lock_timeout`.
-fn is_lock_timeout(err: &Error) -> bool {
-    matches!(err, Error::Sql(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03"))
+fn is_lock_timeout(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03"))
 }
 
 /// A data table as stored: its name, its columns with their PostgreSQL types in storage order
@@ -203,7 +204,7 @@ impl<'a> TableShape<'a> {
 /// processes at once: they take turns on an advisory lock.
 ///
 /// # Errors
-/// A column whose type differs from the catalog's ([`Error::Database`], naming the table and
+/// A column whose type differs from the catalog's ([`Error::Schema`], naming the table and
 /// column), or any SQL error.
 pub async fn ensure_tables(pool: &PgPool, fields: &[String], namespace_fields: &[String]) -> Result<()> {
     ensure_tables_with(pool, fields, namespace_fields, &DDL_LOCKS).await
@@ -338,7 +339,7 @@ async fn upgrade(conn: &mut PgConnection, shape: &TableShape<'_>) -> Result<()> 
         match existing.get(name.as_str()) {
             None => added.push(format!("ADD COLUMN {name} {ty}")),
             Some(found) if found != ty => {
-                return Err(Error::Database(format!(
+                return Err(Error::Schema(format!(
                     "{}.{} is {found} in the database but {ty} in this release's catalog; \
                      convert it by hand (ALTER TABLE {} ALTER COLUMN {name} TYPE {ty} USING ...) or drop the table \
                      to have it created and reloaded on the next refresh",

@@ -26,10 +26,10 @@ impl Ident {
     /// A name given as is (a catalog table or column, a registry field).
     ///
     /// # Errors
-    /// [`Error::Database`] when the name is empty, holds a NUL, or is longer than 63 bytes.
+    /// [`Error::Schema`] when the name is empty, holds a NUL, or is longer than 63 bytes.
     pub fn new(name: &str) -> Result<Self> {
         if name.is_empty() || name.contains('\0') || name.len() > MAX_IDENT_BYTES {
-            return Err(Error::Database(format!(
+            return Err(Error::Schema(format!(
                 "`{name}` cannot be a PostgreSQL identifier (1 to {MAX_IDENT_BYTES} bytes, no NUL)"
             )));
         }

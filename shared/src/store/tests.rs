@@ -385,12 +385,7 @@ async fn a_job_that_lists_while_its_cluster_is_pruned_writes_nothing(pool: PgPoo
     let mut conn = pool.acquire().await.unwrap();
     let layouts = layouts();
     let mut refresh = Refresh::begin(&mut conn, "c1", pods_scope(), &layouts).await.unwrap();
-    let context = ClusterContext { name: "c1".into(), uid: "uid-c1".into(), field_values: vec![Some("eu".into())] };
-    for pod in pods("c1", 0..3, 1) {
-        let mut rows = Vec::new();
-        layouts[0].write_rows(&pod, &context, &mut rows);
-        refresh.add(0, &rows);
-    }
+    add_three_pods(&mut refresh, &layouts);
     // The cluster leaves every source and is pruned while the job is still listing.
     crate::store::prune::prune_absent(&pool, &[], Duration::ZERO, "test").await.unwrap();
     let pruned = crate::store::prune::prune_absent(&pool, &[], Duration::ZERO, "test").await.unwrap();
@@ -462,4 +457,67 @@ async fn unhealthy_objects_follow_each_replace_and_leave_with_a_pruned_cluster(p
     crate::store::prune::prune_absent(&pool, &["c2".to_owned()], Duration::ZERO, "test").await.unwrap();
     crate::store::prune::prune_absent(&pool, &["c2".to_owned()], Duration::ZERO, "test").await.unwrap();
     assert_eq!(names(&unhealthy(&pool).await), ["c2/p0 InProgress"], "c1's rows left with it");
+}
+
+/// Adds three pods of `c1` to `refresh`'s first table.
+fn add_three_pods(refresh: &mut Refresh<'_>, layouts: &[Layout<'_>]) {
+    let context = ClusterContext { name: "c1".into(), uid: "uid-c1".into(), field_values: vec![Some("eu".into())] };
+    for pod in pods("c1", 0..3, 1) {
+        let mut rows = Vec::new();
+        layouts[0].write_rows(&pod, &context, &mut rows);
+        refresh.add(0, &rows);
+    }
+}
+
+/// Temporary staging tables of the asking session.
+async fn own_staging(conn: &mut PgConnection) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema() AND relname LIKE '%\\_staging'",
+    )
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn a_job_cancelled_after_staging_leaves_no_staging_for_the_next_job_on_its_connection(pool: PgPool) {
+    prepared(&pool).await;
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap();
+    let layouts = layouts();
+    let (staged_tx, staged) = tokio::sync::oneshot::channel();
+    let job = async {
+        let mut conn = JobConnection::acquire(&one).await.unwrap();
+        let mut refresh = Refresh::begin(&mut conn, "c1", pods_scope(), &layouts).await.unwrap();
+        add_three_pods(&mut refresh, &layouts);
+        refresh.spill(&mut conn).await.unwrap();
+        assert_eq!(own_staging(&mut conn).await, 1, "the rows are staged");
+        staged_tx.send(()).unwrap();
+        // Listing on until cancelled, as a job past its --job-timeout.
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        () = job => unreachable!("the job never ends on its own"),
+        _ = staged => {}
+    }
+    // The job's future is dropped: the next job gets the pool's one connection.
+    let mut next = one.acquire().await.unwrap();
+    assert_eq!(own_staging(&mut next).await, 0, "a cancelled job's staging went with its session");
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn a_run_finished_as_succeeded_is_not_overwritten_by_a_later_finish(pool: PgPool) {
+    prepared(&pool).await;
+    let job = Job::new("c1", "kubernetes_pods", Trigger::Schedule, at(0)).unwrap();
+    let (run_id, _) = runs::start(&pool, &job, 1, "test").await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    runs::finish(&mut conn, run_id, &Outcome::succeeded()).await.unwrap();
+    let late = Outcome::failed(runs::Status::Retrying, "cannot drop the job's staging".into());
+    runs::finish(&mut conn, run_id, &late).await.unwrap();
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, error FROM runs WHERE run_id = $1").bind(run_id).fetch_one(&pool).await.unwrap();
+    assert_eq!((status.as_str(), error), ("succeeded", None));
 }

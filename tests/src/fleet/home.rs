@@ -87,7 +87,7 @@ impl HomeCluster {
             "users": [{"name": "home", "user": {"token": token}}],
             "contexts": [{"name": "home", "context": {"cluster": "home", "user": "home"}}],
         });
-        write_private(&kubeconfig, &serde_yaml::to_string(&config)?)?;
+        write_private(&kubeconfig, &serde_norway::to_string(&config)?)?;
         Ok(Self { state, handle, kubeconfig })
     }
 
@@ -161,7 +161,7 @@ impl HomeCluster {
             "apiVersion": "v1", "kind": "Secret", "type": "cluster.x-k8s.io/secret",
             "metadata": {"name": format!("{}-kubeconfig", cluster.name), "namespace": namespace,
                          "labels": {"cluster.x-k8s.io/cluster-name": cluster.name}, "annotations": annotations},
-            "data": {"value": STANDARD.encode(serde_yaml::to_string(&kubeconfig).expect("YAML"))},
+            "data": {"value": STANDARD.encode(serde_norway::to_string(&kubeconfig).expect("YAML"))},
         })
     }
 }

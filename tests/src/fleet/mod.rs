@@ -277,9 +277,9 @@ impl Fleet {
             }
             registry.push(entry);
         }
-        let registry_yaml = serde_yaml::to_string(&BTreeMap::from([("clusters", registry)]))?;
+        let registry_yaml = serde_norway::to_string(&BTreeMap::from([("clusters", registry)]))?;
         std::fs::write(out_dir.join("clusters.yaml"), registry_yaml)?;
-        write_private(&out_dir.join("kubeconfig"), &serde_yaml::to_string(&self.kubeconfig())?)
+        write_private(&out_dir.join("kubeconfig"), &serde_norway::to_string(&self.kubeconfig())?)
     }
 
     /// A kubeconfig with one context (and cluster and user) per cluster, all named as the cluster.

@@ -100,15 +100,19 @@ pub(super) fn add_kinds(resources: &mut [Resource], kinds: &[CustomKind]) -> Res
 /// `version` and `schedule`, as the catalog's `kinds`.
 ///
 /// # Errors
-/// [`Error::Catalog`] naming the file, when it cannot be read or is not such a list.
+/// [`Error::ReadFile`] or [`Error::Yaml`] naming the file, when it cannot be read or is not such a list.
 pub fn read_kinds(path: &std::path::Path) -> Result<Vec<CustomKind>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| Error::Catalog(format!("custom resources file {}: {err}", path.display())))?;
-    serde_yaml::from_str(&text).map_err(|err| {
-        Error::Catalog(format!(
-            "custom resources file {}: {err} (expected a list of {{group, kind, version?, schedule?, limit?}})",
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
+        what: "custom resources file",
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_norway::from_str(&text).map_err(|source| Error::Yaml {
+        what: format!(
+            "custom resources file {} (a list of {{group, kind, version?, schedule?, limit?}})",
             path.display()
-        ))
+        ),
+        source,
     })
 }
 

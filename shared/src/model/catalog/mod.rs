@@ -22,6 +22,9 @@ pub use custom::{CustomKind, GROUP_COLUMN, KIND_COLUMN, Target, read_kinds};
 /// The catalog text, compiled into every binary.
 const CATALOG_YAML: &str = include_str!("../../../catalog.yaml");
 
+/// The metrics' `table` label of a name the catalog does not know (a malformed job message).
+pub const UNKNOWN_TABLE: &str = "unknown";
+
 static CATALOG: OnceLock<Catalog> = OnceLock::new();
 
 /// The embedded catalog, with the custom resource kinds of [`configure`] when it was called.
@@ -173,7 +176,7 @@ impl Catalog {
     /// Parses and checks a catalog text.
     pub fn parse(text: &str, custom_kinds: &[CustomKind]) -> Result<Self> {
         let mut resources: Vec<Resource> =
-            serde_yaml::from_str(text).map_err(|err| Error::Catalog(format!("catalog.yaml: {err}")))?;
+            serde_norway::from_str(text).map_err(|source| Error::Yaml { what: "catalog.yaml".into(), source })?;
         custom::add_kinds(&mut resources, custom_kinds)?;
         for resource in &mut resources {
             cron::Schedule::try_from(resource.schedule.as_str()).map_err(|err| {
@@ -208,6 +211,16 @@ impl Catalog {
     /// The resource that fills `table` (any of its tables, not only the first).
     pub fn resource_of(&self, table: &str) -> Option<&Resource> {
         self.tables().find(|(_, t)| t.name == table).map(|(r, _)| r)
+    }
+
+    /// The `table` label of metrics for `name` (a table, or a job target such as
+    /// `kubernetes_custom_resources/<group>/<Kind>`): the catalog's name of the table, or
+    /// [`UNKNOWN_TABLE`]. Every kind of custom resource counts under
+    /// `kubernetes_custom_resources`, so the labels stay as few as the catalog's tables.
+    pub fn metric_table<'a>(&'a self, name: &str) -> &'a str {
+        let table = self.tables().map(|(_, table)| table.name.as_str()).find(|table| *table == name);
+        let job_table = || self.target(name).map(|(resource, _)| resource.job_table());
+        table.or_else(job_table).unwrap_or(UNKNOWN_TABLE)
     }
 }
 
@@ -324,6 +337,14 @@ mod tests {
         let pods = catalog.resource_of("kubernetes_pod_containers").unwrap();
         assert_eq!(pods.job_table(), "kubernetes_pods");
         assert_eq!(pods.api.plural, "pods");
+    }
+
+    #[test]
+    fn metric_tables_stay_in_the_catalog() {
+        assert_eq!(catalog().metric_table("kubernetes_pod_containers"), "kubernetes_pod_containers");
+        assert_eq!(catalog().metric_table("'; drop table runs"), "unknown");
+        let kustomizations = "kubernetes_custom_resources/kustomize.toolkit.fluxcd.io/Kustomization";
+        assert_eq!(catalog().metric_table(kustomizations), "kubernetes_custom_resources");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! become the cluster's registry fields (`region`, `team`, ...; an annotation wins over a label).
 //! A malformed Secret is reported by namespace and name and costs no other cluster.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -19,34 +19,12 @@ use kube::{
 use tokio::sync::Mutex;
 
 use super::{ClusterConfig, argocd, capi};
+pub use crate::ops::args::HomeArgs;
 use crate::{Error, Result};
 
 /// How long to wait for the home cluster to accept a connection, and for one listing.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Where to find clusters' Secrets, each a flag with an environment fallback.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct HomeArgs {
-    /// A kubeconfig reaching the home cluster; in a pod, its service account is used without it.
-    #[arg(long, global = true, env = "KUBECENSUS_HOME_KUBECONFIG")]
-    pub home_kubeconfig: Option<PathBuf>,
-    /// The context of `--home-kubeconfig`; its current context when absent.
-    #[arg(long, global = true, env = "KUBECENSUS_HOME_CONTEXT")]
-    pub home_context: Option<String>,
-    /// Namespaces holding Argo CD cluster Secrets (repeatable, or separated by `,`).
-    #[arg(long = "argocd-namespace", global = true, env = "KUBECENSUS_ARGOCD_NAMESPACES", value_delimiter = ',')]
-    pub argocd_namespaces: Vec<String>,
-    /// A label selector the Argo CD Secrets must also match (`env=prod`).
-    #[arg(long, global = true, env = "KUBECENSUS_ARGOCD_SELECTOR")]
-    pub argocd_selector: Option<String>,
-    /// Namespaces holding Cluster API `<cluster>-kubeconfig` Secrets (repeatable, or separated by `,`).
-    #[arg(long = "capi-namespace", global = true, env = "KUBECENSUS_CAPI_NAMESPACES", value_delimiter = ',')]
-    pub capi_namespaces: Vec<String>,
-    /// A label selector the Cluster API Secrets must also match.
-    #[arg(long, global = true, env = "KUBECENSUS_CAPI_SELECTOR")]
-    pub capi_selector: Option<String>,
-}
 
 /// What one reading of the home cluster gave: the clusters of the good Secrets, and why each
 /// bad one was left out (`Secret <namespace>/<name>: <why>`).

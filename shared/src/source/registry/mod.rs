@@ -117,10 +117,13 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 impl Registry {
     /// Reads and checks a registry file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| Error::Registry(format!("cannot read {}: {err}", path.display())))?;
-        let mut registry: Self =
-            serde_yaml::from_str(&text).map_err(|err| Error::Registry(format!("{}: {err}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
+            what: "registry file",
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut registry: Self = serde_norway::from_str(&text)
+            .map_err(|source| Error::Yaml { what: format!("registry file {}", path.display()), source })?;
         // Relative file paths are relative to the registry file.
         let base = path.parent().unwrap_or(Path::new("."));
         for cluster in &mut registry.clusters {
