@@ -118,7 +118,7 @@ async fn a_job_whose_base_predates_a_column_change_retries_and_leaves_one_row_pe
     let listed = pods("c1", 0..3, 2);
     let stale = list_and_commit(&pool, &mut conn, refresh, &layouts, "c1", &listed, at(20), usize::MAX).await;
     let err = stale.expect_err("a stale base is a conflict").to_string();
-    assert!(err.contains("kubernetes_pods changed shape while this job listed"), "{err}");
+    assert!(err.contains("kubernetes_pods changed shape (a column added) while this job listed"), "{err}");
     // Its next attempt starts from the rows as they are now.
     let layouts = layouts_for(&REGION_TEAM);
     let refresh = Refresh::begin(&mut conn, "c1", pods_scope(), &layouts).await.unwrap();
