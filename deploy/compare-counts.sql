@@ -1,5 +1,6 @@
 -- Compares the rows PostgreSQL holds per cluster with the simulator's object counts (psql
 -- variable :counts, the JSON of the simulator's GET /counts). Fails when any count differs.
+-- Prints every count with -v verbose=on, else only those that differ.
 \set QUIET on
 \pset footer off
 CREATE TEMP TABLE expected AS
@@ -16,20 +17,17 @@ SELECT e.cluster_name, e.resource, e.objects AS simulator,
 FROM expected e
 WHERE e.resource IN ('pods', 'nodes', 'namespaces');
 
+SELECT count(*) = 0 AS all_equal, count(*) AS differing FROM comparison WHERE simulator IS DISTINCT FROM postgres \gset
+SELECT count(*) AS compared FROM comparison \gset
+\if :verbose
 SELECT *, CASE WHEN simulator = postgres THEN 'equal' ELSE 'DIFFERENT' END AS check FROM comparison ORDER BY 1, 2;
-
-\echo '== example queries'
-select region, count(distinct cluster_name) cluster_cnt, count(distinct namespace) ns_count, count(*) pod_cnt from kubernetes_pods group by region;
-select c.image, count(*) pod_cnt from kubernetes_pod_containers c group by c.image order by count(*) desc limit 10;
-\echo '== fleet health: objects not Current by kind, then the first page of them'
-select api_group, kind, health, count(*) from fleet_unhealthy_objects group by 1, 2, 3 order by 1, 2, 3;
-select cluster_name, namespace, kind, name, health, left(message, 60) message from fleet_unhealthy_objects
-where (cluster_name, namespace, name, uid) > ('', '', '', '') order by cluster_name, namespace, name, uid limit 10;
-
-SELECT count(*) = 0 AS all_equal FROM comparison WHERE simulator IS DISTINCT FROM postgres \gset
-\if :all_equal
-\echo 'every count equals the simulator''s'
+\elif :all_equal
 \else
-\echo 'counts differ'
+SELECT *, 'DIFFERENT' AS check FROM comparison WHERE simulator IS DISTINCT FROM postgres ORDER BY 1, 2;
+\endif
+\if :all_equal
+\echo 'every count equals the simulator''s (namespaces, nodes and pods of each cluster:' :compared 'counts)'
+\else
+\echo :differing 'of' :compared 'counts differ'
 \quit 1
 \endif

@@ -54,7 +54,7 @@ psql_admin -c "select 1 from pg_database where datname = '$DB_NAME'" | grep -q 1
   || { say "creating database $DB_NAME"; psql_admin -c "create database $DB_NAME owner $DB_ROLE"; }
 psql_admin -c "alter database $DB_NAME owner to $DB_ROLE" >/dev/null
 # The benchmark checkpoints between phases, so that one phase's writes do not slow the next.
-psql_admin -c "grant pg_checkpoint to $DB_ROLE" >/dev/null
+psql_admin -c "set client_min_messages = warning" -c "grant pg_checkpoint to $DB_ROLE" >/dev/null
 
 # nats-server with JetStream (file storage) and HTTP monitoring (/jsz, /varz; on the same
 # loopback address). A nats-server already running is used as it is, never restarted.

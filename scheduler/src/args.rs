@@ -67,9 +67,20 @@ pub enum Command {
         /// default `--wait-timeout` is derived.
         #[command(flatten)]
         job: JobArgs,
+        /// With `--wait`: print a summary per cluster and the reasons of the jobs that did not
+        /// succeed, instead of a line per job.
+        #[arg(long, requires = "wait")]
+        summary: bool,
     },
-    /// Print the latest run of every (cluster, table): status, rows, duration.
-    Report,
+    /// Print the latest run of every (cluster, table), pruned clusters left out: status, rows, duration.
+    Report {
+        /// Print a summary per cluster and the reasons of the runs that did not succeed instead.
+        #[arg(long)]
+        summary: bool,
+    },
+    /// Prune now every cluster missing from every registry source, as `run` does after
+    /// `--prune-after`: its rows and snapshots deleted, a `pruned` run recorded.
+    Prune,
     /// Print a registry (YAML) with one cluster per context of a kubeconfig file.
     ImportKubeconfig {
         /// The kubeconfig file.

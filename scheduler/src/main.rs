@@ -74,14 +74,21 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         admin::serve(admin.admin_addr, health.clone(), metrics).await.context("serving the admin endpoint")?;
     }
     let pool = store::connect(&common.database_url, &common.database_credentials, 4).await?;
-    if let Command::Report = &command {
-        report::print(&pool, output).await?;
+    if let Command::Report { summary } = &command {
+        report::print(&pool, *summary, output).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let live = Arc::new(LiveRegistry::start(&common.registry, &common.home).await?);
     let registry = live.current();
     store::prepare(&pool, &registry).await?;
     store::sync_clusters(&pool, &registry).await?;
+    if let Command::Prune = &command {
+        anyhow::ensure!(live.complete(), "a registry source could not be read: no cluster is pruned");
+        let present: Vec<String> = registry.clusters.iter().map(|c| c.name.clone()).collect();
+        let pruned = store::prune::prune_absent(&pool, &present, Duration::ZERO, "scheduler").await?;
+        report::pruned(&pruned, output)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let nats = queue::connect(&common.nats_url, &common.nats_credentials).await?;
     let js = async_nats::jetstream::new(nats.clone());
     let queue = Queue::from(&common);
@@ -96,7 +103,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let watch = live::Watch { pool: &pool, live: &live, tables: Vec::new(), prune_after };
             cron_loop::run(&js, &queue, watch, common.registry_refresh, schedules, &health).await?
         }
-        Command::Refresh { clusters, tables, wait, wait_timeout, job } => {
+        Command::Refresh { clusters, tables, wait, wait_timeout, summary, job } => {
             for cluster in &clusters {
                 anyhow::ensure!(registry.get(cluster).is_some(), "cluster `{cluster}` is not in the registry");
             }
@@ -106,7 +113,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 publish::publish_jobs(&js, &queue, selected, &job_tables, Trigger::Manual, Utc::now()).await;
             nats.flush().await.context("flushing NATS")?;
             let deadline = wait.then(|| wait_timeout.unwrap_or_else(|| queue::longest_job(&job) + QUEUE_ALLOWANCE));
-            let open = report::refreshed(&pool, &published, deadline, output).await?;
+            let open = report::refreshed(&pool, &published, deadline, summary, output).await?;
             anyhow::ensure!(
                 published.iter().all(|p| !p.result.starts_with("failed")),
                 "some jobs could not be published"
@@ -117,7 +124,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_JOBS_OPEN));
             }
         }
-        Command::Report | Command::ImportKubeconfig { .. } => unreachable!("handled above"),
+        Command::Report { .. } | Command::Prune | Command::ImportKubeconfig { .. } => unreachable!("handled above"),
     }
     nats.flush().await.context("flushing NATS")?;
     Ok(ExitCode::SUCCESS)

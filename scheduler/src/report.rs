@@ -1,15 +1,22 @@
 //! What people read: what a refresh published, waiting for its jobs (with a progress bar on a
-//! terminal), and the latest run of every (cluster, table), as aligned tables or `--output json`.
+//! terminal), and the latest run of every (cluster, table), as aligned tables or `--output json`,
+//! in full or as a summary per cluster (`summary.rs`).
+
+mod summary;
 
 use std::time::Duration;
 
 use comfy_table::{CellAlignment, Table, presets::NOTHING};
 use indicatif::{ProgressBar, ProgressStyle};
-use kubecensus::{model::catalog::catalog, store::runs::Status};
+use kubecensus::{
+    model::catalog::catalog,
+    store::{prune::Pruned, runs::Status},
+};
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use self::summary::Summary;
 use crate::{args::Output, publish::Publication};
 
 /// The latest finished run of one (cluster, table).
@@ -21,6 +28,8 @@ struct LatestRun {
     rows: Option<i64>,
     inserted: Option<i64>,
     deleted: Option<i64>,
+    /// Throttled answers the run waited out (`runs.throttled`).
+    throttled: i32,
     millis: Option<f64>,
     error: Option<String>,
 }
@@ -57,30 +66,39 @@ const ERROR_WIDTH: usize = 60;
 /// Statuses after which a job is not tried again.
 const FINAL: [Status; 5] = [Status::Succeeded, Status::Failed, Status::Skipped, Status::Superseded, Status::Rejected];
 
-/// Prints the latest run of every (cluster, table) and the rows held now.
-pub async fn print(pool: &PgPool, output: Output) -> anyhow::Result<()> {
+/// Prints the latest run of every (cluster, table) and the rows held now; with `summary`, their
+/// [`Summary`] instead.
+pub async fn print(pool: &PgPool, summary: bool, output: Output) -> anyhow::Result<()> {
     let report = load(pool, None).await?;
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Output::Table => print_report(&report),
+    match (output, summary) {
+        (Output::Json, false) => println!("{}", serde_json::to_string_pretty(&report)?),
+        (Output::Json, true) => println!("{}", serde_json::to_string_pretty(&Summary::of(&report))?),
+        (Output::Table, false) => print_report(&report),
+        (Output::Table, true) => Summary::of(&report).print(),
     }
     Ok(())
 }
 
 /// Prints what a refresh published; with a `deadline`, waits that long for the queued jobs and
-/// adds the report; returns the jobs still open at the deadline (printed too).
+/// adds the report (with `summary`, its [`Summary`], and the publications counted by result, not
+/// listed); returns the jobs still open at the deadline (printed too).
 pub async fn refreshed(
     pool: &PgPool,
     published: &[Publication],
     deadline: Option<Duration>,
+    summary: bool,
     output: Output,
 ) -> anyhow::Result<Vec<OpenJob>> {
-    if output == Output::Table {
-        let mut table = table(&["cluster", "table", "result"]);
-        for p in published {
-            table.add_row(vec![p.cluster.as_str(), p.table.as_str(), p.result.as_str()]);
+    match output {
+        Output::Table if summary => println!("published: {}", counted_results(published)),
+        Output::Table => {
+            let mut table = table(&["cluster", "table", "result"]);
+            for p in published {
+                table.add_row(vec![p.cluster.as_str(), p.table.as_str(), p.result.as_str()]);
+            }
+            println!("{table}");
         }
-        println!("{table}");
+        Output::Json => {}
     }
     let mut open = Vec::new();
     let report = if let Some(deadline) = deadline {
@@ -102,19 +120,29 @@ pub async fn refreshed(
                 #[serde(flatten)]
                 report: Option<Report>,
                 #[serde(skip_serializing_if = "Option::is_none")]
+                summary: Option<Summary>,
+                #[serde(skip_serializing_if = "Option::is_none")]
                 open: Option<&'a [OpenJob]>,
             }
+            let (report, summary) = match report {
+                Some(report) if summary => (None, Some(Summary::of(&report))),
+                report => (report, None),
+            };
             let open = deadline.map(|_| open.as_slice());
-            println!("{}", serde_json::to_string_pretty(&Refreshed { published, report, open })?);
+            println!("{}", serde_json::to_string_pretty(&Refreshed { published, report, summary, open })?);
+        }
+        (Output::Table, Some(report)) if summary => {
+            println!();
+            Summary::of(&report).print();
         }
         (Output::Table, Some(report)) => {
             println!();
             print_report(&report);
-            if !open.is_empty() {
-                print_open(&open);
-            }
         }
         (Output::Table, None) => {}
+    }
+    if output == Output::Table && !open.is_empty() {
+        print_open(&open);
     }
     Ok(open)
 }
@@ -157,6 +185,36 @@ fn print_open(open: &[OpenJob]) {
     println!("\njobs still open at the deadline (--wait-timeout):\n{jobs}");
 }
 
+/// Prints the clusters `scheduler prune` pruned and the rows deleted with each.
+pub fn pruned(pruned: &[Pruned], output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(pruned)?),
+        Output::Table if pruned.is_empty() => println!("no cluster to prune: every cluster is in the registry"),
+        Output::Table => {
+            let mut table = table(&["pruned", "rows deleted"]);
+            for p in pruned {
+                table.add_row(vec![p.cluster.clone(), p.rows_deleted.to_string()]);
+            }
+            align_right(&mut table, 1..2);
+            println!("{table}");
+        }
+    }
+    Ok(())
+}
+
+/// How many publications had each result, the most frequent first: `57 queued, 3 already pending`.
+fn counted_results(published: &[Publication]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for p in published {
+        match counts.iter_mut().find(|(result, _)| *result == p.result) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((&p.result, 1)),
+        }
+    }
+    counts.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+    counts.iter().map(|(result, count)| format!("{count} {result}")).collect::<Vec<_>>().join(", ")
+}
+
 /// The snapshot names a job of `target` writes: its resource's tables, or a custom kind's own.
 fn snapshot_names(target: &str) -> Vec<String> {
     match catalog().target(target) {
@@ -165,15 +223,17 @@ fn snapshot_names(target: &str) -> Vec<String> {
     }
 }
 
-/// The latest run of every (cluster, table) and the rows held; with `jobs`, only the runs of
-/// those jobs and the snapshots of their clusters among the given snapshot names.
+/// The latest run of every (cluster, table) and the rows held, leaving out pruned clusters; with
+/// `jobs`, only the runs of those jobs and the snapshots of their clusters among the given
+/// snapshot names.
 async fn load(pool: &PgPool, jobs: Option<(&[Uuid], &[String])>) -> anyhow::Result<Report> {
     let runs: Vec<LatestRun> = sqlx::query_as(
         "SELECT DISTINCT ON (r.cluster_name, r.table_name)
                 r.cluster_name AS cluster, coalesce(r.table_name, '(all)') AS \"table\", r.status, r.rows_written AS rows,
-                r.rows_inserted AS inserted, r.rows_deleted AS deleted,
+                r.rows_inserted AS inserted, r.rows_deleted AS deleted, r.throttled,
                 extract(epoch FROM r.duration)::float8 * 1000 AS millis, r.error
          FROM runs r WHERE r.status <> $1 AND r.cluster_name IS NOT NULL AND ($2::uuid[] IS NULL OR r.job_id = ANY($2))
+           AND r.cluster_name NOT IN (SELECT name FROM clusters WHERE removed_at IS NOT NULL)
          ORDER BY r.cluster_name, r.table_name, r.started_at DESC",
     )
     .bind(Status::Running.as_str())
@@ -192,7 +252,7 @@ async fn load(pool: &PgPool, jobs: Option<(&[Uuid], &[String])>) -> anyhow::Resu
 }
 
 fn print_report(report: &Report) {
-    let mut runs = table(&["cluster", "table", "status", "rows", "inserted", "deleted", "ms", "error"]);
+    let mut runs = table(&["cluster", "table", "status", "rows", "inserted", "deleted", "throttled", "ms", "error"]);
     let number = |value: Option<i64>| value.map_or_else(|| "-".to_owned(), |n| n.to_string());
     for run in &report.runs {
         runs.add_row(vec![
@@ -202,23 +262,18 @@ fn print_report(report: &Report) {
             number(run.rows),
             number(run.inserted),
             number(run.deleted),
+            run.throttled.to_string(),
             run.millis.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0}")),
             run.error.as_deref().map(shortened).unwrap_or_default(),
         ]);
     }
-    for column in 3..7 {
-        if let Some(column) = runs.column_mut(column) {
-            column.set_cell_alignment(CellAlignment::Right);
-        }
-    }
+    align_right(&mut runs, 3..8);
     println!("{runs}\n\nrows held now per (cluster, table):");
     let mut held = table(&["cluster", "table", "rows"]);
     for snapshot in &report.snapshots {
         held.add_row(vec![snapshot.cluster.clone(), snapshot.table.clone(), snapshot.rows.to_string()]);
     }
-    if let Some(column) = held.column_mut(2) {
-        column.set_cell_alignment(CellAlignment::Right);
-    }
+    align_right(&mut held, 2..3);
     println!("{held}");
 }
 
@@ -227,6 +282,15 @@ fn shortened(error: &str) -> String {
     match error.char_indices().nth(ERROR_WIDTH) {
         Some((at, _)) => format!("{}…", &error[..at]),
         None => error.to_owned(),
+    }
+}
+
+/// Right-aligns the numeric `columns` of `table`.
+fn align_right(table: &mut Table, columns: std::ops::Range<usize>) {
+    for column in columns {
+        if let Some(column) = table.column_mut(column) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
     }
 }
 

@@ -81,6 +81,20 @@ pub enum Error {
     /// The cluster does not serve this resource (HTTP 404, or no such kind in its discovery).
     #[error("cluster does not serve this resource: {0}")]
     NotServed(String),
+    /// The cluster refused the request for lack of a permission (HTTP 403). `reason` is the API
+    /// server's `Status` message, which names the verb, the resource and the scope (`pods is
+    /// forbidden: User "system:serviceaccount:x:y" cannot list resource "pods" in API group ""
+    /// at the cluster scope`; kube-apiserver's `responsewriters.forbiddenMessage`).
+    #[error(
+        "cluster: GET {path}: 403 Forbidden{} (the credential lacks this permission: grant it, or register the \
+         cluster with `namespaces:`)",
+        spaced(.reason)
+    )]
+    Forbidden { path: String, reason: String },
+    /// The resource is cluster-scoped and the cluster is read only in some namespaces (its
+    /// registry entry's `namespaces` without `cluster_resources: true`): the reason.
+    #[error("{0}")]
+    OutsideNamespaces(String),
     /// A cluster's answer is not the JSON it should be.
     #[error("cluster: {what} is not valid JSON: {source}")]
     ClusterJson {
@@ -181,8 +195,12 @@ pub enum Disposition {
     /// Try again later, after the cluster's `Retry-After` when it gave one, else after the
     /// [`crate::queue::RetryPolicy`]'s delay; fail once the attempts are spent.
     Retry { after: Option<Duration> },
-    /// The cluster does not serve the resource: record `skipped`, never retry.
+    /// The cluster does not serve the resource, or is read only in namespaces and the resource
+    /// is cluster-scoped: record `skipped`, never retry.
     Skip,
+    /// A permission is missing (403): record `failed` at once. Another attempt seconds later
+    /// would get the same answer (RBAC is changed by people); the next scheduled job tries again.
+    Fail,
     /// The job can never succeed (its message is unusable, its cluster is gone): record
     /// `rejected`, never retry.
     Reject,
@@ -193,7 +211,8 @@ impl Error {
     pub fn disposition(&self) -> Disposition {
         match self {
             Self::ShuttingDown => Disposition::HandBack,
-            Self::NotServed(_) => Disposition::Skip,
+            Self::NotServed(_) | Self::OutsideNamespaces(_) => Disposition::Skip,
+            Self::Forbidden { .. } => Disposition::Fail,
             Self::MalformedJob(_) | Self::JobJson(_) | Self::ClusterPruned { .. } => Disposition::Reject,
             Self::Throttled { retry_after, .. } => Disposition::Retry { after: Some(*retry_after) },
             Self::Catalog(_)
@@ -228,6 +247,7 @@ impl Error {
             Self::ClusterRequest { .. }
                 | Self::ClusterStatus { .. }
                 | Self::Throttled { .. }
+                | Self::Forbidden { .. }
                 | Self::Expired { .. }
                 | Self::ClusterJson { .. }
                 | Self::ClusterAnswer(_)
@@ -255,6 +275,8 @@ impl Error {
             Self::Throttled { .. } => "throttled",
             Self::Expired { .. } => "continue_expired",
             Self::NotServed(_) => "not_served",
+            Self::Forbidden { .. } => "forbidden",
+            Self::OutsideNamespaces(_) => "outside_namespaces",
             Self::ClusterJson { .. } => "cluster_json",
             Self::ClusterAnswer(_) => "cluster_answer",
             Self::DatabaseConnect { .. } => "database_connect",
@@ -335,6 +357,9 @@ mod tests {
         assert!(refused.came_from_cluster());
         assert_eq!(refused.to_string(), "cluster: GET /api/v1/pods: 401 Unauthorized Unauthorized");
         assert_eq!(Error::NotServed("404".into()).disposition(), Disposition::Skip);
+        assert_eq!(Error::OutsideNamespaces("cluster-scoped".into()).disposition(), Disposition::Skip);
+        let forbidden = Error::Forbidden { path: "/api/v1/pods".into(), reason: "pods is forbidden".into() };
+        assert_eq!((forbidden.disposition(), forbidden.metric_label()), (Disposition::Fail, "forbidden"));
         let throttled = Error::Throttled {
             path: "/api/v1/pods".into(),
             status: StatusCode::TOO_MANY_REQUESTS,

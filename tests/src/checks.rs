@@ -16,14 +16,26 @@ use crate::fleet::Fleet;
 
 /// (namespace, name, uid) of every pod the simulator holds for a cluster.
 pub fn simulator_pods(fleet: &Fleet, cluster: &str) -> BTreeSet<(String, String, String)> {
+    simulator_objects(fleet, cluster, "pods", None)
+}
+
+/// (namespace, name, uid) of the objects of `plural` the simulator holds for a cluster: all, or
+/// those in `namespaces`.
+pub fn simulator_objects(
+    fleet: &Fleet,
+    cluster: &str,
+    plural: &str,
+    namespaces: Option<&[&str]>,
+) -> BTreeSet<(String, String, String)> {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
     fleet
-        .objects(cluster, "pods")
+        .objects(cluster, plural)
         .iter()
-        .map(|pod| {
-            let meta = &pod["metadata"];
-            let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        .map(|object| {
+            let meta = &object["metadata"];
             (text(&meta["namespace"]), text(&meta["name"]), text(&meta["uid"]))
         })
+        .filter(|(namespace, _, _)| namespaces.is_none_or(|only| only.contains(&namespace.as_str())))
         .collect()
 }
 

@@ -3,8 +3,8 @@
 //! test its own database, stream and processes on the real PostgreSQL and NATS, and [`servers`]
 //! private servers for the tests that restart them (or run them with TLS and authentication:
 //! [`certs`], [`nats_jwt`]); [`probes`] reads the admin endpoint; [`manifests`] renders and reads
-//! the Kubernetes manifests; [`connect_proxy`] is an HTTP proxy on loopback; [`bench`] holds the
-//! pieces of the `bench` and `bench-scale` binaries.
+//! the Kubernetes manifests; [`connect_proxy`] is an HTTP proxy on loopback; [`programs`] finds
+//! kubectl and Python; [`bench`] holds the pieces of the `bench` and `bench-scale` binaries.
 
 pub mod bench;
 pub mod certs;
@@ -15,4 +15,5 @@ pub mod harness;
 pub mod manifests;
 pub mod nats_jwt;
 pub mod probes;
+pub mod programs;
 pub mod servers;

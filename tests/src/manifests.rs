@@ -48,7 +48,11 @@ pub struct Rendered {
 
 /// Runs `kubectl kustomize <dir>` and parses its output (a YAML stream).
 pub fn kustomize(dir: &Path) -> anyhow::Result<Rendered> {
-    let output = Command::new("kubectl").arg("kustomize").arg(dir).output().context("running kubectl kustomize")?;
+    let output = Command::new(crate::programs::kubectl())
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .context("running kubectl kustomize")?;
     anyhow::ensure!(
         output.status.success(),
         "kubectl kustomize {} failed: {}",

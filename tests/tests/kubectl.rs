@@ -9,7 +9,10 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kubecensus_tests::fleet::{Fleet, FleetSpec, home::HomeCluster};
+use kubecensus_tests::{
+    fleet::{Fleet, FleetSpec, home::HomeCluster},
+    programs,
+};
 use serde_json::Value;
 
 /// A fresh folder under the system temp dir, removed on drop.
@@ -43,7 +46,7 @@ fn identities<'a>(objects: impl IntoIterator<Item = &'a Value>) -> BTreeSet<(Str
 /// Runs kubectl against one context of the fleet's kubeconfig; returns (success, stdout, stderr).
 async fn kubectl(out: &Path, context: &str, args: &[&str]) -> (bool, String, String) {
     let cache = TempDir::new();
-    let output = tokio::process::Command::new("kubectl")
+    let output = tokio::process::Command::new(programs::kubectl())
         .arg("--kubeconfig")
         .arg(out.join("kubeconfig"))
         .args(["--context", context, "--cache-dir"])
@@ -99,6 +102,52 @@ async fn kubectl_with_a_wrong_token_is_told_to_log_in() {
     assert!(!ok);
     // kubectl's wording for a 401 from discovery, as against a real API server.
     assert!(stderr.contains("You must be logged in to the server"), "{stderr}");
+}
+
+#[tokio::test]
+async fn kubectl_with_a_namespace_token_reads_its_namespace_and_is_refused_elsewhere_in_the_api_servers_words() {
+    let out = TempDir::new();
+    let fleet = Fleet::start(FleetSpec { clusters: 1, pods: 30, ..FleetSpec::default() }, &out.0).await.unwrap();
+    let cluster = &fleet.clusters()[0];
+    let grant = fleet.grant(&cluster.name, "ci:reader", &["team-a-payments"]);
+    let as_reader = |args: &'static [&'static str]| {
+        let token = grant.token.clone();
+        let out = out.0.clone();
+        let name = cluster.name.clone();
+        async move { kubectl(&out, &name, &[&["--token", token.as_str()][..], args].concat()).await }
+    };
+    let (ok, stdout, stderr) = as_reader(&["get", "pods", "-n", "team-a-payments", "-o", "json"]).await;
+    assert!(ok, "{stderr}");
+    let listed: Value = serde_json::from_str(&stdout).unwrap();
+    let held: Vec<Value> = fleet
+        .objects(&cluster.name, "pods")
+        .into_iter()
+        .filter(|pod| pod["metadata"]["namespace"] == "team-a-payments")
+        .collect();
+    assert!(!held.is_empty());
+    assert_eq!(identities(listed["items"].as_array().unwrap()), identities(&held));
+    let (ok, _, _) = as_reader(&["get", "namespace", "team-a-payments"]).await;
+    assert!(ok, "its own namespace can be read by name");
+
+    let refused = [
+        (
+            &["get", "pods", "-A"][..],
+            r#"pods is forbidden: User "system:serviceaccount:ci:reader" cannot list resource "pods" in API group "" at the cluster scope"#,
+        ),
+        (
+            &["get", "pods", "-n", "default"][..],
+            r#"pods is forbidden: User "system:serviceaccount:ci:reader" cannot list resource "pods" in API group "" in the namespace "default""#,
+        ),
+        (
+            &["get", "namespace", "kube-system"][..],
+            r#"namespaces "kube-system" is forbidden: User "system:serviceaccount:ci:reader" cannot get resource "namespaces" in API group "" in the namespace "kube-system""#,
+        ),
+    ];
+    for (args, message) in refused {
+        let (ok, _, stderr) = as_reader(args).await;
+        assert!(!ok, "{args:?}");
+        assert_eq!(stderr.trim(), format!("Error from server (Forbidden): {message}"), "{args:?}");
+    }
 }
 
 #[tokio::test]

@@ -8,7 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kubecensus_tests::fleet::{Fleet, FleetSpec, SIMULATED_MINOR, served_apis};
+use kubecensus_tests::{
+    fleet::{Fleet, FleetSpec, SIMULATED_MINOR, served_apis},
+    programs,
+};
 use serde_json::{Value, json};
 
 /// The client release the test installs (`pip install kubernetes==…`).
@@ -18,7 +21,7 @@ const CLIENT_VERSION: &str = "37.0.2";
 const PAGE_SIZE: usize = 7;
 
 /// A Python with the client installed: a virtualenv under the target folder, made (with
-/// `python3 -m venv` and `pip install`) in a staging folder and renamed into place, so a
+/// `python -m venv`, [`programs::python`], and `pip install`) in a staging folder and renamed into place, so a
 /// half-made one is never used and later runs reuse it.
 fn python_with_client() -> PathBuf {
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("python-kubernetes-{CLIENT_VERSION}"));
@@ -31,10 +34,10 @@ fn python_with_client() -> PathBuf {
     }
     let staging = venv.with_extension(format!("staging-{}", uuid::Uuid::new_v4().simple()));
     let run = |command: &mut Command| {
-        let output = command.output().expect("run python3");
+        let output = command.output().expect("run python");
         assert!(output.status.success(), "{command:?}: {}", String::from_utf8_lossy(&output.stderr));
     };
-    run(Command::new("python3").args(["-m", "venv"]).arg(&staging));
+    run(Command::new(programs::python()).args(["-m", "venv"]).arg(&staging));
     run(Command::new(staging.join("bin/python")).args([
         "-m",
         "pip",

@@ -1,9 +1,13 @@
 //! One job, from its message to replaced rows: resolve the cluster, list the resource page by
-//! page, flatten each page into COPY rows for every table of the resource, replace what changed.
-//! Then ack, retry later (nak with a delay), or give up (term), with the outcome in `runs`.
+//! page (in each of its registry `namespaces`, for a cluster read only in some), flatten each
+//! page into COPY rows for every table of the resource, replace what changed. Then ack, retry
+//! later (nak with a delay), or give up (term), with the outcome in `runs`.
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -11,13 +15,13 @@ use async_nats::jetstream::{AckKind, Message};
 use kubecensus::{
     Error, Result,
     error::Disposition,
-    model::catalog::{ApiRef, Resource, catalog},
+    model::catalog::{ApiRef, Resource, ResourceSource, catalog},
     model::flatten::{ClusterContext, Layout},
     model::namespace_fields::NamespaceFields,
     ops::metrics::{self, JobTimer},
     queue::job::Job,
     queue::{Queue, RetryPolicy, UNKNOWN_CLUSTER_RETRY},
-    source::kubeapi::{self, Page},
+    source::kubeapi::{self, ClusterApi, Page, Reach, is_namespaces},
     source::registry::{ClusterConfig, Registry, sources::LiveRegistry},
     store::runs::{self, Outcome, Status},
     store::{self, JobConnection, Refresh, ReplaceOutcome, Scope},
@@ -70,7 +74,7 @@ pub struct JobPolicy {
 
 /// What one job lists and how its rows are laid out.
 struct Listing<'a> {
-    client: kube::Client,
+    api: ClusterApi<'a>,
     resource: &'static Resource,
     /// What is listed: the resource's `api`, the custom kind as the cluster serves it, or, for
     /// the target of every other custom kind, each such kind the cluster's CRDs define.
@@ -83,6 +87,8 @@ struct Listing<'a> {
     layouts: Vec<Layout<'a>>,
     context: ClusterContext,
     namespaces: NamespaceFields,
+    /// The namespaces the cluster is read in (its registry `namespaces`); empty: every one.
+    read_in: &'a [String],
 }
 
 impl Poller {
@@ -123,31 +129,34 @@ impl Poller {
                 }
             };
             let heartbeat = self.heartbeat(&message, run_id);
+            let throttled = AtomicU32::new(0);
             let result = tokio::select! {
-                result = self.poll(&job, &registry, cluster, run_id) => result,
+                result = self.poll(&job, &registry, cluster, run_id, &throttled) => result,
                 () = heartbeat => unreachable!("the heartbeat never ends"),
                 () = abandon.cancelled() => Err(Error::ShuttingDown),
                 () = tokio::time::sleep(self.policy.timeout) => Err(Error::TimedOut(self.policy.timeout)),
             };
-            self.settle(&message, &job, attempt, run_id, result, timer).await;
+            let throttled = throttled.load(Ordering::Relaxed);
+            self.settle(&message, &job, (attempt, throttled), run_id, result, timer).await;
         }
         .instrument(span)
         .await
     }
 
-    /// Records the outcome (in `runs` and in `timer`) and tells the queue what to do with the
-    /// message. A replace has already recorded its run in its own transaction
-    /// (`store::replace`), so it is only acked.
+    /// Records the outcome (in `runs` and in `timer`) of the run's `attempt`, which was
+    /// `throttled` that many times, and tells the queue what to do with the message. A replace
+    /// has already recorded its run in its own transaction (`store::replace`), so it is only
+    /// acked.
     async fn settle(
         &self,
         message: &Message,
         job: &Job,
-        attempt: u32,
+        (attempt, throttled): (u32, u32),
         run_id: Uuid,
         result: Result<ReplaceOutcome>,
         mut timer: JobTimer,
     ) {
-        let (outcome, ack_kind) = match result {
+        let (mut outcome, ack_kind) = match result {
             Ok(ReplaceOutcome::Replaced(rows)) => {
                 tracing::info!(rows = rows.total, inserted = rows.inserted, deleted = rows.deleted, "replaced");
                 timer.set_outcome(Status::Succeeded.as_str());
@@ -168,6 +177,7 @@ impl Poller {
                 self.disposition_of(&err, attempt)
             }
         };
+        outcome.throttled = throttled;
         timer.set_outcome(outcome.status.as_str());
         let recorded = match self.pool.acquire().await {
             Ok(mut conn) => runs::finish(&mut conn, run_id, &outcome).await,
@@ -188,8 +198,12 @@ impl Poller {
                 (Outcome::failed(Status::HandedBack, why), AckKind::Nak(None))
             }
             Disposition::Skip => {
-                tracing::info!(%why, "skipped: the cluster does not serve this resource");
+                tracing::info!(%why, "skipped");
                 (Outcome::failed(Status::Skipped, why), AckKind::Term)
+            }
+            Disposition::Fail => {
+                tracing::error!(%why, error = err.metric_label(), "job failed; another attempt would get the same answer");
+                (Outcome::failed(Status::Failed, why), AckKind::Term)
             }
             Disposition::Reject => {
                 tracing::warn!(%why, "rejected");
@@ -268,6 +282,12 @@ impl Poller {
         ack(message, AckKind::Term).await;
     }
 
+    /// Lists the job's resource from `cluster` (counting throttled answers into `throttled`)
+    /// and replaces its rows.
+    ///
+    /// # Errors
+    /// [`Error::OutsideNamespaces`] for a cluster-scoped resource of a cluster read only in some
+    /// namespaces (the job is `skipped`), or any error of the requests and the replace.
     #[instrument(skip_all)]
     async fn poll(
         &self,
@@ -275,23 +295,39 @@ impl Poller {
         registry: &Registry,
         cluster: &ClusterConfig,
         run_id: Uuid,
+        throttled: &AtomicU32,
     ) -> Result<ReplaceOutcome> {
         let (resource, target) =
             catalog().target(&job.table).ok_or_else(|| Error::MalformedJob(format!("unknown table {}", job.table)))?;
         let client = self.client(cluster).await?;
-        let cluster_uid = kubeapi::cluster_uid(&client).await?;
+        let api = ClusterApi::new(&client, throttled);
+        let cluster_uid = kubeapi::cluster_uid(&api, &cluster.name).await?;
         store::record_contact(&self.pool, &cluster.name, &cluster_uid).await?;
         let scope = Scope::of(target);
+        // A cluster read only in some namespaces is never asked for a cluster-scoped list: it
+        // would answer 403, and the job is skipped instead, saying why.
+        let outside = |listed: &ApiRef| match cluster.cluster_scoped_skipped() {
+            Some(why) if !listed.namespaced && !is_namespaces(listed) => {
+                Err(Error::OutsideNamespaces(format!("{why} ({} is cluster-scoped)", listed.plural)))
+            }
+            _ => Ok(()),
+        };
         let apis = match &target.kind {
-            Some(kind) if kind.is_every_kind() => self.other_kinds(&client, &scope.excluded_kinds).await?,
-            Some(kind) => vec![kubeapi::find_kind(&client, kind).await?],
+            Some(kind) if kind.is_every_kind() => {
+                outside(&kubeapi::catalog_api("kubernetes_custom_resource_definitions")?)?;
+                self.other_kinds(&api, &scope.excluded_kinds).await?
+            }
+            Some(kind) => vec![kubeapi::find_kind(&api, kind).await?],
             None => vec![resource.api.clone()],
         };
-        let namespaces = self.namespace_fields(&client, resource, registry, cluster).await?;
+        if matches!(resource.source, ResourceSource::List | ResourceSource::Custom) {
+            apis.iter().try_for_each(outside)?;
+        }
+        let namespaces = self.namespace_fields(&api, resource, registry, cluster).await?;
         let fields = registry.field_names();
         let namespace_field_names = namespaces.names().to_vec();
         let listing = Listing {
-            client,
+            api,
             resource,
             apis,
             limit: target.kind.as_ref().and_then(|kind| kind.limit),
@@ -307,6 +343,7 @@ impl Poller {
                 field_values: fields.iter().map(|field| cluster.fields.get(field).cloned()).collect(),
             },
             namespaces,
+            read_in: &cluster.namespaces,
         };
         let mut conn = JobConnection::acquire(&self.pool).await?;
         self.load_and_replace(&mut conn, &listing, job, run_id).await
@@ -327,7 +364,8 @@ impl Poller {
         let mut refresh = Refresh::begin(conn, &listing.context.name, listing.scope.clone(), &listing.layouts).await?;
         let result = match self.load(conn, listing, &mut refresh).await {
             Ok(skipped) => {
-                let replaced = refresh.commit(conn, job, run_id, &outcome_of(&skipped)).await;
+                let outcome = Outcome { throttled: listing.api.throttled(), ..outcome_of(&skipped) };
+                let replaced = refresh.commit(conn, job, run_id, &outcome).await;
                 if let Ok(ReplaceOutcome::Replaced(rows)) = &replaced {
                     let table = catalog().metric_table(&job.table);
                     metrics::worker().replaced(table, rows.total, rows.inserted, rows.deleted, skipped.len() as u64);
@@ -350,7 +388,7 @@ impl Poller {
     /// The kinds the cluster's CRDs define but `named` (`group/Kind`, the kinds with jobs of
     /// their own), each as the cluster serves it (its preferred version). A CRD whose kind is not
     /// served (not established yet) is left out.
-    async fn other_kinds(&self, client: &kube::Client, named: &[String]) -> Result<Vec<ApiRef>> {
+    async fn other_kinds(&self, client: &ClusterApi<'_>, named: &[String]) -> Result<Vec<ApiRef>> {
         let mut apis = Vec::new();
         for kind in kubeapi::defined_kinds(client, self.policy.page_size).await? {
             if named.contains(&kind.key()) {
@@ -365,9 +403,11 @@ impl Poller {
         Ok(apis)
     }
 
-    /// Lists every API of the listing, page by page, into `refresh`; returns why objects were
-    /// skipped. An expired continue token starts the whole listing over (a bounded number of
-    /// times), so what is written is always one consistent list of each API.
+    /// Lists every API of the listing (in each namespace the cluster is read in, for a cluster
+    /// read only in some), page by page, into `refresh`; returns why objects were skipped. An
+    /// expired continue token starts the whole listing over (a bounded number of times), so what
+    /// is written is always one consistent list of each API, and every namespace's objects are
+    /// replaced as one set.
     async fn load(
         &self,
         conn: &mut PgConnection,
@@ -378,8 +418,13 @@ impl Poller {
         let mut body = Vec::new();
         'listing: loop {
             let mut skipped = Vec::new();
-            for api in &listing.apis {
-                match self.load_api(conn, listing, api, refresh, &mut skipped, &mut body).await {
+            let reached: Vec<(&ApiRef, Reach<'_>)> = listing
+                .apis
+                .iter()
+                .flat_map(|api| Reach::of(api, listing.read_in).into_iter().map(move |reach| (api, reach)))
+                .collect();
+            for (api, reach) in reached {
+                match self.load_api(conn, listing, (api, reach), refresh, &mut skipped, &mut body).await {
                     Err(why @ Error::Expired { .. }) if restarts < MAX_LIST_RESTARTS => {
                         restarts += 1;
                         tracing::warn!(%why, restarts, "continue token expired; listing again from the start");
@@ -393,13 +438,13 @@ impl Poller {
         }
     }
 
-    /// Lists one API page by page into `refresh` (at most the listing's `limit` objects), reading
-    /// each page into the reused `body`.
+    /// Lists one API where `reach` says, page by page, into `refresh` (at most the listing's
+    /// `limit` objects), reading each page into the reused `body`.
     async fn load_api(
         &self,
         conn: &mut PgConnection,
         listing: &Listing<'_>,
-        api: &ApiRef,
+        (api, reach): (&ApiRef, Reach<'_>),
         refresh: &mut Refresh<'_>,
         skipped: &mut Vec<String>,
         body: &mut Vec<u8>,
@@ -409,8 +454,8 @@ impl Poller {
         let mut continue_token = None;
         loop {
             let page_size = self.policy.page_size.min(left);
-            let (source, client) = (listing.resource.source, &listing.client);
-            let page = kubeapi::fetch(client, source, api, page_size, continue_token.as_deref(), body).await?;
+            let (source, client) = (listing.resource.source, &listing.api);
+            let page = kubeapi::fetch(client, source, api, reach, page_size, continue_token.as_deref(), body).await?;
             // A server that ignores `limit` (some aggregated APIs) may send more than asked.
             flatten_page(listing, &page, left as usize, &mut rows, skipped);
             left = left.saturating_sub(page.item_count() as u32);
@@ -433,7 +478,7 @@ impl Poller {
     /// rule copies a label (only for resources with namespaced tables).
     async fn namespace_fields(
         &self,
-        client: &kube::Client,
+        client: &ClusterApi<'_>,
         resource: &Resource,
         registry: &Registry,
         cluster: &ClusterConfig,
@@ -441,7 +486,7 @@ impl Poller {
         let mut fields = registry.namespace_fields_of(cluster);
         let has_namespaces = resource.tables.iter().any(|table| table.namespace_column.is_some());
         if has_namespaces && fields.needs_labels() {
-            fields.set_labels(kubeapi::namespace_labels(client, self.policy.page_size).await?);
+            fields.set_labels(kubeapi::namespace_labels(client, self.policy.page_size, &cluster.namespaces).await?);
         }
         Ok(fields)
     }

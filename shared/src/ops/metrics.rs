@@ -83,6 +83,7 @@ pub struct WorkerMetrics {
     pub replace_conflicts: Family<TableLabel, Counter>,
     pub jobs_in_flight: Gauge,
     pub api_list_requests: Family<CodeLabel, Counter>,
+    pub api_throttled: Family<CodeLabel, Counter>,
 }
 
 /// Failed readings of a registry source and malformed Secrets, in the scheduler and the worker
@@ -114,6 +115,7 @@ pub fn worker() -> &'static WorkerMetrics {
         replace_conflicts: Family::default(),
         jobs_in_flight: Gauge::default(),
         api_list_requests: Family::default(),
+        api_throttled: Family::default(),
     });
     &METRICS
 }
@@ -169,6 +171,11 @@ impl WorkerMetrics {
             "List requests sent to cluster APIs, by HTTP status code (error: no response)",
             self.api_list_requests.clone(),
         );
+        registry.register(
+            "api_throttled",
+            "Throttled answers from cluster APIs (429, or 503 with Retry-After), each waited out and the request sent again, by HTTP status code",
+            self.api_throttled.clone(),
+        );
         register_registry_source_errors(&mut registry);
         registry
     }
@@ -193,6 +200,11 @@ impl WorkerMetrics {
     pub fn list_request(&self, status: Option<u16>) {
         let code = status.map_or_else(|| "error".to_owned(), |status| status.to_string());
         self.api_list_requests.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    /// Counts a throttled answer (HTTP `status` 429 or 503).
+    pub fn throttled(&self, status: u16) {
+        self.api_throttled.get_or_create(&CodeLabel { code: status.to_string() }).inc();
     }
 }
 
@@ -311,6 +323,7 @@ mod tests {
         timer.set_outcome("succeeded");
         drop(timer);
         worker().list_request(Some(200));
+        worker().throttled(429);
         worker().job_error("kubernetes_nodes", "throttled");
         let mut text = String::new();
         prometheus_text::encode(&mut text, &worker().registry()).unwrap();
@@ -320,6 +333,7 @@ mod tests {
             "# TYPE kubecensus_job_duration_seconds histogram",
             "kubecensus_job_duration_seconds_count{table=\"kubernetes_nodes\"} 1",
             "kubecensus_api_list_requests_total{code=\"200\"} 1",
+            "kubecensus_api_throttled_total{code=\"429\"} 1",
             "# TYPE kubecensus_job_errors_total counter",
             "kubecensus_job_errors_total{table=\"kubernetes_nodes\",error=\"throttled\"} 1",
             "kubecensus_jobs_in_flight 0",

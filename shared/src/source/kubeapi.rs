@@ -2,28 +2,23 @@
 //!
 //! Pages are fetched with `limit` and `continue` so a worker holds one page at a time, whatever
 //! the cluster's size, and its objects are parsed into `serde_json::Value` one at a time as
-//! they are read: one malformed object is skipped (and counted) instead of failing its page. Errors are classified so the worker knows what to do:
-//! an expired continue token restarts the listing, a resource the cluster does not serve skips
-//! the job, anything else fails the attempt (after `Retry-After`, when the server gave one).
+//! they are read: one malformed object is skipped (and counted) instead of failing its page.
+//! Requests go through a [`ClusterApi`] (throttled answers waited out, statuses classified so
+//! the worker knows what to do: an expired continue token restarts the listing, a resource the
+//! cluster does not serve skips the job, a missing permission fails it, anything else fails the
+//! attempt). A cluster read only in some namespaces is listed one namespace at a time
+//! ([`list_path`] with a namespace) and its namespaces fetched by name ([`named_namespaces`]).
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    time::Duration,
-};
+use std::collections::{BTreeMap, HashMap};
 
-use http::{StatusCode, header::RETRY_AFTER};
-use http_body_util::BodyExt;
-use kube::{
-    client::Body,
-    core::{Request, params::ListParams},
-};
+use kube::core::{Request, params::ListParams};
 use serde::Deserialize;
 use serde_json::{Value, value::RawValue};
 
+pub use super::cluster_api::ClusterApi;
 use crate::{
     Error, Result,
     model::catalog::{ApiRef, CustomKind, ResourceSource, catalog},
-    ops::metrics,
 };
 
 /// One page of a listing. Its objects stay JSON text until read one by one with
@@ -100,6 +95,34 @@ struct RawListMeta {
     continue_token: Option<String>,
 }
 
+/// Where one API of a listing is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach<'a> {
+    /// One cluster-wide list.
+    Everywhere,
+    /// The list of one namespace.
+    In(&'a str),
+    /// The namespaces of these names, each fetched by name (the `namespaces` of a cluster read
+    /// only in them: listing namespaces is cluster-wide).
+    Named(&'a [String]),
+}
+
+impl<'a> Reach<'a> {
+    /// Where `api` is read from a cluster read in `read_in` (empty: every namespace).
+    pub fn of(api: &ApiRef, read_in: &'a [String]) -> Vec<Self> {
+        match (read_in.is_empty(), api.namespaced, is_namespaces(api)) {
+            (true, _, _) | (false, false, false) => vec![Self::Everywhere],
+            (false, _, true) => vec![Self::Named(read_in)],
+            (false, true, false) => read_in.iter().map(|namespace| Self::In(namespace)).collect(),
+        }
+    }
+}
+
+/// Whether `api` is the core `namespaces` resource.
+pub fn is_namespaces(api: &ApiRef) -> bool {
+    api.group.is_empty() && api.plural == "namespaces"
+}
+
 /// An `apiVersion`: `v1`, `apps/v1`.
 pub fn api_version(api: &ApiRef) -> String {
     match api.group.as_str() {
@@ -108,18 +131,25 @@ pub fn api_version(api: &ApiRef) -> String {
     }
 }
 
-/// The URL path that lists a resource in every namespace.
-pub fn list_path(api: &ApiRef) -> String {
-    match api.group.as_str() {
-        "" => format!("/api/{}/{}", api.version, api.plural),
-        group => format!("/apis/{group}/{}/{}", api.version, api.plural),
+/// The URL path that lists a resource: in every namespace (`/api/v1/pods`), or in one
+/// (`/api/v1/namespaces/<namespace>/pods`, for a namespaced resource).
+pub fn list_path(api: &ApiRef, namespace: Option<&str>) -> String {
+    let prefix = match api.group.as_str() {
+        "" => format!("/api/{}", api.version),
+        group => format!("/apis/{group}/{}", api.version),
+    };
+    match namespace.filter(|_| api.namespaced) {
+        Some(namespace) => format!("{prefix}/namespaces/{namespace}/{}", api.plural),
+        None => format!("{prefix}/{}", api.plural),
     }
 }
 
-/// Fetches one page of `api`, starting at `continue_token`, reading its body into `body`.
+/// Fetches one page of `api` (in `namespace`, or all), starting at `continue_token`, reading its
+/// body into `body`.
 pub async fn list_page(
-    client: &kube::Client,
+    client: &ClusterApi<'_>,
     api: &ApiRef,
+    namespace: Option<&str>,
     limit: u32,
     continue_token: Option<&str>,
     body: &mut Vec<u8>,
@@ -128,12 +158,11 @@ pub async fn list_page(
     if let Some(token) = continue_token {
         params = params.continue_token(token);
     }
-    let request = Request::new(list_path(api))
-        .list(&params)
-        .map_err(|err| Error::BadRequest { request: list_path(api), source: err.into() })?;
-    let received = receive_into(client, request, body).await;
-    metrics::worker().list_request(received.as_ref().ok().map(|response| response.status.as_u16()));
-    received?.check(body)?;
+    let path = list_path(api, namespace);
+    let build = || {
+        Request::new(&path).list(&params).map_err(|err| Error::BadRequest { request: path.clone(), source: err.into() })
+    };
+    client.send_into(build, body, true).await?;
     let list: RawList = serde_json::from_str(&String::from_utf8_lossy(body))
         .map_err(|err| Error::ClusterJson { what: format!("the list of {}", api.plural), source: err })?;
     Ok(Page {
@@ -146,21 +175,28 @@ pub async fn list_page(
     })
 }
 
-/// One page of what a resource of `source` lists: a page of `api`'s list from `continue_token`
-/// (`page_size` objects at most, its body read into `body`), or the cluster's discovery or
-/// version document.
+/// One page of what a resource of `source` lists: a page of `api`'s list where `reach` says
+/// from `continue_token` (`page_size` objects at most, its body read into `body`), or the
+/// cluster's discovery or version document.
 pub async fn fetch(
-    client: &kube::Client,
+    client: &ClusterApi<'_>,
     source: ResourceSource,
     api: &ApiRef,
+    reach: Reach<'_>,
     page_size: u32,
     continue_token: Option<&str>,
     body: &mut Vec<u8>,
 ) -> Result<Page> {
-    match source {
-        ResourceSource::List | ResourceSource::Custom => list_page(client, api, page_size, continue_token, body).await,
-        ResourceSource::Discovery => discovery(client).await,
-        ResourceSource::Version => version(client).await,
+    match (source, reach) {
+        (ResourceSource::List | ResourceSource::Custom, Reach::Named(names)) => named_namespaces(client, names).await,
+        (ResourceSource::List | ResourceSource::Custom, Reach::Everywhere) => {
+            list_page(client, api, None, page_size, continue_token, body).await
+        }
+        (ResourceSource::List | ResourceSource::Custom, Reach::In(namespace)) => {
+            list_page(client, api, Some(namespace), page_size, continue_token, body).await
+        }
+        (ResourceSource::Discovery, _) => discovery(client).await,
+        (ResourceSource::Version, _) => version(client).await,
     }
 }
 
@@ -168,7 +204,7 @@ pub async fn fetch(
 /// then every version of every group under `/apis`), each with `group` and `version` added so
 /// rows can name them. A group/version that fails to answer (an aggregated API that is down) is
 /// skipped with the reason rather than failing the whole listing.
-pub async fn discovery(client: &kube::Client) -> Result<Page> {
+pub async fn discovery(client: &ClusterApi<'_>) -> Result<Page> {
     let mut group_versions: Vec<(String, String, String)> = Vec::new();
     let core: Value = get_json(client, "/api").await?;
     for version in core["versions"].as_array().into_iter().flatten().filter_map(Value::as_str) {
@@ -207,7 +243,7 @@ pub async fn discovery(client: &kube::Client) -> Result<Page> {
 /// # Errors
 /// [`Error::NotServed`] when the cluster serves no such group, version or kind (the job is
 /// `skipped`), or any error of the requests.
-pub async fn find_kind(client: &kube::Client, kind: &CustomKind) -> Result<ApiRef> {
+pub async fn find_kind(client: &ClusterApi<'_>, kind: &CustomKind) -> Result<ApiRef> {
     let group: Value = get_json(client, &format!("/apis/{}", kind.group)).await?;
     let version = match &kind.version {
         Some(version) => version.clone(),
@@ -234,7 +270,7 @@ pub async fn find_kind(client: &kube::Client, kind: &CustomKind) -> Result<ApiRe
 
 /// The group and kind of every CustomResourceDefinition of the cluster, listed page by page
 /// (`apiextensions.k8s.io/v1`): what the target of every other custom kind lists.
-pub async fn defined_kinds(client: &kube::Client, limit: u32) -> Result<Vec<CustomKind>> {
+pub async fn defined_kinds(client: &ClusterApi<'_>, limit: u32) -> Result<Vec<CustomKind>> {
     let api = catalog_api("kubernetes_custom_resource_definitions")?;
     let mut kinds = Vec::new();
     each_object(client, &api, limit, |definition| {
@@ -248,16 +284,21 @@ pub async fn defined_kinds(client: &kube::Client, limit: u32) -> Result<Vec<Cust
 }
 
 /// The cluster's `/version` as one object.
-pub async fn version(client: &kube::Client) -> Result<Page> {
+pub async fn version(client: &ClusterApi<'_>) -> Result<Page> {
     let info = get_json(client, "/version").await?;
     Page::of_documents("/version", &[info], Vec::new())
 }
 
-/// The labels of every namespace, by name, listed page by page.
-pub async fn namespace_labels(client: &kube::Client, limit: u32) -> Result<HashMap<String, BTreeMap<String, String>>> {
+/// The labels of every namespace, by name: listed page by page, or for a cluster read only in
+/// `namespaces` (not empty), those fetched by name ([`named_namespaces`]).
+pub async fn namespace_labels(
+    client: &ClusterApi<'_>,
+    limit: u32,
+    namespaces: &[String],
+) -> Result<HashMap<String, BTreeMap<String, String>>> {
     let api = catalog_api("kubernetes_namespaces")?;
     let mut labels = HashMap::new();
-    each_object(client, &api, limit, |namespace| {
+    let each = |namespace: Value| {
         let Some(name) = namespace["metadata"]["name"].as_str() else { return };
         let own: BTreeMap<String, String> = namespace["metadata"]["labels"]
             .as_object()
@@ -266,23 +307,56 @@ pub async fn namespace_labels(client: &kube::Client, limit: u32) -> Result<HashM
             .filter_map(|(key, value)| Some((key.clone(), value.as_str()?.to_owned())))
             .collect();
         labels.insert(name.to_owned(), own);
-    })
-    .await?;
+    };
+    if namespaces.is_empty() {
+        each_object(client, &api, limit, each).await?;
+    } else {
+        named_namespaces(client, namespaces).await?.objects().filter_map(std::result::Result::ok).for_each(each);
+    }
     Ok(labels)
 }
 
+/// The `namespaces` objects of these names, each fetched by name (`GET
+/// /api/v1/namespaces/<name>`), as one page: what a cluster read only in some namespaces lists
+/// of its namespaces. Listing namespaces is cluster-wide, but getting one is a request in that
+/// namespace (kube-apiserver's `RequestInfoFactory` takes a namespace's name as the request's
+/// namespace), which a Role there can allow (the `view`, `edit` and `admin` roles do). A
+/// namespace that does not exist (404) is left out.
+pub async fn named_namespaces(client: &ClusterApi<'_>, names: &[String]) -> Result<Page> {
+    let api = catalog_api("kubernetes_namespaces")?;
+    let mut items = Vec::new();
+    for name in names {
+        match get_json(client, &format!("{}/{name}", list_path(&api, None))).await {
+            Ok(namespace) => items.push(
+                serde_json::value::to_raw_value(&namespace)
+                    .map_err(|err| Error::ClusterJson { what: format!("the {name} namespace"), source: err })?,
+            ),
+            Err(Error::NotServed(why)) => tracing::debug!(%why, "a registry namespace does not exist; left out"),
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(Page {
+        items,
+        source: "the named namespaces".into(),
+        names_required: true,
+        type_meta: Some((api_version(&api), api.kind.clone())),
+        skipped: Vec::new(),
+        continue_token: None,
+    })
+}
+
 /// The API of the catalog resource that fills `table`.
-fn catalog_api(table: &str) -> Result<ApiRef> {
+pub fn catalog_api(table: &str) -> Result<ApiRef> {
     let resource = catalog().resource_of(table).ok_or_else(|| Error::Catalog(format!("no resource fills {table}")))?;
     Ok(resource.api.clone())
 }
 
 /// Lists `api` page by page (`limit` objects a page) and hands each readable object to `each`.
-async fn each_object(client: &kube::Client, api: &ApiRef, limit: u32, mut each: impl FnMut(Value)) -> Result<()> {
+async fn each_object(client: &ClusterApi<'_>, api: &ApiRef, limit: u32, mut each: impl FnMut(Value)) -> Result<()> {
     let mut continue_token: Option<String> = None;
     let mut body = Vec::new();
     loop {
-        let page = list_page(client, api, limit, continue_token.as_deref(), &mut body).await?;
+        let page = list_page(client, api, None, limit, continue_token.as_deref(), &mut body).await?;
         page.objects().filter_map(std::result::Result::ok).for_each(&mut each);
         match page.continue_token {
             Some(token) => continue_token = Some(token),
@@ -291,101 +365,51 @@ async fn each_object(client: &kube::Client, api: &ApiRef, limit: u32, mut each: 
     }
 }
 
-async fn get_json(client: &kube::Client, path: &str) -> Result<Value> {
-    let request = http::Request::get(path)
-        .body(Vec::new())
-        .map_err(|err| Error::BadRequest { request: path.to_owned(), source: err.into() })?;
-    let body = send(client, request).await?;
+async fn get_json(client: &ClusterApi<'_>, path: &str) -> Result<Value> {
+    let build = || {
+        http::Request::get(path)
+            .body(Vec::new())
+            .map_err(|err| Error::BadRequest { request: path.to_owned(), source: err.into() })
+    };
+    let body = client.send(build).await?;
     serde_json::from_slice(&body).map_err(|err| Error::ClusterJson { what: format!("GET {path}"), source: err })
 }
 
-/// The uid of the cluster's `kube-system` namespace: kubequery's cluster uid.
-pub async fn cluster_uid(client: &kube::Client) -> Result<String> {
-    let body = send(
-        client,
+/// The namespaces whose uid is the cluster's, in order: kubequery's `cluster_uid` is
+/// `kube-system`'s; `default` is the one namespace every cluster keeps.
+const UID_NAMESPACES: [&str; 2] = ["kube-system", "default"];
+
+/// The cluster's uid (kubequery's `cluster_uid`): the uid of its `kube-system` namespace; where
+/// the credential may not read it (403) or it is missing (404), the `default` namespace's; where
+/// neither can be read, `name`, the cluster's registry name. Learned at every job.
+pub async fn cluster_uid(client: &ClusterApi<'_>, name: &str) -> Result<String> {
+    for namespace in UID_NAMESPACES {
+        match namespace_uid(client, namespace).await {
+            Ok(uid) => return Ok(uid),
+            Err(err @ (Error::Forbidden { .. } | Error::NotServed(_))) => {
+                tracing::debug!(%err, "this namespace's uid cannot be the cluster's; trying the next");
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(name.to_owned())
+}
+
+/// The uid of one namespace.
+async fn namespace_uid(client: &ClusterApi<'_>, name: &str) -> Result<String> {
+    let build = || {
         Request::new("/api/v1/namespaces")
-            .get("kube-system", &Default::default())
-            .map_err(|err| Error::BadRequest { request: "GET kube-system namespace".into(), source: err.into() })?,
-    )
-    .await?;
+            .get(name, &Default::default())
+            .map_err(|err| Error::BadRequest { request: format!("GET {name} namespace"), source: err.into() })
+    };
+    let body = client.send(build).await?;
     let namespace: Value = serde_json::from_slice(&body)
-        .map_err(|err| Error::ClusterJson { what: "the kube-system namespace".into(), source: err })?;
+        .map_err(|err| Error::ClusterJson { what: format!("the {name} namespace"), source: err })?;
     namespace["metadata"]["uid"]
         .as_str()
         .filter(|uid| !uid.is_empty())
         .map(str::to_owned)
-        .ok_or_else(|| Error::ClusterAnswer("the kube-system namespace has no uid".into()))
-}
-
-async fn send(client: &kube::Client, request: http::Request<Vec<u8>>) -> Result<Vec<u8>> {
-    let mut body = Vec::new();
-    send_into(client, request, &mut body).await?;
-    Ok(body)
-}
-
-/// Sends `request` and reads the response body into `body` (emptied first): a listing passes
-/// the same buffer for every page, so a page's body is not a fresh allocation of its size.
-async fn send_into(client: &kube::Client, request: http::Request<Vec<u8>>, body: &mut Vec<u8>) -> Result<()> {
-    receive_into(client, request, body).await?.check(body)
-}
-
-/// A response whose body was read: what [`Received::check`] needs to classify its status.
-struct Received {
-    path: String,
-    status: StatusCode,
-    retry_after: Option<Duration>,
-}
-
-/// Sends `request` and reads the whole response body into `body` (emptied first), whatever
-/// its status.
-async fn receive_into(client: &kube::Client, request: http::Request<Vec<u8>>, body: &mut Vec<u8>) -> Result<Received> {
-    let path = request.uri().path().to_owned();
-    let response = client
-        .send(request.map(Body::from))
-        .await
-        .map_err(|source| Error::ClusterRequest { request: format!("GET {path}"), source })?;
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse().ok())
-        .map(Duration::from_secs);
-    body.clear();
-    let mut incoming = response.into_body();
-    while let Some(frame) = incoming.frame().await {
-        let frame = frame
-            .map_err(|source| Error::ClusterRequest { request: format!("GET {path}: reading the response"), source })?;
-        if let Some(data) = frame.data_ref() {
-            body.extend_from_slice(data);
-        }
-    }
-    Ok(Received { path, status, retry_after })
-}
-
-impl Received {
-    /// Ok on a success status; else the error the status means, with the message of the
-    /// `Status` object in `body`.
-    fn check(self, body: &[u8]) -> Result<()> {
-        let Self { path, status, retry_after } = self;
-        if status.is_success() {
-            return Ok(());
-        }
-        let reason = serde_json::from_slice::<Value>(body)
-            .ok()
-            .and_then(|status| status["message"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-        Err(match (status, retry_after) {
-            (StatusCode::GONE, _) => Error::Expired { path, reason },
-            (StatusCode::NOT_FOUND, _) => {
-                Error::NotServed(format!("GET {path}: {status} {reason}").trim_end().to_owned())
-            }
-            (StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE, Some(retry_after)) => {
-                Error::Throttled { path, status, reason, retry_after }
-            }
-            _ => Error::ClusterStatus { path, status, reason },
-        })
-    }
+        .ok_or_else(|| Error::ClusterAnswer(format!("the {name} namespace has no uid")))
 }
 
 #[cfg(test)]
@@ -401,8 +425,27 @@ mod tests {
             plural: "xs".into(),
             namespaced: true,
         };
-        assert_eq!(list_path(&api("")), "/api/v1/xs");
-        assert_eq!(list_path(&api("apps")), "/apis/apps/v1/xs");
+        assert_eq!(list_path(&api(""), None), "/api/v1/xs");
+        assert_eq!(list_path(&api("apps"), None), "/apis/apps/v1/xs");
+        assert_eq!(list_path(&api("apps"), Some("a")), "/apis/apps/v1/namespaces/a/xs");
+        let cluster_scoped = ApiRef { namespaced: false, ..api("") };
+        assert_eq!(list_path(&cluster_scoped, Some("a")), "/api/v1/xs", "no namespace for a cluster-scoped kind");
+    }
+
+    #[test]
+    fn a_cluster_read_in_namespaces_lists_each_and_gets_its_namespaces_by_name() {
+        let api = |plural: &str, namespaced| ApiRef {
+            group: String::new(),
+            version: "v1".into(),
+            kind: "X".into(),
+            plural: plural.into(),
+            namespaced,
+        };
+        let read_in = ["a".to_owned(), "b".to_owned()];
+        assert_eq!(Reach::of(&api("pods", true), &[]), [Reach::Everywhere]);
+        assert_eq!(Reach::of(&api("pods", true), &read_in), [Reach::In("a"), Reach::In("b")]);
+        assert_eq!(Reach::of(&api("namespaces", false), &read_in), [Reach::Named(&read_in)]);
+        assert_eq!(Reach::of(&api("nodes", false), &read_in), [Reach::Everywhere], "cluster_resources: true");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// A cluster pruned, and the rows deleted with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Pruned {
     pub cluster: String,
     pub rows_deleted: u64,

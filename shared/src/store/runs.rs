@@ -77,17 +77,19 @@ pub struct Outcome {
     /// Set when rows were written.
     pub rows: Option<RowCounts>,
     pub objects_skipped: u32,
+    /// Throttled answers the attempt waited out (`runs.throttled`).
+    pub throttled: u32,
     pub error: Option<String>,
 }
 
 impl Outcome {
     /// A success; its row counts are filled in by the transaction that writes the rows.
     pub fn succeeded() -> Self {
-        Self { status: Status::Succeeded, rows: None, objects_skipped: 0, error: None }
+        Self { status: Status::Succeeded, rows: None, objects_skipped: 0, throttled: 0, error: None }
     }
 
     pub fn failed(status: Status, error: String) -> Self {
-        Self { status, rows: None, objects_skipped: 0, error: Some(error) }
+        Self { status, rows: None, objects_skipped: 0, throttled: 0, error: Some(error) }
     }
 }
 
@@ -134,7 +136,8 @@ pub async fn heartbeat(pool: &PgPool, run_id: Uuid) -> Result<()> {
 pub async fn finish(conn: &mut PgConnection, run_id: Uuid, outcome: &Outcome) -> Result<()> {
     sqlx::query(
         "UPDATE runs SET status = $2, rows_written = $3, objects_skipped = objects_skipped + $4, error = $5,
-                rows_inserted = $6, rows_deleted = $7, finished_at = clock_timestamp(), heartbeat_at = clock_timestamp()
+                rows_inserted = $6, rows_deleted = $7, throttled = $9, finished_at = clock_timestamp(),
+                heartbeat_at = clock_timestamp()
          WHERE run_id = $1 AND status = $8",
     )
     .bind(run_id)
@@ -145,6 +148,7 @@ pub async fn finish(conn: &mut PgConnection, run_id: Uuid, outcome: &Outcome) ->
     .bind(outcome.rows.map(|rows| rows.inserted as i64))
     .bind(outcome.rows.map(|rows| rows.deleted as i64))
     .bind(Status::Running.as_str())
+    .bind(outcome.throttled as i32)
     .execute(&mut *conn)
     .await?;
     Ok(())

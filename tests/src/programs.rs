@@ -1,0 +1,21 @@
+//! The programs the tests run that this workspace does not build, where `deploy/test-deps.sh`
+//! put them: `$KUBECTL` and `$PYTHON` when set (`make test` sets both), else `kubectl` and
+//! `python3` on `PATH`.
+
+use std::path::PathBuf;
+
+/// The kubectl binary: `$KUBECTL`, else `kubectl` on `PATH`.
+pub fn kubectl() -> PathBuf {
+    program("KUBECTL", "kubectl")
+}
+
+/// A Python that can make virtualenvs with pip (Debian's `python3` needs `python3-venv`):
+/// `$PYTHON`, else `python3` on `PATH`.
+pub fn python() -> PathBuf {
+    program("PYTHON", "python3")
+}
+
+/// The path in the environment variable `variable` when set and not empty, else `default`.
+fn program(variable: &str, default: &str) -> PathBuf {
+    std::env::var_os(variable).filter(|path| !path.is_empty()).map_or_else(|| PathBuf::from(default), PathBuf::from)
+}
