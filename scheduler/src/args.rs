@@ -3,7 +3,10 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
-use kubecensus::ops::{admin::AdminArgs, args::CommonArgs};
+use kubecensus::ops::{
+    admin::AdminArgs,
+    args::{CommonArgs, JobArgs},
+};
 
 /// Publishes poll jobs to JetStream: on a cron per table, or now (`refresh`).
 #[derive(Debug, Parser)]
@@ -51,9 +54,19 @@ pub enum Command {
         /// Only these tables (repeatable); all by default.
         #[arg(long = "table")]
         tables: Vec<String>,
-        /// Wait until every queued job has finished, then print the report.
+        /// Wait until every queued job has finished, then print the report; past the deadline
+        /// (`--wait-timeout`), name the jobs still open and exit with status 3.
         #[arg(long)]
         wait: bool,
+        /// How long `--wait` waits. Default: the longest a job can take by the workers' job
+        /// settings (`--unknown-cluster-hand-backs`, `--max-attempts`, `--job-timeout`,
+        /// `--retry-delay`), plus a minute in the queue.
+        #[arg(long, value_parser = humantime::parse_duration, requires = "wait")]
+        wait_timeout: Option<Duration>,
+        /// The workers' job settings (the same flags and environment as theirs), from which the
+        /// default `--wait-timeout` is derived.
+        #[command(flatten)]
+        job: JobArgs,
         /// With `--wait`: print a summary per cluster and the reasons of the jobs that did not
         /// succeed, instead of a line per job.
         #[arg(long, requires = "wait")]

@@ -10,6 +10,7 @@ mod publish;
 mod report;
 
 use std::{
+    process::ExitCode,
     sync::{Arc, OnceLock},
     time::Duration,
 };
@@ -34,8 +35,15 @@ use crate::{
     gauges::Gauges,
 };
 
+/// Exit status of `refresh --wait` when its deadline passed with jobs still open (1 is any
+/// error, 2 a bad command line, as clap exits).
+const EXIT_JOBS_OPEN: u8 = 3;
+/// Beyond the longest a job can take, how long `refresh --wait` allows by default for the time a
+/// job waits in the queue for a free worker.
+const QUEUE_ALLOWANCE: Duration = Duration::from_secs(60);
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     // The cron loop is a service: it logs what it does. The other commands are for people: their
     // output is on stdout, and only warnings go to stderr (unless RUST_LOG says otherwise).
@@ -44,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
     run(args).await
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Args { common, admin, output, command } = args;
     let catalog = Arc::new(Catalog::load(common.custom_resources.as_deref())?);
     let command = command.unwrap_or(Command::Run {
@@ -55,7 +63,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Command::ImportKubeconfig { kubeconfig } = &command {
         let registry = Registry::from_kubeconfig(kubeconfig, &catalog)?;
         print!("{}", serde_norway::to_string(&registry)?);
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     // The cron loop is a service and serves the admin endpoint; the other commands are brief.
     let health = Health::new();
@@ -67,7 +75,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let pool = store::connect(&common.database_url, &common.database_credentials, 4).await?;
     if let Command::Report { summary } = &command {
-        return report::print(&pool, *summary, output).await;
+        report::print(&pool, *summary, output).await?;
+        return Ok(ExitCode::SUCCESS);
     }
     let live =
         Arc::new(LiveRegistry::start(&common.registry, &common.home, common.exec_timeout, catalog.clone()).await?);
@@ -78,7 +87,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         anyhow::ensure!(live.complete(), "a registry source could not be read: no cluster is pruned");
         let present: Vec<String> = registry.clusters.iter().map(|c| c.name.clone()).collect();
         let pruned = store::prune::prune_absent(&pool, &catalog, &present, Duration::ZERO, "scheduler").await?;
-        return report::pruned(&pruned, output);
+        report::pruned(&pruned, output)?;
+        return Ok(ExitCode::SUCCESS);
     }
     let nats = queue::connect(&common.nats_url, &common.nats_credentials).await?;
     let js = async_nats::jetstream::new(nats.clone());
@@ -100,7 +110,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let watch = live::Watch { catalog: &catalog, pool: &pool, live: &live, tables: Vec::new(), prune_after };
             cron_loop::run(&js, &queue, watch, common.registry_refresh, schedules, &health).await?
         }
-        Command::Refresh { clusters, tables, wait, summary } => {
+        Command::Refresh { clusters, tables, wait, wait_timeout, summary, job } => {
             for cluster in &clusters {
                 anyhow::ensure!(registry.get(cluster).is_some(), "cluster `{cluster}` is not in the registry");
             }
@@ -109,16 +119,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let published =
                 publish::publish_jobs(&js, &queue, &catalog, selected, &job_tables, Trigger::Manual, Utc::now()).await;
             nats.flush().await.context("flushing NATS")?;
-            report::refreshed(&pool, &catalog, &published, wait, summary, output).await?;
+            let deadline = wait.then(|| wait_timeout.unwrap_or_else(|| queue::longest_job(&job) + QUEUE_ALLOWANCE));
+            let open = report::refreshed(&pool, &catalog, &published, deadline, summary, output).await?;
             anyhow::ensure!(
                 published.iter().all(|p| !p.result.starts_with("failed")),
                 "some jobs could not be published"
             );
+            if !open.is_empty() {
+                let waited = humantime::format_duration(deadline.unwrap_or_default());
+                eprintln!("refresh --wait: {} jobs still open after {waited}", open.len());
+                return Ok(ExitCode::from(EXIT_JOBS_OPEN));
+            }
         }
         Command::Report { .. } | Command::Prune | Command::ImportKubeconfig { .. } => unreachable!("handled above"),
     }
     nats.flush().await.context("flushing NATS")?;
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The job targets of `catalog` for `tables` (every target when empty):

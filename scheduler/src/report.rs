@@ -42,6 +42,17 @@ struct Held {
     rows: i64,
 }
 
+/// A job `refresh --wait` queued that had not ended by the deadline, with its latest run's
+/// status and error, if it has one.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct OpenJob {
+    cluster: String,
+    table: String,
+    job_id: Uuid,
+    last_status: Option<String>,
+    error: Option<String>,
+}
+
 /// The report: latest runs and the rows held now.
 #[derive(Debug, Serialize)]
 struct Report {
@@ -68,17 +79,18 @@ pub async fn print(pool: &PgPool, summary: bool, output: Output) -> anyhow::Resu
     Ok(())
 }
 
-/// Prints what a refresh published; with `wait`, waits for the queued jobs and adds the report
-/// (with `summary`, its [`Summary`], and the publications counted by result, not listed) of the
-/// snapshots they write (the tables `catalog` says).
+/// Prints what a refresh published; with a `deadline`, waits that long for the queued jobs and
+/// adds the report (with `summary`, its [`Summary`], and the publications counted by result, not
+/// listed) of the snapshots they write (the tables `catalog` says); returns the jobs still open
+/// at the deadline (printed too).
 pub async fn refreshed(
     pool: &PgPool,
     catalog: &Catalog,
     published: &[Publication],
-    wait: bool,
+    deadline: Option<Duration>,
     summary: bool,
     output: Output,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<OpenJob>> {
     match output {
         Output::Table if summary => println!("published: {}", counted_results(published)),
         Output::Table => {
@@ -90,12 +102,15 @@ pub async fn refreshed(
         }
         Output::Json => {}
     }
-    let report = if wait {
-        let queued: Vec<Uuid> = published.iter().filter(|p| p.queued).filter_map(|p| p.job_id).collect();
-        wait_for(pool, &queued).await?;
-        let tables: Vec<String> =
-            published.iter().filter(|p| p.queued).flat_map(|p| snapshot_names(catalog, &p.table)).collect();
-        Some(load(pool, Some((&queued, &tables))).await?)
+    let mut open = Vec::new();
+    let report = if let Some(deadline) = deadline {
+        let queued: Vec<&Publication> = published.iter().filter(|p| p.queued).collect();
+        let ids: Vec<Uuid> = queued.iter().filter_map(|p| p.job_id).collect();
+        if tokio::time::timeout(deadline, wait_for(pool, &ids)).await.is_err() {
+            open = open_jobs(pool, &queued).await?;
+        }
+        let tables: Vec<String> = queued.iter().flat_map(|p| snapshot_names(catalog, &p.table)).collect();
+        Some(load(pool, Some((&ids, &tables))).await?)
     } else {
         None
     };
@@ -108,12 +123,15 @@ pub async fn refreshed(
                 report: Option<Report>,
                 #[serde(skip_serializing_if = "Option::is_none")]
                 summary: Option<Summary>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                open: Option<&'a [OpenJob]>,
             }
             let (report, summary) = match report {
                 Some(report) if summary => (None, Some(Summary::of(&report))),
                 report => (report, None),
             };
-            println!("{}", serde_json::to_string_pretty(&Refreshed { published, report, summary })?);
+            let open = deadline.map(|_| open.as_slice());
+            println!("{}", serde_json::to_string_pretty(&Refreshed { published, report, summary, open })?);
         }
         (Output::Table, Some(report)) if summary => {
             println!();
@@ -125,7 +143,48 @@ pub async fn refreshed(
         }
         (Output::Table, None) => {}
     }
-    Ok(())
+    if output == Output::Table && !open.is_empty() {
+        print_open(&open);
+    }
+    Ok(open)
+}
+
+/// The jobs of `queued` without a final run, each with its latest run's status and error.
+async fn open_jobs(pool: &PgPool, queued: &[&Publication]) -> anyhow::Result<Vec<OpenJob>> {
+    let finals: Vec<&str> = FINAL.iter().map(|status| status.as_str()).collect();
+    let with_ids: Vec<(&Publication, Uuid)> = queued.iter().filter_map(|p| Some((*p, p.job_id?))).collect();
+    let clusters: Vec<&str> = with_ids.iter().map(|(p, _)| p.cluster.as_str()).collect();
+    let tables: Vec<&str> = with_ids.iter().map(|(p, _)| p.table.as_str()).collect();
+    let ids: Vec<Uuid> = with_ids.iter().map(|(_, id)| *id).collect();
+    Ok(sqlx::query_as(
+        "SELECT q.cluster, q.\"table\", q.job_id, r.status AS last_status, r.error
+         FROM unnest($1::text[], $2::text[], $3::uuid[]) AS q (cluster, \"table\", job_id)
+         LEFT JOIN LATERAL (SELECT status, error FROM runs WHERE job_id = q.job_id
+                            ORDER BY coalesce(finished_at, started_at) DESC LIMIT 1) r ON true
+         WHERE NOT EXISTS (SELECT 1 FROM runs WHERE job_id = q.job_id AND status = ANY($4))
+         ORDER BY 1, 2",
+    )
+    .bind(&clusters)
+    .bind(&tables)
+    .bind(&ids)
+    .bind(&finals)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The jobs still open at the deadline, as a table.
+fn print_open(open: &[OpenJob]) {
+    let mut jobs = table(&["cluster", "table", "job id", "last status", "error"]);
+    for job in open {
+        jobs.add_row(vec![
+            job.cluster.clone(),
+            job.table.clone(),
+            job.job_id.to_string(),
+            job.last_status.clone().unwrap_or_else(|| "(no run yet)".to_owned()),
+            job.error.as_deref().map(shortened).unwrap_or_default(),
+        ]);
+    }
+    println!("\njobs still open at the deadline (--wait-timeout):\n{jobs}");
 }
 
 /// Prints the clusters `scheduler prune` pruned and the rows deleted with each.
@@ -245,7 +304,7 @@ fn table(header: &[&str]) -> Table {
 }
 
 /// Waits until every job in `job_ids` has a run that ended for good, with a progress bar on a
-/// terminal (hidden when stderr is not one).
+/// terminal (hidden when stderr is not one); for ever, unless the caller sets a deadline.
 async fn wait_for(pool: &PgPool, job_ids: &[Uuid]) -> anyhow::Result<()> {
     let bar = ProgressBar::new(job_ids.len() as u64).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} jobs done ({elapsed})").expect("a valid template"),

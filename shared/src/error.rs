@@ -133,6 +133,25 @@ pub enum Error {
          listed against {base:?}); the next attempt starts from its rows"
     )]
     StaleBase { cluster: String, table: String, current: Option<Uuid>, base: Option<Uuid> },
+    /// DDL (a schema upgrade) whose locks were not granted within `lock_timeout` at any of its
+    /// tries: a long transaction holds them.
+    #[error(
+        "database: {what}: a lock was not granted within {lock_timeout:?} in {tries} tries (a long transaction \
+         holds it: see pg_locks): {source}"
+    )]
+    LockTimeout {
+        what: String,
+        lock_timeout: Duration,
+        tries: u32,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A table of the job changed shape (a column added, the table converted) after the job read
+    /// its hashes: the next attempt starts from the rows as they are now.
+    #[error(
+        "database: {table} changed shape (a column added) while this job listed {cluster}'s rows; the next attempt starts from its rows"
+    )]
+    ShapeChanged { cluster: String, table: String },
     /// The cluster was pruned (missing from every registry source) while the job listed.
     #[error(
         "job: cluster {cluster} was pruned at {removed_at} (missing from every registry source) while this job listed"
@@ -212,6 +231,8 @@ impl Error {
             | Self::Migrate(_)
             | Self::Schema(_)
             | Self::StaleBase { .. }
+            | Self::ShapeChanged { .. }
+            | Self::LockTimeout { .. }
             | Self::Nats { .. }
             | Self::TimedOut(_) => Disposition::Retry { after: None },
         }
@@ -262,7 +283,8 @@ impl Error {
             Self::Sql(_) => "database",
             Self::Migrate(_) => "migration",
             Self::Schema(_) => "schema",
-            Self::StaleBase { .. } => "replace_conflict",
+            Self::StaleBase { .. } | Self::ShapeChanged { .. } => "replace_conflict",
+            Self::LockTimeout { .. } => "lock_timeout",
             Self::ClusterPruned { .. } => "cluster_pruned",
             Self::Nats { .. } => "nats",
             Self::MalformedJob(_) | Self::JobJson(_) => "malformed_job",

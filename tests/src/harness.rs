@@ -4,7 +4,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, Output, Stdio},
     time::Duration,
 };
 
@@ -126,13 +126,20 @@ impl Services {
         }
     }
 
-    /// Runs the scheduler binary at `path` with `args` to completion; returns its stdout, or
-    /// fails with its output. Its logs are warnings only, as a person running it sees them.
-    pub async fn scheduler(&self, path: &Path, registry: &Path, args: &[&str]) -> anyhow::Result<String> {
+    /// Runs the scheduler binary at `path` with `args` to completion, whatever its exit status;
+    /// returns its output.
+    pub async fn scheduler_output(&self, path: &Path, registry: &Path, args: &[&str]) -> anyhow::Result<Output> {
         let mut command = Command::new(path);
         self.configure(&mut command, &self.database_url, registry);
         command.env("RUST_LOG", "warn").args(args).stdin(Stdio::null());
-        let output = tokio::process::Command::from(command).output().await?;
+        // A test that gives up on the scheduler (a timeout around this future) stops it.
+        Ok(tokio::process::Command::from(command).kill_on_drop(true).output().await?)
+    }
+
+    /// Runs the scheduler binary at `path` with `args` to completion; returns its stdout, or
+    /// fails with its output. Its logs are warnings only, as a person running it sees them.
+    pub async fn scheduler(&self, path: &Path, registry: &Path, args: &[&str]) -> anyhow::Result<String> {
+        let output = self.scheduler_output(path, registry, args).await?;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         anyhow::ensure!(
             output.status.success(),
@@ -241,6 +248,11 @@ impl TestEnv {
         }
     }
 
+    /// Runs the scheduler to completion with these arguments, whatever its exit status.
+    pub async fn scheduler_output(&self, registry: &Path, args: &[&str]) -> anyhow::Result<Output> {
+        self.services.scheduler_output(&binary("scheduler"), registry, args).await
+    }
+
     /// Runs the scheduler to completion with these arguments; returns its stdout.
     pub async fn scheduler(&self, registry: &Path, args: &[&str]) -> anyhow::Result<String> {
         self.services.scheduler(&binary("scheduler"), registry, args).await
@@ -290,6 +302,16 @@ impl TestEnv {
             }
             anyhow::ensure!(tokio::time::Instant::now() < deadline, "process {pid} did not exit within {timeout:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the log of child `name` holds `text` (a worker's `worker started`: its
+    /// stream and consumer exist), or fails after 180 s with the log.
+    pub async fn wait_for_log(&self, name: &str, text: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+        while !self.log(name).contains(text) {
+            assert!(tokio::time::Instant::now() < deadline, "{name} did not log `{text}`: {}", self.log(name));
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

@@ -204,3 +204,37 @@ async fn malformed_job_messages_are_rejected_at_once_and_the_worker_carries_on()
         sqlx::query_scalar("SELECT count(*) FROM runs WHERE status = 'rejected'").fetch_one(&env.pool).await.unwrap();
     assert_eq!(rejected, 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_wait_without_a_worker_ends_at_its_deadline_naming_the_open_jobs() {
+    let env = TestEnv::new().await.unwrap();
+    let _fleet = Fleet::start(FleetSpec { clusters: 2, pods: 1, ..FleetSpec::default() }, &env.dir).await.unwrap();
+    let registry = env.dir.join("clusters.yaml");
+    // No worker: the jobs are queued and never run.
+    let args = ["refresh", "--wait", "--wait-timeout", "2s", "--table", "kubernetes_namespaces", "--output", "json"];
+    let output = tokio::time::timeout(Duration::from_secs(120), env.scheduler_output(&registry, &args))
+        .await
+        .expect("refresh --wait ends by its deadline")
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(stderr.contains("2 jobs still open after 2s"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let queued: BTreeSet<(String, String)> = report["published"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["cluster"].as_str().unwrap().to_owned(), p["job_id"].as_str().unwrap().to_owned()))
+        .collect();
+    let open: BTreeSet<(String, String)> = report["open"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .inspect(|job| {
+            assert_eq!((&job["table"], &job["last_status"]), (&"kubernetes_namespaces".into(), &None::<String>.into()))
+        })
+        .map(|job| (job["cluster"].as_str().unwrap().to_owned(), job["job_id"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(open.len(), 2, "{stdout}");
+    assert_eq!(open, queued, "every queued job is named open: {stdout}");
+}

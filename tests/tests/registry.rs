@@ -119,16 +119,6 @@ async fn wait(env: &TestEnv, what: &str, query: &str, timeout: Duration) {
     }
 }
 
-/// Waits until a process's log holds `text` (it has started: creating the tables takes a while
-/// on a busy machine).
-async fn wait_for_log(env: &TestEnv, name: &str, text: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    while !env.log(name).contains(text) {
-        assert!(tokio::time::Instant::now() < deadline, "{name} did not log `{text}`: {}", env.log(name));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_secret_is_polled_without_a_restart_and_a_removed_one_is_pruned_after_the_grace() {
     let mut env = TestEnv::new().await.unwrap();
@@ -147,7 +137,7 @@ async fn a_new_secret_is_polled_without_a_restart_and_a_removed_one_is_pruned_af
     env.spawn_scheduler(&file, &scheduler_args).unwrap();
     env.spawn_scheduler_named("scheduler-2", &file, &scheduler_args).unwrap();
     for (name, started) in [("worker", "worker started"), ("scheduler", "schedule"), ("scheduler-2", "schedule")] {
-        wait_for_log(&env, name, started).await;
+        env.wait_for_log(name, started).await;
     }
 
     // A Secret appears: its cluster is polled within a refresh interval or so, no restart.
@@ -282,7 +272,7 @@ async fn a_job_for_a_cluster_the_worker_has_not_learned_yet_is_handed_back_not_r
     let file = file_with(&env.dir, &["sim-01"]);
     // The worker would read its registry again only in an hour, unless a job makes it.
     env.spawn_worker("worker", &file, &["--registry-refresh", "1h"]).unwrap();
-    wait_for_log(&env, "worker", "worker started").await;
+    env.wait_for_log("worker", "worker started").await;
     let job = format!(
         r#"{{"id":"{}","cluster":"sim-02","table":"kubernetes_namespaces","trigger":"manual","scheduled_at":"{}"}}"#,
         uuid::Uuid::new_v4(),

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use clap::Parser;
-use kubecensus::ops::{admin::AdminArgs, args::CommonArgs};
+use kubecensus::ops::{
+    admin::AdminArgs,
+    args::{CommonArgs, JobArgs},
+};
 
 /// Claims poll jobs from JetStream, lists each resource from its cluster, and swaps the rows
 /// into PostgreSQL. Run as many replicas as you like: they share one durable consumer.
@@ -32,16 +35,8 @@ pub struct Args {
     /// least recently used one is dropped past this. Bounds a worker's memory in a large fleet.
     #[arg(long, env = "KUBECENSUS_CACHED_CLIENTS", default_value = "16")]
     pub cached_clients: std::num::NonZeroUsize,
-    /// Attempts per job before its failure is final.
-    #[arg(long, env = "KUBECENSUS_MAX_ATTEMPTS", default_value_t = 5)]
-    pub max_attempts: u32,
-    /// Delay before the second attempt; it doubles for each further one (capped at 5 minutes).
-    #[arg(long, env = "KUBECENSUS_RETRY_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub retry_delay: Duration,
-    /// The longest a job may run (listing, loading, swapping); a cluster that is too slow fails
-    /// its job with this error instead of holding a slot.
-    #[arg(long, env = "KUBECENSUS_JOB_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
-    pub job_timeout: Duration,
+    #[command(flatten)]
+    pub job: JobArgs,
     /// How long a job may go unacknowledged before NATS hands it to another worker; a running
     /// job sends progress acks every third of it. Applies when the shared consumer is created.
     #[arg(long, env = "KUBECENSUS_ACK_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]

@@ -32,8 +32,6 @@ use crate::{
     poll::{JobPolicy, Poller},
 };
 
-/// The longest delay between attempts of a failed job.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 /// How long one pull waits for jobs before asking again.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
@@ -55,9 +53,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         page_size,
         in_place_limit,
         cached_clients,
-        max_attempts,
-        retry_delay,
-        job_timeout,
+        job,
         ack_wait: ack_wait_flag,
         shutdown_grace,
     } = args;
@@ -97,9 +93,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         policy: JobPolicy {
             page_size,
             in_place_limit,
-            retry: RetryPolicy { max_attempts, base: retry_delay, cap: MAX_RETRY_DELAY },
-            timeout: job_timeout,
+            retry: RetryPolicy::from(&job),
+            timeout: job.job_timeout,
             exec_timeout: common.exec_timeout,
+            unknown_cluster_hand_backs: job.unknown_cluster_hand_backs,
             ack_wait,
         },
         clients: Mutex::new(LruCache::new(cached_clients)),
@@ -223,19 +220,21 @@ fn default_worker_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// Reads the registry's sources again every `every`; adds the columns of new fields. A job for a
+/// Reads the registry's sources again every `every`; adds the columns of new fields, again at
+/// each reading until that succeeds (DDL that could not take its locks in time). A job for a
 /// cluster the worker has not learned yet reads them again sooner (`poll.rs`).
 async fn refresh_registry_forever(live: Arc<LiveRegistry>, catalog: Arc<Catalog>, pool: sqlx::PgPool, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.tick().await;
+    // The registry whose fields have their columns.
+    let mut ensured = live.current();
     loop {
         ticks.tick().await;
-        let before = live.current();
-        if !live.refresh().await.changed {
-            continue;
-        }
-        if let Err(err) = store::ensure_new_fields(&pool, &catalog, &before, &live.current()).await {
-            tracing::error!(%err, "cannot add the columns of new registry fields");
+        live.refresh().await;
+        let now = live.current();
+        match store::ensure_new_fields(&pool, &catalog, &ensured, &now).await {
+            Ok(()) => ensured = now,
+            Err(err) => tracing::error!(%err, "cannot add the columns of new registry fields; trying again next time"),
         }
     }
 }

@@ -20,7 +20,7 @@ use kubecensus::{
     model::namespace_fields::NamespaceFields,
     ops::metrics::{self, JobTimer},
     queue::job::Job,
-    queue::{Queue, RetryPolicy},
+    queue::{Queue, RetryPolicy, UNKNOWN_CLUSTER_RETRY},
     source::kubeapi::{self, ClusterApi, Page, Reach, is_namespaces},
     source::registry::{ClusterConfig, Registry, sources::LiveRegistry},
     store::runs::{self, Outcome, Status},
@@ -38,9 +38,6 @@ use uuid::Uuid;
 const CLIENT_MAX_AGE: Duration = Duration::from_secs(300);
 /// How many times a listing starts over after its continue token expired.
 const MAX_LIST_RESTARTS: u32 = 3;
-/// A job for a cluster this worker has not learned yet makes it read its registry's sources
-/// again, at most this often, and is handed back to the queue for this long.
-const UNKNOWN_CLUSTER_RETRY: Duration = Duration::from_secs(5);
 
 /// What every job of this worker needs.
 pub struct Poller {
@@ -71,6 +68,9 @@ pub struct JobPolicy {
     pub timeout: Duration,
     /// The longest an exec credential plugin may run.
     pub exec_timeout: Duration,
+    /// Deliveries of a job for a cluster missing from the registry that are handed back; the
+    /// next one is rejected.
+    pub unknown_cluster_hand_backs: u32,
     /// The consumer's ack wait (as NATS has it, whatever this worker's flag says): progress acks
     /// and run heartbeats go out every third of it.
     pub ack_wait: Duration,
@@ -115,8 +115,12 @@ impl Poller {
             let why = format!("a job for {expected_subject} was published on another subject");
             return self.reject(&message, Some(&job), why, timer).await;
         }
+        // A job from the future would outrank every job scheduled before its time.
+        if let Err(err) = job.check_time(chrono::Utc::now()) {
+            return self.reject(&message, Some(&job), err.to_string(), timer).await;
+        }
         let Some((registry, cluster)) = self.cluster_of(&job).await else {
-            return self.unknown_cluster(&message, &job, timer).await;
+            return self.unknown_cluster(&message, &job, delivered, timer).await;
         };
         let cluster = &cluster;
         let span = info_span!("job", job = %job.id, cluster = %job.cluster, table = %job.table, delivered);
@@ -248,16 +252,23 @@ impl Poller {
 
     /// A job for a cluster this worker does not know: a cluster just added to a source reaches
     /// every worker within one `--registry-refresh`, so a job scheduled less than two of them
-    /// ago is handed back (it costs no attempt) and comes again shortly; an older one names a
-    /// cluster that is not coming and is rejected.
-    async fn unknown_cluster(&self, message: &Message, job: &Job, mut timer: JobTimer) {
+    /// ago is handed back (it costs no attempt) and comes again shortly, at most
+    /// `--unknown-cluster-hand-backs` times (its `delivered` count); past either bound it names
+    /// a cluster that is not coming and is rejected. Every hand-back of one job is recorded in
+    /// the same `runs` row ([`runs::record_handed_back`]).
+    async fn unknown_cluster(&self, message: &Message, job: &Job, delivered: u32, mut timer: JobTimer) {
         let age = (chrono::Utc::now() - job.scheduled_at).to_std().unwrap_or_default();
         let why = format!("cluster `{}` is not in this worker's registry", job.cluster);
+        let hand_backs = self.policy.unknown_cluster_hand_backs;
         if age > 2 * self.registry_refresh {
             return self.reject(message, Some(job), why, timer).await;
         }
+        if delivered > hand_backs {
+            let why = format!("{why} after {hand_backs} hand-backs (--unknown-cluster-hand-backs)");
+            return self.reject(message, Some(job), why, timer).await;
+        }
         timer.set_outcome(Status::HandedBack.as_str());
-        tracing::info!(%why, cluster = %job.cluster, "handing the job back until the registry has its cluster");
+        tracing::info!(%why, cluster = %job.cluster, delivered, "handing the job back until the registry has its cluster");
         let recorded = runs::record_handed_back(&self.pool, job, &message.subject, &self.worker_id, &why).await;
         if let Err(err) = recorded {
             tracing::error!(%err, "cannot record the handed-back job");

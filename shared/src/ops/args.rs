@@ -80,3 +80,26 @@ pub struct HomeArgs {
     #[arg(long, global = true, env = "KUBECENSUS_CAPI_SELECTOR")]
     pub capi_selector: Option<String>,
 }
+
+/// How workers run a job: its attempts, their delays and timeout, and how often a job for a
+/// cluster the worker does not know is handed back. The worker's settings; `scheduler refresh
+/// --wait` takes the same ones (and environment) to derive how long a job can take
+/// (`queue::longest_job`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct JobArgs {
+    /// Attempts per job before its failure is final.
+    #[arg(long, env = "KUBECENSUS_MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: u32,
+    /// Delay before the second attempt; it doubles for each further one (capped at 5 minutes).
+    #[arg(long, env = "KUBECENSUS_RETRY_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub retry_delay: Duration,
+    /// The longest a job may run (listing, loading, swapping); a cluster that is too slow fails
+    /// its job with this error instead of holding a slot.
+    #[arg(long, env = "KUBECENSUS_JOB_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub job_timeout: Duration,
+    /// Times a job for a cluster missing from the worker's registry is handed back (every 5 s,
+    /// costing no attempt) before it is rejected; the default covers two `--registry-refresh`
+    /// intervals of 60 s.
+    #[arg(long, env = "KUBECENSUS_UNKNOWN_CLUSTER_HAND_BACKS", default_value_t = 24)]
+    pub unknown_cluster_hand_backs: u32,
+}

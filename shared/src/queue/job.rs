@@ -2,11 +2,19 @@
 //!
 //! Published on `<prefix>.jobs.<cluster>.<table>`; any NATS client can publish one (README).
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{Error, Result, model::catalog::Catalog, source::registry::is_cluster_name};
+
+/// How far ahead of a worker's clock a job's `scheduled_at` may be: the clocks of the
+/// scheduler (or of whoever published the job) and of the worker may differ by this much. A job
+/// from further ahead is rejected ([`Job::check_time`]): it would otherwise outrank every job
+/// scheduled before its time, and its (cluster, table) would not refresh until then.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 
 /// One poll job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +78,24 @@ impl Job {
         let job: Self = serde_json::from_slice(payload).map_err(Error::JobJson)?;
         job.check(catalog)?;
         Ok(job)
+    }
+
+    /// Checks that the job was not scheduled more than [`MAX_CLOCK_SKEW`] after `now` (the
+    /// worker's clock).
+    ///
+    /// # Errors
+    /// [`Error::MalformedJob`] naming both times, for a job from further ahead.
+    pub fn check_time(&self, now: DateTime<Utc>) -> Result<()> {
+        let skew = chrono::Duration::from_std(MAX_CLOCK_SKEW).expect("a small duration");
+        if self.scheduled_at <= now + skew {
+            return Ok(());
+        }
+        Err(Error::MalformedJob(format!(
+            "scheduled_at {} is more than {} ahead of this worker's clock ({})",
+            self.scheduled_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            humantime::format_duration(MAX_CLOCK_SKEW),
+            now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )))
     }
 
     /// The job a message [`Self::parse`] rejected, as the message gave it, when it has a job's
@@ -160,6 +186,18 @@ mod tests {
         let widget = Job::new(&other, "prod-1", "widgets", Trigger::Manual, tick).unwrap();
         assert_eq!(Job::parse(&other, &widget.to_json()).unwrap(), widget);
         assert!(Job::parse(&builtin, &widget.to_json()).is_err(), "the built-in catalog has no widgets");
+    }
+
+    #[test]
+    fn a_job_from_past_the_clock_skew_is_refused_with_both_times() {
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let catalog = Catalog::builtin();
+        let job = |ahead| Job::new(&catalog, "prod-1", "kubernetes_pods", Trigger::Manual, now + ahead).unwrap();
+        job(chrono::Duration::minutes(5)).check_time(now).unwrap();
+        job(chrono::Duration::days(-400)).check_time(now).unwrap();
+        let err = job(chrono::Duration::minutes(6)).check_time(now).unwrap_err().to_string();
+        assert!(err.contains("2023-11-14T22:19:20Z") && err.contains("(2023-11-14T22:13:20Z)"), "{err}");
+        assert!(err.contains("more than 5m ahead"), "{err}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use async_nats::ConnectErrorKind;
 use crate::{
     Error, Result,
     ops::{
-        args::CommonArgs,
+        args::{CommonArgs, JobArgs},
         credentials::{NatsCredentials, nats_url::NatsServers},
     },
 };
@@ -42,6 +42,10 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// A backstop against a job that is never acked nor terminated: it leaves the stream after this.
 const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
+/// A job for a cluster a worker has not learned yet makes it read its registry's sources again,
+/// at most this often, and is handed back to the queue for this long.
+pub const UNKNOWN_CLUSTER_RETRY: Duration = Duration::from_secs(5);
+
 /// How a failed job is tried again: up to `max_attempts` attempts in all, the delay starting at
 /// `base` and doubling with each attempt up to `cap`; a cluster's `Retry-After` wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +64,27 @@ impl RetryPolicy {
         }
         Some(retry_after.unwrap_or_else(|| self.base.saturating_mul(1 << (attempt.max(1) - 1).min(16)).min(self.cap)))
     }
+}
+
+/// The longest delay between attempts of a failed job.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+
+impl From<&JobArgs> for RetryPolicy {
+    /// The attempts and delays of the command line, the delays capped at 5 minutes.
+    fn from(args: &JobArgs) -> Self {
+        Self { max_attempts: args.max_attempts, base: args.retry_delay, cap: MAX_RETRY_DELAY }
+    }
+}
+
+/// The longest a job run as `args` says can take from its first delivery to its last outcome,
+/// not counting time in the queue: every hand-back's delay ([`UNKNOWN_CLUSTER_RETRY`]), every
+/// attempt's timeout, and the delays between attempts (a cluster's `Retry-After` aside).
+pub fn longest_job(args: &JobArgs) -> Duration {
+    let policy = RetryPolicy::from(args);
+    let delays: Duration = (1..args.max_attempts).filter_map(|attempt| policy.delay(attempt, None)).sum();
+    UNKNOWN_CLUSTER_RETRY.saturating_mul(args.unknown_cluster_hand_backs)
+        + args.job_timeout.saturating_mul(args.max_attempts.max(1))
+        + delays
 }
 
 /// What happened to a published job.
@@ -276,5 +301,17 @@ mod tests {
         assert_eq!(policy.delay(3, None), Some(Duration::from_secs(12)));
         assert_eq!(policy.delay(3, Some(Duration::from_secs(1))), Some(Duration::from_secs(1)));
         assert_eq!(policy.delay(4, None), None);
+    }
+
+    #[test]
+    fn the_longest_job_adds_hand_backs_attempts_and_the_delays_between_them() {
+        let args = JobArgs {
+            max_attempts: 3,
+            retry_delay: Duration::from_secs(5),
+            job_timeout: Duration::from_secs(60),
+            unknown_cluster_hand_backs: 2,
+        };
+        // 2 x 5 s handed back, 3 x 60 s attempts, 5 s and 10 s between them.
+        assert_eq!(longest_job(&args), Duration::from_secs(10 + 180 + 15));
     }
 }

@@ -19,15 +19,15 @@
 //! ([`unhealthy_rewrite`]), so the two agree at every commit. Each data table keeps a partial
 //! index of its rows not Current, which that rewrite reads.
 
-use sqlx::{Connection, PgPool};
+use sqlx::{PgConnection, PgPool};
 
 use super::{
     execute,
-    schema::{PARTITION_STORAGE, TableShape},
+    schema::{DDL_LOCKS, PARTITION_STORAGE, TableShape},
     sql::{Ident, literal},
 };
 use crate::{
-    Result,
+    Error, Result,
     model::catalog::{CLUSTER_COLUMN, Catalog, GROUP_COLUMN, KIND_COLUMN, Resource, ResourceSource, Table},
 };
 
@@ -163,14 +163,36 @@ pub async fn ensure(pool: &PgPool, catalog: &Catalog, fields: &[String], namespa
         fills.push(insert_unhealthy(resource, table, fields, namespace_fields, ""));
     }
     let mut conn = pool.acquire().await?;
-    let mut tx = conn.begin().await?;
+    let mut attempt = 1;
+    loop {
+        let mut tx = DDL_LOCKS.begin(&mut conn).await?;
+        let result = match write(&mut tx, fields, namespace_fields, &indexes, &branches, &fills).await {
+            Ok(()) => tx.commit().await.map_err(Error::from),
+            Err(err) => Err(err),
+        };
+        if DDL_LOCKS.settle(VIEW, &mut attempt, result).await? {
+            return Ok(());
+        }
+    }
+}
+
+/// The DDL of [`ensure`], in its transaction `tx`: the indexes, the view from its `branches`,
+/// `fleet_unhealthy_objects` (created and filled with `fills`, or given the fields' columns).
+async fn write(
+    tx: &mut PgConnection,
+    fields: &[String],
+    namespace_fields: &[String],
+    indexes: &[String],
+    branches: &[String],
+    fills: &[String],
+) -> Result<()> {
+    let column = |name: &str| Ident::derived(&[name]);
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('kubecensus fleet_objects', 0))")
         .execute(&mut *tx)
         .await?;
-    execute(&mut tx, indexes.join("; ")).await?;
+    execute(tx, indexes.join("; ")).await?;
     let view = column(VIEW);
-    execute(&mut tx, format!("DROP VIEW IF EXISTS {view}; CREATE VIEW {view} AS {}", branches.join(" UNION ALL ")))
-        .await?;
+    execute(tx, format!("DROP VIEW IF EXISTS {view}; CREATE VIEW {view} AS {}", branches.join(" UNION ALL "))).await?;
     let table = column(UNHEALTHY_TABLE);
     let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
         .bind(format!("public.{table}"))
@@ -178,11 +200,11 @@ pub async fn ensure(pool: &PgPool, catalog: &Catalog, fields: &[String], namespa
         .await?;
     if !exists {
         execute(
-            &mut tx,
+            tx,
             format!(
                 "CREATE TABLE {table} ({} text NOT NULL, {} text NOT NULL, namespace text NOT NULL, {} text NOT NULL, \
-                 {} text NOT NULL, name text, uid text, {} text NOT NULL, message text, since timestamptz) \
-                 WITH ({PARTITION_STORAGE}); CREATE INDEX {} ON {table} ({}, namespace, name, uid)",
+             {} text NOT NULL, name text, uid text, {} text NOT NULL, message text, since timestamptz) \
+             WITH ({PARTITION_STORAGE}); CREATE INDEX {} ON {table} ({}, namespace, name, uid)",
                 column(TABLE_NAME_COLUMN),
                 column(CLUSTER_COLUMN),
                 column(GROUP_COLUMN),
@@ -207,11 +229,10 @@ pub async fn ensure(pool: &PgPool, catalog: &Catalog, fields: &[String], namespa
         .map(|field| format!("ADD COLUMN {} text", column(field)))
         .collect();
     if !added.is_empty() {
-        execute(&mut tx, format!("ALTER TABLE {table} {}", added.join(", "))).await?;
+        execute(tx, format!("ALTER TABLE {table} {}", added.join(", "))).await?;
     }
     if !exists {
-        execute(&mut tx, fills.join("; ")).await?;
+        execute(tx, fills.join("; ")).await?;
     }
-    tx.commit().await?;
     Ok(())
 }

@@ -15,6 +15,8 @@ pub mod schema;
 pub mod sql;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod upgrade_tests;
 
 use std::time::Duration;
 

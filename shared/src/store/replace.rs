@@ -1,7 +1,10 @@
 //! Replacing one cluster's rows of a resource's tables, atomically, writing only what changed.
 //!
-//! Every row carries `row_hash`, a 128-bit hash (XXH3) of its COPY text: its content, cluster
-//! fields included. A job first reads the hashes of the cluster's rows (one index scan per
+//! Every row carries `row_hash`, a 128-bit hash (XXH3) of its COPY text (its content, cluster
+//! fields included) seeded with its table's column list as the job writes it: a row written
+//! before a column was added (a registry field, a catalog column of a later release) never has
+//! the hash of its object's next listing, whatever the new column's value (NULL too), so the
+//! cluster's next refresh rewrites it and no upgrade has to. A job first reads the hashes of the cluster's rows (one index scan per
 //! table, in one snapshot), then, while it lists, keeps each new row whose hash is not among them
 //! and counts the others as unchanged. At the end, one transaction deletes the rows whose hash
 //! the listing did not yield, inserts the new ones, and records the snapshot and the run's
@@ -24,7 +27,8 @@
 //!
 //! A job whose listing began before another job of the same (cluster, table) committed cannot
 //! trust the hashes it read: it fails with a retryable error, or is `superseded` when the other
-//! job was scheduled later.
+//! job was scheduled later. Nor can one whose tables changed shape since it read them (a column
+//! added, a table converted: [`super::schema`]): it fails with the same retryable error.
 
 use std::{
     collections::HashSet,
@@ -38,7 +42,7 @@ use uuid::Uuid;
 
 use super::{
     copy_in, execute, fleet_view,
-    schema::{ROW_HASH_COLUMN, TableShape},
+    schema::{ROW_HASH_COLUMN, TableShape, column_set},
     sql::{Ident, Qualified},
 };
 use crate::{
@@ -163,6 +167,10 @@ type HashSet128 = HashSet<u128, BuildHasherDefault<PreHashed>>;
 
 struct TableChanges<'a> {
     shape: TableShape<'a>,
+    /// The table's oid and columns when the hashes were read ([`column_set`]).
+    columns: Option<String>,
+    /// The seed of the rows' hashes: a hash of the column list the job writes.
+    seed: u64,
     /// Hashes of the cluster's rows in the table before this job.
     current: HashSet128,
     /// Hashes of every row listed so far.
@@ -207,7 +215,11 @@ impl<'a> Refresh<'a> {
             let hashes: Vec<Uuid> =
                 sqlx::query_scalar_with(&sql, scope.arguments(cluster)?).fetch_all(&mut *tx).await?;
             let current = hashes.iter().map(Uuid::as_u128).collect();
+            let columns = column_set(&mut tx, &shape).await?;
+            let seed = xxhash_rust::xxh3::xxh3_64(shape.column_list().as_bytes());
             tables.push(TableChanges {
+                columns,
+                seed,
                 shape,
                 current,
                 listed: HashSet128::default(),
@@ -221,17 +233,17 @@ impl<'a> Refresh<'a> {
     }
 
     /// Takes rows of table `index` in COPY text (lines ending in `\n`, as [`crate::model::flatten`]
-    /// writes them): each is hashed; one the table already holds is only counted, a new one is
-    /// held with its hash appended. Identical rows (two equal rules of one Role) get distinct
-    /// hashes by their order.
+    /// writes them): each is hashed (seeded with the table's column list); one the table already
+    /// holds is only counted, a new one is held with its hash appended. Identical rows (two equal
+    /// rules of one Role) get distinct hashes by their order.
     pub fn add(&mut self, index: usize, rows: &[u8]) {
         let table = &mut self.tables[index];
         for line in rows.split_inclusive(|&byte| byte == b'\n') {
             let line = line.strip_suffix(b"\n").unwrap_or(line);
-            let mut hash = xxhash_rust::xxh3::xxh3_128(line);
-            let mut seed = 0;
+            let mut seed = table.seed;
+            let mut hash = xxhash_rust::xxh3::xxh3_128_with_seed(line, seed);
             while !table.listed.insert(hash) {
-                seed += 1;
+                seed = seed.wrapping_add(1);
                 hash = xxhash_rust::xxh3::xxh3_128_with_seed(line, seed);
             }
             if !table.current.contains(&hash) {
@@ -363,25 +375,38 @@ impl<'a> Refresh<'a> {
         if let Some(Some(removed_at)) = removed_at {
             return Err(Error::ClusterPruned { cluster: self.cluster.clone(), removed_at });
         }
-        let now: Option<(DateTime<Utc>, Uuid)> =
-            sqlx::query_as("SELECT scheduled_at, run_id FROM snapshots WHERE cluster_name = $1 AND table_name = $2")
-                .bind(&self.cluster)
-                .bind(&job.table)
-                .fetch_optional(&mut *tx)
-                .await?;
+        // A snapshot ranks by when its job was scheduled, but never by a time after its own
+        // commit: a job from the future (a clock off, a hand-written message, recorded before
+        // workers refused them) would otherwise supersede every later job until that time.
+        let now: Option<(DateTime<Utc>, Uuid)> = sqlx::query_as(
+            "SELECT least(scheduled_at, swapped_at), run_id FROM snapshots WHERE cluster_name = $1 AND table_name = $2",
+        )
+        .bind(&self.cluster)
+        .bind(&job.table)
+        .fetch_optional(&mut *tx)
+        .await?;
         if let Some((current, _)) = now.filter(|(current, _)| *current > job.scheduled_at) {
             return Ok(ReplaceOutcome::Superseded { current });
         }
         if now.map(|(_, run)| run) != self.base {
-            // The first table is the resource's job table: the metrics' label of every target of it.
-            let job_table = &self.tables[0].shape.table.name;
-            metrics::worker().replace_conflicts.get_or_create(&metrics::TableLabel::new(job_table)).inc();
+            self.count_conflict();
             return Err(Error::StaleBase {
                 cluster: self.cluster.clone(),
                 table: job.table.clone(),
                 current: now.map(|(_, run)| run),
                 base: self.base,
             });
+        }
+        for table in &self.tables {
+            // Locked first, so no column is added between this check and the writes.
+            execute(&mut tx, format!("LOCK TABLE {} IN ROW EXCLUSIVE MODE", table.shape.name)).await?;
+            if column_set(&mut tx, &table.shape).await? != table.columns {
+                self.count_conflict();
+                return Err(Error::ShapeChanged {
+                    cluster: self.cluster.clone(),
+                    table: table.shape.table.name.clone(),
+                });
+            }
         }
         let mut totals = RowCounts::default();
         for table in &self.tables {
@@ -408,6 +433,14 @@ impl<'a> Refresh<'a> {
         runs::finish(&mut tx, run_id, &Outcome { rows: Some(totals), ..outcome.clone() }).await?;
         tx.commit().await?;
         Ok(ReplaceOutcome::Replaced(totals))
+    }
+
+    /// Counts a job whose base (the hashes it read) went stale in
+    /// `kubecensus_replace_conflicts_total`.
+    fn count_conflict(&self) {
+        // The first table is the resource's job table: the metrics' label of every target of it.
+        let job_table = &self.tables[0].shape.table.name;
+        metrics::worker().replace_conflicts.get_or_create(&metrics::TableLabel::new(job_table)).inc();
     }
 
     /// Rewrites the scope's rows of `fleet_unhealthy_objects` from the table's rows not Current,

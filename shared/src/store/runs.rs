@@ -94,13 +94,15 @@ impl Outcome {
 }
 
 /// Records the start of an attempt; returns the run id and the attempt's number: NATS's
-/// delivery count `delivered` less the times the job was handed back (those cost no attempt).
+/// delivery count `delivered` less the deliveries that were handed back (those cost no attempt;
+/// `runs.deliveries` of its `handed_back` runs).
 pub async fn start(pool: &PgPool, job: &Job, delivered: u32, worker_id: &str) -> Result<(Uuid, u32)> {
     let run_id = Uuid::new_v4();
     let attempt: i32 = sqlx::query_scalar(
         "INSERT INTO runs (run_id, job_id, cluster_name, table_name, trigger, attempt, worker_id, scheduled_at, status)
          VALUES ($1, $2, $3, $4, $5,
-                 greatest(1, $6 - (SELECT count(*) FROM runs WHERE job_id = $2 AND status = $9)), $7, $8, $10)
+                 greatest(1, $6 - (SELECT coalesce(sum(deliveries), 0) FROM runs WHERE job_id = $2 AND status = $9)),
+                 $7, $8, $10)
          RETURNING attempt",
     )
     .bind(run_id)
@@ -153,7 +155,8 @@ pub async fn finish(conn: &mut PgConnection, run_id: Uuid, outcome: &Outcome) ->
 }
 
 /// Records a job message that was rejected before any attempt could start (not JSON, an
-/// unknown cluster or table, the wrong subject): a finished run with what could be read of it.
+/// unknown cluster or table, the wrong subject, a time too far ahead): a finished run with what
+/// could be read of it.
 pub async fn record_rejected(
     pool: &PgPool,
     job: Option<&Job>,
@@ -161,17 +164,22 @@ pub async fn record_rejected(
     worker_id: &str,
     error: &str,
 ) -> Result<()> {
-    record_unstarted(pool, job, subject, worker_id, Status::Rejected, error).await
+    record_unstarted(pool, Uuid::new_v4(), job, subject, worker_id, Status::Rejected, error).await
 }
 
 /// Records a job handed back before any attempt could start (its cluster is not in this
-/// worker's registry yet): a finished `handed_back` run, which costs the job no attempt.
+/// worker's registry yet): one finished `handed_back` run per job, however often it is handed
+/// back, whose `deliveries` counts the hand-backs and whose `error`, `worker_id` and
+/// `finished_at` are the last one's. It costs the job no attempt.
 pub async fn record_handed_back(pool: &PgPool, job: &Job, subject: &str, worker_id: &str, why: &str) -> Result<()> {
-    record_unstarted(pool, Some(job), subject, worker_id, Status::HandedBack, why).await
+    let run_id = Uuid::new_v5(&job.id, b"handed back: unknown cluster");
+    record_unstarted(pool, run_id, Some(job), subject, worker_id, Status::HandedBack, why).await
 }
 
+/// Inserts a finished run `run_id`; when it exists, counts one more delivery in it instead.
 async fn record_unstarted(
     pool: &PgPool,
+    run_id: Uuid,
     job: Option<&Job>,
     subject: &str,
     worker_id: &str,
@@ -181,9 +189,11 @@ async fn record_unstarted(
     sqlx::query(
         "INSERT INTO runs (run_id, job_id, cluster_name, table_name, trigger, attempt, worker_id, scheduled_at,
                            finished_at, status, error)
-         VALUES ($1, $2, $3, $4, $5, 1, $6, coalesce($7, now()), now(), $9, $8)",
+         VALUES ($1, $2, $3, $4, $5, 1, $6, coalesce($7, now()), now(), $9, $8)
+         ON CONFLICT (run_id) DO UPDATE SET deliveries = runs.deliveries + 1, worker_id = EXCLUDED.worker_id,
+           finished_at = EXCLUDED.finished_at, error = EXCLUDED.error",
     )
-    .bind(Uuid::new_v4())
+    .bind(run_id)
     .bind(job.map(|job| job.id))
     .bind(job.map(|job| &job.cluster))
     .bind(job.map(|job| &job.table))

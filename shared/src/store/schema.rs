@@ -10,13 +10,19 @@
 //!
 //! At start-up [`ensure_tables`] compares each table with the catalog and the registry
 //! (`information_schema.columns`): a missing table is created, a missing column added, a missing
-//! index built; a column whose type changed is an error that says what to do. A table in the
+//! index built; a column whose type changed is an error that says what to do. A column is added
+//! without a default, which PostgreSQL records in its catalog without rewriting any row, and no
+//! row is updated: a row's hash covers its table's column set ([`super::replace`]), so every row
+//! from before the column differs from its object's next listing and is rewritten by its own
+//! cluster's next refresh. Every DDL transaction waits at most [`DdlLocks::lock_timeout`] for its
+//! locks, so readers never queue behind it for longer, and is tried again a bounded number of
+//! times ([`DdlLocks`]). A table in the
 //! earlier layout (LIST-partitioned, a partition per cluster) is converted in place, in one
 //! transaction: readers see its old rows until the commit, then the same rows in the new table.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 use super::{
     PARTITIONS_SCHEMA, execute,
@@ -49,6 +55,70 @@ const LEGACY_SCHEMA: &str = "kubecensus_legacy";
 pub(super) const PARTITION_STORAGE: &str = "autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 100, \
                                  autovacuum_vacuum_insert_scale_factor = 0.01, autovacuum_vacuum_insert_threshold = 100, \
                                  autovacuum_analyze_scale_factor = 0.05";
+
+/// How DDL waits for its locks: an `ALTER TABLE` needs `ACCESS EXCLUSIVE`, and while it waits
+/// for one every reader that comes after queues behind it (PostgreSQL's lock queue). So each DDL
+/// transaction sets `lock_timeout` and, when a lock was not granted in time (SQLSTATE `55P03`,
+/// `lock_not_available`), rolls back, waits, and tries again, the wait doubling up to a cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DdlLocks {
+    /// The longest one statement waits for a lock (`SET LOCAL lock_timeout`).
+    pub lock_timeout: Duration,
+    /// Tries in all before the DDL fails.
+    pub attempts: u32,
+    /// The wait before the second try; it doubles for each further one.
+    pub backoff: Duration,
+    /// The longest wait between tries.
+    pub backoff_cap: Duration,
+}
+
+/// How the processes' DDL waits for locks: 2 s at most at a time (a refresh's transaction takes
+/// about that), 10 tries over about 3 minutes.
+pub const DDL_LOCKS: DdlLocks = DdlLocks {
+    lock_timeout: Duration::from_secs(2),
+    attempts: 10,
+    backoff: Duration::from_secs(1),
+    backoff_cap: Duration::from_secs(30),
+};
+
+impl DdlLocks {
+    /// Begins a DDL transaction on `conn` under `lock_timeout`.
+    pub(super) async fn begin<'c>(&self, conn: &'c mut PgConnection) -> Result<Transaction<'c, Postgres>> {
+        let mut tx = conn.begin().await?;
+        execute(&mut tx, format!("SET LOCAL lock_timeout = {}", self.lock_timeout.as_millis())).await?;
+        Ok(tx)
+    }
+
+    /// What follows try `attempt` (from 1) of the DDL transaction `what`, which ended in `result`
+    /// (committed, or rolled back when dropped): `Ok(true)` it is done; `Ok(false)` a lock was
+    /// not granted in time and there are tries left: logged, waited for, counted in `attempt`.
+    ///
+    /// # Errors
+    /// `result`'s error; after the last try, [`Error::LockTimeout`] naming `what`.
+    pub(super) async fn settle(&self, what: &str, attempt: &mut u32, result: Result<()>) -> Result<bool> {
+        match result {
+            Err(Error::Sql(err)) if is_lock_timeout(&err) && *attempt < self.attempts => {
+                let wait = self.backoff.saturating_mul(1 << (*attempt - 1).min(16)).min(self.backoff_cap);
+                tracing::warn!(what, attempt, ?wait, %err, "a lock was not granted in time; trying again");
+                tokio::time::sleep(wait).await;
+                *attempt += 1;
+                Ok(false)
+            }
+            Err(Error::Sql(source)) if is_lock_timeout(&source) => Err(Error::LockTimeout {
+                what: what.to_owned(),
+                lock_timeout: self.lock_timeout,
+                tries: *attempt,
+                source,
+            }),
+            result => result.map(|()| true),
+        }
+    }
+}
+
+/// Whether a statement failed for a lock not granted within `lock_timeout`.
+fn is_lock_timeout(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03"))
+}
 
 /// A data table as stored: its name, its columns with their PostgreSQL types in storage order
 /// (the catalog's, the registry's fields, then `row_hash`), and its indexes.
@@ -142,13 +212,24 @@ pub async fn ensure_tables(
     fields: &[String],
     namespace_fields: &[String],
 ) -> Result<()> {
+    ensure_tables_with(pool, catalog, fields, namespace_fields, &DDL_LOCKS).await
+}
+
+/// [`ensure_tables`], its DDL waiting for locks as `locks` says.
+pub(super) async fn ensure_tables_with(
+    pool: &PgPool,
+    catalog: &Catalog,
+    fields: &[String],
+    namespace_fields: &[String],
+    locks: &DdlLocks,
+) -> Result<()> {
     // A session lock on a connection of its own, and a transaction per table: one transaction
     // for every table would hold a lock on each of their thousands of partitions and indexes at
     // once, past PostgreSQL's shared lock table (`max_locks_per_transaction`).
     let mut conn = pool.acquire().await?;
     let lock = "SELECT pg_advisory_lock(hashtextextended('kubecensus ensure_tables', 0))";
     sqlx::query(lock).execute(&mut *conn).await?;
-    let result = ensure_each(&mut conn, catalog, fields, namespace_fields).await;
+    let result = ensure_each(&mut conn, catalog, fields, namespace_fields, locks).await;
     let unlock = "SELECT pg_advisory_unlock(hashtextextended('kubecensus ensure_tables', 0))";
     if let Err(err) = sqlx::query(unlock).execute(&mut *conn).await {
         // A lock left held is released with the connection.
@@ -163,23 +244,38 @@ async fn ensure_each(
     catalog: &Catalog,
     fields: &[String],
     namespace_fields: &[String],
+    locks: &DdlLocks,
 ) -> Result<()> {
     for (_, table) in catalog.tables() {
         let shape = TableShape::new(&Layout { table, fields, namespace_fields })?;
-        let mut tx = conn.begin().await?;
-        match partition_strategy(&mut tx, &shape).await? {
-            None => create(&mut tx, &shape).await?,
-            Some(strategy) if strategy == "l" => convert(&mut tx, &shape).await?,
-            Some(_) => upgrade(&mut tx, &shape).await?,
+        let mut attempt = 1;
+        loop {
+            let mut tx = locks.begin(conn).await?;
+            let result = match ensure_table(&mut tx, &shape).await {
+                Ok(()) => tx.commit().await.map_err(Error::from),
+                Err(err) => Err(err),
+            };
+            if locks.settle(&table.name, &mut attempt, result).await? {
+                break;
+            }
         }
-        for (name, definition) in shape.indexes() {
-            execute(&mut tx, format!("CREATE INDEX IF NOT EXISTS {name} ON {} {definition}", shape.name)).await?;
-        }
-        tx.commit().await?;
     }
-    let mut tx = conn.begin().await?;
+    let mut tx = locks.begin(conn).await?;
     drop_earlier_staging(&mut tx).await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// Creates, converts or upgrades one table, and builds its missing indexes.
+async fn ensure_table(tx: &mut PgConnection, shape: &TableShape<'_>) -> Result<()> {
+    match partition_strategy(tx, shape).await? {
+        None => create(tx, shape).await?,
+        Some(strategy) if strategy == "l" => convert(tx, shape).await?,
+        Some(_) => upgrade(tx, shape).await?,
+    }
+    for (name, definition) in shape.indexes() {
+        execute(tx, format!("CREATE INDEX IF NOT EXISTS {name} ON {} {definition}", shape.name)).await?;
+    }
     Ok(())
 }
 
@@ -232,9 +328,9 @@ async fn create(conn: &mut PgConnection, shape: &TableShape<'_>) -> Result<()> {
     execute(conn, ddl).await
 }
 
-/// Adds the columns the table lacks (a registry field, a catalog column of a later release);
-/// fails on a column whose type is not the catalog's. Rows that lack a new column's values get a
-/// fresh random `row_hash`: their cluster's next refresh sees them as changed and rewrites them.
+/// Adds the columns the table lacks (a registry field, a catalog column of a later release),
+/// without a default and without touching a row: each cluster's next refresh rewrites its rows
+/// (see the module's doc); fails on a column whose type is not the catalog's.
 async fn upgrade(conn: &mut PgConnection, shape: &TableShape<'_>) -> Result<()> {
     let existing: HashMap<String, String> = sqlx::query_as(
         "SELECT column_name::text, data_type::text FROM information_schema.columns
@@ -266,17 +362,20 @@ async fn upgrade(conn: &mut PgConnection, shape: &TableShape<'_>) -> Result<()> 
         return Ok(());
     }
     tracing::info!(table = shape.name.name.as_str(), columns = ?added, "adding columns");
-    let hash = Ident::derived(&[ROW_HASH_COLUMN]);
-    execute(
-        conn,
-        format!(
-            "ALTER TABLE {} {}; UPDATE {} SET {hash} = gen_random_uuid()",
-            shape.name,
-            added.join(", "),
-            shape.name
-        ),
+    execute(conn, format!("ALTER TABLE {} {}", shape.name, added.join(", "))).await
+}
+
+/// The table's identity and column set as stored (its oid, then its columns' names in order):
+/// what a job's base hashes were computed against (see [`super::replace`]); `None` when the
+/// table does not exist.
+pub(super) async fn column_set(conn: &mut PgConnection, shape: &TableShape<'_>) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT attrelid::oid::text || ':' || string_agg(attname::text, ',' ORDER BY attnum) FROM pg_attribute
+         WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped GROUP BY attrelid",
     )
-    .await
+    .bind(shape.name.to_string())
+    .fetch_optional(&mut *conn)
+    .await?)
 }
 
 /// Converts a table of the earlier layout (a LIST partition per cluster, each itself

@@ -17,23 +17,24 @@ use crate::{
     store::runs::{self, Outcome, RowCounts},
 };
 
-static REGION: LazyLock<Vec<String>> = LazyLock::new(|| vec!["region".to_owned()]);
+pub(super) static REGION: LazyLock<Vec<String>> = LazyLock::new(|| vec!["region".to_owned()]);
 /// The catalog every test here runs on, built once for the `'static` layouts.
-static CATALOG: LazyLock<Catalog> = LazyLock::new(Catalog::builtin);
+pub(super) static CATALOG: LazyLock<Catalog> = LazyLock::new(Catalog::builtin);
 
-fn pods_resource() -> &'static Resource {
+pub(super) fn pods_resource() -> &'static Resource {
     CATALOG.resource_of("kubernetes_pods").unwrap()
 }
 
 fn layouts() -> Vec<Layout<'static>> {
-    pods_resource()
-        .tables
-        .iter()
-        .map(|table| Layout { table, fields: REGION.as_slice(), namespace_fields: &[] })
-        .collect()
+    layouts_for(&REGION)
 }
 
-fn at(seconds: i64) -> DateTime<Utc> {
+/// The pods resource's layouts for the registry's `fields`.
+pub(super) fn layouts_for(fields: &'static [String]) -> Vec<Layout<'static>> {
+    pods_resource().tables.iter().map(|table| Layout { table, fields, namespace_fields: &[] }).collect()
+}
+
+pub(super) fn at(seconds: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
 }
 
@@ -45,7 +46,7 @@ fn pod(cluster: &str, i: usize, version: usize) -> Value {
 }
 
 /// The scope of a pods job: every pod row of the cluster.
-fn pods_scope() -> Scope {
+pub(super) fn pods_scope() -> Scope {
     Scope::of(&CATALOG, CATALOG.target("kubernetes_pods").unwrap().1)
 }
 
@@ -60,9 +61,25 @@ async fn refresh_with(
 ) -> Result<ReplaceOutcome> {
     let mut conn = pool.acquire().await.unwrap();
     let layouts = layouts();
-    let mut refresh = Refresh::begin(&mut conn, cluster, pods_scope(), pods_resource(), &layouts).await?;
-    let context =
-        ClusterContext { name: cluster.into(), uid: format!("uid-{cluster}"), field_values: vec![Some("eu".into())] };
+    let refresh = Refresh::begin(&mut conn, cluster, pods_scope(), pods_resource(), &layouts).await?;
+    list_and_commit(pool, &mut conn, refresh, &layouts, cluster, pods, scheduled, held_limit).await
+}
+
+/// Adds `pods` to `refresh` as a job of `layouts` would (`region` is `eu`, other fields NULL),
+/// spilling past `held_limit` bytes, and commits it as a job scheduled at `scheduled`.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn list_and_commit(
+    pool: &PgPool,
+    conn: &mut PgConnection,
+    mut refresh: Refresh<'_>,
+    layouts: &[Layout<'_>],
+    cluster: &str,
+    pods: &[Value],
+    scheduled: DateTime<Utc>,
+    held_limit: usize,
+) -> Result<ReplaceOutcome> {
+    let field_values = layouts[0].fields.iter().map(|field| (field == "region").then(|| "eu".to_owned())).collect();
+    let context = ClusterContext { name: cluster.into(), uid: format!("uid-{cluster}"), field_values };
     for pod in pods {
         for (index, layout) in layouts.iter().enumerate() {
             let mut rows = Vec::new();
@@ -70,31 +87,31 @@ async fn refresh_with(
             refresh.add(index, &rows);
         }
         if refresh.held_bytes() > held_limit {
-            refresh.spill(&mut conn).await?;
+            refresh.spill(conn).await?;
         }
     }
     let job = Job::new(&CATALOG, cluster, "kubernetes_pods", Trigger::Schedule, scheduled).unwrap();
     let (run_id, _) = runs::start(pool, &job, 1, "test").await.unwrap();
-    refresh.commit(&mut conn, &job, run_id, &Outcome::succeeded()).await
+    refresh.commit(conn, &job, run_id, &Outcome::succeeded()).await
 }
 
-async fn refresh(pool: &PgPool, cluster: &str, pods: &[Value], scheduled: DateTime<Utc>) -> ReplaceOutcome {
+pub(super) async fn refresh(pool: &PgPool, cluster: &str, pods: &[Value], scheduled: DateTime<Utc>) -> ReplaceOutcome {
     refresh_with(pool, cluster, pods, scheduled, usize::MAX).await.unwrap()
 }
 
-fn pods(cluster: &str, range: std::ops::Range<usize>, version: usize) -> Vec<Value> {
+pub(super) fn pods(cluster: &str, range: std::ops::Range<usize>, version: usize) -> Vec<Value> {
     range.map(|i| pod(cluster, i, version)).collect()
 }
 
-async fn count(pool: &PgPool, sql: &str, cluster: &str) -> i64 {
+pub(super) async fn count(pool: &PgPool, sql: &str, cluster: &str) -> i64 {
     sqlx::query_scalar(sql).bind(cluster).fetch_one(pool).await.unwrap()
 }
 
-async fn pods_of(pool: &PgPool, cluster: &str) -> i64 {
+pub(super) async fn pods_of(pool: &PgPool, cluster: &str) -> i64 {
     count(pool, "SELECT count(*) FROM kubernetes_pods WHERE cluster_name = $1", cluster).await
 }
 
-async fn prepared(pool: &PgPool) {
+pub(super) async fn prepared(pool: &PgPool) {
     ensure_schema(pool, &CATALOG, &REGION, &[]).await.unwrap();
 }
 
@@ -144,6 +161,19 @@ async fn a_refresh_replaces_one_clusters_rows_and_an_older_job_is_superseded(poo
     .await
     .unwrap();
     assert_eq!((rows, inserted, deleted), (8, 2, 4));
+}
+
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn a_snapshot_scheduled_in_the_future_supersedes_no_job_scheduled_after_its_commit(pool: PgPool) {
+    prepared(&pool).await;
+    refresh(&pool, "c1", &pods("c1", 0..2, 1), at(10)).await;
+    // As a job from the future left it, before workers refused such jobs.
+    sqlx::query("UPDATE snapshots SET scheduled_at = now() + interval '1 year'").execute(&pool).await.unwrap();
+    let outcome = refresh(&pool, "c1", &pods("c1", 0..3, 1), Utc::now()).await;
+    assert!(matches!(outcome, ReplaceOutcome::Replaced(_)), "{outcome:?}");
+    assert_eq!(pods_of(&pool, "c1").await, 3);
+    let older = refresh(&pool, "c1", &pods("c1", 0..4, 1), at(20)).await;
+    assert!(matches!(older, ReplaceOutcome::Superseded { .. }), "an older job still is: {older:?}");
 }
 
 #[sqlx::test(migrator = "crate::store::MIGRATOR")]
@@ -271,10 +301,13 @@ async fn a_column_missing_from_an_existing_table_is_added_and_a_changed_type_is_
     sqlx::query("ALTER TABLE kubernetes_pods DROP COLUMN qos_class").execute(&pool).await.unwrap();
     prepared(&pool).await;
     assert_eq!(pods_of(&pool, "c1").await, 3, "the rows are kept");
-    // The same objects: every pod row is written again, to fill the new column; the containers
-    // table did not change.
-    let outcome = refresh(&pool, "c1", &pods("c1", 0..3, 1), at(20)).await;
-    assert_eq!(outcome, ReplaceOutcome::Replaced(RowCounts { total: 6, inserted: 3, deleted: 3 }));
+    let added: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'kubernetes_pods' AND column_name = 'qos_class'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(added, 1);
     sqlx::query("ALTER TABLE kubernetes_pods ALTER COLUMN priority TYPE text").execute(&pool).await.unwrap();
     let err = ensure_tables(&pool, &CATALOG, &REGION, &[]).await.unwrap_err().to_string();
     assert!(err.contains("kubernetes_pods.priority is text in the database but integer"), "{err}");
