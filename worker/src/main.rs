@@ -2,6 +2,7 @@
 
 mod args;
 mod poll;
+mod settle;
 
 use std::{sync::Arc, time::Duration};
 

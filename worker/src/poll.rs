@@ -1,7 +1,7 @@
 //! One job, from its message to replaced rows: resolve the cluster, list the resource page by
 //! page (in each of its registry `namespaces`, for a cluster read only in some), flatten each
-//! page into COPY rows for every table of the resource, replace what changed. Then ack, retry
-//! later (nak with a delay), or give up (term), with the outcome in `runs`.
+//! page into COPY rows for every table of the resource, replace what changed. How it ends (ack,
+//! nak or term, and the outcome in `runs`) is `settle.rs`.
 
 use std::{
     sync::{
@@ -14,7 +14,6 @@ use std::{
 use async_nats::jetstream::{AckKind, Message};
 use kubecensus::{
     Error, Result,
-    error::Disposition,
     model::catalog::{ApiRef, Catalog, Resource, ResourceSource},
     model::flatten::{ClusterContext, Layout},
     model::namespace_fields::NamespaceFields,
@@ -23,7 +22,7 @@ use kubecensus::{
     queue::{Queue, RetryPolicy, UNKNOWN_CLUSTER_RETRY},
     source::kubeapi::{self, ClusterApi, Page, Reach, is_namespaces},
     source::registry::{ClusterConfig, Registry, sources::LiveRegistry},
-    store::runs::{self, Outcome, Status},
+    store::runs::{self, Outcome},
     store::{self, JobConnection, Refresh, ReplaceOutcome, Scope},
 };
 use lru::LruCache;
@@ -32,6 +31,8 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, instrument};
 use uuid::Uuid;
+
+use crate::settle::ack;
 
 /// How long a cluster's client is reused before it is built again, re-reading its credentials
 /// (a token file rotated by the kubelet, a kubeconfig edited in place).
@@ -147,85 +148,6 @@ impl Poller {
         .await
     }
 
-    /// Records the outcome (in `runs` and in `timer`) of the run's `attempt`, which was
-    /// `throttled` that many times, and tells the queue what to do with the message. A replace
-    /// has already recorded its run in its own transaction (`store::replace`), so it is only
-    /// acked.
-    async fn settle(
-        &self,
-        message: &Message,
-        job: &Job,
-        (attempt, throttled): (u32, u32),
-        run_id: Uuid,
-        result: Result<ReplaceOutcome>,
-        mut timer: JobTimer,
-    ) {
-        let (mut outcome, ack_kind) = match result {
-            Ok(ReplaceOutcome::Replaced(rows)) => {
-                tracing::info!(rows = rows.total, inserted = rows.inserted, deleted = rows.deleted, "replaced");
-                timer.set_outcome(Status::Succeeded.as_str());
-                return ack(message, AckKind::Ack).await;
-            }
-            Ok(ReplaceOutcome::Superseded { current }) => {
-                let why = format!("rows of a job scheduled later ({current}) were already in");
-                tracing::info!("{why}");
-                (Outcome::failed(Status::Superseded, why), AckKind::Ack)
-            }
-            Err(err) => {
-                if err.came_from_cluster()
-                    && let Some((_, _, entry)) = self.clients.lock().await.pop(&job.cluster)
-                {
-                    entry.forget_kept_credentials();
-                }
-                metrics::worker().job_error(self.catalog.metric_table(&job.table), err.metric_label());
-                self.disposition_of(&err, attempt)
-            }
-        };
-        outcome.throttled = throttled;
-        timer.set_outcome(outcome.status.as_str());
-        let recorded = match self.pool.acquire().await {
-            Ok(mut conn) => runs::finish(&mut conn, run_id, &outcome).await,
-            Err(err) => Err(err.into()),
-        };
-        if let Err(err) = recorded {
-            tracing::error!(%err, "cannot record the run's outcome");
-        }
-        ack(message, ack_kind).await;
-    }
-
-    /// What to record and tell the queue for a job that failed with `err` on `attempt`.
-    fn disposition_of(&self, err: &Error, attempt: u32) -> (Outcome, AckKind) {
-        let why = err.to_string();
-        match err.disposition() {
-            Disposition::HandBack => {
-                tracing::info!(%why, "handing the job back to the queue");
-                (Outcome::failed(Status::HandedBack, why), AckKind::Nak(None))
-            }
-            Disposition::Skip => {
-                tracing::info!(%why, "skipped");
-                (Outcome::failed(Status::Skipped, why), AckKind::Term)
-            }
-            Disposition::Fail => {
-                tracing::error!(%why, error = err.metric_label(), "job failed; another attempt would get the same answer");
-                (Outcome::failed(Status::Failed, why), AckKind::Term)
-            }
-            Disposition::Reject => {
-                tracing::warn!(%why, "rejected");
-                (Outcome::failed(Status::Rejected, why), AckKind::Term)
-            }
-            Disposition::Retry { after } => match self.policy.retry.delay(attempt, after) {
-                Some(delay) => {
-                    tracing::warn!(%why, error = err.metric_label(), ?delay, "attempt failed; retrying");
-                    (Outcome::failed(Status::Retrying, why), AckKind::Nak(Some(delay)))
-                }
-                None => {
-                    tracing::error!(%why, error = err.metric_label(), "job failed after its last attempt");
-                    (Outcome::failed(Status::Failed, why), AckKind::Term)
-                }
-            },
-        }
-    }
-
     /// Keeps the message and the run alive while the job runs.
     async fn heartbeat(&self, message: &Message, run_id: Uuid) {
         let mut ticks = tokio::time::interval(self.policy.ack_wait / 3);
@@ -248,42 +170,6 @@ impl Poller {
         }
         self.registry.refresh_unless_within(UNKNOWN_CLUSTER_RETRY).await;
         find(self.registry.current())
-    }
-
-    /// A job for a cluster this worker does not know: a cluster just added to a source reaches
-    /// every worker within one `--registry-refresh`, so a job scheduled less than two of them
-    /// ago is handed back (it costs no attempt) and comes again shortly, at most
-    /// `--unknown-cluster-hand-backs` times (its `delivered` count); past either bound it names
-    /// a cluster that is not coming and is rejected. Every hand-back of one job is recorded in
-    /// the same `runs` row ([`runs::record_handed_back`]).
-    async fn unknown_cluster(&self, message: &Message, job: &Job, delivered: u32, mut timer: JobTimer) {
-        let age = (chrono::Utc::now() - job.scheduled_at).to_std().unwrap_or_default();
-        let why = format!("cluster `{}` is not in this worker's registry", job.cluster);
-        let hand_backs = self.policy.unknown_cluster_hand_backs;
-        if age > 2 * self.registry_refresh {
-            return self.reject(message, Some(job), why, timer).await;
-        }
-        if delivered > hand_backs {
-            let why = format!("{why} after {hand_backs} hand-backs (--unknown-cluster-hand-backs)");
-            return self.reject(message, Some(job), why, timer).await;
-        }
-        timer.set_outcome(Status::HandedBack.as_str());
-        tracing::info!(%why, cluster = %job.cluster, delivered, "handing the job back until the registry has its cluster");
-        let recorded = runs::record_handed_back(&self.pool, job, &message.subject, &self.worker_id, &why).await;
-        if let Err(err) = recorded {
-            tracing::error!(%err, "cannot record the handed-back job");
-        }
-        ack(message, AckKind::Nak(Some(UNKNOWN_CLUSTER_RETRY))).await;
-    }
-
-    /// A message that can never succeed: logged, recorded, terminated at once.
-    async fn reject(&self, message: &Message, job: Option<&Job>, why: String, mut timer: JobTimer) {
-        timer.set_outcome(Status::Rejected.as_str());
-        tracing::warn!(subject = %message.subject, %why, "rejected a malformed job message");
-        if let Err(err) = runs::record_rejected(&self.pool, job, &message.subject, &self.worker_id, &why).await {
-            tracing::error!(%err, "cannot record the rejected job");
-        }
-        ack(message, AckKind::Term).await;
     }
 
     /// Lists the job's resource from `cluster` (counting throttled answers into `throttled`)
@@ -535,16 +421,5 @@ fn outcome_of(skipped: &[String]) -> Outcome {
         objects_skipped: skipped.len() as u32,
         error: skipped.first().map(|first| format!("{} objects skipped; first: {first}", skipped.len())),
         ..Outcome::succeeded()
-    }
-}
-
-/// Sends an ack of any kind; a failure only means NATS will redeliver, so it is logged.
-async fn ack(message: &Message, kind: AckKind) {
-    let result = match kind {
-        AckKind::Ack => message.double_ack().await,
-        kind => message.ack_with(kind).await,
-    };
-    if let Err(err) = result {
-        tracing::warn!(%err, ?kind, "cannot ack the job message; NATS will redeliver it");
     }
 }
