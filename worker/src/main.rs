@@ -1,4 +1,4 @@
-//! The worker: wiring and the pull loop. One job's path is in `poll.rs`.
+//! The worker: wiring and the pull loop. One job's path is in `poll.rs`, how it ends in `settle.rs`.
 
 mod args;
 mod poll;
