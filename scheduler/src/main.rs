@@ -127,7 +127,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
             if !open.is_empty() {
                 let waited = humantime::format_duration(deadline.unwrap_or_default());
-                eprintln!("refresh --wait: {} jobs still open after {waited}", open.len());
+                let jobs = if open.len() == 1 { "1 job".to_owned() } else { format!("{} jobs", open.len()) };
+                eprintln!("refresh --wait: {jobs} still open after {waited}");
                 return Ok(ExitCode::from(EXIT_JOBS_OPEN));
             }
         }

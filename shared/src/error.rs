@@ -86,8 +86,8 @@ pub enum Error {
     /// forbidden: User "system:serviceaccount:x:y" cannot list resource "pods" in API group ""
     /// at the cluster scope`; kube-apiserver's `responsewriters.forbiddenMessage`).
     #[error(
-        "cluster: GET {path}: 403 Forbidden{} (the credential lacks this permission: grant it, or register the \
-         cluster with `namespaces:`)",
+        "cluster: GET {path}: 403 Forbidden{} (the credential lacks this permission: grant it, or name in the \
+         registry entry's `namespaces:` only the namespaces it may read)",
         spaced(.reason)
     )]
     Forbidden { path: String, reason: String },
