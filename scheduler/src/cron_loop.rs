@@ -28,11 +28,12 @@ pub async fn run<'a>(
     schedules: &'a [(String, Schedule)],
     health: &Health,
 ) -> anyhow::Result<()> {
+    let stop = telemetry::shutdown_signal();
     for (table, schedule) in schedules {
         tracing::info!(table, schedule = %schedule.source(), "schedule");
     }
+    tracing::info!(tables = schedules.len(), "scheduler started");
     watch.tables = schedules.iter().map(|(table, _)| table.as_str()).collect();
-    let stop = telemetry::shutdown_signal();
     tokio::pin!(stop);
     let mut refresh = tokio::time::interval(registry_refresh);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

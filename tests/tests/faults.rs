@@ -359,7 +359,7 @@ async fn sigterm_finishes_in_flight_jobs_or_hands_them_back_and_exits_zero() {
 
     // The scheduler stops on SIGTERM too.
     let scheduler = env.spawn_scheduler(&registry, &[]).unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.wait_for_log("scheduler", "scheduler started").await;
     assert_eq!(env.signal_and_wait(scheduler, "TERM", Duration::from_secs(10)).await.unwrap(), Some(0));
 }
 

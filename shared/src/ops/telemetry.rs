@@ -31,15 +31,19 @@ pub fn init(format: LogFormat, default_level: &str) {
     }
 }
 
-/// Completes at the first SIGTERM (what Kubernetes sends a pod that must stop) or SIGINT.
+/// A future that completes at the first SIGTERM (what Kubernetes sends a pod that must stop) or
+/// SIGINT. The SIGTERM handler is installed when this is called, not when the future is first
+/// polled, so a SIGTERM sent at any time after the call is caught.
 ///
 /// # Panics
 /// When the SIGTERM handler cannot be installed (no signal support: not on Unix).
-pub async fn shutdown_signal() {
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        }
     }
 }
