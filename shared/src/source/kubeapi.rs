@@ -403,14 +403,7 @@ pub async fn cluster_uid(client: &ClusterApi<'_>, name: &str) -> Result<String> 
 
 /// The uid of one namespace.
 async fn namespace_uid(client: &ClusterApi<'_>, name: &str) -> Result<String> {
-    let build = || {
-        Request::new("/api/v1/namespaces")
-            .get(name, &Default::default())
-            .map_err(|err| Error::BadRequest { request: format!("GET {name} namespace"), source: err.into() })
-    };
-    let body = client.send(build).await?;
-    let namespace: Value = serde_json::from_slice(&body)
-        .map_err(|err| Error::ClusterJson { what: format!("the {name} namespace"), source: err })?;
+    let namespace = get_json(client, &format!("/api/v1/namespaces/{name}")).await?;
     namespace["metadata"]["uid"]
         .as_str()
         .filter(|uid| !uid.is_empty())
