@@ -41,7 +41,9 @@ use sqlx::{Arguments, Connection, PgConnection, PgPool, Postgres, pool::PoolConn
 use uuid::Uuid;
 
 use super::{
-    copy_in, execute, fleet_view,
+    copy_in,
+    derived::{self, Swap, TableWrite},
+    execute,
     schema::{ROW_HASH_COLUMN, TableShape, column_set},
     sql::{Ident, Qualified},
 };
@@ -98,7 +100,7 @@ impl Scope {
 
     /// `AND "col" = $n ...` for the filters, then `AND "api_group" || '/' || "kind" <> ALL($m)`
     /// for the excluded kinds, parameters numbered from `first`.
-    fn condition(&self, first: usize) -> String {
+    pub(super) fn condition(&self, first: usize) -> String {
         let mut condition: String = self
             .filters
             .iter()
@@ -118,7 +120,7 @@ impl Scope {
 
     /// The parameters of a statement selecting the scope's rows of `cluster`: `$1` the cluster,
     /// then the filters' values and the excluded kinds (see [`Self::condition`]).
-    fn arguments(&self, cluster: &str) -> Result<PgArguments> {
+    pub(super) fn arguments(&self, cluster: &str) -> Result<PgArguments> {
         let mut arguments = PgArguments::default();
         let bad = |err: sqlx::error::BoxDynError| Error::Sql(sqlx::Error::Encode(err));
         arguments.add(cluster.to_owned()).map_err(bad)?;
@@ -409,11 +411,9 @@ impl<'a> Refresh<'a> {
             }
         }
         let mut totals = RowCounts::default();
+        let mut written = Vec::with_capacity(self.tables.len());
         for table in &self.tables {
-            let counts = self.write_table(&mut tx, table).await?;
-            if counts.inserted + counts.deleted > 0 {
-                self.rewrite_unhealthy(&mut tx, table).await?;
-            }
+            let (counts, removed) = self.write_table(&mut tx, table).await?;
             sqlx::query(
                 "INSERT INTO snapshots (cluster_name, table_name, job_id, run_id, scheduled_at, row_count)
                  VALUES ($1, $2, $3, $4, $5, $6)
@@ -429,7 +429,18 @@ impl<'a> Refresh<'a> {
             .execute(&mut *tx)
             .await?;
             totals = totals + counts;
+            written.push(TableWrite { shape: &table.shape, counts, removed });
         }
+        let swap = Swap {
+            cluster: &self.cluster,
+            scope: &self.scope,
+            resource: self.resource,
+            job,
+            run_id,
+            first_load: self.base.is_none(),
+            tables: written,
+        };
+        derived::write(&mut tx, &swap).await?;
         runs::finish(&mut tx, run_id, &Outcome { rows: Some(totals), ..outcome.clone() }).await?;
         tx.commit().await?;
         Ok(ReplaceOutcome::Replaced(totals))
@@ -443,19 +454,9 @@ impl<'a> Refresh<'a> {
         metrics::worker().replace_conflicts.get_or_create(&metrics::TableLabel::new(job_table)).inc();
     }
 
-    /// Rewrites the scope's rows of `fleet_unhealthy_objects` from the table's rows not Current,
-    /// when the table is one of `fleet_objects`' (see [`super::fleet_view`]).
-    async fn rewrite_unhealthy(&self, tx: &mut PgConnection, table: &TableChanges<'_>) -> Result<()> {
-        for sql in
-            fleet_view::unhealthy_rewrite(self.resource, &table.shape, &self.scope.condition(2)).into_iter().flatten()
-        {
-            sqlx::query_with(&sql, self.scope.arguments(&self.cluster)?).execute(&mut *tx).await?;
-        }
-        Ok(())
-    }
-
-    /// Deletes the table's rows the listing did not yield and inserts the new ones.
-    async fn write_table(&self, tx: &mut PgConnection, table: &TableChanges<'_>) -> Result<RowCounts> {
+    /// Deletes the table's rows the listing did not yield and inserts the new ones; returns the
+    /// counts and the deleted rows' hashes.
+    async fn write_table(&self, tx: &mut PgConnection, table: &TableChanges<'_>) -> Result<(RowCounts, Vec<Uuid>)> {
         let (name, cluster, hash) =
             (&table.shape.name, Ident::derived(&[CLUSTER_COLUMN]), Ident::derived(&[ROW_HASH_COLUMN]));
         let removed: Vec<Uuid> = table
@@ -481,7 +482,9 @@ impl<'a> Refresh<'a> {
         if !table.held.is_empty() {
             copy_in(tx, &format!("COPY {name} ({columns}) FROM STDIN"), &table.held).await?;
         }
-        Ok(RowCounts { total: table.listed.len() as u64, inserted: table.inserted, deleted: removed.len() as u64 })
+        let counts =
+            RowCounts { total: table.listed.len() as u64, inserted: table.inserted, deleted: removed.len() as u64 };
+        Ok((counts, removed))
     }
 }
 

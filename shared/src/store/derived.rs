@@ -1,0 +1,64 @@
+//! What a replace writes besides the data tables, in the same transaction: tables derived from
+//! the rows it changed, so they agree with the snapshot at every commit and a failed,
+//! rolled-back or superseded job writes none of them.
+//!
+//! [`write`] is called once per committed replace, after every table of the resource has its new
+//! rows and before the run's outcome is recorded. Today it rewrites the cluster's rows of
+//! `fleet_unhealthy_objects` ([`super::fleet_view`]) for each table whose rows changed.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{fleet_view, replace::Scope, schema::TableShape};
+use crate::{Result, model::catalog::Resource, queue::job::Job, store::runs::RowCounts};
+
+/// One committed replace of a cluster's rows of a resource, as the derived tables see it.
+pub struct Swap<'a> {
+    /// The cluster whose rows were replaced.
+    pub cluster: &'a str,
+    /// Which of the cluster's rows (all, or one custom kind's).
+    pub scope: &'a Scope,
+    /// The resource whose tables these are.
+    pub resource: &'a Resource,
+    /// The job that listed the rows.
+    pub job: &'a Job,
+    /// The job's run (`runs.run_id`).
+    pub run_id: Uuid,
+    /// The cluster's first load of this scope: there were no rows before (no snapshot).
+    pub first_load: bool,
+    /// Each table of the resource, job table first.
+    pub tables: Vec<TableWrite<'a>>,
+}
+
+/// What a replace wrote to one table.
+pub struct TableWrite<'a> {
+    /// The table.
+    pub shape: &'a TableShape<'a>,
+    /// Rows listed, inserted and deleted.
+    pub counts: RowCounts,
+    /// `row_hash` of each row deleted (already gone from the table).
+    pub removed: Vec<Uuid>,
+}
+
+/// Writes the tables derived from `swap` in its transaction `tx`.
+///
+/// # Errors
+/// Any SQL error: the caller's transaction then rolls back, replace and all.
+pub async fn write(tx: &mut PgConnection, swap: &Swap<'_>) -> Result<()> {
+    for table in &swap.tables {
+        if table.counts.inserted + table.counts.deleted > 0 {
+            rewrite_unhealthy(tx, swap, table).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites the scope's rows of `fleet_unhealthy_objects` from the table's rows not Current,
+/// when the table is one of `fleet_objects`' (see [`super::fleet_view`]).
+async fn rewrite_unhealthy(tx: &mut PgConnection, swap: &Swap<'_>, table: &TableWrite<'_>) -> Result<()> {
+    for sql in fleet_view::unhealthy_rewrite(swap.resource, table.shape, &swap.scope.condition(2)).into_iter().flatten()
+    {
+        sqlx::query_with(&sql, swap.scope.arguments(swap.cluster)?).execute(&mut *tx).await?;
+    }
+    Ok(())
+}
