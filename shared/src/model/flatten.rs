@@ -285,7 +285,11 @@ pub fn lookup<'a>(value: &'a Value, path: &[Step]) -> Option<&'a Value> {
     let found = path.iter().try_fold(value, |v, step| match step {
         Step::Key(key) => v.get(key),
         Step::Find { key, path, value } => v.get(key)?.as_array()?.iter().find(|element| {
-            path.iter().try_fold(*element, |e, key| e.get(key)).and_then(Value::as_str) == Some(value.as_str())
+            match path.iter().try_fold(*element, |e, key| e.get(key)) {
+                Some(Value::String(found)) => found == value,
+                Some(Value::Bool(found)) => found.to_string() == *value,
+                _ => false,
+            }
         }),
     })?;
     (!found.is_null()).then_some(found)

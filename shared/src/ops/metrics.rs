@@ -84,6 +84,8 @@ pub struct WorkerMetrics {
     pub jobs_in_flight: Gauge,
     pub api_list_requests: Family<CodeLabel, Counter>,
     pub api_throttled: Family<CodeLabel, Counter>,
+    /// Gaps recorded in `event_gaps` (crate::store::event_history).
+    pub event_gaps: Counter,
 }
 
 /// Failed readings of a registry source, malformed Secrets and new overlaps, in the scheduler and
@@ -117,6 +119,7 @@ pub fn worker() -> &'static WorkerMetrics {
         jobs_in_flight: Gauge::default(),
         api_list_requests: Family::default(),
         api_throttled: Family::default(),
+        event_gaps: Counter::default(),
     });
     &METRICS
 }
@@ -176,6 +179,11 @@ impl WorkerMetrics {
             "api_throttled",
             "Throttled answers from cluster APIs (429, or 503 with Retry-After), each waited out and the request sent again, by HTTP status code",
             self.api_throttled.clone(),
+        );
+        registry.register(
+            "event_gaps",
+            "Gaps recorded in event_gaps: events listings of a cluster further apart than its event lifetime, so events in between may be missing",
+            self.event_gaps.clone(),
         );
         register_registry_source_errors(&mut registry);
         registry

@@ -3,13 +3,15 @@
 //! rolled-back or superseded job writes none of them.
 //!
 //! [`write`] is called once per committed replace, after every table of the resource has its new
-//! rows and before the run's outcome is recorded. Today it rewrites the cluster's rows of
-//! `fleet_unhealthy_objects` ([`super::fleet_view`]) for each table whose rows changed.
+//! rows and before the run's outcome is recorded. It rewrites the cluster's rows of
+//! `fleet_unhealthy_objects` ([`super::fleet_view`]) for each table whose rows changed, and keeps
+//! the events a listing saw, and the gaps between listings, in [`super::event_history`].
 
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{fleet_view, replace::Scope, schema::TableShape};
+use super::{event_history, fleet_view, replace::Scope, schema::TableShape};
 use crate::{Result, model::catalog::Resource, queue::job::Job, store::runs::RowCounts};
 
 /// One committed replace of a cluster's rows of a resource, as the derived tables see it.
@@ -26,6 +28,9 @@ pub struct Swap<'a> {
     pub run_id: Uuid,
     /// The cluster's first load of this scope: there were no rows before (no snapshot).
     pub first_load: bool,
+    /// When the job table's snapshot was last replaced before this swap (`snapshots.swapped_at`,
+    /// the previous successful listing's commit); `None` before the first.
+    pub previous_swap: Option<DateTime<Utc>>,
     /// Each table of the resource, job table first.
     pub tables: Vec<TableWrite<'a>>,
 }
@@ -38,6 +43,8 @@ pub struct TableWrite<'a> {
     pub counts: RowCounts,
     /// `row_hash` of each row deleted (already gone from the table).
     pub removed: Vec<Uuid>,
+    /// `row_hash` of each row inserted (in the table now).
+    pub inserted: Vec<Uuid>,
 }
 
 /// Writes the tables derived from `swap` in its transaction `tx`.
@@ -50,6 +57,7 @@ pub async fn write(tx: &mut PgConnection, swap: &Swap<'_>) -> Result<()> {
             rewrite_unhealthy(tx, swap, table).await?;
         }
     }
+    event_history::write(tx, swap).await?;
     Ok(())
 }
 

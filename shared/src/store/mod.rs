@@ -4,9 +4,11 @@
 //! [`schema`] creates and upgrades the tables (one per catalog table, hash-partitioned by
 //! cluster); [`replace`] writes a job's rows; [`sql`] is the one way names get into SQL text;
 //! [`freshness`] says how old the snapshots are; [`fleet_view`] is the `fleet_objects` view of
-//! every object's health and the `fleet_unhealthy_objects` table of those not Current.
+//! every object's health and the `fleet_unhealthy_objects` table of those not Current;
+//! [`event_history`] keeps events past their lifetime and records the gaps between listings.
 
 pub mod derived;
+pub mod event_history;
 pub mod fleet_view;
 pub mod freshness;
 pub mod prune;
@@ -73,7 +75,8 @@ pub async fn prepare(pool: &PgPool, catalog: &Catalog, registry: &Registry) -> R
 }
 
 /// Creates, converts or upgrades every table of `catalog` for the registry's `fields` and
-/// `namespace_fields`, then `fleet_unhealthy_objects` and the `fleet_objects` view.
+/// `namespace_fields`, then `fleet_unhealthy_objects`, the `fleet_objects` view and
+/// `event_history`.
 pub async fn ensure_schema(
     pool: &PgPool,
     catalog: &Catalog,
@@ -81,7 +84,8 @@ pub async fn ensure_schema(
     namespace_fields: &[String],
 ) -> Result<()> {
     ensure_tables(pool, catalog, fields, namespace_fields).await?;
-    fleet_view::ensure(pool, catalog, fields, namespace_fields).await
+    fleet_view::ensure(pool, catalog, fields, namespace_fields).await?;
+    event_history::ensure(pool, catalog).await
 }
 
 /// Adds the columns of the fields `now` declares and `before` did not (a registry read again
@@ -112,25 +116,30 @@ async fn execute(conn: &mut PgConnection, sql: String) -> Result<()> {
 }
 
 /// Records the registry in `clusters`: names, servers (normalized the same way for every source,
-/// [`ClusterConfig::location`](crate::source::registry::ClusterConfig::location)) and fields, never credentials. A cluster
+/// [`ClusterConfig::location`](crate::source::registry::ClusterConfig::location)), fields and
+/// event lifetimes ([`EventLifetime`](crate::source::registry::EventLifetime)), never credentials. A cluster
 /// present is not absent; one that was pruned ([`prune`]) and is back starts afresh: registered
 /// now, its uid and last contact unknown.
 pub async fn sync_clusters(pool: &PgPool, registry: &Registry) -> Result<()> {
     for cluster in &registry.clusters {
         let fields = serde_json::to_value(&cluster.fields).unwrap_or_default();
+        let lifetime = cluster.event_lifetime.unwrap_or_default().as_interval();
         sqlx::query(
-            "INSERT INTO clusters (name, server, fields) VALUES ($1, $2, $3)
-             ON CONFLICT (name) DO UPDATE SET server = EXCLUDED.server, fields = EXCLUDED.fields, updated_at = now(),
+            "INSERT INTO clusters (name, server, fields, event_lifetime) VALUES ($1, $2, $3, $4::interval)
+             ON CONFLICT (name) DO UPDATE SET server = EXCLUDED.server, fields = EXCLUDED.fields,
+               event_lifetime = EXCLUDED.event_lifetime, updated_at = now(),
                absent_since = NULL, removed_at = NULL,
                registered_at = CASE WHEN clusters.removed_at IS NULL THEN clusters.registered_at ELSE now() END,
                cluster_uid = CASE WHEN clusters.removed_at IS NULL THEN clusters.cluster_uid END,
                last_contact = CASE WHEN clusters.removed_at IS NULL THEN clusters.last_contact END
-             WHERE (clusters.server, clusters.fields) IS DISTINCT FROM (EXCLUDED.server, EXCLUDED.fields)
+             WHERE (clusters.server, clusters.fields, clusters.event_lifetime)
+                   IS DISTINCT FROM (EXCLUDED.server, EXCLUDED.fields, EXCLUDED.event_lifetime)
                 OR clusters.absent_since IS NOT NULL OR clusters.removed_at IS NOT NULL",
         )
         .bind(&cluster.name)
         .bind(cluster.location())
         .bind(fields)
+        .bind(lifetime)
         .execute(pool)
         .await?;
     }

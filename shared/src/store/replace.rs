@@ -380,22 +380,23 @@ impl<'a> Refresh<'a> {
         // A snapshot ranks by when its job was scheduled, but never by a time after its own
         // commit: a job from the future (a clock off, a hand-written message, recorded before
         // workers refused them) would otherwise supersede every later job until that time.
-        let now: Option<(DateTime<Utc>, Uuid)> = sqlx::query_as(
-            "SELECT least(scheduled_at, swapped_at), run_id FROM snapshots WHERE cluster_name = $1 AND table_name = $2",
+        let now: Option<(DateTime<Utc>, Uuid, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT least(scheduled_at, swapped_at), run_id, swapped_at FROM snapshots
+             WHERE cluster_name = $1 AND table_name = $2",
         )
         .bind(&self.cluster)
         .bind(&job.table)
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some((current, _)) = now.filter(|(current, _)| *current > job.scheduled_at) {
+        if let Some((current, _, _)) = now.filter(|(current, _, _)| *current > job.scheduled_at) {
             return Ok(ReplaceOutcome::Superseded { current });
         }
-        if now.map(|(_, run)| run) != self.base {
+        if now.map(|(_, run, _)| run) != self.base {
             self.count_conflict();
             return Err(Error::StaleBase {
                 cluster: self.cluster.clone(),
                 table: job.table.clone(),
-                current: now.map(|(_, run)| run),
+                current: now.map(|(_, run, _)| run),
                 base: self.base,
             });
         }
@@ -413,7 +414,7 @@ impl<'a> Refresh<'a> {
         let mut totals = RowCounts::default();
         let mut written = Vec::with_capacity(self.tables.len());
         for table in &self.tables {
-            let (counts, removed) = self.write_table(&mut tx, table).await?;
+            let (counts, removed, inserted) = self.write_table(&mut tx, table).await?;
             sqlx::query(
                 "INSERT INTO snapshots (cluster_name, table_name, job_id, run_id, scheduled_at, row_count)
                  VALUES ($1, $2, $3, $4, $5, $6)
@@ -429,7 +430,7 @@ impl<'a> Refresh<'a> {
             .execute(&mut *tx)
             .await?;
             totals = totals + counts;
-            written.push(TableWrite { shape: &table.shape, counts, removed });
+            written.push(TableWrite { shape: &table.shape, counts, removed, inserted });
         }
         let swap = Swap {
             cluster: &self.cluster,
@@ -438,6 +439,7 @@ impl<'a> Refresh<'a> {
             job,
             run_id,
             first_load: self.base.is_none(),
+            previous_swap: now.map(|(_, _, swapped_at)| swapped_at),
             tables: written,
         };
         derived::write(&mut tx, &swap).await?;
@@ -455,8 +457,12 @@ impl<'a> Refresh<'a> {
     }
 
     /// Deletes the table's rows the listing did not yield and inserts the new ones; returns the
-    /// counts and the deleted rows' hashes.
-    async fn write_table(&self, tx: &mut PgConnection, table: &TableChanges<'_>) -> Result<(RowCounts, Vec<Uuid>)> {
+    /// counts, the deleted rows' hashes and the inserted rows' hashes.
+    async fn write_table(
+        &self,
+        tx: &mut PgConnection,
+        table: &TableChanges<'_>,
+    ) -> Result<(RowCounts, Vec<Uuid>, Vec<Uuid>)> {
         let (name, cluster, hash) =
             (&table.shape.name, Ident::derived(&[CLUSTER_COLUMN]), Ident::derived(&[ROW_HASH_COLUMN]));
         let removed: Vec<Uuid> = table
@@ -484,7 +490,13 @@ impl<'a> Refresh<'a> {
         }
         let counts =
             RowCounts { total: table.listed.len() as u64, inserted: table.inserted, deleted: removed.len() as u64 };
-        Ok((counts, removed))
+        let inserted = table
+            .listed
+            .iter()
+            .filter(|hash| !table.current.contains(hash))
+            .map(|hash| Uuid::from_u128(*hash))
+            .collect();
+        Ok((counts, removed, inserted))
     }
 }
 

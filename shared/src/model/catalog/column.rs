@@ -100,7 +100,8 @@ pub enum Step {
     /// An object key.
     Key(String),
     /// `key[path=value]`: the first element of the list at `key` whose field at `path` is the
-    /// string `value` (e.g. `conditions[type=Ready]`, `metrics[resource.name=cpu]`).
+    /// string `value`, or the boolean `true`/`false` that `value` spells (e.g.
+    /// `conditions[type=Ready]`, `metrics[resource.name=cpu]`, `ownerReferences[controller=true]`).
     Find { key: String, path: Vec<String>, value: String },
 }
 

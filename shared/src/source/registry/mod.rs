@@ -35,11 +35,13 @@ mod context_names;
 pub mod credentials;
 mod exec;
 pub mod home;
+mod lifetime;
 mod secret;
 pub mod server;
 pub mod sources;
 
 pub use credentials::{ExecPlugin, SecretCredentials};
+pub use lifetime::EventLifetime;
 
 use crate::model::namespace_fields::{NamespaceFields, NamespaceRule, check_field_name, check_namespace_fields};
 
@@ -116,6 +118,10 @@ pub struct ClusterConfig {
     /// cluster Secret's `clusterResources: "true"`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cluster_resources: bool,
+    /// How long the cluster's API server keeps an event after its last update (`1h`, `3h`;
+    /// [`EventLifetime::DEFAULT`] when absent): events listings further apart record a gap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_lifetime: Option<EventLifetime>,
     /// Credentials from a Secret of the home cluster; never from the file, never serialized.
     #[serde(skip)]
     pub secret: SecretCredentials,
