@@ -9,6 +9,8 @@
 
 pub mod derived;
 pub mod event_history;
+#[cfg(test)]
+mod event_history_tests;
 pub mod fleet_view;
 pub mod freshness;
 pub mod prune;
