@@ -1,9 +1,11 @@
 //! The scheduler: parses its command line and runs one command. The cron loop is in
 //! `cron_loop.rs`, publishing in `publish.rs`, what people read in `report.rs`, the gauges
-//! `/metrics` samples in `gauges.rs`.
+//! `/metrics` samples in `gauges.rs`, the start-up check of the events schedule against the
+//! clusters' event lifetimes in `event_lifetimes.rs`.
 
 mod args;
 mod cron_loop;
+mod event_lifetimes;
 mod gauges;
 mod live;
 mod publish;
@@ -97,6 +99,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run { schedules, tables, prune_after } => {
             let schedules = cron_loop::schedules(&catalog, &schedules, &tables)?;
+            event_lifetimes::warn_if_too_slow(&schedules, &registry);
             let sources = Gauges {
                 catalog: catalog.clone(),
                 pool: pool.clone(),
