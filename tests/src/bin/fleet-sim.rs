@@ -8,7 +8,11 @@
 //! `Status`), `POST /grants?cluster=&service_account=<ns>:<name>&namespaces=a,b` to issue a token
 //! allowed only in those namespaces (answers `{"token", "user"}`), and with `--home`
 //! `POST /clusters` to start one more cluster with its Secret, `POST /secrets` and
-//! `DELETE /secrets/{namespace}/{name}` to change the home cluster's Secrets).
+//! `DELETE /secrets/{namespace}/{name}` to change the home cluster's Secrets), and
+//! `POST /events?[cluster=]&add=&bump=` for one step of events (expired after
+//! `--event-lifetime`, `bump` repeated, `add` new ones; also every `--events-every` seconds),
+//! answering what it did per cluster (`{"sim-01": {"added": [{uid, namespace, name, count,
+//! regarding_uid}], "bumped": [...], "expired": [uid, ...]}}`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,7 +27,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use clap::Parser;
-use kubecensus_tests::fleet::{Fleet, FleetSpec, ThrottleBody, home::HomeCluster};
+use kubecensus_tests::fleet::{EventChanges, Fleet, FleetSpec, ThrottleBody, home::HomeCluster};
 use serde::Deserialize;
 
 /// Simulated Kubernetes clusters on loopback, for kubecensus demos, tests and benchmarks.
@@ -63,6 +67,18 @@ struct Args {
     /// Pods deleted and added per cluster at each churn.
     #[arg(long, env = "FLEET_CHURN_PODS", default_value_t = 5)]
     churn_pods: usize,
+    /// How long an event lasts after its last update (the API server's --event-ttl).
+    #[arg(long, env = "FLEET_EVENT_LIFETIME", default_value = "1h", value_parser = humantime::parse_duration)]
+    event_lifetime: Duration,
+    /// Step every cluster's events every this many seconds (see `POST /events`).
+    #[arg(long, env = "FLEET_EVENTS_EVERY")]
+    events_every: Option<u64>,
+    /// Events added per cluster at each timed step.
+    #[arg(long, env = "FLEET_EVENTS_ADD", default_value_t = 2)]
+    events_add: usize,
+    /// Events repeated per cluster at each timed step.
+    #[arg(long, env = "FLEET_EVENTS_BUMP", default_value_t = 2)]
+    events_bump: usize,
     /// How long continue tokens stay valid, in seconds.
     #[arg(long, env = "FLEET_CONTINUE_TTL", default_value_t = 300)]
     continue_ttl: u64,
@@ -105,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
         name_prefix: args.name_prefix,
         continue_ttl: Duration::from_secs(args.continue_ttl),
         client_certificate_clusters: args.client_certificate_clusters,
+        event_lifetime: args.event_lifetime,
     };
     let spec = spec_template.clone();
     let ready_file = args.out.join("ready");
@@ -151,12 +168,28 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
+    if let Some(every) = args.events_every {
+        let fleet = Arc::clone(&fleet);
+        let (add, bump) = (args.events_add, args.events_bump);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(every.max(1)));
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                for cluster in fleet.clusters() {
+                    fleet.step_events(&cluster.name, add, bump);
+                }
+                tracing::info!(add, bump, "stepped every cluster's events");
+            }
+        });
+    }
     if let Some(address) = args.admin {
         let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
         tracing::info!(%address, "admin API listening");
         let admin = Router::new()
             .route("/counts", get(counts_handler))
             .route("/churn", post(churn_handler))
+            .route("/events", post(events_handler))
             .route("/throttle", post(throttle_handler))
             .route("/grants", post(grant_handler))
             .route("/clusters", post(add_cluster))
@@ -262,6 +295,34 @@ async fn churn_handler(State(admin): State<Arc<Admin>>, Query(query): Query<Chur
         fleet.churn(cluster, query.delete, query.add);
     }
     axum::Json(fleet.counts()).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    /// One cluster; all when absent.
+    cluster: Option<String>,
+    #[serde(default)]
+    add: usize,
+    #[serde(default)]
+    bump: usize,
+}
+
+/// `POST /events`: one step of the events of one cluster or all; answers what each step did.
+async fn events_handler(State(admin): State<Arc<Admin>>, Query(query): Query<EventsQuery>) -> Response {
+    let fleet = &admin.fleet;
+    if let Some(response) = query.cluster.as_deref().and_then(|cluster| unknown_cluster(fleet, cluster)) {
+        return response;
+    }
+    let changes: BTreeMap<String, EventChanges> = fleet
+        .clusters()
+        .into_iter()
+        .filter(|c| query.cluster.as_ref().is_none_or(|name| *name == c.name))
+        .map(|c| {
+            let changes = fleet.step_events(&c.name, query.add, query.bump);
+            (c.name, changes)
+        })
+        .collect();
+    axum::Json(changes).into_response()
 }
 
 /// The 404 to answer when the fleet has no cluster of this name.

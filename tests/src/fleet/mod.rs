@@ -5,11 +5,13 @@
 //! starts one HTTPS server per cluster on an ephemeral port, and writes what clients need into an
 //! output folder: `clusters.yaml` (the kubecensus registry), `kubeconfig` (one context per
 //! cluster), and `<cluster>.ca.crt` / `<cluster>.token`. Tests then read the fleet's state
-//! ([`Fleet::objects`]), change it ([`Fleet::churn`]) or make it misbehave ([`Fleet::set_faults`]).
+//! ([`Fleet::objects`]), change it ([`Fleet::churn`], [`Fleet::step_events`]) or make it
+//! misbehave ([`Fleet::set_faults`]).
 
 mod access;
 mod content;
 mod custom;
+mod events;
 pub mod home;
 mod objects;
 mod server;
@@ -35,6 +37,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 pub use access::{Grant, Throttle, ThrottleBody};
+pub use events::{EventChange, EventChanges};
 pub use server::{Breakage, BrokenList, FailResource, Faults, RequestCounts};
 
 use content::{PodFactory, Rng};
@@ -97,6 +100,9 @@ pub struct FleetSpec {
     pub continue_ttl: Duration,
     /// The first this many clusters take a client certificate instead of a bearer token.
     pub client_certificate_clusters: usize,
+    /// How long an event lasts after its last update (the API server's `--event-ttl`), applied
+    /// at each [`Fleet::step_events`].
+    pub event_lifetime: Duration,
 }
 
 impl Default for FleetSpec {
@@ -112,6 +118,7 @@ impl Default for FleetSpec {
             name_prefix: "sim".to_owned(),
             continue_ttl: Duration::from_secs(5 * 60),
             client_certificate_clusters: 0,
+            event_lifetime: Duration::from_secs(60 * 60),
         }
     }
 }
@@ -143,6 +150,8 @@ pub struct Fleet {
     /// The embedded catalog: its listed resources are what every cluster serves.
     catalog: Catalog,
     clusters: Vec<RunningCluster>,
+    /// [`FleetSpec::event_lifetime`].
+    event_lifetime: Duration,
 }
 
 /// The content every cluster of a fleet starts from, before its own kube-system namespace.
@@ -180,7 +189,7 @@ impl Fleet {
             .into_iter()
             .map(|cluster| start_cluster(cluster, spec.continue_ttl))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let fleet = Fleet { catalog, clusters };
+        let fleet = Fleet { catalog, clusters, event_lifetime: spec.event_lifetime };
         fleet.write_files(&out_dir)?;
         Ok(fleet)
     }

@@ -184,6 +184,24 @@ impl ClusterStore {
     }
 }
 
+impl ClusterStore {
+    /// Makes a new snapshot whose objects of `plural` are those `change` returns, given the
+    /// current snapshot, the new resourceVersion and the store's random numbers; the other
+    /// resources are shared. Returns what `change` says it did.
+    pub fn change_list<T>(&mut self, plural: &str, change: impl FnOnce(&Snapshot, u64, &mut Rng) -> (Vec<Value>, T)) -> T {
+        let current = self.current();
+        let version = current.resource_version + 1;
+        let (objects, done) = change(&current, version, &mut self.rng);
+        let mut stored: Vec<Arc<StoredObject>> = objects.iter().map(|object| Arc::new(store(object))).collect();
+        stored.sort_by(|a, b| a.key().cmp(&b.key()));
+        let mut lists = current.lists.clone();
+        lists.insert(plural.to_owned(), Arc::new(stored));
+        self.snapshots.push_front(Arc::new(Snapshot { resource_version: version, lists }));
+        self.snapshots.truncate(KEPT_SNAPSHOTS);
+        done
+    }
+}
+
 fn store(object: &Value) -> StoredObject {
     let metadata = &object["metadata"];
     StoredObject {

@@ -100,6 +100,7 @@ fn namespaced_objects(out: &mut Vec<Value>, rng: &mut Rng, created: &str, ns: &s
     let hash = suffix(rng, 10);
 
     let m = meta(rng, app, ns, created, labels.clone());
+    let deployment_uid = m["uid"].clone();
     out.push(object("apps/v1", "Deployment", with_generation(m), json!({
         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": app}}, "template": template,
                  "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}},
@@ -239,11 +240,13 @@ fn namespaced_objects(out: &mut Vec<Value>, rng: &mut Rng, created: &str, ns: &s
     })));
     let event_name = format!("{app}.{}", rng.hex(16));
     let m = meta(rng, &event_name, ns, created, Value::Null);
+    // About the Deployment above, as its controller reports a rollout.
     out.push(object("events.k8s.io/v1", "Event", m, json!({
-        "eventTime": null, "reportingController": "kubelet", "reportingInstance": "node-1", "action": "Pulling", "reason": "Pulled",
-        "regarding": {"kind": "Pod", "namespace": ns, "name": format!("{app}-{hash}-{}", suffix(rng, 5)), "apiVersion": "v1", "fieldPath": format!("spec.containers{{{app}}}")},
-        "note": format!("Successfully pulled image \"{image}\" in 1.2s"), "type": "Normal",
-        "deprecatedSource": {"component": "kubelet", "host": "node-1"}, "deprecatedFirstTimestamp": created, "deprecatedLastTimestamp": created, "deprecatedCount": 1,
+        "eventTime": null, "reportingController": "deployment-controller", "reportingInstance": "", "action": "ScalingReplicaSet",
+        "reason": "ScalingReplicaSet",
+        "regarding": {"kind": "Deployment", "namespace": ns, "name": app, "uid": deployment_uid, "apiVersion": "apps/v1"},
+        "note": format!("Scaled up replica set {app}-{hash} to 2 (image {image})"), "type": "Normal",
+        "deprecatedSource": {"component": "deployment-controller"}, "deprecatedFirstTimestamp": created, "deprecatedLastTimestamp": created, "deprecatedCount": 1,
     })));
 }
 
