@@ -8,6 +8,7 @@ use std::{path::Path, time::Duration};
 use kubecensus_tests::{
     fleet::{EventChanges, FailResource, Faults, Fleet, FleetSpec},
     harness::TestEnv,
+    manifests::repo_root,
 };
 use serde_json::Value;
 
@@ -183,4 +184,86 @@ async fn a_failed_or_superseded_events_job_writes_no_history() {
     // The next good listing keeps them.
     refresh(&env, &registry).await;
     assert_eq!(history(&env).await.len(), before.len() + 3);
+}
+
+/// The SQL blocks of the README's "Events kept past their hour", in order.
+fn readme_queries() -> Vec<String> {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let section = readme.split("### Events kept past their hour").nth(1).expect("the README's event history section");
+    let section = section.split("\n## ").next().unwrap().split("\n### ").next().unwrap();
+    section.split("```sql\n").skip(1).map(|block| block.split("```").next().unwrap().trim().to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_event_queries_run_verbatim() {
+    let mut env = TestEnv::new().await.unwrap();
+    let fleet = Fleet::start(FleetSpec { clusters: 2, pods: 20, ..FleetSpec::default() }, &env.dir).await.unwrap();
+    let registry = env.dir.join("clusters.yaml");
+    env.spawn_worker("w1", &registry, &[]).unwrap();
+    for cluster in fleet.clusters() {
+        fleet.step_events(&cluster.name, 8, 0);
+    }
+    let objects = ["refresh", "--wait", "--table", "kubernetes_pods", "--table", "kubernetes_deployments"];
+    env.scheduler(&registry, &objects).await.unwrap();
+    refresh(&env, &registry).await;
+    let unowned = "SELECT count(*) FROM event_history WHERE regarding_kind = 'Pod'
+                   AND (regarding_owner_kind IS DISTINCT FROM 'ReplicaSet' OR regarding_labels ? 'app' IS NOT TRUE)";
+    assert_eq!(scalar(&env, unowned).await, 0, "every event about a listed pod has its labels and owner");
+    let queries = readme_queries();
+    assert_eq!(queries.len(), 2, "{queries:#?}");
+
+    // Warning events by reason: what the simulated clusters serve.
+    let mut expected: std::collections::BTreeMap<String, (i64, Vec<String>)> = Default::default();
+    for cluster in fleet.clusters() {
+        for event in fleet.objects(&cluster.name, "events").iter().filter(|e| e["type"] == "Warning") {
+            let entry = expected.entry(event["reason"].as_str().unwrap().to_owned()).or_default();
+            entry.0 += 1;
+            entry.1.push(cluster.name.clone());
+        }
+    }
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT reason, events, clusters FROM ({}) q ORDER BY reason",
+        queries[0].trim_end_matches(';')
+    ))
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let expected: Vec<(String, i64, i64)> = expected
+        .into_iter()
+        .map(|(reason, (events, mut clusters))| {
+            clusters.dedup();
+            (reason, events, clusters.len() as i64)
+        })
+        .collect();
+    assert!(!expected.is_empty(), "the simulated fleet served warnings");
+    assert_eq!(rows, expected);
+
+    // The deployment's events joined to its changes. `object_changes` comes with change history
+    // (branch `changes`): without it, the events half (before `UNION ALL`) is checked alone.
+    let pods = fleet.objects(CLUSTER, "pods");
+    let of_web = |event: &&Value| {
+        pods.iter().any(|pod| {
+            let metadata = &pod["metadata"];
+            metadata["uid"] == event["regarding"]["uid"]
+                && metadata["namespace"] == "team-c-search"
+                && metadata["ownerReferences"][0]["name"].as_str()
+                    == Some(&format!("web-{}", metadata["labels"]["pod-template-hash"].as_str().unwrap()))
+        })
+    };
+    let expected = fleet.objects(CLUSTER, "events").iter().filter(of_web).count();
+    let events_half = queries[1].split("UNION ALL").next().unwrap();
+    assert_eq!(sqlx::query(events_half).fetch_all(&env.pool).await.unwrap().len(), expected);
+    let deployment: i64 = scalar(
+        &env,
+        "SELECT count(*) FROM kubernetes_deployments WHERE cluster_name = 'sim-01' AND namespace = 'team-c-search' AND name = 'web'",
+    )
+    .await;
+    assert_eq!(deployment, 1, "the README's deployment exists in the simulated fleet");
+    let changes: bool = sqlx::query_scalar("SELECT to_regclass('object_changes') IS NOT NULL")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    if changes {
+        sqlx::query(&queries[1]).fetch_all(&env.pool).await.unwrap();
+    }
 }
