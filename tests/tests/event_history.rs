@@ -259,10 +259,8 @@ async fn the_readme_event_queries_run_verbatim() {
     )
     .await;
     assert_eq!(deployment, 1, "the README's deployment exists in the simulated fleet");
-    let changes: bool = sqlx::query_scalar("SELECT to_regclass('object_changes') IS NOT NULL")
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
+    let changes: bool =
+        sqlx::query_scalar("SELECT to_regclass('object_changes') IS NOT NULL").fetch_one(&env.pool).await.unwrap();
     if changes {
         sqlx::query(&queries[1]).fetch_all(&env.pool).await.unwrap();
     }

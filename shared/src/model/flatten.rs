@@ -284,13 +284,13 @@ fn rows_of<'a>(object: &'a Value, list: &'a RowList) -> impl Iterator<Item = Row
 pub fn lookup<'a>(value: &'a Value, path: &[Step]) -> Option<&'a Value> {
     let found = path.iter().try_fold(value, |v, step| match step {
         Step::Key(key) => v.get(key),
-        Step::Find { key, path, value } => v.get(key)?.as_array()?.iter().find(|element| {
-            match path.iter().try_fold(*element, |e, key| e.get(key)) {
+        Step::Find { key, path, value } => {
+            v.get(key)?.as_array()?.iter().find(|element| match path.iter().try_fold(*element, |e, key| e.get(key)) {
                 Some(Value::String(found)) => found == value,
                 Some(Value::Bool(found)) => found.to_string() == *value,
                 _ => false,
-            }
-        }),
+            })
+        }
     })?;
     (!found.is_null()).then_some(found)
 }

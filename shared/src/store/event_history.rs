@@ -247,7 +247,9 @@ pub(super) fn upsert(events: &Table) -> String {
             owner_names.push(format!("{alias}.owner_name"));
         }
     }
-    let any = |values: Vec<String>| if values.is_empty() { "NULL".to_owned() } else { format!("coalesce({})", values.join(", ")) };
+    let any = |values: Vec<String>| {
+        if values.is_empty() { "NULL".to_owned() } else { format!("coalesce({})", values.join(", ")) }
+    };
     let selected: Vec<String> = names.iter().map(|name| format!("e.{name}")).collect();
     let updated: Vec<String> = names
         .iter()

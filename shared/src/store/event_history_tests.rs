@@ -89,10 +89,10 @@ async fn a_listing_moves_an_event_forward_only_and_a_vanished_event_stays(pool: 
     assert!(events_layouts()[0].table.has_column("series_count"));
     events(&pool, &[correlated("e1", 1, 0), series("e2", 2, 5)], at(10)).await;
     let first = history(&pool).await;
-    assert_eq!(first.iter().map(|(uid, count, last, _)| (uid.as_str(), *count, *last)).collect::<Vec<_>>(), [
-        ("e1", 1, at(0).timestamp()),
-        ("e2", 2, at(5).timestamp())
-    ]);
+    assert_eq!(
+        first.iter().map(|(uid, count, last, _)| (uid.as_str(), *count, *last)).collect::<Vec<_>>(),
+        [("e1", 1, at(0).timestamp()), ("e2", 2, at(5).timestamp())]
+    );
 
     // The same listing again changes nothing, not even last_seen.
     events(&pool, &[correlated("e1", 1, 0), series("e2", 2, 5)], at(20)).await;
@@ -101,10 +101,10 @@ async fn a_listing_moves_an_event_forward_only_and_a_vanished_event_stays(pool: 
     // A higher count updates in place; a same count with a later last time too.
     events(&pool, &[correlated("e1", 4, 30), series("e2", 2, 31)], at(40)).await;
     let bumped = history(&pool).await;
-    assert_eq!(bumped.iter().map(|(uid, count, last, _)| (uid.as_str(), *count, *last)).collect::<Vec<_>>(), [
-        ("e1", 4, at(30).timestamp()),
-        ("e2", 2, at(31).timestamp())
-    ]);
+    assert_eq!(
+        bumped.iter().map(|(uid, count, last, _)| (uid.as_str(), *count, *last)).collect::<Vec<_>>(),
+        [("e1", 4, at(30).timestamp()), ("e2", 2, at(31).timestamp())]
+    );
     assert!(bumped[0].3 > first[0].3, "last_seen moves with the occurrence");
 
     // A lagging answer (a lower count, an earlier time) never moves a row back; e2 is gone from
@@ -125,25 +125,33 @@ async fn an_event_takes_its_pods_labels_and_owner_when_first_seen(pool: PgPool) 
                      "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}});
     list(&pool, "c1", "kubernetes_pods", &[pod], at(0)).await;
     events(&pool, &[correlated("e1", 1, 0), series("e2", 1, 0)], at(10)).await;
-    let rows: Vec<(String, Option<Value>, Option<String>, Option<String>)> = sqlx::query_as(
+    type Regarding = (String, Option<Value>, Option<String>, Option<String>);
+    let rows: Vec<Regarding> = sqlx::query_as(
         "SELECT uid, regarding_labels, regarding_owner_kind, regarding_owner_name FROM event_history ORDER BY uid",
     )
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert_eq!(rows, [
-        ("e1".into(), Some(json!({"app": "shop"})), Some("ReplicaSet".into()), Some("shop-5d8f".into())),
-        ("e2".into(), None, None, None),
-    ]);
+    assert_eq!(
+        rows,
+        [
+            ("e1".into(), Some(json!({"app": "shop"})), Some("ReplicaSet".into()), Some("shop-5d8f".into())),
+            ("e2".into(), None, None, None),
+        ]
+    );
 }
 
 #[sqlx::test(migrator = "crate::store::MIGRATOR")]
 async fn a_listing_later_than_the_event_lifetime_records_one_gap(pool: PgPool) {
     prepared(&pool).await;
-    sqlx::query("INSERT INTO clusters (name, event_lifetime) VALUES ('c1', '10 minutes')").execute(&pool).await.unwrap();
+    sqlx::query("INSERT INTO clusters (name, event_lifetime) VALUES ('c1', '10 minutes')")
+        .execute(&pool)
+        .await
+        .unwrap();
     events(&pool, &[correlated("e1", 1, 0)], at(0)).await;
     events(&pool, &[correlated("e1", 1, 0)], at(60)).await;
-    let gaps = || async { sqlx::query_scalar::<_, i64>("SELECT count(*) FROM event_gaps").fetch_one(&pool).await.unwrap() };
+    let gaps =
+        || async { sqlx::query_scalar::<_, i64>("SELECT count(*) FROM event_gaps").fetch_one(&pool).await.unwrap() };
     assert_eq!(gaps().await, 0, "listings within the lifetime");
 
     // The last listing was 11 minutes ago.

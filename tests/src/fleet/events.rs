@@ -57,7 +57,8 @@ impl Fleet {
         let lifetime = self.event_lifetime;
         let cluster = self.cluster(cluster);
         let mut store = cluster.server.store.lock().expect("store lock");
-        store.change_list(EVENTS, |snapshot, version, rng| step(snapshot, version, rng, lifetime, add, bump, Utc::now()))
+        store
+            .change_list(EVENTS, |snapshot, version, rng| step(snapshot, version, rng, lifetime, add, bump, Utc::now()))
     }
 }
 
@@ -106,10 +107,15 @@ fn step(
 /// When the event was last updated: its series' last occurrence, else its last timestamp, else
 /// its event time, else its creation.
 fn last_update(event: &Value) -> Option<DateTime<Utc>> {
-    [&event["series"]["lastObservedTime"], &event["deprecatedLastTimestamp"], &event["eventTime"], &event["metadata"]["creationTimestamp"]]
-        .into_iter()
-        .find_map(|value| value.as_str().and_then(|text| DateTime::parse_from_rfc3339(text).ok()))
-        .map(|time| time.with_timezone(&Utc))
+    [
+        &event["series"]["lastObservedTime"],
+        &event["deprecatedLastTimestamp"],
+        &event["eventTime"],
+        &event["metadata"]["creationTimestamp"],
+    ]
+    .into_iter()
+    .find_map(|value| value.as_str().and_then(|text| DateTime::parse_from_rfc3339(text).ok()))
+    .map(|time| time.with_timezone(&Utc))
 }
 
 /// The event's count: `series.count`, else `deprecatedCount`, else 1.
@@ -204,7 +210,9 @@ mod tests {
             .current()
             .list("pods", None)
             .iter()
-            .map(|pod| serde_json::from_slice::<Value>(&pod.json).unwrap()["metadata"]["uid"].as_str().unwrap().to_owned())
+            .map(|pod| {
+                serde_json::from_slice::<Value>(&pod.json).unwrap()["metadata"]["uid"].as_str().unwrap().to_owned()
+            })
             .collect();
         assert!(added.iter().all(|event| pod_uids.contains(event.regarding_uid.as_ref().unwrap())));
         assert!(added.iter().all(|event| event.count == 1));
@@ -219,7 +227,8 @@ mod tests {
         assert_eq!(uids, added_uids);
         assert!(bumped.iter().all(|event| event.count == 2));
         let events = store.current();
-        let series = events.list(EVENTS, None).iter().filter(|e| String::from_utf8_lossy(&e.json).contains("\"series\""));
+        let series =
+            events.list(EVENTS, None).iter().filter(|e| String::from_utf8_lossy(&e.json).contains("\"series\""));
         assert_eq!(series.count(), 1, "the events.k8s.io/v1 recorder's repeat is a series");
 
         // An hour after the repeat, both are gone; not before.

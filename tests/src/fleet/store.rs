@@ -188,7 +188,11 @@ impl ClusterStore {
     /// Makes a new snapshot whose objects of `plural` are those `change` returns, given the
     /// current snapshot, the new resourceVersion and the store's random numbers; the other
     /// resources are shared. Returns what `change` says it did.
-    pub fn change_list<T>(&mut self, plural: &str, change: impl FnOnce(&Snapshot, u64, &mut Rng) -> (Vec<Value>, T)) -> T {
+    pub fn change_list<T>(
+        &mut self,
+        plural: &str,
+        change: impl FnOnce(&Snapshot, u64, &mut Rng) -> (Vec<Value>, T),
+    ) -> T {
         let current = self.current();
         let version = current.resource_version + 1;
         let (objects, done) = change(&current, version, &mut self.rng);
