@@ -42,7 +42,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::{
     derived::Swap,
-    schema::DDL_LOCKS,
+    schema::{DDL_LOCKS, column_names},
     sql::{Ident, Qualified, list, literal},
 };
 use crate::{
@@ -168,12 +168,7 @@ async fn ensure_in(tx: &mut PgConnection, events: &Table) -> Result<()> {
         ),
     )
     .await?;
-    let existing: Vec<String> = sqlx::query_scalar(
-        "SELECT column_name::text FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1",
-    )
-    .bind(HISTORY_TABLE)
-    .fetch_all(&mut *tx)
-    .await?;
+    let existing = column_names(tx, "public", HISTORY_TABLE).await?;
     let added: Vec<String> = columns
         .iter()
         .filter(|(name, _)| !existing.contains(name))

@@ -23,7 +23,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::{
     execute,
-    schema::{DDL_LOCKS, PARTITION_STORAGE, TableShape},
+    schema::{DDL_LOCKS, PARTITION_STORAGE, TableShape, column_names},
     sql::{Ident, literal},
 };
 use crate::{
@@ -216,12 +216,7 @@ async fn write(
         )
         .await?;
     }
-    let existing: Vec<String> = sqlx::query_scalar(
-        "SELECT column_name::text FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1",
-    )
-    .bind(UNHEALTHY_TABLE)
-    .fetch_all(&mut *tx)
-    .await?;
+    let existing = column_names(tx, "public", UNHEALTHY_TABLE).await?;
     let added: Vec<String> = fields
         .iter()
         .chain(namespace_fields)

@@ -382,6 +382,17 @@ pub(super) async fn column_set(conn: &mut PgConnection, shape: &TableShape<'_>) 
 /// partitioned) in one transaction: the old table moves aside, the new one is created and
 /// filled with its rows, the old one and every partition under it are dropped. Each moved row
 /// gets a random `row_hash`, so the cluster's next refresh replaces all of its rows at once.
+/// The names of the columns of table `schema.table` (none when it does not exist).
+pub(super) async fn column_names(conn: &mut PgConnection, schema: &str, table: &str) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
 async fn convert(conn: &mut PgConnection, shape: &TableShape<'_>) -> Result<()> {
     tracing::info!(table = shape.name.name.as_str(), "converting a table of the earlier layout");
     let legacy = Qualified { schema: Ident::derived(&[LEGACY_SCHEMA]), name: shape.name.name.clone() };
@@ -393,13 +404,7 @@ async fn convert(conn: &mut PgConnection, shape: &TableShape<'_>) -> Result<()> 
         ),
     )
     .await?;
-    let kept: Vec<String> = sqlx::query_scalar(
-        "SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
-    )
-    .bind(LEGACY_SCHEMA)
-    .bind(shape.name.name.as_str())
-    .fetch_all(&mut *conn)
-    .await?;
+    let kept = column_names(conn, LEGACY_SCHEMA, shape.name.name.as_str()).await?;
     create(conn, shape).await?;
     let common: Vec<&Ident> =
         shape.columns.iter().map(|(name, _)| name).filter(|name| kept.iter().any(|k| k == name.as_str())).collect();
