@@ -190,7 +190,18 @@ pub(super) async fn write(tx: &mut PgConnection, swap: &Swap<'_>) -> Result<()> 
         return Ok(());
     };
     if !events.inserted.is_empty() {
-        sqlx::query(&upsert(events.shape.table))
+        // Only the kinds these events are about are joined: planning each joined table (its
+        // partition and indexes) costs more than the join itself.
+        let kinds: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT DISTINCT regarding_kind FROM {} WHERE {} = $1 AND row_hash = ANY($2) AND regarding_kind IS NOT NULL",
+            column(EVENTS_TABLE),
+            column(CLUSTER_COLUMN)
+        ))
+        .bind(swap.cluster)
+        .bind(&events.inserted)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(&upsert(events.shape.table, &kinds))
             .bind(swap.cluster)
             .bind(&events.inserted)
             // Planned with the cluster's name at hand, so only its partitions are planned.
@@ -219,13 +230,15 @@ fn occurrence(row: &str) -> String {
 }
 
 /// `INSERT INTO event_history ... SELECT` from the rows of `events` (the catalog's events table)
-/// of cluster `$1` whose `row_hash` is in `$2`, each joined to its regarding object's row; a row
-/// already there is updated only by a higher occurrence.
-pub(super) fn upsert(events: &Table) -> String {
+/// of cluster `$1` whose `row_hash` is in `$2`, each joined to its regarding object's row when
+/// that object's kind is among `kinds` (and [`REGARDED_KINDS`]); a row already there is updated
+/// only by a higher occurrence.
+pub(super) fn upsert(events: &Table, kinds: &[String]) -> String {
     let names: Vec<Ident> = events.columns.iter().map(|c| column(&c.name)).collect();
     let mut joins = String::new();
     let (mut labels, mut owner_kinds, mut owner_names) = (Vec::new(), Vec::new(), Vec::new());
-    for (index, regarded) in REGARDED.iter().enumerate() {
+    let regarded_here = REGARDED.iter().filter(|regarded| kinds.iter().any(|kind| kind == regarded.kind));
+    for (index, regarded) in regarded_here.enumerate() {
         let alias = format!("r{index}");
         let namespace =
             if regarded.namespaced { format!(" AND {alias}.namespace = e.regarding_namespace") } else { String::new() };
