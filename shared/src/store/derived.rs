@@ -3,13 +3,15 @@
 //! rolled-back or superseded job writes none of them.
 //!
 //! [`write`] is called once per committed replace, after every table of the resource has its new
-//! rows and before the run's outcome is recorded. Today it rewrites the cluster's rows of
-//! `fleet_unhealthy_objects` ([`super::fleet_view`]) for each table whose rows changed.
+//! rows and before the run's outcome is recorded. It rewrites the cluster's rows of
+//! `fleet_unhealthy_objects` ([`super::fleet_view`]) for each table whose rows changed, and
+//! records the objects that changed in `object_changes` ([`super::changes`]).
 
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{fleet_view, replace::Scope, schema::TableShape};
+use super::{changes, fleet_view, replace::Scope, schema::TableShape};
 use crate::{Result, model::catalog::Resource, queue::job::Job, store::runs::RowCounts};
 
 /// One committed replace of a cluster's rows of a resource, as the derived tables see it.
@@ -26,6 +28,10 @@ pub struct Swap<'a> {
     pub run_id: Uuid,
     /// The cluster's first load of this scope: there were no rows before (no snapshot).
     pub first_load: bool,
+    /// When the job's listing began.
+    pub listed_at: DateTime<Utc>,
+    /// Whether object changes are recorded (the worker's `--change-history`).
+    pub history: bool,
     /// Each table of the resource, job table first.
     pub tables: Vec<TableWrite<'a>>,
 }
@@ -38,6 +44,11 @@ pub struct TableWrite<'a> {
     pub counts: RowCounts,
     /// `row_hash` of each row deleted (already gone from the table).
     pub removed: Vec<Uuid>,
+    /// `row_hash` of each row inserted, when `history` (else empty).
+    pub inserted: Vec<Uuid>,
+    /// The table's changes are recorded: it is the job table of a table with uids, not on a first
+    /// load, and its deleted rows were kept ([`changes::keeping_removed`]).
+    pub history: bool,
 }
 
 /// Writes the tables derived from `swap` in its transaction `tx`.
@@ -50,7 +61,7 @@ pub async fn write(tx: &mut PgConnection, swap: &Swap<'_>) -> Result<()> {
             rewrite_unhealthy(tx, swap, table).await?;
         }
     }
-    Ok(())
+    changes::write(tx, swap).await
 }
 
 /// Rewrites the scope's rows of `fleet_unhealthy_objects` from the table's rows not Current,

@@ -6,6 +6,7 @@
 //! [`freshness`] says how old the snapshots are; [`fleet_view`] is the `fleet_objects` view of
 //! every object's health and the `fleet_unhealthy_objects` table of those not Current.
 
+pub mod changes;
 pub mod derived;
 pub mod fleet_view;
 pub mod freshness;
