@@ -7,6 +7,8 @@
 //! every object's health and the `fleet_unhealthy_objects` table of those not Current.
 
 pub mod changes;
+#[cfg(test)]
+mod changes_tests;
 pub mod derived;
 pub mod fleet_view;
 pub mod freshness;
