@@ -45,6 +45,12 @@ pub enum Command {
         /// A cluster missing from every registry source this long is pruned: its rows deleted.
         #[arg(long, env = "KUBECENSUS_PRUNE_AFTER", default_value = "1h", value_parser = humantime::parse_duration)]
         prune_after: Duration,
+        /// How long `object_changes` and `event_history` keep a row (whole days are dropped).
+        #[arg(long, env = "KUBECENSUS_HISTORY_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+        history_retention: Duration,
+        /// How long `runs` keeps a row (whole days are dropped).
+        #[arg(long, env = "KUBECENSUS_RUNS_RETENTION", default_value = "14d", value_parser = humantime::parse_duration)]
+        runs_retention: Duration,
     },
     /// Publish jobs now and say, for each, whether it was queued or one is already pending.
     Refresh {

@@ -1,6 +1,7 @@
 //! The scheduler: parses its command line and runs one command. The cron loop is in
-//! `cron_loop.rs`, publishing in `publish.rs`, what people read in `report.rs`, the gauges
-//! `/metrics` samples in `gauges.rs`.
+//! `cron_loop.rs`, publishing in `publish.rs`, what people read in `report.rs` and
+//! `changes.rs`, the gauges `/metrics` samples in `gauges.rs`, the history tables' retention in
+//! `retention.rs`.
 
 mod args;
 mod cron_loop;
@@ -8,6 +9,7 @@ mod gauges;
 mod live;
 mod publish;
 mod report;
+mod retention;
 
 use std::{
     process::ExitCode,
@@ -59,6 +61,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         schedules: Vec::new(),
         tables: Vec::new(),
         prune_after: humantime::parse_duration("1h").expect("a valid duration"),
+        history_retention: humantime::parse_duration("30d").expect("a valid duration"),
+        runs_retention: humantime::parse_duration("14d").expect("a valid duration"),
     });
     if let Command::ImportKubeconfig { kubeconfig } = &command {
         let registry = Registry::from_kubeconfig(kubeconfig, &catalog)?;
@@ -95,7 +99,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let queue = Queue::from(&common);
     queue.ensure_stream(&js).await?;
     match command {
-        Command::Run { schedules, tables, prune_after } => {
+        Command::Run { schedules, tables, prune_after, history_retention, runs_retention } => {
+            let retention = store::retention::Retention { history: history_retention, runs: runs_retention };
+            tokio::spawn(retention::run_forever(pool.clone(), retention));
             let schedules = cron_loop::schedules(&catalog, &schedules, &tables)?;
             let sources = Gauges {
                 catalog: catalog.clone(),

@@ -14,6 +14,7 @@ pub mod fleet_view;
 pub mod freshness;
 pub mod prune;
 pub mod replace;
+pub mod retention;
 pub mod runs;
 pub mod schema;
 pub mod sql;
