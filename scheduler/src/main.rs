@@ -4,6 +4,7 @@
 //! `retention.rs`.
 
 mod args;
+mod changes;
 mod cron_loop;
 mod gauges;
 mod live;
@@ -79,7 +80,17 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let pool = store::connect(&common.database_url, &common.database_credentials, 4).await?;
     if let Command::Report { summary } = &command {
-        report::print(&pool, *summary, output).await?;
+        report::print(&pool, &catalog, *summary, output).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Changes { cluster, since, namespace, table } = &command {
+        let selection = changes::Selection {
+            cluster,
+            since: *since,
+            namespace: namespace.as_deref(),
+            table: table.as_deref(),
+        };
+        changes::print(&pool, &selection, output).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let live =
@@ -138,7 +149,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_JOBS_OPEN));
             }
         }
-        Command::Report { .. } | Command::Prune | Command::ImportKubeconfig { .. } => unreachable!("handled above"),
+        Command::Report { .. } | Command::Changes { .. } | Command::Prune | Command::ImportKubeconfig { .. } => {
+            unreachable!("handled above")
+        }
     }
     nats.flush().await.context("flushing NATS")?;
     Ok(ExitCode::SUCCESS)
