@@ -3,6 +3,8 @@
 //! It writes `clusters.yaml`, `kubeconfig` and per-cluster CA and token files into `--out`, then
 //! an empty `ready` file once every server listens. Optionally it churns pods on a timer, and
 //! serves a loopback admin API (`GET /counts`, `POST /churn?cluster=&delete=&add=`,
+//! `POST /churn/workloads?cluster=&deployments=&config_maps_updated=&config_maps_created=&config_maps_deleted=&nodes=&heartbeats=&pods_deleted=&pods_added=`
+//! answering exactly which uids it created, updated and deleted per resource of each cluster,
 //! `POST /throttle?cluster=&plural=&pages=[&body=status]` to answer that many continued pages of
 //! a resource with 429 and `Retry-After: 1` (API Priority and Fairness's plain text, or a
 //! `Status`), `POST /grants?cluster=&service_account=<ns>:<name>&namespaces=a,b` to issue a token
@@ -23,7 +25,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use clap::Parser;
-use kubecensus_tests::fleet::{Fleet, FleetSpec, ThrottleBody, home::HomeCluster};
+use kubecensus_tests::fleet::{ChurnLog, Fleet, FleetSpec, ThrottleBody, WorkloadChurn, home::HomeCluster};
 use serde::Deserialize;
 
 /// Simulated Kubernetes clusters on loopback, for kubecensus demos, tests and benchmarks.
@@ -157,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
         let admin = Router::new()
             .route("/counts", get(counts_handler))
             .route("/churn", post(churn_handler))
+            .route("/churn/workloads", post(churn_workloads_handler))
             .route("/throttle", post(throttle_handler))
             .route("/grants", post(grant_handler))
             .route("/clusters", post(add_cluster))
@@ -262,6 +265,33 @@ async fn churn_handler(State(admin): State<Arc<Admin>>, Query(query): Query<Chur
         fleet.churn(cluster, query.delete, query.add);
     }
     axum::Json(fleet.counts()).into_response()
+}
+
+/// The cluster of a `POST /churn/workloads` (its other parameters are a [`WorkloadChurn`]).
+#[derive(Debug, Deserialize)]
+struct ClusterQuery {
+    /// One cluster; all when absent.
+    cluster: Option<String>,
+}
+
+/// `POST /churn/workloads`: changes deployments, config maps, nodes and pods ([`WorkloadChurn`]);
+/// answers `{cluster: {plural: {created, updated, deleted, noise}}}`, each a list of uids.
+async fn churn_workloads_handler(
+    State(admin): State<Arc<Admin>>,
+    Query(query): Query<ClusterQuery>,
+    Query(churn): Query<WorkloadChurn>,
+) -> Response {
+    let fleet = &admin.fleet;
+    if let Some(response) = query.cluster.as_deref().and_then(|cluster| unknown_cluster(fleet, cluster)) {
+        return response;
+    }
+    let logs: BTreeMap<String, ChurnLog> = fleet
+        .clusters()
+        .into_iter()
+        .filter(|c| query.cluster.as_ref().is_none_or(|cluster| *cluster == c.name))
+        .map(|c| (c.name.clone(), fleet.churn_workloads(&c.name, &churn)))
+        .collect();
+    axum::Json(logs).into_response()
 }
 
 /// The 404 to answer when the fleet has no cluster of this name.
