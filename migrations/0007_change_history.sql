@@ -51,6 +51,5 @@ ALTER TABLE runs ADD PRIMARY KEY (run_id, started_at);
 CREATE INDEX runs_by_cluster_table ON runs (cluster_name, table_name, started_at DESC);
 CREATE INDEX runs_by_job ON runs (job_id);
 CREATE INDEX runs_running ON runs (status) WHERE status = 'running';
-CREATE INDEX runs_by_started ON runs (started_at);
 ALTER TABLE kubecensus_history.runs_default DROP CONSTRAINT runs_default_run_id;
 ALTER TABLE runs ATTACH PARTITION kubecensus_history.runs_default DEFAULT;

@@ -18,7 +18,10 @@
 //!   default partition exists"), as every history table here does, so there a plain `DETACH`
 //!   runs: a catalog change that scans nothing, holding `ACCESS EXCLUSIVE` on the parent for an
 //!   instant, once a day per table. The detached table is then dropped, locking only itself.
-//! - **DEFAULT**: its rows older than the retention are deleted in batches of [`BATCH`].
+//! - **DEFAULT**: its rows older than the retention are deleted [`BATCH_PAGES`] heap pages at a
+//!   time (a TID range scan, PostgreSQL 14+), each batch its own short transaction, with no index
+//!   on the time column: such an index would tempt the planner into walking it to find one
+//!   (cluster, table)'s latest run (`scheduler report`).
 //!
 //! Every DDL transaction waits for its locks as [`DDL_LOCKS`] says (`lock_timeout`, retried), so
 //! readers never queue behind it for long. One scheduler at a time does the upkeep (an advisory
@@ -42,8 +45,8 @@ pub const HISTORY_SCHEMA: &str = "kubecensus_history";
 /// Days after today whose partitions exist ahead of their rows.
 pub const DAYS_AHEAD: u64 = 3;
 
-/// Rows of a DEFAULT partition deleted per statement.
-pub const BATCH: i64 = 5_000;
+/// Heap pages of a DEFAULT partition one deleting statement reads (8 MiB of 8 kB pages).
+pub const BATCH_PAGES: i64 = 1_000;
 
 /// How long rows are kept.
 #[derive(Debug, Clone, Copy)]
@@ -295,20 +298,23 @@ async fn detach(conn: &mut PgConnection, parent: &Qualified, partition: &Qualifi
     result
 }
 
-/// Deletes the DEFAULT partition's rows older than `cutoff`, [`BATCH`] rows per statement (each
-/// its own transaction); returns how many.
+/// Deletes the DEFAULT partition's rows older than `cutoff`, [`BATCH_PAGES`] pages per statement
+/// (each its own transaction); returns how many.
 async fn delete_old(conn: &mut PgConnection, default: &Qualified, column: &Ident, cutoff: DateTime<Utc>) -> Result<u64> {
+    let pages: i64 =
+        sqlx::query_scalar("SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint")
+            .bind(default.to_string())
+            .fetch_one(&mut *conn)
+            .await?;
     let sql = format!(
-        "DELETE FROM {default} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {default} WHERE {column} < $1 LIMIT $2))"
+        "DELETE FROM {default} WHERE ctid >= format('(%s,0)', $2::bigint)::tid
+           AND ctid < format('(%s,0)', $2::bigint + $3)::tid AND {column} < $1"
     );
     let mut deleted = 0;
-    loop {
+    for first in (0..pages).step_by(BATCH_PAGES as usize) {
         let mut tx = conn.begin().await?;
-        let batch = sqlx::query(&sql).bind(cutoff).bind(BATCH).execute(&mut *tx).await?.rows_affected();
+        deleted += sqlx::query(&sql).bind(cutoff).bind(first).bind(BATCH_PAGES).execute(&mut *tx).await?.rows_affected();
         tx.commit().await?;
-        deleted += batch;
-        if batch < BATCH as u64 {
-            return Ok(deleted);
-        }
     }
+    Ok(deleted)
 }
