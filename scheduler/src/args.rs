@@ -17,7 +17,7 @@ pub struct Args {
     /// Served by `run` only: the other commands are brief.
     #[command(flatten)]
     pub admin: AdminArgs,
-    /// How `refresh` and `report` print: aligned tables for people, or JSON for scripts.
+    /// How `refresh`, `report` and `changes` print: aligned tables for people, or JSON for scripts.
     #[arg(long, global = true, value_enum, default_value_t)]
     pub output: Output,
     #[command(subcommand)]
@@ -45,6 +45,12 @@ pub enum Command {
         /// A cluster missing from every registry source this long is pruned: its rows deleted.
         #[arg(long, env = "KUBECENSUS_PRUNE_AFTER", default_value = "1h", value_parser = humantime::parse_duration)]
         prune_after: Duration,
+        /// How long `object_changes` and `event_history` keep a row (whole days are dropped).
+        #[arg(long, env = "KUBECENSUS_HISTORY_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+        history_retention: Duration,
+        /// How long `runs` keeps a row (whole days are dropped).
+        #[arg(long, env = "KUBECENSUS_RUNS_RETENTION", default_value = "14d", value_parser = humantime::parse_duration)]
+        runs_retention: Duration,
     },
     /// Publish jobs now and say, for each, whether it was queued or one is already pending.
     Refresh {
@@ -77,6 +83,23 @@ pub enum Command {
         /// Print a summary per cluster and the reasons of the runs that did not succeed instead.
         #[arg(long)]
         summary: bool,
+    },
+    /// Print what changed in one cluster lately (`object_changes`), newest first: each object
+    /// created, updated or deleted, its resourceVersions and, for the tables with column diffs,
+    /// which columns changed.
+    Changes {
+        /// The cluster.
+        #[arg(long)]
+        cluster: String,
+        /// How far back: changes listed at most this long ago.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        since: Duration,
+        /// Only this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Only this table (`kubernetes_deployments`).
+        #[arg(long)]
+        table: Option<String>,
     },
     /// Prune now every cluster missing from every registry source, as `run` does after
     /// `--prune-after`: its rows and snapshots deleted, a `pruned` run recorded.

@@ -1,15 +1,18 @@
 //! The scheduler: parses its command line and runs one command. The cron loop is in
-//! `cron_loop.rs`, publishing in `publish.rs`, what people read in `report.rs`, the gauges
-//! `/metrics` samples in `gauges.rs`, the start-up check of the events schedule against the
-//! clusters' event lifetimes in `event_lifetimes.rs`.
+//! `cron_loop.rs`, publishing in `publish.rs`, what people read in `report.rs` and
+//! `changes.rs`, the gauges `/metrics` samples in `gauges.rs`, the history tables' retention in
+//! `retention.rs`, the start-up check of the events schedule against the clusters' event
+//! lifetimes in `event_lifetimes.rs`.
 
 mod args;
+mod changes;
 mod cron_loop;
 mod event_lifetimes;
 mod gauges;
 mod live;
 mod publish;
 mod report;
+mod retention;
 
 use std::{
     process::ExitCode,
@@ -61,6 +64,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         schedules: Vec::new(),
         tables: Vec::new(),
         prune_after: humantime::parse_duration("1h").expect("a valid duration"),
+        history_retention: humantime::parse_duration("30d").expect("a valid duration"),
+        runs_retention: humantime::parse_duration("14d").expect("a valid duration"),
     });
     if let Command::ImportKubeconfig { kubeconfig } = &command {
         let registry = Registry::from_kubeconfig(kubeconfig, &catalog)?;
@@ -77,7 +82,17 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let pool = store::connect(&common.database_url, &common.database_credentials, 4).await?;
     if let Command::Report { summary } = &command {
-        report::print(&pool, *summary, output).await?;
+        report::print(&pool, &catalog, *summary, output).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Changes { cluster, since, namespace, table } = &command {
+        let selection = changes::Selection {
+            cluster,
+            since: *since,
+            namespace: namespace.as_deref(),
+            table: table.as_deref(),
+        };
+        changes::print(&pool, &selection, output).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let live =
@@ -97,7 +112,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let queue = Queue::from(&common);
     queue.ensure_stream(&js).await?;
     match command {
-        Command::Run { schedules, tables, prune_after } => {
+        Command::Run { schedules, tables, prune_after, history_retention, runs_retention } => {
+            let retention = store::retention::Retention { history: history_retention, runs: runs_retention };
+            tokio::spawn(retention::run_forever(pool.clone(), retention));
             let schedules = cron_loop::schedules(&catalog, &schedules, &tables)?;
             event_lifetimes::warn_if_too_slow(&schedules, &registry);
             let sources = Gauges {
@@ -135,7 +152,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_JOBS_OPEN));
             }
         }
-        Command::Report { .. } | Command::Prune | Command::ImportKubeconfig { .. } => unreachable!("handled above"),
+        Command::Report { .. } | Command::Changes { .. } | Command::Prune | Command::ImportKubeconfig { .. } => {
+            unreachable!("handled above")
+        }
     }
     nats.flush().await.context("flushing NATS")?;
     Ok(ExitCode::SUCCESS)

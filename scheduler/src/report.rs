@@ -66,10 +66,11 @@ const ERROR_WIDTH: usize = 60;
 /// Statuses after which a job is not tried again.
 const FINAL: [Status; 5] = [Status::Succeeded, Status::Failed, Status::Skipped, Status::Superseded, Status::Rejected];
 
-/// Prints the latest run of every (cluster, table) and the rows held now; with `summary`, their
-/// [`Summary`] instead.
-pub async fn print(pool: &PgPool, summary: bool, output: Output) -> anyhow::Result<()> {
-    let report = load(pool, None).await?;
+/// Prints the latest run of every (cluster, job target of `catalog`) and the rows held now; with
+/// `summary`, their [`Summary`] instead.
+pub async fn print(pool: &PgPool, catalog: &Catalog, summary: bool, output: Output) -> anyhow::Result<()> {
+    let targets: Vec<String> = catalog.targets.iter().map(|target| target.name.clone()).collect();
+    let report = load(pool, Latest::Targets(&targets)).await?;
     match (output, summary) {
         (Output::Json, false) => println!("{}", serde_json::to_string_pretty(&report)?),
         (Output::Json, true) => println!("{}", serde_json::to_string_pretty(&Summary::of(&report))?),
@@ -110,7 +111,7 @@ pub async fn refreshed(
             open = open_jobs(pool, &queued).await?;
         }
         let tables: Vec<String> = queued.iter().flat_map(|p| snapshot_names(catalog, &p.table)).collect();
-        Some(load(pool, Some((&ids, &tables))).await?)
+        Some(load(pool, Latest::Jobs(&ids, &tables)).await?)
     } else {
         None
     };
@@ -225,28 +226,53 @@ fn snapshot_names(catalog: &Catalog, target: &str) -> Vec<String> {
     }
 }
 
-/// The latest run of every (cluster, table) and the rows held, leaving out pruned clusters; with
-/// `jobs`, only the runs of those jobs and the snapshots of their clusters among the given
-/// snapshot names.
-async fn load(pool: &PgPool, jobs: Option<(&[Uuid], &[String])>) -> anyhow::Result<Report> {
-    let runs: Vec<LatestRun> = sqlx::query_as(
-        "SELECT DISTINCT ON (r.cluster_name, r.table_name)
-                r.cluster_name AS cluster, coalesce(r.table_name, '(all)') AS \"table\", r.status, r.rows_written AS rows,
-                r.rows_inserted AS inserted, r.rows_deleted AS deleted, r.throttled,
-                extract(epoch FROM r.duration)::float8 * 1000 AS millis, r.error
-         FROM runs r WHERE r.status <> $1 AND r.cluster_name IS NOT NULL AND ($2::uuid[] IS NULL OR r.job_id = ANY($2))
-           AND r.cluster_name NOT IN (SELECT name FROM clusters WHERE removed_at IS NOT NULL)
-         ORDER BY r.cluster_name, r.table_name, r.started_at DESC",
-    )
-    .bind(Status::Running.as_str())
-    .bind(jobs.map(|(ids, _)| ids))
-    .fetch_all(pool)
-    .await?;
+/// Whose latest runs a report shows.
+enum Latest<'a> {
+    /// Every registered cluster's, for these job targets: one index lookup per (cluster, target)
+    /// (`runs_by_cluster_table`), never a scan of `runs`, however many rows it keeps.
+    Targets(&'a [String]),
+    /// Those of these jobs, and the snapshots of their clusters among these snapshot names.
+    Jobs(&'a [Uuid], &'a [String]),
+}
+
+/// The columns of a [`LatestRun`] from `runs r`.
+const LATEST_RUN: &str = "r.cluster_name AS cluster, coalesce(r.table_name, '(all)') AS \"table\", r.status,
+    r.rows_written AS rows, r.rows_inserted AS inserted, r.rows_deleted AS deleted, r.throttled,
+    extract(epoch FROM r.duration)::float8 * 1000 AS millis, r.error";
+
+/// The latest run of each (cluster, table) `latest` names and the rows held, leaving out pruned
+/// clusters.
+async fn load(pool: &PgPool, latest: Latest<'_>) -> anyhow::Result<Report> {
+    let runs: Vec<LatestRun> = match latest {
+        Latest::Targets(targets) => {
+            let sql = format!(
+                "SELECT r.* FROM clusters c CROSS JOIN unnest($2::text[]) AS t (table_name)
+                 CROSS JOIN LATERAL (SELECT {LATEST_RUN} FROM runs r
+                                     WHERE r.cluster_name = c.name AND r.table_name = t.table_name AND r.status <> $1
+                                     ORDER BY r.started_at DESC LIMIT 1) r
+                 WHERE c.removed_at IS NULL ORDER BY 1, 2"
+            );
+            sqlx::query_as(&sql).bind(Status::Running.as_str()).bind(targets).fetch_all(pool).await?
+        }
+        Latest::Jobs(ids, _) => {
+            let sql = format!(
+                "SELECT DISTINCT ON (r.cluster_name, r.table_name) {LATEST_RUN}
+                 FROM runs r WHERE r.status <> $1 AND r.cluster_name IS NOT NULL AND r.job_id = ANY($2)
+                   AND r.cluster_name NOT IN (SELECT name FROM clusters WHERE removed_at IS NOT NULL)
+                 ORDER BY r.cluster_name, r.table_name, r.started_at DESC"
+            );
+            sqlx::query_as(&sql).bind(Status::Running.as_str()).bind(ids).fetch_all(pool).await?
+        }
+    };
+    let jobs = match latest {
+        Latest::Targets(_) => None,
+        Latest::Jobs(_, tables) => Some(tables),
+    };
     let snapshots: Vec<Held> = sqlx::query_as(
         "SELECT cluster_name AS cluster, table_name AS \"table\", row_count AS rows FROM snapshots
          WHERE $1::text[] IS NULL OR (table_name = ANY($1) AND cluster_name = ANY($2)) ORDER BY 1, 2",
     )
-    .bind(jobs.map(|(_, tables)| tables))
+    .bind(jobs)
     .bind(runs.iter().map(|run| run.cluster.clone()).collect::<Vec<_>>())
     .fetch_all(pool)
     .await?;
@@ -297,7 +323,7 @@ fn align_right(table: &mut Table, columns: std::ops::Range<usize>) {
 }
 
 /// A borderless table with a header: columns aligned whatever the names' lengths.
-fn table(header: &[&str]) -> Table {
+pub(crate) fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table.load_preset(NOTHING).set_header(header.to_vec());
     table

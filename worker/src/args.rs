@@ -31,6 +31,10 @@ pub struct Args {
     /// session. A worker's memory is bounded by about this times its concurrency.
     #[arg(long, env = "KUBECENSUS_IN_PLACE_LIMIT", default_value_t = 2 << 20)]
     pub in_place_limit: usize,
+    /// Whether each replace records the objects it created, updated and deleted in
+    /// `object_changes` (README "History"); `false` only to measure its cost or to keep none.
+    #[arg(long, env = "KUBECENSUS_CHANGE_HISTORY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub change_history: bool,
     /// Clusters whose API client (its connection pool and TLS state) is kept between jobs; the
     /// least recently used one is dropped past this. Bounds a worker's memory in a large fleet.
     #[arg(long, env = "KUBECENSUS_CACHED_CLIENTS", default_value = "16")]

@@ -53,6 +53,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         worker_id,
         page_size,
         in_place_limit,
+        change_history,
         cached_clients,
         job,
         ack_wait: ack_wait_flag,
@@ -94,6 +95,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         policy: JobPolicy {
             page_size,
             in_place_limit,
+            change_history,
             retry: RetryPolicy::from(&job),
             timeout: job.job_timeout,
             exec_timeout: common.exec_timeout,

@@ -63,6 +63,8 @@ pub struct JobPolicy {
     pub page_size: u32,
     /// Bytes of new rows a job holds in memory; past it, they go to the session's staging.
     pub in_place_limit: usize,
+    /// Whether replaces record object changes (`--change-history`).
+    pub change_history: bool,
     /// Attempts and delays of failed jobs.
     pub retry: RetryPolicy,
     /// The longest a job may run.
@@ -253,6 +255,7 @@ impl Poller {
     ) -> Result<ReplaceOutcome> {
         let (cluster, scope) = (&listing.context.name, listing.scope.clone());
         let mut refresh = Refresh::begin(conn, cluster, scope, listing.resource, &listing.layouts).await?;
+        refresh.set_history(self.policy.change_history);
         let result = match self.load(conn, listing, &mut refresh).await {
             Ok(skipped) => {
                 let outcome = Outcome { throttled: listing.api.throttled(), ..outcome_of(&skipped) };

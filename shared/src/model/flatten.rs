@@ -209,6 +209,9 @@ fn apply(function: Function, value: Resolved) -> Option<Resolved> {
         Function::Health => Resolved::Text(health::compute(value.json()?).status.as_str().to_owned()),
         Function::HealthMessage => Resolved::Text(health::compute(value.json()?).message),
         Function::HealthSince => Resolved::Computed(Value::String(health::compute(value.json()?).since?)),
+        Function::ContainerImages => Resolved::Computed(Value::Array(
+            value.json()?.as_array()?.iter().filter_map(|container| container.get("image").cloned()).collect(),
+        )),
         // Needs the whole object: resolved in `Row::resolve`.
         Function::WithoutData => return None,
     })

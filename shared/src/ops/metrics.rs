@@ -264,6 +264,9 @@ pub struct SchedulerMetrics {
     pub consumer_ack_pending_jobs: Gauge,
     pub snapshot_oldest_age: Family<TableLabel, Gauge<f64, AtomicU64>>,
     pub snapshots_stale: Family<TableLabel, Gauge>,
+    pub history_partitions_dropped: Family<TableLabel, Counter>,
+    pub history_rows_deleted: Family<TableLabel, Counter>,
+    pub history_oldest_kept_age: Family<TableLabel, Gauge<f64, AtomicU64>>,
 }
 
 /// The scheduler's metrics, created on first use.
@@ -274,6 +277,9 @@ pub fn scheduler() -> &'static SchedulerMetrics {
         consumer_ack_pending_jobs: Gauge::default(),
         snapshot_oldest_age: Family::default(),
         snapshots_stale: Family::default(),
+        history_partitions_dropped: Family::default(),
+        history_rows_deleted: Family::default(),
+        history_oldest_kept_age: Family::default(),
     });
     &METRICS
 }
@@ -308,8 +314,33 @@ impl SchedulerMetrics {
             "Registry clusters whose snapshot of the table is older than twice the table's schedule",
             self.snapshots_stale.clone(),
         );
+        registry.register(
+            "history_partitions_dropped",
+            "Daily partitions of a history table (object_changes, event_history, runs) dropped by retention",
+            self.history_partitions_dropped.clone(),
+        );
+        registry.register(
+            "history_rows_deleted",
+            "Rows of a history table's DEFAULT partition deleted by retention",
+            self.history_rows_deleted.clone(),
+        );
+        registry.register_with_unit(
+            "history_oldest_kept_age",
+            "Age of the oldest time a history table keeps (its oldest daily partition, or older DEFAULT rows)",
+            Unit::Seconds,
+            self.history_oldest_kept_age.clone(),
+        );
         register_registry_source_errors(&mut registry);
         registry
+    }
+
+    /// Records one retention upkeep of history table `table`: partitions dropped, DEFAULT rows
+    /// deleted, and the age of the oldest time kept (0 when it keeps nothing).
+    pub fn retained(&self, table: &str, dropped: u64, deleted: u64, oldest_kept_age: Option<f64>) {
+        let label = TableLabel::new(table);
+        self.history_partitions_dropped.get_or_create(&label).inc_by(dropped);
+        self.history_rows_deleted.get_or_create(&label).inc_by(deleted);
+        self.history_oldest_kept_age.get_or_create(&label).set(oldest_kept_age.unwrap_or(0.0));
     }
 
     /// Counts one publish of a job with `trigger` (`runs.trigger`) that ended in `result`

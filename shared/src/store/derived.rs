@@ -4,14 +4,15 @@
 //!
 //! [`write`] is called once per committed replace, after every table of the resource has its new
 //! rows and before the run's outcome is recorded. It rewrites the cluster's rows of
-//! `fleet_unhealthy_objects` ([`super::fleet_view`]) for each table whose rows changed, and keeps
-//! the events a listing saw, and the gaps between listings, in [`super::event_history`].
+//! `fleet_unhealthy_objects` ([`super::fleet_view`]) for each table whose rows changed, keeps
+//! the events a listing saw, and the gaps between listings, in [`super::event_history`], and
+//! records the objects that changed in `object_changes` ([`super::changes`]).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{event_history, fleet_view, replace::Scope, schema::TableShape};
+use super::{changes, event_history, fleet_view, replace::Scope, schema::TableShape};
 use crate::{Result, model::catalog::Resource, queue::job::Job, store::runs::RowCounts};
 
 /// One committed replace of a cluster's rows of a resource, as the derived tables see it.
@@ -31,6 +32,10 @@ pub struct Swap<'a> {
     /// When the job table's snapshot was last replaced before this swap (`snapshots.swapped_at`,
     /// the previous successful listing's commit); `None` before the first.
     pub previous_swap: Option<DateTime<Utc>>,
+    /// When the job's listing began.
+    pub listed_at: DateTime<Utc>,
+    /// Whether object changes are recorded (the worker's `--change-history`).
+    pub history: bool,
     /// Each table of the resource, job table first.
     pub tables: Vec<TableWrite<'a>>,
 }
@@ -45,6 +50,9 @@ pub struct TableWrite<'a> {
     pub removed: Vec<Uuid>,
     /// `row_hash` of each row inserted (in the table now).
     pub inserted: Vec<Uuid>,
+    /// The table's changes are recorded: it is the job table of a table with uids, not on a first
+    /// load, and its deleted rows were kept ([`changes::keeping_removed`]).
+    pub history: bool,
 }
 
 /// Writes the tables derived from `swap` in its transaction `tx`.
@@ -58,7 +66,7 @@ pub async fn write(tx: &mut PgConnection, swap: &Swap<'_>) -> Result<()> {
         }
     }
     event_history::write(tx, swap).await?;
-    Ok(())
+    changes::write(tx, swap).await
 }
 
 /// Rewrites the scope's rows of `fleet_unhealthy_objects` from the table's rows not Current,

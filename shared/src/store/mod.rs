@@ -7,6 +7,9 @@
 //! every object's health and the `fleet_unhealthy_objects` table of those not Current;
 //! [`event_history`] keeps events past their lifetime and records the gaps between listings.
 
+pub mod changes;
+#[cfg(test)]
+mod changes_tests;
 pub mod derived;
 pub mod event_history;
 #[cfg(test)]
@@ -15,6 +18,7 @@ pub mod fleet_view;
 pub mod freshness;
 pub mod prune;
 pub mod replace;
+pub mod retention;
 pub mod runs;
 pub mod schema;
 pub mod sql;

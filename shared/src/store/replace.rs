@@ -29,6 +29,12 @@
 //! trust the hashes it read: it fails with a retryable error, or is `superseded` when the other
 //! job was scheduled later. Nor can one whose tables changed shape since it read them (a column
 //! added, a table converted: [`super::schema`]): it fails with the same retryable error.
+//!
+//! A `common: object` table's last column, `resource_version`, is not hashed: a row's hash is
+//! that of its COPY line up to its last tab, so a version bumped alone (a status heartbeat, a
+//! no-op update) rewrites no row. For [`super::changes`], the job table's deleted rows are moved
+//! into the transaction's temporary table as they are deleted (`DELETE ... RETURNING`), and the
+//! inserted rows' hashes are handed to [`derived::write`].
 
 use std::{
     collections::HashSet,
@@ -42,6 +48,7 @@ use uuid::Uuid;
 
 use super::{
     copy_in,
+    changes,
     derived::{self, Swap, TableWrite},
     execute,
     schema::{ROW_HASH_COLUMN, TableShape, column_set},
@@ -49,7 +56,9 @@ use super::{
 };
 use crate::{
     Error, Result,
-    model::catalog::{CLUSTER_COLUMN, Catalog, CustomKind, GROUP_COLUMN, KIND_COLUMN, Resource, Target},
+    model::catalog::{
+        CLUSTER_COLUMN, Catalog, CustomKind, GROUP_COLUMN, KIND_COLUMN, RESOURCE_VERSION_COLUMN, Resource, Target,
+    },
     model::flatten::Layout,
     ops::metrics,
     queue::job::Job,
@@ -144,6 +153,10 @@ pub struct Refresh<'a> {
     /// The run whose rows the hashes were read from (`snapshots.run_id`), `None` before the
     /// cluster's first load.
     base: Option<Uuid>,
+    /// When the listing began: the time of its changes ([`super::changes`]).
+    listed_at: DateTime<Utc>,
+    /// Whether the replace records object changes ([`Self::set_history`]).
+    history: bool,
     tables: Vec<TableChanges<'a>>,
 }
 
@@ -173,6 +186,8 @@ struct TableChanges<'a> {
     columns: Option<String>,
     /// The seed of the rows' hashes: a hash of the column list the job writes.
     seed: u64,
+    /// The last column is `resource_version`, left out of the hash.
+    versioned: bool,
     /// Hashes of the cluster's rows in the table before this job.
     current: HashSet128,
     /// Hashes of every row listed so far.
@@ -219,9 +234,11 @@ impl<'a> Refresh<'a> {
             let current = hashes.iter().map(Uuid::as_u128).collect();
             let columns = column_set(&mut tx, &shape).await?;
             let seed = xxhash_rust::xxh3::xxh3_64(shape.column_list().as_bytes());
+            let versioned = layout.column_names().last() == Some(&RESOURCE_VERSION_COLUMN);
             tables.push(TableChanges {
                 columns,
                 seed,
+                versioned,
                 shape,
                 current,
                 listed: HashSet128::default(),
@@ -231,22 +248,33 @@ impl<'a> Refresh<'a> {
             });
         }
         tx.commit().await?;
-        Ok(Self { cluster: cluster.to_owned(), scope, resource, base, tables })
+        Ok(Self { cluster: cluster.to_owned(), scope, resource, base, listed_at: Utc::now(), history: true, tables })
+    }
+
+    /// Whether the replace records object changes in `object_changes` (on by default; the
+    /// worker's `--change-history`).
+    pub fn set_history(&mut self, history: bool) {
+        self.history = history;
     }
 
     /// Takes rows of table `index` in COPY text (lines ending in `\n`, as [`crate::model::flatten`]
     /// writes them): each is hashed (seeded with the table's column list); one the table already
     /// holds is only counted, a new one is held with its hash appended. Identical rows (two equal
-    /// rules of one Role) get distinct hashes by their order.
+    /// rules of one Role) get distinct hashes by their order. A versioned table's line is hashed
+    /// without its last field (`resource_version`).
     pub fn add(&mut self, index: usize, rows: &[u8]) {
         let table = &mut self.tables[index];
         for line in rows.split_inclusive(|&byte| byte == b'\n') {
             let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let hashed = match line.iter().rposition(|&byte| byte == b'\t') {
+                Some(last) if table.versioned => &line[..last],
+                _ => line,
+            };
             let mut seed = table.seed;
-            let mut hash = xxhash_rust::xxh3::xxh3_128_with_seed(line, seed);
+            let mut hash = xxhash_rust::xxh3::xxh3_128_with_seed(hashed, seed);
             while !table.listed.insert(hash) {
                 seed = seed.wrapping_add(1);
-                hash = xxhash_rust::xxh3::xxh3_128_with_seed(line, seed);
+                hash = xxhash_rust::xxh3::xxh3_128_with_seed(hashed, seed);
             }
             if !table.current.contains(&hash) {
                 table.held.extend_from_slice(line);
@@ -413,8 +441,9 @@ impl<'a> Refresh<'a> {
         }
         let mut totals = RowCounts::default();
         let mut written = Vec::with_capacity(self.tables.len());
-        for table in &self.tables {
-            let (counts, removed, inserted) = self.write_table(&mut tx, table).await?;
+        for (index, table) in self.tables.iter().enumerate() {
+            let history = index == 0 && self.history && self.base.is_some() && changes::records(&table.shape);
+            let (counts, removed, inserted) = self.write_table(&mut tx, table, history).await?;
             sqlx::query(
                 "INSERT INTO snapshots (cluster_name, table_name, job_id, run_id, scheduled_at, row_count)
                  VALUES ($1, $2, $3, $4, $5, $6)
@@ -430,7 +459,7 @@ impl<'a> Refresh<'a> {
             .execute(&mut *tx)
             .await?;
             totals = totals + counts;
-            written.push(TableWrite { shape: &table.shape, counts, removed, inserted });
+            written.push(TableWrite { shape: &table.shape, counts, removed, inserted, history });
         }
         let swap = Swap {
             cluster: &self.cluster,
@@ -440,6 +469,8 @@ impl<'a> Refresh<'a> {
             run_id,
             first_load: self.base.is_none(),
             previous_swap: now.map(|(_, _, swapped_at)| swapped_at),
+            listed_at: self.listed_at,
+            history: self.history,
             tables: written,
         };
         derived::write(&mut tx, &swap).await?;
@@ -457,11 +488,13 @@ impl<'a> Refresh<'a> {
     }
 
     /// Deletes the table's rows the listing did not yield and inserts the new ones; returns the
-    /// counts, the deleted rows' hashes and the inserted rows' hashes.
+    /// counts, the deleted rows' hashes and the inserted rows' hashes (with `history`, the deleted
+    /// rows are kept for [`changes::write`]).
     async fn write_table(
         &self,
         tx: &mut PgConnection,
         table: &TableChanges<'_>,
+        history: bool,
     ) -> Result<(RowCounts, Vec<Uuid>, Vec<Uuid>)> {
         let (name, cluster, hash) =
             (&table.shape.name, Ident::derived(&[CLUSTER_COLUMN]), Ident::derived(&[ROW_HASH_COLUMN]));
@@ -471,11 +504,15 @@ impl<'a> Refresh<'a> {
             .filter(|hash| !table.listed.contains(hash))
             .map(|hash| Uuid::from_u128(*hash))
             .collect();
+        let keep = |delete: String| if history { changes::keeping_removed(&delete) } else { delete };
+        if history && !removed.is_empty() {
+            changes::prepare(tx).await?;
+        }
         if removed.len() == table.current.len() && !removed.is_empty() {
-            let sql = format!("DELETE FROM {name} WHERE {cluster} = $1{}", self.scope.condition(2));
+            let sql = keep(format!("DELETE FROM {name} WHERE {cluster} = $1{}", self.scope.condition(2)));
             sqlx::query_with(&sql, self.scope.arguments(&self.cluster)?).execute(&mut *tx).await?;
         } else if !removed.is_empty() {
-            sqlx::query(&format!("DELETE FROM {name} WHERE {cluster} = $1 AND {hash} = ANY($2)"))
+            sqlx::query(&keep(format!("DELETE FROM {name} WHERE {cluster} = $1 AND {hash} = ANY($2)")))
                 .bind(&self.cluster)
                 .bind(&removed)
                 .execute(&mut *tx)

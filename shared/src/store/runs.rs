@@ -176,7 +176,9 @@ pub async fn record_handed_back(pool: &PgPool, job: &Job, subject: &str, worker_
     record_unstarted(pool, run_id, Some(job), subject, worker_id, Status::HandedBack, why).await
 }
 
-/// Inserts a finished run `run_id`; when it exists, counts one more delivery in it instead.
+/// Inserts a finished run `run_id`; when it exists, counts one more delivery in it instead. A
+/// `handed_back` run starts at its job's `scheduled_at`, so the run it adds to is found by its
+/// whole key (`runs` is partitioned by `started_at`, which its primary key includes).
 async fn record_unstarted(
     pool: &PgPool,
     run_id: Uuid,
@@ -188,9 +190,9 @@ async fn record_unstarted(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO runs (run_id, job_id, cluster_name, table_name, trigger, attempt, worker_id, scheduled_at,
-                           finished_at, status, error)
-         VALUES ($1, $2, $3, $4, $5, 1, $6, coalesce($7, now()), now(), $9, $8)
-         ON CONFLICT (run_id) DO UPDATE SET deliveries = runs.deliveries + 1, worker_id = EXCLUDED.worker_id,
+                           started_at, finished_at, status, error)
+         VALUES ($1, $2, $3, $4, $5, 1, $6, coalesce($7, now()), coalesce($10, now()), now(), $9, $8)
+         ON CONFLICT (run_id, started_at) DO UPDATE SET deliveries = runs.deliveries + 1, worker_id = EXCLUDED.worker_id,
            finished_at = EXCLUDED.finished_at, error = EXCLUDED.error",
     )
     .bind(run_id)
@@ -202,6 +204,7 @@ async fn record_unstarted(
     .bind(job.map(|job| job.scheduled_at))
     .bind(format!("{error} (subject {subject})"))
     .bind(status.as_str())
+    .bind((status == Status::HandedBack).then(|| job.map(|job| job.scheduled_at)).flatten())
     .execute(pool)
     .await?;
     Ok(())

@@ -3,6 +3,8 @@
 //! It writes `clusters.yaml`, `kubeconfig` and per-cluster CA and token files into `--out`, then
 //! an empty `ready` file once every server listens. Optionally it churns pods on a timer, and
 //! serves a loopback admin API (`GET /counts`, `POST /churn?cluster=&delete=&add=`,
+//! `POST /churn/workloads?cluster=&deployments=&config_maps_updated=&config_maps_created=&config_maps_deleted=&nodes=&heartbeats=&pods_deleted=&pods_added=`
+//! answering exactly which uids it created, updated and deleted per resource of each cluster,
 //! `POST /throttle?cluster=&plural=&pages=[&body=status]` to answer that many continued pages of
 //! a resource with 429 and `Retry-After: 1` (API Priority and Fairness's plain text, or a
 //! `Status`), `POST /grants?cluster=&service_account=<ns>:<name>&namespaces=a,b` to issue a token
@@ -27,7 +29,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use clap::Parser;
-use kubecensus_tests::fleet::{EventChanges, Fleet, FleetSpec, ThrottleBody, home::HomeCluster};
+use kubecensus_tests::fleet::{
+    ChurnLog, Fleet, FleetSpec, ThrottleBody, WorkloadChurn, home::HomeCluster,
+};
 use serde::Deserialize;
 
 /// Simulated Kubernetes clusters on loopback, for kubecensus demos, tests and benchmarks.
@@ -190,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
             .route("/counts", get(counts_handler))
             .route("/churn", post(churn_handler))
             .route("/events", post(events_handler))
+            .route("/churn/workloads", post(churn_workloads_handler))
             .route("/throttle", post(throttle_handler))
             .route("/grants", post(grant_handler))
             .route("/clusters", post(add_cluster))
@@ -297,32 +302,57 @@ async fn churn_handler(State(admin): State<Arc<Admin>>, Query(query): Query<Chur
     axum::Json(fleet.counts()).into_response()
 }
 
+/// The query of a `POST /events` step.
 #[derive(Debug, Deserialize)]
 struct EventsQuery {
     /// One cluster; all when absent.
     cluster: Option<String>,
+    /// New events to add.
     #[serde(default)]
     add: usize,
+    /// Existing events to repeat (their count or series bumped).
     #[serde(default)]
     bump: usize,
 }
 
 /// `POST /events`: one step of the events of one cluster or all; answers what each step did.
 async fn events_handler(State(admin): State<Arc<Admin>>, Query(query): Query<EventsQuery>) -> Response {
-    let fleet = &admin.fleet;
-    if let Some(response) = query.cluster.as_deref().and_then(|cluster| unknown_cluster(fleet, cluster)) {
+    each_cluster(&admin.fleet, query.cluster.as_deref(), |cluster| admin.fleet.step_events(cluster, query.add, query.bump))
+}
+
+/// The cluster of a `POST /churn/workloads` (its other parameters are a [`WorkloadChurn`]).
+#[derive(Debug, Deserialize)]
+struct ClusterQuery {
+    /// One cluster; all when absent.
+    cluster: Option<String>,
+}
+
+/// `POST /churn/workloads`: changes deployments, config maps, nodes and pods ([`WorkloadChurn`]);
+/// answers `{cluster: {plural: {created, updated, deleted, noise}}}`, each a list of uids.
+async fn churn_workloads_handler(
+    State(admin): State<Arc<Admin>>,
+    Query(query): Query<ClusterQuery>,
+    Query(churn): Query<WorkloadChurn>,
+) -> Response {
+    each_cluster(&admin.fleet, query.cluster.as_deref(), |cluster| -> ChurnLog { admin.fleet.churn_workloads(cluster, &churn) })
+}
+
+/// Runs `change` on `cluster`, or on every cluster when `None`, and answers `{cluster: what
+/// change returned}`; 404 for an unknown cluster.
+fn each_cluster<T: serde::Serialize>(fleet: &Fleet, cluster: Option<&str>, change: impl Fn(&str) -> T) -> Response {
+    if let Some(response) = cluster.and_then(|cluster| unknown_cluster(fleet, cluster)) {
         return response;
     }
-    let changes: BTreeMap<String, EventChanges> = fleet
+    let done: BTreeMap<String, T> = fleet
         .clusters()
         .into_iter()
-        .filter(|c| query.cluster.as_ref().is_none_or(|name| *name == c.name))
+        .filter(|c| cluster.is_none_or(|name| name == c.name))
         .map(|c| {
-            let changes = fleet.step_events(&c.name, query.add, query.bump);
-            (c.name, changes)
+            let done = change(&c.name);
+            (c.name, done)
         })
         .collect();
-    axum::Json(changes).into_response()
+    axum::Json(done).into_response()
 }
 
 /// The 404 to answer when the fleet has no cluster of this name.

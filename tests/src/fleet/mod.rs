@@ -9,6 +9,7 @@
 //! misbehave ([`Fleet::set_faults`]).
 
 mod access;
+mod churn;
 mod content;
 mod custom;
 mod events;
@@ -18,6 +19,8 @@ mod server;
 mod store;
 mod tls;
 mod workloads;
+
+pub use churn::{ChurnLog, Changed, WorkloadChurn};
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -242,6 +245,15 @@ impl Fleet {
         let cluster = self.cluster(cluster);
         cluster.server.store.lock().expect("store lock").churn(delete, add);
         tracing::debug!(cluster = cluster.info.name, delete, add, "churned pods");
+    }
+
+    /// Changes a cluster's deployments, config maps, nodes and pods as `churn` says, in one new
+    /// snapshot; returns exactly what changed ([`ChurnLog`]). Panics on an unknown cluster.
+    pub fn churn_workloads(&self, cluster: &str, churn: &WorkloadChurn) -> ChurnLog {
+        let cluster = self.cluster(cluster);
+        let log = cluster.server.store.lock().expect("store lock").churn_workloads(churn);
+        tracing::debug!(cluster = cluster.info.name, ?churn, "churned workloads");
+        log
     }
 
     /// Replaces a cluster's injected faults. Panics on an unknown cluster.

@@ -17,8 +17,8 @@ use super::content::{PodFactory, Rng};
 /// How many snapshots (the current one included) a cluster keeps for continue tokens.
 const KEPT_SNAPSHOTS: usize = 16;
 
-/// The resource churn changes.
-const PODS: &str = "pods";
+/// The resource pod churn changes.
+pub(super) const PODS: &str = "pods";
 
 /// One object, serialized once.
 #[derive(Debug)]
@@ -30,7 +30,7 @@ pub struct StoredObject {
 }
 
 impl StoredObject {
-    fn key(&self) -> (&str, &str) {
+    pub(super) fn key(&self) -> (&str, &str) {
         (&self.namespace, &self.name)
     }
 }
@@ -163,23 +163,55 @@ impl ClusterStore {
 
     /// Deletes `delete` random pods and adds `add` new ones, as a new snapshot.
     pub fn churn(&mut self, delete: usize, add: usize) {
-        let current = self.current();
-        let version = current.resource_version + 1;
-        let mut pods: Vec<Arc<StoredObject>> = current.list(PODS, None).to_vec();
+        let version = self.next_version();
+        let pods = self.churned_pods(delete, add, version, &mut super::churn::Changed::default());
+        self.commit(vec![(PODS.to_owned(), pods)]);
+    }
+
+    /// The current pods less `delete` random ones plus `add` new ones at `version`, their uids
+    /// recorded in `log`.
+    pub(super) fn churned_pods(
+        &mut self,
+        delete: usize,
+        add: usize,
+        version: u64,
+        log: &mut super::churn::Changed,
+    ) -> Vec<Arc<StoredObject>> {
+        let mut pods: Vec<Arc<StoredObject>> = self.current().list(PODS, None).to_vec();
         for _ in 0..delete.min(pods.len()) {
-            let victim = self.rng.below(pods.len());
-            pods.remove(victim);
+            let victim = pods.remove(self.rng.below(pods.len()));
+            log.deleted.insert(uid_of(&victim));
         }
         let mut taken: HashSet<String> = pods.iter().map(|p| format!("{}/{}", p.namespace, p.name)).collect();
         for _ in 0..add {
             let mut pod = self.pod_factory.pod(&mut self.rng, Utc::now(), &mut taken);
             pod["metadata"]["resourceVersion"] = Value::String(version.to_string());
+            log.created.insert(pod["metadata"]["uid"].as_str().unwrap_or_default().to_owned());
             pods.push(Arc::new(store(&pod)));
         }
-        pods.sort_by(|a, b| a.key().cmp(&b.key()));
+        pods
+    }
+
+    /// The resourceVersion of the next snapshot ([`Self::commit`]).
+    pub(super) fn next_version(&self) -> u64 {
+        self.snapshots[0].resource_version + 1
+    }
+
+    /// The store's random numbers.
+    pub(super) fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+
+    /// Makes the next snapshot: the current one with `changed` lists (by plural) in place of its
+    /// own, each sorted here.
+    pub(super) fn commit(&mut self, changed: Vec<(String, Vec<Arc<StoredObject>>)>) {
+        let current = self.current();
         let mut lists = current.lists.clone();
-        lists.insert(PODS.to_owned(), Arc::new(pods));
-        self.snapshots.push_front(Arc::new(Snapshot { resource_version: version, lists }));
+        for (plural, mut objects) in changed {
+            objects.sort_by(|a, b| a.key().cmp(&b.key()));
+            lists.insert(plural, Arc::new(objects));
+        }
+        self.snapshots.push_front(Arc::new(Snapshot { resource_version: self.next_version(), lists }));
         self.snapshots.truncate(KEPT_SNAPSHOTS);
     }
 }
@@ -206,7 +238,13 @@ impl ClusterStore {
     }
 }
 
-fn store(object: &Value) -> StoredObject {
+/// A stored object's `metadata.uid`.
+pub(super) fn uid_of(object: &StoredObject) -> String {
+    let value: Value = serde_json::from_slice(&object.json).unwrap_or_default();
+    value["metadata"]["uid"].as_str().unwrap_or_default().to_owned()
+}
+
+pub(super) fn store(object: &Value) -> StoredObject {
     let metadata = &object["metadata"];
     StoredObject {
         namespace: metadata["namespace"].as_str().unwrap_or_default().to_owned(),

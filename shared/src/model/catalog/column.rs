@@ -134,10 +134,13 @@ pub enum Function {
     HealthMessage,
     /// The `lastTransitionTime` of the condition that decided the health (`time`).
     HealthSince,
+    /// The `image` of each container of a container list, in order (`json`, an array of
+    /// strings): what a deployment or pod runs, for change history's old and new images.
+    ContainerImages,
 }
 
 impl Function {
-    const ALL: [(&'static str, Function, ColumnType); 11] = [
+    const ALL: [(&'static str, Function, ColumnType); 12] = [
         ("image_repo", Function::ImageRepo, ColumnType::Text),
         ("volume_type", Function::VolumeType, ColumnType::Text),
         ("ready", Function::Ready, ColumnType::Bool),
@@ -149,6 +152,7 @@ impl Function {
         ("health", Function::Health, ColumnType::Text),
         ("health_message", Function::HealthMessage, ColumnType::Text),
         ("health_since", Function::HealthSince, ColumnType::Time),
+        ("container_images", Function::ContainerImages, ColumnType::Json),
     ];
 
     fn named(name: &str) -> Option<Self> {
@@ -265,6 +269,13 @@ pub(super) const OBJECT_COLUMNS: &[&str] = &[
     "labels json metadata.labels",
     "annotations json metadata.annotations",
 ];
+
+/// The column every `common: object` table ends with: the object's `metadata.resourceVersion`,
+/// after kubequery's columns and the catalog's additions. It is kept out of `row_hash`
+/// ([`crate::store::replace`] hashes a row's COPY line without its last field), so an object
+/// whose version alone was bumped rewrites no row and its stored version is the one of its last
+/// content change.
+pub const RESOURCE_VERSION_COLUMN: &str = "resource_version";
 
 /// The columns of `common: cluster` tables.
 pub(super) const CLUSTER_COLUMNS: &[&str] = &["cluster_name text $cluster_name", "cluster_uid text $cluster_uid"];

@@ -15,7 +15,7 @@ use crate::{Error, Result};
 mod column;
 mod custom;
 
-pub use column::{CLUSTER_COLUMN, Column, ColumnType, Function, Source, Step, is_identifier};
+pub use column::{CLUSTER_COLUMN, Column, ColumnType, Function, RESOURCE_VERSION_COLUMN, Source, Step, is_identifier};
 use column::{CLUSTER_COLUMNS, OBJECT_COLUMNS, parse_column};
 pub use custom::{CustomKind, GROUP_COLUMN, KIND_COLUMN, Target, read_kinds};
 
@@ -299,6 +299,9 @@ impl Table {
                 Some(common) => *common = column,
                 None => columns.push(column),
             }
+        }
+        if self.common == CommonColumns::Object && !declared.contains(RESOURCE_VERSION_COLUMN) {
+            columns.push(parse_column(&format!("{RESOURCE_VERSION_COLUMN} text metadata.resourceVersion"))?);
         }
         self.namespace_column = match columns.iter().find(|c| c.name == "namespace") {
             Some(column) => Some((column.name.clone(), column.source.clone())),
