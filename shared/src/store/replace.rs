@@ -47,8 +47,7 @@ use sqlx::{Arguments, Connection, PgConnection, PgPool, Postgres, pool::PoolConn
 use uuid::Uuid;
 
 use super::{
-    copy_in,
-    changes,
+    changes, copy_in,
     derived::{self, Swap, TableWrite},
     execute,
     schema::{ROW_HASH_COLUMN, TableShape, column_set},

@@ -29,9 +29,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use clap::Parser;
-use kubecensus_tests::fleet::{
-    ChurnLog, Fleet, FleetSpec, ThrottleBody, WorkloadChurn, home::HomeCluster,
-};
+use kubecensus_tests::fleet::{ChurnLog, Fleet, FleetSpec, ThrottleBody, WorkloadChurn, home::HomeCluster};
 use serde::Deserialize;
 
 /// Simulated Kubernetes clusters on loopback, for kubecensus demos, tests and benchmarks.
@@ -317,7 +315,9 @@ struct EventsQuery {
 
 /// `POST /events`: one step of the events of one cluster or all; answers what each step did.
 async fn events_handler(State(admin): State<Arc<Admin>>, Query(query): Query<EventsQuery>) -> Response {
-    each_cluster(&admin.fleet, query.cluster.as_deref(), |cluster| admin.fleet.step_events(cluster, query.add, query.bump))
+    each_cluster(&admin.fleet, query.cluster.as_deref(), |cluster| {
+        admin.fleet.step_events(cluster, query.add, query.bump)
+    })
 }
 
 /// The cluster of a `POST /churn/workloads` (its other parameters are a [`WorkloadChurn`]).
@@ -334,7 +334,9 @@ async fn churn_workloads_handler(
     Query(query): Query<ClusterQuery>,
     Query(churn): Query<WorkloadChurn>,
 ) -> Response {
-    each_cluster(&admin.fleet, query.cluster.as_deref(), |cluster| -> ChurnLog { admin.fleet.churn_workloads(cluster, &churn) })
+    each_cluster(&admin.fleet, query.cluster.as_deref(), |cluster| -> ChurnLog {
+        admin.fleet.churn_workloads(cluster, &churn)
+    })
 }
 
 /// Runs `change` on `cluster`, or on every cluster when `None`, and answers `{cluster: what
