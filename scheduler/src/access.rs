@@ -33,7 +33,9 @@ pub async fn run(pool: &PgPool, command: &AccessCommand, output: Output) -> anyh
             let removed = identities::revoke(pool, role, cluster.as_deref()).await?;
             let scope = cluster.as_deref().map_or("fleet-wide".to_owned(), |c| format!("in cluster {c}"));
             match output {
-                Output::Json => println!("{}", serde_json::json!({"role": role, "cluster": cluster, "revoked": removed})),
+                Output::Json => {
+                    println!("{}", serde_json::json!({"role": role, "cluster": cluster, "revoked": removed}))
+                }
                 Output::Table if removed => println!("revoked {role}'s identity {scope}"),
                 Output::Table => println!("{role} had no identity {scope}"),
             }

@@ -193,10 +193,14 @@ async fn write(
         .await?;
     execute(tx, indexes.join("; ")).await?;
     let view = column(VIEW);
-    execute(tx, format!(
+    execute(
+        tx,
+        format!(
             "DROP VIEW IF EXISTS {view}; CREATE VIEW {view} WITH (security_invoker = true) AS {}",
             branches.join(" UNION ALL ")
-        )).await?;
+        ),
+    )
+    .await?;
     let table = column(UNHEALTHY_TABLE);
     let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
         .bind(format!("public.{table}"))

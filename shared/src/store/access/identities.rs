@@ -115,12 +115,13 @@ pub async fn grant(pool: &PgPool, identity: &Identity) -> Result<u64> {
 /// Any SQL error.
 pub async fn revoke(pool: &PgPool, role: &str, cluster: Option<&str>) -> Result<bool> {
     let mut tx = pool.begin().await?;
-    let removed = sqlx::query("DELETE FROM access_identities WHERE role_name = $1 AND cluster_name IS NOT DISTINCT FROM $2")
-        .bind(role)
-        .bind(cluster)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let removed =
+        sqlx::query("DELETE FROM access_identities WHERE role_name = $1 AND cluster_name IS NOT DISTINCT FROM $2")
+            .bind(role)
+            .bind(cluster)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
     permissions::recompute_role(&mut tx, role).await?;
     tx.commit().await?;
     Ok(removed > 0)

@@ -144,11 +144,12 @@ async fn grant_readable(conn: &mut PgConnection, viewer: &Ident) -> Result<()> {
         }
     }
     let own = Ident::new("access_visible_own")?;
-    let has_policy: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_policies WHERE tablename = 'access_visible' AND policyname = $1)")
-            .bind(own.as_str())
-            .fetch_one(&mut *conn)
-            .await?;
+    let has_policy: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_policies WHERE tablename = 'access_visible' AND policyname = $1)",
+    )
+    .bind(own.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
     if !has_policy {
         execute(
             conn,

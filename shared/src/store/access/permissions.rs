@@ -223,7 +223,8 @@ pub async fn recompute_cluster(tx: &mut PgConnection, cluster: &str, rbac_change
 /// # Errors
 /// Any SQL error.
 pub async fn recompute_role(tx: &mut PgConnection, role: &str) -> Result<u64> {
-    let clusters: Vec<String> = sqlx::query_scalar("SELECT name FROM clusters ORDER BY name").fetch_all(&mut *tx).await?;
+    let clusters: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM clusters ORDER BY name").fetch_all(&mut *tx).await?;
     for cluster in &clusters {
         lock_cluster(tx, cluster).await?;
     }

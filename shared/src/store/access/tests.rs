@@ -58,7 +58,8 @@ pub(super) async fn replace(pool: &PgPool, cluster: &str, job_table: &str, objec
     let layouts: Vec<Layout> =
         resource.tables.iter().map(|table| Layout { table, fields: &[], namespace_fields: &[] }).collect();
     let mut conn = pool.acquire().await.unwrap();
-    let mut refresh = Refresh::begin(&mut conn, cluster, Scope::of(&CATALOG, target), resource, &layouts).await.unwrap();
+    let mut refresh =
+        Refresh::begin(&mut conn, cluster, Scope::of(&CATALOG, target), resource, &layouts).await.unwrap();
     let context = ClusterContext { name: cluster.into(), uid: format!("uid-{cluster}"), field_values: vec![] };
     for object in objects.iter().filter(|o| o["kind"] == resource.api.kind) {
         for (index, layout) in layouts.iter().enumerate() {
@@ -74,7 +75,11 @@ pub(super) async fn replace(pool: &PgPool, cluster: &str, job_table: &str, objec
 
 /// Registers `cluster` and loads `objects` into its four RBAC tables.
 pub(super) async fn load(pool: &PgPool, cluster: &str, objects: &[Value]) {
-    sqlx::query("INSERT INTO clusters (name) VALUES ($1) ON CONFLICT DO NOTHING").bind(cluster).execute(pool).await.unwrap();
+    sqlx::query("INSERT INTO clusters (name) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(cluster)
+        .execute(pool)
+        .await
+        .unwrap();
     for table in permissions::RBAC_TABLES {
         replace(pool, cluster, table, objects).await;
     }
@@ -82,14 +87,16 @@ pub(super) async fn load(pool: &PgPool, cluster: &str, objects: &[Value]) {
 
 /// Makes [`ROLE`] the user and groups in `cluster` (an identity for that cluster only).
 async fn identify(pool: &PgPool, cluster: &str, user: &str, groups: &[&str]) {
-    sqlx::query("INSERT INTO access_identities (role_name, cluster_name, k8s_user, k8s_groups) VALUES ($1, $2, $3, $4)")
-        .bind(ROLE)
-        .bind(cluster)
-        .bind(user)
-        .bind(groups)
-        .execute(pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO access_identities (role_name, cluster_name, k8s_user, k8s_groups) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(ROLE)
+    .bind(cluster)
+    .bind(user)
+    .bind(groups)
+    .execute(pool)
+    .await
+    .unwrap();
     let mut tx = pool.begin().await.unwrap();
     permissions::recompute_role(&mut tx, ROLE).await.unwrap();
     tx.commit().await.unwrap();
@@ -127,81 +134,116 @@ async fn run(pool: &PgPool, cases: Vec<Case>) {
 #[sqlx::test(migrator = "crate::store::MIGRATOR")]
 async fn bindings_apply_where_the_authorizer_applies_them(pool: PgPool) {
     let pods = read(&[""], &["pods"]);
-    run(&pool, vec![
-        Case {
-            name: "a RoleBinding to a ClusterRole grants in its namespace only",
-            objects: vec![role("view", None, pods.clone()), binding("b", Some("payments"), "ClusterRole", "view", user("alice"))],
-            user: "alice",
-            groups: &[],
-            expect: vec![(Some("payments"), "", "pods", true), (Some("checkout"), "", "pods", false), (None, "", "pods", false)],
-        },
-        Case {
-            name: "a ClusterRoleBinding grants everywhere",
-            objects: vec![role("view", None, pods.clone()), binding("b", None, "ClusterRole", "view", group("ops"))],
-            user: "bob",
-            groups: &["ops"],
-            expect: vec![(Some("payments"), "", "pods", true), (None, "", "pods", true)],
-        },
-        Case {
-            name: "a RoleBinding to a Role of another namespace grants nothing",
-            objects: vec![role("r", Some("other"), pods.clone()), binding("b", Some("payments"), "Role", "r", user("alice"))],
-            user: "alice",
-            groups: &[],
-            expect: vec![(Some("payments"), "", "pods", false), (Some("other"), "", "pods", false)],
-        },
-        Case {
-            name: "a ClusterRoleBinding to a Role grants nothing",
-            objects: vec![role("r", Some("payments"), pods.clone()), binding("b", None, "Role", "r", user("alice"))],
-            user: "alice",
-            groups: &[],
-            expect: vec![(Some("payments"), "", "pods", false)],
-        },
-        Case {
-            name: "another user or group is not bound",
-            objects: vec![role("view", None, pods.clone()), binding("b", None, "ClusterRole", "view", user("alice"))],
-            user: "mallory",
-            groups: &["alice"],
-            expect: vec![(Some("payments"), "", "pods", false)],
-        },
-        Case {
-            name: "a service account subject defaults to the RoleBinding's namespace",
-            objects: vec![
-                role("view", None, pods.clone()),
-                binding("b", Some("payments"), "ClusterRole", "view", json!([{"kind": "ServiceAccount", "name": "ci"}])),
-            ],
-            user: "system:serviceaccount:payments:ci",
-            groups: &[],
-            expect: vec![(Some("payments"), "", "pods", true), (Some("checkout"), "", "pods", false)],
-        },
-        Case {
-            name: "a service account subject of a ClusterRoleBinding needs its namespace",
-            objects: vec![
-                role("view", None, pods.clone()),
-                binding("no-ns", None, "ClusterRole", "view", json!([{"kind": "ServiceAccount", "name": "ci"}])),
-            ],
-            user: "system:serviceaccount:payments:ci",
-            groups: &[],
-            expect: vec![(Some("payments"), "", "pods", false)],
-        },
-        Case {
-            name: "a service account gets its implicit groups",
-            objects: vec![
-                role("view", None, pods.clone()),
-                binding("b", Some("payments"), "ClusterRole", "view", group("system:serviceaccounts:payments")),
-                binding("all", Some("shared"), "ClusterRole", "view", group("system:serviceaccounts")),
-            ],
-            user: "system:serviceaccount:payments:ci",
-            groups: &[],
-            expect: vec![(Some("payments"), "", "pods", true), (Some("shared"), "", "pods", true), (Some("x"), "", "pods", false)],
-        },
-        Case {
-            name: "every identity is system:authenticated",
-            objects: vec![role("view", None, pods.clone()), binding("b", Some("public"), "ClusterRole", "view", group("system:authenticated"))],
-            user: "anyone@example.com",
-            groups: &[],
-            expect: vec![(Some("public"), "", "pods", true)],
-        },
-    ])
+    run(
+        &pool,
+        vec![
+            Case {
+                name: "a RoleBinding to a ClusterRole grants in its namespace only",
+                objects: vec![
+                    role("view", None, pods.clone()),
+                    binding("b", Some("payments"), "ClusterRole", "view", user("alice")),
+                ],
+                user: "alice",
+                groups: &[],
+                expect: vec![
+                    (Some("payments"), "", "pods", true),
+                    (Some("checkout"), "", "pods", false),
+                    (None, "", "pods", false),
+                ],
+            },
+            Case {
+                name: "a ClusterRoleBinding grants everywhere",
+                objects: vec![
+                    role("view", None, pods.clone()),
+                    binding("b", None, "ClusterRole", "view", group("ops")),
+                ],
+                user: "bob",
+                groups: &["ops"],
+                expect: vec![(Some("payments"), "", "pods", true), (None, "", "pods", true)],
+            },
+            Case {
+                name: "a RoleBinding to a Role of another namespace grants nothing",
+                objects: vec![
+                    role("r", Some("other"), pods.clone()),
+                    binding("b", Some("payments"), "Role", "r", user("alice")),
+                ],
+                user: "alice",
+                groups: &[],
+                expect: vec![(Some("payments"), "", "pods", false), (Some("other"), "", "pods", false)],
+            },
+            Case {
+                name: "a ClusterRoleBinding to a Role grants nothing",
+                objects: vec![
+                    role("r", Some("payments"), pods.clone()),
+                    binding("b", None, "Role", "r", user("alice")),
+                ],
+                user: "alice",
+                groups: &[],
+                expect: vec![(Some("payments"), "", "pods", false)],
+            },
+            Case {
+                name: "another user or group is not bound",
+                objects: vec![
+                    role("view", None, pods.clone()),
+                    binding("b", None, "ClusterRole", "view", user("alice")),
+                ],
+                user: "mallory",
+                groups: &["alice"],
+                expect: vec![(Some("payments"), "", "pods", false)],
+            },
+            Case {
+                name: "a service account subject defaults to the RoleBinding's namespace",
+                objects: vec![
+                    role("view", None, pods.clone()),
+                    binding(
+                        "b",
+                        Some("payments"),
+                        "ClusterRole",
+                        "view",
+                        json!([{"kind": "ServiceAccount", "name": "ci"}]),
+                    ),
+                ],
+                user: "system:serviceaccount:payments:ci",
+                groups: &[],
+                expect: vec![(Some("payments"), "", "pods", true), (Some("checkout"), "", "pods", false)],
+            },
+            Case {
+                name: "a service account subject of a ClusterRoleBinding needs its namespace",
+                objects: vec![
+                    role("view", None, pods.clone()),
+                    binding("no-ns", None, "ClusterRole", "view", json!([{"kind": "ServiceAccount", "name": "ci"}])),
+                ],
+                user: "system:serviceaccount:payments:ci",
+                groups: &[],
+                expect: vec![(Some("payments"), "", "pods", false)],
+            },
+            Case {
+                name: "a service account gets its implicit groups",
+                objects: vec![
+                    role("view", None, pods.clone()),
+                    binding("b", Some("payments"), "ClusterRole", "view", group("system:serviceaccounts:payments")),
+                    binding("all", Some("shared"), "ClusterRole", "view", group("system:serviceaccounts")),
+                ],
+                user: "system:serviceaccount:payments:ci",
+                groups: &[],
+                expect: vec![
+                    (Some("payments"), "", "pods", true),
+                    (Some("shared"), "", "pods", true),
+                    (Some("x"), "", "pods", false),
+                ],
+            },
+            Case {
+                name: "every identity is system:authenticated",
+                objects: vec![
+                    role("view", None, pods.clone()),
+                    binding("b", Some("public"), "ClusterRole", "view", group("system:authenticated")),
+                ],
+                user: "anyone@example.com",
+                groups: &[],
+                expect: vec![(Some("public"), "", "pods", true)],
+            },
+        ],
+    )
     .await;
 }
 
@@ -245,11 +287,37 @@ async fn the_documentations_examples(pool: PgPool) {
         binding("read-secrets-global", None, "ClusterRole", "secret-reader", group("manager")),
     ];
     let with = |name, user, groups, expect| Case { name, objects: objects.clone(), user, groups, expect };
-    run(&pool, vec![
-        with("jane reads pods in default", "jane", &[], vec![(Some("default"), "", "pods", true), (Some("development"), "", "pods", false), (Some("default"), "", "secrets", false)]),
-        with("dave reads secrets in development", "dave", &[], vec![(Some("development"), "", "secrets", true), (Some("default"), "", "secrets", false), (None, "", "secrets", false)]),
-        with("a manager reads secrets everywhere", "carol", &["manager"], vec![(Some("default"), "", "secrets", true), (None, "", "secrets", true)]),
-    ])
+    run(
+        &pool,
+        vec![
+            with(
+                "jane reads pods in default",
+                "jane",
+                &[],
+                vec![
+                    (Some("default"), "", "pods", true),
+                    (Some("development"), "", "pods", false),
+                    (Some("default"), "", "secrets", false),
+                ],
+            ),
+            with(
+                "dave reads secrets in development",
+                "dave",
+                &[],
+                vec![
+                    (Some("development"), "", "secrets", true),
+                    (Some("default"), "", "secrets", false),
+                    (None, "", "secrets", false),
+                ],
+            ),
+            with(
+                "a manager reads secrets everywhere",
+                "carol",
+                &["manager"],
+                vec![(Some("default"), "", "secrets", true), (None, "", "secrets", true)],
+            ),
+        ],
+    )
     .await;
 }
 
@@ -262,7 +330,11 @@ async fn visible_kinds_come_from_discovery_and_follow_each_replace(pool: PgPool)
     let rules = json!([{"apiGroups": ["", "helm.toolkit.fluxcd.io"], "resources": ["nodes", "pods", "helmreleases"], "verbs": ["list"]}]);
     let objects = vec![role("r", None, rules), binding("b", Some("payments"), "ClusterRole", "r", user("alice"))];
     load(&pool, "a", &objects).await;
-    sqlx::query("INSERT INTO access_identities (role_name, k8s_user) VALUES ($1, 'alice')").bind(ROLE).execute(&pool).await.unwrap();
+    sqlx::query("INSERT INTO access_identities (role_name, k8s_user) VALUES ($1, 'alice')")
+        .bind(ROLE)
+        .execute(&pool)
+        .await
+        .unwrap();
     let discovery = json!({"kind": "APIResourceList", "groupVersion": "helm.toolkit.fluxcd.io/v2", "group": "helm.toolkit.fluxcd.io", "version": "v2",
         "resources": [{"name": "helmreleases", "kind": "HelmRelease", "namespaced": true, "verbs": ["list"]},
                       {"name": "helmreleases/status", "kind": "HelmRelease", "namespaced": true, "verbs": ["get"]}]});
