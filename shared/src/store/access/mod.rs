@@ -86,8 +86,23 @@ pub async fn ensure(pool: &PgPool, catalog: &Catalog) -> Result<()> {
         return Ok(());
     }
     fill_tables(pool, catalog).await?;
-    let viewer = Ident::new(VIEWER_ROLE)?;
+    // Processes start together: concurrent GRANTs or policy changes of one table fail ("tuple
+    // concurrently updated"), so they take turns on a session lock of a connection of their own.
     let mut conn = pool.acquire().await?;
+    let lock = "SELECT pg_advisory_lock(hashtextextended('kubecensus access policies', 0))";
+    sqlx::query(lock).execute(&mut *conn).await?;
+    let result = ensure_policies(&mut conn, catalog).await;
+    let unlock = "SELECT pg_advisory_unlock(hashtextextended('kubecensus access policies', 0))";
+    if let Err(err) = sqlx::query(unlock).execute(&mut *conn).await {
+        conn.close_on_drop();
+        tracing::warn!(%err, "cannot release the policies' lock; closing its connection");
+    }
+    result
+}
+
+/// The policies and grants of [`ensure`], holding its lock on `conn`.
+async fn ensure_policies(conn: &mut PgConnection, catalog: &Catalog) -> Result<()> {
+    let viewer = Ident::new(VIEWER_ROLE)?;
     for protected in policies::protected(catalog) {
         let table = Ident::new(&protected.table)?;
         let using = protected.rule.using();
@@ -107,7 +122,7 @@ pub async fn ensure(pool: &PgPool, catalog: &Catalog) -> Result<()> {
         }
         let (all, restricted) = (Ident::new(ALL_POLICY)?, Ident::new(VIEWER_POLICY)?);
         let ddl = format!(
-            "ALTER TABLE {table} ENABLE ROW LEVEL SECURITY; \
+            "SET LOCAL client_min_messages = warning; ALTER TABLE {table} ENABLE ROW LEVEL SECURITY; \
              DROP POLICY IF EXISTS {all} ON {table}; DROP POLICY IF EXISTS {restricted} ON {table}; \
              CREATE POLICY {all} ON {table} USING (true); \
              CREATE POLICY {restricted} ON {table} AS RESTRICTIVE FOR SELECT TO {viewer} USING ({using}); \
@@ -116,7 +131,7 @@ pub async fn ensure(pool: &PgPool, catalog: &Catalog) -> Result<()> {
         );
         let mut attempt = 1;
         loop {
-            let mut tx = DDL_LOCKS.begin(&mut conn).await?;
+            let mut tx = DDL_LOCKS.begin(conn).await?;
             let result = match execute(&mut tx, ddl.clone()).await {
                 Ok(()) => tx.commit().await.map_err(Error::from),
                 Err(err) => Err(err),
@@ -126,7 +141,7 @@ pub async fn ensure(pool: &PgPool, catalog: &Catalog) -> Result<()> {
             }
         }
     }
-    grant_readable(&mut conn, &viewer).await
+    grant_readable(conn, &viewer).await
 }
 
 /// Grants viewers `SELECT` on the `fleet_objects` view (recreated with the registry's fields)
