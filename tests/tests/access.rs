@@ -47,7 +47,7 @@ impl Login {
     }
 
     async fn drop(self, env: &TestEnv) {
-        sqlx::raw_sql(&format!("DROP OWNED BY {0}; DROP ROLE {0}", self.name)).execute(&env.pool).await.unwrap();
+        sqlx::raw_sql(&format!("DROP ROLE {}", self.name)).execute(&env.pool).await.unwrap();
     }
 }
 
