@@ -47,9 +47,11 @@ if ! psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -qAtc 'select 1' >/
   sed -i '/^host\s\+all\s\+all\s\+127.0.0.1\/32/s/\S\+$/trust/; /^host\s\+all\s\+all\s\+::1\/128/s/\S\+$/trust/' "$hba"
   runuser -u postgres -- psql -p "$PG_PORT" -qAtc 'select pg_reload_conf()' >/dev/null
 fi
-# The role kubecensus runs as: it owns its database and may create databases (tests make their own).
+# The role kubecensus runs as: it owns its database and may create databases (tests make their
+# own) and roles (access control's group roles and viewers: `scheduler access grant`).
 psql_admin -c "select 1 from pg_roles where rolname = '$DB_ROLE'" | grep -q 1 \
-  || { say "creating role $DB_ROLE"; psql_admin -c "create role $DB_ROLE login createdb"; }
+  || { say "creating role $DB_ROLE"; psql_admin -c "create role $DB_ROLE login createdb createrole"; }
+psql_admin -c "alter role $DB_ROLE createrole" >/dev/null
 psql_admin -c "select 1 from pg_database where datname = '$DB_NAME'" | grep -q 1 \
   || { say "creating database $DB_NAME"; psql_admin -c "create database $DB_NAME owner $DB_ROLE"; }
 psql_admin -c "alter database $DB_NAME owner to $DB_ROLE" >/dev/null

@@ -2,8 +2,9 @@
 //! `cron_loop.rs`, publishing in `publish.rs`, what people read in `report.rs` and
 //! `changes.rs`, the gauges `/metrics` samples in `gauges.rs`, the history tables' retention in
 //! `retention.rs`, the start-up check of the events schedule against the clusters' event
-//! lifetimes in `event_lifetimes.rs`.
+//! lifetimes in `event_lifetimes.rs`, `scheduler access` in `access.rs`.
 
+mod access;
 mod args;
 mod changes;
 mod cron_loop;
@@ -103,6 +104,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         report::pruned(&pruned, output)?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Access { command } = &command {
+        access::run(&pool, command, output).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let nats = queue::connect(&common.nats_url, &common.nats_credentials).await?;
     let js = async_nats::jetstream::new(nats.clone());
     let queue = Queue::from(&common);
@@ -148,7 +153,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_JOBS_OPEN));
             }
         }
-        Command::Report { .. } | Command::Changes { .. } | Command::Prune | Command::ImportKubeconfig { .. } => {
+        Command::Report { .. }
+        | Command::Changes { .. }
+        | Command::Prune
+        | Command::Access { .. }
+        | Command::ImportKubeconfig { .. } => {
             unreachable!("handled above")
         }
     }

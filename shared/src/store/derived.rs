@@ -5,14 +5,15 @@
 //! [`write`] is called once per committed replace, after every table of the resource has its new
 //! rows and before the run's outcome is recorded. It rewrites the cluster's rows of
 //! `fleet_unhealthy_objects` ([`super::fleet_view`]) for each table whose rows changed, keeps
-//! the events a listing saw, and the gaps between listings, in [`super::event_history`], and
-//! records the objects that changed in `object_changes` ([`super::changes`]).
+//! the events a listing saw, and the gaps between listings, in [`super::event_history`],
+//! records the objects that changed in `object_changes` ([`super::changes`]), and recomputes the
+//! cluster's effective permissions when its RBAC or discovery rows changed ([`super::access`]).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{changes, event_history, fleet_view, replace::Scope, schema::TableShape};
+use super::{access, changes, event_history, fleet_view, replace::Scope, schema::TableShape};
 use crate::{Result, model::catalog::Resource, queue::job::Job, store::runs::RowCounts};
 
 /// One committed replace of a cluster's rows of a resource, as the derived tables see it.
@@ -66,7 +67,8 @@ pub async fn write(tx: &mut PgConnection, swap: &Swap<'_>) -> Result<()> {
         }
     }
     event_history::write(tx, swap).await?;
-    changes::write(tx, swap).await
+    changes::write(tx, swap).await?;
+    access::on_swap(tx, swap).await
 }
 
 /// Rewrites the scope's rows of `fleet_unhealthy_objects` from the table's rows not Current,

@@ -6,7 +6,9 @@
 //! [`freshness`] says how old the snapshots are; [`fleet_view`] is the `fleet_objects` view of
 //! every object's health and the `fleet_unhealthy_objects` table of those not Current;
 //! [`event_history`] keeps events past their lifetime and records the gaps between listings.
+//! [`access`] is access control: effective RBAC permissions and row-level security for viewers.
 
+pub mod access;
 pub mod changes;
 #[cfg(test)]
 mod changes_tests;
@@ -82,7 +84,8 @@ pub async fn prepare(pool: &PgPool, catalog: &Catalog, registry: &Registry) -> R
 
 /// Creates, converts or upgrades every table of `catalog` for the registry's `fields` and
 /// `namespace_fields`, then `fleet_unhealthy_objects`, the `fleet_objects` view and
-/// `event_history`.
+/// `event_history`, then the row-level security policies and the viewers' grants
+/// ([`access::ensure`]).
 pub async fn ensure_schema(
     pool: &PgPool,
     catalog: &Catalog,
@@ -91,7 +94,8 @@ pub async fn ensure_schema(
 ) -> Result<()> {
     ensure_tables(pool, catalog, fields, namespace_fields).await?;
     fleet_view::ensure(pool, catalog, fields, namespace_fields).await?;
-    event_history::ensure(pool, catalog).await
+    event_history::ensure(pool, catalog).await?;
+    access::ensure(pool, catalog).await
 }
 
 /// Adds the columns of the fields `now` declares and `before` did not (a registry read again
@@ -131,21 +135,25 @@ pub async fn sync_clusters(pool: &PgPool, registry: &Registry) -> Result<()> {
         let fields = serde_json::to_value(&cluster.fields).unwrap_or_default();
         let lifetime = cluster.event_lifetime.unwrap_or_default().as_interval();
         sqlx::query(
-            "INSERT INTO clusters (name, server, fields, event_lifetime) VALUES ($1, $2, $3, $4::interval)
+            "INSERT INTO clusters (name, server, fields, event_lifetime, authorization_mode)
+             VALUES ($1, $2, $3, $4::interval, $5)
              ON CONFLICT (name) DO UPDATE SET server = EXCLUDED.server, fields = EXCLUDED.fields,
-               event_lifetime = EXCLUDED.event_lifetime, updated_at = now(),
+               event_lifetime = EXCLUDED.event_lifetime, authorization_mode = EXCLUDED.authorization_mode,
+               updated_at = now(),
                absent_since = NULL, removed_at = NULL,
                registered_at = CASE WHEN clusters.removed_at IS NULL THEN clusters.registered_at ELSE now() END,
                cluster_uid = CASE WHEN clusters.removed_at IS NULL THEN clusters.cluster_uid END,
                last_contact = CASE WHEN clusters.removed_at IS NULL THEN clusters.last_contact END
-             WHERE (clusters.server, clusters.fields, clusters.event_lifetime)
-                   IS DISTINCT FROM (EXCLUDED.server, EXCLUDED.fields, EXCLUDED.event_lifetime)
+             WHERE (clusters.server, clusters.fields, clusters.event_lifetime, clusters.authorization_mode)
+                   IS DISTINCT FROM (EXCLUDED.server, EXCLUDED.fields, EXCLUDED.event_lifetime,
+                                     EXCLUDED.authorization_mode)
                 OR clusters.absent_since IS NOT NULL OR clusters.removed_at IS NOT NULL",
         )
         .bind(&cluster.name)
         .bind(cluster.location())
         .bind(fields)
         .bind(lifetime)
+        .bind(cluster.authorization.as_str())
         .execute(pool)
         .await?;
     }

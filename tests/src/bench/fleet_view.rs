@@ -17,7 +17,7 @@ use super::queries::{QueryTiming, timed_runs};
 use super::stats::percentile;
 
 /// The key of a row in keyset order: `cluster_name`, `namespace`, `name`, `uid`.
-type Key = (String, String, String, String);
+pub type Key = (String, String, String, String);
 
 /// The view's page query with bind parameters, as an application runs it.
 const VIEW_PAGE: &str = "select cluster_name, namespace, api_group, kind, name, health, message, since from fleet_objects \
@@ -26,7 +26,7 @@ const VIEW_PAGE: &str = "select cluster_name, namespace, api_group, kind, name, 
 
 /// One page of unhealthy objects of `source` after a key; `filter` says which are unhealthy
 /// (the table holds nothing else).
-fn page_sql(source: &str, filter: &str, after: &Key) -> String {
+pub fn page_sql(source: &str, filter: &str, after: &Key) -> String {
     let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
     format!(
         "select cluster_name, namespace, api_group, kind, name, health, message, since from {source} \
@@ -71,7 +71,8 @@ pub async fn time_pages(env: &BenchEnv, depth: i64, runs: usize) -> anyhow::Resu
     Ok(timings)
 }
 
-fn timing(name: String, sql: String, rows_returned: usize, ms: Vec<f64>) -> QueryTiming {
+/// A query's timing from its sorted milliseconds (logged).
+pub fn timing(name: String, sql: String, rows_returned: usize, ms: Vec<f64>) -> QueryTiming {
     tracing::info!(query = name, median_ms = percentile(&ms, 0.5), "page timed");
     QueryTiming {
         name,

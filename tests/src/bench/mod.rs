@@ -1,5 +1,6 @@
 //! The pieces of `bench` and `bench-scale` (see `src/bin/` and BENCHMARKS.md).
 
+pub mod access;
 pub mod env;
 pub mod fleet_view;
 pub mod limits;

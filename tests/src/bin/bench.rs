@@ -16,6 +16,7 @@ use std::{
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use kubecensus_tests::bench::{
+    access,
     env::{BenchEnv, EnvConfig, bin_dir},
     fleet_view,
     limits::{self, LoadMode},
@@ -34,7 +35,7 @@ enum Section {
     Limits,
     /// Readers' latency with and without swaps.
     Readers,
-    /// Fleet-wide queries.
+    /// Fleet-wide queries, unrestricted and as viewers (access control).
     Queries,
     /// Per-job overhead on empty tables.
     Overhead,
@@ -353,6 +354,8 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         }
         report.queries.extend(pages);
         std::fs::write(args.dir.join("plans.txt"), plans.join("\n"))?;
+        let names: Vec<String> = fleet.clusters().into_iter().map(|c| c.name).collect();
+        report.queries.extend(access::time_viewers(env, &names, args.query_runs).await?);
     }
     drop(fleet);
 

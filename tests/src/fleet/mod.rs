@@ -5,8 +5,9 @@
 //! starts one HTTPS server per cluster on an ephemeral port, and writes what clients need into an
 //! output folder: `clusters.yaml` (the kubecensus registry), `kubeconfig` (one context per
 //! cluster), and `<cluster>.ca.crt` / `<cluster>.token`. Tests then read the fleet's state
-//! ([`Fleet::objects`]), change it ([`Fleet::churn`], [`Fleet::step_events`]) or make it
-//! misbehave ([`Fleet::set_faults`]).
+//! ([`Fleet::objects`]), change it ([`Fleet::churn`], [`Fleet::step_events`], [`Fleet::put_rbac`])
+//! or make it misbehave ([`Fleet::set_faults`]). Generated clusters serve the default ClusterRoles
+//! and a few bindings ([`rbac`]).
 
 mod access;
 mod churn;
@@ -15,6 +16,7 @@ mod custom;
 mod events;
 pub mod home;
 mod objects;
+pub mod rbac;
 mod server;
 mod store;
 mod tls;
@@ -422,6 +424,8 @@ fn prepare_cluster(spec: &FleetSpec, source: &Source, resources: &[ApiRef], inde
         Source::Generated => {
             let counts = (spec.namespaces, spec.nodes, spec.pods);
             let mut generated = content::generate(&name, region, &uid, counts, &mut rng);
+            generated.objects.extend(rbac::defaults(&name, &content::timestamp(content::epoch())));
+            rbac::aggregate(&mut generated.objects);
             if custom::runs_custom_resources(index) {
                 let namespaces: Vec<String> = generated
                     .objects

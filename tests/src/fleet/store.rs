@@ -214,6 +214,36 @@ impl ClusterStore {
         self.snapshots.push_front(Arc::new(Snapshot { resource_version: self.next_version(), lists }));
         self.snapshots.truncate(KEPT_SNAPSHOTS);
     }
+
+    /// Puts `object`, of the resource `plural`, in a new snapshot, in place of the object of the
+    /// same namespace and name if there is one; it gets the new resourceVersion (and a uid if
+    /// it has none).
+    pub fn put(&mut self, plural: &str, mut object: Value) {
+        let metadata = &mut object["metadata"];
+        metadata["resourceVersion"] = Value::String(self.next_version().to_string());
+        if metadata["uid"].as_str().is_none() {
+            metadata["uid"] = Value::String(self.rng.uuid());
+        }
+        let stored = Arc::new(store(&object));
+        let mut objects: Vec<Arc<StoredObject>> = self.current().list(plural, None).to_vec();
+        objects.retain(|o| o.key() != stored.key());
+        objects.push(stored);
+        self.commit(vec![(plural.to_owned(), objects)]);
+    }
+
+    /// Removes the object of `plural` in `namespace` (empty for cluster-scoped) named `name`,
+    /// in a new snapshot; false (and no new snapshot) when there is none.
+    pub fn remove(&mut self, plural: &str, namespace: &str, name: &str) -> bool {
+        let mut objects: Vec<Arc<StoredObject>> = self.current().list(plural, None).to_vec();
+        let before = objects.len();
+        objects.retain(|o| o.key() != (namespace, name));
+        if objects.len() == before {
+            return false;
+        }
+        self.commit(vec![(plural.to_owned(), objects)]);
+        true
+        self.snapshots.truncate(KEPT_SNAPSHOTS);
+    }
 }
 
 impl ClusterStore {
@@ -226,14 +256,9 @@ impl ClusterStore {
         change: impl FnOnce(&Snapshot, u64, &mut Rng) -> (Vec<Value>, T),
     ) -> T {
         let current = self.current();
-        let version = current.resource_version + 1;
-        let (objects, done) = change(&current, version, &mut self.rng);
-        let mut stored: Vec<Arc<StoredObject>> = objects.iter().map(|object| Arc::new(store(object))).collect();
-        stored.sort_by(|a, b| a.key().cmp(&b.key()));
-        let mut lists = current.lists.clone();
-        lists.insert(plural.to_owned(), Arc::new(stored));
-        self.snapshots.push_front(Arc::new(Snapshot { resource_version: version, lists }));
-        self.snapshots.truncate(KEPT_SNAPSHOTS);
+        let (objects, done) = change(&current, self.next_version(), &mut self.rng);
+        let stored = objects.iter().map(|object| Arc::new(store(object))).collect();
+        self.commit(vec![(plural.to_owned(), stored)]);
         done
     }
 }

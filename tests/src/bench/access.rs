@@ -1,0 +1,168 @@
+//! Access control, timed (issue 22): the design's two example queries, a `fleet_objects` page, a
+//! point lookup and a `fleet_unhealthy_objects` page, as a viewer who sees a tenth of the
+//! clusters (every namespace there), as one who sees one namespace in every cluster, and
+//! unrestricted (the owner); then the recomputation of one cluster's permissions after one
+//! binding change, on a cluster of 3,000 namespaces with two RoleBindings each.
+//!
+//! The viewers are login roles `kubecensus_bench_clusters` and `kubecensus_bench_namespace`
+//! (roles are server-wide: the bench's own names), granted as `scheduler access grant` does.
+
+use std::time::Instant;
+
+use kubecensus::store::access::{
+    identities::{self, Identity},
+    permissions,
+};
+use sqlx::{Connection, PgConnection, postgres::PgConnectOptions};
+
+use super::env::BenchEnv;
+use super::fleet_view::{Key, page_sql, timing};
+use super::queries::{QUERIES, QueryTiming, timed_runs};
+use crate::fleet::rbac::{DEVELOPER, DEVELOPER_NAMESPACE, PLATFORM_GROUP};
+
+/// Namespaces of the cluster whose permissions are recomputed.
+const RECOMPUTE_NAMESPACES: i32 = 3_000;
+/// Its name.
+const RECOMPUTE_CLUSTER: &str = "bench-rbac-3000";
+
+/// Creates the login role `name` if missing.
+async fn login_role(env: &BenchEnv, name: &str) -> anyhow::Result<()> {
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+        .bind(name)
+        .fetch_one(&env.pool)
+        .await?;
+    if !exists {
+        sqlx::raw_sql(&format!("CREATE ROLE {name} LOGIN")).execute(&env.pool).await?;
+    }
+    Ok(())
+}
+
+/// Times every query for the viewers and the owner, then the recomputation; `clusters` are the
+/// fleet's cluster names.
+pub async fn time_viewers(env: &BenchEnv, clusters: &[String], runs: usize) -> anyhow::Result<Vec<QueryTiming>> {
+    let some = clusters.len().div_ceil(10);
+    let viewers = [
+        ("kubecensus_bench_clusters", format!("viewer of {some} of {} clusters", clusters.len())),
+        ("kubecensus_bench_namespace", "viewer of one namespace in every cluster".to_owned()),
+    ];
+    for (role, _) in &viewers {
+        login_role(env, role).await?;
+    }
+    for cluster in &clusters[..some] {
+        let identity = Identity {
+            role_name: viewers[0].0.to_owned(),
+            cluster_name: Some(cluster.clone()),
+            k8s_user: "bench@example.com".to_owned(),
+            k8s_groups: vec![PLATFORM_GROUP.to_owned()],
+        };
+        identities::grant(&env.pool, &identity).await?;
+    }
+    let identity = Identity {
+        role_name: viewers[1].0.to_owned(),
+        cluster_name: None,
+        k8s_user: DEVELOPER.to_owned(),
+        k8s_groups: Vec::new(),
+    };
+    identities::grant(&env.pool, &identity).await?;
+    let pod: (String, String) = sqlx::query_as(
+        "SELECT cluster_name, name FROM kubernetes_pods WHERE cluster_name = $1 AND namespace = $2 ORDER BY name LIMIT 1",
+    )
+    .bind(&clusters[0])
+    .bind(DEVELOPER_NAMESPACE)
+    .fetch_one(&env.pool)
+    .await?;
+    let lookup = format!(
+        "select * from kubernetes_pods where cluster_name = '{}' and namespace = '{DEVELOPER_NAMESPACE}' and name = '{}'",
+        pod.0, pod.1
+    );
+    let mut queries: Vec<(String, String)> =
+        QUERIES[..2].iter().map(|(n, s)| ((*n).to_owned(), (*s).to_owned())).collect();
+    queries.push((
+        "fleet_objects: first page not Current".into(),
+        page_sql("fleet_objects", "health <> 'Current' and ", &Key::default()),
+    ));
+    queries.push(("point lookup of a pod".into(), lookup));
+    queries
+        .push(("fleet_unhealthy_objects: first page".into(), page_sql("fleet_unhealthy_objects", "", &Key::default())));
+    let options: PgConnectOptions = env.database_url.parse()?;
+    let mut timings = Vec::new();
+    for (role, who) in
+        viewers.iter().map(|(r, w)| (Some(*r), w.clone())).chain([(None, "unrestricted (owner)".to_owned())])
+    {
+        let mut conn = match role {
+            Some(role) => PgConnection::connect_with(&options.clone().username(role)).await?,
+            None => PgConnection::connect_with(&options).await?,
+        };
+        for (name, sql) in &queries {
+            let rows_returned = sqlx::raw_sql(sql).fetch_all(&mut conn).await?.len();
+            let ms = timed_runs(&mut conn, sql, runs).await?;
+            timings.push(timing(format!("{who}: {name}"), sql.clone(), rows_returned, ms));
+        }
+    }
+    timings.push(time_recompute(env, &clusters[0], runs).await?);
+    Ok(timings)
+}
+
+/// Builds [`RECOMPUTE_CLUSTER`] (the ClusterRoles of `like`, and in each of its namespaces a
+/// RoleBinding of `edit` to a user of its own and one of `view` to [`DEVELOPER`]), then times the
+/// recomputation after deleting one binding, in a transaction rolled back each time.
+async fn time_recompute(env: &BenchEnv, like: &str, runs: usize) -> anyhow::Result<QueryTiming> {
+    sqlx::query("INSERT INTO clusters (name) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(RECOMPUTE_CLUSTER)
+        .execute(&env.pool)
+        .await?;
+    sqlx::query("DELETE FROM kubernetes_cluster_role_policy_rules WHERE cluster_name = $1")
+        .bind(RECOMPUTE_CLUSTER)
+        .execute(&env.pool)
+        .await?;
+    sqlx::query("DELETE FROM kubernetes_role_binding_subjects WHERE cluster_name = $1")
+        .bind(RECOMPUTE_CLUSTER)
+        .execute(&env.pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO kubernetes_cluster_role_policy_rules (cluster_name, name, uid, verbs, api_groups, resources, resource_names, row_hash)
+         SELECT $1, name, uid, verbs, api_groups, resources, resource_names, gen_random_uuid()
+         FROM kubernetes_cluster_role_policy_rules WHERE cluster_name = $2",
+    )
+    .bind(RECOMPUTE_CLUSTER)
+    .bind(like)
+    .execute(&env.pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO kubernetes_role_binding_subjects (cluster_name, namespace, name, uid, role_kind, role_name, subject_kind, subject_name, row_hash)
+         SELECT $1, 'ns-' || i, b.name, b.name || i, 'ClusterRole', b.role, 'User', b.subject || i, gen_random_uuid()
+         FROM generate_series(1, $2) i,
+              (VALUES ('editors', 'edit', 'dev-'), ('developers', 'view', $3)) b(name, role, subject)",
+    )
+    .bind(RECOMPUTE_CLUSTER)
+    .bind(RECOMPUTE_NAMESPACES)
+    .bind(DEVELOPER)
+    .execute(&env.pool)
+    .await?;
+    // The developer's bindings name it exactly, not with a suffix.
+    sqlx::query(
+        "UPDATE kubernetes_role_binding_subjects SET subject_name = $2 WHERE cluster_name = $1 AND name = 'developers'",
+    )
+    .bind(RECOMPUTE_CLUSTER)
+    .bind(DEVELOPER)
+    .execute(&env.pool)
+    .await?;
+    let mut conn = env.pool.acquire().await?;
+    let (mut ms, mut rows) = (Vec::new(), 0);
+    for _ in 0..runs.max(1) {
+        let mut tx = conn.begin().await?;
+        sqlx::query("DELETE FROM kubernetes_role_binding_subjects WHERE cluster_name = $1 AND namespace = 'ns-1' AND name = 'editors'")
+            .bind(RECOMPUTE_CLUSTER)
+            .execute(&mut *tx)
+            .await?;
+        let started = Instant::now();
+        rows = permissions::recompute_cluster(&mut tx, RECOMPUTE_CLUSTER, true).await?.unwrap_or_default();
+        ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        tx.rollback().await?;
+    }
+    ms.sort_by(f64::total_cmp);
+    let name = format!(
+        "recompute one cluster's permissions after one binding change ({RECOMPUTE_NAMESPACES} namespaces, {rows} permission rows)"
+    );
+    Ok(timing(name, "permissions::recompute_cluster".to_owned(), rows as usize, ms))
+}
