@@ -30,6 +30,11 @@ pub struct CommonArgs {
     /// JetStream stream that holds the jobs.
     #[arg(long, global = true, env = "KUBECENSUS_STREAM", default_value = "KUBECENSUS_JOBS")]
     pub stream: String,
+    /// Copies of the jobs stream and of the workers' consumer on a JetStream cluster (3 on three
+    /// nodes: jobs survive the loss of one); every process of a deployment needs the same value,
+    /// and an existing stream with another count is an error.
+    #[arg(long, global = true, env = "KUBECENSUS_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=5))]
+    pub stream_replicas: usize,
     /// Prefix of the job subjects: `<prefix>.jobs.<cluster>.<table>`.
     #[arg(long, global = true, env = "KUBECENSUS_SUBJECT_PREFIX", default_value = "kubecensus")]
     pub subject_prefix: String,
