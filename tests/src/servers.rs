@@ -23,7 +23,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Waits until something accepts connections on `port`.
-async fn wait_for_port(port: u16, what: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_for_port(port: u16, what: &str) -> anyhow::Result<()> {
     for _ in 0..300 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             return Ok(());
@@ -34,7 +34,7 @@ async fn wait_for_port(port: u16, what: &str) -> anyhow::Result<()> {
 }
 
 /// Runs a command to completion and fails with its output if it fails.
-fn run(command: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run(command: &mut Command) -> anyhow::Result<()> {
     let output = command.stdin(Stdio::null()).output().with_context(|| format!("running {command:?}"))?;
     anyhow::ensure!(
         output.status.success(),
