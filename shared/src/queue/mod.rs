@@ -189,8 +189,13 @@ impl Queue {
     /// The shared durable pull consumer, created on first use. `ack_wait` is how long a delivered
     /// job may go without an ack or a progress ack before NATS redelivers it (a dead worker's
     /// jobs come back after it); it applies when the consumer is created.
+    /// NATS errors are tried again for [`PUBLISH_RETRY_FOR`] (a cluster electing leaders).
     pub async fn consumer(&self, js: &jetstream::Context, ack_wait: Duration) -> Result<PullConsumer> {
-        self.ensure_stream(js).await?;
+        through_elections(|| self.consumer_once(js, ack_wait)).await
+    }
+
+    async fn consumer_once(&self, js: &jetstream::Context, ack_wait: Duration) -> Result<PullConsumer> {
+        self.ensure_stream_once(js).await?;
         let stream =
             js.get_stream(&self.stream).await.map_err(|err| Error::nats(format!("stream {}", self.stream), err))?;
         stream
@@ -230,23 +235,20 @@ impl Queue {
     /// when the stream is gone (a NATS server restarted with an empty store), it is created
     /// again first.
     pub async fn publish(&self, js: &jetstream::Context, job: &Job) -> Result<Published> {
-        let deadline = tokio::time::Instant::now() + PUBLISH_RETRY_FOR;
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::new();
         loop {
             let failure = match self.publish_once(js, job).await {
                 Ok(published) => return Ok(published),
-                Err(PublishFailure::StreamNotFound) => match self.ensure_stream(js).await {
+                Err(PublishFailure::StreamNotFound) => match self.ensure_stream_once(js).await {
                     Ok(()) => PublishFailure::StreamNotFound,
                     Err(err) => PublishFailure::Stream(err),
                 },
                 Err(failure) => failure,
             };
-            if !failure.may_pass() || tokio::time::Instant::now() + delay > deadline {
+            if !failure.may_pass() || !backoff.wait().await {
                 return Err(failure.into_error(self, job));
             }
             tracing::warn!(stream = self.stream, subject = job.subject(&self.subject_prefix), "publish failed; trying again");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
 
@@ -265,6 +267,51 @@ impl Queue {
             Err(err) if err.kind() == PublishErrorKind::StreamNotFound => Err(PublishFailure::StreamNotFound),
             Err(err) => Err(PublishFailure::Other(err)),
         }
+    }
+}
+
+/// Runs `attempt` again while it fails with [`Error::Nats`] (a JetStream cluster without a leader
+/// for the seconds of an election, a client reconnecting), as [`Backoff`] says; any other error
+/// and the last are returned.
+pub(crate) async fn through_elections<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut backoff = Backoff::new();
+    loop {
+        match attempt().await {
+            Err(err @ Error::Nats { .. }) => {
+                if !backoff.wait().await {
+                    return Err(err);
+                }
+                tracing::warn!(%err, "NATS did not answer; trying again");
+            }
+            result => return result,
+        }
+    }
+}
+
+/// The waits between tries of a request NATS may fail during an election: doubling from 100 ms
+/// to 2 s, for [`PUBLISH_RETRY_FOR`] in all.
+struct Backoff {
+    deadline: tokio::time::Instant,
+    delay: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self { deadline: tokio::time::Instant::now() + PUBLISH_RETRY_FOR, delay: Duration::from_millis(100) }
+    }
+
+    /// Waits the next delay; `false` (at once) when it would end past the deadline.
+    async fn wait(&mut self) -> bool {
+        if tokio::time::Instant::now() + self.delay > self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(Duration::from_secs(2));
+        true
     }
 }
 

@@ -11,7 +11,7 @@ use async_nats::jetstream::{
     stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
 };
 
-use super::{DUPLICATE_WINDOW, MAX_AGE, Queue};
+use super::{DUPLICATE_WINDOW, MAX_AGE, Queue, through_elections};
 use crate::{Error, Result};
 
 impl Queue {
@@ -35,13 +35,19 @@ impl Queue {
     }
 
     /// Creates the stream when there is none; an existing stream must have exactly
-    /// [`Self::stream_config`]'s settings.
+    /// [`Self::stream_config`]'s settings. NATS errors are tried again for
+    /// [`super::PUBLISH_RETRY_FOR`] (a cluster electing leaders).
     ///
     /// # Errors
     /// [`Error::Nats`] when NATS does not answer (a JetStream cluster without a meta leader, for
     /// a few seconds of an election); [`Error::Settings`] when the stream exists with other
     /// settings: the message names each setting, its value and the one wanted, and what to do.
     pub async fn ensure_stream(&self, js: &jetstream::Context) -> Result<()> {
+        through_elections(|| self.ensure_stream_once(js)).await
+    }
+
+    /// [`Self::ensure_stream`], tried once.
+    pub(super) async fn ensure_stream_once(&self, js: &jetstream::Context) -> Result<()> {
         let wanted = self.stream_config();
         let found = match self.found_config(js).await? {
             Some(found) => found,
