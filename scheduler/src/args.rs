@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Parser, Subcommand};
 use kubecensus::ops::{
     admin::AdminArgs,
-    args::{CommonArgs, JobArgs},
+    args::{CommonArgs, JobArgs, ReadArgs},
 };
 
 /// Publishes poll jobs to JetStream: on a cron per table, or now (`refresh`).
@@ -77,6 +77,9 @@ pub enum Command {
         /// Print a summary per cluster and the reasons of the runs that did not succeed instead.
         #[arg(long)]
         summary: bool,
+        /// Where to read: a standby; its replay lag is printed with the report.
+        #[command(flatten)]
+        read: ReadArgs,
     },
     /// Prune now every cluster missing from every registry source, as `run` does after
     /// `--prune-after`: its rows and snapshots deleted, a `pruned` run recorded.

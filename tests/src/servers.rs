@@ -149,6 +149,39 @@ impl TempPostgres {
         wait_for_port(self.port, "PostgreSQL").await
     }
 
+    /// A hot standby of this server on another port: `pg_basebackup -R -X stream` (which writes
+    /// `standby.signal` and `primary_conninfo`), started with `hot_standby_feedback = on` so that
+    /// vacuum on the primary keeps the rows its readers' snapshots need (PostgreSQL docs, "Hot
+    /// Standby", Handling Query Conflicts). Stopped and removed on drop like the primary.
+    pub async fn standby(&self) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("kubecensus-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let standby = Self { port: free_port()?, data: dir.join("data"), dir };
+        if is_root() {
+            run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&standby.dir))?;
+        }
+        let basebackup = postgres_bin("pg_basebackup")?;
+        let port = self.port.to_string();
+        let mut backup = standby.as_owner(&[
+            basebackup.to_str().context("path")?,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-R",
+            "-X",
+            "stream",
+            "-D",
+        ])?;
+        run(backup.arg(&standby.data))?;
+        let mut conf = std::fs::OpenOptions::new().append(true).open(standby.data.join("postgresql.conf"))?;
+        writeln!(conf, "hot_standby_feedback = on")?;
+        standby.start_server().await?;
+        Ok(standby)
+    }
+
     /// The URL of a database on this server.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)

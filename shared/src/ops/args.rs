@@ -63,6 +63,24 @@ pub struct CommonArgs {
     pub log_format: LogFormat,
 }
 
+/// Where read-only commands read (`scheduler report`, the explorer): a hot standby of the
+/// database, whose copy is whole per cluster (one swap is one transaction, replayed at once).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ReadArgs {
+    /// PostgreSQL URL to read from instead of --database-url (a standby: CloudNativePG's `-ro`
+    /// service); the same credentials flags apply. How far behind it is:
+    /// `SELECT * FROM cluster_freshness`.
+    #[arg(long, env = "DATABASE_READ_URL", hide_env_values = true)]
+    pub read_database_url: Option<String>,
+}
+
+impl ReadArgs {
+    /// The read URL, else `common`'s database URL.
+    pub fn url<'a>(&'a self, common: &'a CommonArgs) -> &'a str {
+        self.read_database_url.as_deref().unwrap_or(&common.database_url)
+    }
+}
+
 /// Where to find clusters' Secrets, each a flag with an environment fallback.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct HomeArgs {

@@ -63,6 +63,9 @@ pub enum ReplaceOutcome {
     Replaced(RowCounts),
     /// A job scheduled later had already replaced the rows; this job changed nothing.
     Superseded { current: DateTime<Utc> },
+    /// This very job's rows are in already: an earlier delivery committed them and its ack was
+    /// lost (a JetStream consumer leader lost with it), so the queue delivered the job again.
+    AlreadyIn,
 }
 
 /// Which of a cluster's rows one job replaces, and the name its snapshot goes by.
@@ -380,13 +383,17 @@ impl<'a> Refresh<'a> {
         // A snapshot ranks by when its job was scheduled, but never by a time after its own
         // commit: a job from the future (a clock off, a hand-written message, recorded before
         // workers refused them) would otherwise supersede every later job until that time.
-        let now: Option<(DateTime<Utc>, Uuid)> = sqlx::query_as(
-            "SELECT least(scheduled_at, swapped_at), run_id FROM snapshots WHERE cluster_name = $1 AND table_name = $2",
+        let now: Option<(DateTime<Utc>, Uuid, Uuid)> = sqlx::query_as(
+            "SELECT least(scheduled_at, swapped_at), run_id, job_id FROM snapshots WHERE cluster_name = $1 AND table_name = $2",
         )
         .bind(&self.cluster)
         .bind(&job.table)
         .fetch_optional(&mut *tx)
         .await?;
+        if now.is_some_and(|(_, _, job_id)| job_id == job.id) {
+            return Ok(ReplaceOutcome::AlreadyIn);
+        }
+        let now = now.map(|(current, run, _)| (current, run));
         if let Some((current, _)) = now.filter(|(current, _)| *current > job.scheduled_at) {
             return Ok(ReplaceOutcome::Superseded { current });
         }
