@@ -21,33 +21,40 @@ use kubecensus_tests::{
 use sqlx::{Connection, PgConnection, PgPool, postgres::PgPoolOptions};
 
 /// Readers on the standby.
-const READERS: usize = 4;
+const READERS: usize = 3;
 
 /// Every (cluster, table) whose rows counted in one snapshot differ from its `row_count` there.
+/// A custom kind's snapshot (`kubernetes_custom_resources/<group>/<kind>`) counts that kind's
+/// rows; `kubernetes_custom_resources/discovered` (every kind without a job of its own, not
+/// configured here) is left out.
 async fn torn(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
     let mut tx = conn.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
     let snapshots: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT cluster_name, table_name, row_count FROM snapshots ORDER BY 2, 1")
-            .fetch_all(&mut *tx)
-            .await?;
-    let mut tables: Vec<&str> = snapshots.iter().map(|(_, table, _)| table.as_str()).collect();
+        sqlx::query_as("SELECT cluster_name, table_name, row_count FROM snapshots").fetch_all(&mut *tx).await?;
+    let mut counted: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT cluster_name, concat_ws('/', 'kubernetes_custom_resources', api_group, kind), count(*)
+         FROM kubernetes_custom_resources GROUP BY api_group, kind, cluster_name",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut tables: Vec<&str> =
+        snapshots.iter().map(|(_, table, _)| table.as_str()).filter(|table| !table.starts_with("kubernetes_custom_resources")).collect();
+    tables.sort_unstable();
     tables.dedup();
-    let mut torn = Vec::new();
     for table in tables {
-        let counted: Vec<(String, i64)> =
-            sqlx::query_as(&format!("SELECT cluster_name, count(*) FROM \"{table}\" GROUP BY 1"))
-                .fetch_all(&mut *tx)
-                .await?;
-        for (cluster, _, rows) in snapshots.iter().filter(|(_, t, _)| t == table) {
-            let seen = counted.iter().find(|(c, _)| c == cluster).map_or(0, |(_, n)| *n);
-            if seen != *rows {
-                torn.push(format!("{cluster} {table}: {seen} rows, its snapshot says {rows}"));
-            }
-        }
+        let sql = format!("SELECT cluster_name, '{table}', count(*) FROM \"{table}\" GROUP BY 1");
+        counted.extend(sqlx::query_as::<_, (String, String, i64)>(&sql).fetch_all(&mut *tx).await?);
     }
     tx.commit().await?;
-    Ok(torn)
+    Ok(snapshots
+        .iter()
+        .filter(|(_, table, _)| table != "kubernetes_custom_resources/discovered")
+        .filter_map(|(cluster, table, rows)| {
+            let seen = counted.iter().find(|(c, t, _)| c == cluster && t == table).map_or(0, |(_, _, n)| *n);
+            (seen != *rows).then(|| format!("{cluster} {table}: {seen} rows, its snapshot says {rows}"))
+        })
+        .collect())
 }
 
 /// Readers reading [`torn`] in a loop until stopped; each returns its reads and what went wrong.
@@ -96,7 +103,7 @@ async fn wait_for_replay(primary: &PgPool, standby: &PgPool) {
 async fn readers_on_a_hot_standby_see_whole_clusters_and_are_never_cancelled() {
     let primary = TempPostgres::start().await.unwrap();
     let mut env = TestEnv::on(primary.url("postgres"), nats_url()).await.unwrap();
-    let fleet = Fleet::start(FleetSpec { clusters: 3, pods: 300, ..FleetSpec::default() }, &env.dir).await.unwrap();
+    let fleet = Fleet::start(FleetSpec { clusters: 3, pods: 150, ..FleetSpec::default() }, &env.dir).await.unwrap();
     let registry = env.dir.join("clusters.yaml");
     env.spawn_worker("worker", &registry, &["--page-size", "50"]).unwrap();
     // The schema is made (DDL, with its ACCESS EXCLUSIVE locks) before the standby has readers.
@@ -111,7 +118,7 @@ async fn readers_on_a_hot_standby_see_whole_clusters_and_are_never_cancelled() {
     let readers = start_readers(&standby_url, &stop);
     // The full load, then refreshes of churned clusters, all while the readers read.
     env.scheduler(&registry, &["refresh", "--wait"]).await.unwrap();
-    for round in 0..3 {
+    for round in 0..2 {
         for cluster in fleet.clusters() {
             fleet.churn(&cluster.name, 30 + round, 20);
         }
