@@ -32,7 +32,7 @@ pub struct NatsCluster {
 }
 
 /// The oldest nats-server whose JetStream clustering fixes the tests rely on (README, "Scaling
-/// out": redeliveries after a consumer leader change, nats-server PR #6566, in 2.11.0).
+/// out": redeliveries after a consumer leader change, nats-server PR #6566, in 2.11).
 const OLDEST: (u32, u32) = (2, 11);
 
 impl NatsCluster {
