@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Parser, Subcommand};
 use kubecensus::ops::{
     admin::AdminArgs,
-    args::{CommonArgs, JobArgs},
+    args::{CommonArgs, JobArgs, ReadArgs},
 };
 
 /// Publishes poll jobs to JetStream: on a cron per table, or now (`refresh`).
@@ -83,6 +83,9 @@ pub enum Command {
         /// Print a summary per cluster and the reasons of the runs that did not succeed instead.
         #[arg(long)]
         summary: bool,
+        /// Where to read: a standby; its replay lag is printed with the report.
+        #[command(flatten)]
+        read: ReadArgs,
     },
     /// Print what changed in one cluster lately (`object_changes`), newest first: each object
     /// created, updated or deleted, its resourceVersions and, for the tables with column diffs,
@@ -100,6 +103,9 @@ pub enum Command {
         /// Only this table (`kubernetes_deployments`).
         #[arg(long)]
         table: Option<String>,
+        /// Where to read: a standby.
+        #[command(flatten)]
+        read: ReadArgs,
     },
     /// Prune now every cluster missing from every registry source, as `run` does after
     /// `--prune-after`: its rows and snapshots deleted, a `pruned` run recorded.

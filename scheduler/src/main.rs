@@ -81,17 +81,19 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let metrics = admin::Metrics { registry: metrics::scheduler().registry(), sample };
         admin::serve(admin.admin_addr, health.clone(), metrics).await.context("serving the admin endpoint")?;
     }
-    let pool = store::connect(&common.database_url, &common.database_credentials, 4).await?;
-    if let Command::Report { summary } = &command {
+    if let Command::Report { summary, read } = &command {
+        let pool = store::connect(read.url(&common), &common.database_credentials, 2).await?;
         report::print(&pool, &catalog, *summary, output).await?;
         return Ok(ExitCode::SUCCESS);
     }
-    if let Command::Changes { cluster, since, namespace, table } = &command {
+    if let Command::Changes { cluster, since, namespace, table, read } = &command {
+        let pool = store::connect(read.url(&common), &common.database_credentials, 2).await?;
         let selection =
             changes::Selection { cluster, since: *since, namespace: namespace.as_deref(), table: table.as_deref() };
         changes::print(&pool, &selection, output).await?;
         return Ok(ExitCode::SUCCESS);
     }
+    let pool = store::connect(&common.database_url, &common.database_credentials, 4).await?;
     let live =
         Arc::new(LiveRegistry::start(&common.registry, &common.home, common.exec_timeout, catalog.clone()).await?);
     let registry = live.current();

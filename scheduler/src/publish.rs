@@ -8,14 +8,15 @@ use kubecensus::{
     model::catalog::Catalog,
     ops::metrics,
     queue::job::{Job, Trigger},
-    queue::{Published, Queue},
+    queue::{PUBLISH_RETRY_FOR, Published, Queue},
     source::registry::ClusterConfig,
 };
 use serde::Serialize;
 use uuid::Uuid;
 
-/// How long one publish may wait for the stream's answer.
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one publish may take, its retries through a leader election
+/// ([`kubecensus::queue::PUBLISH_RETRY_FOR`]) included: a backstop for a NATS that never answers.
+const PUBLISH_TIMEOUT: Duration = PUBLISH_RETRY_FOR.saturating_add(Duration::from_secs(15));
 
 /// What became of one (cluster, table) job.
 #[derive(Debug, Serialize)]

@@ -53,11 +53,15 @@ pub struct OpenJob {
     error: Option<String>,
 }
 
-/// The report: latest runs and the rows held now.
+/// The report: latest runs and the rows held now; read from a hot standby, how far behind its
+/// primary it is.
 #[derive(Debug, Serialize)]
 struct Report {
     runs: Vec<LatestRun>,
     snapshots: Vec<Held>,
+    /// Seconds of replay lag (`kubecensus_replay_lag()`, migration 0009); only on a standby.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replay_lag_seconds: Option<f64>,
 }
 
 /// The widest error shown in the report's table, in characters.
@@ -276,7 +280,13 @@ async fn load(pool: &PgPool, latest: Latest<'_>) -> anyhow::Result<Report> {
     .bind(runs.iter().map(|run| run.cluster.clone()).collect::<Vec<_>>())
     .fetch_all(pool)
     .await?;
-    Ok(Report { runs, snapshots })
+    let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()").fetch_one(pool).await?;
+    let replay_lag_seconds = if standby {
+        sqlx::query_scalar("SELECT extract(epoch FROM kubecensus_replay_lag())::float8").fetch_one(pool).await?
+    } else {
+        None
+    };
+    Ok(Report { runs, snapshots, replay_lag_seconds })
 }
 
 fn print_report(report: &Report) {
@@ -303,6 +313,9 @@ fn print_report(report: &Report) {
     }
     align_right(&mut held, 2..3);
     println!("{held}");
+    if let Some(lag) = report.replay_lag_seconds {
+        println!("\nread from a standby, {lag:.1} s behind its primary");
+    }
 }
 
 /// An error cut to [`ERROR_WIDTH`] characters for the table (`--output json` has it whole).

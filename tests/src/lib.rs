@@ -3,7 +3,7 @@
 //! test its own database, stream and processes on the real PostgreSQL and NATS, and [`servers`]
 //! private servers for the tests that restart them (or run them with TLS and authentication:
 //! [`certs`], [`nats_jwt`]); [`probes`] reads the admin endpoint; [`manifests`] renders and reads
-//! the Kubernetes manifests; [`connect_proxy`] is an HTTP proxy on loopback; [`programs`] finds
+//! the Kubernetes manifests; [`connect_proxy`] is an HTTP proxy on loopback; [`nats_cluster`] a three-node JetStream cluster; [`programs`] finds
 //! kubectl and Python; [`bench`] holds the pieces of the `bench` and `bench-scale` binaries.
 
 pub mod bench;
@@ -13,6 +13,7 @@ pub mod connect_proxy;
 pub mod fleet;
 pub mod harness;
 pub mod manifests;
+pub mod nats_cluster;
 pub mod nats_jwt;
 pub mod probes;
 pub mod programs;

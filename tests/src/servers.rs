@@ -23,7 +23,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Waits until something accepts connections on `port`.
-async fn wait_for_port(port: u16, what: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_for_port(port: u16, what: &str) -> anyhow::Result<()> {
     for _ in 0..300 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             return Ok(());
@@ -34,7 +34,7 @@ async fn wait_for_port(port: u16, what: &str) -> anyhow::Result<()> {
 }
 
 /// Runs a command to completion and fails with its output if it fails.
-fn run(command: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run(command: &mut Command) -> anyhow::Result<()> {
     let output = command.stdin(Stdio::null()).output().with_context(|| format!("running {command:?}"))?;
     anyhow::ensure!(
         output.status.success(),
@@ -147,6 +147,39 @@ impl TempPostgres {
             },
         )?;
         wait_for_port(self.port, "PostgreSQL").await
+    }
+
+    /// A hot standby of this server on another port: `pg_basebackup -R -X stream` (which writes
+    /// `standby.signal` and `primary_conninfo`), started with `hot_standby_feedback = on` so that
+    /// vacuum on the primary keeps the rows its readers' snapshots need (PostgreSQL docs, "Hot
+    /// Standby", Handling Query Conflicts). Stopped and removed on drop like the primary.
+    pub async fn standby(&self) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("kubecensus-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let standby = Self { port: free_port()?, data: dir.join("data"), dir };
+        if is_root() {
+            run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&standby.dir))?;
+        }
+        let basebackup = postgres_bin("pg_basebackup")?;
+        let port = self.port.to_string();
+        let mut backup = standby.as_owner(&[
+            basebackup.to_str().context("path")?,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-R",
+            "-X",
+            "stream",
+            "-D",
+        ])?;
+        run(backup.arg(&standby.data))?;
+        let mut conf = std::fs::OpenOptions::new().append(true).open(standby.data.join("postgresql.conf"))?;
+        writeln!(conf, "hot_standby_feedback = on")?;
+        standby.start_server().await?;
+        Ok(standby)
     }
 
     /// The URL of a database on this server.

@@ -167,7 +167,7 @@ async fn nats_over_tls_takes_each_authentication_method_and_refuses_wrong_creden
         let client = connect(&url, &with_ca(&method.good, &ca_file))
             .await
             .unwrap_or_else(|err| panic!("{}: {err}\n{}", method.name, nats.log()));
-        let queue = Queue { stream: "KC_TLS".into(), subject_prefix: "kctls".into() };
+        let queue = Queue { stream: "KC_TLS".into(), subject_prefix: "kctls".into(), replicas: 1 };
         queue.ensure_stream(&async_nats::jetstream::new(client)).await.unwrap();
 
         let refused = connect(&url, &with_ca(&method.bad, &ca_file)).await.unwrap_err();

@@ -40,6 +40,11 @@ impl Poller {
                 tracing::info!("{why}");
                 (Outcome::failed(Status::Superseded, why), AckKind::Ack)
             }
+            Ok(ReplaceOutcome::AlreadyIn) => {
+                let why = "this job's rows were already in (an earlier delivery committed them; its ack was lost)";
+                tracing::info!("{why}");
+                (Outcome::failed(Status::Superseded, why.to_owned()), AckKind::Ack)
+            }
             Err(err) => {
                 if err.came_from_cluster()
                     && let Some((_, _, entry)) = self.clients.lock().await.pop(&job.cluster)

@@ -204,6 +204,7 @@ mod tests {
                 Held { cluster: "a".into(), table: "kubernetes_pods".into(), rows: 200 },
                 Held { cluster: "a".into(), table: "kubernetes_nodes".into(), rows: 5 },
             ],
+            replay_lag_seconds: None,
         };
         let summary = Summary::of(&report);
         let counts: Vec<_> =

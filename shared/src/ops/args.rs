@@ -30,6 +30,11 @@ pub struct CommonArgs {
     /// JetStream stream that holds the jobs.
     #[arg(long, global = true, env = "KUBECENSUS_STREAM", default_value = "KUBECENSUS_JOBS")]
     pub stream: String,
+    /// Copies of the jobs stream and of the workers' consumer on a JetStream cluster (3 on three
+    /// nodes: jobs survive the loss of one); every process of a deployment needs the same value,
+    /// and an existing stream with another count is an error.
+    #[arg(long, global = true, env = "KUBECENSUS_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=5))]
+    pub stream_replicas: usize,
     /// Prefix of the job subjects: `<prefix>.jobs.<cluster>.<table>`.
     #[arg(long, global = true, env = "KUBECENSUS_SUBJECT_PREFIX", default_value = "kubecensus")]
     pub subject_prefix: String,
@@ -56,6 +61,24 @@ pub struct CommonArgs {
     /// Log format.
     #[arg(long, global = true, env = "KUBECENSUS_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
+}
+
+/// Where read-only commands read (`scheduler report`, the explorer): a hot standby of the
+/// database, whose copy is whole per cluster (one swap is one transaction, replayed at once).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ReadArgs {
+    /// PostgreSQL URL to read from instead of --database-url (a standby: CloudNativePG's `-ro`
+    /// service); the same credentials flags apply. How far behind it is:
+    /// `SELECT * FROM cluster_freshness`.
+    #[arg(long, env = "DATABASE_READ_URL", hide_env_values = true)]
+    pub read_database_url: Option<String>,
+}
+
+impl ReadArgs {
+    /// The read URL, else `common`'s database URL.
+    pub fn url<'a>(&'a self, common: &'a CommonArgs) -> &'a str {
+        self.read_database_url.as_deref().unwrap_or(&common.database_url)
+    }
 }
 
 /// Where to find clusters' Secrets, each a flag with an environment fallback.

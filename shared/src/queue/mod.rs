@@ -2,7 +2,11 @@
 //!
 //! The stream keeps at most one message per subject (`discard_new_per_subject`), so at most one
 //! job per (cluster, table) is pending or running: a slow cluster never piles up work. Messages
-//! carry a `Nats-Msg-Id` so a repeated publish of the same tick is dropped as a duplicate.
+//! carry a `Nats-Msg-Id` so a repeated publish of the same tick is dropped as a duplicate, which
+//! also makes a publish safe to retry: on a JetStream cluster, a publish during a leader election
+//! (4 to 9 s without a stream leader, nats-server's `server/raft.go`) is tried again with the same
+//! id for [`PUBLISH_RETRY_FOR`], well inside the duplicate window. The stream and the consumer
+//! have `--stream-replicas` copies (`stream.rs` checks an existing stream's settings).
 
 use std::time::Duration;
 
@@ -10,7 +14,6 @@ use async_nats::jetstream::{
     self,
     consumer::{AckPolicy, PullConsumer, pull},
     context::{ConsumerInfoErrorKind, PublishErrorKind},
-    stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
 };
 
 use async_nats::ConnectErrorKind;
@@ -24,6 +27,7 @@ use crate::{
 };
 
 pub mod job;
+mod stream;
 
 use job::Job;
 
@@ -33,12 +37,19 @@ use job::Job;
 pub struct Queue {
     pub stream: String,
     pub subject_prefix: String,
+    /// Copies of the stream and of the workers' consumer (`--stream-replicas`): 1 on one
+    /// server, 3 on a three-node cluster (a Raft group of 3 survives the loss of one node).
+    pub replicas: usize,
 }
 
 /// The name of the durable consumer every worker replica pulls from.
 pub const CONSUMER: &str = "workers";
 /// How long NATS remembers a `Nats-Msg-Id`.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// How long a publish that fails (no stream leader during an election, a reconnecting client)
+/// is tried again with the same `Nats-Msg-Id`: one election and a margin, inside
+/// [`DUPLICATE_WINDOW`] so a retry of a publish that was stored is dropped as a duplicate.
+pub const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(30);
 /// A backstop against a job that is never acked nor terminated: it leaves the stream after this.
 const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
@@ -166,7 +177,7 @@ fn is_tls_failure(err: &async_nats::ConnectError) -> bool {
 impl From<&CommonArgs> for Queue {
     /// The stream and subject prefix of the command line.
     fn from(args: &CommonArgs) -> Self {
-        Self { stream: args.stream.clone(), subject_prefix: args.subject_prefix.clone() }
+        Self { stream: args.stream.clone(), subject_prefix: args.subject_prefix.clone(), replicas: args.stream_replicas }
     }
 }
 
@@ -175,30 +186,16 @@ impl Queue {
         format!("{}.jobs.>", self.subject_prefix)
     }
 
-    /// Creates the stream, or brings an existing one to this configuration.
-    pub async fn ensure_stream(&self, js: &jetstream::Context) -> Result<()> {
-        js.create_or_update_stream(stream::Config {
-            name: self.stream.clone(),
-            subjects: vec![self.subjects()],
-            retention: RetentionPolicy::WorkQueue,
-            storage: StorageType::File,
-            max_messages_per_subject: 1,
-            discard: DiscardPolicy::New,
-            discard_new_per_subject: true,
-            duplicate_window: DUPLICATE_WINDOW,
-            max_age: MAX_AGE,
-            ..Default::default()
-        })
-        .await
-        .map_err(|err| Error::nats(format!("cannot create stream {}", self.stream), err))?;
-        Ok(())
-    }
-
     /// The shared durable pull consumer, created on first use. `ack_wait` is how long a delivered
     /// job may go without an ack or a progress ack before NATS redelivers it (a dead worker's
     /// jobs come back after it); it applies when the consumer is created.
+    /// NATS errors are tried again for [`PUBLISH_RETRY_FOR`] (a cluster electing leaders).
     pub async fn consumer(&self, js: &jetstream::Context, ack_wait: Duration) -> Result<PullConsumer> {
-        self.ensure_stream(js).await?;
+        through_elections(|| self.consumer_once(js, ack_wait)).await
+    }
+
+    async fn consumer_once(&self, js: &jetstream::Context, ack_wait: Duration) -> Result<PullConsumer> {
+        self.ensure_stream_once(js).await?;
         let stream =
             js.get_stream(&self.stream).await.map_err(|err| Error::nats(format!("stream {}", self.stream), err))?;
         stream
@@ -211,6 +208,7 @@ impl Queue {
                     // Attempts are counted and ended by the worker (Nak with delay, then Term).
                     max_deliver: -1,
                     max_ack_pending: 10_000,
+                    num_replicas: self.replicas,
                     ..Default::default()
                 },
             )
@@ -232,16 +230,25 @@ impl Queue {
         }
     }
 
-    /// Publishes a job and waits for the stream's answer. When the stream is gone (a NATS server
-    /// restarted with an empty store), it is created again and the job published once more.
+    /// Publishes a job and waits for the stream's answer. A failed publish is tried again with
+    /// the same `Nats-Msg-Id` for [`PUBLISH_RETRY_FOR`] (doubling delays from 100 ms to 2 s);
+    /// when the stream is gone (a NATS server restarted with an empty store), it is created
+    /// again first.
     pub async fn publish(&self, js: &jetstream::Context, job: &Job) -> Result<Published> {
-        match self.publish_once(js, job).await {
-            Err(PublishFailure::StreamNotFound) => {
-                tracing::warn!(stream = self.stream, "the job stream is gone; creating it again");
-                self.ensure_stream(js).await?;
-                self.publish_once(js, job).await.map_err(|failure| failure.into_error(self, job))
+        let mut backoff = Backoff::new();
+        loop {
+            let failure = match self.publish_once(js, job).await {
+                Ok(published) => return Ok(published),
+                Err(PublishFailure::StreamNotFound) => match self.ensure_stream_once(js).await {
+                    Ok(()) => PublishFailure::StreamNotFound,
+                    Err(err) => PublishFailure::Stream(err),
+                },
+                Err(failure) => failure,
+            };
+            if !failure.may_pass() || !backoff.wait().await {
+                return Err(failure.into_error(self, job));
             }
-            result => result.map_err(|failure| failure.into_error(self, job)),
+            tracing::warn!(stream = self.stream, subject = job.subject(&self.subject_prefix), "publish failed; trying again");
         }
     }
 
@@ -263,20 +270,83 @@ impl Queue {
     }
 }
 
+/// Runs `attempt` again while it fails with [`Error::Nats`] (a JetStream cluster without a leader
+/// for the seconds of an election, a client reconnecting), as [`Backoff`] says; any other error
+/// and the last are returned.
+pub(crate) async fn through_elections<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut backoff = Backoff::new();
+    loop {
+        match attempt().await {
+            Err(err @ Error::Nats { .. }) => {
+                if !backoff.wait().await {
+                    return Err(err);
+                }
+                tracing::warn!(%err, "NATS did not answer; trying again");
+            }
+            result => return result,
+        }
+    }
+}
+
+/// The waits between tries of a request NATS may fail during an election: doubling from 100 ms
+/// to 2 s, for [`PUBLISH_RETRY_FOR`] in all.
+struct Backoff {
+    deadline: tokio::time::Instant,
+    delay: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self { deadline: tokio::time::Instant::now() + PUBLISH_RETRY_FOR, delay: Duration::from_millis(100) }
+    }
+
+    /// Waits the next delay; `false` (at once) when it would end past the deadline.
+    async fn wait(&mut self) -> bool {
+        if tokio::time::Instant::now() + self.delay > self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(Duration::from_secs(2));
+        true
+    }
+}
+
 /// Why one publish failed.
 enum PublishFailure {
     /// No stream takes the subject (NATS answered "no responders").
     StreamNotFound,
+    /// The stream could not be read or made again.
+    Stream(Error),
     Other(jetstream::context::PublishError),
 }
 
 impl PublishFailure {
+    /// Whether trying again may succeed: not for a message the stream refuses whatever happens
+    /// (too large, a wrong expected sequence), nor for a stream with other settings.
+    fn may_pass(&self) -> bool {
+        match self {
+            Self::StreamNotFound => true,
+            Self::Stream(err) => matches!(err, Error::Nats { .. }),
+            Self::Other(err) => !matches!(
+                err.kind(),
+                PublishErrorKind::MaxPayloadExceeded
+                    | PublishErrorKind::WrongLastMessageId
+                    | PublishErrorKind::WrongLastSequence
+            ),
+        }
+    }
+
     fn into_error(self, queue: &Queue, job: &Job) -> Error {
         let subject = job.subject(&queue.subject_prefix);
         match self {
             Self::StreamNotFound => {
                 Error::nats(format!("cannot publish {subject}"), format!("no stream {}", queue.stream))
             }
+            Self::Stream(err) => err,
             Self::Other(err) => Error::nats(format!("cannot publish {subject}"), err),
         }
     }

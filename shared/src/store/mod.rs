@@ -28,6 +28,8 @@ pub mod sql;
 mod tests;
 #[cfg(test)]
 mod upgrade_tests;
+#[cfg(test)]
+mod shard_tests;
 
 use std::time::Duration;
 

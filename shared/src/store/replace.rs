@@ -71,6 +71,9 @@ pub enum ReplaceOutcome {
     Replaced(RowCounts),
     /// A job scheduled later had already replaced the rows; this job changed nothing.
     Superseded { current: DateTime<Utc> },
+    /// This very job's rows are in already: an earlier delivery committed them and its ack was
+    /// lost (a JetStream consumer leader lost with it), so the queue delivered the job again.
+    AlreadyIn,
 }
 
 /// Which of a cluster's rows one job replaces, and the name its snapshot goes by.
@@ -407,23 +410,26 @@ impl<'a> Refresh<'a> {
         // A snapshot ranks by when its job was scheduled, but never by a time after its own
         // commit: a job from the future (a clock off, a hand-written message, recorded before
         // workers refused them) would otherwise supersede every later job until that time.
-        let now: Option<(DateTime<Utc>, Uuid, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT least(scheduled_at, swapped_at), run_id, swapped_at FROM snapshots
+        let now: Option<(DateTime<Utc>, Uuid, Uuid, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT least(scheduled_at, swapped_at), run_id, job_id, swapped_at FROM snapshots
              WHERE cluster_name = $1 AND table_name = $2",
         )
         .bind(&self.cluster)
         .bind(&job.table)
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some((current, _, _)) = now.filter(|(current, _, _)| *current > job.scheduled_at) {
+        if now.is_some_and(|(_, _, job_id, _)| job_id == job.id) {
+            return Ok(ReplaceOutcome::AlreadyIn);
+        }
+        if let Some((current, ..)) = now.filter(|(current, ..)| *current > job.scheduled_at) {
             return Ok(ReplaceOutcome::Superseded { current });
         }
-        if now.map(|(_, run, _)| run) != self.base {
+        if now.map(|(_, run, ..)| run) != self.base {
             self.count_conflict();
             return Err(Error::StaleBase {
                 cluster: self.cluster.clone(),
                 table: job.table.clone(),
-                current: now.map(|(_, run, _)| run),
+                current: now.map(|(_, run, ..)| run),
                 base: self.base,
             });
         }
@@ -467,7 +473,7 @@ impl<'a> Refresh<'a> {
             job,
             run_id,
             first_load: self.base.is_none(),
-            previous_swap: now.map(|(_, _, swapped_at)| swapped_at),
+            previous_swap: now.map(|(.., swapped_at)| swapped_at),
             listed_at: self.listed_at,
             history: self.history,
             tables: written,

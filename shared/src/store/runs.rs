@@ -17,7 +17,8 @@ pub enum Status {
     Retrying,
     /// The cluster does not serve the resource.
     Skipped,
-    /// A later-scheduled job's rows were already in.
+    /// A later-scheduled job's rows were already in, or this job's own (a redelivery after a
+    /// lost ack).
     Superseded,
     /// The job message itself was unusable (bad JSON, unknown cluster or table).
     Rejected,

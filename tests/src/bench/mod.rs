@@ -9,4 +9,5 @@ pub mod readers;
 pub mod refresh;
 pub mod report;
 pub mod scale;
+pub mod standby;
 pub mod stats;

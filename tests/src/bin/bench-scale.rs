@@ -23,6 +23,7 @@ use kubecensus_tests::{
         env::{BenchEnv, EnvConfig, bin_dir},
         refresh::{self, RoundResult, RoundSpec},
         scale::{self, ConcurrentReaders, Footprint, QueryFigures, Throughput},
+        standby::{StandbyFigures, StandbyWatch},
         stats::mib,
     },
     fleet::{Fleet, FleetSpec},
@@ -91,6 +92,11 @@ struct Args {
     /// Folder of the worker and scheduler binaries; default: this executable's folder.
     #[arg(long, env = "KUBECENSUS_BIN_DIR")]
     bin_dir: Option<PathBuf>,
+    /// Attach a hot standby of the private server (`pg_basebackup -R`) for the first load and the
+    /// full refresh, with `--readers` readers on it; reports replay lag and the readers'
+    /// errors and cancellations. Compare with a run without it for the cost.
+    #[arg(long)]
+    standby: bool,
     /// Keep the database, and the private server running, at the end (its URL is logged).
     #[arg(long)]
     keep: bool,
@@ -113,6 +119,9 @@ struct ScaleReport {
     autovacuum_wait_s: f64,
     queries: Vec<QueryFigures>,
     readers: ConcurrentReaders,
+    /// With `--standby`: replay lag and the standby's readers over the first load and refresh.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    standby: Option<StandbyFigures>,
     total_s: f64,
 }
 
@@ -145,7 +154,14 @@ async fn main() -> anyhow::Result<()> {
         worker_pg_options: None,
     };
     let mut env = BenchEnv::new(config).await?;
-    let result = run(&args, &mut env, started).await;
+    let standby = match (&private, args.standby) {
+        (Some(server), true) => Some(server.standby().await.context("starting a hot standby")?),
+        (None, true) => anyhow::bail!("--standby needs the private server (no --database-url)"),
+        (_, false) => None,
+    };
+    let standby_url = standby.as_ref().map(|server| server.url("kubecensus_scale"));
+    let result = run(&args, &mut env, started, standby_url.as_deref()).await;
+    drop(standby);
     env.cleanup().await;
     match private {
         Some(server) if args.keep => {
@@ -162,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Result<ScaleReport> {
+async fn run(args: &Args, env: &mut BenchEnv, started: Instant, standby: Option<&str>) -> anyhow::Result<ScaleReport> {
     let js = async_nats::jetstream::new(async_nats::connect(&args.nats_url).await?);
     let spec = FleetSpec {
         clusters: args.clusters,
@@ -192,6 +208,7 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         tables,
     };
 
+    let watch = standby.map(|url| StandbyWatch::start(&env.pool, url, args.readers));
     tracing::info!("first load, from empty");
     let since = now(env).await?;
     let first_load = refresh::run_round(env, &js, &round("load", Vec::new())).await?;
@@ -206,6 +223,10 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
     let refresh_throughput = scale::throughput(env, since).await?;
     let after_refresh = scale::footprint(env).await?;
     log_round(&refreshed, &refresh_throughput, &after_refresh);
+    let standby = match watch {
+        Some(watch) => Some(watch.finish().await?),
+        None => None,
+    };
 
     let mut pod_refreshes = vec![after_refresh.clone()];
     let mut round_started = Instant::now();
@@ -248,6 +269,7 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         autovacuum_wait_s: autovacuum_wait.as_secs_f64(),
         queries: figures,
         readers,
+        standby,
         total_s: started.elapsed().as_secs_f64(),
     })
 }
@@ -334,5 +356,21 @@ fn markdown(report: &ScaleReport) -> String {
         readers.p95_ms,
         report.total_s
     ));
+    if let Some(standby) = &report.standby {
+        out.push_str(&format!(
+            "\nWith a hot standby attached for the first load and the refresh: replay lag p50 {:.0} ms, p99 {:.0} ms, \
+             max {:.0} ms ({} samples); {} readers on it, {} reads, {} torn, {} errors{}, {} conflicts (cancelled queries).\n",
+            standby.lag_p50_ms,
+            standby.lag_p99_ms,
+            standby.lag_max_ms,
+            standby.lag_samples,
+            standby.readers,
+            standby.reads,
+            standby.torn,
+            standby.errors,
+            standby.first_error.as_ref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
+            standby.conflicts
+        ));
+    }
     out
 }
