@@ -5,8 +5,10 @@
 //! cluster); [`replace`] writes a job's rows; [`sql`] is the one way names get into SQL text;
 //! [`freshness`] says how old the snapshots are; [`fleet_view`] is the `fleet_objects` view of
 //! every object's health and the `fleet_unhealthy_objects` table of those not Current.
+//! [`explore`] holds the explorer's read-only queries.
 
 pub mod derived;
+pub mod explore;
 pub mod fleet_view;
 pub mod freshness;
 pub mod prune;
