@@ -81,6 +81,9 @@ pub enum Command {
     /// Prune now every cluster missing from every registry source, as `run` does after
     /// `--prune-after`: its rows and snapshots deleted, a `pruned` run recorded.
     Prune,
+    /// Serve the fleet explorer: one HTML page and a JSON API, read-only, each request as the
+    /// database role of the user an authenticating proxy names (or `--single-user`).
+    Explore(crate::explore::ExploreArgs),
     /// Print a registry (YAML) with one cluster per context of a kubeconfig file.
     ImportKubeconfig {
         /// The kubeconfig file.

@@ -1,9 +1,10 @@
 //! The scheduler: parses its command line and runs one command. The cron loop is in
 //! `cron_loop.rs`, publishing in `publish.rs`, what people read in `report.rs`, the gauges
-//! `/metrics` samples in `gauges.rs`.
+//! `/metrics` samples in `gauges.rs`, the fleet explorer (`explore`) in `explore/`.
 
 mod args;
 mod cron_loop;
+mod explore;
 mod gauges;
 mod live;
 mod publish;
@@ -47,7 +48,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     // The cron loop is a service: it logs what it does. The other commands are for people: their
     // output is on stdout, and only warnings go to stderr (unless RUST_LOG says otherwise).
-    let level = if matches!(args.command, None | Some(Command::Run { .. })) { "info" } else { "warn" };
+    let level = if matches!(args.command, None | Some(Command::Run { .. } | Command::Explore(_))) { "info" } else { "warn" };
     telemetry::init(args.common.log_format, level);
     run(args).await
 }
@@ -72,6 +73,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let sample = Some(gauges::sampler(gauges.clone()));
         let metrics = admin::Metrics { registry: metrics::scheduler().registry(), sample };
         admin::serve(admin.admin_addr, health.clone(), metrics).await.context("serving the admin endpoint")?;
+    }
+    if let Command::Explore(explore) = command {
+        // The explorer reads what the scheduler and workers made: no migration, no DDL.
+        let pool = store::connect(&common.database_url, &common.database_credentials, 16).await?;
+        explore::run(explore, admin, pool).await?;
+        return Ok(ExitCode::SUCCESS);
     }
     let pool = store::connect(&common.database_url, &common.database_credentials, 4).await?;
     if let Command::Report { summary } = &command {
@@ -132,7 +139,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_JOBS_OPEN));
             }
         }
-        Command::Report { .. } | Command::Prune | Command::ImportKubeconfig { .. } => unreachable!("handled above"),
+        Command::Report { .. } | Command::Prune | Command::ImportKubeconfig { .. } | Command::Explore(_) => {
+            unreachable!("handled above")
+        }
     }
     nats.flush().await.context("flushing NATS")?;
     Ok(ExitCode::SUCCESS)
