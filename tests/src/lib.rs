@@ -10,6 +10,7 @@ pub mod bench;
 pub mod certs;
 pub mod checks;
 pub mod connect_proxy;
+pub mod explorer;
 pub mod fleet;
 pub mod harness;
 pub mod manifests;
