@@ -76,14 +76,17 @@ pub async fn completeness(conn: &mut PgConnection) -> Result<Completeness> {
     .fetch_one(&mut *conn)
     .await?;
     let failing: Vec<FailingRow> = sqlx::query_as(
-        "SELECT cluster_name, table_name, error, started_at, count(DISTINCT cluster_name) OVER () AS clusters
-         FROM (SELECT DISTINCT ON (cluster_name, table_name) cluster_name, table_name, status, error, started_at
-               FROM runs
-               WHERE started_at > now() - make_interval(secs => $1)
-                 AND status NOT IN ('superseded', 'rejected', 'handed_back', 'running')
-                 AND cluster_name IN (SELECT name FROM clusters WHERE removed_at IS NULL)
-               ORDER BY cluster_name, table_name, started_at DESC) latest
-         WHERE status = 'failed' ORDER BY cluster_name, table_name LIMIT $2",
+        "WITH latest AS (
+           SELECT DISTINCT ON (cluster_name, table_name) cluster_name, table_name, status, error, started_at
+           FROM runs
+           WHERE started_at > now() - make_interval(secs => $1)
+             AND status NOT IN ('superseded', 'rejected', 'handed_back', 'running')
+             AND cluster_name IN (SELECT name FROM clusters WHERE removed_at IS NULL)
+           ORDER BY cluster_name, table_name, started_at DESC),
+         failed AS (SELECT * FROM latest WHERE status = 'failed')
+         SELECT cluster_name, table_name, error, started_at,
+                (SELECT count(DISTINCT cluster_name) FROM failed) AS clusters
+         FROM failed ORDER BY cluster_name, table_name LIMIT $2",
     )
     .bind(FAILING_WINDOW_SECONDS)
     .bind(FAILING_LISTED)
