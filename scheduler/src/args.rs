@@ -84,9 +84,62 @@ pub enum Command {
     /// Serve the fleet explorer: one HTML page and a JSON API, read-only, each request as the
     /// database role of the user an authenticating proxy names (or `--single-user`).
     Explore(crate::explore::ExploreArgs),
+    /// Access control: which PostgreSQL role is which Kubernetes user and groups, and why a
+    /// role sees what it sees (row-level security, README "Access control").
+    Access {
+        #[command(subcommand)]
+        command: AccessCommand,
+    },
     /// Print a registry (YAML) with one cluster per context of a kubeconfig file.
     ImportKubeconfig {
         /// The kubeconfig file.
         kubeconfig: PathBuf,
+    },
+}
+
+/// `scheduler access ...`.
+#[derive(Debug, Subcommand)]
+pub enum AccessCommand {
+    /// Make a PostgreSQL role (created NOLOGIN if missing) a viewer that is this Kubernetes user
+    /// and groups, fleet-wide or in one cluster; it sees what they may list there.
+    Grant {
+        /// The PostgreSQL role.
+        #[arg(long)]
+        role: String,
+        /// The Kubernetes user name (`alice@example.com`, `system:serviceaccount:ns:name`).
+        #[arg(long)]
+        user: String,
+        /// A Kubernetes group of the user (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Only in this cluster (it takes precedence there over the fleet-wide identity; the
+        /// only one that applies on a cluster with `authorization: webhook`).
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Remove a role's identity, fleet-wide or in one cluster.
+    Revoke {
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Print every identity.
+    List,
+    /// Say which binding lets a role list a resource in a namespace of a cluster, or that none does.
+    Explain {
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        cluster: String,
+        /// The namespace; without it, cluster-wide (as cluster-scoped resources need).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// The resource, by its plural (`pods`, `helmreleases`).
+        #[arg(long)]
+        resource: String,
+        /// The API group (`apps`); the core group by default.
+        #[arg(long, default_value = "")]
+        group: String,
     },
 }

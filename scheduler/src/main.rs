@@ -1,7 +1,9 @@
 //! The scheduler: parses its command line and runs one command. The cron loop is in
 //! `cron_loop.rs`, publishing in `publish.rs`, what people read in `report.rs`, the gauges
-//! `/metrics` samples in `gauges.rs`, the fleet explorer (`explore`) in `explore/`.
+//! `/metrics` samples in `gauges.rs`, `scheduler access` in `access.rs`, the fleet explorer
+//! (`explore`) in `explore/`.
 
+mod access;
 mod args;
 mod cron_loop;
 mod explore;
@@ -97,6 +99,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         report::pruned(&pruned, output)?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Access { command } = &command {
+        access::run(&pool, command, output).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let nats = queue::connect(&common.nats_url, &common.nats_credentials).await?;
     let js = async_nats::jetstream::new(nats.clone());
     let queue = Queue::from(&common);
@@ -139,7 +145,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_JOBS_OPEN));
             }
         }
-        Command::Report { .. } | Command::Prune | Command::ImportKubeconfig { .. } | Command::Explore(_) => {
+        Command::Report { .. }
+        | Command::Prune
+        | Command::Access { .. }
+        | Command::ImportKubeconfig { .. }
+        | Command::Explore(_) => {
             unreachable!("handled above")
         }
     }

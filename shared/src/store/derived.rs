@@ -3,13 +3,14 @@
 //! rolled-back or superseded job writes none of them.
 //!
 //! [`write`] is called once per committed replace, after every table of the resource has its new
-//! rows and before the run's outcome is recorded. Today it rewrites the cluster's rows of
-//! `fleet_unhealthy_objects` ([`super::fleet_view`]) for each table whose rows changed.
+//! rows and before the run's outcome is recorded. It rewrites the cluster's rows of
+//! `fleet_unhealthy_objects` ([`super::fleet_view`]) for each table whose rows changed, and the
+//! cluster's effective permissions when its RBAC or discovery rows changed ([`super::access`]).
 
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{fleet_view, replace::Scope, schema::TableShape};
+use super::{access, fleet_view, replace::Scope, schema::TableShape};
 use crate::{Result, model::catalog::Resource, queue::job::Job, store::runs::RowCounts};
 
 /// One committed replace of a cluster's rows of a resource, as the derived tables see it.
@@ -50,7 +51,7 @@ pub async fn write(tx: &mut PgConnection, swap: &Swap<'_>) -> Result<()> {
             rewrite_unhealthy(tx, swap, table).await?;
         }
     }
-    Ok(())
+    access::on_swap(tx, swap).await
 }
 
 /// Rewrites the scope's rows of `fleet_unhealthy_objects` from the table's rows not Current,

@@ -17,7 +17,8 @@
 //! planned in well under a millisecond. A replace that changed a cluster's rows of a table in the
 //! view rewrites that cluster's (and scope's) rows of the table in the same transaction
 //! ([`unhealthy_rewrite`]), so the two agree at every commit. Each data table keeps a partial
-//! index of its rows not Current, which that rewrite reads.
+//! index of its rows not Current, which that rewrite reads. The view is `security_invoker`: a
+//! viewer reads its tables under its own row-level security ([`super::access`]).
 
 use sqlx::{PgConnection, PgPool};
 
@@ -196,7 +197,14 @@ async fn write(
         .await?;
     execute(tx, indexes.join("; ")).await?;
     let view = column(VIEW);
-    execute(tx, format!("DROP VIEW IF EXISTS {view}; CREATE VIEW {view} AS {}", branches.join(" UNION ALL "))).await?;
+    execute(
+        tx,
+        format!(
+            "DROP VIEW IF EXISTS {view}; CREATE VIEW {view} WITH (security_invoker = true) AS {}",
+            branches.join(" UNION ALL ")
+        ),
+    )
+    .await?;
     let table = column(UNHEALTHY_TABLE);
     let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
         .bind(format!("public.{table}"))

@@ -4,9 +4,11 @@
 //! [`schema`] creates and upgrades the tables (one per catalog table, hash-partitioned by
 //! cluster); [`replace`] writes a job's rows; [`sql`] is the one way names get into SQL text;
 //! [`freshness`] says how old the snapshots are; [`fleet_view`] is the `fleet_objects` view of
-//! every object's health and the `fleet_unhealthy_objects` table of those not Current.
+//! every object's health and the `fleet_unhealthy_objects` table of those not Current;
+//! [`access`] is access control: effective RBAC permissions and row-level security for viewers.
 //! [`explore`] holds the explorer's read-only queries.
 
+pub mod access;
 pub mod derived;
 pub mod explore;
 pub mod fleet_view;
@@ -75,7 +77,8 @@ pub async fn prepare(pool: &PgPool, catalog: &Catalog, registry: &Registry) -> R
 }
 
 /// Creates, converts or upgrades every table of `catalog` for the registry's `fields` and
-/// `namespace_fields`, then `fleet_unhealthy_objects` and the `fleet_objects` view.
+/// `namespace_fields`, then `fleet_unhealthy_objects` and the `fleet_objects` view, then the
+/// row-level security policies and the viewers' grants ([`access::ensure`]).
 pub async fn ensure_schema(
     pool: &PgPool,
     catalog: &Catalog,
@@ -83,7 +86,8 @@ pub async fn ensure_schema(
     namespace_fields: &[String],
 ) -> Result<()> {
     ensure_tables(pool, catalog, fields, namespace_fields).await?;
-    fleet_view::ensure(pool, catalog, fields, namespace_fields).await
+    fleet_view::ensure(pool, catalog, fields, namespace_fields).await?;
+    access::ensure(pool, catalog).await
 }
 
 /// Adds the columns of the fields `now` declares and `before` did not (a registry read again
@@ -121,18 +125,21 @@ pub async fn sync_clusters(pool: &PgPool, registry: &Registry) -> Result<()> {
     for cluster in &registry.clusters {
         let fields = serde_json::to_value(&cluster.fields).unwrap_or_default();
         sqlx::query(
-            "INSERT INTO clusters (name, server, fields) VALUES ($1, $2, $3)
+            "INSERT INTO clusters (name, server, fields, authorization_mode) VALUES ($1, $2, $3, $4)
              ON CONFLICT (name) DO UPDATE SET server = EXCLUDED.server, fields = EXCLUDED.fields, updated_at = now(),
+               authorization_mode = EXCLUDED.authorization_mode,
                absent_since = NULL, removed_at = NULL,
                registered_at = CASE WHEN clusters.removed_at IS NULL THEN clusters.registered_at ELSE now() END,
                cluster_uid = CASE WHEN clusters.removed_at IS NULL THEN clusters.cluster_uid END,
                last_contact = CASE WHEN clusters.removed_at IS NULL THEN clusters.last_contact END
-             WHERE (clusters.server, clusters.fields) IS DISTINCT FROM (EXCLUDED.server, EXCLUDED.fields)
+             WHERE (clusters.server, clusters.fields, clusters.authorization_mode)
+                   IS DISTINCT FROM (EXCLUDED.server, EXCLUDED.fields, EXCLUDED.authorization_mode)
                 OR clusters.absent_since IS NOT NULL OR clusters.removed_at IS NOT NULL",
         )
         .bind(&cluster.name)
         .bind(cluster.location())
         .bind(fields)
+        .bind(cluster.authorization.as_str())
         .execute(pool)
         .await?;
     }

@@ -8,7 +8,10 @@
 //! `Status`), `POST /grants?cluster=&service_account=<ns>:<name>&namespaces=a,b` to issue a token
 //! allowed only in those namespaces (answers `{"token", "user"}`), and with `--home`
 //! `POST /clusters` to start one more cluster with its Secret, `POST /secrets` and
-//! `DELETE /secrets/{namespace}/{name}` to change the home cluster's Secrets).
+//! `DELETE /secrets/{namespace}/{name}` to change the home cluster's Secrets); `POST /rbac?cluster=`
+//! with a Role, ClusterRole, RoleBinding or ClusterRoleBinding as the body adds or replaces it, and
+//! `DELETE /rbac?cluster=&kind=&namespace=&name=` removes one (`namespace` empty or absent for a
+//! cluster-scoped object).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -162,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
             .route("/clusters", post(add_cluster))
             .route("/secrets", post(put_secret))
             .route("/secrets/{namespace}/{name}", delete(delete_secret))
+            .route("/rbac", post(put_rbac).delete(remove_rbac))
             .with_state(Arc::clone(&admin));
         tokio::spawn(async move {
             if let Err(err) = axum::serve(listener, admin).await {
@@ -309,4 +313,49 @@ async fn grant_handler(State(admin): State<Arc<Admin>>, Query(query): Query<Gran
     let namespaces: Vec<&str> = query.namespaces.split(',').filter(|namespace| !namespace.is_empty()).collect();
     let grant = admin.fleet.grant(&query.cluster, &query.service_account, &namespaces);
     axum::Json(serde_json::json!({"token": grant.token, "user": grant.user})).into_response()
+}
+
+/// Which cluster `POST /rbac` changes.
+#[derive(Deserialize)]
+struct RbacCluster {
+    cluster: String,
+}
+
+/// `POST /rbac?cluster=`: adds or replaces the RBAC object of the body.
+async fn put_rbac(
+    State(admin): State<Arc<Admin>>,
+    Query(query): Query<RbacCluster>,
+    axum::Json(object): axum::Json<serde_json::Value>,
+) -> Response {
+    if let Some(response) = unknown_cluster(&admin.fleet, &query.cluster) {
+        return response;
+    }
+    match admin.fleet.put_rbac(&query.cluster, object) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(err) => (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response(),
+    }
+}
+
+/// Which RBAC object `DELETE /rbac` removes.
+#[derive(Deserialize)]
+struct RbacObject {
+    cluster: String,
+    kind: String,
+    #[serde(default)]
+    namespace: String,
+    name: String,
+}
+
+/// `DELETE /rbac?cluster=&kind=&namespace=&name=`: removes an RBAC object (404 if absent).
+async fn remove_rbac(State(admin): State<Arc<Admin>>, Query(query): Query<RbacObject>) -> Response {
+    if let Some(response) = unknown_cluster(&admin.fleet, &query.cluster) {
+        return response;
+    }
+    match admin.fleet.remove_rbac(&query.cluster, &query.kind, &query.namespace, &query.name) {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => {
+            (StatusCode::NOT_FOUND, format!("no {} {}/{}\n", query.kind, query.namespace, query.name)).into_response()
+        }
+        Err(err) => (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response(),
+    }
 }

@@ -5,13 +5,16 @@
 //! starts one HTTPS server per cluster on an ephemeral port, and writes what clients need into an
 //! output folder: `clusters.yaml` (the kubecensus registry), `kubeconfig` (one context per
 //! cluster), and `<cluster>.ca.crt` / `<cluster>.token`. Tests then read the fleet's state
-//! ([`Fleet::objects`]), change it ([`Fleet::churn`]) or make it misbehave ([`Fleet::set_faults`]).
+//! ([`Fleet::objects`]), change it ([`Fleet::churn`], [`Fleet::put_rbac`]) or make it misbehave
+//! ([`Fleet::set_faults`]). Generated clusters serve the default ClusterRoles and a few bindings
+//! ([`rbac`]).
 
 mod access;
 mod content;
 mod custom;
 pub mod home;
 mod objects;
+pub mod rbac;
 mod server;
 mod store;
 mod tls;
@@ -401,6 +404,8 @@ fn prepare_cluster(spec: &FleetSpec, source: &Source, resources: &[ApiRef], inde
         Source::Generated => {
             let counts = (spec.namespaces, spec.nodes, spec.pods);
             let mut generated = content::generate(&name, region, &uid, counts, &mut rng);
+            generated.objects.extend(rbac::defaults(&name, &content::timestamp(content::epoch())));
+            rbac::aggregate(&mut generated.objects);
             if custom::runs_custom_resources(index) {
                 let namespaces: Vec<String> = generated
                     .objects

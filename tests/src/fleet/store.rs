@@ -176,9 +176,47 @@ impl ClusterStore {
             pod["metadata"]["resourceVersion"] = Value::String(version.to_string());
             pods.push(Arc::new(store(&pod)));
         }
-        pods.sort_by(|a, b| a.key().cmp(&b.key()));
+        self.push(&current, version, PODS, pods);
+    }
+
+    /// Puts `object`, of the resource `plural`, in a new snapshot, in place of the object of the
+    /// same namespace and name if there is one; it gets the new resourceVersion (and a uid if
+    /// it has none).
+    pub fn put(&mut self, plural: &str, mut object: Value) {
+        let current = self.current();
+        let version = current.resource_version + 1;
+        let metadata = &mut object["metadata"];
+        metadata["resourceVersion"] = Value::String(version.to_string());
+        if metadata["uid"].as_str().is_none() {
+            metadata["uid"] = Value::String(self.rng.uuid());
+        }
+        let stored = Arc::new(store(&object));
+        let mut objects: Vec<Arc<StoredObject>> = current.list(plural, None).to_vec();
+        objects.retain(|o| o.key() != stored.key());
+        objects.push(stored);
+        self.push(&current, version, plural, objects);
+    }
+
+    /// Removes the object of `plural` in `namespace` (empty for cluster-scoped) named `name`,
+    /// in a new snapshot; false (and no new snapshot) when there is none.
+    pub fn remove(&mut self, plural: &str, namespace: &str, name: &str) -> bool {
+        let current = self.current();
+        let mut objects: Vec<Arc<StoredObject>> = current.list(plural, None).to_vec();
+        let before = objects.len();
+        objects.retain(|o| o.key() != (namespace, name));
+        if objects.len() == before {
+            return false;
+        }
+        self.push(&current, current.resource_version + 1, plural, objects);
+        true
+    }
+
+    /// Makes the snapshot after `current` at `version`, with `plural`'s objects replaced by
+    /// `objects` (sorted here), the newest.
+    fn push(&mut self, current: &Snapshot, version: u64, plural: &str, mut objects: Vec<Arc<StoredObject>>) {
+        objects.sort_by(|a, b| a.key().cmp(&b.key()));
         let mut lists = current.lists.clone();
-        lists.insert(PODS.to_owned(), Arc::new(pods));
+        lists.insert(plural.to_owned(), Arc::new(objects));
         self.snapshots.push_front(Arc::new(Snapshot { resource_version: version, lists }));
         self.snapshots.truncate(KEPT_SNAPSHOTS);
     }

@@ -116,9 +116,41 @@ pub struct ClusterConfig {
     /// cluster Secret's `clusterResources: "true"`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cluster_resources: bool,
+    /// How the cluster authorizes requests: `rbac` (the default: its RBAC objects say who may
+    /// list what, and kubecensus replays them) or `webhook` (EKS access entries, GKE IAM, AKS
+    /// Azure RBAC grant besides RBAC: only identities given for this cluster apply, see
+    /// `store::access`).
+    #[serde(default, skip_serializing_if = "Authorization::is_rbac")]
+    pub authorization: Authorization,
     /// Credentials from a Secret of the home cluster; never from the file, never serialized.
     #[serde(skip)]
     pub secret: SecretCredentials,
+}
+
+/// How a cluster authorizes requests, as far as kubecensus can replay it (`clusters.authorization_mode`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Authorization {
+    /// Kubernetes RBAC alone: the cluster's Roles, ClusterRoles and bindings say everything.
+    #[default]
+    Rbac,
+    /// A webhook authorizer grants too (EKS access entries, GKE IAM, AKS Azure RBAC): the
+    /// cluster's RBAC is not the whole truth.
+    Webhook,
+}
+
+impl Authorization {
+    /// The value of `clusters.authorization_mode`: `rbac` or `webhook`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rbac => "rbac",
+            Self::Webhook => "webhook",
+        }
+    }
+
+    fn is_rbac(&self) -> bool {
+        *self == Self::Rbac
+    }
 }
 
 /// How long to wait for a cluster's API server to accept a connection.

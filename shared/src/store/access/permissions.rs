@@ -1,0 +1,232 @@
+//! Effective permissions, replayed in SQL from a cluster's RBAC tables as Kubernetes' RBAC
+//! authorizer decides a `list` request, and what each PostgreSQL role may therefore see.
+//!
+//! The rules, each from Kubernetes' source (release 1.33) and its documentation
+//! (<https://kubernetes.io/docs/reference/access-authn-authz/rbac/>):
+//!
+//! - which bindings apply where: `plugin/pkg/auth/authorizer/rbac/rbac.go` and
+//!   `pkg/registry/rbac/validation/rule.go` (`VisitRulesFor`): every ClusterRoleBinding, with its
+//!   ClusterRole's rules, in every namespace and for cluster-scoped resources; a RoleBinding only
+//!   in its own namespace, with the rules of a Role of that namespace or of a ClusterRole
+//!   (`GetRoleReferenceRules`). A ClusterRoleBinding to a Role grants nothing.
+//! - who a subject is: `appliesToUser` (rule.go): a User by name, a Group by membership, a
+//!   ServiceAccount as the user `system:serviceaccount:<namespace>:<name>`, its namespace
+//!   defaulting to the RoleBinding's (none in a ClusterRoleBinding: it applies to no one).
+//! - what a rule allows (`RuleAllows`, `pkg/apis/rbac/v1/evaluation_helpers.go`): the verb `list`
+//!   or `*`; the API group or `*`; the resource or `*`, where `pods/log` names a subresource and
+//!   does not match a request for `pods`; `resourceNames` empty, since a list request names no
+//!   object (`ResourceNameMatches`: an empty name matches only an empty entry).
+//! - aggregated ClusterRoles: the API server's aggregation controller writes the aggregated
+//!   rules into the ClusterRole it serves (`pkg/controller/clusterroleaggregation`), so the
+//!   collected rules are already the aggregated ones.
+//! - the groups every request carries (`k8s.io/apiserver/pkg/authentication`):
+//!   `system:authenticated` for every authenticated user, and for a service account
+//!   `system:serviceaccounts` and `system:serviceaccounts:<namespace>`
+//!   (`serviceaccount.MakeGroupNames`).
+//!
+//! `access_permissions` keeps the grants as the rules say (`*` included); `access_visible`
+//! expands them, for each role's identity, into the (API group, kind) pairs the cluster serves:
+//! the catalog's own resources and the cluster's discovery (`kubernetes_api_resources`, so a
+//! custom resource is known by its group and plural, never by its kind alone).
+
+use std::sync::LazyLock;
+
+use sqlx::PgConnection;
+
+use crate::{Result, model::catalog::Catalog, model::catalog::ResourceSource};
+
+/// The catalog's listed resources, as the universe of every cluster (with its discovery):
+/// API groups, plurals, kinds, and whether each is namespaced.
+struct Natives {
+    groups: Vec<String>,
+    plurals: Vec<String>,
+    kinds: Vec<String>,
+    namespaced: Vec<bool>,
+}
+
+/// The built-in catalog's listed resources (custom kinds are found in discovery).
+static NATIVES: LazyLock<Natives> = LazyLock::new(|| {
+    let catalog = Catalog::builtin();
+    let apis: Vec<_> = catalog.resources.iter().filter(|r| r.source == ResourceSource::List).map(|r| &r.api).collect();
+    Natives {
+        groups: apis.iter().map(|a| a.group.clone()).collect(),
+        plurals: apis.iter().map(|a| a.plural.clone()).collect(),
+        kinds: apis.iter().map(|a| a.kind.clone()).collect(),
+        namespaced: apis.iter().map(|a| a.namespaced).collect(),
+    }
+});
+
+/// The RBAC tables whose replace rewrites the cluster's permissions.
+pub const RBAC_TABLES: [&str; 4] = [
+    "kubernetes_cluster_role_binding_subjects",
+    "kubernetes_cluster_role_policy_rules",
+    "kubernetes_role_binding_subjects",
+    "kubernetes_role_policy_rules",
+];
+
+/// The table whose replace changes which kinds a cluster serves.
+pub const DISCOVERY_TABLE: &str = "kubernetes_api_resources";
+
+/// Rewrites `access_permissions` of cluster `$1` from its RBAC tables.
+const PERMISSIONS: &str = r#"
+INSERT INTO access_permissions (cluster_name, subject_kind, subject_name, api_group, resource, namespace,
+                                binding_kind, binding_namespace, binding_name, role_kind, role_name)
+WITH rules AS (
+  SELECT 'ClusterRole' AS role_kind, NULL::text AS role_namespace, r.name AS role_name,
+         r.verbs, r.api_groups, r.resources, r.resource_names
+  FROM kubernetes_cluster_role_policy_rules r WHERE r.cluster_name = $1
+  UNION ALL
+  SELECT 'Role', r.namespace, r.name, r.verbs, r.api_groups, r.resources, r.resource_names
+  FROM kubernetes_role_policy_rules r WHERE r.cluster_name = $1
+),
+listing AS (
+  SELECT DISTINCT r.role_kind, r.role_namespace, r.role_name, g.api_group, s.resource
+  FROM rules r
+  CROSS JOIN LATERAL jsonb_array_elements_text(CASE jsonb_typeof(r.api_groups) WHEN 'array' THEN r.api_groups ELSE '[]' END) AS g(api_group)
+  CROSS JOIN LATERAL jsonb_array_elements_text(CASE jsonb_typeof(r.resources) WHEN 'array' THEN r.resources ELSE '[]' END) AS s(resource)
+  WHERE jsonb_typeof(r.verbs) = 'array' AND (r.verbs ? 'list' OR r.verbs ? '*')
+    AND (jsonb_typeof(r.resource_names) IS DISTINCT FROM 'array' OR jsonb_array_length(r.resource_names) = 0
+         OR r.resource_names ? '')
+    AND s.resource NOT LIKE '%/%'
+),
+bindings AS (
+  SELECT 'ClusterRoleBinding' AS binding_kind, NULL::text AS binding_namespace, b.name AS binding_name,
+         b.role_kind, b.role_name, b.subject_kind, b.subject_name, b.subject_namespace
+  FROM kubernetes_cluster_role_binding_subjects b WHERE b.cluster_name = $1 AND b.role_kind = 'ClusterRole'
+  UNION ALL
+  SELECT 'RoleBinding', b.namespace, b.name, b.role_kind, b.role_name, b.subject_kind, b.subject_name, b.subject_namespace
+  FROM kubernetes_role_binding_subjects b WHERE b.cluster_name = $1 AND b.role_kind IN ('Role', 'ClusterRole')
+),
+subjects AS (
+  SELECT b.*, CASE b.subject_kind
+                WHEN 'ServiceAccount' THEN 'system:serviceaccount:' || coalesce(nullif(b.subject_namespace, ''), b.binding_namespace)
+                                           || ':' || b.subject_name
+                WHEN 'User' THEN b.subject_name
+                WHEN 'Group' THEN b.subject_name
+              END AS principal
+  FROM bindings b
+)
+SELECT DISTINCT $1, s.subject_kind, s.principal, l.api_group, l.resource, s.binding_namespace,
+       s.binding_kind, s.binding_namespace, s.binding_name, s.role_kind, s.role_name
+FROM subjects s
+JOIN listing l ON l.role_kind = s.role_kind AND l.role_name = s.role_name
+  AND (s.role_kind = 'ClusterRole' OR l.role_namespace = s.binding_namespace)
+WHERE s.principal IS NOT NULL
+"#;
+
+/// Each role's identity in each cluster (`$1` one cluster or NULL for every one, `$2` one role
+/// or NULL): the identity given for the cluster, else the fleet-wide one (not on a cluster whose
+/// authorization is `webhook`), with the groups Kubernetes adds to every request.
+pub(super) const IDENTITIES: &str = r#"
+identities AS (
+  SELECT DISTINCT ON (i.role_name, c.name) i.role_name, c.name AS cluster_name, i.k8s_user,
+         i.k8s_groups || ARRAY['system:authenticated']
+           || CASE WHEN i.k8s_user LIKE 'system:serviceaccount:%:%'
+                   THEN ARRAY['system:serviceaccounts', 'system:serviceaccounts:' || split_part(i.k8s_user, ':', 3)]
+                   ELSE ARRAY[]::text[] END AS k8s_groups
+  FROM access_identities i
+  JOIN clusters c ON c.name = i.cluster_name OR (i.cluster_name IS NULL AND c.authorization_mode = 'rbac')
+  WHERE ($1::text IS NULL OR c.name = $1) AND ($2::text IS NULL OR i.role_name = $2)
+  ORDER BY i.role_name, c.name, i.cluster_name NULLS LAST
+)"#;
+
+/// Whether permission `p` names identity `i`'s user or one of its groups.
+pub(super) const APPLIES: &str = "((p.subject_kind = 'Group' AND p.subject_name = ANY (i.k8s_groups))
+   OR (p.subject_kind <> 'Group' AND p.subject_name = i.k8s_user))";
+
+/// What the roles may see, for `$1` (a cluster or NULL) and `$2` (a role or NULL); `$3`..`$6` the
+/// catalog's resources ([`Natives`]).
+fn visible_sql() -> String {
+    format!(
+        r#"
+INSERT INTO access_visible (role_name, cluster_name, api_group, kind, namespace)
+WITH {IDENTITIES},
+granted AS (
+  SELECT DISTINCT i.role_name, i.cluster_name, p.api_group, p.resource, p.namespace
+  FROM identities i JOIN access_permissions p ON p.cluster_name = i.cluster_name AND {APPLIES}
+),
+natives AS (
+  SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::bool[]) AS n(api_group, resource, kind, namespaced)
+),
+universe AS (
+  SELECT c.cluster_name, n.api_group, n.resource, n.kind, n.namespaced
+  FROM (SELECT DISTINCT cluster_name FROM granted) c CROSS JOIN natives n
+  UNION
+  SELECT r.cluster_name, r."group", r.name, r.kind, r.namespaced = 1
+  FROM kubernetes_api_resources r
+  WHERE r.cluster_name IN (SELECT cluster_name FROM granted) AND r.name NOT LIKE '%/%'
+    AND r."group" IS NOT NULL AND r.kind IS NOT NULL
+)
+SELECT DISTINCT g.role_name, g.cluster_name, u.api_group, u.kind, coalesce(g.namespace, '*')
+FROM granted g
+JOIN universe u ON u.cluster_name = g.cluster_name
+  AND (g.api_group = '*' OR g.api_group = u.api_group) AND (g.resource = '*' OR g.resource = u.resource)
+WHERE u.namespaced OR g.namespace IS NULL
+"#
+    )
+}
+
+/// Takes the transaction-level lock of `cluster`'s permissions: recomputations of one cluster
+/// (two RBAC tables replaced at once, a grant) run one after the other, each statement after it
+/// seeing what the other committed (READ COMMITTED), so the last one sees every change.
+async fn lock_cluster(tx: &mut PgConnection, cluster: &str) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('kubecensus access ' || $1, 0))")
+        .bind(cluster)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Rewrites the visible rows of `cluster` and/or `role` (`None`: all).
+async fn write_visible(tx: &mut PgConnection, cluster: Option<&str>, role: Option<&str>) -> Result<u64> {
+    sqlx::query(
+        "DELETE FROM access_visible WHERE ($1::text IS NULL OR cluster_name = $1) AND ($2::text IS NULL OR role_name = $2)",
+    )
+    .bind(cluster)
+    .bind(role)
+    .execute(&mut *tx)
+    .await?;
+    let natives = &*NATIVES;
+    let written = sqlx::query(&visible_sql())
+        .bind(cluster)
+        .bind(role)
+        .bind(&natives.groups)
+        .bind(&natives.plurals)
+        .bind(&natives.kinds)
+        .bind(&natives.namespaced)
+        .execute(&mut *tx)
+        .await?;
+    Ok(written.rows_affected())
+}
+
+/// Recomputes `cluster`'s permissions (when `rbac_changed`: its RBAC tables were replaced) and
+/// what every role may see there, in the caller's transaction `tx`; returns the permissions'
+/// row count, or `None` when only what roles see was rewritten.
+///
+/// # Errors
+/// Any SQL error (the caller's transaction then rolls back).
+pub async fn recompute_cluster(tx: &mut PgConnection, cluster: &str, rbac_changed: bool) -> Result<Option<u64>> {
+    lock_cluster(tx, cluster).await?;
+    let mut permissions = None;
+    if rbac_changed {
+        sqlx::query("DELETE FROM access_permissions WHERE cluster_name = $1").bind(cluster).execute(&mut *tx).await?;
+        permissions = Some(sqlx::query(PERMISSIONS).bind(cluster).execute(&mut *tx).await?.rows_affected());
+    }
+    write_visible(tx, Some(cluster), None).await?;
+    Ok(permissions)
+}
+
+/// Recomputes what `role` may see in every cluster (its identities changed), in `tx`, holding
+/// every cluster's lock (in name order, so two grants never wait for each other in a cycle);
+/// returns how many visible rows it has.
+///
+/// # Errors
+/// Any SQL error.
+pub async fn recompute_role(tx: &mut PgConnection, role: &str) -> Result<u64> {
+    let clusters: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM clusters ORDER BY name").fetch_all(&mut *tx).await?;
+    for cluster in &clusters {
+        lock_cluster(tx, cluster).await?;
+    }
+    write_visible(tx, None, Some(role)).await
+}
