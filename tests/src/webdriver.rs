@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::{programs, servers::free_port};
 
 /// The key W3C WebDriver names an element reference with.
-const ELEMENT: &str = "element-6066-11e4-a6c0-29b1e2ab1e8b";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// How long one WebDriver command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -65,7 +65,7 @@ impl Browser {
         let session = loop {
             match browser.call("POST", "/session", Some(capabilities.clone())).await {
                 Ok(value) => break value,
-                Err(err) if tokio::time::Instant::now() < deadline && err.to_string().contains("connect") => {
+                Err(err) if tokio::time::Instant::now() < deadline && format!("{err:#}").contains("Connection refused") => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Err(err) => return Err(err),

@@ -48,7 +48,10 @@ async fn the_page_with_the_keyboard_banner_filters_facets_pages_and_detail() {
 
     // While sim-03 has no snapshot, the banner says so.
     browser.goto(&format!("{base}/")).await.unwrap();
-    let banner = browser.text(&browser.find("#banner").await.unwrap().expect("a banner")).await.unwrap();
+    let freshness = explorer.ok("/api/v1/freshness", None).await.unwrap();
+    let body = browser.run("return document.body.innerText").await.unwrap();
+    let banner = browser.find("#banner").await.unwrap().unwrap_or_else(|| panic!("no banner: {freshness} {body}"));
+    let banner = browser.text(&banner).await.unwrap();
     assert!(banner.starts_with("2 of 3 clusters loaded (not yet: sim-03)"), "{banner}");
     let who = browser.text(&browser.find("#who").await.unwrap().unwrap()).await.unwrap();
     assert!(who.contains("Single-user mode"), "{who}");
