@@ -12,6 +12,7 @@ pub mod checks;
 pub mod connect_proxy;
 pub mod explorer;
 pub mod fleet;
+pub mod grafana;
 pub mod harness;
 pub mod manifests;
 pub mod nats_jwt;

@@ -2,12 +2,14 @@
 //! the simulated clusters (a developer who may edit one namespace, a platform group that may
 //! view everything) each get exactly the rows, totals and facets their PostgreSQL role sees
 //! (compared with SQL run as that role), through the explorer's own login role, a member of
-//! `kubecensus_explorer` only.
+//! `kubecensus_explorer` only; the Grafana dashboard's panels run as an administrator and as
+//! each viewer, filtered.
 
 use std::collections::BTreeSet;
 
 use kubecensus_tests::{
     explorer::Explorer,
+    grafana,
     fleet::{
         Fleet, FleetSpec,
         rbac::{DEVELOPER, DEVELOPER_NAMESPACE, PLATFORM_GROUP},
@@ -103,6 +105,20 @@ async fn two_users_see_exactly_the_rows_their_roles_may_list() {
     .await
     .unwrap();
     assert_eq!(namespaces, [DEVELOPER_NAMESPACE], "the developer sees its namespace only");
+
+    // The Grafana dashboard's panels run as an administrator and as each viewer, filtered.
+    let admin = grafana::run_panels(&env.pool, None).await.unwrap();
+    for (title, rows) in &admin {
+        assert!(*rows > 0 || title.starts_with("Failing"), "{title}: no rows on the demo data");
+    }
+    for role in [&developer, &platform] {
+        let viewer = grafana::run_panels(&env.pool, Some(role)).await.unwrap();
+        for ((title, all), (_, seen)) in admin.iter().zip(&viewer) {
+            assert!(seen <= all, "{title}: {role} sees {seen} rows, the administrator {all}");
+        }
+    }
+    let developer_panels = grafana::run_panels(&env.pool, Some(&developer)).await.unwrap();
+    assert!(developer_panels[0].1 < admin[0].1, "health by cluster and kind is filtered: {developer_panels:?} {admin:?}");
 
     let (status, body) = explorer.get("/api/v1/objects", Some("nobody@example.com")).await.unwrap();
     assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")), "{body}");
