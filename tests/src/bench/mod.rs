@@ -1,6 +1,7 @@
 //! The pieces of `bench` and `bench-scale` (see `src/bin/` and BENCHMARKS.md).
 
 pub mod env;
+pub mod explorer;
 pub mod fleet_view;
 pub mod limits;
 pub mod queries;
