@@ -50,7 +50,8 @@ async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     // The cron loop is a service: it logs what it does. The other commands are for people: their
     // output is on stdout, and only warnings go to stderr (unless RUST_LOG says otherwise).
-    let level = if matches!(args.command, None | Some(Command::Run { .. } | Command::Explore(_))) { "info" } else { "warn" };
+    let level =
+        if matches!(args.command, None | Some(Command::Run { .. } | Command::Explore(_))) { "info" } else { "warn" };
     telemetry::init(args.common.log_format, level);
     run(args).await
 }

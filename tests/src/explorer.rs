@@ -31,8 +31,8 @@ impl Explorer {
     pub async fn get(&self, path: &str, user: Option<&str>) -> anyhow::Result<(u16, serde_json::Value)> {
         let headers: Vec<(&str, &str)> = user.map(|user| (USER_HEADER, user)).into_iter().collect();
         let answer = probes::get_with(self.addr, path, &headers).await?;
-        let body = serde_json::from_str(&answer.body)
-            .map_err(|err| anyhow::anyhow!("{path}: {err}: {}", answer.body))?;
+        let body =
+            serde_json::from_str(&answer.body).map_err(|err| anyhow::anyhow!("{path}: {err}: {}", answer.body))?;
         Ok((answer.status, body))
     }
 
@@ -45,7 +45,12 @@ impl Explorer {
 
     /// Every object of the listing at `query` (without `cursor`), page by page of `limit`,
     /// following `next`; checks that each page's total is the same.
-    pub async fn all_pages(&self, query: &str, limit: u32, user: Option<&str>) -> anyhow::Result<Vec<serde_json::Value>> {
+    pub async fn all_pages(
+        &self,
+        query: &str,
+        limit: u32,
+        user: Option<&str>,
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
         let (mut objects, mut cursor, mut total) = (Vec::new(), None::<String>, None);
         loop {
             let mut path = format!("/api/v1/objects?{query}&limit={limit}");

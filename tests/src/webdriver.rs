@@ -65,7 +65,9 @@ impl Browser {
         let session = loop {
             match browser.call("POST", "/session", Some(capabilities.clone())).await {
                 Ok(value) => break value,
-                Err(err) if tokio::time::Instant::now() < deadline && format!("{err:#}").contains("Connection refused") => {
+                Err(err)
+                    if tokio::time::Instant::now() < deadline && format!("{err:#}").contains("Connection refused") =>
+                {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Err(err) => return Err(err),
@@ -107,8 +109,15 @@ impl Browser {
 
     /// The elements matching a CSS selector.
     pub async fn all(&self, css: &str) -> anyhow::Result<Vec<Element>> {
-        let found = self.call("POST", &self.at("/elements"), Some(json!({"using": "css selector", "value": css}))).await?;
-        Ok(found.as_array().into_iter().flatten().filter_map(|e| e[ELEMENT].as_str()).map(|id| Element(id.to_owned())).collect())
+        let found =
+            self.call("POST", &self.at("/elements"), Some(json!({"using": "css selector", "value": css}))).await?;
+        Ok(found
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e[ELEMENT].as_str())
+            .map(|id| Element(id.to_owned()))
+            .collect())
     }
 
     /// The first element matching a CSS selector, if any.
@@ -130,7 +139,9 @@ impl Browser {
 
     /// Types `text` into an element (`\u{E007}` is Enter).
     pub async fn type_into(&self, element: &Element, text: &str) -> anyhow::Result<()> {
-        self.call("POST", &self.at(&format!("/element/{}/value", element.0)), Some(json!({"text": text}))).await.map(drop)
+        self.call("POST", &self.at(&format!("/element/{}/value", element.0)), Some(json!({"text": text})))
+            .await
+            .map(drop)
     }
 
     /// Clicks an element.
@@ -142,7 +153,12 @@ impl Browser {
     pub async fn press(&self, keys: &str) -> anyhow::Result<()> {
         let actions: Vec<Value> = keys
             .chars()
-            .flat_map(|key| [json!({"type": "keyDown", "value": key.to_string()}), json!({"type": "keyUp", "value": key.to_string()})])
+            .flat_map(|key| {
+                [
+                    json!({"type": "keyDown", "value": key.to_string()}),
+                    json!({"type": "keyUp", "value": key.to_string()}),
+                ]
+            })
             .collect();
         let body = json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]});
         self.call("POST", &self.at("/actions"), Some(body)).await.map(drop)

@@ -114,7 +114,10 @@ async fn every_filter_sort_page_and_facet_agrees_with_sql_and_identity_is_requir
         assert!(expected.len() > 3 * 13, "several pages");
         assert_eq!(keys(&explorer.all_pages(&query, 13, None).await.unwrap()), expected, "sort {sort}");
         let page = |cursor: Option<&str>| {
-            let path = format!("/api/v1/objects?{query}&limit=13{}", cursor.map(|c| format!("&cursor={c}")).unwrap_or_default());
+            let path = format!(
+                "/api/v1/objects?{query}&limit=13{}",
+                cursor.map(|c| format!("&cursor={c}")).unwrap_or_default()
+            );
             async move { explorer.ok(&path, None).await.unwrap() }
         };
         let first = page(None).await;
@@ -157,7 +160,10 @@ async fn every_filter_sort_page_and_facet_agrees_with_sql_and_identity_is_requir
     let detail = explorer.ok(&format!("/api/v1/objects/{cluster}/{uid}"), None).await.unwrap();
     assert_eq!(detail["object"]["uid"], uid);
     let kubectl = detail["kubectl"].as_str().unwrap();
-    assert!(kubectl.starts_with(&format!("kubectl --context {cluster} get kustomization.kustomize.toolkit.fluxcd.io -n ")), "{kubectl}");
+    assert!(
+        kubectl.starts_with(&format!("kubectl --context {cluster} get kustomization.kustomize.toolkit.fluxcd.io -n ")),
+        "{kubectl}"
+    );
     assert!(detail["events"].is_array());
     let (status, missing) = explorer.get(&format!("/api/v1/objects/{cluster}/no-such-uid"), None).await.unwrap();
     assert_eq!((status, missing["error"].as_str()), (404, Some("not_found")));
@@ -196,7 +202,10 @@ async fn paging_during_a_refresh_visits_each_unhealthy_object_once() {
     let (mut env, _fleet, registry) = loaded_fleet().await;
     let explorer = Explorer::start(&mut env, "explore", &registry, &["--single-user"]).await.unwrap();
     let before = sql_keys(&env.pool, "fleet_unhealthy_objects", "true", "1, 2").await;
-    let refresh = env.scheduler(&registry, &["refresh", "--wait", "--table", "kubernetes_pods", "--table", "kubernetes_custom_resources"]);
+    let refresh = env.scheduler(
+        &registry,
+        &["refresh", "--wait", "--table", "kubernetes_pods", "--table", "kubernetes_custom_resources"],
+    );
     let paging = async {
         let mut visits = Vec::new();
         // Page until the refresh has ended at least once during a full pass.

@@ -9,11 +9,11 @@ use std::collections::BTreeSet;
 
 use kubecensus_tests::{
     explorer::Explorer,
-    grafana,
     fleet::{
         Fleet, FleetSpec,
         rbac::{DEVELOPER, DEVELOPER_NAMESPACE, PLATFORM_GROUP},
     },
+    grafana,
     harness::{TestEnv, with_database},
 };
 use sqlx::{PgPool, Row};
@@ -43,9 +43,10 @@ fn keys(objects: &[serde_json::Value]) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_users_see_exactly_the_rows_their_roles_may_list() {
     let mut env = TestEnv::new().await.unwrap();
-    let _fleet = Fleet::start(FleetSpec { clusters: 3, pods: 30, custom_resources: 30, ..FleetSpec::default() }, &env.dir)
-        .await
-        .unwrap();
+    let _fleet =
+        Fleet::start(FleetSpec { clusters: 3, pods: 30, custom_resources: 30, ..FleetSpec::default() }, &env.dir)
+            .await
+            .unwrap();
     let registry = env.dir.join("clusters.yaml");
     env.spawn_worker("worker", &registry, &[]).unwrap();
     // The worker prepares the schema first: the access branch's policies are not yet created
@@ -57,17 +58,23 @@ async fn two_users_see_exactly_the_rows_their_roles_may_list() {
     let (developer, platform, login) = (format!("kcx_dev_{id}"), format!("kcx_plat_{id}"), format!("kcx_login_{id}"));
     let platform_user = "pat@example.com";
     env.scheduler(&registry, &["access", "grant", "--role", &developer, "--user", DEVELOPER]).await.unwrap();
-    env.scheduler(&registry, &["access", "grant", "--role", &platform, "--user", platform_user, "--group", PLATFORM_GROUP])
-        .await
-        .unwrap();
+    env.scheduler(
+        &registry,
+        &["access", "grant", "--role", &platform, "--user", platform_user, "--group", PLATFORM_GROUP],
+    )
+    .await
+    .unwrap();
     // The test's own role runs the oracle queries as each viewer.
     sqlx::raw_sql(&format!(
         "CREATE ROLE {login} LOGIN; GRANT kubecensus_explorer TO {login}; GRANT {developer}, {platform} TO CURRENT_USER"
     ))
-        .execute(&env.pool)
-        .await
-        .unwrap();
-    let url = format!("--database-url={}", with_database(&format!("postgres://{login}@127.0.0.1:5432/postgres"), &env.services.database));
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let url = format!(
+        "--database-url={}",
+        with_database(&format!("postgres://{login}@127.0.0.1:5432/postgres"), &env.services.database)
+    );
     let explorer = Explorer::start(&mut env, "explore", &registry, &[&url]).await.unwrap();
 
     let mut seen = Vec::new();
@@ -84,8 +91,12 @@ async fn two_users_see_exactly_the_rows_their_roles_may_list() {
             let listed = explorer.all_pages(query, 7, Some(user)).await.unwrap();
             assert_eq!(keys(&listed), expected, "{user} {query}: the rows {role} sees, each once, in order");
             let facets = explorer.ok(&format!("/api/v1/facets?{query}"), Some(user)).await.unwrap();
-            let clusters: BTreeSet<String> =
-                facets["clusters"].as_array().unwrap().iter().map(|c| c["value"].as_str().unwrap().to_owned()).collect();
+            let clusters: BTreeSet<String> = facets["clusters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["value"].as_str().unwrap().to_owned())
+                .collect();
             let expected_clusters: BTreeSet<String> = expected.iter().map(|(c, _)| c.clone()).collect();
             assert_eq!(clusters, expected_clusters, "{user} {query}: facets name only visible clusters");
         }
@@ -95,10 +106,13 @@ async fn two_users_see_exactly_the_rows_their_roles_may_list() {
         assert!(page.body.contains(&format!("database role {role}")), "the page names the role");
     }
     let (developer_rows, platform_rows) = (&seen[0], &seen[1]);
-    assert!(!developer_rows.is_empty() && developer_rows.len() < platform_rows.len(), "different bindings, different rows");
-    let namespaces: Vec<String> = sqlx::query_scalar(&format!(
-        "SELECT DISTINCT namespace FROM fleet_objects WHERE (cluster_name, uid) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
-    ))
+    assert!(
+        !developer_rows.is_empty() && developer_rows.len() < platform_rows.len(),
+        "different bindings, different rows"
+    );
+    let namespaces: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT namespace FROM fleet_objects WHERE (cluster_name, uid) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+    )
     .bind(developer_rows.iter().map(|k| k.0.clone()).collect::<Vec<_>>())
     .bind(developer_rows.iter().map(|k| k.1.clone()).collect::<Vec<_>>())
     .fetch_all(&env.pool)
@@ -118,11 +132,13 @@ async fn two_users_see_exactly_the_rows_their_roles_may_list() {
         }
     }
     let developer_panels = grafana::run_panels(&env.pool, Some(&developer)).await.unwrap();
-    assert!(developer_panels[0].1 < admin[0].1, "health by cluster and kind is filtered: {developer_panels:?} {admin:?}");
+    assert!(
+        developer_panels[0].1 < admin[0].1,
+        "health by cluster and kind is filtered: {developer_panels:?} {admin:?}"
+    );
 
     let (status, body) = explorer.get("/api/v1/objects", Some("nobody@example.com")).await.unwrap();
     assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")), "{body}");
-    drop(explorer);
     for role in [&developer, &platform, &login] {
         let _ = sqlx::raw_sql(&format!("DROP OWNED BY {role}; DROP ROLE {role}")).execute(&env.pool).await;
     }

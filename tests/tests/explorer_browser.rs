@@ -11,7 +11,8 @@ use kubecensus_tests::{
     webdriver::Browser,
 };
 
-const TABLES: [&str; 4] = ["kubernetes_pods", "kubernetes_deployments", "kubernetes_nodes", "kubernetes_custom_resources"];
+const TABLES: [&str; 4] =
+    ["kubernetes_pods", "kubernetes_deployments", "kubernetes_nodes", "kubernetes_custom_resources"];
 
 /// `(cluster, uid)` of the rows the page's table shows.
 async fn rows(browser: &Browser) -> Vec<(String, String)> {
@@ -25,9 +26,10 @@ async fn rows(browser: &Browser) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_with_the_keyboard_banner_filters_facets_pages_and_detail() {
     let mut env = TestEnv::new().await.unwrap();
-    let _fleet = Fleet::start(FleetSpec { clusters: 3, pods: 30, custom_resources: 30, ..FleetSpec::default() }, &env.dir)
-        .await
-        .unwrap();
+    let _fleet =
+        Fleet::start(FleetSpec { clusters: 3, pods: 30, custom_resources: 30, ..FleetSpec::default() }, &env.dir)
+            .await
+            .unwrap();
     let registry = env.dir.join("clusters.yaml");
     env.spawn_worker("worker", &registry, &[]).unwrap();
     env.wait_for_log("worker", "worker started").await;
@@ -66,11 +68,10 @@ async fn the_page_with_the_keyboard_banner_filters_facets_pages_and_detail() {
     let kind = browser.find("input[name=kind]").await.unwrap().unwrap();
     browser.type_into(&kind, "Kustomization\u{E007}").await.unwrap();
     assert!(browser.url().await.unwrap().contains("kind=Kustomization"), "the URL keeps the filter");
-    let total: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM fleet_unhealthy_objects WHERE kind = 'Kustomization'")
-            .fetch_one(&env.pool)
-            .await
-            .unwrap();
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM fleet_unhealthy_objects WHERE kind = 'Kustomization'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
     let shown = browser.text(&browser.find("#total").await.unwrap().unwrap()).await.unwrap();
     assert_eq!(shown, format!("{total} objects"));
     for kind in browser.all("#objects tbody td:nth-child(3)").await.unwrap() {

@@ -138,7 +138,11 @@ fn who(data: &PageData) -> String {
         "Signed in as <strong>{}</strong> (database role {}{})",
         escape(identity.user.as_deref().unwrap_or_default()),
         escape(identity.role.as_deref().unwrap_or_default()),
-        if identity.groups.is_empty() { String::new() } else { format!("; groups {}", escape(&identity.groups.join(", "))) }
+        if identity.groups.is_empty() {
+            String::new()
+        } else {
+            format!("; groups {}", escape(&identity.groups.join(", ")))
+        }
     )
 }
 
@@ -270,7 +274,10 @@ fn table(objects: &[Object], pairs: &[(String, String)]) -> String {
 fn pager(data: &PageData, pairs: &[(String, String)]) -> String {
     let link = |cursor: &Option<String>, rel: &str, text: &str| match cursor {
         Some(cursor) => {
-            format!("<a rel=\"{rel}\" id=\"{rel}\" href=\"/?{}\">{text}</a>", escape(&params::with(pairs, &[("cursor", cursor)])))
+            format!(
+                "<a rel=\"{rel}\" id=\"{rel}\" href=\"/?{}\">{text}</a>",
+                escape(&params::with(pairs, &[("cursor", cursor)]))
+            )
         }
         None => format!("<span class=\"disabled\">{text}</span>"),
     };

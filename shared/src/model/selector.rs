@@ -127,7 +127,10 @@ mod tests {
                 NotExists("legacy".into()),
             ]
         );
-        assert_eq!(parse("app.kubernetes.io/name=x").unwrap(), vec![In("app.kubernetes.io/name".into(), strings(&["x"]))]);
+        assert_eq!(
+            parse("app.kubernetes.io/name=x").unwrap(),
+            vec![In("app.kubernetes.io/name".into(), strings(&["x"]))]
+        );
         assert_eq!(parse("a=").unwrap(), vec![In("a".into(), strings(&[""]))], "an empty value is a value");
         assert!(parse("  ").unwrap().is_empty());
     }

@@ -46,19 +46,25 @@ pub async fn time_api(env: &BenchEnv, registry: &Path, runs: usize) -> anyhow::R
     let first: String = sqlx::query_scalar("SELECT min(name) FROM clusters").fetch_one(&env.pool).await?;
     let first = first.as_str();
     env.scheduler(registry, &["access", "grant", "--role", VIEWER.0, "--user", VIEWER.1]).await?;
-    env.scheduler(registry, &["access", "grant", "--role", VIEWER.0, "--user", VIEWER.1, "--group", PLATFORM_GROUP, "--cluster", first])
-        .await?;
+    env.scheduler(
+        registry,
+        &["access", "grant", "--role", VIEWER.0, "--user", VIEWER.1, "--group", PLATFORM_GROUP, "--cluster", first],
+    )
+    .await?;
     let unrestricted = start(env, registry, &["--single-user"]).await?;
     let proxied = start(env, registry, &[]).await?;
     let mut timings = Vec::new();
-    for (who, running, headers) in [
-        ("unrestricted", &unrestricted, vec![]),
-        ("a viewer of 1 cluster", &proxied, vec![(USER_HEADER, VIEWER.1)]),
-    ] {
+    for (who, running, headers) in
+        [("unrestricted", &unrestricted, vec![]), ("a viewer of 1 cluster", &proxied, vec![(USER_HEADER, VIEWER.1)])]
+    {
         let (mut cursor, mut page) = (None::<String>, 1);
         while page < 100 {
-            let path = format!("/api/v1/objects?limit=50{}", cursor.as_ref().map(|c| format!("&cursor={c}")).unwrap_or_default());
-            let body: serde_json::Value = serde_json::from_str(&probes::get_with(running.1, &path, &headers).await?.body)?;
+            let path = format!(
+                "/api/v1/objects?limit=50{}",
+                cursor.as_ref().map(|c| format!("&cursor={c}")).unwrap_or_default()
+            );
+            let body: serde_json::Value =
+                serde_json::from_str(&probes::get_with(running.1, &path, &headers).await?.body)?;
             match body["next"].as_str() {
                 Some(next) => cursor = Some(next.to_owned()),
                 None => break,
@@ -80,9 +86,8 @@ pub async fn time_api(env: &BenchEnv, registry: &Path, runs: usize) -> anyhow::R
                 probes::get_with(running.1, &path, &headers).await?;
                 ms.push(started.elapsed().as_secs_f64() * 1e3);
             }
-            let rows_returned = serde_json::from_str::<serde_json::Value>(&answer.body)?["objects"]
-                .as_array()
-                .map_or(0, Vec::len);
+            let rows_returned =
+                serde_json::from_str::<serde_json::Value>(&answer.body)?["objects"].as_array().map_or(0, Vec::len);
             timings.push(QueryTiming {
                 name: format!("explorer API, {who}: {name}"),
                 sql: format!("GET {path}"),

@@ -138,9 +138,8 @@ pub async fn page(conn: &mut PgConnection, request: &PageRequest) -> Result<Page
     if !forward {
         objects.reverse();
     }
-    let cursor_at = |object: Option<&Object>, forward: bool| {
-        object.map(|o| Cursor { forward, key: o.key(request.sort) }.encode())
-    };
+    let cursor_at =
+        |object: Option<&Object>, forward: bool| object.map(|o| Cursor { forward, key: o.key(request.sort) }.encode());
     // Going forward, a next page exists when one more row came back, a previous one when the
     // page did not start at the beginning; going back, the other way round.
     let (has_next, has_prev) = if forward { (more, request.cursor.is_some()) } else { (true, more) };
