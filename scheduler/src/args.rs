@@ -110,6 +110,9 @@ pub enum Command {
     /// Prune now every cluster missing from every registry source, as `run` does after
     /// `--prune-after`: its rows and snapshots deleted, a `pruned` run recorded.
     Prune,
+    /// Serve the fleet explorer: one HTML page and a JSON API, read-only, each request as the
+    /// database role of the user an authenticating proxy names (or `--single-user`).
+    Explore(crate::explore::ExploreArgs),
     /// Access control: which PostgreSQL role is which Kubernetes user and groups, and why a
     /// role sees what it sees (row-level security, README "Access control").
     Access {

@@ -2,13 +2,15 @@
 //! `cron_loop.rs`, publishing in `publish.rs`, what people read in `report.rs` and
 //! `changes.rs`, the gauges `/metrics` samples in `gauges.rs`, the history tables' retention in
 //! `retention.rs`, the start-up check of the events schedule against the clusters' event
-//! lifetimes in `event_lifetimes.rs`, `scheduler access` in `access.rs`.
+//! lifetimes in `event_lifetimes.rs`, `scheduler access` in `access.rs`, the fleet explorer
+//! (`explore`) in `explore/`.
 
 mod access;
 mod args;
 mod changes;
 mod cron_loop;
 mod event_lifetimes;
+mod explore;
 mod gauges;
 mod live;
 mod publish;
@@ -53,7 +55,8 @@ async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     // The cron loop is a service: it logs what it does. The other commands are for people: their
     // output is on stdout, and only warnings go to stderr (unless RUST_LOG says otherwise).
-    let level = if matches!(args.command, None | Some(Command::Run { .. })) { "info" } else { "warn" };
+    let level =
+        if matches!(args.command, None | Some(Command::Run { .. } | Command::Explore(_))) { "info" } else { "warn" };
     telemetry::init(args.common.log_format, level);
     run(args).await
 }
@@ -80,6 +83,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let sample = Some(gauges::sampler(gauges.clone()));
         let metrics = admin::Metrics { registry: metrics::scheduler().registry(), sample };
         admin::serve(admin.admin_addr, health.clone(), metrics).await.context("serving the admin endpoint")?;
+    }
+    if let Command::Explore(explore) = command {
+        // The explorer reads what the scheduler and workers made: no migration, no DDL.
+        let pool = store::connect(explore.read.url(&common), &common.database_credentials, 16).await?;
+        explore::run(explore, admin, pool).await?;
+        return Ok(ExitCode::SUCCESS);
     }
     if let Command::Report { summary, read } = &command {
         let pool = store::connect(read.url(&common), &common.database_credentials, 2).await?;
@@ -159,7 +168,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         | Command::Changes { .. }
         | Command::Prune
         | Command::Access { .. }
-        | Command::ImportKubeconfig { .. } => {
+        | Command::ImportKubeconfig { .. }
+        | Command::Explore(_) => {
             unreachable!("handled above")
         }
     }

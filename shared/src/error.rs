@@ -53,6 +53,11 @@ pub enum Error {
         source: serde_norway::Error,
     },
 
+    /// An explorer request's parameters cannot be used: a label selector, a cursor, a filter on
+    /// a column that does not exist, a page size out of range. The message names the parameter.
+    #[error("query: {0}")]
+    Query(String),
+
     // A cluster's API.
     /// A request to a cluster got no complete answer: refused, reset, TLS, a proxy that is down.
     #[error("cluster: {request}: {}", error_chain(.source))]
@@ -212,7 +217,7 @@ impl Error {
         match self {
             Self::ShuttingDown => Disposition::HandBack,
             Self::NotServed(_) | Self::OutsideNamespaces(_) => Disposition::Skip,
-            Self::Forbidden { .. } => Disposition::Fail,
+            Self::Forbidden { .. } | Self::Query(_) => Disposition::Fail,
             Self::MalformedJob(_) | Self::JobJson(_) | Self::ClusterPruned { .. } => Disposition::Reject,
             Self::Throttled { retry_after, .. } => Disposition::Retry { after: Some(*retry_after) },
             Self::Catalog(_)
@@ -269,6 +274,7 @@ impl Error {
             Self::Settings { .. } => "settings",
             Self::ReadFile { .. } => "read_file",
             Self::Yaml { .. } => "yaml",
+            Self::Query(_) => "query",
             Self::ClusterRequest { .. } => "cluster_unreachable",
             Self::BadRequest { .. } => "bad_request",
             Self::ClusterStatus { .. } => "cluster_status",

@@ -229,10 +229,17 @@ impl TestEnv {
 
     /// Starts `scheduler run` logging to `<dir>/<name>.log`: replicas each with their own log.
     pub fn spawn_scheduler_named(&mut self, name: &str, registry: &Path, extra: &[&str]) -> anyhow::Result<u32> {
+        let args: Vec<&str> = std::iter::once("run").chain(extra.iter().copied()).collect();
+        self.spawn_scheduler_command(name, registry, &args)
+    }
+
+    /// Starts the scheduler binary with `args` (a command and its arguments: `explore ...`),
+    /// logging to `<dir>/<name>.log`.
+    pub fn spawn_scheduler_command(&mut self, name: &str, registry: &Path, args: &[&str]) -> anyhow::Result<u32> {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
         let mut command = Command::new(binary("scheduler"));
         self.configure(&mut command, registry);
-        command.arg("run").args(extra).stdout(log.try_clone()?).stderr(log);
+        command.args(args).stdout(log.try_clone()?).stderr(log);
         let child = command.spawn()?;
         let pid = child.id();
         self.children.push(child);

@@ -22,9 +22,18 @@ pub struct Answer {
 
 /// GETs `path` on `addr`.
 pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Answer> {
+    get_with(addr, path, &[]).await
+}
+
+/// GETs `path` on `addr` with request `headers` (name, value).
+pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<Answer> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let uri = format!("http://{addr}{path}").parse()?;
-    let response = tokio::time::timeout(GET_TIMEOUT, client.get(uri)).await.context("GET timed out")??;
+    let mut request = axum::http::Request::get(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Empty::new())?;
+    let response = tokio::time::timeout(GET_TIMEOUT, client.request(request)).await.context("GET timed out")??;
     let status = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes();
     Ok(Answer { status, body: String::from_utf8_lossy(&body).into_owned() })

@@ -1,6 +1,7 @@
 //! The programs the tests run that this workspace does not build, where `deploy/test-deps.sh`
 //! put them: `$KUBECTL`, `$PYTHON` and `$NATS_SERVER` when set (`make test` sets them), else
-//! `kubectl`, `python3` and `nats-server` on `PATH`.
+//! `kubectl`, `python3` and `nats-server` on `PATH`; Chromium and ChromeDriver at `$CHROMIUM` and
+//! `$CHROMEDRIVER`, else where Debian's packages put them.
 
 use std::path::PathBuf;
 
@@ -24,4 +25,14 @@ pub fn nats_server() -> PathBuf {
 /// The path in the environment variable `variable` when set and not empty, else `default`.
 fn program(variable: &str, default: &str) -> PathBuf {
     std::env::var_os(variable).filter(|path| !path.is_empty()).map_or_else(|| PathBuf::from(default), PathBuf::from)
+}
+
+/// Debian's Chromium (`deploy/test-deps.sh` installs it): `$CHROMIUM`, else `/usr/bin/chromium`.
+pub fn chromium() -> PathBuf {
+    program("CHROMIUM", "/usr/bin/chromium")
+}
+
+/// Debian's ChromeDriver, Chromium's WebDriver server: `$CHROMEDRIVER`, else `/usr/bin/chromedriver`.
+pub fn chromedriver() -> PathBuf {
+    program("CHROMEDRIVER", "/usr/bin/chromedriver")
 }

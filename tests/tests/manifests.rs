@@ -122,7 +122,7 @@ fn pods_are_hardened_and_run_what_the_image_holds() {
             }
         }
         let ours = kubecensus_containers(&pods, &image);
-        assert_eq!(ours.len(), 2, "{}: a scheduler and a worker", rendered.name);
+        assert_eq!(ours.len(), 3, "{}: a scheduler, a worker and the explorer", rendered.name);
         for (pod, container) in ours {
             let what = format!("{}: {}", rendered.name, container.name);
             let uid = pod.security_context.as_ref().and_then(|c| c.run_as_user);

@@ -1,9 +1,9 @@
-//! The admin endpoint both binaries serve on `--admin-addr` (off when unset): `/livez` and
+//! The admin endpoint both binaries (and `scheduler explore`) serve on `--admin-addr` (off when unset): `/livez` and
 //! `/readyz` for Kubernetes probes, `/metrics` for Prometheus.
 //!
 //! - `/livez`: 200 while the process runs.
 //! - `/readyz`: 200 once start-up is done while PostgreSQL answers a query, the NATS client is
-//!   connected, and the process is not stopping; else 503 with the reason as the body. It turns
+//!   connected (where the process uses NATS), and the process is not stopping; else 503 with the reason as the body. It turns
 //!   503 at SIGTERM, before a worker drains its jobs (the binaries call [`Health::drain`] first).
 //! - `/metrics`: [`super::metrics`] in Prometheus's text format, version 0.0.4
 //!   (<https://prometheus.io/docs/instrumenting/exposition_formats/>).
@@ -56,7 +56,8 @@ struct Services {
     /// A pool of one connection of its own: a worker whose connections are all busy with jobs
     /// still answers its probe at once.
     postgres: PgPool,
-    nats: async_nats::Client,
+    /// `None` for a process that uses no queue (`scheduler explore`).
+    nats: Option<async_nats::Client>,
 }
 
 impl Health {
@@ -68,11 +69,20 @@ impl Health {
     /// Start-up is done: readiness now checks PostgreSQL (with `pool`'s connect options: the
     /// same server, credentials and TLS settings) and the `nats` client's connection.
     pub fn started(&self, pool: &PgPool, nats: &async_nats::Client) {
+        self.start(pool, Some(nats.clone()));
+    }
+
+    /// Start-up is done for a process without a queue: readiness checks PostgreSQL only.
+    pub fn started_without_queue(&self, pool: &PgPool) {
+        self.start(pool, None);
+    }
+
+    fn start(&self, pool: &PgPool, nats: Option<async_nats::Client>) {
         let postgres = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(PROBE_TIMEOUT)
             .connect_lazy_with((*pool.connect_options()).clone());
-        let _ = self.services.set(Services { postgres, nats: nats.clone() });
+        let _ = self.services.set(Services { postgres, nats });
     }
 
     /// The process is stopping (SIGTERM): not ready from now on.
@@ -88,9 +98,11 @@ impl Health {
         let Some(services) = self.services.get() else {
             return Err("starting: not yet connected to PostgreSQL and NATS".into());
         };
-        let state = services.nats.connection_state();
-        if state != async_nats::connection::State::Connected {
-            return Err(format!("NATS is not connected ({state})"));
+        if let Some(nats) = &services.nats {
+            let state = nats.connection_state();
+            if state != async_nats::connection::State::Connected {
+                return Err(format!("NATS is not connected ({state})"));
+            }
         }
         match tokio::time::timeout(PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(&services.postgres)).await {
             Ok(Ok(_)) => Ok(()),

@@ -10,7 +10,12 @@
 //!
 //! The metrics are process-wide (one set per binary, recorded from wherever the event happens:
 //! a list request in [`crate::source::kubeapi`], a replace conflict in [`crate::store::replace`]);
-//! [`WorkerMetrics::registry`] and [`SchedulerMetrics::registry`] gather each binary's set.
+//! [`WorkerMetrics::registry`] and [`SchedulerMetrics::registry`] gather each binary's set, and
+//! [`ExplorerMetrics::registry`] that of `scheduler explore`.
+
+mod explorer;
+
+pub use explorer::{ExplorerMetrics, explorer};
 
 use std::{
     sync::{LazyLock, atomic::AtomicU64},

@@ -8,7 +8,7 @@
 //! Jobs, Pods, Nodes, PersistentVolumeClaims, Services, CustomResourceDefinitions. Columns:
 //! `cluster_name`, the registry's cluster fields, `namespace` (`''` for cluster-scoped objects,
 //! so keyset pagination compares no NULLs), the namespace fields, `api_group`, `kind`, `name`,
-//! `uid`, `health`, `message`, `since` (`timestamptz`).
+//! `uid`, `health`, `message`, `since` (`timestamptz`), `labels` (`jsonb`).
 //!
 //! Planning the view means planning every partition of each of its tables (11 × 16, with their
 //! indexes): 30 to 130 ms per query as SQL text, whatever the rows (BENCHMARKS.md). The RFC's
@@ -40,6 +40,9 @@ pub const UNHEALTHY_TABLE: &str = "fleet_unhealthy_objects";
 
 /// The column a table needs to be part of the view.
 const HEALTH_COLUMN: &str = "health";
+
+/// The objects' labels (`jsonb`, as every object table has them), for label selectors.
+pub const LABELS_COLUMN: &str = "labels";
 
 /// The table's column naming the catalog table a row comes from.
 const TABLE_NAME_COLUMN: &str = "table_name";
@@ -79,6 +82,7 @@ fn columns(
         (HEALTH_COLUMN.to_owned(), column(HEALTH_COLUMN)),
         ("message".to_owned(), column("health_message")),
         ("since".to_owned(), format!("to_timestamp({})", column("health_since"))),
+        (LABELS_COLUMN.to_owned(), column(LABELS_COLUMN)),
     ]);
     columns
 }
@@ -211,13 +215,14 @@ async fn write(
             tx,
             format!(
                 "CREATE TABLE {table} ({} text NOT NULL, {} text NOT NULL, namespace text NOT NULL, {} text NOT NULL, \
-             {} text NOT NULL, name text, uid text, {} text NOT NULL, message text, since timestamptz) \
+             {} text NOT NULL, name text, uid text, {} text NOT NULL, message text, since timestamptz, {} jsonb) \
              WITH ({PARTITION_STORAGE}); CREATE INDEX {} ON {table} ({}, namespace, name, uid)",
                 column(TABLE_NAME_COLUMN),
                 column(CLUSTER_COLUMN),
                 column(GROUP_COLUMN),
                 column(KIND_COLUMN),
                 column(HEALTH_COLUMN),
+                column(LABELS_COLUMN),
                 Ident::derived(&[UNHEALTHY_TABLE, "keyset"]),
                 column(CLUSTER_COLUMN),
             ),
@@ -234,7 +239,13 @@ async fn write(
     if !added.is_empty() {
         execute(tx, format!("ALTER TABLE {table} {}", added.join(", "))).await?;
     }
-    if !exists {
+    // A table made before it had labels gets them, and its rows again with their labels.
+    let refill = exists && !existing.iter().any(|column| column == LABELS_COLUMN);
+    if refill {
+        execute(tx, format!("ALTER TABLE {table} ADD COLUMN {} jsonb; DELETE FROM {table}", column(LABELS_COLUMN)))
+            .await?;
+    }
+    if !exists || refill {
         execute(tx, fills.join("; ")).await?;
     }
     Ok(())

@@ -7,6 +7,7 @@
 //! every object's health and the `fleet_unhealthy_objects` table of those not Current;
 //! [`event_history`] keeps events past their lifetime and records the gaps between listings.
 //! [`access`] is access control: effective RBAC permissions and row-level security for viewers.
+//! [`explore`] holds the explorer's read-only queries.
 
 pub mod access;
 pub mod changes;
@@ -16,6 +17,7 @@ pub mod derived;
 pub mod event_history;
 #[cfg(test)]
 mod event_history_tests;
+pub mod explore;
 pub mod fleet_view;
 pub mod freshness;
 pub mod prune;

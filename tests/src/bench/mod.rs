@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod env;
+pub mod explorer;
 pub mod fleet_view;
 pub mod limits;
 pub mod queries;

@@ -18,7 +18,7 @@ use clap::{Parser, ValueEnum};
 use kubecensus_tests::bench::{
     access,
     env::{BenchEnv, EnvConfig, bin_dir},
-    fleet_view,
+    explorer, fleet_view,
     limits::{self, LoadMode},
     queries, readers,
     refresh::{self, RoundSpec},
@@ -353,6 +353,7 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
             plans.push(format!("-- {name}\n{sql}\n{}\n", queries::explain(env, sql).await?));
         }
         report.queries.extend(pages);
+        report.queries.extend(explorer::time_api(env, &registry, args.query_runs).await?);
         std::fs::write(args.dir.join("plans.txt"), plans.join("\n"))?;
         let names: Vec<String> = fleet.clusters().into_iter().map(|c| c.name).collect();
         report.queries.extend(access::time_viewers(env, &names, args.query_runs).await?);

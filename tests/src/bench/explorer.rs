@@ -1,0 +1,102 @@
+//! The explorer's API, timed as the page uses it: the first page of the unhealthy objects, the
+//! 100th page (reached by following `next`), and the facets, as an unrestricted user
+//! (`--single-user`) and as a viewer who sees one cluster (a fleet-wide identity with no
+//! bindings, and the `platform` group, bound to `view`, in the first cluster only). Times are
+//! round trips on loopback (the server's time plus a few hundred microseconds of HTTP).
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Instant,
+};
+
+use super::{env::BenchEnv, queries::QueryTiming, stats::percentile};
+use crate::{explorer::USER_HEADER, fleet::rbac::PLATFORM_GROUP, probes, servers::free_port};
+
+/// The viewer's role and its fleet-wide user.
+const VIEWER: (&str, &str) = ("kcbench_one_cluster", "bench-one-cluster@example.com");
+
+/// A running `scheduler explore`, stopped on drop.
+struct Running(Child, SocketAddr);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn start(env: &BenchEnv, registry: &Path, extra: &[&str]) -> anyhow::Result<Running> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let mut command = Command::new(env.config.bin_dir.join("scheduler"));
+    env.services.configure(&mut command, &env.database_url, registry);
+    command.arg("explore").arg(format!("--listen={addr}")).args(extra).stdout(Stdio::null()).stderr(Stdio::null());
+    let running = Running(command.spawn()?, addr);
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while probes::get(addr, "/livez-of-the-explorer").await.is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "scheduler explore did not listen on {addr} within 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(running)
+}
+
+/// Times the API for both users, `runs` times each request.
+pub async fn time_api(env: &BenchEnv, registry: &Path, runs: usize) -> anyhow::Result<Vec<QueryTiming>> {
+    let first: String = sqlx::query_scalar("SELECT min(name) FROM clusters").fetch_one(&env.pool).await?;
+    let first = first.as_str();
+    env.scheduler(registry, &["access", "grant", "--role", VIEWER.0, "--user", VIEWER.1]).await?;
+    env.scheduler(
+        registry,
+        &["access", "grant", "--role", VIEWER.0, "--user", VIEWER.1, "--group", PLATFORM_GROUP, "--cluster", first],
+    )
+    .await?;
+    let unrestricted = start(env, registry, &["--single-user"]).await?;
+    let proxied = start(env, registry, &[]).await?;
+    let mut timings = Vec::new();
+    for (who, running, headers) in
+        [("unrestricted", &unrestricted, vec![]), ("a viewer of 1 cluster", &proxied, vec![(USER_HEADER, VIEWER.1)])]
+    {
+        let (mut cursor, mut page) = (None::<String>, 1);
+        while page < 100 {
+            let path = format!(
+                "/api/v1/objects?limit=50{}",
+                cursor.as_ref().map(|c| format!("&cursor={c}")).unwrap_or_default()
+            );
+            let body: serde_json::Value =
+                serde_json::from_str(&probes::get_with(running.1, &path, &headers).await?.body)?;
+            match body["next"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+            page += 1;
+        }
+        let deep = format!("/api/v1/objects?limit=50&cursor={}", cursor.unwrap_or_default());
+        for (name, path) in [
+            ("first page (50 unhealthy objects, with the total)".to_owned(), "/api/v1/objects?limit=50".to_owned()),
+            (format!("page {page}"), deep),
+            ("facets of the unhealthy objects".to_owned(), "/api/v1/facets".to_owned()),
+            ("first page of all objects (fleet_objects)".to_owned(), "/api/v1/objects?source=all&limit=50".to_owned()),
+        ] {
+            let answer = probes::get_with(running.1, &path, &headers).await?;
+            anyhow::ensure!(answer.status == 200, "{path}: {} {}", answer.status, answer.body);
+            let mut ms = Vec::new();
+            for _ in 0..runs.max(1) {
+                let started = Instant::now();
+                probes::get_with(running.1, &path, &headers).await?;
+                ms.push(started.elapsed().as_secs_f64() * 1e3);
+            }
+            let rows_returned =
+                serde_json::from_str::<serde_json::Value>(&answer.body)?["objects"].as_array().map_or(0, Vec::len);
+            timings.push(QueryTiming {
+                name: format!("explorer API, {who}: {name}"),
+                sql: format!("GET {path}"),
+                rows_returned,
+                runs: ms.len(),
+                median_ms: percentile(&ms, 0.5),
+                max_ms: ms.iter().copied().fold(0.0, f64::max),
+            });
+        }
+    }
+    Ok(timings)
+}

@@ -1,0 +1,125 @@
+//! The explorer's page in headless Chromium (Debian's, driven by ChromeDriver over WebDriver) on
+//! the real services and a simulated fleet, used with the keyboard only: the banner while a
+//! cluster is not loaded yet, the filter bar, a facet, every page of the unhealthy objects once
+//! (`n`, then back with `p`), and the detail pane's kubectl command. Writes a screenshot
+//! (`$EXPLORER_SCREENSHOT`, e.g. docs/explorer.png, else into the test's folder).
+
+use kubecensus_tests::{
+    explorer::Explorer,
+    fleet::{Fleet, FleetSpec},
+    harness::TestEnv,
+    webdriver::Browser,
+};
+
+const TABLES: [&str; 4] =
+    ["kubernetes_pods", "kubernetes_deployments", "kubernetes_nodes", "kubernetes_custom_resources"];
+
+/// `(cluster, uid)` of the rows the page's table shows.
+async fn rows(browser: &Browser) -> Vec<(String, String)> {
+    let rows = browser
+        .run("return Array.from(document.querySelectorAll('#objects tbody tr')).map(r => [r.cells[0].textContent, r.dataset.uid])")
+        .await
+        .unwrap();
+    serde_json::from_value(rows).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_with_the_keyboard_banner_filters_facets_pages_and_detail() {
+    let mut env = TestEnv::new().await.unwrap();
+    let _fleet =
+        Fleet::start(FleetSpec { clusters: 3, pods: 30, custom_resources: 30, ..FleetSpec::default() }, &env.dir)
+            .await
+            .unwrap();
+    let registry = env.dir.join("clusters.yaml");
+    env.spawn_worker("worker", &registry, &[]).unwrap();
+    env.wait_for_log("worker", "worker started").await;
+    let refresh = |clusters: &'static [&'static str]| {
+        let mut args = vec!["refresh", "--wait"];
+        for table in TABLES {
+            args.extend(["--table", table]);
+        }
+        for cluster in clusters {
+            args.extend(["--cluster", cluster]);
+        }
+        args
+    };
+    env.scheduler(&registry, &refresh(&["sim-01", "sim-02"])).await.unwrap();
+    let explorer = Explorer::start(&mut env, "explore", &registry, &["--single-user"]).await.unwrap();
+    let base = format!("http://{}", explorer.addr);
+    let browser = Browser::start(&env.dir.join("chromium")).await.unwrap();
+
+    // While sim-03 has no snapshot, the banner says so.
+    browser.goto(&format!("{base}/")).await.unwrap();
+    let freshness = explorer.ok("/api/v1/freshness", None).await.unwrap();
+    let body = browser.run("return document.body.innerText").await.unwrap();
+    let banner = browser.find("#banner").await.unwrap().unwrap_or_else(|| panic!("no banner: {freshness} {body}"));
+    let banner = browser.text(&banner).await.unwrap();
+    assert!(banner.starts_with("2 of 3 clusters loaded (not yet: sim-03)"), "{banner}");
+    let who = browser.text(&browser.find("#who").await.unwrap().unwrap()).await.unwrap();
+    assert!(who.contains("Single-user mode"), "{who}");
+    env.scheduler(&registry, &refresh(&["sim-03"])).await.unwrap();
+    browser.goto(&format!("{base}/")).await.unwrap();
+    assert!(browser.find("#banner").await.unwrap().is_none(), "every cluster loaded: no banner");
+
+    // The filter bar from the keyboard: `/`, then the fields in tab order, Enter submits.
+    browser.press("/").await.unwrap();
+    let focused = browser.run("return document.activeElement.name").await.unwrap();
+    assert_eq!(focused, "cluster", "`/` focuses the filter bar's first field");
+    let kind = browser.find("input[name=kind]").await.unwrap().unwrap();
+    browser.type_into(&kind, "Kustomization\u{E007}").await.unwrap();
+    assert!(browser.url().await.unwrap().contains("kind=Kustomization"), "the URL keeps the filter");
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM fleet_unhealthy_objects WHERE kind = 'Kustomization'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    let shown = browser.text(&browser.find("#total").await.unwrap().unwrap()).await.unwrap();
+    assert_eq!(shown, format!("{total} objects"));
+    for kind in browser.all("#objects tbody td:nth-child(3)").await.unwrap() {
+        assert_eq!(browser.text(&kind).await.unwrap(), "Kustomization");
+    }
+
+    // A facet link narrows to its cluster, with the count it showed.
+    let facet = browser.find("#facets details:first-of-type li").await.unwrap().unwrap();
+    let text = browser.text(&facet).await.unwrap();
+    let (cluster, count) = text.rsplit_once(' ').unwrap();
+    let link = browser.find("#facets details:first-of-type li a").await.unwrap().unwrap();
+    browser.click(&link).await.unwrap();
+    let url = browser.url().await.unwrap();
+    assert!(url.contains(&format!("cluster={cluster}")) && url.contains("kind=Kustomization"), "{url}");
+    let shown = browser.text(&browser.find("#total").await.unwrap().unwrap()).await.unwrap();
+    assert_eq!(shown, format!("{count} objects"));
+
+    // Every unhealthy object, 7 a page, each once and in order, with `n`; and back with `p`.
+    browser.goto(&format!("{base}/?limit=7")).await.unwrap();
+    let expected: Vec<(String, String)> = sqlx::query_as(
+        "SELECT cluster_name, uid FROM fleet_unhealthy_objects ORDER BY cluster_name, namespace, name, uid",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let (mut seen, mut pages) = (rows(&browser).await, 1);
+    while browser.find("#next").await.unwrap().is_some() {
+        browser.press("n").await.unwrap();
+        seen.extend(rows(&browser).await);
+        pages += 1;
+    }
+    assert_eq!(seen, expected, "the pages show every unhealthy object once, in order");
+    assert!(pages > 3);
+    let last = rows(&browser).await;
+    browser.press("p").await.unwrap();
+    let before_last = rows(&browser).await;
+    assert_eq!(before_last.len(), 7);
+    assert_eq!(seen[seen.len() - last.len() - 7..seen.len() - last.len()], before_last[..]);
+
+    // The detail pane: `j` to the first row, Enter opens it.
+    browser.press("j\u{E007}").await.unwrap();
+    assert!(browser.url().await.unwrap().contains("object="));
+    let kubectl = browser.text(&browser.find("#kubectl").await.unwrap().expect("a detail pane")).await.unwrap();
+    assert!(kubectl.starts_with("kubectl --context sim-0"), "{kubectl}");
+
+    let png = browser.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    let path = std::env::var_os("EXPLORER_SCREENSHOT").map_or_else(|| env.dir.join("explorer.png"), Into::into);
+    std::fs::write(path, png).unwrap();
+    browser.quit().await.unwrap();
+}
