@@ -242,11 +242,8 @@ impl ClusterStore {
         }
         self.commit(vec![(plural.to_owned(), objects)]);
         true
-        self.snapshots.truncate(KEPT_SNAPSHOTS);
     }
-}
 
-impl ClusterStore {
     /// Makes a new snapshot whose objects of `plural` are those `change` returns, given the
     /// current snapshot, the new resourceVersion and the store's random numbers; the other
     /// resources are shared. Returns what `change` says it did.
