@@ -84,14 +84,13 @@ fn step(
             events.push(event);
         }
     }
-    for _ in 0..bump.min(events.len()) {
-        // Each at most once: pick among those not bumped yet.
-        let candidates: Vec<usize> = (0..events.len())
-            .filter(|i| !changes.bumped.iter().any(|b| Some(b.uid.as_str()) == events[*i]["metadata"]["uid"].as_str()))
-            .collect();
-        let index = *rng.pick(&candidates);
-        repeat(&mut events[index], version, now);
-        changes.bumped.push(change(&events[index]));
+    // Each at most once: the first `bump` of a partial Fisher-Yates shuffle.
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    for i in 0..bump.min(events.len()) {
+        order.swap(i, i + rng.below(events.len() - i));
+        let event = &mut events[order[i]];
+        repeat(event, version, now);
+        changes.bumped.push(change(event));
     }
     let pods: Vec<Value> =
         snapshot.list("pods", None).iter().filter_map(|pod| serde_json::from_slice(&pod.json).ok()).collect();
