@@ -74,7 +74,12 @@ pub async fn print(pool: &PgPool, selection: &Selection<'_>, output: Output) -> 
         ]);
     }
     println!("{shown}");
-    println!("{} changes in {} since {}", changes.len(), selection.cluster, humantime::format_duration(selection.since));
+    println!(
+        "{} changes in {} since {}",
+        changes.len(),
+        selection.cluster,
+        humantime::format_duration(selection.since)
+    );
     Ok(())
 }
 

@@ -84,12 +84,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Command::Changes { cluster, since, namespace, table } = &command {
-        let selection = changes::Selection {
-            cluster,
-            since: *since,
-            namespace: namespace.as_deref(),
-            table: table.as_deref(),
-        };
+        let selection =
+            changes::Selection { cluster, since: *since, namespace: namespace.as_deref(), table: table.as_deref() };
         changes::print(&pool, &selection, output).await?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -42,6 +42,19 @@ async fn recorded(env: &TestEnv) -> BTreeMap<(String, String), BTreeSet<String>>
     recorded
 }
 
+/// The SQL statements of the README's History section, each with its leading comment.
+fn readme_history_queries() -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let section = readme.split("\n## History\n").nth(1).unwrap().split("\n## ").next().unwrap();
+    section
+        .split("```sql\n")
+        .skip(1)
+        .flat_map(|block| block.split("```").next().unwrap().split(';').map(str::trim).collect::<Vec<_>>())
+        .filter(|statement| !statement.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_records_exactly_the_changes_the_simulator_made_after_a_baseline() {
     let mut env = TestEnv::new().await.unwrap();
@@ -50,10 +63,8 @@ async fn churn_records_exactly_the_changes_the_simulator_made_after_a_baseline()
     env.spawn_worker("worker", &registry, &[]).unwrap();
     refresh(&env, &registry).await;
     assert!(recorded(&env).await.is_empty(), "a first load records no change");
-    let baselines: Vec<String> = sqlx::query_scalar("SELECT table_name FROM change_baselines ORDER BY 1")
-        .fetch_all(&env.pool)
-        .await
-        .unwrap();
+    let baselines: Vec<String> =
+        sqlx::query_scalar("SELECT table_name FROM change_baselines ORDER BY 1").fetch_all(&env.pool).await.unwrap();
     let mut expected: Vec<&str> = TABLES.iter().map(|(_, table)| *table).collect();
     expected.sort();
     assert_eq!(baselines, expected);
@@ -73,7 +84,8 @@ async fn churn_records_exactly_the_changes_the_simulator_made_after_a_baseline()
     let mut want: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for (plural, table) in TABLES {
         let changed = &log[plural];
-        for (change, uids) in [("created", &changed.created), ("updated", &changed.updated), ("deleted", &changed.deleted)]
+        for (change, uids) in
+            [("created", &changed.created), ("updated", &changed.updated), ("deleted", &changed.deleted)]
         {
             if !uids.is_empty() {
                 want.insert((table.to_owned(), change.to_owned()), uids.clone());
@@ -113,6 +125,16 @@ async fn churn_records_exactly_the_changes_the_simulator_made_after_a_baseline()
     let updated = text.lines().filter(|line| line.split_whitespace().any(|word| word == "updated")).count();
     assert_eq!(updated, 2, "{text}");
 
+    // The README's History queries run verbatim; the first finds every change of sim-01.
+    let queries = readme_history_queries();
+    assert_eq!(queries.len(), 2, "{queries:#?}");
+    for query in &queries {
+        let rows = sqlx::query(query).fetch_all(&env.pool).await.unwrap_or_else(|err| panic!("{query}: {err}"));
+        if query.contains("last hour") {
+            assert_eq!(rows.len(), shown.len(), "{query}");
+        }
+    }
+
     // Nothing changed: nothing recorded.
     let before = recorded(&env).await;
     refresh(&env, &registry).await;
@@ -149,15 +171,14 @@ async fn retention_drops_old_partitions_and_runs_only_and_the_report_reads_runs_
     .execute(&env.pool)
     .await
     .unwrap();
-    let recent: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE worker_id <> 'old'")
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
+    let recent: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM runs WHERE worker_id <> 'old'").fetch_one(&env.pool).await.unwrap();
     sqlx::query("ANALYZE runs").execute(&env.pool).await.unwrap();
 
     // The report reads each (cluster, table)'s latest run through an index, never scanning runs.
     // (The empty daily partitions have no statistics yet: a scan of one reads nothing.)
-    let scans = "SELECT seq_scan, idx_scan FROM pg_stat_user_tables WHERE relid = 'kubecensus_history.runs_default'::regclass";
+    let scans =
+        "SELECT seq_scan, idx_scan FROM pg_stat_user_tables WHERE relid = 'kubecensus_history.runs_default'::regclass";
     let (seq_before, idx_before): (i64, i64) = sqlx::query_as(scans).fetch_one(&env.pool).await.unwrap();
     let report: Value =
         serde_json::from_str(&env.scheduler(&registry, &["--output", "json", "report"]).await.unwrap()).unwrap();
@@ -195,7 +216,8 @@ async fn retention_drops_old_partitions_and_runs_only_and_the_report_reads_runs_
     .fetch_all(&env.pool)
     .await
     .unwrap();
-    let ahead: Vec<String> = (0..=3).map(|d| format!("object_changes_p{}", (now.date_naive() + Days::new(d)).format("%Y%m%d"))).collect();
+    let ahead: Vec<String> =
+        (0..=3).map(|d| format!("object_changes_p{}", (now.date_naive() + Days::new(d)).format("%Y%m%d"))).collect();
     assert_eq!(days, [vec!["object_changes_default".to_owned()], ahead].concat());
     let changes: i64 = sqlx::query_scalar("SELECT count(*) FROM object_changes").fetch_one(&env.pool).await.unwrap();
     assert_eq!(changes, 1, "yesterday's change is kept");

@@ -71,17 +71,18 @@ async fn a_first_load_is_a_baseline_and_later_replaces_record_each_changed_objec
     .fetch_one(&pool)
     .await
     .unwrap();
-    let run_job: uuid::Uuid = sqlx::query_scalar("SELECT job_id FROM runs ORDER BY started_at DESC LIMIT 1")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let run_job: uuid::Uuid =
+        sqlx::query_scalar("SELECT job_id FROM runs ORDER BY started_at DESC LIMIT 1").fetch_one(&pool).await.unwrap();
     assert_eq!((job, listed), (run_job, true));
 
     // The same listing again changes nothing; a version bumped alone rewrites no row.
     let before = changes(&pool).await;
     let bumped: Vec<Value> = second.iter().map(|p| with_version(p, 99)).collect();
     let outcome = refresh(&pool, &bumped, 30).await;
-    assert!(matches!(outcome, ReplaceOutcome::Replaced(rows) if rows.inserted == 0 && rows.deleted == 0), "{outcome:?}");
+    assert!(
+        matches!(outcome, ReplaceOutcome::Replaced(rows) if rows.inserted == 0 && rows.deleted == 0),
+        "{outcome:?}"
+    );
     assert_eq!(changes(&pool).await, before);
 }
 

@@ -47,8 +47,7 @@ use sqlx::{Arguments, Connection, PgConnection, PgPool, Postgres, pool::PoolConn
 use uuid::Uuid;
 
 use super::{
-    copy_in,
-    changes,
+    changes, copy_in,
     derived::{self, Swap, TableWrite},
     execute,
     schema::{ROW_HASH_COLUMN, TableShape, column_set},
@@ -526,7 +525,12 @@ impl<'a> Refresh<'a> {
         let counts =
             RowCounts { total: table.listed.len() as u64, inserted: table.inserted, deleted: removed.len() as u64 };
         let inserted = match history {
-            true => table.listed.iter().filter(|hash| !table.current.contains(hash)).map(|hash| Uuid::from_u128(*hash)).collect(),
+            true => table
+                .listed
+                .iter()
+                .filter(|hash| !table.current.contains(hash))
+                .map(|hash| Uuid::from_u128(*hash))
+                .collect(),
             false => Vec::new(),
         };
         Ok((counts, removed, inserted))

@@ -205,10 +205,7 @@ async fn partitions(conn: &mut PgConnection, table: &str) -> Result<Vec<NaiveDat
     .fetch_all(&mut *conn)
     .await?;
     let prefix = format!("{table}_p");
-    Ok(names
-        .iter()
-        .filter_map(|name| NaiveDate::parse_from_str(name.strip_prefix(&prefix)?, "%Y%m%d").ok())
-        .collect())
+    Ok(names.iter().filter_map(|name| NaiveDate::parse_from_str(name.strip_prefix(&prefix)?, "%Y%m%d").ok()).collect())
 }
 
 /// Runs the DDL `sql` in a transaction under [`DDL_LOCKS`], trying again when a lock was not
@@ -270,8 +267,11 @@ async fn create(
         .await?;
         ddl(conn, &what, &format!("ALTER TABLE {default} VALIDATE CONSTRAINT {exclusion}")).await?;
     }
-    let mut attach =
-        format!("ALTER TABLE {parent} ATTACH PARTITION {partition} FOR VALUES FROM ({}) TO ({})", bound(from), bound(to));
+    let mut attach = format!(
+        "ALTER TABLE {parent} ATTACH PARTITION {partition} FOR VALUES FROM ({}) TO ({})",
+        bound(from),
+        bound(to)
+    );
     if let Some(default) = default {
         attach.push_str(&format!("; ALTER TABLE {default} DROP CONSTRAINT {exclusion}"));
     }
@@ -300,7 +300,12 @@ async fn detach(conn: &mut PgConnection, parent: &Qualified, partition: &Qualifi
 
 /// Deletes the DEFAULT partition's rows older than `cutoff`, [`BATCH_PAGES`] pages per statement
 /// (each its own transaction); returns how many.
-async fn delete_old(conn: &mut PgConnection, default: &Qualified, column: &Ident, cutoff: DateTime<Utc>) -> Result<u64> {
+async fn delete_old(
+    conn: &mut PgConnection,
+    default: &Qualified,
+    column: &Ident,
+    cutoff: DateTime<Utc>,
+) -> Result<u64> {
     let pages: i64 =
         sqlx::query_scalar("SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint")
             .bind(default.to_string())
@@ -313,7 +318,8 @@ async fn delete_old(conn: &mut PgConnection, default: &Qualified, column: &Ident
     let mut deleted = 0;
     for first in (0..pages).step_by(BATCH_PAGES as usize) {
         let mut tx = conn.begin().await?;
-        deleted += sqlx::query(&sql).bind(cutoff).bind(first).bind(BATCH_PAGES).execute(&mut *tx).await?.rows_affected();
+        deleted +=
+            sqlx::query(&sql).bind(cutoff).bind(first).bind(BATCH_PAGES).execute(&mut *tx).await?.rows_affected();
         tx.commit().await?;
     }
     Ok(deleted)

@@ -60,7 +60,8 @@ impl ClusterStore {
         if churn.deployments > 0 {
             let changed = log.entry("deployments".into()).or_default();
             let deployments = self.updated("deployments", churn.deployments, version, changed, |deployment| {
-                deployment["spec"]["template"]["spec"]["containers"][0]["image"] = json!(format!("churn/app:{version}"));
+                deployment["spec"]["template"]["spec"]["containers"][0]["image"] =
+                    json!(format!("churn/app:{version}"));
             });
             lists.push(("deployments".to_owned(), deployments));
         }

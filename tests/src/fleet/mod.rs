@@ -18,7 +18,7 @@ mod store;
 mod tls;
 mod workloads;
 
-pub use churn::{ChurnLog, Changed, WorkloadChurn};
+pub use churn::{Changed, ChurnLog, WorkloadChurn};
 
 use std::collections::BTreeMap;
 use std::io::Write;
