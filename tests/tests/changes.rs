@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{Days, Utc};
 use kubecensus::store::retention::{self, Retention};
 use kubecensus_tests::{
+    bench::history::readme_history_queries,
     fleet::{Fleet, FleetSpec, WorkloadChurn},
     harness::TestEnv,
 };
@@ -40,19 +41,6 @@ async fn recorded(env: &TestEnv) -> BTreeMap<(String, String), BTreeSet<String>>
         recorded.entry((table, change)).or_default().insert(uid);
     }
     recorded
-}
-
-/// The SQL statements of the README's History section, each with its leading comment.
-fn readme_history_queries() -> Vec<String> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    let section = readme.split("\n## History\n").nth(1).unwrap().split("\n## ").next().unwrap();
-    section
-        .split("```sql\n")
-        .skip(1)
-        .flat_map(|block| block.split("```").next().unwrap().split(';').map(str::trim).collect::<Vec<_>>())
-        .filter(|statement| !statement.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

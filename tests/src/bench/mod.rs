@@ -2,6 +2,7 @@
 
 pub mod env;
 pub mod fleet_view;
+pub mod history;
 pub mod limits;
 pub mod queries;
 pub mod readers;

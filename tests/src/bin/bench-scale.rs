@@ -190,6 +190,7 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         page_size: 500,
         timeout: Duration::from_secs(args.round_timeout),
         tables,
+        worker_args: Vec::new(),
     };
 
     tracing::info!("first load, from empty");

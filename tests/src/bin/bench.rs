@@ -17,7 +17,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use kubecensus_tests::bench::{
     env::{BenchEnv, EnvConfig, bin_dir},
-    fleet_view,
+    fleet_view, history,
     limits::{self, LoadMode},
     queries, readers,
     refresh::{self, RoundSpec},
@@ -36,6 +36,8 @@ enum Section {
     Readers,
     /// Fleet-wide queries.
     Queries,
+    /// Full refreshes after churn with and without change history, and the README's history queries.
+    History,
     /// Per-job overhead on empty tables.
     Overhead,
     /// Worker memory on a small and a huge cluster.
@@ -239,6 +241,7 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         || args.runs(Section::Limits)
         || args.runs(Section::Readers)
         || args.runs(Section::Queries)
+        || args.runs(Section::History)
     {
         for &workers in &args.workers {
             tracing::info!(workers, concurrency = args.concurrency, "refresh round");
@@ -259,6 +262,19 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         }
         report.database_bytes = refresh::database_size(env).await?;
         report.table_rows = refresh::table_rows(env).await?;
+    }
+
+    if args.runs(Section::History) {
+        tracing::info!("change history: churned refreshes with and without it");
+        let spec = round_spec(args, "history".into(), &registry, max_workers, timeout);
+        let cost = history::measure(env, &js, &fleet, spec, args.pods, args.query_runs).await?;
+        tracing::info!(
+            on_s = cost.with_history.wall_s,
+            off_s = cost.without_history.wall_s,
+            changes = cost.changes_written,
+            "change history done"
+        );
+        report.history = Some(cost);
     }
 
     let mut dump = None;
@@ -418,6 +434,7 @@ fn round_spec<'a>(args: &Args, label: String, registry: &'a Path, workers: usize
         page_size: args.page_size,
         timeout,
         tables: Vec::new(),
+        worker_args: Vec::new(),
     }
 }
 
