@@ -71,8 +71,9 @@ pub async fn measure(
             fleet.churn_workloads(&cluster.name, &churn);
         }
     };
+    let pool = env.pool.clone();
     let changes =
-        || async { sqlx::query_scalar::<_, i64>("SELECT count(*) FROM object_changes").fetch_one(&env.pool).await };
+        || async { sqlx::query_scalar::<_, i64>("SELECT count(*) FROM object_changes").fetch_one(&pool).await };
     churn(&mut deployments_churned);
     let before = changes().await?;
     let with_history = refresh::run_round(env, js, &RoundSpec { label: "history-on".into(), ..spec.clone() }).await?;
