@@ -259,6 +259,9 @@ fn source_value(source: &Source, row: &Inputs) -> Option<Value> {
                 Function::Health => Some(json!(health::compute(&value).status.as_str())),
                 Function::HealthMessage => Some(json!(health::compute(&value).message)),
                 Function::HealthSince => health::compute(&value).since.map(|since| json!(since)),
+                Function::ContainerImages => {
+                    Some(Value::Array(value.as_array()?.iter().filter_map(|c| c.get("image").cloned()).collect()))
+                }
             }
         }
         Source::ClusterName | Source::ClusterUid => None,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{Days, Utc};
 use kubecensus::store::retention::{self, Retention};
 use kubecensus_tests::{
+    bench::history::readme_history_queries,
     fleet::{Fleet, FleetSpec, WorkloadChurn},
     harness::TestEnv,
 };
@@ -111,6 +112,16 @@ async fn churn_records_exactly_the_changes_the_simulator_made_after_a_baseline()
     ]));
     let updated = text.lines().filter(|line| line.split_whitespace().any(|word| word == "updated")).count();
     assert_eq!(updated, 2, "{text}");
+
+    // The README's History queries run verbatim; the first finds every change of sim-01.
+    let queries = readme_history_queries();
+    assert_eq!(queries.len(), 2, "{queries:#?}");
+    for query in &queries {
+        let rows = sqlx::query(query).fetch_all(&env.pool).await.unwrap_or_else(|err| panic!("{query}: {err}"));
+        if query.contains("last hour") {
+            assert_eq!(rows.len(), shown.len(), "{query}");
+        }
+    }
 
     // Nothing changed: nothing recorded.
     let before = recorded(&env).await;

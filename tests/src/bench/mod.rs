@@ -4,6 +4,7 @@ pub mod access;
 pub mod env;
 pub mod explorer;
 pub mod fleet_view;
+pub mod history;
 pub mod limits;
 pub mod queries;
 pub mod readers;

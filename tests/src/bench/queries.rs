@@ -60,9 +60,18 @@ pub struct QueryTiming {
 
 /// Times every query in [`QUERIES`] on a fresh connection.
 pub async fn time_all(env: &BenchEnv, runs: usize) -> anyhow::Result<Vec<QueryTiming>> {
+    time_queries(env, QUERIES.iter().copied(), runs).await
+}
+
+/// Times each (name, SQL) of `queries` on a fresh connection.
+pub async fn time_queries<'a>(
+    env: &BenchEnv,
+    queries: impl IntoIterator<Item = (&'a str, &'a str)>,
+    runs: usize,
+) -> anyhow::Result<Vec<QueryTiming>> {
     let mut conn = PgConnection::connect(&env.database_url).await?;
     let mut timings = Vec::new();
-    for (name, sql) in QUERIES {
+    for (name, sql) in queries {
         let rows_returned = sqlx::raw_sql(sql).fetch_all(&mut conn).await?.len();
         let ms = timed_runs(&mut conn, sql, runs).await?;
         let timing = QueryTiming {

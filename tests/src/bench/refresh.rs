@@ -27,6 +27,8 @@ pub struct RoundSpec<'a> {
     pub timeout: Duration,
     /// Refresh only these tables (`scheduler refresh --table`); every table when empty.
     pub tables: Vec<String>,
+    /// More worker arguments (`--change-history false`).
+    pub worker_args: Vec<String>,
 }
 
 /// Per-table figures of a round, from `runs`.
@@ -80,7 +82,10 @@ pub async fn run_round(
         spec.concurrency.to_string(),
         "--page-size".to_owned(),
         spec.page_size.to_string(),
-    ];
+    ]
+    .into_iter()
+    .chain(spec.worker_args.iter().cloned())
+    .collect::<Vec<_>>();
     env.start_workers(&spec.label, spec.workers, spec.registry, &extra).await?;
     let result = measure(env, js, spec).await;
     let peaks = env.worker_peaks();

@@ -71,6 +71,7 @@ pub struct Report {
     pub readers_round: Option<RoundResult>,
     pub queries_pods: i64,
     pub queries: Vec<QueryTiming>,
+    pub history: Option<super::history::HistoryCost>,
     pub overhead: Option<Overhead>,
     pub sizes: Vec<ClusterSize>,
     pub verdicts: Vec<Verdict>,
@@ -340,6 +341,9 @@ impl Report {
                 )?;
             }
             writeln!(md)?;
+        }
+        if let Some(history) = &self.history {
+            history.write_markdown(md)?;
         }
         if !self.queries.is_empty() {
             writeln!(md, "## Queries at {} pods\n", self.queries_pods)?;

@@ -206,6 +206,7 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant, standby: Option<
         page_size: 500,
         timeout: Duration::from_secs(args.round_timeout),
         tables,
+        worker_args: Vec::new(),
     };
 
     let watch = standby.map(|url| StandbyWatch::start(&env.pool, url, args.readers));

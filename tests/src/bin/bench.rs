@@ -18,7 +18,7 @@ use clap::{Parser, ValueEnum};
 use kubecensus_tests::bench::{
     access,
     env::{BenchEnv, EnvConfig, bin_dir},
-    explorer, fleet_view,
+    explorer, fleet_view, history,
     limits::{self, LoadMode},
     queries, readers,
     refresh::{self, RoundSpec},
@@ -37,6 +37,8 @@ enum Section {
     Readers,
     /// Fleet-wide queries, unrestricted and as viewers (access control).
     Queries,
+    /// Full refreshes after churn with and without change history, and the README's history queries.
+    History,
     /// Per-job overhead on empty tables.
     Overhead,
     /// Worker memory on a small and a huge cluster.
@@ -240,6 +242,7 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         || args.runs(Section::Limits)
         || args.runs(Section::Readers)
         || args.runs(Section::Queries)
+        || args.runs(Section::History)
     {
         for &workers in &args.workers {
             tracing::info!(workers, concurrency = args.concurrency, "refresh round");
@@ -260,6 +263,19 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant) -> anyhow::Resul
         }
         report.database_bytes = refresh::database_size(env).await?;
         report.table_rows = refresh::table_rows(env).await?;
+    }
+
+    if args.runs(Section::History) {
+        tracing::info!("change history: churned refreshes with and without it");
+        let spec = round_spec(args, "history".into(), &registry, max_workers, timeout);
+        let cost = history::measure(env, &js, &fleet, spec, args.pods, args.query_runs).await?;
+        tracing::info!(
+            on_s = cost.with_history.wall_s,
+            off_s = cost.without_history.wall_s,
+            changes = cost.changes_written,
+            "change history done"
+        );
+        report.history = Some(cost);
     }
 
     let mut dump = None;
@@ -422,6 +438,7 @@ fn round_spec<'a>(args: &Args, label: String, registry: &'a Path, workers: usize
         page_size: args.page_size,
         timeout,
         tables: Vec::new(),
+        worker_args: Vec::new(),
     }
 }
 

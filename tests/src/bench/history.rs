@@ -1,0 +1,134 @@
+//! Change history's cost: a full refresh of the fleet after churn (5 % of every cluster's pods
+//! replaced, 2 % of its deployments given a new image), with change history and without it
+//! (`--change-history false`), the change rows it wrote, a refresh of the unchanged fleet (no
+//! change row), and the README's History queries, verbatim.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use super::{
+    env::BenchEnv,
+    queries::{self, QueryTiming},
+    refresh::{self, RoundResult, RoundSpec},
+};
+use crate::fleet::{Fleet, WorkloadChurn};
+
+/// The README, for its History queries.
+const README: &str = include_str!("../../../README.md");
+
+/// The SQL statements of the README's "History" section (its ```sql blocks, split at `;`),
+/// each with its leading comment line.
+pub fn readme_history_queries() -> Vec<String> {
+    let section = README.split("\n## History\n").nth(1).unwrap_or_default();
+    let section = section.split("\n## ").next().unwrap_or_default();
+    section
+        .split("```sql\n")
+        .skip(1)
+        .flat_map(|block| block.split("```").next().unwrap_or_default().split(';').map(str::trim))
+        .filter(|statement| !statement.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What history costs.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryCost {
+    /// Pods replaced and deployments changed per cluster before each churned round.
+    pub pods_churned: usize,
+    pub deployments_churned: usize,
+    pub with_history: RoundResult,
+    pub without_history: RoundResult,
+    /// `object_changes` rows the round with history wrote.
+    pub changes_written: i64,
+    /// `object_changes` rows a refresh of the unchanged fleet wrote (0 is the target).
+    pub changes_unchanged: i64,
+    pub queries: Vec<QueryTiming>,
+}
+
+/// Churns every cluster (5 % of `pods`, 2 % of its deployments, at least one of each), then
+/// refreshes with history, churns again, refreshes without, and refreshes once more unchanged.
+pub async fn measure(
+    env: &mut BenchEnv,
+    js: &async_nats::jetstream::Context,
+    fleet: &Fleet,
+    spec: RoundSpec<'_>,
+    pods: usize,
+    query_runs: usize,
+) -> anyhow::Result<HistoryCost> {
+    let pods_churned = (pods / 20).max(1);
+    let mut deployments_churned = 0;
+    let churn = |deployments_churned: &mut usize| {
+        for cluster in fleet.clusters() {
+            let deployments = (fleet.count(&cluster.name, "deployments") / 50).max(1);
+            *deployments_churned = deployments;
+            let churn = WorkloadChurn {
+                deployments,
+                pods_deleted: pods_churned,
+                pods_added: pods_churned,
+                ..WorkloadChurn::default()
+            };
+            fleet.churn_workloads(&cluster.name, &churn);
+        }
+    };
+    let pool = env.pool.clone();
+    let changes =
+        || async { sqlx::query_scalar::<_, i64>("SELECT count(*) FROM object_changes").fetch_one(&pool).await };
+    churn(&mut deployments_churned);
+    let before = changes().await?;
+    let with_history = refresh::run_round(env, js, &RoundSpec { label: "history-on".into(), ..spec.clone() }).await?;
+    let changes_written = changes().await? - before;
+    churn(&mut deployments_churned);
+    let off = vec!["--change-history".to_owned(), "false".to_owned()];
+    let without_spec = RoundSpec { label: "history-off".into(), worker_args: off, ..spec.clone() };
+    let without_history = refresh::run_round(env, js, &without_spec).await?;
+    let before = changes().await?;
+    refresh::run_round(env, js, &RoundSpec { label: "history-unchanged".into(), ..spec }).await?;
+    let changes_unchanged = changes().await? - before;
+    let statements = readme_history_queries();
+    let named: Vec<(String, &str)> = statements
+        .iter()
+        .map(|sql| (sql.lines().next().unwrap_or_default().trim_start_matches("-- ").to_owned(), sql.as_str()))
+        .collect();
+    let queries = queries::time_queries(env, named.iter().map(|(name, sql)| (name.as_str(), *sql)), query_runs).await?;
+    Ok(HistoryCost {
+        pods_churned,
+        deployments_churned,
+        with_history,
+        without_history,
+        changes_written,
+        changes_unchanged,
+        queries,
+    })
+}
+
+impl HistoryCost {
+    /// The report's "History" section.
+    pub fn write_markdown(&self, md: &mut String) -> std::fmt::Result {
+        writeln!(md, "## History\n")?;
+        writeln!(
+            md,
+            "Full refresh after churning every cluster ({} pods replaced, {} deployments given a new image):\n",
+            self.pods_churned, self.deployments_churned
+        )?;
+        writeln!(md, "| change history | wall s | rows/s | jobs p50 ms | jobs p95 ms |\n|---|---|---|---|---|")?;
+        for (label, round) in [("on", &self.with_history), ("off", &self.without_history)] {
+            writeln!(
+                md,
+                "| {label} | {:.1} | {:.0} | {:.0} | {:.0} |",
+                round.wall_s, round.rows_per_s, round.all_p50_ms, round.all_p95_ms
+            )?;
+        }
+        let extra = (self.with_history.wall_s / self.without_history.wall_s.max(f64::EPSILON) - 1.0) * 100.0;
+        writeln!(
+            md,
+            "\nHistory adds {extra:+.1} % wall time; it wrote {} change rows; a refresh of the unchanged fleet wrote {}.\n",
+            self.changes_written, self.changes_unchanged
+        )?;
+        writeln!(md, "| README history query | rows | median ms | max ms |\n|---|---|---|---|")?;
+        for q in &self.queries {
+            writeln!(md, "| {} | {} | {:.1} | {:.1} |", q.name, q.rows_returned, q.median_ms, q.max_ms)?;
+        }
+        writeln!(md)
+    }
+}
