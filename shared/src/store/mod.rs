@@ -118,10 +118,12 @@ async fn execute(conn: &mut PgConnection, sql: String) -> Result<()> {
 /// Records the registry in `clusters`: names, servers (normalized the same way for every source,
 /// [`ClusterConfig::location`](crate::source::registry::ClusterConfig::location)) and fields, never credentials. A cluster
 /// present is not absent; one that was pruned ([`prune`]) and is back starts afresh: registered
-/// now, its uid and last contact unknown.
+/// now, its uid and last contact unknown. A cluster whose `authorization` changed has what
+/// viewers see there recomputed at once ([`access::set_authorization`]).
 pub async fn sync_clusters(pool: &PgPool, registry: &Registry) -> Result<()> {
     for cluster in &registry.clusters {
         let fields = serde_json::to_value(&cluster.fields).unwrap_or_default();
+        access::set_authorization(pool, &cluster.name, cluster.authorization.as_str()).await?;
         sqlx::query(
             "INSERT INTO clusters (name, server, fields, authorization_mode) VALUES ($1, $2, $3, $4)
              ON CONFLICT (name) DO UPDATE SET server = EXCLUDED.server, fields = EXCLUDED.fields, updated_at = now(),
