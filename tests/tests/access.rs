@@ -220,46 +220,22 @@ async fn viewers_see_exactly_what_their_rbac_lets_them_list() {
     drop(conn);
 
     // explain names the binding that grants, or says none does.
-    let explained = env
-        .scheduler(
-            &registry,
-            &[
-                "access",
-                "explain",
-                "--role",
-                &alice.name,
-                "--cluster",
-                "sim-01",
-                "--namespace",
-                "team-a-payments",
-                "--resource",
-                "pods",
-            ],
-        )
-        .await
-        .unwrap();
+    let (env_ref, registry_ref) = (&env, &registry);
+    let explain = |resource: &'static str| {
+        let args = ["access", "explain", "--role", &alice.name, "--cluster", "sim-01"];
+        let args: Vec<String> = args
+            .iter()
+            .chain(&["--namespace", "team-a-payments", "--resource", resource])
+            .map(|a| a.to_string())
+            .collect();
+        async move { env_ref.scheduler(registry_ref, &args.iter().map(String::as_str).collect::<Vec<_>>()).await.unwrap() }
+    };
+    let explained = explain("pods").await;
     assert!(
         explained.contains("RoleBinding team-a-payments/alice-view") && explained.contains("ClusterRole view"),
         "{explained}"
     );
-    let none = env
-        .scheduler(
-            &registry,
-            &[
-                "access",
-                "explain",
-                "--role",
-                &alice.name,
-                "--cluster",
-                "sim-01",
-                "--namespace",
-                "team-a-payments",
-                "--resource",
-                "secrets",
-            ],
-        )
-        .await
-        .unwrap();
+    let none = explain("secrets").await;
     assert!(none.starts_with("no binding lets alice@example.com"), "{none}");
     let listed = env.scheduler(&registry, &["access", "list", "--output", "json"]).await.unwrap();
     assert_eq!(serde_json::from_str::<serde_json::Value>(&listed).unwrap().as_array().unwrap().len(), 5);

@@ -133,10 +133,12 @@ async fn execute(conn: &mut PgConnection, sql: String) -> Result<()> {
 /// [`ClusterConfig::location`](crate::source::registry::ClusterConfig::location)), fields and
 /// event lifetimes ([`EventLifetime`](crate::source::registry::EventLifetime)), never credentials. A cluster
 /// present is not absent; one that was pruned ([`prune`]) and is back starts afresh: registered
-/// now, its uid and last contact unknown.
+/// now, its uid and last contact unknown. A cluster whose `authorization` changed has what
+/// viewers see there recomputed at once ([`access::set_authorization`]).
 pub async fn sync_clusters(pool: &PgPool, registry: &Registry) -> Result<()> {
     for cluster in &registry.clusters {
         let fields = serde_json::to_value(&cluster.fields).unwrap_or_default();
+        access::set_authorization(pool, &cluster.name, cluster.authorization.as_str()).await?;
         let lifetime = cluster.event_lifetime.unwrap_or_default().as_interval();
         sqlx::query(
             "INSERT INTO clusters (name, server, fields, event_lifetime, authorization_mode)

@@ -97,6 +97,7 @@ async fn prune(
     let unhealthy = Ident::new(fleet_view::UNHEALTHY_TABLE)?;
     sqlx::query(&format!("DELETE FROM {unhealthy} WHERE {column} = $1")).bind(cluster).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM snapshots WHERE cluster_name = $1").bind(cluster).execute(&mut *tx).await?;
+    super::access::permissions::recompute_cluster(&mut tx, cluster, true).await?;
     sqlx::query("UPDATE clusters SET removed_at = now() WHERE name = $1").bind(cluster).execute(&mut *tx).await?;
     sqlx::query(
         "INSERT INTO runs (run_id, cluster_name, attempt, worker_id, scheduled_at, finished_at, status, rows_deleted, error)

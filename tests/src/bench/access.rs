@@ -162,7 +162,7 @@ async fn time_recompute(env: &BenchEnv, like: &str, runs: usize) -> anyhow::Resu
     }
     ms.sort_by(f64::total_cmp);
     let name = format!(
-        "recompute one cluster's permissions after one binding change ({RECOMPUTE_NAMESPACES} namespaces, {rows} permission rows)"
+        "recompute one cluster's permissions after one binding change ({RECOMPUTE_NAMESPACES} namespaces, {rows} binding rows)"
     );
     Ok(timing(name, "permissions::recompute_cluster".to_owned(), rows as usize, ms))
 }

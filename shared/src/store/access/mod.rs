@@ -45,7 +45,7 @@ const ALL_POLICY: &str = "kubecensus_all";
 /// The name of the restrictive policy for viewers.
 const VIEWER_POLICY: &str = "kubecensus_viewer";
 /// Tables viewers read besides the protected ones: the policies' own.
-const POLICY_TABLES: [&str; 2] = ["access_visible", "access_tables"];
+const POLICY_TABLES: [&str; 4] = ["access_visible", "access_visible_namespaces", "access_grant_kinds", "access_tables"];
 
 /// Rewrites the permissions of `swap`'s cluster when it replaced RBAC rows (or what roles see,
 /// when it replaced the cluster's discovery), in the replace's transaction.
@@ -59,6 +59,30 @@ pub async fn on_swap(tx: &mut PgConnection, swap: &Swap<'_>) -> Result<()> {
     if changed && (rbac || job_table == permissions::DISCOVERY_TABLE) {
         permissions::recompute_cluster(tx, swap.cluster, rbac).await?;
     }
+    Ok(())
+}
+
+/// Records that `cluster` (already registered) authorizes with `mode` (`rbac` or `webhook`) and,
+/// when that changed, recomputes what every role sees there, in one transaction: a cluster
+/// becoming `webhook` stops showing rows to fleet-wide identities at once. A new cluster is left
+/// to its insert.
+///
+/// # Errors
+/// Any SQL error.
+pub async fn set_authorization(pool: &PgPool, cluster: &str, mode: &str) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let changed = sqlx::query(
+        "UPDATE clusters SET authorization_mode = $2, updated_at = now() WHERE name = $1 AND authorization_mode <> $2",
+    )
+    .bind(cluster)
+    .bind(mode)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if changed > 0 {
+        permissions::recompute_cluster(&mut tx, cluster, false).await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 
@@ -145,8 +169,7 @@ async fn ensure_policies(conn: &mut PgConnection, catalog: &Catalog) -> Result<(
 }
 
 /// Grants viewers `SELECT` on the `fleet_objects` view (recreated with the registry's fields)
-/// and the policies' own tables, where they lack it; `access_visible` gets its own policy: a
-/// viewer reads its own rows only.
+/// and the policies' own tables, where they lack it; those get policies of their own.
 async fn grant_readable(conn: &mut PgConnection, viewer: &Ident) -> Result<()> {
     for name in std::iter::once(VIEW).chain(POLICY_TABLES) {
         let granted: bool = sqlx::query_scalar("SELECT has_table_privilege($1, $2, 'SELECT')")
@@ -158,22 +181,34 @@ async fn grant_readable(conn: &mut PgConnection, viewer: &Ident) -> Result<()> {
             execute(conn, format!("GRANT SELECT ON {} TO {viewer}", Ident::new(name)?)).await?;
         }
     }
-    let own = Ident::new("access_visible_own")?;
-    let has_policy: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_policies WHERE tablename = 'access_visible' AND policyname = $1)",
-    )
-    .bind(own.as_str())
-    .fetch_one(&mut *conn)
-    .await?;
-    if !has_policy {
-        execute(
-            conn,
-            format!(
-                "ALTER TABLE access_visible ENABLE ROW LEVEL SECURITY; \
-                 CREATE POLICY {own} ON access_visible FOR SELECT TO {viewer} USING (role_name = current_user::text)"
-            ),
-        )
-        .await?;
+    // A viewer reads its own rows of where its grants apply, and the kinds of the clusters it
+    // sees something in.
+    let own = [
+        ("access_visible_namespaces", "role_name = current_user::text"),
+        (
+            "access_grant_kinds",
+            "cluster_name IN (SELECT n.cluster_name FROM access_visible_namespaces n WHERE n.role_name = current_user::text)",
+        ),
+    ];
+    let policy = Ident::new("kubecensus_own")?;
+    for (table, using) in own {
+        let has_policy: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_policies WHERE tablename = $1 AND policyname = $2)")
+                .bind(table)
+                .bind(policy.as_str())
+                .fetch_one(&mut *conn)
+                .await?;
+        if !has_policy {
+            let table = Ident::new(table)?;
+            execute(
+                conn,
+                format!(
+                    "ALTER TABLE {table} ENABLE ROW LEVEL SECURITY; \
+                     CREATE POLICY {policy} ON {table} FOR SELECT TO {viewer} USING ({using})"
+                ),
+            )
+            .await?;
+        }
     }
     Ok(())
 }

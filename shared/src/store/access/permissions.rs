@@ -24,16 +24,20 @@
 //!   `system:serviceaccounts` and `system:serviceaccounts:<namespace>`
 //!   (`serviceaccount.MakeGroupNames`).
 //!
-//! `access_permissions` keeps the grants as the rules say (`*` included); `access_visible`
-//! expands them, for each role's identity, into the (API group, kind) pairs the cluster serves:
-//! the catalog's own resources and the cluster's discovery (`kubernetes_api_resources`, so a
-//! custom resource is known by its group and plural, never by its kind alone).
+//! The permissions are kept in two parts (the view `access_permissions` joins them):
+//! `access_bindings` (who, where, which role) and `access_role_rules` (what each role lets list,
+//! `*` as the rules say), so a ClusterRole bound in 3,000 namespaces costs 3,000 rows, not 3,000
+//! times its rules. `access_grant_kinds` matches each role's rules to the (API group, kind)
+//! pairs the cluster serves: the catalog's own resources and the cluster's discovery
+//! (`kubernetes_api_resources`, so a custom resource is known by its group and plural, never by
+//! its kind alone). `access_visible_namespaces` says where each PostgreSQL role's grants apply;
+//! the view `access_visible` joins the two for the policies.
 
 use std::sync::LazyLock;
 
 use sqlx::PgConnection;
 
-use crate::{Result, model::catalog::Catalog, model::catalog::ResourceSource};
+use crate::{Result, model::catalog::Catalog, model::catalog::ResourceSource, store::sql::Ident};
 
 /// The catalog's listed resources, as the universe of every cluster (with its discovery):
 /// API groups, plurals, kinds, and whether each is namespaced.
@@ -67,11 +71,10 @@ pub const RBAC_TABLES: [&str; 4] = [
 /// The table whose replace changes which kinds a cluster serves.
 pub const DISCOVERY_TABLE: &str = "kubernetes_api_resources";
 
-/// Rewrites `access_permissions` of cluster `$1` from its RBAC tables.
-const PERMISSIONS: &str = r#"
-INSERT INTO access_permissions (cluster_name, subject_kind, subject_name, api_group, resource, namespace,
-                                binding_kind, binding_namespace, binding_name, role_kind, role_name)
-WITH rules AS (
+/// The rules of cluster `$1` that let list, as (role kind, role namespace, role name, API
+/// group, resource).
+const LISTING: &str = r#"
+rules AS (
   SELECT 'ClusterRole' AS role_kind, NULL::text AS role_namespace, r.name AS role_name,
          r.verbs, r.api_groups, r.resources, r.resource_names
   FROM kubernetes_cluster_role_policy_rules r WHERE r.cluster_name = $1
@@ -88,8 +91,28 @@ listing AS (
     AND (jsonb_typeof(r.resource_names) IS DISTINCT FROM 'array' OR jsonb_array_length(r.resource_names) = 0
          OR r.resource_names ? '')
     AND s.resource NOT LIKE '%/%'
-),
-bindings AS (
+)"#;
+
+/// A role's key in `access_role_rules`: `ClusterRole/<name>`, `Role/<namespace>/<name>`.
+const GRANT_KEY: &str = "CASE role_kind WHEN 'ClusterRole' THEN 'ClusterRole/' || role_name
+                         ELSE 'Role/' || role_namespace || '/' || role_name END";
+
+/// Rewrites `access_role_rules` of cluster `$1` (after its rows were deleted).
+fn rules_sql() -> String {
+    format!(
+        "INSERT INTO access_role_rules (cluster_name, grant_key, api_group, resource)
+         WITH {LISTING} SELECT $1, {GRANT_KEY}, api_group, resource FROM listing"
+    )
+}
+
+/// Rewrites `access_bindings` of cluster `$1` from its binding tables (after its rows were
+/// deleted): who each binding names, where, and the key of its role's rules.
+fn bindings_sql() -> String {
+    format!(
+        r#"
+INSERT INTO access_bindings (cluster_name, subject_kind, subject_name, namespace, binding_kind, binding_namespace,
+                             binding_name, role_kind, role_name, grant_key)
+WITH bindings AS (
   SELECT 'ClusterRoleBinding' AS binding_kind, NULL::text AS binding_namespace, b.name AS binding_name,
          b.role_kind, b.role_name, b.subject_kind, b.subject_name, b.subject_namespace
   FROM kubernetes_cluster_role_binding_subjects b WHERE b.cluster_name = $1 AND b.role_kind = 'ClusterRole'
@@ -98,20 +121,37 @@ bindings AS (
   FROM kubernetes_role_binding_subjects b WHERE b.cluster_name = $1 AND b.role_kind IN ('Role', 'ClusterRole')
 ),
 subjects AS (
-  SELECT b.*, CASE b.subject_kind
-                WHEN 'ServiceAccount' THEN 'system:serviceaccount:' || coalesce(nullif(b.subject_namespace, ''), b.binding_namespace)
-                                           || ':' || b.subject_name
-                WHEN 'User' THEN b.subject_name
-                WHEN 'Group' THEN b.subject_name
-              END AS principal
+  SELECT b.*, b.binding_namespace AS role_namespace,
+         CASE b.subject_kind
+           WHEN 'ServiceAccount' THEN 'system:serviceaccount:' || coalesce(nullif(b.subject_namespace, ''), b.binding_namespace)
+                                      || ':' || b.subject_name
+           WHEN 'User' THEN b.subject_name
+           WHEN 'Group' THEN b.subject_name
+         END AS principal
   FROM bindings b
 )
-SELECT DISTINCT $1, s.subject_kind, s.principal, l.api_group, l.resource, s.binding_namespace,
-       s.binding_kind, s.binding_namespace, s.binding_name, s.role_kind, s.role_name
-FROM subjects s
-JOIN listing l ON l.role_kind = s.role_kind AND l.role_name = s.role_name
-  AND (s.role_kind = 'ClusterRole' OR l.role_namespace = s.binding_namespace)
-WHERE s.principal IS NOT NULL
+SELECT DISTINCT $1, subject_kind, principal, binding_namespace, binding_kind, binding_namespace, binding_name,
+       role_kind, role_name, {GRANT_KEY}
+FROM subjects WHERE principal IS NOT NULL
+"#
+    )
+}
+
+/// Rewrites `access_grant_kinds` of cluster `$1` (after its rows were deleted): each grant's
+/// rules matched to the resources the cluster serves, `$2`..`$5` the catalog's ([`Natives`]).
+const GRANT_KINDS: &str = r#"
+INSERT INTO access_grant_kinds (cluster_name, grant_key, api_group, kind, namespaced)
+WITH universe AS (
+  SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::bool[]) AS n(api_group, resource, kind, namespaced)
+  UNION
+  SELECT r."group", r.name, r.kind, r.namespaced = 1
+  FROM kubernetes_api_resources r
+  WHERE r.cluster_name = $1 AND r.name NOT LIKE '%/%' AND r."group" IS NOT NULL AND r.kind IS NOT NULL
+)
+SELECT DISTINCT $1, g.grant_key, u.api_group, u.kind, u.namespaced
+FROM access_role_rules g
+JOIN universe u ON (g.api_group = '*' OR g.api_group = u.api_group) AND (g.resource = '*' OR g.resource = u.resource)
+WHERE g.cluster_name = $1
 "#;
 
 /// Each role's identity in each cluster (`$1` one cluster or NULL for every one, `$2` one role
@@ -130,39 +170,17 @@ identities AS (
   ORDER BY i.role_name, c.name, i.cluster_name NULLS LAST
 )"#;
 
-/// Whether permission `p` names identity `i`'s user or one of its groups.
+/// Whether permission (or binding) `p` names identity `i`'s user or one of its groups.
 pub(super) const APPLIES: &str = "((p.subject_kind = 'Group' AND p.subject_name = ANY (i.k8s_groups))
    OR (p.subject_kind <> 'Group' AND p.subject_name = i.k8s_user))";
 
-/// What the roles may see, for `$1` (a cluster or NULL) and `$2` (a role or NULL); `$3`..`$6` the
-/// catalog's resources ([`Natives`]).
+/// Where each role's grants apply, for `$1` (a cluster or NULL) and `$2` (a role or NULL).
 fn visible_sql() -> String {
     format!(
-        r#"
-INSERT INTO access_visible (role_name, cluster_name, api_group, kind, namespace)
-WITH {IDENTITIES},
-granted AS (
-  SELECT DISTINCT i.role_name, i.cluster_name, p.api_group, p.resource, p.namespace
-  FROM identities i JOIN access_permissions p ON p.cluster_name = i.cluster_name AND {APPLIES}
-),
-natives AS (
-  SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::bool[]) AS n(api_group, resource, kind, namespaced)
-),
-universe AS (
-  SELECT c.cluster_name, n.api_group, n.resource, n.kind, n.namespaced
-  FROM (SELECT DISTINCT cluster_name FROM granted) c CROSS JOIN natives n
-  UNION
-  SELECT r.cluster_name, r."group", r.name, r.kind, r.namespaced = 1
-  FROM kubernetes_api_resources r
-  WHERE r.cluster_name IN (SELECT cluster_name FROM granted) AND r.name NOT LIKE '%/%'
-    AND r."group" IS NOT NULL AND r.kind IS NOT NULL
-)
-SELECT DISTINCT g.role_name, g.cluster_name, u.api_group, u.kind, coalesce(g.namespace, '*')
-FROM granted g
-JOIN universe u ON u.cluster_name = g.cluster_name
-  AND (g.api_group = '*' OR g.api_group = u.api_group) AND (g.resource = '*' OR g.resource = u.resource)
-WHERE u.namespaced OR g.namespace IS NULL
-"#
+        "INSERT INTO access_visible_namespaces (role_name, cluster_name, grant_key, namespace)
+         WITH {IDENTITIES}
+         SELECT DISTINCT i.role_name, i.cluster_name, p.grant_key, coalesce(p.namespace, '*')
+         FROM identities i JOIN access_bindings p ON p.cluster_name = i.cluster_name AND {APPLIES}"
     )
 }
 
@@ -180,40 +198,48 @@ async fn lock_cluster(tx: &mut PgConnection, cluster: &str) -> Result<()> {
 /// Rewrites the visible rows of `cluster` and/or `role` (`None`: all).
 async fn write_visible(tx: &mut PgConnection, cluster: Option<&str>, role: Option<&str>) -> Result<u64> {
     sqlx::query(
-        "DELETE FROM access_visible WHERE ($1::text IS NULL OR cluster_name = $1) AND ($2::text IS NULL OR role_name = $2)",
+        "DELETE FROM access_visible_namespaces
+         WHERE ($1::text IS NULL OR cluster_name = $1) AND ($2::text IS NULL OR role_name = $2)",
     )
     .bind(cluster)
     .bind(role)
     .execute(&mut *tx)
     .await?;
+    let written = sqlx::query(&visible_sql()).bind(cluster).bind(role).execute(&mut *tx).await?;
+    Ok(written.rows_affected())
+}
+
+/// Recomputes `cluster`'s permissions (when `rbac_changed`: its RBAC tables were replaced), the
+/// kinds its grants show, and where every role's grants apply there, in the caller's
+/// transaction `tx`; returns the binding rows written, or `None` when the bindings were kept.
+///
+/// # Errors
+/// Any SQL error (the caller's transaction then rolls back).
+pub async fn recompute_cluster(tx: &mut PgConnection, cluster: &str, rbac_changed: bool) -> Result<Option<u64>> {
+    lock_cluster(tx, cluster).await?;
+    let mut bindings = None;
+    if rbac_changed {
+        for table in ["access_bindings", "access_role_rules"] {
+            sqlx::query(&format!("DELETE FROM {} WHERE cluster_name = $1", Ident::new(table)?))
+                .bind(cluster)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(&rules_sql()).bind(cluster).execute(&mut *tx).await?;
+        bindings = Some(sqlx::query(&bindings_sql()).bind(cluster).execute(&mut *tx).await?.rows_affected());
+    }
+    sqlx::query("DELETE FROM access_grant_kinds WHERE cluster_name = $1").bind(cluster).execute(&mut *tx).await?;
     let natives = &*NATIVES;
-    let written = sqlx::query(&visible_sql())
+    sqlx::query(GRANT_KINDS)
         .bind(cluster)
-        .bind(role)
         .bind(&natives.groups)
         .bind(&natives.plurals)
         .bind(&natives.kinds)
         .bind(&natives.namespaced)
         .execute(&mut *tx)
         .await?;
-    Ok(written.rows_affected())
-}
-
-/// Recomputes `cluster`'s permissions (when `rbac_changed`: its RBAC tables were replaced) and
-/// what every role may see there, in the caller's transaction `tx`; returns the permissions'
-/// row count, or `None` when only what roles see was rewritten.
-///
-/// # Errors
-/// Any SQL error (the caller's transaction then rolls back).
-pub async fn recompute_cluster(tx: &mut PgConnection, cluster: &str, rbac_changed: bool) -> Result<Option<u64>> {
-    lock_cluster(tx, cluster).await?;
-    let mut permissions = None;
-    if rbac_changed {
-        sqlx::query("DELETE FROM access_permissions WHERE cluster_name = $1").bind(cluster).execute(&mut *tx).await?;
-        permissions = Some(sqlx::query(PERMISSIONS).bind(cluster).execute(&mut *tx).await?.rows_affected());
-    }
     write_visible(tx, Some(cluster), None).await?;
-    Ok(permissions)
+    Ok(bindings)
 }
 
 /// Recomputes what `role` may see in every cluster (its identities changed), in `tx`, holding
