@@ -145,7 +145,11 @@ async fn a_node_restarted_with_its_store_kept_or_wiped_rejoins_and_nothing_is_lo
         let jobs = full_refresh(&setup).await;
         setup
             .env
-            .wait_until("a job of the refresh to run", "SELECT count(*) > 0 FROM runs WHERE status = 'running'", Duration::from_secs(60))
+            .wait_until(
+                "a job of the refresh to run",
+                "SELECT count(*) > 0 FROM runs WHERE status = 'running'",
+                Duration::from_secs(60),
+            )
             .await
             .unwrap();
         setup.nats.stop(node).unwrap();

@@ -40,7 +40,8 @@ fn host(url: &str) -> &str {
 fn nats_is_three_nodes_whose_routes_reach_every_pod_behind_a_quorum_keeping_budget() {
     let rendered = rendered();
     let nats: Vec<StatefulSet> = typed(&rendered, "StatefulSet");
-    let nats = nats.iter().find(|s| s.metadata.name.as_deref() == Some("kubecensus-nats")).expect("the NATS StatefulSet");
+    let nats =
+        nats.iter().find(|s| s.metadata.name.as_deref() == Some("kubecensus-nats")).expect("the NATS StatefulSet");
     let spec = nats.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, Some(3));
     let headless = spec.service_name.clone().unwrap();
@@ -129,8 +130,7 @@ fn writers_use_the_primary_readers_the_standbys_and_the_stream_has_three_replica
         assert_eq!(settings.common.stream_replicas, 3, "{name}");
         let servers = NatsServers::parse(&settings.common.nats_url).unwrap();
         let hosts: Vec<String> = servers.addresses.iter().map(|a| a.host().to_owned()).collect();
-        let expected: Vec<String> =
-            (0..3).map(|i| format!("kubecensus-nats-{i}.kubecensus-nats-headless")).collect();
+        let expected: Vec<String> = (0..3).map(|i| format!("kubecensus-nats-{i}.kubecensus-nats-headless")).collect();
         assert_eq!(hosts, expected, "{name}: every NATS node");
     }
 }

@@ -38,8 +38,11 @@ async fn torn(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
     )
     .fetch_all(&mut *tx)
     .await?;
-    let mut tables: Vec<&str> =
-        snapshots.iter().map(|(_, table, _)| table.as_str()).filter(|table| !table.starts_with("kubernetes_custom_resources")).collect();
+    let mut tables: Vec<&str> = snapshots
+        .iter()
+        .map(|(_, table, _)| table.as_str())
+        .filter(|table| !table.starts_with("kubernetes_custom_resources"))
+        .collect();
     tables.sort_unstable();
     tables.dedup();
     for table in tables {
@@ -154,15 +157,15 @@ async fn readers_on_a_hot_standby_see_whole_clusters_and_are_never_cancelled() {
     .unwrap();
     assert_eq!(freshness.len(), fleet.clusters().len(), "{freshness:?}");
     assert!(freshness.iter().all(|(_, age, lag)| age.is_some() && lag.is_some_and(|lag| lag >= 0.0)), "{freshness:?}");
-    let on_primary: Option<f64> =
-        sqlx::query_scalar("SELECT extract(epoch FROM kubecensus_replay_lag())::float8").fetch_one(&env.pool).await.unwrap();
+    let on_primary: Option<f64> = sqlx::query_scalar("SELECT extract(epoch FROM kubecensus_replay_lag())::float8")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
     assert_eq!(on_primary, None, "a primary has no replay lag");
 
     // `scheduler report` reads the standby when told to.
-    let report = env
-        .scheduler(&registry, &["--output", "json", "report", "--read-database-url", &standby_url])
-        .await
-        .unwrap();
+    let report =
+        env.scheduler(&registry, &["--output", "json", "report", "--read-database-url", &standby_url]).await.unwrap();
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
     assert!(report["replay_lag_seconds"].is_number(), "{report}");
     assert!(!report["snapshots"].as_array().unwrap().is_empty(), "{report}");

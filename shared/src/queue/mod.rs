@@ -177,7 +177,11 @@ fn is_tls_failure(err: &async_nats::ConnectError) -> bool {
 impl From<&CommonArgs> for Queue {
     /// The stream and subject prefix of the command line.
     fn from(args: &CommonArgs) -> Self {
-        Self { stream: args.stream.clone(), subject_prefix: args.subject_prefix.clone(), replicas: args.stream_replicas }
+        Self {
+            stream: args.stream.clone(),
+            subject_prefix: args.subject_prefix.clone(),
+            replicas: args.stream_replicas,
+        }
     }
 }
 
@@ -248,7 +252,11 @@ impl Queue {
             if !failure.may_pass() || !backoff.wait().await {
                 return Err(failure.into_error(self, job));
             }
-            tracing::warn!(stream = self.stream, subject = job.subject(&self.subject_prefix), "publish failed; trying again");
+            tracing::warn!(
+                stream = self.stream,
+                subject = job.subject(&self.subject_prefix),
+                "publish failed; trying again"
+            );
         }
     }
 

@@ -13,13 +13,13 @@ pub mod prune;
 pub mod replace;
 pub mod runs;
 pub mod schema;
+#[cfg(test)]
+mod shard_tests;
 pub mod sql;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod upgrade_tests;
-#[cfg(test)]
-mod shard_tests;
 
 use std::time::Duration;
 

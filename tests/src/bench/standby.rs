@@ -55,7 +55,7 @@ struct ReaderCount {
 /// `stop`.
 async fn read(url: String, stop: Arc<AtomicBool>) -> ReaderCount {
     let mut count = ReaderCount::default();
-    let mut fail = |count: &mut ReaderCount, err: sqlx::Error| {
+    let fail = |count: &mut ReaderCount, err: sqlx::Error| {
         count.errors += 1;
         count.first_error.get_or_insert_with(|| err.to_string());
     };
@@ -67,11 +67,12 @@ async fn read(url: String, stop: Arc<AtomicBool>) -> ReaderCount {
         }
     };
     while !stop.load(Ordering::Relaxed) {
-        let ready: Option<bool> =
-            sqlx::query_scalar("SELECT to_regclass('kubernetes_pods') IS NOT NULL AND to_regclass('snapshots') IS NOT NULL")
-                .fetch_one(&mut conn)
-                .await
-                .ok();
+        let ready: Option<bool> = sqlx::query_scalar(
+            "SELECT to_regclass('kubernetes_pods') IS NOT NULL AND to_regclass('snapshots') IS NOT NULL",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .ok();
         if ready == Some(true) {
             break;
         }
