@@ -55,7 +55,7 @@ struct ReaderCount {
 /// `stop`.
 async fn read(url: String, stop: Arc<AtomicBool>) -> ReaderCount {
     let mut count = ReaderCount::default();
-    let mut fail = |count: &mut ReaderCount, err: sqlx::Error| {
+    let fail = |count: &mut ReaderCount, err: sqlx::Error| {
         count.errors += 1;
         count.first_error.get_or_insert_with(|| err.to_string());
     };
