@@ -48,6 +48,7 @@ pub const EXTRA_TABLES: &[(&str, Extra)] = &[
     ("event_history", Extra::SameAs("kubernetes_events")),
     ("object_changes", Extra::Rule(Rule::TableName)),
     ("event_gaps", Extra::Rule(Rule::Cluster(CLUSTER_COLUMN))),
+    ("change_baselines", Extra::Rule(Rule::Cluster(CLUSTER_COLUMN))),
 ];
 
 /// How an extra table's rule is given.
