@@ -46,7 +46,11 @@ fn bench_smoke_produces_every_figure() {
     assert!(report["fetch"]["objects"].as_u64().unwrap() > 0);
     assert_eq!(report["readers"].as_array().unwrap().len(), 3, "idle, raw COPY, refresh");
     assert!(report["readers"].as_array().unwrap().iter().all(|p| p["queries"].as_u64().unwrap() > 0));
-    assert_eq!(report["queries"].as_array().unwrap().len(), 6 + 6, "six queries, six pages of unhealthy objects");
+    assert_eq!(
+        report["queries"].as_array().unwrap().len(),
+        6 + 6 + 8,
+        "six queries, six pages of unhealthy objects, eight explorer API requests"
+    );
     assert!(report["overhead"]["wall_per_job_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(report["sizes"].as_array().unwrap().len(), 2);
     assert!(!report["verdicts"].as_array().unwrap().is_empty());

@@ -16,6 +16,8 @@ use crate::{explorer::USER_HEADER, fleet::rbac::PLATFORM_GROUP, probes, servers:
 
 /// The viewer's role and its fleet-wide user.
 const VIEWER: (&str, &str) = ("kcbench_one_cluster", "bench-one-cluster@example.com");
+/// The explorer's own login role, a member of `kubecensus_explorer` (as deployed).
+const EXPLORER_LOGIN: &str = "kcbench_explorer";
 
 /// A running `scheduler explore`, stopped on drop.
 struct Running(Child, SocketAddr);
@@ -51,8 +53,16 @@ pub async fn time_api(env: &BenchEnv, registry: &Path, runs: usize) -> anyhow::R
         &["access", "grant", "--role", VIEWER.0, "--user", VIEWER.1, "--group", PLATFORM_GROUP, "--cluster", first],
     )
     .await?;
+    sqlx::raw_sql(&format!(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{EXPLORER_LOGIN}') THEN \
+         CREATE ROLE {EXPLORER_LOGIN} LOGIN; END IF; END $$; GRANT kubecensus_explorer TO {EXPLORER_LOGIN}"
+    ))
+    .execute(&env.pool)
+    .await?;
+    let (_, server) = env.database_url.split_once('@').unwrap_or_default();
+    let login_url = format!("--database-url=postgres://{EXPLORER_LOGIN}@{server}");
     let unrestricted = start(env, registry, &["--single-user"]).await?;
-    let proxied = start(env, registry, &[]).await?;
+    let proxied = start(env, registry, &[&login_url]).await?;
     let mut timings = Vec::new();
     for (who, running, headers) in
         [("unrestricted", &unrestricted, vec![]), ("a viewer of 1 cluster", &proxied, vec![(USER_HEADER, VIEWER.1)])]
