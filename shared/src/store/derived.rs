@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{access, changes, event_history, fleet_view, replace::Scope, schema::TableShape};
+use super::{access, changes, event_history, fleet_view, schema::TableShape, scope::Scope};
 use crate::{Result, model::catalog::Resource, queue::job::Job, store::runs::RowCounts};
 
 /// One committed replace of a cluster's rows of a resource, as the derived tables see it.

@@ -19,12 +19,14 @@ pub mod event_history;
 mod event_history_tests;
 pub mod explore;
 pub mod fleet_view;
+mod job_connection;
 pub mod freshness;
 pub mod prune;
 pub mod replace;
 pub mod retention;
 pub mod runs;
 pub mod schema;
+mod scope;
 #[cfg(test)]
 mod shard_tests;
 pub mod sql;
@@ -45,7 +47,9 @@ use crate::{
     store::runs::Status,
 };
 
-pub use replace::{JobConnection, Refresh, ReplaceOutcome, Scope};
+pub use job_connection::JobConnection;
+pub use replace::{Refresh, ReplaceOutcome};
+pub use scope::Scope;
 pub use schema::ensure_tables;
 
 /// The migrations in `migrations/`, embedded.

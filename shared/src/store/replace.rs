@@ -17,7 +17,7 @@
 //! New rows are held in memory up to a limit; past it they are streamed with COPY into a
 //! temporary table of the job's session (no WAL, dropped with the session if the worker dies)
 //! and moved with `INSERT ... SELECT` in the final transaction. A job runs on a
-//! [`JobConnection`], which goes back to the pool only when the job ended with its staging
+//! [`JobConnection`](super::JobConnection), which goes back to the pool only when the job ended with its staging
 //! dropped: a job cancelled mid-way (its timeout, a shutdown) closes the session, and its
 //! staging with it, so the next job on that connection never sees it.
 //!
@@ -39,11 +39,10 @@
 use std::{
     collections::HashSet,
     hash::{BuildHasherDefault, Hasher},
-    ops::{Deref, DerefMut},
 };
 
 use chrono::{DateTime, Utc};
-use sqlx::{Arguments, Connection, PgConnection, PgPool, Postgres, pool::PoolConnection, postgres::PgArguments};
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use super::{
@@ -51,12 +50,13 @@ use super::{
     derived::{self, Swap, TableWrite},
     execute,
     schema::{ROW_HASH_COLUMN, TableShape, column_set},
+    scope::Scope,
     sql::{Ident, Qualified},
 };
 use crate::{
     Error, Result,
     model::catalog::{
-        CLUSTER_COLUMN, Catalog, CustomKind, GROUP_COLUMN, KIND_COLUMN, RESOURCE_VERSION_COLUMN, Resource, Target,
+        CLUSTER_COLUMN, RESOURCE_VERSION_COLUMN, Resource,
     },
     model::flatten::Layout,
     ops::metrics,
@@ -74,75 +74,6 @@ pub enum ReplaceOutcome {
     /// This very job's rows are in already: an earlier delivery committed them and its ack was
     /// lost (a JetStream consumer leader lost with it), so the queue delivered the job again.
     AlreadyIn,
-}
-
-/// Which of a cluster's rows one job replaces, and the name its snapshot goes by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Scope {
-    /// The job target's name (`Job::table`): the key of its snapshot and of its advisory lock.
-    pub name: String,
-    /// Columns and the values that select the scope's rows; none: every row of the cluster.
-    pub filters: Vec<(&'static str, String)>,
-    /// Custom kinds (`group/Kind`) whose rows are outside the scope: those with a target of their
-    /// own, for the target of every other kind.
-    pub excluded_kinds: Vec<String>,
-}
-
-impl Scope {
-    /// The rows of a target of `catalog`: all of the cluster's, one custom kind's, or, for the
-    /// target of every other kind, those of the kinds without a target of their own.
-    pub fn of(catalog: &Catalog, target: &Target) -> Self {
-        let (filters, excluded_kinds) = match &target.kind {
-            None => (Vec::new(), Vec::new()),
-            Some(kind) if kind.is_every_kind() => {
-                let named = catalog.targets.iter().filter_map(|t| t.kind.as_ref()).filter(|k| !k.is_every_kind());
-                (Vec::new(), named.map(CustomKind::key).collect())
-            }
-            Some(kind) => (vec![(GROUP_COLUMN, kind.group.clone()), (KIND_COLUMN, kind.kind.clone())], Vec::new()),
-        };
-        Self { name: target.name.clone(), filters, excluded_kinds }
-    }
-
-    /// The snapshot name of the scope's rows of `table`: the table's, or the scope's own when it
-    /// is a part of the table.
-    fn snapshot_name<'s>(&'s self, table: &'s str) -> &'s str {
-        if self.filters.is_empty() && self.excluded_kinds.is_empty() { table } else { &self.name }
-    }
-
-    /// `AND "col" = $n ...` for the filters, then `AND "api_group" || '/' || "kind" <> ALL($m)`
-    /// for the excluded kinds, parameters numbered from `first`.
-    pub(super) fn condition(&self, first: usize) -> String {
-        let mut condition: String = self
-            .filters
-            .iter()
-            .enumerate()
-            .map(|(i, (column, _))| format!(" AND {} = ${}", Ident::derived(&[column]), first + i))
-            .collect();
-        if !self.excluded_kinds.is_empty() {
-            condition.push_str(&format!(
-                " AND {} || '/' || {} <> ALL(${})",
-                Ident::derived(&[GROUP_COLUMN]),
-                Ident::derived(&[KIND_COLUMN]),
-                first + self.filters.len()
-            ));
-        }
-        condition
-    }
-
-    /// The parameters of a statement selecting the scope's rows of `cluster`: `$1` the cluster,
-    /// then the filters' values and the excluded kinds (see [`Self::condition`]).
-    pub(super) fn arguments(&self, cluster: &str) -> Result<PgArguments> {
-        let mut arguments = PgArguments::default();
-        let bad = |err: sqlx::error::BoxDynError| Error::Sql(sqlx::Error::Encode(err));
-        arguments.add(cluster.to_owned()).map_err(bad)?;
-        for (_, value) in &self.filters {
-            arguments.add(value.clone()).map_err(bad)?;
-        }
-        if !self.excluded_kinds.is_empty() {
-            arguments.add(self.excluded_kinds.clone()).map_err(bad)?;
-        }
-        Ok(arguments)
-    }
 }
 
 /// One job's refresh of a cluster's rows of a resource: the rows there now (as hashes), the rows
@@ -355,7 +286,7 @@ impl<'a> Refresh<'a> {
     }
 
     /// Whether staging tables of this job may be left in the session: its connection must then
-    /// not go back to the pool ([`JobConnection`]).
+    /// not go back to the pool ([`JobConnection`](super::JobConnection)).
     pub fn staged(&self) -> bool {
         self.tables.iter().any(|table| table.staging.is_some())
     }
@@ -539,48 +470,5 @@ impl<'a> Refresh<'a> {
             .map(|hash| Uuid::from_u128(*hash))
             .collect();
         Ok((counts, removed, inserted))
-    }
-}
-
-/// A pooled connection for one job's [`Refresh`]. Its session may hold the job's staging
-/// (temporary tables live as long as the session) or a statement cut off half-way, so it is
-/// closed when dropped, not given back to the pool, unless [`Self::release`] said the job ended
-/// cleanly. A job whose future is dropped (`--job-timeout`, a shutdown) never says so.
-pub struct JobConnection {
-    conn: PoolConnection<Postgres>,
-    reusable: bool,
-}
-
-impl JobConnection {
-    /// A connection of `pool`, to be closed on drop until released.
-    pub async fn acquire(pool: &PgPool) -> Result<Self> {
-        Ok(Self { conn: pool.acquire().await?, reusable: false })
-    }
-
-    /// The job ended with no staging left and no statement half-done: the connection may go
-    /// back to the pool.
-    pub fn release(&mut self) {
-        self.reusable = true;
-    }
-}
-
-impl Deref for JobConnection {
-    type Target = PgConnection;
-    fn deref(&self) -> &PgConnection {
-        &self.conn
-    }
-}
-
-impl DerefMut for JobConnection {
-    fn deref_mut(&mut self) -> &mut PgConnection {
-        &mut self.conn
-    }
-}
-
-impl Drop for JobConnection {
-    fn drop(&mut self) {
-        if !self.reusable {
-            self.conn.close_on_drop();
-        }
     }
 }
