@@ -49,8 +49,7 @@ async fn two_users_see_exactly_the_rows_their_roles_may_list() {
             .unwrap();
     let registry = env.dir.join("clusters.yaml");
     env.spawn_worker("worker", &registry, &[]).unwrap();
-    // The worker prepares the schema first: the access branch's policies are not yet created
-    // race-free by two processes at once.
+    // The worker prepares the schema before the scheduler's refresh asks for anything.
     env.wait_for_log("worker", "worker started").await;
     env.scheduler(&registry, &["refresh", "--wait"]).await.unwrap();
 

@@ -158,34 +158,15 @@ async fn main() -> anyhow::Result<()> {
     });
 
     if let Some(every) = args.churn_every {
-        let fleet = Arc::clone(&fleet);
         let pods = args.churn_pods;
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(Duration::from_secs(every.max(1)));
-            ticks.tick().await;
-            loop {
-                ticks.tick().await;
-                for cluster in fleet.clusters() {
-                    fleet.churn(&cluster.name, pods, pods);
-                }
-                tracing::info!(pods, "churned every cluster");
-            }
-        });
+        every_cluster(&fleet, every, move |fleet, cluster| fleet.churn(cluster, pods, pods), "churned every cluster");
     }
     if let Some(every) = args.events_every {
-        let fleet = Arc::clone(&fleet);
         let (add, bump) = (args.events_add, args.events_bump);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(Duration::from_secs(every.max(1)));
-            ticks.tick().await;
-            loop {
-                ticks.tick().await;
-                for cluster in fleet.clusters() {
-                    fleet.step_events(&cluster.name, add, bump);
-                }
-                tracing::info!(add, bump, "stepped every cluster's events");
-            }
-        });
+        let step = move |fleet: &Fleet, cluster: &str| {
+            fleet.step_events(cluster, add, bump);
+        };
+        every_cluster(&fleet, every, step, "stepped every cluster's events");
     }
     if let Some(address) = args.admin {
         let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
@@ -358,6 +339,28 @@ fn each_cluster<T: serde::Serialize>(fleet: &Fleet, cluster: Option<&str>, chang
         })
         .collect();
     axum::Json(done).into_response()
+}
+
+/// Runs `change` on every cluster each `every` seconds (at least 1), from `every` seconds on,
+/// logging `done` after each round.
+fn every_cluster(
+    fleet: &Arc<Fleet>,
+    every: u64,
+    change: impl Fn(&Fleet, &str) + Send + 'static,
+    done: &'static str,
+) {
+    let fleet = Arc::clone(fleet);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(every.max(1)));
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            for cluster in fleet.clusters() {
+                change(&fleet, &cluster.name);
+            }
+            tracing::info!("{done}");
+        }
+    });
 }
 
 /// The 404 to answer when the fleet has no cluster of this name.
