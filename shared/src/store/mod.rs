@@ -19,8 +19,8 @@ pub mod event_history;
 mod event_history_tests;
 pub mod explore;
 pub mod fleet_view;
-mod job_connection;
 pub mod freshness;
+mod job_connection;
 pub mod prune;
 pub mod replace;
 pub mod retention;
@@ -49,8 +49,8 @@ use crate::{
 
 pub use job_connection::JobConnection;
 pub use replace::{Refresh, ReplaceOutcome};
-pub use scope::Scope;
 pub use schema::ensure_tables;
+pub use scope::Scope;
 
 /// The migrations in `migrations/`, embedded.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

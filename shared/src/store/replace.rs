@@ -55,9 +55,7 @@ use super::{
 };
 use crate::{
     Error, Result,
-    model::catalog::{
-        CLUSTER_COLUMN, RESOURCE_VERSION_COLUMN, Resource,
-    },
+    model::catalog::{CLUSTER_COLUMN, RESOURCE_VERSION_COLUMN, Resource},
     model::flatten::Layout,
     ops::metrics,
     queue::job::Job,

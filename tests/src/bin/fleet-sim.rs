@@ -343,12 +343,7 @@ fn each_cluster<T: serde::Serialize>(fleet: &Fleet, cluster: Option<&str>, chang
 
 /// Runs `change` on every cluster each `every` seconds (at least 1), from `every` seconds on,
 /// logging `done` after each round.
-fn every_cluster(
-    fleet: &Arc<Fleet>,
-    every: u64,
-    change: impl Fn(&Fleet, &str) + Send + 'static,
-    done: &'static str,
-) {
+fn every_cluster(fleet: &Arc<Fleet>, every: u64, change: impl Fn(&Fleet, &str) + Send + 'static, done: &'static str) {
     let fleet = Arc::clone(fleet);
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(Duration::from_secs(every.max(1)));
