@@ -408,12 +408,14 @@ impl Running {
     }
 }
 
-/// Starts the container of `local`'s rendering whose command is `binary_name`, as pod `pod_name`,
+/// Starts the container of `local`'s rendering whose command is `binary_name`, in the workload
+/// whose name `pod_name` starts with (`kubecensus-scheduler` for `kubecensus-scheduler-0`), as pod `pod_name`,
 /// its admin endpoint on a free local port, with `extra_env` added; logs go to `<dir>/<pod>.log`.
 pub fn start_container(local: &LocalPod<'_>, binary_name: &str, pod_name: &str, extra_env: &[(&str, &str)]) -> Running {
     let pods = pod_specs(local.rendered);
     let (pod, container) = pods
         .iter()
+        .filter(|(workload, _)| pod_name.starts_with(workload.as_str()))
         .flat_map(|(_, pod)| pod.containers.iter().map(move |c| (pod, c)))
         .find(|(_, c)| command_of(c) == binary_name)
         .unwrap_or_else(|| panic!("no {binary_name} container"));

@@ -110,7 +110,7 @@ fn writers_use_the_primary_readers_the_standbys_and_the_stream_has_three_replica
         .flat_map(|(name, pod)| pod.containers.iter().map(move |c| (name, c)))
         .filter(|(_, c)| ["scheduler", "worker"].contains(&command_of(c)))
         .collect();
-    assert_eq!(ours.len(), 2, "a scheduler and a worker");
+    assert_eq!(ours.len(), 3, "a scheduler, a worker and the explorer");
     for (name, container) in ours {
         let env = container_env(&rendered, container, name);
         let flags = [
