@@ -48,8 +48,9 @@ fn bench_smoke_produces_every_figure() {
     assert!(report["readers"].as_array().unwrap().iter().all(|p| p["queries"].as_u64().unwrap() > 0));
     assert_eq!(
         report["queries"].as_array().unwrap().len(),
-        6 + 6 + 8,
-        "six queries, six pages of unhealthy objects, eight explorer API requests"
+        6 + 6 + 8 + 3 * 5 + 1,
+        "six queries, six pages of unhealthy objects, eight explorer API requests, five queries as each of two \
+         viewers and unrestricted, and the permissions' recompute"
     );
     assert!(report["overhead"]["wall_per_job_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(report["sizes"].as_array().unwrap().len(), 2);
