@@ -2,10 +2,13 @@
 //! one cluster's rows.
 //!
 //! [`schema`] creates and upgrades the tables (one per catalog table, hash-partitioned by
-//! cluster); [`replace`] writes a job's rows; [`sql`] is the one way names get into SQL text;
+//! cluster); [`replace`] writes a job's rows (the rows of its [`Scope`], on its
+//! [`JobConnection`]), and [`derived`] what the same transaction derives from them; [`sql`] is the one way names get into SQL text;
 //! [`freshness`] says how old the snapshots are; [`fleet_view`] is the `fleet_objects` view of
 //! every object's health and the `fleet_unhealthy_objects` table of those not Current;
-//! [`event_history`] keeps events past their lifetime and records the gaps between listings.
+//! [`event_history`] keeps events past their lifetime and records the gaps between listings;
+//! [`changes`] records each object's changes; [`retention`] keeps the history tables' daily
+//! partitions.
 //! [`access`] is access control: effective RBAC permissions and row-level security for viewers.
 //! [`explore`] holds the explorer's read-only queries.
 
