@@ -46,11 +46,13 @@ pub async fn run(pool: &PgPool, command: &AccessCommand, output: Output) -> anyh
                 Output::Json => println!("{}", serde_json::to_string_pretty(&listed)?),
                 Output::Table => {
                     let mut out = table(&["role", "cluster", "user", "groups"]);
+                    let count = listed.len();
                     for i in listed {
                         let cluster = i.cluster_name.unwrap_or_else(|| "(every cluster)".to_owned());
                         out.add_row(vec![i.role_name, cluster, i.k8s_user, i.k8s_groups.join(",")]);
                     }
                     println!("{out}");
+                    println!("{count} identities (scheduler access grant adds one)");
                 }
             }
         }

@@ -37,8 +37,14 @@ pub struct Selection<'a> {
     pub table: Option<&'a str>,
 }
 
-/// Prints the changes `selection` names, newest first.
+/// Prints the changes `selection` names, newest first; an error for a cluster `clusters` does
+/// not know (a typo would otherwise read as "no changes").
 pub async fn print(pool: &PgPool, selection: &Selection<'_>, output: Output) -> anyhow::Result<()> {
+    let known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM clusters WHERE name = $1)")
+        .bind(selection.cluster)
+        .fetch_one(pool)
+        .await?;
+    anyhow::ensure!(known, "no cluster named {} in the registry (see `scheduler report`)", selection.cluster);
     let changes: Vec<Change> = sqlx::query_as(
         "SELECT changed_at, table_name AS \"table\", namespace, name, uid, change, old_resource_version,
                 new_resource_version, job_id, run_id, changed_columns

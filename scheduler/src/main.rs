@@ -103,6 +103,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let pool = store::connect(&common.database_url, &common.database_credentials, 4).await?;
+    // Identities live in the database the scheduler and workers prepared: no registry needed.
+    if let Command::Access { command } = &command {
+        access::run(&pool, command, output).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let live =
         Arc::new(LiveRegistry::start(&common.registry, &common.home, common.exec_timeout, catalog.clone()).await?);
     let registry = live.current();
@@ -113,10 +118,6 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let present: Vec<String> = registry.clusters.iter().map(|c| c.name.clone()).collect();
         let pruned = store::prune::prune_absent(&pool, &catalog, &present, Duration::ZERO, "scheduler").await?;
         report::pruned(&pruned, output)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    if let Command::Access { command } = &command {
-        access::run(&pool, command, output).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let nats = queue::connect(&common.nats_url, &common.nats_credentials).await?;
