@@ -1,9 +1,30 @@
 //! `scheduler explore` as the tests run it: a child process on a free loopback port, and GETs
 //! of its JSON API with or without the proxy's identity headers.
 
-use std::{net::SocketAddr, path::Path};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
-use crate::{harness::TestEnv, probes, servers::free_port};
+use crate::{
+    fleet::{Fleet, FleetSpec},
+    harness::TestEnv,
+    probes,
+    servers::free_port,
+};
+
+/// A private environment with the explorer tests' simulated fleet (3 clusters, 30 pods and 30
+/// custom resources each), its registry, and a worker that has prepared the schema.
+pub async fn fleet_with_worker() -> anyhow::Result<(TestEnv, Fleet, PathBuf)> {
+    let mut env = TestEnv::new().await?;
+    let fleet =
+        Fleet::start(FleetSpec { clusters: 3, pods: 30, custom_resources: 30, ..FleetSpec::default() }, &env.dir)
+            .await?;
+    let registry = env.dir.join("clusters.yaml");
+    env.spawn_worker("worker", &registry, &[])?;
+    env.wait_for_log("worker", "worker started").await;
+    Ok((env, fleet, registry))
+}
 
 /// The header the explorer reads the user from, by default (oauth2-proxy's).
 pub const USER_HEADER: &str = "X-Forwarded-User";

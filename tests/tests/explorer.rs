@@ -7,8 +7,8 @@
 use std::{collections::BTreeSet, path::PathBuf};
 
 use kubecensus_tests::{
-    explorer::Explorer,
-    fleet::{Fleet, FleetSpec},
+    explorer::{Explorer, fleet_with_worker},
+    fleet::Fleet,
     harness::TestEnv,
 };
 use serde_json::Value;
@@ -26,13 +26,7 @@ const TABLES: [&str; 6] = [
 
 /// A private environment with a simulated fleet of 3 clusters loaded by one refresh.
 async fn loaded_fleet() -> (TestEnv, Fleet, PathBuf) {
-    let mut env = TestEnv::new().await.unwrap();
-    let fleet =
-        Fleet::start(FleetSpec { clusters: 3, pods: 30, custom_resources: 30, ..FleetSpec::default() }, &env.dir)
-            .await
-            .unwrap();
-    let registry = env.dir.join("clusters.yaml");
-    env.spawn_worker("worker", &registry, &[]).unwrap();
+    let (env, fleet, registry) = fleet_with_worker().await.unwrap();
     let mut args = vec!["refresh", "--wait"];
     for table in TABLES {
         args.extend(["--table", table]);

@@ -8,13 +8,10 @@
 use std::collections::BTreeSet;
 
 use kubecensus_tests::{
-    explorer::Explorer,
-    fleet::{
-        Fleet, FleetSpec,
-        rbac::{DEVELOPER, DEVELOPER_NAMESPACE, PLATFORM_GROUP},
-    },
+    explorer::{Explorer, fleet_with_worker},
+    fleet::rbac::{DEVELOPER, DEVELOPER_NAMESPACE, PLATFORM_GROUP},
     grafana,
-    harness::{TestEnv, with_database},
+    harness::with_database,
 };
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
@@ -42,15 +39,7 @@ fn keys(objects: &[serde_json::Value]) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_users_see_exactly_the_rows_their_roles_may_list() {
-    let mut env = TestEnv::new().await.unwrap();
-    let _fleet =
-        Fleet::start(FleetSpec { clusters: 3, pods: 30, custom_resources: 30, ..FleetSpec::default() }, &env.dir)
-            .await
-            .unwrap();
-    let registry = env.dir.join("clusters.yaml");
-    env.spawn_worker("worker", &registry, &[]).unwrap();
-    // The worker prepares the schema before the scheduler's refresh asks for anything.
-    env.wait_for_log("worker", "worker started").await;
+    let (mut env, _fleet, registry) = fleet_with_worker().await.unwrap();
     env.scheduler(&registry, &["refresh", "--wait"]).await.unwrap();
 
     let id = &Uuid::new_v4().simple().to_string()[..10];

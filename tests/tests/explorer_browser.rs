@@ -5,9 +5,7 @@
 //! (`$EXPLORER_SCREENSHOT`, e.g. docs/explorer.png, else into the test's folder).
 
 use kubecensus_tests::{
-    explorer::Explorer,
-    fleet::{Fleet, FleetSpec},
-    harness::TestEnv,
+    explorer::{Explorer, fleet_with_worker},
     webdriver::Browser,
 };
 
@@ -25,14 +23,7 @@ async fn rows(browser: &Browser) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_with_the_keyboard_banner_filters_facets_pages_and_detail() {
-    let mut env = TestEnv::new().await.unwrap();
-    let _fleet =
-        Fleet::start(FleetSpec { clusters: 3, pods: 30, custom_resources: 30, ..FleetSpec::default() }, &env.dir)
-            .await
-            .unwrap();
-    let registry = env.dir.join("clusters.yaml");
-    env.spawn_worker("worker", &registry, &[]).unwrap();
-    env.wait_for_log("worker", "worker started").await;
+    let (mut env, _fleet, registry) = fleet_with_worker().await.unwrap();
     let refresh = |clusters: &'static [&'static str]| {
         let mut args = vec!["refresh", "--wait"];
         for table in TABLES {
