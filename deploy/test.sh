@@ -7,6 +7,14 @@ export NATS_URL=${NATS_URL:-nats://127.0.0.1:4222}
 # kubectl, a python3 with venv, PostgreSQL's and NATS' binaries: installed where missing, and
 # KUBECTL and PYTHON exported for the tests.
 source deploy/test-deps.sh
+# The runner: cargo-nextest runs tests of every binary side by side, each in its own process
+# (.config/nextest.toml); `cargo test` would run the 40 test binaries one after another. Built
+# from crates.io where missing (a few minutes, once). The workspace has no doc tests.
+NEXTEST_VERSION=0.9.143
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "test: installing cargo-nextest $NEXTEST_VERSION from crates.io" >&2
+  cargo install --locked --quiet cargo-nextest --version "$NEXTEST_VERSION"
+fi
 # The end-to-end tests run the real scheduler, worker and fleet-sim binaries.
 cargo build --workspace --bins
-cargo test --workspace --no-fail-fast
+cargo nextest run --workspace "$@"

@@ -342,10 +342,50 @@ impl TestEnv {
                         .fetch_all(&self.pool)
                         .await
                         .unwrap_or_default();
-                anyhow::bail!("timed out waiting for {what}; runs: {runs:#?}");
+                anyhow::bail!("timed out waiting for {what}; runs: {runs:#?}\n{}", self.log_tails(20));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Waits until the job stream holds no message (a work-queue stream drops a job when it is
+    /// acknowledged) and no run is `running`: every job published so far has ended.
+    pub async fn wait_for_no_jobs(&self, timeout: Duration) -> anyhow::Result<()> {
+        let jetstream = async_nats::jetstream::new(async_nats::connect(&self.services.nats_url).await?);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let queued = jetstream.get_stream(&self.services.stream).await?.info().await?.state.messages;
+            let running: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM runs WHERE status = 'running'").fetch_one(&self.pool).await?;
+            if queued == 0 && running == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("{queued} jobs queued and {running} running after {timeout:?}\n{}", self.log_tails(20));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The last `lines` lines of each process log in the test's folder, for a failure message.
+    fn log_tails(&self, lines: usize) -> String {
+        let mut logs: Vec<_> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+            .collect();
+        logs.sort();
+        logs.iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!("--- {} (last {lines} lines)\n{}", path.display(), tail.join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 

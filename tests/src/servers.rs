@@ -149,10 +149,11 @@ impl TempPostgres {
         wait_for_port(self.port, "PostgreSQL").await
     }
 
-    /// A hot standby of this server on another port: `pg_basebackup -R -X stream` (which writes
-    /// `standby.signal` and `primary_conninfo`), started with `hot_standby_feedback = on` so that
-    /// vacuum on the primary keeps the rows its readers' snapshots need (PostgreSQL docs, "Hot
-    /// Standby", Handling Query Conflicts). Stopped and removed on drop like the primary.
+    /// A hot standby of this server on another port: `pg_basebackup -R -X stream
+    /// --checkpoint=fast` (which writes `standby.signal` and `primary_conninfo`), started with
+    /// `hot_standby_feedback = on` so that vacuum on the primary keeps the rows its readers'
+    /// snapshots need (PostgreSQL docs, "Hot Standby", Handling Query Conflicts). Stopped and
+    /// removed on drop like the primary.
     pub async fn standby(&self) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("kubecensus-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)?;
@@ -173,6 +174,10 @@ impl TempPostgres {
             "-R",
             "-X",
             "stream",
+            // An immediate checkpoint: the default, spread, paces it over up to
+            // `checkpoint_completion_target` × `checkpoint_timeout` (4.5 min by default) when the
+            // primary has just been written to (pg_basebackup docs, `--checkpoint`).
+            "--checkpoint=fast",
             "-D",
         ])?;
         run(backup.arg(&standby.data))?;

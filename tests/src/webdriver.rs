@@ -20,6 +20,8 @@ use crate::{programs, servers::free_port};
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// How long one WebDriver command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a page loaded by a key press or a click may take.
+const NAVIGATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A ChromeDriver process and one browser session; both end on drop.
 pub struct Browser {
@@ -167,6 +169,24 @@ impl Browser {
     /// Runs `script` in the page and returns its result.
     pub async fn run(&self, script: &str) -> anyhow::Result<Value> {
         self.call("POST", &self.at("/execute/sync"), Some(json!({"script": script, "args": []}))).await
+    }
+
+    /// Runs `action` (a key press, a click) that loads a new page, and waits until that page has
+    /// loaded: WebDriver waits for a navigation only after `goto`, not after keys or a script's
+    /// click. The old page is marked first, so a new one is told by the mark being gone.
+    pub async fn navigating(&self, action: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+        self.run("window.kubecensusOldPage = true").await?;
+        action.await?;
+        let deadline = tokio::time::Instant::now() + NAVIGATION_TIMEOUT;
+        loop {
+            // While the new page is loading, a script may fail to run: that is not loaded yet.
+            let loaded = self.run("return !window.kubecensusOldPage && document.readyState === 'complete'").await;
+            if loaded.is_ok_and(|loaded| loaded == Value::Bool(true)) {
+                return Ok(());
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "no new page within {NAVIGATION_TIMEOUT:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// A PNG screenshot of the window.

@@ -129,6 +129,25 @@ async fn churn_records_exactly_the_changes_the_simulator_made_after_a_baseline()
     assert_eq!(recorded(&env).await, before);
 }
 
+/// Every table of the catalog, refreshed twice with nothing changed in between: no change row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_of_an_unchanged_fleet_records_no_change_in_any_table() {
+    let mut env = TestEnv::new().await.unwrap();
+    let _fleet = Fleet::start(FleetSpec { clusters: 2, ..FleetSpec::default() }, &env.dir).await.unwrap();
+    let registry = env.dir.join("clusters.yaml");
+    env.spawn_worker("worker", &registry, &[]).unwrap();
+    env.scheduler(&registry, &["refresh", "--wait"]).await.unwrap();
+    let loaded: i64 = sqlx::query_scalar("SELECT count(*) FROM change_baselines").fetch_one(&env.pool).await.unwrap();
+    assert!(loaded > 50, "every (cluster, table) was loaded once: {loaded} baselines");
+    env.scheduler(&registry, &["refresh", "--wait"]).await.unwrap();
+    let changes: Vec<(String, String, String, String, Option<Value>)> =
+        sqlx::query_as("SELECT cluster_name, table_name, change, name, changed_columns FROM object_changes")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert!(changes.is_empty(), "{changes:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_drops_old_partitions_and_runs_only_and_the_report_reads_runs_by_index() {
     let mut env = TestEnv::new().await.unwrap();

@@ -57,7 +57,7 @@ async fn the_page_with_the_keyboard_banner_filters_facets_pages_and_detail() {
     let focused = browser.run("return document.activeElement.name").await.unwrap();
     assert_eq!(focused, "cluster", "`/` focuses the filter bar's first field");
     let kind = browser.find("input[name=kind]").await.unwrap().unwrap();
-    browser.type_into(&kind, "Kustomization\u{E007}").await.unwrap();
+    browser.navigating(browser.type_into(&kind, "Kustomization\u{E007}")).await.unwrap();
     assert!(browser.url().await.unwrap().contains("kind=Kustomization"), "the URL keeps the filter");
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM fleet_unhealthy_objects WHERE kind = 'Kustomization'")
         .fetch_one(&env.pool)
@@ -74,7 +74,7 @@ async fn the_page_with_the_keyboard_banner_filters_facets_pages_and_detail() {
     let text = browser.text(&facet).await.unwrap();
     let (cluster, count) = text.rsplit_once(' ').unwrap();
     let link = browser.find("#facets details:first-of-type li a").await.unwrap().unwrap();
-    browser.click(&link).await.unwrap();
+    browser.navigating(browser.click(&link)).await.unwrap();
     let url = browser.url().await.unwrap();
     assert!(url.contains(&format!("cluster={cluster}")) && url.contains("kind=Kustomization"), "{url}");
     let shown = browser.text(&browser.find("#total").await.unwrap().unwrap()).await.unwrap();
@@ -90,20 +90,20 @@ async fn the_page_with_the_keyboard_banner_filters_facets_pages_and_detail() {
     .unwrap();
     let (mut seen, mut pages) = (rows(&browser).await, 1);
     while browser.find("#next").await.unwrap().is_some() {
-        browser.press("n").await.unwrap();
+        browser.navigating(browser.press("n")).await.unwrap();
         seen.extend(rows(&browser).await);
         pages += 1;
     }
     assert_eq!(seen, expected, "the pages show every unhealthy object once, in order");
     assert!(pages > 3);
     let last = rows(&browser).await;
-    browser.press("p").await.unwrap();
+    browser.navigating(browser.press("p")).await.unwrap();
     let before_last = rows(&browser).await;
     assert_eq!(before_last.len(), 7);
     assert_eq!(seen[seen.len() - last.len() - 7..seen.len() - last.len()], before_last[..]);
 
     // The detail pane: `j` to the first row, Enter opens it.
-    browser.press("j\u{E007}").await.unwrap();
+    browser.navigating(browser.press("j\u{E007}")).await.unwrap();
     assert!(browser.url().await.unwrap().contains("object="));
     let kubectl = browser.text(&browser.find("#kubectl").await.unwrap().expect("a detail pane")).await.unwrap();
     assert!(kubectl.starts_with("kubectl --context sim-0"), "{kubectl}");

@@ -35,13 +35,7 @@ async fn a_tick_loads_every_table_and_a_refresh_replaces_it_without_readers_seei
     .unwrap();
     env.kill(scheduler);
     // Let jobs published by the last ticks finish, so round 2 starts from a settled state.
-    env.wait_until("no running job", "SELECT count(*) = 0 FROM runs WHERE status = 'running'", Duration::from_secs(60))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    env.wait_until("no running job", "SELECT count(*) = 0 FROM runs WHERE status = 'running'", Duration::from_secs(60))
-        .await
-        .unwrap();
+    env.wait_for_no_jobs(Duration::from_secs(60)).await.unwrap();
     assert_postgres_equals_simulator(&env.pool, &fleet).await;
     let before = pod_counts(&env.pool).await;
 
