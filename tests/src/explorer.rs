@@ -6,9 +6,15 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
 use crate::{
-    fleet::{Fleet, FleetSpec},
-    harness::TestEnv,
+    fleet::{
+        Fleet, FleetSpec,
+        rbac::{DEVELOPER, PLATFORM_GROUP},
+    },
+    harness::{TestEnv, with_database},
     probes,
     servers::free_port,
 };
@@ -89,4 +95,75 @@ impl Explorer {
             }
         }
     }
+}
+
+/// Two viewers with different bindings in the simulated clusters, each a PostgreSQL role made
+/// by `scheduler access grant`: the developer who may edit one namespace
+/// ([`crate::fleet::rbac::DEVELOPER_NAMESPACE`]) and a platform user whose group may view
+/// everything; and the explorer's own login role, a member of `kubecensus_explorer` only. The
+/// test's own role is granted both viewer roles, to run the oracle queries as each
+/// ([`as_role`]).
+pub struct Viewers {
+    /// `(Kubernetes user, PostgreSQL role)` of the developer, then of the platform user.
+    pub users: [(String, String); 2],
+    /// The explorer's login role.
+    pub login: String,
+    /// `--database-url=...` for `scheduler explore` as the login role.
+    pub database_url_arg: String,
+}
+
+impl Viewers {
+    /// Grants both viewers and makes the login role (names unique to this call).
+    pub async fn grant(env: &TestEnv, registry: &Path) -> anyhow::Result<Self> {
+        let id = &Uuid::new_v4().simple().to_string()[..10];
+        let (developer, platform, login) =
+            (format!("kcx_dev_{id}"), format!("kcx_plat_{id}"), format!("kcx_login_{id}"));
+        let platform_user = "pat@example.com";
+        env.scheduler(registry, &["access", "grant", "--role", &developer, "--user", DEVELOPER]).await?;
+        env.scheduler(
+            registry,
+            &["access", "grant", "--role", &platform, "--user", platform_user, "--group", PLATFORM_GROUP],
+        )
+        .await?;
+        sqlx::raw_sql(&format!(
+            "CREATE ROLE {login} LOGIN; GRANT kubecensus_explorer TO {login}; GRANT {developer}, {platform} TO CURRENT_USER"
+        ))
+        .execute(&env.pool)
+        .await?;
+        let database_url_arg = format!(
+            "--database-url={}",
+            with_database(&format!("postgres://{login}@127.0.0.1:5432/postgres"), &env.services.database)
+        );
+        Ok(Self {
+            users: [(DEVELOPER.to_owned(), developer), (platform_user.to_owned(), platform)],
+            login,
+            database_url_arg,
+        })
+    }
+
+    /// Drops the three roles (they belong to the whole server, not the test's database).
+    pub async fn drop_roles(&self, pool: &PgPool) {
+        for role in [&self.users[0].1, &self.users[1].1, &self.login] {
+            let _ = sqlx::raw_sql(&format!("DROP OWNED BY {role}; DROP ROLE {role}")).execute(pool).await;
+        }
+    }
+}
+
+/// `(cluster_name, uid)` of the rows of `relation` where `condition` holds, as `role` sees them,
+/// in the explorer's default order.
+pub async fn as_role(
+    pool: &PgPool,
+    role: &str,
+    relation: &str,
+    condition: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('role', $1, true)").bind(role).execute(&mut *tx).await?;
+    let rows = sqlx::query(&format!(
+        "SELECT cluster_name, coalesce(uid, '') AS uid FROM {relation} WHERE {condition}
+         ORDER BY cluster_name, namespace, name, uid"
+    ))
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows.iter().map(|r| (r.get("cluster_name"), r.get("uid"))).collect())
 }

@@ -166,6 +166,20 @@ impl Browser {
         self.call("POST", &self.at("/actions"), Some(body)).await.map(drop)
     }
 
+    /// Sends these headers with every request the browser makes from now on, as an
+    /// authenticating proxy in front of a service adds them (ChromeDriver's
+    /// `goog/cdp/execute`, Chrome DevTools Protocol `Network.setExtraHTTPHeaders`).
+    pub async fn set_headers(&self, headers: &[(&str, &str)]) -> anyhow::Result<()> {
+        let headers: serde_json::Map<String, Value> =
+            headers.iter().map(|(name, value)| ((*name).to_owned(), Value::from(*value))).collect();
+        for (cmd, params) in
+            [("Network.enable", json!({})), ("Network.setExtraHTTPHeaders", json!({"headers": headers}))]
+        {
+            self.call("POST", &self.at("/goog/cdp/execute"), Some(json!({"cmd": cmd, "params": params}))).await?;
+        }
+        Ok(())
+    }
+
     /// Runs `script` in the page and returns its result.
     pub async fn run(&self, script: &str) -> anyhow::Result<Value> {
         self.call("POST", &self.at("/execute/sync"), Some(json!({"script": script, "args": []}))).await

@@ -8,27 +8,10 @@
 use std::collections::BTreeSet;
 
 use kubecensus_tests::{
-    explorer::{Explorer, fleet_with_worker},
-    fleet::rbac::{DEVELOPER, DEVELOPER_NAMESPACE, PLATFORM_GROUP},
+    explorer::{Explorer, Viewers, as_role, fleet_with_worker},
+    fleet::rbac::DEVELOPER_NAMESPACE,
     grafana,
-    harness::with_database,
 };
-use sqlx::{PgPool, Row};
-use uuid::Uuid;
-
-/// `(cluster_name, uid)` of the rows of `relation` where `condition` holds, as `role` sees them.
-async fn as_role(pool: &PgPool, role: &str, relation: &str, condition: &str) -> Vec<(String, String)> {
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query("SELECT set_config('role', $1, true)").bind(role).execute(&mut *tx).await.unwrap();
-    let rows = sqlx::query(&format!(
-        "SELECT cluster_name, coalesce(uid, '') AS uid FROM {relation} WHERE {condition}
-         ORDER BY cluster_name, namespace, name, uid"
-    ))
-    .fetch_all(&mut *tx)
-    .await
-    .unwrap();
-    rows.iter().map(|r| (r.get("cluster_name"), r.get("uid"))).collect()
-}
 
 fn keys(objects: &[serde_json::Value]) -> Vec<(String, String)> {
     objects
@@ -42,31 +25,12 @@ async fn two_users_see_exactly_the_rows_their_roles_may_list() {
     let (mut env, _fleet, registry) = fleet_with_worker().await.unwrap();
     env.scheduler(&registry, &["refresh", "--wait"]).await.unwrap();
 
-    let id = &Uuid::new_v4().simple().to_string()[..10];
-    let (developer, platform, login) = (format!("kcx_dev_{id}"), format!("kcx_plat_{id}"), format!("kcx_login_{id}"));
-    let platform_user = "pat@example.com";
-    env.scheduler(&registry, &["access", "grant", "--role", &developer, "--user", DEVELOPER]).await.unwrap();
-    env.scheduler(
-        &registry,
-        &["access", "grant", "--role", &platform, "--user", platform_user, "--group", PLATFORM_GROUP],
-    )
-    .await
-    .unwrap();
-    // The test's own role runs the oracle queries as each viewer.
-    sqlx::raw_sql(&format!(
-        "CREATE ROLE {login} LOGIN; GRANT kubecensus_explorer TO {login}; GRANT {developer}, {platform} TO CURRENT_USER"
-    ))
-    .execute(&env.pool)
-    .await
-    .unwrap();
-    let url = format!(
-        "--database-url={}",
-        with_database(&format!("postgres://{login}@127.0.0.1:5432/postgres"), &env.services.database)
-    );
-    let explorer = Explorer::start(&mut env, "explore", &registry, &[&url]).await.unwrap();
+    let viewers = Viewers::grant(&env, &registry).await.unwrap();
+    let explorer = Explorer::start(&mut env, "explore", &registry, &[&viewers.database_url_arg]).await.unwrap();
 
     let mut seen = Vec::new();
-    for (user, role) in [(DEVELOPER, &developer), (platform_user, &platform)] {
+    for (user, role) in &viewers.users {
+        let user = user.as_str();
         let who = explorer.ok("/api/v1/whoami", Some(user)).await.unwrap();
         assert_eq!(who["role"].as_str(), Some(role.as_str()), "{who}");
         for (query, relation, condition) in [
@@ -75,7 +39,7 @@ async fn two_users_see_exactly_the_rows_their_roles_may_list() {
             ("source=all&kind=Pod", "fleet_objects", "kind = 'Pod'"),
             ("source=all&cluster=sim-02", "fleet_objects", "cluster_name = 'sim-02'"),
         ] {
-            let expected = as_role(&env.pool, role, relation, condition).await;
+            let expected = as_role(&env.pool, role, relation, condition).await.unwrap();
             let listed = explorer.all_pages(query, 7, Some(user)).await.unwrap();
             assert_eq!(keys(&listed), expected, "{user} {query}: the rows {role} sees, each once, in order");
             let facets = explorer.ok(&format!("/api/v1/facets?{query}"), Some(user)).await.unwrap();
@@ -88,7 +52,7 @@ async fn two_users_see_exactly_the_rows_their_roles_may_list() {
             let expected_clusters: BTreeSet<String> = expected.iter().map(|(c, _)| c.clone()).collect();
             assert_eq!(clusters, expected_clusters, "{user} {query}: facets name only visible clusters");
         }
-        seen.push(as_role(&env.pool, role, "fleet_objects", "true").await);
+        seen.push(as_role(&env.pool, role, "fleet_objects", "true").await.unwrap());
         let page = kubecensus_tests::probes::get_with(explorer.addr, "/", &[("X-Forwarded-User", user)]).await.unwrap();
         assert_eq!(page.status, 200);
         assert!(page.body.contains(&format!("database role {role}")), "the page names the role");
@@ -113,13 +77,14 @@ async fn two_users_see_exactly_the_rows_their_roles_may_list() {
     for (title, rows) in &admin {
         assert!(*rows > 0 || title.starts_with("Failing"), "{title}: no rows on the demo data");
     }
-    for role in [&developer, &platform] {
+    let [(_, developer), (_, platform)] = &viewers.users;
+    for role in [developer, platform] {
         let viewer = grafana::run_panels(&env.pool, Some(role)).await.unwrap();
         for ((title, all), (_, seen)) in admin.iter().zip(&viewer) {
             assert!(seen <= all, "{title}: {role} sees {seen} rows, the administrator {all}");
         }
     }
-    let developer_panels = grafana::run_panels(&env.pool, Some(&developer)).await.unwrap();
+    let developer_panels = grafana::run_panels(&env.pool, Some(developer)).await.unwrap();
     assert!(
         developer_panels[0].1 < admin[0].1,
         "health by cluster and kind is filtered: {developer_panels:?} {admin:?}"
@@ -127,7 +92,5 @@ async fn two_users_see_exactly_the_rows_their_roles_may_list() {
 
     let (status, body) = explorer.get("/api/v1/objects", Some("nobody@example.com")).await.unwrap();
     assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")), "{body}");
-    for role in [&developer, &platform, &login] {
-        let _ = sqlx::raw_sql(&format!("DROP OWNED BY {role}; DROP ROLE {role}")).execute(&env.pool).await;
-    }
+    viewers.drop_roles(&env.pool).await;
 }

@@ -2,10 +2,16 @@
 //! the real services and a simulated fleet, used with the keyboard only: the banner while a
 //! cluster is not loaded yet, the filter bar, a facet, every page of the unhealthy objects once
 //! (`n`, then back with `p`), and the detail pane's kubectl command. Writes a screenshot
-//! (`$EXPLORER_SCREENSHOT`, e.g. docs/explorer.png, else into the test's folder).
+//! (`$EXPLORER_SCREENSHOT`, e.g. docs/explorer.png, else into the test's folder). Then two
+//! users with different bindings, each in a browser whose requests carry their identity header
+//! as the proxy's would: the facets, a filter and every page show exactly the rows their role
+//! may list (compared with SQL as that role), also while a refresh swaps the clusters' rows.
 
+use std::collections::BTreeSet;
+
+use futures::FutureExt;
 use kubecensus_tests::{
-    explorer::{Explorer, fleet_with_worker},
+    explorer::{Explorer, USER_HEADER, Viewers, as_role, fleet_with_worker},
     webdriver::Browser,
 };
 
@@ -19,6 +25,28 @@ async fn rows(browser: &Browser) -> Vec<(String, String)> {
         .await
         .unwrap();
     serde_json::from_value(rows).unwrap()
+}
+
+/// Every row the page lists from `url` on, following `n` to the last page; and how many pages.
+async fn every_page(browser: &Browser, url: &str) -> (Vec<(String, String)>, usize) {
+    browser.goto(url).await.unwrap();
+    let (mut seen, mut pages) = (rows(browser).await, 1);
+    while browser.find("#next").await.unwrap().is_some() {
+        browser.navigating(browser.press("n")).await.unwrap();
+        seen.extend(rows(browser).await);
+        pages += 1;
+    }
+    (seen, pages)
+}
+
+/// The values the first facet (clusters) shows, without their counts.
+async fn facet_clusters(browser: &Browser) -> BTreeSet<String> {
+    let mut clusters = BTreeSet::new();
+    for item in browser.all("#facets details:first-of-type li").await.unwrap() {
+        let text = browser.text(&item).await.unwrap();
+        clusters.insert(text.rsplit_once(' ').map_or(text.as_str(), |(value, _)| value).to_owned());
+    }
+    clusters
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,19 +109,13 @@ async fn the_page_with_the_keyboard_banner_filters_facets_pages_and_detail() {
     assert_eq!(shown, format!("{count} objects"));
 
     // Every unhealthy object, 7 a page, each once and in order, with `n`; and back with `p`.
-    browser.goto(&format!("{base}/?limit=7")).await.unwrap();
     let expected: Vec<(String, String)> = sqlx::query_as(
         "SELECT cluster_name, uid FROM fleet_unhealthy_objects ORDER BY cluster_name, namespace, name, uid",
     )
     .fetch_all(&env.pool)
     .await
     .unwrap();
-    let (mut seen, mut pages) = (rows(&browser).await, 1);
-    while browser.find("#next").await.unwrap().is_some() {
-        browser.navigating(browser.press("n")).await.unwrap();
-        seen.extend(rows(&browser).await);
-        pages += 1;
-    }
+    let (seen, pages) = every_page(&browser, &format!("{base}/?limit=7")).await;
     assert_eq!(seen, expected, "the pages show every unhealthy object once, in order");
     assert!(pages > 3);
     let last = rows(&browser).await;
@@ -113,4 +135,50 @@ async fn the_page_with_the_keyboard_banner_filters_facets_pages_and_detail() {
     let path = std::env::var_os("EXPLORER_SCREENSHOT").map_or_else(|| env.dir.join("explorer.png"), Into::into);
     std::fs::write(path, png).unwrap();
     browser.quit().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_page_through_exactly_their_rows_while_a_refresh_runs() {
+    let (mut env, _fleet, registry) = fleet_with_worker().await.unwrap();
+    env.scheduler(&registry, &["refresh", "--wait"]).await.unwrap();
+    let viewers = Viewers::grant(&env, &registry).await.unwrap();
+    let explorer = Explorer::start(&mut env, "explore", &registry, &[&viewers.database_url_arg]).await.unwrap();
+    let base = format!("http://{}", explorer.addr);
+    let mut listed = Vec::new();
+    for (n, (user, role)) in viewers.users.iter().enumerate() {
+        let browser = Browser::start(&env.dir.join(format!("chromium-{n}"))).await.unwrap();
+        browser.set_headers(&[(USER_HEADER, user)]).await.unwrap();
+        browser.goto(&format!("{base}/")).await.unwrap();
+        let who = browser.text(&browser.find("#who").await.unwrap().unwrap()).await.unwrap();
+        assert!(who.contains(role.as_str()), "the page names {role}: {who}");
+
+        let unhealthy = as_role(&env.pool, role, "fleet_unhealthy_objects", "true").await.unwrap();
+        let clusters: BTreeSet<String> = unhealthy.iter().map(|(cluster, _)| cluster.clone()).collect();
+        assert_eq!(facet_clusters(&browser).await, clusters, "{user}: the facets name only clusters {role} sees");
+        assert_eq!(every_page(&browser, &format!("{base}/?limit=5")).await.0, unhealthy, "{user}: unhealthy");
+        let deployments = as_role(&env.pool, role, "fleet_objects", "kind = 'Deployment'").await.unwrap();
+        let url = format!("{base}/?source=all&kind=Deployment&limit=4");
+        assert_eq!(every_page(&browser, &url).await.0, deployments, "{user}: kind=Deployment");
+
+        // Every page of pods, again and again while a refresh of every (cluster, table) swaps
+        // the rows under the cursor: each pass lists each pod the role may see once, in order.
+        let pods = as_role(&env.pool, role, "fleet_objects", "kind = 'Pod'").await.unwrap();
+        let mut refresh = std::pin::pin!(env.scheduler(&registry, &["refresh", "--wait"]));
+        assert!(refresh.as_mut().now_or_never().is_none(), "the refresh has started");
+        let mut passes = 0;
+        let refreshed = loop {
+            let (seen, _) = every_page(&browser, &format!("{base}/?source=all&kind=Pod&limit=10")).await;
+            assert_eq!(seen, pods, "{user}: pass {passes} lists the pods {role} may see, each once, in order");
+            passes += 1;
+            if let Some(refreshed) = refresh.as_mut().now_or_never() {
+                break refreshed;
+            }
+        };
+        refreshed.unwrap();
+        assert!(passes > 1, "{user}: paged through {passes} times while the refresh ran");
+        listed.push(pods);
+        browser.quit().await.unwrap();
+    }
+    assert!(!listed[0].is_empty() && listed[0].len() < listed[1].len(), "different bindings, different pods");
+    viewers.drop_roles(&env.pool).await;
 }
