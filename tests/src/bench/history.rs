@@ -32,6 +32,35 @@ pub fn readme_history_queries() -> Vec<String> {
         .collect()
 }
 
+/// The README's History queries named by their comment line, with its example names
+/// (`'sim-01'`, `'team-a-payments'`, `'web'`) replaced by the deployment with the most recorded
+/// changes and its cluster, so that they find rows at any fleet size (the bench's clusters are
+/// `sim-001` or `sim-0001` past 99).
+///
+/// # Errors
+/// From PostgreSQL; none recorded for a deployment leaves the names as they are.
+pub async fn readme_history_queries_on(pool: &sqlx::PgPool) -> anyhow::Result<Vec<(String, String)>> {
+    let busiest: Option<(String, String, String)> = sqlx::query_as(
+        "SELECT cluster_name, namespace, name FROM object_changes WHERE table_name = 'kubernetes_deployments'
+         GROUP BY 1, 2, 3 ORDER BY count(*) DESC, 1, 2, 3 LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(readme_history_queries()
+        .into_iter()
+        .map(|sql| {
+            let sql = match &busiest {
+                Some((cluster, namespace, name)) => sql
+                    .replace("'sim-01'", &kubecensus::store::sql::literal(cluster))
+                    .replace("'team-a-payments'", &kubecensus::store::sql::literal(namespace))
+                    .replace("'web'", &kubecensus::store::sql::literal(name)),
+                None => sql,
+            };
+            (sql.lines().next().unwrap_or_default().trim_start_matches("-- ").to_owned(), sql)
+        })
+        .collect())
+}
+
 /// What history costs.
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryCost {
@@ -86,12 +115,9 @@ pub async fn measure(
     let before = changes().await?;
     refresh::run_round(env, js, &RoundSpec { label: "history-unchanged".into(), ..spec }).await?;
     let changes_unchanged = changes().await? - before;
-    let statements = readme_history_queries();
-    let named: Vec<(String, &str)> = statements
-        .iter()
-        .map(|sql| (sql.lines().next().unwrap_or_default().trim_start_matches("-- ").to_owned(), sql.as_str()))
-        .collect();
-    let queries = queries::time_queries(env, named.iter().map(|(name, sql)| (name.as_str(), *sql)), query_runs).await?;
+    let named = readme_history_queries_on(&env.pool).await?;
+    let queries =
+        queries::time_queries(env, named.iter().map(|(name, sql)| (name.as_str(), sql.as_str())), query_runs).await?;
     Ok(HistoryCost {
         pods_churned,
         deployments_churned,

@@ -5,9 +5,11 @@
 //! (default 1,000 clusters × 20 namespaces, 5 nodes, 200 pods), loaded from empty by W workers,
 //! then refreshed in full after churning every cluster's pods, then the pods refreshed again with
 //! churn every `--pod-interval` until they have been refreshed `--pod-refreshes` times in all,
-//! then, once autovacuum has caught up, fleet-wide queries. Reports wall times, jobs/s per tenth
-//! of each round, the database's size and relation count, the pods table's bytes after each
-//! refresh, the queries with their planning time, and concurrent fleet-wide readers.
+//! then, once autovacuum has caught up, fleet-wide queries, the README's History queries (after
+//! two deployments of every cluster changed), the explorer's API and the queries as viewers.
+//! Reports wall times, jobs/s per tenth of each round, the database's size and relation count,
+//! the pods table's bytes after each refresh, the queries with their planning time, the API's
+//! and the viewers' times, and concurrent fleet-wide readers.
 //!
 //! `make bench-scale` builds the `bench-release` profile and runs it.
 
@@ -20,13 +22,16 @@ use anyhow::Context;
 use clap::Parser;
 use kubecensus_tests::{
     bench::{
+        access,
         env::{BenchEnv, EnvConfig, bin_dir},
+        explorer, history,
+        queries::QueryTiming,
         refresh::{self, RoundResult, RoundSpec},
         scale::{self, ConcurrentReaders, Footprint, QueryFigures, Throughput},
         standby::{StandbyFigures, StandbyWatch},
         stats::mib,
     },
-    fleet::{Fleet, FleetSpec},
+    fleet::{Fleet, FleetSpec, WorkloadChurn},
     servers::TempPostgres,
 };
 use serde::Serialize;
@@ -118,6 +123,9 @@ struct ScaleReport {
     /// Seconds waited for autovacuum before the queries.
     autovacuum_wait_s: f64,
     queries: Vec<QueryFigures>,
+    /// The explorer's API as an unrestricted user and as a viewer of one cluster, then the
+    /// queries as viewers of a tenth of the clusters and of one namespace in each.
+    viewers: Vec<QueryTiming>,
     readers: ConcurrentReaders,
     /// With `--standby`: replay lag and the standby's readers over the first load and refresh.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -249,7 +257,21 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant, standby: Option<
     let autovacuum_wait = scale::wait_for_autovacuum(env, Duration::from_secs(args.autovacuum_wait)).await?;
     tracing::info!(waited_s = autovacuum_wait.as_secs_f64(), "autovacuum caught up (or the wait ended)");
     let queries = scale::scale_queries(env).await?;
-    let figures = scale::time_queries(env, &queries, args.query_runs).await?;
+    let mut figures = scale::time_queries(env, &queries, args.query_runs).await?;
+    // Two deployments of every cluster get a new image, so that the README's History queries
+    // (which read `object_changes` by cluster and by object) find a deployment's changes; the
+    // pods' changes are already there, from every churned refresh.
+    tracing::info!("deployments changed and refreshed, for the history queries");
+    for cluster in fleet.clusters() {
+        fleet.churn_workloads(&cluster.name, &WorkloadChurn { deployments: 2, ..WorkloadChurn::default() });
+    }
+    refresh::run_round(env, &js, &round("deployments", vec!["kubernetes_deployments".into()])).await?;
+    let history = history::readme_history_queries_on(&env.pool).await?;
+    figures.extend(scale::time_queries(env, &history, args.query_runs).await?);
+    tracing::info!("the explorer's API and the viewers' queries");
+    let mut viewers = explorer::time_api(env, &registry, args.query_runs).await?;
+    let names: Vec<String> = fleet.clusters().into_iter().map(|c| c.name).collect();
+    viewers.extend(access::time_viewers(env, &names, args.query_runs).await?);
     tracing::info!(readers = args.readers, "concurrent fleet-wide readers");
     let readers =
         scale::concurrent_readers(env, &queries[..3], args.readers, Duration::from_secs(args.reader_secs)).await?;
@@ -269,6 +291,7 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant, standby: Option<
         pod_refreshes,
         autovacuum_wait_s: autovacuum_wait.as_secs_f64(),
         queries: figures,
+        viewers,
         readers,
         standby,
         total_s: started.elapsed().as_secs_f64(),
@@ -343,6 +366,14 @@ fn markdown(report: &ScaleReport) -> String {
         out.push_str(&format!(
             "| {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} |\n",
             query.name, query.median_ms, query.max_ms, query.planning_ms, query.execution_ms, query.fresh_connection_ms
+        ));
+    }
+    out.push_str("\nThe explorer's API (round trips on loopback) and the queries as viewers (access control):\n");
+    out.push_str("\n| request or query | rows | median ms | max ms |\n|---|---|---|---|\n");
+    for timing in &report.viewers {
+        out.push_str(&format!(
+            "| {} | {} | {:.1} | {:.1} |\n",
+            timing.name, timing.rows_returned, timing.median_ms, timing.max_ms
         ));
     }
     let readers = &report.readers;
