@@ -23,6 +23,7 @@
 use sqlx::{PgConnection, PgPool};
 
 use super::{
+    access::VIEWER_ROLE,
     execute,
     schema::{DDL_LOCKS, PARTITION_STORAGE, TableShape, column_names},
     sql::{Ident, literal},
@@ -197,6 +198,17 @@ async fn write(
         .await?;
     execute(tx, indexes.join("; ")).await?;
     let view = column(VIEW);
+    // The view is made anew (its columns follow the registry's fields); the viewers' SELECT on
+    // it goes with the old one, so it is given again in the same transaction: no reader ever
+    // finds the view without it.
+    let viewers_read: bool = sqlx::query_scalar(
+        "SELECT to_regclass($1) IS NOT NULL AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2)
+                AND has_table_privilege($2, $1, 'SELECT')",
+    )
+    .bind(view.to_string())
+    .bind(VIEWER_ROLE)
+    .fetch_one(&mut *tx)
+    .await?;
     execute(
         tx,
         format!(
@@ -205,6 +217,9 @@ async fn write(
         ),
     )
     .await?;
+    if viewers_read {
+        execute(tx, format!("GRANT SELECT ON {view} TO {}", Ident::new(VIEWER_ROLE)?)).await?;
+    }
     let table = column(UNHEALTHY_TABLE);
     let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
         .bind(format!("public.{table}"))

@@ -30,6 +30,7 @@ pub mod retention;
 pub mod runs;
 pub mod schema;
 mod scope;
+mod session_lock;
 #[cfg(test)]
 mod shard_tests;
 pub mod sql;
@@ -97,16 +98,26 @@ pub async fn prepare(pool: &PgPool, catalog: &Catalog, registry: &Registry) -> R
 /// `namespace_fields`, then `fleet_unhealthy_objects`, the `fleet_objects` view and
 /// `event_history`, then the row-level security policies and the viewers' grants
 /// ([`access::ensure`]).
+///
+/// Processes that start together take turns, on a session advisory lock of a connection of its
+/// own: each step assumes no other process changes its objects meanwhile (a `GRANT` on the view
+/// another process is making anew fails with "tuple concurrently deleted").
 pub async fn ensure_schema(
     pool: &PgPool,
     catalog: &Catalog,
     fields: &[String],
     namespace_fields: &[String],
 ) -> Result<()> {
-    ensure_tables(pool, catalog, fields, namespace_fields).await?;
-    fleet_view::ensure(pool, catalog, fields, namespace_fields).await?;
-    event_history::ensure(pool, catalog).await?;
-    access::ensure(pool, catalog).await
+    let lock = session_lock::SessionLock::acquire(pool, "kubecensus ensure_schema").await?;
+    let result = async {
+        ensure_tables(pool, catalog, fields, namespace_fields).await?;
+        fleet_view::ensure(pool, catalog, fields, namespace_fields).await?;
+        event_history::ensure(pool, catalog).await?;
+        access::ensure(pool, catalog).await
+    }
+    .await;
+    lock.release().await;
+    result
 }
 
 /// Adds the columns of the fields `now` declares and `before` did not (a registry read again

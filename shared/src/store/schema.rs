@@ -26,6 +26,7 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 use super::{
     PARTITIONS_SCHEMA, execute,
+    session_lock::SessionLock,
     sql::{Ident, Qualified, list},
 };
 use crate::{
@@ -226,16 +227,9 @@ pub(super) async fn ensure_tables_with(
     // A session lock on a connection of its own, and a transaction per table: one transaction
     // for every table would hold a lock on each of their thousands of partitions and indexes at
     // once, past PostgreSQL's shared lock table (`max_locks_per_transaction`).
-    let mut conn = pool.acquire().await?;
-    let lock = "SELECT pg_advisory_lock(hashtextextended('kubecensus ensure_tables', 0))";
-    sqlx::query(lock).execute(&mut *conn).await?;
-    let result = ensure_each(&mut conn, catalog, fields, namespace_fields, locks).await;
-    let unlock = "SELECT pg_advisory_unlock(hashtextextended('kubecensus ensure_tables', 0))";
-    if let Err(err) = sqlx::query(unlock).execute(&mut *conn).await {
-        // A lock left held is released with the connection.
-        conn.close_on_drop();
-        tracing::warn!(%err, "cannot release the schema lock; closing its connection");
-    }
+    let mut lock = SessionLock::acquire(pool, "kubecensus ensure_tables").await?;
+    let result = ensure_each(lock.conn(), catalog, fields, namespace_fields, locks).await;
+    lock.release().await;
     result
 }
 

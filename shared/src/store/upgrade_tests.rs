@@ -132,3 +132,33 @@ async fn a_job_whose_base_predates_a_column_change_retries_and_leaves_one_row_pe
         sqlx::query_scalar("SELECT count(DISTINCT uid) FROM kubernetes_pods").fetch_one(&pool).await.unwrap();
     assert_eq!((pods_of(&pool, "c1").await, objects), (3, 3), "one row per object");
 }
+
+/// Processes that start together prepare the schema at once: each succeeds (no "tuple
+/// concurrently deleted" from a GRANT on the view another is making anew), and viewers never
+/// lose `SELECT` on `fleet_objects`, which each makes anew.
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn processes_preparing_the_schema_at_once_all_succeed_and_viewers_keep_the_view(pool: PgPool) {
+    ensure_schema(&pool, &CATALOG, &REGION, &[]).await.unwrap();
+    let viewers_read = || async {
+        sqlx::query_scalar::<_, bool>("SELECT has_table_privilege($1, 'fleet_objects', 'SELECT')")
+            .bind(access::VIEWER_ROLE)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert!(viewers_read().await);
+    let mut preparing = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let pool = pool.clone();
+        preparing.spawn(async move { ensure_schema(&pool, &CATALOG, &REGION, &[]).await });
+    }
+    let mut reads = 0;
+    while !preparing.is_empty() {
+        assert!(viewers_read().await, "viewers may read fleet_objects while it is made anew");
+        reads += 1;
+        while let Some(prepared) = preparing.try_join_next() {
+            prepared.unwrap().unwrap();
+        }
+    }
+    assert!(reads > 0 && viewers_read().await);
+}

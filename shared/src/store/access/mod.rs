@@ -31,6 +31,7 @@ use super::{
     execute,
     fleet_view::VIEW,
     schema::DDL_LOCKS,
+    session_lock::SessionLock,
     sql::{Ident, literal},
 };
 use crate::{Error, Result, model::catalog::Catalog, model::catalog::ResourceSource};
@@ -112,15 +113,9 @@ pub async fn ensure(pool: &PgPool, catalog: &Catalog) -> Result<()> {
     fill_tables(pool, catalog).await?;
     // Processes start together: concurrent GRANTs or policy changes of one table fail ("tuple
     // concurrently updated"), so they take turns on a session lock of a connection of their own.
-    let mut conn = pool.acquire().await?;
-    let lock = "SELECT pg_advisory_lock(hashtextextended('kubecensus access policies', 0))";
-    sqlx::query(lock).execute(&mut *conn).await?;
-    let result = ensure_policies(&mut conn, catalog).await;
-    let unlock = "SELECT pg_advisory_unlock(hashtextextended('kubecensus access policies', 0))";
-    if let Err(err) = sqlx::query(unlock).execute(&mut *conn).await {
-        conn.close_on_drop();
-        tracing::warn!(%err, "cannot release the policies' lock; closing its connection");
-    }
+    let mut lock = SessionLock::acquire(pool, "kubecensus access policies").await?;
+    let result = ensure_policies(lock.conn(), catalog).await;
+    lock.release().await;
     result
 }
 
