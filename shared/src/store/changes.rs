@@ -11,7 +11,8 @@
 //!
 //! - `resource_version` and `row_hash` (a bumped version alone does not even rewrite a row: it is
 //!   not hashed, [`super::replace`]); `metadata.managedFields` is in no column;
-//! - the status heartbeats of [`HEARTBEATS`], removed from each condition before comparing.
+//! - the status heartbeats of [`HEARTBEATS`], removed from each condition before comparing;
+//! - the columns of [`CLOCK_DERIVED`], which change with the clock (a Pending Pod's health).
 //!
 //! A row written before `resource_version` existed (before this history) pairs with nothing: its
 //! object's first rewrite (every row is rewritten once after an upgrade adds columns) is not an
@@ -47,6 +48,13 @@ const REMOVED: &str = "pg_temp.kubecensus_removed";
 /// - `PodCondition.lastProbeTime`, "Last time we probed the condition" (same file).
 pub const HEARTBEATS: &[(&str, &str, &str)] =
     &[("kubernetes_nodes", "conditions", "lastHeartbeatTime"), ("kubernetes_pods", "conditions", "lastProbeTime")];
+
+/// Columns whose value follows the clock, not the object, left out of the comparison: (table,
+/// columns). kstatus decides an unschedulable Pending Pod's health by its age (`InProgress`
+/// within `ScheduleWindow`, 15 s, of its creation, `Failed` after: [`crate::model::health`]), so
+/// its health columns change between two listings of the same object; its phase and conditions,
+/// which decide the health, are compared.
+pub const CLOCK_DERIVED: &[(&str, &[&str])] = &[("kubernetes_pods", &["health", "health_message", "health_since"])];
 
 /// The tables whose `updated` rows say which columns changed (`changed_columns`), with the
 /// columns compared (`None`: every column).
@@ -181,10 +189,14 @@ fn changes_sql(table: &TableWrite<'_>) -> String {
     )
 }
 
-/// SQL of the value a row (`row`, its `jsonb`) is compared by: without `row_hash` and
-/// `resource_version`, and without its table's [`HEARTBEATS`].
+/// SQL of the value a row (`row`, its `jsonb`) is compared by: without `row_hash`,
+/// `resource_version` and its table's [`CLOCK_DERIVED`] columns, and without its table's
+/// [`HEARTBEATS`].
 fn compared(table: &str, row: &str) -> String {
-    let mut value = format!("({row} - ARRAY[{}, {}])", literal(ROW_HASH_COLUMN), literal(RESOURCE_VERSION_COLUMN));
+    let clock = CLOCK_DERIVED.iter().filter(|(name, _)| *name == table).flat_map(|(_, columns)| columns.iter());
+    let left_out: Vec<String> =
+        [ROW_HASH_COLUMN, RESOURCE_VERSION_COLUMN].iter().chain(clock).map(|c| literal(c)).collect();
+    let mut value = format!("({row} - ARRAY[{}])", left_out.join(", "));
     for (_, column, key) in HEARTBEATS.iter().filter(|(name, _, _)| *name == table) {
         let (column, key) = (literal(column), literal(key));
         value = format!(

@@ -86,6 +86,41 @@ async fn a_first_load_is_a_baseline_and_later_replaces_record_each_changed_objec
     assert_eq!(changes(&pool).await, before);
 }
 
+/// An unschedulable Pending Pod's health turns from `InProgress` to `Failed` 15 s after its
+/// creation (kstatus' `ScheduleWindow`) with no change to the object: its row is rewritten, and
+/// no change is recorded.
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn a_health_that_follows_the_clock_alone_records_no_change(pool: PgPool) {
+    prepared(&pool).await;
+    // Created 12 s ago, in whole seconds as the API server writes it: 3 s left in the window.
+    let created = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() - 12, 0).unwrap();
+    let pending = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p0", "namespace": "ns", "uid": "c1-0", "resourceVersion": "10",
+                                      "creationTimestamp": created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)},
+        "spec": {"containers": [{"name": "c", "image": "nginx:1"}]},
+        "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}});
+    let health = || async {
+        sqlx::query_scalar::<_, String>("SELECT health FROM kubernetes_pods WHERE uid = 'c1-0'")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    refresh(&pool, &[pod(1, 10, "nginx:1", "t0")], 10).await;
+    refresh(&pool, &[pod(1, 10, "nginx:1", "t0"), pending.clone()], 20).await;
+    let before = changes(&pool).await;
+    assert_eq!(before.len(), 1, "p0 created: {before:?}");
+    assert_eq!(health().await, "InProgress", "within the schedule window");
+    // The next listing of the same object comes once the window is over.
+    let window_ends = created + chrono::Duration::seconds(15);
+    tokio::time::sleep((window_ends - chrono::Utc::now()).to_std().unwrap_or_default()).await;
+    let outcome = refresh(&pool, &[pod(1, 10, "nginx:1", "t0"), pending], 30).await;
+    assert!(
+        matches!(outcome, ReplaceOutcome::Replaced(rows) if rows.inserted == 1 && rows.deleted == 1),
+        "{outcome:?}"
+    );
+    assert_eq!(health().await, "Failed");
+    assert_eq!(changes(&pool).await, before, "no change recorded for the health alone");
+}
+
 fn with_version(pod: &Value, rv: u64) -> Value {
     let mut pod = pod.clone();
     pod["metadata"]["resourceVersion"] = json!(rv.to_string());
