@@ -166,3 +166,36 @@ async fn time_recompute(env: &BenchEnv, like: &str, runs: usize) -> anyhow::Resu
     );
     Ok(timing(name, "permissions::recompute_cluster".to_owned(), rows as usize, ms))
 }
+
+/// The targets for the viewers' timings among `timings` ([`time_viewers`]'s names): each
+/// query as a viewer within 1.5× its unrestricted time, a `fleet_unhealthy_objects` page in at
+/// most 10 ms as anyone, the recompute in at most 1 s.
+pub fn verdicts(timings: &[QueryTiming]) -> Vec<super::report::Verdict> {
+    const OWNER: &str = "unrestricted (owner): ";
+    let mut verdicts = Vec::new();
+    for timing in timings.iter().filter(|t| t.name.starts_with("viewer of ")) {
+        let Some((_, query)) = timing.name.split_once(": ") else { continue };
+        let Some(owner) = timings.iter().find(|t| t.name == format!("{OWNER}{query}")) else { continue };
+        let ratio = timing.median_ms / owner.median_ms.max(f64::EPSILON);
+        verdicts.push(super::report::Verdict {
+            target: format!("{}: <= 1.5x unrestricted", timing.name),
+            measured: format!("{:.1} vs {:.1} ms ({ratio:.1}x)", timing.median_ms, owner.median_ms),
+            met: ratio <= 1.5,
+        });
+    }
+    for timing in timings.iter().filter(|t| t.name.ends_with("fleet_unhealthy_objects: first page")) {
+        verdicts.push(super::report::Verdict {
+            target: format!("{}: <= 10 ms", timing.name),
+            measured: format!("{:.1} ms median", timing.median_ms),
+            met: timing.median_ms <= 10.0,
+        });
+    }
+    for timing in timings.iter().filter(|t| t.name.starts_with("recompute one cluster's permissions")) {
+        verdicts.push(super::report::Verdict {
+            target: format!("{}: <= 1 s", timing.name),
+            measured: format!("{:.1} ms median", timing.median_ms),
+            met: timing.median_ms <= 1000.0,
+        });
+    }
+    verdicts
+}

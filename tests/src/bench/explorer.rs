@@ -163,3 +163,26 @@ async fn first_render(env: &BenchEnv, addr: SocketAddr, runs: usize) -> anyhow::
     timing.max_ms = ms.iter().copied().fold(0.0, f64::max);
     Ok(timing)
 }
+
+/// The targets for [`time_api`]'s timings among `timings`: the first page, the deep page
+/// and the facets of the unhealthy objects in at most 50 ms for each user, the page loaded in
+/// the browser in at most 300 ms.
+pub fn verdicts(timings: &[QueryTiming]) -> Vec<super::report::Verdict> {
+    let mut verdicts = Vec::new();
+    for timing in timings.iter().filter(|t| t.name.starts_with("explorer ")) {
+        let limit = match () {
+            _ if timing.name.contains("all objects") => continue,
+            _ if timing.name.starts_with("explorer page") => 300.0,
+            _ => 50.0,
+        };
+        verdicts.push(super::report::Verdict {
+            target: format!("{}: <= {limit:.0} ms", timing.name),
+            measured: match timing.runs {
+                0 => "not timed (no Chromium)".to_owned(),
+                _ => format!("{:.1} ms median", timing.median_ms),
+            },
+            met: timing.runs > 0 && timing.median_ms <= limit,
+        });
+    }
+    verdicts
+}

@@ -57,6 +57,13 @@ pub struct Verdict {
     pub met: bool,
 }
 
+impl Verdict {
+    /// The verdict as a row of the Markdown "Targets" table (target, measured, met).
+    pub fn markdown_row(&self) -> String {
+        format!("| {} | {} | {} |", self.target, self.measured, if self.met { "yes" } else { "**no**" })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Report {
     pub setup: Option<Setup>,
@@ -167,6 +174,9 @@ impl Report {
                 met: query.median_ms <= 100.0,
             });
         }
+        verdicts.extend(self.history.iter().flat_map(super::history::HistoryCost::verdicts));
+        verdicts.extend(super::explorer::verdicts(&self.queries));
+        verdicts.extend(super::access::verdicts(&self.queries));
         self.verdicts = verdicts;
     }
 
@@ -201,7 +211,7 @@ impl Report {
         if !self.verdicts.is_empty() {
             writeln!(md, "## Targets\n\n| target | measured | met |\n|---|---|---|")?;
             for v in &self.verdicts {
-                writeln!(md, "| {} | {} | {} |", v.target, v.measured, if v.met { "yes" } else { "**no**" })?;
+                writeln!(md, "{}", v.markdown_row())?;
             }
             writeln!(md)?;
         }

@@ -27,6 +27,7 @@ use kubecensus_tests::{
         explorer, history,
         queries::QueryTiming,
         refresh::{self, RoundResult, RoundSpec},
+        report::Verdict,
         scale::{self, ConcurrentReaders, Footprint, QueryFigures, Throughput},
         standby::{StandbyFigures, StandbyWatch},
         stats::mib,
@@ -367,6 +368,20 @@ fn markdown(report: &ScaleReport) -> String {
             "| {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} |\n",
             query.name, query.median_ms, query.max_ms, query.planning_ms, query.execution_ms, query.fresh_connection_ms
         ));
+    }
+    out.push_str("\nTargets:\n\n| target | measured | met |\n|---|---|---|\n");
+    let queries = report.queries.iter().filter(|q| q.name.contains("design example") || q.name.contains("chang"));
+    let mut verdicts: Vec<Verdict> = queries
+        .map(|q| Verdict {
+            target: format!("{} <= 100 ms", q.name),
+            measured: format!("{:.1} ms median", q.median_ms),
+            met: q.median_ms <= 100.0,
+        })
+        .collect();
+    verdicts.extend(explorer::verdicts(&report.viewers));
+    verdicts.extend(access::verdicts(&report.viewers));
+    for v in &verdicts {
+        out.push_str(&format!("{}\n", v.markdown_row()));
     }
     out.push_str("\nThe explorer's API (round trips on loopback) and the queries as viewers (access control):\n");
     out.push_str("\n| request or query | rows | median ms | max ms |\n|---|---|---|---|\n");
