@@ -1,11 +1,13 @@
-//! `scheduler explore` as the tests run it: a child process on a free loopback port, and GETs
-//! of its JSON API with or without the proxy's identity headers.
+//! `scheduler explore` as the tests run it: a child process on a free port, and GETs of its JSON
+//! API with or without the proxy's identity headers, over HTTP or HTTPS.
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
+use rustls::ClientConfig;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
@@ -45,22 +47,40 @@ impl Explorer {
     /// Starts `scheduler explore` with `extra` arguments, logging to `<dir>/<name>.log`, and
     /// waits until it listens.
     pub async fn start(env: &mut TestEnv, name: &str, registry: &Path, extra: &[&str]) -> anyhow::Result<Self> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let listen = format!("--listen={addr}");
+        Self::start_on(env, name, registry, Ipv4Addr::LOCALHOST.into(), extra).await
+    }
+
+    /// [`Self::start`] with `--listen` on `ip` (`0.0.0.0`: every interface, reachable from other
+    /// machines); [`Self::addr`] is then on `127.0.0.1`, which the tests' certificates name.
+    pub async fn start_on(
+        env: &mut TestEnv,
+        name: &str,
+        registry: &Path,
+        ip: IpAddr,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let listen = format!("--listen={}", SocketAddr::new(ip, port));
         let mut args = vec!["explore", listen.as_str()];
         args.extend(extra);
         env.spawn_scheduler_command(name, registry, &args)?;
         env.wait_for_log(name, "explorer listening").await;
-        Ok(Self { addr })
+        Ok(Self { addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)) })
     }
 
     /// GETs `path` as `user` (no identity header when `None`): the status and the JSON body.
     pub async fn get(&self, path: &str, user: Option<&str>) -> anyhow::Result<(u16, serde_json::Value)> {
-        let headers: Vec<(&str, &str)> = user.map(|user| (USER_HEADER, user)).into_iter().collect();
-        let answer = probes::get_with(self.addr, path, &headers).await?;
-        let body =
-            serde_json::from_str(&answer.body).map_err(|err| anyhow::anyhow!("{path}: {err}: {}", answer.body))?;
-        Ok((answer.status, body))
+        json(path, probes::get_with(self.addr, path, &identity_headers(user)).await?)
+    }
+
+    /// [`Self::get`] over HTTPS as the TLS client `tls` ([`probes::tls_client`]).
+    pub async fn get_tls(
+        &self,
+        path: &str,
+        user: Option<&str>,
+        tls: &Arc<ClientConfig>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        json(path, probes::get_tls(self.addr, path, &identity_headers(user), tls).await?)
     }
 
     /// GETs `path` as `user` and fails unless it answers 200; returns the JSON body.
@@ -95,6 +115,17 @@ impl Explorer {
             }
         }
     }
+}
+
+/// The proxy's identity header naming `user`; none when `None`.
+fn identity_headers(user: Option<&str>) -> Vec<(&'static str, &str)> {
+    user.map(|user| (USER_HEADER, user)).into_iter().collect()
+}
+
+/// The status and the JSON body of the answer to a GET of `path`.
+fn json(path: &str, answer: probes::Answer) -> anyhow::Result<(u16, serde_json::Value)> {
+    let body = serde_json::from_str(&answer.body).map_err(|err| anyhow::anyhow!("{path}: {err}: {}", answer.body))?;
+    Ok((answer.status, body))
 }
 
 /// Two viewers with different bindings in the simulated clusters, each a PostgreSQL role made

@@ -2,16 +2,21 @@
 //! filter, the cursor in every sort, the exact total and the facets agree with SQL over the same
 //! rows; paging during a refresh visits each object once; requests without identity headers get
 //! 401, users without a role 403, and a listener that could be reached from elsewhere without
-//! mutual TLS is refused.
+//! mutual TLS is refused; with mutual TLS on every interface, only a peer with a client
+//! certificate of the proxy's CA gets an answer, and its identity headers are believed.
 
-use std::{collections::BTreeSet, path::PathBuf};
+use std::{collections::BTreeSet, net::Ipv4Addr, path::PathBuf};
 
 use kubecensus_tests::{
-    explorer::{Explorer, fleet_with_worker},
+    certs::TestCa,
+    explorer::{Explorer, USER_HEADER, Viewers, as_role, fleet_with_worker},
     fleet::Fleet,
     harness::TestEnv,
+    probes,
 };
-use serde_json::Value;
+use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+use rustls::version::{TLS12, TLS13};
+use serde_json::{Value, json};
 use sqlx::PgPool;
 
 /// The tables the explorer's rows come from in these tests.
@@ -230,4 +235,70 @@ async fn a_listener_others_could_reach_needs_mutual_tls() {
         assert!(!output.status.success(), "{args:?}");
         assert!(stderr.contains("loopback"), "{args:?}: {stderr}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_mutual_tls_only_the_proxys_client_certificate_is_answered() {
+    // Every table: the viewers' rows follow the clusters' role bindings.
+    let (mut env, _fleet, registry) = fleet_with_worker().await.unwrap();
+    env.scheduler(&registry, &["refresh", "--wait"]).await.unwrap();
+    let viewers = Viewers::grant(&env, &registry).await.unwrap();
+    let [server_ca, proxy_ca, other_ca] = ["server-ca", "proxy-ca", "other-ca"].map(|name| TestCa::new(name).unwrap());
+    let server = server_ca.issue("explorer", ServerAuth).unwrap();
+    let proxy = proxy_ca.issue("oauth2-proxy", ClientAuth).unwrap();
+    let other = other_ca.issue("oauth2-proxy", ClientAuth).unwrap();
+    // The server's CA signs servers only: a client certificate of it is no proxy's either.
+    let server_signed = server_ca.issue("oauth2-proxy", ClientAuth).unwrap();
+    let file = |name: &str| env.dir.join(name);
+    proxy_ca.write(&file("proxy-ca.pem")).unwrap();
+    server.write(&file("server.pem"), &file("server-key.pem")).unwrap();
+    // The clients' certificates too, to retry a failure by hand (curl --cacert server-ca.pem --cert ...).
+    server_ca.write(&file("server-ca.pem")).unwrap();
+    proxy.write(&file("proxy.pem"), &file("proxy-key.pem")).unwrap();
+    other.write(&file("other.pem"), &file("other-key.pem")).unwrap();
+    let tls_args = [("--client-ca", "proxy-ca.pem"), ("--tls-cert", "server.pem"), ("--tls-key", "server-key.pem")]
+        .map(|(flag, name)| format!("{flag}={}", file(name).display()));
+    let mut args = vec![viewers.database_url_arg.as_str()];
+    args.extend(tls_args.iter().map(String::as_str));
+    let explorer =
+        Explorer::start_on(&mut env, "explore-tls", &registry, Ipv4Addr::UNSPECIFIED.into(), &args).await.unwrap();
+    assert!(env.log("explore-tls").contains("https (mutual TLS)"), "{}", env.log("explore-tls"));
+
+    let as_proxy = probes::tls_client(&server_ca.certificate, Some(&proxy), rustls::DEFAULT_VERSIONS).unwrap();
+    for (user, role) in &viewers.users {
+        let (status, who) = explorer.get_tls("/api/v1/whoami", Some(user), &as_proxy).await.unwrap();
+        assert_eq!((status, &who["user"], &who["role"]), (200, &json!(user), &json!(role)), "{who}");
+        let (status, page) =
+            explorer.get_tls("/api/v1/objects?source=all&limit=500", Some(user), &as_proxy).await.unwrap();
+        let expected = as_role(&env.pool, role, "fleet_objects", "true").await.unwrap();
+        let listed = keys(page["objects"].as_array().unwrap());
+        assert_eq!((status, page["total"].as_u64()), (200, Some(expected.len() as u64)), "{user}: {page}");
+        assert!(!listed.is_empty() && listed == expected[..listed.len()], "{user}: the rows {role} sees, in order");
+    }
+    let (status, body) = explorer.get_tls("/api/v1/whoami", None, &as_proxy).await.unwrap();
+    assert_eq!((status, body["error"].as_str()), (401, Some("unauthenticated")), "the proxy still names the user");
+
+    // Under TLS 1.3 a client's side of the handshake ends before the server has checked its
+    // certificate, so the refusal (an alert) meets the request; under TLS 1.2 the handshake fails.
+    let user = [(USER_HEADER, viewers.users[0].0.as_str())];
+    let versions = [("TLS 1.3", [&TLS13]), ("TLS 1.2", [&TLS12])];
+    for (peer, identity) in
+        [("no client certificate", None), ("another CA's", Some(&other)), ("the server CA's", Some(&server_signed))]
+    {
+        for (version, only) in &versions {
+            let client = probes::tls_client(&server_ca.certificate, identity, only).unwrap();
+            let refused = probes::get_tls(explorer.addr, "/api/v1/whoami", &user, &client).await;
+            let err = format!("{:#}", refused.expect_err(&format!("{peer}, {version}: no HTTP answer")));
+            let expected = if only == &[&TLS13] { "no HTTP answer" } else { "the TLS handshake: received fatal alert" };
+            assert!(err.starts_with(expected), "{peer}, {version}: {err}");
+        }
+    }
+    let plain = probes::get_with(explorer.addr, "/api/v1/whoami", &user).await;
+    assert!(!matches!(&plain, Ok(answer) if answer.status == 200), "plain HTTP to the TLS port: {plain:?}");
+    for (version, only) in &versions {
+        let client = probes::tls_client(&server_ca.certificate, Some(&proxy), only).unwrap();
+        let answer = probes::get_tls(explorer.addr, "/api/v1/whoami", &user, &client).await.unwrap();
+        assert_eq!(answer.status, 200, "{version}: refused peers leave the server serving the proxy");
+    }
+    viewers.drop_roles(&env.pool).await;
 }
