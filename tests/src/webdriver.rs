@@ -4,6 +4,7 @@
 //! HTTP/JSON with the client the probes use.
 
 use std::{
+    os::unix::process::CommandExt,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -23,7 +24,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a page loaded by a key press or a click may take.
 const NAVIGATION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A ChromeDriver process and one browser session; both end on drop.
+/// A ChromeDriver process and one browser session; both end on drop (the process group of
+/// ChromeDriver and its Chromium is killed).
 pub struct Browser {
     driver: Child,
     base: String,
@@ -40,7 +42,10 @@ impl Browser {
     /// in `profile`.
     pub async fn start(profile: &std::path::Path) -> anyhow::Result<Self> {
         let port = free_port()?;
+        // Its own process group, which the Chromium it starts joins: dropping the browser ends
+        // both, even when the session was never ended (a test that failed half-way).
         let driver = Command::new(programs::chromedriver())
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -220,7 +225,8 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
         let _ = self.driver.wait();
     }
 }
