@@ -46,8 +46,7 @@ const ALL_POLICY: &str = "kubecensus_all";
 /// The name of the restrictive policy for viewers.
 const VIEWER_POLICY: &str = "kubecensus_viewer";
 /// Tables viewers read besides the protected ones: the policies' own.
-const POLICY_TABLES: [&str; 5] =
-    ["access_visible", "access_visible_rows", "access_visible_namespaces", "access_grant_kinds", "access_tables"];
+const POLICY_TABLES: [&str; 4] = ["access_visible", "access_visible_namespaces", "access_grant_kinds", "access_tables"];
 
 /// Rewrites the permissions of `swap`'s cluster when it replaced RBAC rows (or what roles see,
 /// when it replaced the cluster's discovery), in the replace's transaction.
@@ -181,7 +180,6 @@ async fn grant_readable(conn: &mut PgConnection, viewer: &Ident) -> Result<()> {
     // sees something in.
     let own = [
         ("access_visible_namespaces", "role_name = current_user::text"),
-        ("access_visible_rows", "role_name = current_user::text"),
         (
             "access_grant_kinds",
             "cluster_name IN (SELECT n.cluster_name FROM access_visible_namespaces n WHERE n.role_name = current_user::text)",

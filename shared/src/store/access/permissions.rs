@@ -31,8 +31,7 @@
 //! pairs the cluster serves: the catalog's own resources and the cluster's discovery
 //! (`kubernetes_api_resources`, so a custom resource is known by its group and plural, never by
 //! its kind alone). `access_visible_namespaces` says where each PostgreSQL role's grants apply;
-//! `access_visible_rows`, rewritten with it, joins the two, and the view `access_visible` the
-//! policies read is that table (migration 0011).
+//! the view `access_visible` joins the two for the policies.
 
 use std::sync::LazyLock;
 
@@ -196,29 +195,18 @@ async fn lock_cluster(tx: &mut PgConnection, cluster: &str) -> Result<()> {
     Ok(())
 }
 
-/// The rows of `access_visible_rows` for `$1` (a cluster or NULL) and `$2` (a role or NULL), from
-/// `access_visible_namespaces` and `access_grant_kinds`: a cluster-scoped kind only where the
-/// grant is cluster-wide.
-const VISIBLE_KINDS: &str = "
-INSERT INTO access_visible_rows (role_name, cluster_name, api_group, kind, namespace)
-SELECT DISTINCT n.role_name, n.cluster_name, k.api_group, k.kind, n.namespace
-FROM access_visible_namespaces n JOIN access_grant_kinds k USING (cluster_name, grant_key)
-WHERE (k.namespaced OR n.namespace = '*')
-  AND ($1::text IS NULL OR n.cluster_name = $1) AND ($2::text IS NULL OR n.role_name = $2)";
-
-/// Rewrites the visible rows of `cluster` and/or `role` (`None`: all): where the grants apply,
-/// then what they show there; returns the rows of the first.
+/// Rewrites the visible rows of `cluster` and/or `role` (`None`: all).
 async fn write_visible(tx: &mut PgConnection, cluster: Option<&str>, role: Option<&str>) -> Result<u64> {
-    for table in ["access_visible_namespaces", "access_visible_rows"] {
-        let delete = format!(
-            "DELETE FROM {} WHERE ($1::text IS NULL OR cluster_name = $1) AND ($2::text IS NULL OR role_name = $2)",
-            Ident::new(table)?
-        );
-        sqlx::query(&delete).bind(cluster).bind(role).execute(&mut *tx).await?;
-    }
-    let written = sqlx::query(&visible_sql()).bind(cluster).bind(role).execute(&mut *tx).await?.rows_affected();
-    sqlx::query(VISIBLE_KINDS).bind(cluster).bind(role).execute(&mut *tx).await?;
-    Ok(written)
+    sqlx::query(
+        "DELETE FROM access_visible_namespaces
+         WHERE ($1::text IS NULL OR cluster_name = $1) AND ($2::text IS NULL OR role_name = $2)",
+    )
+    .bind(cluster)
+    .bind(role)
+    .execute(&mut *tx)
+    .await?;
+    let written = sqlx::query(&visible_sql()).bind(cluster).bind(role).execute(&mut *tx).await?;
+    Ok(written.rows_affected())
 }
 
 /// Recomputes `cluster`'s permissions (when `rbac_changed`: its RBAC tables were replaced), the
