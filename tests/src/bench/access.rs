@@ -20,6 +20,8 @@ use super::fleet_view::{Key, page_sql, timing};
 use super::queries::{QUERIES, QueryTiming, timed_runs};
 use crate::fleet::rbac::{DEVELOPER, DEVELOPER_NAMESPACE, PLATFORM_GROUP};
 
+/// The name of the timed `fleet_unhealthy_objects` page.
+const UNHEALTHY_PAGE: &str = "fleet_unhealthy_objects: first page";
 /// Namespaces of the cluster whose permissions are recomputed.
 const RECOMPUTE_NAMESPACES: i32 = 3_000;
 /// Its name.
@@ -82,8 +84,7 @@ pub async fn time_viewers(env: &BenchEnv, clusters: &[String], runs: usize) -> a
         page_sql("fleet_objects", "health <> 'Current' and ", &Key::default()),
     ));
     queries.push(("point lookup of a pod".into(), lookup));
-    queries
-        .push(("fleet_unhealthy_objects: first page".into(), page_sql("fleet_unhealthy_objects", "", &Key::default())));
+    queries.push((UNHEALTHY_PAGE.into(), page_sql("fleet_unhealthy_objects", "", &Key::default())));
     let options: PgConnectOptions = env.database_url.parse()?;
     let mut timings = Vec::new();
     for (role, who) in
@@ -173,7 +174,8 @@ async fn time_recompute(env: &BenchEnv, like: &str, runs: usize) -> anyhow::Resu
 pub fn verdicts(timings: &[QueryTiming]) -> Vec<super::report::Verdict> {
     const OWNER: &str = "unrestricted (owner): ";
     let mut verdicts = Vec::new();
-    for timing in timings.iter().filter(|t| t.name.starts_with("viewer of ")) {
+    // The unhealthy page has a target of its own (10 ms), below.
+    for timing in timings.iter().filter(|t| t.name.starts_with("viewer of ") && !t.name.ends_with(UNHEALTHY_PAGE)) {
         let Some((_, query)) = timing.name.split_once(": ") else { continue };
         let Some(owner) = timings.iter().find(|t| t.name == format!("{OWNER}{query}")) else { continue };
         let ratio = timing.median_ms / owner.median_ms.max(f64::EPSILON);
@@ -183,7 +185,7 @@ pub fn verdicts(timings: &[QueryTiming]) -> Vec<super::report::Verdict> {
             met: ratio <= 1.5,
         });
     }
-    for timing in timings.iter().filter(|t| t.name.ends_with("fleet_unhealthy_objects: first page")) {
+    for timing in timings.iter().filter(|t| t.name.ends_with(UNHEALTHY_PAGE)) {
         verdicts.push(super::report::Verdict {
             target: format!("{}: <= 10 ms", timing.name),
             measured: format!("{:.1} ms median", timing.median_ms),
