@@ -33,7 +33,7 @@ pub fn readme_history_queries() -> Vec<String> {
 }
 
 /// The README's History queries named by their comment line, with its example names
-/// (`'sim-01'`, `'team-a-payments'`, `'web'`) replaced by the deployment with the most recorded
+/// (`'sim-01'`, `'team-c-search'`, `'web'`) replaced by the deployment with the most recorded
 /// changes and its cluster, so that they find rows at any fleet size (the bench's clusters are
 /// `sim-001` or `sim-0001` past 99).
 ///
@@ -52,7 +52,7 @@ pub async fn readme_history_queries_on(pool: &sqlx::PgPool) -> anyhow::Result<Ve
             let sql = match &busiest {
                 Some((cluster, namespace, name)) => sql
                     .replace("'sim-01'", &kubecensus::store::sql::literal(cluster))
-                    .replace("'team-a-payments'", &kubecensus::store::sql::literal(namespace))
+                    .replace("'team-c-search'", &kubecensus::store::sql::literal(namespace))
                     .replace("'web'", &kubecensus::store::sql::literal(name)),
                 None => sql,
             };
