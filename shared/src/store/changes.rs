@@ -76,13 +76,17 @@ pub(super) fn records(shape: &TableShape<'_>) -> bool {
 }
 
 /// Makes the session's table of deleted rows, in the replace's transaction (once per session;
-/// its rows go at every commit or rollback).
+/// its rows go at every commit or rollback). Its rows stay uncompressed in the table up to 8 KB
+/// (`toast_tuple_target`, <https://www.postgresql.org/docs/15/sql-createtable.html>): a pod's row
+/// as `jsonb` is about 4 KB, and compressing each one into TOAST doubled the cost of keeping it
+/// (200 pods: 16 to 20 ms, 9 ms without).
 pub(super) async fn prepare(tx: &mut PgConnection) -> Result<()> {
     execute(
         tx,
         format!(
             "SET LOCAL client_min_messages = warning;
-             CREATE TEMP TABLE IF NOT EXISTS {} (row jsonb NOT NULL) ON COMMIT DELETE ROWS",
+             CREATE TEMP TABLE IF NOT EXISTS {} (row jsonb NOT NULL) WITH (toast_tuple_target = 8160)
+               ON COMMIT DELETE ROWS",
             REMOVED.trim_start_matches("pg_temp.")
         ),
     )
