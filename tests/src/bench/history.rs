@@ -107,7 +107,7 @@ pub async fn measure(
     let pool = env.pool.clone();
     let changes =
         || async { sqlx::query_scalar::<_, i64>("SELECT count(*) FROM object_changes").fetch_one(&pool).await };
-    let (mut with_history, mut without_history, mut changes_written) = (Vec::new(), Vec::new(), None);
+    let (mut with_history, mut without_history, mut changes_written) = (Vec::new(), Vec::new(), 0);
     for (n, history) in [true, false, false, true].into_iter().enumerate() {
         churn(&mut deployments_churned);
         let before = changes().await?;
@@ -116,14 +116,15 @@ pub async fn measure(
             false => (format!("history-off-{n}"), vec!["--change-history".to_owned(), "false".to_owned()]),
         };
         let round = refresh::run_round(env, js, &RoundSpec { label, worker_args, ..spec.clone() }).await?;
+        if n == 0 {
+            changes_written = changes().await? - before;
+        }
         if history {
-            changes_written.get_or_insert(changes().await? - before);
             with_history.push(round);
         } else {
             without_history.push(round);
         }
     }
-    let changes_written = changes_written.unwrap_or_default();
     let before = changes().await?;
     refresh::run_round(env, js, &RoundSpec { label: "history-unchanged".into(), ..spec }).await?;
     let changes_unchanged = changes().await? - before;
