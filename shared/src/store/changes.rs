@@ -1,13 +1,13 @@
 //! Object change history: what each replace changed, per object, in `object_changes`, written
-//! in the replace's own transaction ([`super::derived`]), so history and snapshot never disagree
+//! in the replace's own transaction ([`super::replace`]), so history and snapshot never disagree
 //! and a failed, rolled-back or superseded job records nothing.
 //!
 //! It is computed inside PostgreSQL from the rows the replace deletes and inserts, for the job
-//! table of a resource (one row per object, by `uid`): the deleted rows are moved, as they are
-//! deleted, into a temporary table of the session that is emptied at every commit
-//! ([`keeping_removed`]; `ON COMMIT DELETE ROWS`), and the inserted rows are read back by their
-//! `row_hash`. Paired by uid, an object only deleted is `deleted`, only inserted `created`, and
-//! both `updated` unless the two rows compare equal once the noise is left out:
+//! table of a resource (one row per object, by `uid`), between the replace's insert of the new
+//! rows and its delete of the old ones: both are in the table then, found by their `row_hash`
+//! (the primary key), and compared as they are stored, column by column, with no copy of either.
+//! Paired by uid, an object only deleted is `deleted`, only inserted `created`, and both
+//! `updated` unless the two rows compare equal once the noise is left out:
 //!
 //! - `resource_version` and `row_hash` (a bumped version alone does not even rewrite a row: it is
 //!   not hashed, [`super::replace`]); `metadata.managedFields` is in no column;
@@ -21,11 +21,12 @@
 //! `change_baselines` per (cluster, job target), replaced by a later first load (a cluster
 //! pruned and back).
 
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use super::{
-    derived::{Swap, TableWrite},
-    execute,
+    derived::Swap,
     schema::TableShape,
     sql::{Ident, literal},
 };
@@ -34,9 +35,6 @@ use crate::{
     model::catalog::{CLUSTER_COLUMN, RESOURCE_VERSION_COLUMN},
     store::schema::ROW_HASH_COLUMN,
 };
-
-/// The session's temporary table of the rows a replace deleted, as `jsonb`, emptied at commit.
-const REMOVED: &str = "pg_temp.kubecensus_removed";
 
 /// Condition fields that change without anything happening, left out of the comparison:
 /// (table, JSON column holding a list of conditions, key removed from each element).
@@ -75,60 +73,52 @@ pub(super) fn records(shape: &TableShape<'_>) -> bool {
     shape.table.has_column("uid") && shape.table.has_column(RESOURCE_VERSION_COLUMN)
 }
 
-/// Makes the session's table of deleted rows, in the replace's transaction (once per session;
-/// its rows go at every commit or rollback). Its rows stay uncompressed in the table up to 8 KB
-/// (`toast_tuple_target`, <https://www.postgresql.org/docs/15/sql-createtable.html>): a pod's row
-/// as `jsonb` is about 4 KB, and compressing each one into TOAST doubled the cost of keeping it
-/// (200 pods: 16 to 20 ms, 9 ms without).
-pub(super) async fn prepare(tx: &mut PgConnection) -> Result<()> {
-    execute(
-        tx,
-        format!(
-            "SET LOCAL client_min_messages = warning;
-             CREATE TEMP TABLE IF NOT EXISTS {} (row jsonb NOT NULL) WITH (toast_tuple_target = 8160)
-               ON COMMIT DELETE ROWS",
-            REMOVED.trim_start_matches("pg_temp.")
-        ),
-    )
-    .await
+/// The job, run and listing a replace's changes are recorded for.
+pub(super) struct Recorded<'a> {
+    pub cluster: &'a str,
+    pub listed_at: DateTime<Utc>,
+    pub job_id: Uuid,
+    pub run_id: Uuid,
 }
 
-/// `delete` (a `DELETE FROM <table> WHERE ...`, without `RETURNING`) keeping each deleted row in
-/// the session's table of deleted rows ([`prepare`] first).
-pub(super) fn keeping_removed(delete: &str) -> String {
-    format!("WITH gone AS ({delete} RETURNING *) INSERT INTO {REMOVED} (row) SELECT to_jsonb(gone) FROM gone")
-}
-
-/// Records `swap`'s changes: its baseline on a first load, else the changed objects of its job
-/// table. Nothing when the swap keeps no history.
+/// Records the changes of `shape`'s table between its rows `removed` and `inserted` (hashes),
+/// both in the table: after the replace inserted the new rows, before it deletes the old.
 ///
 /// # Errors
 /// Any SQL error (the replace then rolls back).
-pub async fn write(tx: &mut PgConnection, swap: &Swap<'_>) -> Result<()> {
-    if !swap.history {
+pub(super) async fn record(
+    tx: &mut PgConnection,
+    shape: &TableShape<'_>,
+    at: &Recorded<'_>,
+    removed: &[Uuid],
+    inserted: &[Uuid],
+) -> Result<()> {
+    if removed.is_empty() && inserted.is_empty() {
         return Ok(());
     }
-    let Some(table) = swap.tables.first() else { return Ok(()) };
-    if swap.first_load {
-        return write_baseline(tx, swap, table).await;
-    }
-    if !table.history || table.counts.inserted + table.counts.deleted == 0 {
-        return Ok(());
-    }
-    sqlx::query(&changes_sql(table))
-        .bind(swap.cluster)
-        .bind(&table.inserted)
-        .bind(swap.listed_at)
-        .bind(&table.shape.table.name)
-        .bind(swap.job.id)
-        .bind(swap.run_id)
+    sqlx::query(&changes_sql(shape))
+        .bind(at.cluster)
+        .bind(removed)
+        .bind(inserted)
+        .bind(at.listed_at)
+        .bind(&shape.table.name)
+        .bind(at.job_id)
+        .bind(at.run_id)
         .execute(&mut *tx)
         .await?;
     Ok(())
 }
 
-/// Records that the scope's rows as of this swap are where its history starts.
-async fn write_baseline(tx: &mut PgConnection, swap: &Swap<'_>, table: &TableWrite<'_>) -> Result<()> {
+/// Records that `swap`'s scope's rows as of this swap are where its history starts, on a first
+/// load. Nothing when the swap keeps no history.
+///
+/// # Errors
+/// Any SQL error (the replace then rolls back).
+pub async fn write_baseline(tx: &mut PgConnection, swap: &Swap<'_>) -> Result<()> {
+    let Some(table) = swap.tables.first() else { return Ok(()) };
+    if !swap.history || !swap.first_load {
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO change_baselines (cluster_name, table_name, baseline_at, job_id, run_id, objects)
          VALUES ($1, $2, $3, $4, $5, $6)
@@ -146,68 +136,98 @@ async fn write_baseline(tx: &mut PgConnection, swap: &Swap<'_>, table: &TableWri
     Ok(())
 }
 
-/// The statement recording a table's changes: `$1` cluster, `$2` the inserted rows' hashes, `$3`
-/// the listing's time, `$4` the table's name, `$5` the job, `$6` the run.
-fn changes_sql(table: &TableWrite<'_>) -> String {
-    let name = table.shape.table.name.as_str();
-    let old = match table.counts.deleted {
-        0 => "SELECT NULL::text AS uid, NULL::jsonb AS v WHERE false".to_owned(),
-        _ => format!("SELECT row->>'uid' AS uid, row AS v FROM {REMOVED}"),
-    };
-    let diff = match DIFFED.iter().find(|(diffed, _)| *diffed == name) {
+/// The statement recording a table's changes: `$1` cluster, `$2` the deleted rows' hashes, `$3`
+/// the inserted rows' hashes, `$4` the listing's time, `$5` the table's name, `$6` the job, `$7`
+/// the run. `o` is an old row, `n` a new one; a side is missing where its `row_hash` is NULL.
+fn changes_sql(shape: &TableShape<'_>) -> String {
+    let table = shape.table;
+    let column = |name: &str| Ident::derived(&[name]).to_string();
+    let (cluster, hash, rv) = (column(CLUSTER_COLUMN), column(ROW_HASH_COLUMN), column(RESOURCE_VERSION_COLUMN));
+    let compared = compared_columns(shape);
+    let values = |side: &str| compared.iter().map(|c| c.value(side)).collect::<Vec<_>>().join(", ");
+    let diff = match DIFFED.iter().find(|(diffed, _)| *diffed == table.name) {
         None => "NULL::jsonb".to_owned(),
-        Some((_, columns)) => {
-            let only = match columns {
-                None => String::new(),
-                Some(columns) => {
-                    let names: Vec<String> = columns.iter().map(|c| literal(c)).collect();
-                    format!(" AND k IN ({})", names.join(", "))
-                }
-            };
-            format!(
-                "CASE WHEN ov IS NOT NULL AND nv IS NOT NULL THEN (SELECT coalesce(jsonb_object_agg(k, \
-                 jsonb_build_object('old', oc->k, 'new', nc->k)), '{{}}') FROM jsonb_object_keys(nc) k \
-                 WHERE (oc->k) IS DISTINCT FROM (nc->k){only}) END"
-            )
+        Some((_, only)) => {
+            let parts: Vec<String> = compared
+                .iter()
+                .filter(|c| only.is_none_or(|only| only.contains(&c.name.as_str())))
+                .map(|c| {
+                    let (old, new) = (c.value("o"), c.value("n"));
+                    format!(
+                        "CASE WHEN {old} IS DISTINCT FROM {new} THEN jsonb_build_object({}, \
+                         jsonb_build_object('old', to_jsonb({old}), 'new', to_jsonb({new}))) ELSE '{{}}'::jsonb END",
+                        literal(&c.name)
+                    )
+                })
+                .collect();
+            if parts.is_empty() {
+                "'{}'::jsonb".to_owned()
+            } else {
+                format!("CASE WHEN o.{hash} IS NOT NULL AND n.{hash} IS NOT NULL THEN {} END", parts.join(" || "))
+            }
         }
     };
+    let namespace = if table.has_column("namespace") {
+        format!("coalesce(n.{0}, o.{0})", column("namespace"))
+    } else {
+        "NULL".to_owned()
+    };
+    let (name, uid) = (column("name"), column("uid"));
     format!(
-        "WITH old AS ({old}),
-              new AS (SELECT t.uid, to_jsonb(t) AS v FROM {table} t WHERE t.{cluster_ident} = $1 AND t.{hash_ident} = ANY($2)),
-              pairs AS (SELECT coalesce(n.uid, o.uid) AS uid, o.v AS ov, n.v AS nv, {oc} AS oc, {nc} AS nc
-                        FROM old o FULL JOIN new n ON o.uid = n.uid)
+        "WITH o AS (SELECT * FROM {table_name} WHERE {cluster} = $1 AND {hash} = ANY($2)),
+              n AS (SELECT * FROM {table_name} WHERE {cluster} = $1 AND {hash} = ANY($3))
          INSERT INTO object_changes (changed_at, cluster_name, table_name, namespace, name, uid, change,
                                      old_resource_version, new_resource_version, job_id, run_id, changed_columns)
-         SELECT $3, $1, $4, coalesce(nv, ov)->>'namespace', coalesce(nv, ov)->>'name', uid,
-                CASE WHEN ov IS NULL THEN 'created' WHEN nv IS NULL THEN 'deleted' ELSE 'updated' END,
-                ov->>{rv}, nv->>{rv}, $5, $6, {diff}
-         FROM pairs
-         WHERE uid IS NOT NULL
-           AND (ov IS NULL OR nv IS NULL OR (oc IS DISTINCT FROM nc AND ov->>{rv} IS NOT NULL))",
-        table = table.shape.name,
-        cluster_ident = Ident::derived(&[CLUSTER_COLUMN]),
-        hash_ident = Ident::derived(&[ROW_HASH_COLUMN]),
-        oc = compared(name, "o.v"),
-        nc = compared(name, "n.v"),
-        rv = literal(RESOURCE_VERSION_COLUMN),
+         SELECT $4, $1, $5, {namespace}, coalesce(n.{name}, o.{name}), coalesce(n.{uid}, o.{uid}),
+                CASE WHEN o.{hash} IS NULL THEN 'created' WHEN n.{hash} IS NULL THEN 'deleted' ELSE 'updated' END,
+                o.{rv}, n.{rv}, $6, $7, {diff}
+         FROM o FULL JOIN n ON o.{uid} = n.{uid}
+         WHERE coalesce(n.{uid}, o.{uid}) IS NOT NULL
+           AND (o.{hash} IS NULL OR n.{hash} IS NULL OR (o.{rv} IS NOT NULL AND ({old}) IS DISTINCT FROM ({new})))",
+        table_name = shape.name,
+        old = values("o"),
+        new = values("n"),
     )
 }
 
-/// SQL of the value a row (`row`, its `jsonb`) is compared by: without `row_hash`,
-/// `resource_version` and its table's [`CLOCK_DERIVED`] columns, and without its table's
-/// [`HEARTBEATS`].
-fn compared(table: &str, row: &str) -> String {
-    let clock = CLOCK_DERIVED.iter().filter(|(name, _)| *name == table).flat_map(|(_, columns)| columns.iter());
-    let left_out: Vec<String> =
-        [ROW_HASH_COLUMN, RESOURCE_VERSION_COLUMN].iter().chain(clock).map(|c| literal(c)).collect();
-    let mut value = format!("({row} - ARRAY[{}])", left_out.join(", "));
-    for (_, column, key) in HEARTBEATS.iter().filter(|(name, _, _)| *name == table) {
-        let (column, key) = (literal(column), literal(key));
-        value = format!(
-            "({value} || jsonb_build_object({column}, (SELECT jsonb_agg(e.value - {key} ORDER BY e.ordinality) \
-             FROM jsonb_array_elements(CASE jsonb_typeof({row}->{column}) WHEN 'array' THEN {row}->{column} \
-             ELSE '[]' END) WITH ORDINALITY e)))"
-        );
+/// A column two rows are compared by.
+struct Compared {
+    name: String,
+    /// The heartbeat key left out of each of its conditions ([`HEARTBEATS`]).
+    heartbeat: Option<&'static str>,
+}
+
+impl Compared {
+    /// Its value in the row of `side` (`o` or `n`), as SQL.
+    fn value(&self, side: &str) -> String {
+        let column = format!("{side}.{}", Ident::derived(&[&self.name]));
+        match self.heartbeat {
+            None => column,
+            Some(key) => format!(
+                "(SELECT jsonb_agg(e.value - {} ORDER BY e.ordinality) FROM jsonb_array_elements(\
+                 CASE jsonb_typeof({column}) WHEN 'array' THEN {column} ELSE '[]' END) WITH ORDINALITY e)",
+                literal(key)
+            ),
+        }
     }
-    value
+}
+
+/// The columns two rows of `shape`'s table are compared by: every column but the cluster,
+/// `row_hash`, `resource_version` and its table's [`CLOCK_DERIVED`] columns, the conditions of
+/// its [`HEARTBEATS`] without their heartbeat.
+fn compared_columns(shape: &TableShape<'_>) -> Vec<Compared> {
+    let table = shape.table.name.as_str();
+    let clock = CLOCK_DERIVED.iter().filter(|(name, _)| *name == table).flat_map(|(_, columns)| columns.iter());
+    let left_out: Vec<&str> =
+        [CLUSTER_COLUMN, ROW_HASH_COLUMN, RESOURCE_VERSION_COLUMN].into_iter().chain(clock.copied()).collect();
+    shape
+        .columns
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .filter(|name| !left_out.contains(name))
+        .map(|name| Compared {
+            name: name.to_owned(),
+            heartbeat: HEARTBEATS.iter().find(|(t, c, _)| *t == table && *c == name).map(|(_, _, key)| *key),
+        })
+        .collect()
 }

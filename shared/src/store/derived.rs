@@ -6,7 +6,8 @@
 //! rows and before the run's outcome is recorded. It rewrites the cluster's rows of
 //! `fleet_unhealthy_objects` ([`super::fleet_view`]) for each table whose rows changed, keeps
 //! the events a listing saw, and the gaps between listings, in [`super::event_history`],
-//! records the objects that changed in `object_changes` ([`super::changes`]), and recomputes the
+//! records a first load's baseline of the change history (the replace itself records the
+//! objects that changed, [`super::changes`]), and recomputes the
 //! cluster's effective permissions when its RBAC or discovery rows changed ([`super::access`]).
 
 use chrono::{DateTime, Utc};
@@ -47,13 +48,8 @@ pub struct TableWrite<'a> {
     pub shape: &'a TableShape<'a>,
     /// Rows listed, inserted and deleted.
     pub counts: RowCounts,
-    /// `row_hash` of each row deleted (already gone from the table).
-    pub removed: Vec<Uuid>,
     /// `row_hash` of each row inserted (in the table now).
     pub inserted: Vec<Uuid>,
-    /// The table's changes are recorded: it is the job table of a table with uids, not on a first
-    /// load, and its deleted rows were kept ([`changes::keeping_removed`]).
-    pub history: bool,
 }
 
 /// Writes the tables derived from `swap` in its transaction `tx`.
@@ -67,7 +63,7 @@ pub async fn write(tx: &mut PgConnection, swap: &Swap<'_>) -> Result<()> {
         }
     }
     event_history::write(tx, swap).await?;
-    changes::write(tx, swap).await?;
+    changes::write_baseline(tx, swap).await?;
     access::on_swap(tx, swap).await
 }
 

@@ -32,9 +32,9 @@
 //!
 //! A `common: object` table's last column, `resource_version`, is not hashed: a row's hash is
 //! that of its COPY line up to its last tab, so a version bumped alone (a status heartbeat, a
-//! no-op update) rewrites no row. For [`super::changes`], the job table's deleted rows are moved
-//! into the transaction's temporary table as they are deleted (`DELETE ... RETURNING`), and the
-//! inserted rows' hashes are handed to [`derived::write`].
+//! no-op update) rewrites no row. For [`super::changes`], the job table's new rows are inserted
+//! before its old ones are deleted, and its changes recorded in between; the inserted rows'
+//! hashes are handed to [`derived::write`].
 
 use std::{
     collections::HashSet,
@@ -375,9 +375,10 @@ impl<'a> Refresh<'a> {
         }
         let mut totals = RowCounts::default();
         let mut written = Vec::with_capacity(self.tables.len());
+        let recorded = changes::Recorded { cluster: &self.cluster, listed_at: self.listed_at, job_id: job.id, run_id };
         for (index, table) in self.tables.iter().enumerate() {
             let history = index == 0 && self.history && self.base.is_some() && changes::records(&table.shape);
-            let (counts, removed, inserted) = self.write_table(&mut tx, table, history).await?;
+            let (counts, inserted) = self.write_table(&mut tx, table, history.then_some(&recorded)).await?;
             sqlx::query(
                 "INSERT INTO snapshots (cluster_name, table_name, job_id, run_id, scheduled_at, row_count)
                  VALUES ($1, $2, $3, $4, $5, $6)
@@ -393,7 +394,7 @@ impl<'a> Refresh<'a> {
             .execute(&mut *tx)
             .await?;
             totals = totals + counts;
-            written.push(TableWrite { shape: &table.shape, counts, removed, inserted, history });
+            written.push(TableWrite { shape: &table.shape, counts, inserted });
         }
         let swap = Swap {
             cluster: &self.cluster,
@@ -422,14 +423,14 @@ impl<'a> Refresh<'a> {
     }
 
     /// Deletes the table's rows the listing did not yield and inserts the new ones; returns the
-    /// counts, the deleted rows' hashes and the inserted rows' hashes (with `history`, the deleted
-    /// rows are kept for [`changes::write`]).
+    /// counts and the inserted rows' hashes. With `history` (the job table's changes recorded),
+    /// the new rows go in first and the changes are recorded while both are in the table.
     async fn write_table(
         &self,
         tx: &mut PgConnection,
         table: &TableChanges<'_>,
-        history: bool,
-    ) -> Result<(RowCounts, Vec<Uuid>, Vec<Uuid>)> {
+        history: Option<&changes::Recorded<'_>>,
+    ) -> Result<(RowCounts, Vec<Uuid>)> {
         let (name, cluster, hash) =
             (&table.shape.name, Ident::derived(&[CLUSTER_COLUMN]), Ident::derived(&[ROW_HASH_COLUMN]));
         let removed: Vec<Uuid> = table
@@ -438,19 +439,14 @@ impl<'a> Refresh<'a> {
             .filter(|hash| !table.listed.contains(hash))
             .map(|hash| Uuid::from_u128(*hash))
             .collect();
-        let keep = |delete: String| if history { changes::keeping_removed(&delete) } else { delete };
-        if history && !removed.is_empty() {
-            changes::prepare(tx).await?;
-        }
-        if removed.len() == table.current.len() && !removed.is_empty() {
-            let sql = keep(format!("DELETE FROM {name} WHERE {cluster} = $1{}", self.scope.condition(2)));
-            sqlx::query_with(&sql, self.scope.arguments(&self.cluster)?).execute(&mut *tx).await?;
-        } else if !removed.is_empty() {
-            sqlx::query(&keep(format!("DELETE FROM {name} WHERE {cluster} = $1 AND {hash} = ANY($2)")))
-                .bind(&self.cluster)
-                .bind(&removed)
-                .execute(&mut *tx)
-                .await?;
+        let inserted: Vec<Uuid> = table
+            .listed
+            .iter()
+            .filter(|hash| !table.current.contains(hash))
+            .map(|hash| Uuid::from_u128(*hash))
+            .collect();
+        if history.is_none() {
+            self.delete(tx, table, &removed).await?;
         }
         let columns = table.shape.column_list();
         if let Some(staging) = &table.staging {
@@ -459,14 +455,37 @@ impl<'a> Refresh<'a> {
         if !table.held.is_empty() {
             copy_in(tx, &format!("COPY {name} ({columns}) FROM STDIN"), &table.held).await?;
         }
+        if let Some(recorded) = history {
+            changes::record(tx, &table.shape, recorded, &removed, &inserted).await?;
+            // The new rows are in: only the old ones go, by hash.
+            if !removed.is_empty() {
+                sqlx::query(&format!("DELETE FROM {name} WHERE {cluster} = $1 AND {hash} = ANY($2)"))
+                    .bind(&self.cluster)
+                    .bind(&removed)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         let counts =
             RowCounts { total: table.listed.len() as u64, inserted: table.inserted, deleted: removed.len() as u64 };
-        let inserted = table
-            .listed
-            .iter()
-            .filter(|hash| !table.current.contains(hash))
-            .map(|hash| Uuid::from_u128(*hash))
-            .collect();
-        Ok((counts, removed, inserted))
+        Ok((counts, inserted))
+    }
+
+    /// Deletes `removed` (hashes) of the table, before its new rows go in: all of the scope's
+    /// rows at once when none stays.
+    async fn delete(&self, tx: &mut PgConnection, table: &TableChanges<'_>, removed: &[Uuid]) -> Result<()> {
+        let (name, cluster, hash) =
+            (&table.shape.name, Ident::derived(&[CLUSTER_COLUMN]), Ident::derived(&[ROW_HASH_COLUMN]));
+        if removed.len() == table.current.len() && !removed.is_empty() {
+            let sql = format!("DELETE FROM {name} WHERE {cluster} = $1{}", self.scope.condition(2));
+            sqlx::query_with(&sql, self.scope.arguments(&self.cluster)?).execute(&mut *tx).await?;
+        } else if !removed.is_empty() {
+            sqlx::query(&format!("DELETE FROM {name} WHERE {cluster} = $1 AND {hash} = ANY($2)"))
+                .bind(&self.cluster)
+                .bind(removed)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(())
     }
 }

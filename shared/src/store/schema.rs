@@ -43,6 +43,10 @@ pub const HASH_PARTITIONS: u32 = 16;
 /// The column holding each row's content hash (a `uuid` of 128 bits, see [`super::replace`]).
 pub const ROW_HASH_COLUMN: &str = "row_hash";
 
+/// The last word of the name of an index that includes columns beyond its key
+/// (`CREATE INDEX ... INCLUDE`).
+const INCLUDED_SUFFIX: &str = "incl";
+
 /// The schema a table of the earlier layout is moved into while it is converted.
 const LEGACY_SCHEMA: &str = "kubecensus_legacy";
 
@@ -172,21 +176,32 @@ impl<'a> TableShape<'a> {
     fn indexes(&self) -> Vec<(Ident, String)> {
         let table = self.table;
         let column = |name: &str| Ident::derived(&[name]);
-        let mut lookups: Vec<Vec<&str>> = match (table.has_column("namespace"), table.has_column("name")) {
+        let lookups: Vec<Vec<&str>> = match (table.has_column("namespace"), table.has_column("name")) {
             (true, _) => vec![vec!["namespace", "name"]],
             (false, true) => vec![vec!["name"]],
             (false, false) => vec![],
         };
-        lookups.extend(table.indexes.iter().map(|columns| columns.iter().map(String::as_str).collect()));
-        let mut indexes: Vec<(Ident, String)> = lookups
-            .into_iter()
-            .map(|columns| {
-                let mut name = vec![table.name.as_str()];
-                name.extend(&columns);
-                let idents: Vec<Ident> = columns.iter().map(|c| column(c)).collect();
-                (Ident::derived(&name), format!("({})", list(&idents)))
-            })
-            .collect();
+        let index = |columns: &[&str], include: &[&str]| {
+            let mut name = vec![table.name.as_str()];
+            name.extend(columns);
+            let idents: Vec<Ident> = columns.iter().map(|c| column(c)).collect();
+            let included: Vec<Ident> = include.iter().filter(|c| !columns.contains(c)).map(|c| column(c)).collect();
+            if included.is_empty() {
+                return (Ident::derived(&name), format!("({})", list(&idents)));
+            }
+            name.push(INCLUDED_SUFFIX);
+            (Ident::derived(&name), format!("({}) INCLUDE ({})", list(&idents), list(&included)))
+        };
+        let mut indexes: Vec<(Ident, String)> = lookups.iter().map(|columns| index(columns, &[])).collect();
+        // The catalog's own indexes serve fleet-wide questions (most popular images) from the
+        // index alone; they carry the columns row-level security reads, so that a viewer's query
+        // stays an index-only scan too (`super::access::policies`).
+        let mut secured = vec![CLUSTER_COLUMN];
+        secured.extend(table.namespace_column.as_ref().map(|(name, _)| name.as_str()));
+        for columns in &table.indexes {
+            let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+            indexes.push(index(&columns, &secured));
+        }
         if table.has_column("labels") {
             indexes.push((Ident::derived(&[&table.name, "labels"]), "USING gin (labels)".into()));
         }
@@ -269,6 +284,15 @@ async fn ensure_table(tx: &mut PgConnection, shape: &TableShape<'_>) -> Result<(
     }
     for (name, definition) in shape.indexes() {
         execute(tx, format!("CREATE INDEX IF NOT EXISTS {name} ON {} {definition}", shape.name)).await?;
+    }
+    // The catalog's indexes as earlier releases made them, without the included columns.
+    for columns in &shape.table.indexes {
+        let mut name = vec![shape.table.name.as_str()];
+        name.extend(columns.iter().map(String::as_str));
+        let earlier = Qualified { schema: shape.name.schema.clone(), name: Ident::derived(&name) };
+        if !shape.indexes().iter().any(|(index, _)| *index == earlier.name) {
+            execute(tx, format!("DROP INDEX IF EXISTS {earlier}")).await?;
+        }
     }
     Ok(())
 }

@@ -88,9 +88,65 @@ pub fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// A piece of a statement: SQL text, or where the `n`-th value goes (a bind parameter or a
+/// [`literal`], as the caller writes statements).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    Text(String),
+    Value(usize),
+}
+
+/// `(columns) > (values)` (`<` when `forward` is false), as PostgreSQL's row comparison means it,
+/// spelled with each column's own operators:
+/// `a >= $0 AND (a > $0 OR (a = $0 AND (b > $1 OR (b = $1 AND c > $2))))`.
+///
+/// A row comparison runs `record_gt`, which is not leakproof: under row-level security
+/// PostgreSQL evaluates it only after the policy, never in an index scan, so a viewer's keyset
+/// page would read every row before the cursor. Text comparison is leakproof (`pg_proc.proleakproof`
+/// of `text_gt`, `text_ge`, `texteq`), so this form's first condition starts the index scan at
+/// the cursor (<https://www.postgresql.org/docs/15/ddl-rowsecurity.html>, and "Row Constructor
+/// Comparison" in <https://www.postgresql.org/docs/15/functions-comparisons.html>).
+pub fn keyset(columns: &[String], forward: bool) -> Vec<Piece> {
+    let (strict, loose) = if forward { (">", ">=") } else { ("<", "<=") };
+    let text = |s: String| Piece::Text(s);
+    let Some((first, _)) = columns.split_first() else { return vec![text("true".to_owned())] };
+    let mut pieces = vec![text(format!("{first} {loose} ")), Piece::Value(0), text(" AND (".to_owned())];
+    let last = columns.len() - 1;
+    for (n, column) in columns.iter().enumerate() {
+        pieces.extend([text(format!("{column} {strict} ")), Piece::Value(n)]);
+        if n < last {
+            pieces.extend([text(format!(" OR ({column} = ")), Piece::Value(n), text(" AND (".to_owned())]);
+        }
+    }
+    pieces.push(text(")".repeat(2 * last + 1)));
+    pieces
+}
+
+/// [`keyset`] with the values written as [`literal`]s, for SQL text run as it is.
+pub fn keyset_literal(columns: &[String], values: &[String], forward: bool) -> String {
+    keyset(columns, forward)
+        .into_iter()
+        .map(|piece| match piece {
+            Piece::Text(text) => text,
+            Piece::Value(n) => literal(&values[n]),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keyset_condition_spells_the_row_comparison_out() {
+        let columns = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let values = ["x".to_owned(), "y".to_owned(), "z".to_owned()];
+        assert_eq!(
+            keyset_literal(&columns, &values, true),
+            "a >= 'x' AND (a > 'x' OR (a = 'x' AND (b > 'y' OR (b = 'y' AND (c > 'z')))))"
+        );
+        assert_eq!(keyset_literal(&columns[..1], &values[..1], false), "a <= 'x' AND (a < 'x')");
+    }
 
     #[test]
     fn names_are_quoted_with_quotes_doubled() {

@@ -3,7 +3,7 @@
 //! cluster's own RBAC (issue 22).
 //!
 //! - [`permissions`]: `access_permissions`, replayed in SQL from the cluster's RBAC tables as
-//!   the RBAC authorizer decides, and `access_visible`, what each role may see; both rewritten
+//!   the RBAC authorizer decides, and `access_visible_namespaces`, what each role may see; both rewritten
 //!   for a cluster inside the transaction of every replace of its RBAC or discovery tables
 //!   ([`on_swap`], called by `store::derived`), so they agree with the RBAC rows at every commit.
 //! - [`identities`]: `access_identities`, which PostgreSQL role is which Kubernetes user and
@@ -21,6 +21,8 @@
 pub mod identities;
 pub mod permissions;
 pub mod policies;
+#[cfg(test)]
+mod policy_tests;
 #[cfg(test)]
 mod tests;
 
@@ -46,7 +48,7 @@ const ALL_POLICY: &str = "kubecensus_all";
 /// The name of the restrictive policy for viewers.
 const VIEWER_POLICY: &str = "kubecensus_viewer";
 /// Tables viewers read besides the protected ones: the policies' own.
-const POLICY_TABLES: [&str; 4] = ["access_visible", "access_visible_namespaces", "access_grant_kinds", "access_tables"];
+const POLICY_TABLES: [&str; 3] = ["access_visible", "access_visible_namespaces", "access_tables"];
 
 /// Rewrites the permissions of `swap`'s cluster when it replaced RBAC rows (or what roles see,
 /// when it replaced the cluster's discovery), in the replace's transaction.
@@ -176,15 +178,8 @@ async fn grant_readable(conn: &mut PgConnection, viewer: &Ident) -> Result<()> {
             execute(conn, format!("GRANT SELECT ON {} TO {viewer}", Ident::new(name)?)).await?;
         }
     }
-    // A viewer reads its own rows of where its grants apply, and the kinds of the clusters it
-    // sees something in.
-    let own = [
-        ("access_visible_namespaces", "role_name = current_user::text"),
-        (
-            "access_grant_kinds",
-            "cluster_name IN (SELECT n.cluster_name FROM access_visible_namespaces n WHERE n.role_name = current_user::text)",
-        ),
-    ];
+    // A viewer reads its own rows of where its grants apply and what they show.
+    let own = [("access_visible_namespaces", "role_name = current_user::text")];
     let policy = Ident::new("kubecensus_own")?;
     for (table, using) in own {
         let has_policy: bool =

@@ -30,8 +30,9 @@
 //! times its rules. `access_grant_kinds` matches each role's rules to the (API group, kind)
 //! pairs the cluster serves: the catalog's own resources and the cluster's discovery
 //! (`kubernetes_api_resources`, so a custom resource is known by its group and plural, never by
-//! its kind alone). `access_visible_namespaces` says where each PostgreSQL role's grants apply;
-//! the view `access_visible` joins the two for the policies.
+//! its kind alone). `access_visible_namespaces` says where each PostgreSQL role's grants apply
+//! and which kinds each shows there; the policies read it (the view `access_visible` lists it
+//! one kind a row).
 
 use std::sync::LazyLock;
 
@@ -174,13 +175,32 @@ identities AS (
 pub(super) const APPLIES: &str = "((p.subject_kind = 'Group' AND p.subject_name = ANY (i.k8s_groups))
    OR (p.subject_kind <> 'Group' AND p.subject_name = i.k8s_user))";
 
-/// Where each role's grants apply, for `$1` (a cluster or NULL) and `$2` (a role or NULL).
+/// Where each role's grants apply, for `$1` (a cluster or NULL) and `$2` (a role or NULL), with
+/// the kinds each row shows (`<api group>/<Kind>`, sorted: all of the grant's where it applies
+/// cluster-wide, its namespaced ones in a namespace) and their md5 (`kind_set`). A grant that
+/// shows no kind there writes no row.
 fn visible_sql() -> String {
     format!(
-        "INSERT INTO access_visible_namespaces (role_name, cluster_name, grant_key, namespace)
-         WITH {IDENTITIES}
-         SELECT DISTINCT i.role_name, i.cluster_name, p.grant_key, coalesce(p.namespace, '*')
-         FROM identities i JOIN access_bindings p ON p.cluster_name = i.cluster_name AND {APPLIES}"
+        "INSERT INTO access_visible_namespaces (role_name, cluster_name, grant_key, namespace, kinds, kind_set)
+         WITH {IDENTITIES},
+         grants AS (
+           SELECT DISTINCT i.role_name, i.cluster_name, p.grant_key, coalesce(p.namespace, '*') AS namespace
+           FROM identities i JOIN access_bindings p ON p.cluster_name = i.cluster_name AND {APPLIES}
+         ),
+         kinds AS (
+           SELECT g.cluster_name, g.grant_key,
+                  array_agg(g.api_group || '/' || g.kind ORDER BY g.api_group || '/' || g.kind) AS everywhere,
+                  array_agg(g.api_group || '/' || g.kind ORDER BY g.api_group || '/' || g.kind)
+                    FILTER (WHERE g.namespaced) AS in_namespace
+           FROM access_grant_kinds g WHERE $1::text IS NULL OR g.cluster_name = $1
+           GROUP BY 1, 2
+         ),
+         shown AS (
+           SELECT g.*, CASE g.namespace WHEN '*' THEN k.everywhere ELSE k.in_namespace END AS kinds
+           FROM grants g JOIN kinds k USING (cluster_name, grant_key)
+         )
+         SELECT role_name, cluster_name, grant_key, namespace, kinds, md5(array_to_string(kinds, ','))
+         FROM shown WHERE kinds IS NOT NULL"
     )
 }
 

@@ -1,11 +1,12 @@
-//! The row-level security policies: which of `access_visible`'s rows let a viewer see a row of
-//! each table, one [`Rule`] per table, decided from the catalog (data tables) or listed here
-//! ([`EXTRA_TABLES`]: the registry, runs, derived and history tables).
+//! The row-level security policies: which of `access_visible_namespaces`' rows let a viewer see
+//! a row of each table, one [`Rule`] per table, decided from the catalog (data tables) or listed
+//! here ([`EXTRA_TABLES`]: the registry, runs, derived and history tables).
 //!
-//! Every policy reads `access_visible` for `current_user` through uncorrelated `IN (SELECT ...)`
-//! subqueries, which PostgreSQL runs once per query and probes as a hash table per row
-//! (a "hashed SubPlan"): the cost of a policy is one small index scan and a hash probe per row,
-//! whatever the fleet's size. Policies are `AS RESTRICTIVE ... TO kubecensus_viewer`, beside a
+//! Every policy reads `access_visible_namespaces` for `current_user` through uncorrelated scalar
+//! subqueries (InitPlans), which PostgreSQL runs once per query however many partitions it
+//! scans, each a `jsonb` object probed per row by key (BENCHMARKS.md, "Access control": a hashed
+//! `IN (SELECT ...)` is built again for every partition, 16 times a table, and an array's
+//! `= ANY` compares a row with each element). Policies are `AS RESTRICTIVE ... TO kubecensus_viewer`, beside a
 //! permissive `USING (true)`: a role outside `kubecensus_viewer` with `SELECT` sees what it saw
 //! before; a viewer sees only what its policy lets through
 //! (<https://www.postgresql.org/docs/15/sql-createpolicy.html>).
@@ -94,43 +95,94 @@ pub fn protected(catalog: &Catalog) -> Vec<Protected> {
     tables
 }
 
-/// `access_visible`'s rows of the current role.
-const MINE: &str = "FROM access_visible v WHERE v.role_name = current_user::text";
+/// `access_visible_namespaces`' rows of the current role (its own policy shows a viewer no
+/// other).
+const MINE: &str = "FROM access_visible_namespaces v WHERE v.role_name = current_user::text";
+
+/// The key of a row's place in `jsonb` lookups: `<namespace>/<cluster>`, and `/<cluster>` for
+/// where a grant applies cluster-wide (namespaces are DNS labels: no `/`, never empty).
+fn place(namespace: &str, cluster: &str) -> String {
+    format!("{namespace} || '/' || {cluster}")
+}
+
+/// `jsonb`: an object whose keys are `key` (SQL over `v`) of the current role's rows meeting
+/// `condition` (` AND ...`), for `?` (key exists: a binary search of the sorted keys), NULL when
+/// there is none. An uncorrelated scalar subquery, which PostgreSQL plans as an InitPlan: run
+/// once per query and shared by every partition's scan (a hashed `IN (SELECT ...)` is built again
+/// for each partition, and an array's `= ANY` compares each element in turn).
+fn keys_of(key: &str, condition: &str) -> String {
+    format!("(SELECT jsonb_object_agg({key}, true) {MINE}{condition})")
+}
+
+/// `jsonb`: each place the current role sees something at (its [`place`] key) mapped to the kind
+/// sets of the rows that apply there, joined by `+` (a "combination").
+fn places() -> String {
+    let key = place("CASE v.namespace WHEN '*' THEN '' ELSE v.namespace END", "v.cluster_name");
+    format!(
+        "(SELECT jsonb_object_agg(p.place, p.combination) FROM \
+         (SELECT {key} AS place, string_agg(DISTINCT v.kind_set, '+' ORDER BY v.kind_set) AS combination \
+         {MINE} GROUP BY 1) p)"
+    )
+}
+
+/// `jsonb`: every `<combination>/<key>` of [`places`]' combinations, `key` an expression over
+/// `k` (one `<api group>/<Kind>` of a kind set) and `join` (more tables to join, `k` in scope).
+fn combinations(key: &str, join: &str) -> String {
+    format!(
+        "(SELECT jsonb_object_agg(c.combination || '/' || {key}, true) FROM \
+         (SELECT DISTINCT string_agg(DISTINCT v.kind_set, '+' ORDER BY v.kind_set) AS combination \
+         {MINE} GROUP BY v.cluster_name, v.namespace) c \
+         JOIN (SELECT DISTINCT ON (v.kind_set) v.kind_set, v.kinds {MINE}) s \
+         ON s.kind_set = ANY (string_to_array(c.combination, '+')) \
+         CROSS JOIN LATERAL unnest(s.kinds) AS k{join})"
+    )
+}
 
 impl Rule {
     /// The policy's `USING` expression.
+    ///
+    /// Every subquery in it is uncorrelated ([`keys_of`]): what the role sees is read once per
+    /// query, and a row costs a few `jsonb` key lookups. A resource's rows are those of the
+    /// clusters where a grant of it applies cluster-wide, or of a (namespace, cluster) where one
+    /// applies. Rows naming their kind (or table) look up the kind sets at their place and
+    /// cluster-wide, then the kind in them.
     pub fn using(&self) -> String {
         let column = |name: &str| Ident::derived(&[name]).to_string();
         let (cluster, group, kind_column) = (column(CLUSTER_COLUMN), column(GROUP_COLUMN), column(KIND_COLUMN));
         let namespace_column = column("namespace");
+        let seen_anywhere = format!("{} ? {cluster}", keys_of("v.cluster_name", ""));
+        // Through the kind sets at the row's place and cluster-wide: `key` the row's key in them.
+        let by_kind_sets = |key: String, combinations: String| {
+            let at = |place: String| format!("({} ->> ({place})) || '/' || {key}", places());
+            format!(
+                "{seen_anywhere} AND {combinations} ?| ARRAY[{}, {}]",
+                at(place(&format!("coalesce({namespace_column}, '')"), &cluster)),
+                at(place("''", &cluster))
+            )
+        };
         match self {
             Rule::Resource { api_group, kind, namespace } => {
-                let of = format!("{MINE} AND v.api_group = {} AND v.kind = {}", literal(api_group), literal(kind));
-                let everywhere = format!("{cluster} IN (SELECT v.cluster_name {of} AND v.namespace = '*')");
-                match namespace {
-                    Some(name) => format!(
-                        "({cluster}, {}) IN (SELECT v.cluster_name, v.namespace {of}) OR {everywhere}",
-                        column(name)
-                    ),
-                    None => everywhere,
-                }
-            }
-            Rule::KindColumns => format!(
-                "({cluster}, {group}, {kind_column}, {namespace_column}) IN \
-                 (SELECT v.cluster_name, v.api_group, v.kind, v.namespace {MINE}) \
-                 OR ({cluster}, {group}, {kind_column}) IN \
-                 (SELECT v.cluster_name, v.api_group, v.kind {MINE} AND v.namespace = '*')"
-            ),
-            Rule::TableName => {
-                let table_name = column("table_name");
-                let mapped = "FROM access_visible v JOIN access_tables t USING (api_group, kind) \
-                              WHERE v.role_name = current_user::text";
+                let shows = format!(" AND {} = ANY (v.kinds)", literal(&format!("{api_group}/{kind}")));
+                let everywhere =
+                    format!("{} ? {cluster}", keys_of("v.cluster_name", &format!("{shows} AND v.namespace = '*'")));
+                let Some(name) = namespace else { return everywhere };
+                let namespace = column(name);
+                let in_namespace = format!("{shows} AND v.namespace <> '*'");
+                // A namespace's name first: most rows of a role that sees some namespaces are in
+                // none of them, and this check needs no string built.
                 format!(
-                    "({cluster}, {table_name}, {namespace_column}) IN (SELECT v.cluster_name, t.table_name, v.namespace {mapped}) \
-                     OR ({cluster}, {table_name}) IN (SELECT v.cluster_name, t.table_name {mapped} AND v.namespace = '*')"
+                    "{everywhere} OR ({} ? {namespace} AND {} ? ({}))",
+                    keys_of("v.namespace", &in_namespace),
+                    keys_of(&place("v.namespace", "v.cluster_name"), &in_namespace),
+                    place(&namespace, &cluster)
                 )
             }
-            Rule::Cluster(name) => format!("{} IN (SELECT v.cluster_name {MINE})", column(name)),
+            Rule::KindColumns => by_kind_sets(format!("{group} || '/' || {kind_column}"), combinations("k", "")),
+            Rule::TableName => by_kind_sets(
+                column("table_name"),
+                combinations("t.table_name", " JOIN access_tables t ON t.api_group || '/' || t.kind = k"),
+            ),
+            Rule::Cluster(name) => format!("{} ? {}", keys_of("v.cluster_name", ""), column(name)),
         }
     }
 }

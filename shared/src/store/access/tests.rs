@@ -15,7 +15,7 @@ use crate::{
     store::{Refresh, Scope, ensure_tables, runs},
 };
 
-static CATALOG: std::sync::LazyLock<Catalog> = std::sync::LazyLock::new(Catalog::builtin);
+pub(super) static CATALOG: std::sync::LazyLock<Catalog> = std::sync::LazyLock::new(Catalog::builtin);
 
 /// The role every case's identity is given to.
 const ROLE: &str = "case_role";
@@ -28,18 +28,18 @@ fn meta(name: &str, namespace: Option<&str>) -> Value {
     }
 }
 
-fn role(name: &str, namespace: Option<&str>, rules: Value) -> Value {
+pub(super) fn role(name: &str, namespace: Option<&str>, rules: Value) -> Value {
     let kind = if namespace.is_some() { "Role" } else { "ClusterRole" };
     json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": meta(name, namespace), "rules": rules})
 }
 
-fn binding(name: &str, namespace: Option<&str>, role_kind: &str, role: &str, subjects: Value) -> Value {
+pub(super) fn binding(name: &str, namespace: Option<&str>, role_kind: &str, role: &str, subjects: Value) -> Value {
     let kind = if namespace.is_some() { "RoleBinding" } else { "ClusterRoleBinding" };
     json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": meta(name, namespace),
            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role}, "subjects": subjects})
 }
 
-fn user(name: &str) -> Value {
+pub(super) fn user(name: &str) -> Value {
     json!([{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": name}])
 }
 

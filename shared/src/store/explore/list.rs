@@ -1,9 +1,10 @@
 //! Pages of objects in a keyset order, their exact total, and the facets of a filter.
 //!
 //! A page is `WHERE <filter> AND (key) > (cursor) ORDER BY key LIMIT n + 1` (one more row says
-//! whether a next page exists), a previous page the same with `<` and the order reversed. Because
-//! the filter and row-level security are in the same statement, pages never overlap or skip,
-//! whatever the role may see (PostgreSQL's row comparison: <https://www.postgresql.org/docs/15/functions-comparisons.html#ROW-WISE-COMPARISON>).
+//! whether a next page exists), a previous page the same with `<` and the order reversed; the
+//! comparison is spelled out column by column ([`keyset`]), so that under row-level security an
+//! index scan still starts at the cursor. Because the filter and row-level security are in the
+//! same statement, pages never overlap or skip, whatever the role may see.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row, postgres::PgRow};
 
 use super::{Cursor, Filter, MAX_PAGE_SIZE, Sort, Source, field_columns, push_filter};
-use crate::{Error, Result, store::sql::Ident};
+use crate::{
+    Error, Result,
+    store::sql::{Ident, Piece, keyset},
+};
 
 /// One object as a page lists it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -121,12 +125,16 @@ pub async fn page(conn: &mut PgConnection, request: &PageRequest) -> Result<Page
     let key: Vec<String> = request.sort.columns().iter().map(|c| Ident::derived(&[c]).to_string()).collect();
     let forward = request.cursor.as_ref().is_none_or(|c| c.forward);
     if let Some(cursor) = &request.cursor {
-        query.push(format!(" AND ({}) {} (", key.join(", "), if forward { ">" } else { "<" }));
-        let mut values = query.separated(", ");
-        for value in &cursor.key {
-            values.push_bind(value.clone());
+        if cursor.key.len() != key.len() {
+            return Err(Error::Query(format!("the cursor has {} values, the sort {}", cursor.key.len(), key.len())));
         }
-        query.push(")");
+        query.push(" AND ");
+        for piece in keyset(&key, forward) {
+            match piece {
+                Piece::Text(text) => query.push(text),
+                Piece::Value(n) => query.push_bind(cursor.key[n].clone()),
+            };
+        }
     }
     let direction = if forward { "" } else { " DESC" };
     query.push(format!(" ORDER BY {}", key.iter().map(|c| format!("{c}{direction}")).collect::<Vec<_>>().join(", ")));
