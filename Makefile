@@ -24,7 +24,9 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 # kubecensus at 1,000 clusters (BENCHMARKS.md): a private PostgreSQL, 1,000 simulated clusters,
-# first load, refresh with churn, size, queries. Knobs: make bench-scale BENCH_SCALE_ARGS='--pods 1000'.
+# first load, refresh with churn, size, queries. Knobs: make bench-scale BENCH_SCALE_ARGS='--pods 1000'
+# ('--profile rfc': 300 clusters x 2,000 namespaces; '--nats-cluster' needs NATS_SERVER, a
+# nats-server 2.11 or newer such as the one deploy/test-deps.sh installs).
 bench-scale: services
 	cargo build --profile bench-release --workspace --bins
 	$${CARGO_TARGET_DIR:-target}/bench-release/bench-scale $(BENCH_SCALE_ARGS)

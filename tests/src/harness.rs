@@ -61,6 +61,9 @@ pub struct Services {
     pub database_url: String,
     pub stream: String,
     pub subject_prefix: String,
+    /// Copies of the stream and of the workers' consumer the processes ask for
+    /// (`KUBECENSUS_STREAM_REPLICAS`): 1, [`Services::create`]'s; 3 on a three-node cluster.
+    pub stream_replicas: usize,
     /// The `RUST_LOG` filter of the processes started.
     pub log_filter: String,
 }
@@ -92,6 +95,7 @@ impl Services {
             database_url,
             stream: stream.to_owned(),
             subject_prefix: subject_prefix.to_owned(),
+            stream_replicas: 1,
             log_filter: log_filter.to_owned(),
         };
         services.delete_stream().await;
@@ -105,6 +109,7 @@ impl Services {
             .env("NATS_URL", &self.nats_url)
             .env("KUBECENSUS_STREAM", &self.stream)
             .env("KUBECENSUS_SUBJECT_PREFIX", &self.subject_prefix)
+            .env("KUBECENSUS_STREAM_REPLICAS", self.stream_replicas.to_string())
             .env("KUBECENSUS_REGISTRY", registry)
             .env("RUST_LOG", &self.log_filter);
     }

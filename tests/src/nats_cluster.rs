@@ -2,15 +2,21 @@
 //! its nodes: each node the real `nats-server` ([`programs::nats_server`], 2.11 or newer) with
 //! its own client, cluster and monitoring ports and its own store folder, routes to the other
 //! two, as nats-by-example's `jetstream/leader-failure` runs one. Only the processes started here
-//! are signalled; all are killed and their folders removed on drop.
+//! are signalled; all are killed and their folders removed on drop. [`job_outcomes`] reads what
+//! became of a refresh's jobs through a node's loss, as the fault tests and `bench-scale
+//! --nats-cluster` judge it.
 
 use std::{
+    collections::{BTreeMap, HashSet},
     path::PathBuf,
     process::{Child, Command},
     time::Duration,
 };
 
 use anyhow::Context;
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::{
     programs,
@@ -227,6 +233,72 @@ impl Drop for NatsCluster {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// What became of a refresh's jobs (one per (cluster, table)), from `runs`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobOutcomes {
+    pub jobs: usize,
+    /// Jobs by the status of their last run (by finish; a run still going counts as last):
+    /// `succeeded`, `superseded` (a redelivery whose rows were already in) or `skipped` (a
+    /// resource the cluster does not serve) when all is well; `no run` for a job never started.
+    pub final_statuses: BTreeMap<String, i64>,
+    /// Jobs none of whose runs ended `succeeded`, `superseded` or `skipped`: lost.
+    pub lost: Vec<Uuid>,
+    /// Jobs run to completion (`succeeded`) more than once, with how many times: applied twice.
+    pub twice: Vec<(Uuid, i64)>,
+}
+
+impl JobOutcomes {
+    /// Jobs whose last run ended otherwise than `succeeded`, `superseded` or `skipped`.
+    pub fn not_ended_well(&self) -> i64 {
+        self.final_statuses
+            .iter()
+            .filter(|(status, _)| !ENDED_WELL.contains(&status.as_str()))
+            .map(|(_, count)| count)
+            .sum()
+    }
+}
+
+/// The statuses a job may end with and not be lost ([`JobOutcomes::lost`]).
+const ENDED_WELL: [&str; 3] = ["succeeded", "superseded", "skipped"];
+
+/// Reads the outcomes of `jobs` (their ids) from `runs` now.
+///
+/// # Errors
+/// The database's.
+pub async fn job_outcomes(pool: &PgPool, jobs: &[Uuid]) -> anyhow::Result<JobOutcomes> {
+    let last: Vec<(Uuid, String, bool)> = sqlx::query_as(
+        "SELECT DISTINCT ON (job_id) job_id, status, bool_or(status = ANY($2)) OVER (PARTITION BY job_id)
+         FROM runs JOIN unnest($1::uuid[]) j(job_id) USING (job_id)
+         ORDER BY job_id, finished_at DESC NULLS FIRST, started_at DESC",
+    )
+    .bind(jobs)
+    .bind(&ENDED_WELL[..])
+    .fetch_all(pool)
+    .await?;
+    let mut final_statuses = BTreeMap::new();
+    for (_, status, _) in &last {
+        *final_statuses.entry(status.clone()).or_default() += 1;
+    }
+    let never_run = jobs.len().saturating_sub(last.len());
+    if never_run > 0 {
+        final_statuses.insert("no run".to_owned(), never_run as i64);
+    }
+    let ended: HashSet<Uuid> = last.iter().filter(|(_, _, ended_well)| *ended_well).map(|(job, _, _)| *job).collect();
+    let twice = sqlx::query_as(
+        "SELECT job_id, count(*) FROM runs JOIN unnest($1::uuid[]) j(job_id) USING (job_id)
+         WHERE status = 'succeeded' GROUP BY job_id HAVING count(*) > 1 ORDER BY job_id",
+    )
+    .bind(jobs)
+    .fetch_all(pool)
+    .await?;
+    Ok(JobOutcomes {
+        jobs: jobs.len(),
+        final_statuses,
+        lost: jobs.iter().filter(|job| !ended.contains(job)).copied().collect(),
+        twice,
+    })
 }
 
 /// Fails unless [`programs::nats_server`] is [`OLDEST`] or newer.

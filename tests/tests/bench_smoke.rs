@@ -88,5 +88,7 @@ fn a_tiny_bench_scale_produces_every_figure() {
     assert_eq!(report["queries"].as_array().unwrap().len(), 4 + 2, "four queries and the README's two History queries");
     let viewers = report["viewers"].as_array().unwrap();
     assert_eq!(viewers.len(), 8 + 1 + 3 * 5 + 1, "the explorer's API and page, the queries as viewers, the recompute");
+    assert_eq!(report["pages"].as_array().unwrap().len(), 6, "first and deep pages: table, view, prepared view");
     assert!(report["readers"]["queries"].as_u64().unwrap() > 0);
+    assert!(!report["verdicts"].as_array().unwrap().is_empty());
 }

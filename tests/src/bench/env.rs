@@ -24,6 +24,8 @@ pub struct EnvConfig {
     pub database: String,
     pub stream: String,
     pub subject_prefix: String,
+    /// Copies of the stream and its consumer (`--stream-replicas`): 1, or 3 on a JetStream cluster.
+    pub stream_replicas: usize,
     /// Folder for registries, CA and token files, worker logs, dumps and the report.
     pub dir: PathBuf,
     /// Folder of the `worker` and `scheduler` binaries.
@@ -85,7 +87,7 @@ impl BenchEnv {
         }
         std::fs::create_dir_all(&config.dir).with_context(|| format!("creating {}", config.dir.display()))?;
         let log_filter = std::env::var("BENCH_WORKER_LOG").unwrap_or_else(|_| "info".into());
-        let (services, pool) = Services::create(
+        let (mut services, pool) = Services::create(
             &config.admin_url,
             &config.nats_url,
             &config.database,
@@ -94,6 +96,7 @@ impl BenchEnv {
             &log_filter,
         )
         .await?;
+        services.stream_replicas = config.stream_replicas;
         let database_url = services.database_url.clone();
         let mut service_database_url = match &config.worker_socket {
             Some(socket) => {

@@ -1,6 +1,7 @@
 //! One refresh round: start W worker processes, publish a refresh of everything (`scheduler
 //! refresh`, exactly as an operator would), wait until the stream is empty and no run is
-//! running, then read the figures from `runs` and each worker's peak RSS from `/proc`.
+//! running, then read the figures from `runs` and each worker's peak RSS from `/proc`. Something
+//! may run beside the wait ([`run_round_with`]: a node of a JetStream cluster killed).
 
 use std::{
     collections::BTreeMap,
@@ -11,6 +12,7 @@ use std::{
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use uuid::Uuid;
 
 use super::env::BenchEnv;
 
@@ -71,12 +73,36 @@ pub struct RoundResult {
     pub worker_peak_rss: Vec<(String, u64)>,
 }
 
+/// A round's refresh, just published: what runs beside the round's wait is given.
+#[derive(Debug, Clone)]
+pub struct PublishedRound {
+    /// The database's clock before the refresh was published: the round's runs start after it.
+    pub since: DateTime<Utc>,
+    /// The ids of the jobs queued, one per (cluster, table).
+    pub jobs: Vec<Uuid>,
+}
+
 /// Runs one round; the workers are stopped at the end.
 pub async fn run_round(
     env: &mut BenchEnv,
     js: &async_nats::jetstream::Context,
     spec: &RoundSpec<'_>,
 ) -> anyhow::Result<RoundResult> {
+    Ok(run_round_with(env, js, spec, |_| async { Ok(()) }).await?.0)
+}
+
+/// Runs one round as [`run_round`] does, with `during` beside the wait for its runs from the
+/// moment its refresh is published; the round ends when both have. Returns what `during` did.
+/// While it runs, NATS may not answer (the round's wait asks again until `spec.timeout`).
+pub async fn run_round_with<T, Fut>(
+    env: &mut BenchEnv,
+    js: &async_nats::jetstream::Context,
+    spec: &RoundSpec<'_>,
+    during: impl FnOnce(PublishedRound) -> Fut,
+) -> anyhow::Result<(RoundResult, T)>
+where
+    Fut: Future<Output = anyhow::Result<T>>,
+{
     let extra = vec![
         "--concurrency".to_owned(),
         spec.concurrency.to_string(),
@@ -87,20 +113,24 @@ pub async fn run_round(
     .chain(spec.worker_args.iter().cloned())
     .collect::<Vec<_>>();
     env.start_workers(&spec.label, spec.workers, spec.registry, &extra).await?;
-    let result = measure(env, js, spec).await;
+    let result = measure(env, js, spec, during).await;
     let peaks = env.worker_peaks();
     env.stop_workers().await?;
-    let mut result = result?;
+    let (mut result, during) = result?;
     result.worker_peak_rss = peaks;
-    Ok(result)
+    Ok((result, during))
 }
 
 /// Refreshes everything with the workers already running, and measures.
-async fn measure(
+async fn measure<T, Fut>(
     env: &BenchEnv,
     js: &async_nats::jetstream::Context,
     spec: &RoundSpec<'_>,
-) -> anyhow::Result<RoundResult> {
+    during: impl FnOnce(PublishedRound) -> Fut,
+) -> anyhow::Result<(RoundResult, T)>
+where
+    Fut: Future<Output = anyhow::Result<T>>,
+{
     let t0: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(&env.pool).await?;
     let started = Instant::now();
     let mut args = vec!["refresh", "--output", "json"];
@@ -109,7 +139,12 @@ async fn measure(
     }
     let out: serde_json::Value = serde_json::from_str(&env.scheduler(spec.registry, &args).await?)?;
     let published = out["published"].as_array().context("`scheduler refresh --output json` without `published`")?;
-    let jobs = published.iter().filter(|p| p["result"] == "queued").count();
+    let queued: Vec<Uuid> = published
+        .iter()
+        .filter(|p| p["result"] == "queued")
+        .filter_map(|p| p["job_id"].as_str()?.parse().ok())
+        .collect();
+    let jobs = queued.len();
     if jobs < published.len() {
         tracing::warn!(not_queued = published.len() - jobs, "some jobs were not queued (already pending or duplicate)");
     }
@@ -119,36 +154,8 @@ async fn measure(
         publish_s = started.elapsed().as_secs_f64(),
         "refresh published; waiting for the runs"
     );
-    let mut last_log = Instant::now();
-    let wall = loop {
-        let pending = env.pending_jobs(js).await?;
-        let running: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM runs WHERE started_at >= $1 AND status = 'running'")
-                .bind(t0)
-                .fetch_one(&env.pool)
-                .await?;
-        if pending == 0 && running == 0 {
-            break started.elapsed();
-        }
-        anyhow::ensure!(started.elapsed() < spec.timeout, "round {} did not finish in {:?}", spec.label, spec.timeout);
-        if last_log.elapsed() > Duration::from_secs(5) {
-            let done: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM runs WHERE started_at >= $1 AND status <> 'running'")
-                    .bind(t0)
-                    .fetch_one(&env.pool)
-                    .await?;
-            tracing::info!(
-                round = spec.label,
-                done,
-                running,
-                pending,
-                elapsed_s = started.elapsed().as_secs(),
-                "progress"
-            );
-            last_log = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let beside = during(PublishedRound { since: t0, jobs: queued });
+    let (wall, beside) = tokio::try_join!(wait_for_runs(env, js, spec, t0, started), beside)?;
     let statuses: Vec<(String, i64)> =
         sqlx::query_as("SELECT status, count(*) FROM runs WHERE started_at >= $1 GROUP BY 1 ORDER BY 1")
             .bind(t0)
@@ -190,7 +197,7 @@ async fn measure(
     .await?;
     let rows: i64 = tables.iter().map(|t| t.2).sum();
     let wall_s = wall.as_secs_f64();
-    Ok(RoundResult {
+    let result = RoundResult {
         label: spec.label.clone(),
         workers: spec.workers,
         concurrency: spec.concurrency,
@@ -209,7 +216,59 @@ async fn measure(
         all_p95_ms: all_p95_ms.unwrap_or_default(),
         finish_gap_p50_ms: finish_gap_p50_ms.unwrap_or_default(),
         worker_peak_rss: Vec::new(),
-    })
+    };
+    Ok((result, beside))
+}
+
+/// Waits until the stream holds no job and no run of the round (started after `t0`) runs; returns
+/// the time since `started`. A NATS that does not answer (an election) is asked again.
+async fn wait_for_runs(
+    env: &BenchEnv,
+    js: &async_nats::jetstream::Context,
+    spec: &RoundSpec<'_>,
+    t0: DateTime<Utc>,
+    started: Instant,
+) -> anyhow::Result<Duration> {
+    let mut last_log = Instant::now();
+    loop {
+        anyhow::ensure!(started.elapsed() < spec.timeout, "round {} did not finish in {:?}", spec.label, spec.timeout);
+        let pending = match env.pending_jobs(js).await {
+            Ok(pending) => pending,
+            Err(err) => {
+                if last_log.elapsed() > Duration::from_secs(5) {
+                    tracing::warn!(round = spec.label, %err, "cannot read the stream's state; asking again");
+                    last_log = Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let running: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM runs WHERE started_at >= $1 AND status = 'running'")
+                .bind(t0)
+                .fetch_one(&env.pool)
+                .await?;
+        if pending == 0 && running == 0 {
+            return Ok(started.elapsed());
+        }
+        if last_log.elapsed() > Duration::from_secs(5) {
+            let done: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM runs WHERE started_at >= $1 AND status <> 'running'")
+                    .bind(t0)
+                    .fetch_one(&env.pool)
+                    .await?;
+            tracing::info!(
+                round = spec.label,
+                done,
+                running,
+                pending,
+                elapsed_s = started.elapsed().as_secs(),
+                "progress"
+            );
+            last_log = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The database's size on disk, bytes.

@@ -1,15 +1,18 @@
-//! `bench-scale`: kubecensus at 1,000 clusters (BENCHMARKS.md, "At 1,000 clusters").
+//! `bench-scale`: kubecensus at 1,000 clusters (BENCHMARKS.md, "At 1,000 clusters"), or in the
+//! RFC's shape (`--profile rfc`: 300 clusters × 2,000 namespaces).
 //!
 //! On a private PostgreSQL server with default settings (autovacuum on, as on any real server;
-//! `--database-url` uses an existing one instead) and the machine's NATS: a simulated fleet
-//! (default 1,000 clusters × 20 namespaces, 5 nodes, 200 pods), loaded from empty by W workers,
-//! then refreshed in full after churning every cluster's pods, then the pods refreshed again with
+//! `--database-url` uses an existing one instead) and the machine's NATS (`--nats-cluster`: a
+//! three-node JetStream cluster of its own, whose stream leader is killed during the first
+//! load): a simulated fleet (the profile's, [`Profile`]), loaded from empty by W workers, then
+//! refreshed in full after churning every cluster's pods, then the pods refreshed again with
 //! churn every `--pod-interval` until they have been refreshed `--pod-refreshes` times in all,
-//! then, once autovacuum has caught up, fleet-wide queries, the README's History queries (after
-//! two deployments of every cluster changed), the explorer's API and the queries as viewers.
-//! Reports wall times, jobs/s per tenth of each round, the database's size and relation count,
-//! the pods table's bytes after each refresh, the queries with their planning time, the API's
-//! and the viewers' times, and concurrent fleet-wide readers.
+//! then, once autovacuum has caught up, fleet-wide queries, pages of unhealthy objects, the
+//! README's History queries (after two deployments of every cluster changed), the explorer's API
+//! and the queries as viewers. Reports wall times, jobs/s per tenth of each round, the
+//! database's size and relation count, the pods table's bytes after each refresh, the queries
+//! with their planning time, the API's and the viewers' times, concurrent fleet-wide readers,
+//! and a row per target.
 //!
 //! `make bench-scale` builds the `bench-release` profile and runs it.
 
@@ -24,47 +27,60 @@ use kubecensus_tests::{
     bench::{
         access,
         env::{BenchEnv, EnvConfig, bin_dir},
-        explorer, history,
-        queries::QueryTiming,
+        explorer, fleet_view, history,
+        nats_failover::{self, FailoverFigures},
         refresh::{self, RoundResult, RoundSpec},
-        report::Verdict,
-        scale::{self, ConcurrentReaders, Footprint, QueryFigures, Throughput},
-        standby::{StandbyFigures, StandbyWatch},
+        scale::{self, Footprint, Throughput},
+        scale_report::{self, Profile, ProfileKnobs, ScaleReport},
+        standby::StandbyWatch,
         stats::mib,
     },
     fleet::{Fleet, FleetSpec, WorkloadChurn},
+    harness::connect_nats,
+    nats_cluster::NatsCluster,
     servers::TempPostgres,
 };
-use serde::Serialize;
 
-/// kubecensus at 1,000 clusters: first load, refresh with churn, size, queries, readers.
+/// kubecensus at 1,000 clusters or in the RFC's shape: first load, refresh with churn, size,
+/// queries, readers.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    #[arg(long, default_value_t = 1000)]
-    clusters: usize,
-    #[arg(long, default_value_t = 20)]
-    namespaces: usize,
-    #[arg(long, default_value_t = 5)]
-    nodes: usize,
-    #[arg(long, default_value_t = 200)]
-    pods: usize,
+    /// The fleet's shape and the knobs below that say `[profile]`; a flag given overrides the
+    /// profile's value.
+    #[arg(long, value_enum, default_value_t = Profile::Default)]
+    profile: Profile,
+    /// Clusters [profile: default 1000, rfc 300].
+    #[arg(long)]
+    clusters: Option<usize>,
+    /// Namespaces per cluster [profile: default 20, rfc 2000].
+    #[arg(long)]
+    namespaces: Option<usize>,
+    /// Nodes per cluster [profile: default 5, rfc 40].
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// Pods per cluster, spread at random over its namespaces [profile: default 200, rfc two per
+    /// namespace: 4000].
+    #[arg(long)]
+    pods: Option<usize>,
     /// Worker processes.
     #[arg(long, default_value_t = 2)]
     workers: usize,
     /// Jobs each worker runs at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
-    /// Pods deleted and as many added in every cluster before each refresh.
-    #[arg(long, default_value_t = 10)]
-    churn: usize,
-    /// How many times the pods are refreshed with churn in all (the first with every table).
-    #[arg(long, default_value_t = 20)]
-    pod_refreshes: usize,
+    /// Pods deleted and as many added in every cluster before each refresh [profile: default 10,
+    /// rfc 1 % of the pods: 40].
+    #[arg(long)]
+    churn: Option<usize>,
+    /// How many times the pods are refreshed with churn in all (the first with every table)
+    /// [profile: default 20, rfc 2].
+    #[arg(long)]
+    pod_refreshes: Option<usize>,
     /// Seconds from the start of one pods refresh to the next (their schedule is 5 minutes;
-    /// autovacuum's naptime is 1 minute).
-    #[arg(long, default_value_t = 60)]
-    pod_interval: u64,
+    /// autovacuum's naptime is 1 minute) [profile: default 60, rfc 300].
+    #[arg(long)]
+    pod_interval: Option<u64>,
     /// The longest wait for autovacuum to catch up before the queries are timed, in seconds.
     #[arg(long, default_value_t = 300)]
     autovacuum_wait: u64,
@@ -103,35 +119,38 @@ struct Args {
     /// errors and cancellations. Compare with a run without it for the cost.
     #[arg(long)]
     standby: bool,
+    /// Run on a three-node JetStream cluster of its own on loopback (`nats-server` from
+    /// NATS_SERVER, 2.11 or newer) instead of --nats-url, the stream and consumer with three
+    /// replicas, and kill the stream's leader once 40 % of the first load's jobs have finished
+    /// (started again with its store 30 s later); reports lost jobs, jobs run twice to completion
+    /// and the time until throughput is back.
+    #[arg(long)]
+    nats_cluster: bool,
     /// Keep the database, and the private server running, at the end (its URL is logged).
     #[arg(long)]
     keep: bool,
 }
 
-/// Everything measured.
-#[derive(Debug, Serialize)]
-struct ScaleReport {
-    command: String,
-    postgres: String,
-    first_load: RoundResult,
-    first_load_throughput: Throughput,
-    after_first_load: Footprint,
-    refresh: RoundResult,
-    refresh_throughput: Throughput,
-    after_refresh: Footprint,
-    /// Pods table and index bytes after each pods refresh (the first is the full refresh).
-    pod_refreshes: Vec<Footprint>,
-    /// Seconds waited for autovacuum before the queries.
-    autovacuum_wait_s: f64,
-    queries: Vec<QueryFigures>,
-    /// The explorer's API as an unrestricted user and as a viewer of one cluster, then the
-    /// queries as viewers of a tenth of the clusters and of one namespace in each.
-    viewers: Vec<QueryTiming>,
-    readers: ConcurrentReaders,
-    /// With `--standby`: replay lag and the standby's readers over the first load and refresh.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    standby: Option<StandbyFigures>,
-    total_s: f64,
+impl Args {
+    /// The profile's knobs, with the flags given instead. The RFC profile's pods follow
+    /// `--namespaces` (two per namespace) and its churn the pods (1 %), unless given.
+    fn knobs(&self) -> ProfileKnobs {
+        let mut knobs = self.profile.knobs();
+        knobs.clusters = self.clusters.unwrap_or(knobs.clusters);
+        knobs.namespaces = self.namespaces.unwrap_or(knobs.namespaces);
+        if self.profile == Profile::Rfc {
+            knobs.pods = 2 * knobs.namespaces;
+        }
+        knobs.pods = self.pods.unwrap_or(knobs.pods);
+        if self.profile == Profile::Rfc {
+            knobs.churn = (knobs.pods / 100).max(1);
+        }
+        knobs.nodes = self.nodes.unwrap_or(knobs.nodes);
+        knobs.churn = self.churn.unwrap_or(knobs.churn);
+        knobs.pod_refreshes = self.pod_refreshes.unwrap_or(knobs.pod_refreshes);
+        knobs.pod_interval_s = self.pod_interval.unwrap_or(knobs.pod_interval_s);
+        knobs
+    }
 }
 
 #[tokio::main]
@@ -150,12 +169,17 @@ async fn main() -> anyhow::Result<()> {
         (None, Some(server)) => server.url("postgres"),
         (None, None) => unreachable!("a private server was started"),
     };
+    let mut nats = match args.nats_cluster {
+        true => Some(NatsCluster::start().await.context("starting a three-node JetStream cluster")?),
+        false => None,
+    };
     let config = EnvConfig {
         admin_url,
-        nats_url: args.nats_url.clone(),
+        nats_url: nats.as_ref().map_or_else(|| args.nats_url.clone(), NatsCluster::url),
         database: "kubecensus_scale".into(),
         stream: args.stream.clone(),
         subject_prefix: args.subject_prefix.clone(),
+        stream_replicas: if nats.is_some() { nats_failover::REPLICAS } else { 1 },
         dir: args.dir.clone(),
         bin_dir: bin_dir(args.bin_dir.as_ref())?,
         keep: args.keep,
@@ -169,9 +193,10 @@ async fn main() -> anyhow::Result<()> {
         (_, false) => None,
     };
     let standby_url = standby.as_ref().map(|server| server.url("kubecensus_scale"));
-    let result = run(&args, &mut env, started, standby_url.as_deref()).await;
+    let result = run(&args, &mut env, started, standby_url.as_deref(), nats.as_mut()).await;
     drop(standby);
     env.cleanup().await;
+    drop(nats);
     match private {
         Some(server) if args.keep => {
             tracing::info!(url = server.url("kubecensus_scale"), "kept the private server running (--keep)");
@@ -179,25 +204,36 @@ async fn main() -> anyhow::Result<()> {
         }
         server => drop(server),
     }
-    let report = result?;
-    let markdown = markdown(&report);
+    let mut report = result?;
+    report.verdicts = scale_report::verdicts(&report);
+    let markdown = scale_report::markdown(&report);
     std::fs::write(args.dir.join("report.md"), &markdown)?;
     std::fs::write(args.dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
     println!("{markdown}");
     Ok(())
 }
 
-async fn run(args: &Args, env: &mut BenchEnv, started: Instant, standby: Option<&str>) -> anyhow::Result<ScaleReport> {
-    let js = async_nats::jetstream::new(async_nats::connect(&args.nats_url).await?);
+async fn run(
+    args: &Args,
+    env: &mut BenchEnv,
+    started: Instant,
+    standby: Option<&str>,
+    nats: Option<&mut NatsCluster>,
+) -> anyhow::Result<ScaleReport> {
+    let client = connect_nats(&env.services.nats_url, &Default::default()).await.map_err(anyhow::Error::msg)?;
+    let js = async_nats::jetstream::new(client);
+    let knobs = args.knobs();
     let spec = FleetSpec {
-        clusters: args.clusters,
-        namespaces: args.namespaces,
-        nodes: args.nodes,
-        pods: args.pods,
+        clusters: knobs.clusters,
+        namespaces: knobs.namespaces,
+        nodes: knobs.nodes,
+        pods: knobs.pods,
+        custom_resources: knobs.custom_resources,
+        namespace_objects: knobs.namespace_objects,
         name_prefix: "sim".into(),
         ..FleetSpec::default()
     };
-    tracing::info!(clusters = spec.clusters, pods = spec.pods, "generating the fleet");
+    tracing::info!(profile = ?args.profile, clusters = spec.clusters, namespaces = spec.namespaces, pods = spec.pods, "generating the fleet");
     let fleet_dir = args.dir.join("fleet");
     let fleet = Fleet::start(spec, &fleet_dir).await?;
     let registry = fleet_dir.join("clusters.yaml");
@@ -221,12 +257,12 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant, standby: Option<
     let watch = standby.map(|url| StandbyWatch::start(&env.pool, url, args.readers));
     tracing::info!("first load, from empty");
     let since = now(env).await?;
-    let first_load = refresh::run_round(env, &js, &round("load", Vec::new())).await?;
+    let (first_load, nats_cluster) = first_load(env, &js, &round("load", Vec::new()), nats).await?;
     let first_load_throughput = scale::throughput(env, since).await?;
     let after_first_load = scale::footprint(env).await?;
     log_round(&first_load, &first_load_throughput, &after_first_load);
 
-    churn(&fleet, args.churn);
+    churn(&fleet, knobs.churn);
     tracing::info!("full refresh after churn");
     let since = now(env).await?;
     let refreshed = refresh::run_round(env, &js, &round("refresh", Vec::new())).await?;
@@ -240,10 +276,10 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant, standby: Option<
 
     let mut pod_refreshes = vec![after_refresh.clone()];
     let mut round_started = Instant::now();
-    while pod_refreshes.len() < args.pod_refreshes {
-        tokio::time::sleep(Duration::from_secs(args.pod_interval).saturating_sub(round_started.elapsed())).await;
+    while pod_refreshes.len() < knobs.pod_refreshes {
+        tokio::time::sleep(Duration::from_secs(knobs.pod_interval_s).saturating_sub(round_started.elapsed())).await;
         round_started = Instant::now();
-        churn(&fleet, args.churn);
+        churn(&fleet, knobs.churn);
         refresh::run_round(env, &js, &round("pods", vec!["kubernetes_pods".into()])).await?;
         let footprint = scale::footprint(env).await?;
         tracing::info!(
@@ -259,6 +295,7 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant, standby: Option<
     tracing::info!(waited_s = autovacuum_wait.as_secs_f64(), "autovacuum caught up (or the wait ended)");
     let queries = scale::scale_queries(env).await?;
     let mut figures = scale::time_queries(env, &queries, args.query_runs).await?;
+    let pages = fleet_view::time_pages(env, 5_000, args.query_runs).await?;
     // Two deployments of every cluster get a new image, so that the README's History queries
     // (which read `object_changes` by cluster and by object) find a deployment's changes; the
     // pods' changes are already there, from every churned refresh.
@@ -282,6 +319,8 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant, standby: Option<
             .chain(std::env::args().skip(1))
             .collect::<Vec<_>>()
             .join(" "),
+        profile: args.profile,
+        refresh_target_s: knobs.refresh_target_s,
         postgres,
         first_load,
         first_load_throughput,
@@ -292,11 +331,41 @@ async fn run(args: &Args, env: &mut BenchEnv, started: Instant, standby: Option<
         pod_refreshes,
         autovacuum_wait_s: autovacuum_wait.as_secs_f64(),
         queries: figures,
+        pages,
         viewers,
         readers,
         standby,
+        nats_cluster,
+        verdicts: Vec::new(),
         total_s: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The first load; on a JetStream cluster (`nats`), with its stream leader killed during it
+/// ([`nats_failover::kill_stream_leader`]), and what that did.
+async fn first_load(
+    env: &mut BenchEnv,
+    js: &async_nats::jetstream::Context,
+    spec: &RoundSpec<'_>,
+    nats: Option<&mut NatsCluster>,
+) -> anyhow::Result<(RoundResult, Option<FailoverFigures>)> {
+    let Some(nats) = nats else {
+        return Ok((refresh::run_round(env, js, spec).await?, None));
+    };
+    let (pool, stream) = (env.pool.clone(), env.config.stream.clone());
+    let (round, kill) = refresh::run_round_with(env, js, spec, |published| async move {
+        nats_failover::kill_stream_leader(nats, &pool, &stream, published).await
+    })
+    .await?;
+    let figures = kill.figures(&env.pool).await?;
+    tracing::info!(
+        lost = figures.outcomes.lost.len(),
+        twice = figures.outcomes.twice.len(),
+        final_statuses = ?figures.outcomes.final_statuses,
+        throughput_back_s = figures.throughput_back_s,
+        "the first load through the stream leader's kill"
+    );
+    Ok((round, Some(figures)))
 }
 
 async fn now(env: &BenchEnv) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
@@ -321,103 +390,4 @@ fn log_round(round: &RoundResult, throughput: &Throughput, footprint: &Footprint
         relations = footprint.relations,
         "round done"
     );
-}
-
-/// The report, as Markdown.
-fn markdown(report: &ScaleReport) -> String {
-    let mut out = format!("# bench-scale\n\n`{}`\n\n{}\n\n", report.command, report.postgres);
-    out.push_str("| round | jobs | statuses | wall s | jobs/s | jobs/s first → last tenth | change | database MiB | relations |\n|---|---|---|---|---|---|---|---|---|\n");
-    for (round, throughput, footprint) in [
-        (&report.first_load, &report.first_load_throughput, &report.after_first_load),
-        (&report.refresh, &report.refresh_throughput, &report.after_refresh),
-    ] {
-        out.push_str(&format!(
-            "| {} | {} | {:?} | {:.1} | {:.1} | {:.1} → {:.1} | {:+.0} % | {:.0} | {} |\n",
-            round.label,
-            round.jobs,
-            round.statuses,
-            round.wall_s,
-            round.jobs_per_s,
-            throughput.tenths.first().copied().unwrap_or_default(),
-            throughput.tenths.last().copied().unwrap_or_default(),
-            throughput.change_percent(),
-            mib(footprint.database_bytes as u64),
-            footprint.relations
-        ));
-    }
-    out.push_str("\n`kubernetes_pods` after each pods refresh with churn (heap + TOAST, indexes):\n\n| refresh | rows | table MiB | index MiB |\n|---|---|---|---|\n");
-    out.push_str(&format!(
-        "| first load | {} | {:.1} | {:.1} |\n",
-        report.after_first_load.pods_rows,
-        mib(report.after_first_load.pods_table_bytes as u64),
-        mib(report.after_first_load.pods_index_bytes as u64)
-    ));
-    for (n, footprint) in report.pod_refreshes.iter().enumerate() {
-        out.push_str(&format!(
-            "| {} | {} | {:.1} | {:.1} |\n",
-            n + 1,
-            footprint.pods_rows,
-            mib(footprint.pods_table_bytes as u64),
-            mib(footprint.pods_index_bytes as u64)
-        ));
-    }
-    out.push_str(&format!("\nQueries after waiting {:.0} s for autovacuum to catch up:\n", report.autovacuum_wait_s));
-    out.push_str("\n| query | median ms | max ms | planning ms | execution ms | fresh connection ms |\n|---|---|---|---|---|---|\n");
-    for query in &report.queries {
-        out.push_str(&format!(
-            "| {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} |\n",
-            query.name, query.median_ms, query.max_ms, query.planning_ms, query.execution_ms, query.fresh_connection_ms
-        ));
-    }
-    out.push_str("\nTargets:\n\n| target | measured | met |\n|---|---|---|\n");
-    let queries = report.queries.iter().filter(|q| q.name.contains("design example") || q.name.contains("chang"));
-    let mut verdicts: Vec<Verdict> = queries
-        .map(|q| Verdict {
-            target: format!("{} <= 100 ms", q.name),
-            measured: format!("{:.1} ms median", q.median_ms),
-            met: q.median_ms <= 100.0,
-        })
-        .collect();
-    verdicts.extend(explorer::verdicts(&report.viewers));
-    verdicts.extend(access::verdicts(&report.viewers));
-    for v in &verdicts {
-        out.push_str(&format!("{}\n", v.markdown_row()));
-    }
-    out.push_str("\nThe explorer's API (round trips on loopback) and the queries as viewers (access control):\n");
-    out.push_str("\n| request or query | rows | median ms | max ms |\n|---|---|---|---|\n");
-    for timing in &report.viewers {
-        out.push_str(&format!(
-            "| {} | {} | {:.1} | {:.1} |\n",
-            timing.name, timing.rows_returned, timing.median_ms, timing.max_ms
-        ));
-    }
-    let readers = &report.readers;
-    out.push_str(&format!(
-        "\n{} concurrent fleet-wide readers for {:.0} s: {} queries, {} errors{}, p50 {:.0} ms, p95 {:.0} ms.\n\nTotal {:.0} s.\n",
-        readers.readers,
-        readers.seconds,
-        readers.queries,
-        readers.errors,
-        readers.first_error.as_ref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
-        readers.p50_ms,
-        readers.p95_ms,
-        report.total_s
-    ));
-    if let Some(standby) = &report.standby {
-        out.push_str(&format!(
-            "\nWith a hot standby attached for the first load and the refresh: replay lag p50 {:.0} ms, p99 {:.0} ms, \
-             max {:.0} ms ({} samples); {} readers on it, {} reads, {} torn, {} errors{}, {} conflicts (cancelled queries).\n",
-            standby.lag_p50_ms,
-            standby.lag_p99_ms,
-            standby.lag_max_ms,
-            standby.lag_samples,
-            standby.readers,
-            standby.reads,
-            standby.torn,
-            standby.errors,
-            standby.first_error.as_ref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
-            standby.conflicts
-        ));
-    }
-    out
 }

@@ -169,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
         database: args.database.clone(),
         stream: args.stream.clone(),
         subject_prefix: args.subject_prefix.clone(),
+        stream_replicas: 1,
         dir: args.dir.clone(),
         bin_dir: bin_dir(args.bin_dir.as_ref())?,
         keep: args.keep,

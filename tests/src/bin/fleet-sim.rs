@@ -31,7 +31,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use clap::Parser;
-use kubecensus_tests::fleet::{ChurnLog, Fleet, FleetSpec, ThrottleBody, WorkloadChurn, home::HomeCluster};
+use kubecensus_tests::fleet::{
+    ChurnLog, Fleet, FleetSpec, NamespaceObjects, ThrottleBody, WorkloadChurn, home::HomeCluster,
+};
 use serde::Deserialize;
 
 /// Simulated Kubernetes clusters on loopback, for kubecensus demos, tests and benchmarks.
@@ -53,6 +55,10 @@ struct Args {
     /// Custom resources (Flux, Argo CD, cert-manager) per cluster; every third cluster has none.
     #[arg(long, env = "FLEET_CUSTOM_RESOURCES", default_value_t = 20)]
     custom_resources: usize,
+    /// What each namespace holds besides pods: a few workloads, or one Flux Kustomization and one
+    /// HelmRelease (the RFC's shape; every cluster then runs Flux).
+    #[arg(long, env = "FLEET_NAMESPACE_OBJECTS", value_enum, default_value_t)]
+    namespace_objects: NamespaceObjects,
     /// Seed of the generated content.
     #[arg(long, env = "FLEET_SEED", default_value_t = 1)]
     seed: u64,
@@ -120,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
         nodes: args.nodes,
         pods: args.pods,
         custom_resources: args.custom_resources,
+        namespace_objects: args.namespace_objects,
         seed: args.seed,
         objects: args.objects,
         name_prefix: args.name_prefix,

@@ -217,12 +217,15 @@ pub struct ClusterContent {
     pub pod_factory: PodFactory,
 }
 
-/// Generates a cluster's namespaces, nodes and pods. `cluster_uid` becomes `kube-system`'s uid.
+/// Generates a cluster's namespaces, nodes and pods, and the other kinds' objects
+/// ([`super::workloads::generate`]; with `workloads`, each namespace's too). `cluster_uid`
+/// becomes `kube-system`'s uid.
 pub fn generate(
     cluster: &str,
     region: &str,
     cluster_uid: &str,
     counts: (usize, usize, usize),
+    workloads: bool,
     rng: &mut Rng,
 ) -> ClusterContent {
     let (namespace_count, node_count, pod_count) = counts;
@@ -244,7 +247,7 @@ pub fn generate(
             pod_factory.pod(rng, created + Duration::days(1) + age, &mut taken)
         })
         .collect();
-    let others = super::workloads::generate(cluster, &namespaces, &nodes, rng);
+    let others = super::workloads::generate(cluster, &namespaces, &nodes, workloads, rng);
     let objects = namespaces.into_iter().chain(nodes).chain(pods).chain(others).collect();
     ClusterContent { objects, pod_factory }
 }
@@ -571,7 +574,7 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_cluster_and_statuses_align_with_containers() {
-        let make = || generate("sim-01", "us-east", "uid-1", (5, 3, 40), &mut Rng::new(7)).objects;
+        let make = || generate("sim-01", "us-east", "uid-1", (5, 3, 40), true, &mut Rng::new(7)).objects;
         let objects = make();
         assert_eq!(objects, make());
         let core =

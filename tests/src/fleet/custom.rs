@@ -4,7 +4,9 @@
 //! Stalled), progressing (Reconciling), suspended (Flux's `spec.suspend`) and terminating.
 //!
 //! Every third cluster (the third, sixth, ...) runs none of them: it serves no such CRD, so
-//! discovery does not list them and their lists answer 404, as on a cluster without Flux.
+//! discovery does not list them and their lists answer 404, as on a cluster without Flux. A
+//! fleet of the RFC's shape ([`super::NamespaceObjects::Flux`]) runs Flux everywhere, with one
+//! Kustomization and one HelmRelease per namespace ([`flux_per_namespace`]).
 
 use chrono::Duration;
 use kubecensus::model::catalog::ApiRef;
@@ -153,14 +155,14 @@ pub fn definitions(rng: &mut Rng) -> Vec<Value> {
         .collect()
 }
 
-/// Object `i` of `kind`: its fixture with the kind's API version and new metadata, in one of
-/// `namespaces`.
-fn instance(kind: &Kind, i: usize, namespaces: &[String], rng: &mut Rng) -> Value {
+/// Object `i` of `kind`: its fixture with the kind's API version and new metadata, in
+/// `namespace`.
+fn instance(kind: &Kind, i: usize, namespace: &str, rng: &mut Rng) -> Value {
     let mut object: Value = serde_json::from_str(kind.template).expect("custom resource templates are JSON");
     object["apiVersion"] = json!(format!("{}/{}", kind.group, kind.version));
     object["metadata"] = json!({
         "name": format!("{}-{i}", kind.plural.trim_end_matches('s')),
-        "namespace": rng.pick(namespaces),
+        "namespace": namespace,
         "uid": rng.uuid(),
         "generation": 1,
         "creationTimestamp": timestamp(epoch() + Duration::minutes(i as i64)),
@@ -176,7 +178,8 @@ fn instance(kind: &Kind, i: usize, namespaces: &[String], rng: &mut Rng) -> Valu
 pub fn objects(count: usize, namespaces: &[String], rng: &mut Rng) -> Vec<Value> {
     let mut objects = catalog_kind_objects(count, namespaces, rng);
     for i in 0..count / OTHER_KIND_EVERY {
-        objects.push(instance(&OTHER_KINDS[i % OTHER_KINDS.len()], i, namespaces, rng));
+        let namespace = rng.pick(namespaces).clone();
+        objects.push(instance(&OTHER_KINDS[i % OTHER_KINDS.len()], i, &namespace, rng));
     }
     objects
 }
@@ -185,49 +188,68 @@ pub fn objects(count: usize, namespaces: &[String], rng: &mut Rng) -> Vec<Value>
 fn catalog_kind_objects(count: usize, namespaces: &[String], rng: &mut Rng) -> Vec<Value> {
     (0..count)
         .map(|i| {
-            let kind = &KINDS[i % KINDS.len()];
-            let mut object = instance(kind, i, namespaces, rng);
-            let at = timestamp(epoch() + Duration::minutes(i as i64) + Duration::hours(1));
-            object["status"]["observedGeneration"] = json!(1);
-            let flux = kind.group.ends_with(".toolkit.fluxcd.io");
-            if flux {
-                object["spec"]["suspend"] = json!(false);
-            }
-            if i % 10 == 9 {
-                object["metadata"]["deletionTimestamp"] = json!(at);
-                object["metadata"]["finalizers"] = json!(["finalizers.fluxcd.io"]);
-            }
-            if kind.group == "argoproj.io" {
-                // Argo CD reports health in `status.health`, not in conditions kstatus reads.
-                let health = match i % 10 {
-                    6 | 8 => "Degraded",
-                    7 => "Progressing",
-                    _ => "Healthy",
-                };
-                object["status"]["health"]["status"] = json!(health);
-                return object;
-            }
-            let condition = |type_: &str, status: &str, reason: &str, message: &str| {
-                json!({"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": at})
-            };
-            let conditions = match i % 10 {
-                6 => vec![
-                    condition("Ready", "False", "ReconciliationFailed", "simulated: the artifact could not be fetched"),
-                    condition("Stalled", "True", "ReconciliationFailed", "simulated: retries exhausted"),
-                ],
-                7 => vec![
-                    condition("Reconciling", "True", "Progressing", "simulated: reconciliation in progress"),
-                    condition("Ready", "Unknown", "Progressing", "simulated: reconciliation in progress"),
-                ],
-                8 if flux => {
-                    object["spec"]["suspend"] = json!(true);
-                    vec![condition("Ready", "True", "ReconciliationSucceeded", "simulated: applied")]
-                }
-                8 => vec![condition("Ready", "False", "Failed", "simulated: not ready")],
-                _ => vec![condition("Ready", "True", "ReconciliationSucceeded", "simulated: applied")],
-            };
-            object["status"]["conditions"] = json!(conditions);
-            object
+            let namespace = rng.pick(namespaces).clone();
+            in_state(&KINDS[i % KINDS.len()], i, &namespace, rng)
         })
         .collect()
+}
+
+/// One Flux Kustomization and one HelmRelease in each of `namespaces` (the RFC's fleet shape),
+/// in the mix of states of [`objects`] (by their order: namespace by namespace).
+pub fn flux_per_namespace(namespaces: &[String], rng: &mut Rng) -> Vec<Value> {
+    let kinds: Vec<&Kind> = ["Kustomization", "HelmRelease"]
+        .iter()
+        .map(|name| KINDS.iter().find(|k| k.kind == *name).expect("Flux's kinds are in KINDS"))
+        .collect();
+    let mut objects = Vec::with_capacity(namespaces.len() * kinds.len());
+    for namespace in namespaces {
+        for kind in &kinds {
+            objects.push(in_state(kind, objects.len(), namespace, rng));
+        }
+    }
+    objects
+}
+
+/// Object `i` of `kind` in `namespace`, in the state `i % 10` gives it ([`objects`]).
+fn in_state(kind: &Kind, i: usize, namespace: &str, rng: &mut Rng) -> Value {
+    let mut object = instance(kind, i, namespace, rng);
+    let at = timestamp(epoch() + Duration::minutes(i as i64) + Duration::hours(1));
+    object["status"]["observedGeneration"] = json!(1);
+    let flux = kind.group.ends_with(".toolkit.fluxcd.io");
+    if flux {
+        object["spec"]["suspend"] = json!(false);
+    }
+    if i % 10 == 9 {
+        object["metadata"]["deletionTimestamp"] = json!(at);
+        object["metadata"]["finalizers"] = json!(["finalizers.fluxcd.io"]);
+    }
+    if kind.group == "argoproj.io" {
+        // Argo CD reports health in `status.health`, not in conditions kstatus reads.
+        let health = match i % 10 {
+            6 | 8 => "Degraded",
+            7 => "Progressing",
+            _ => "Healthy",
+        };
+        object["status"]["health"]["status"] = json!(health);
+        return object;
+    }
+    let condition = |type_: &str, status: &str, reason: &str, message: &str| json!({"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": at});
+    let conditions = match i % 10 {
+        6 => vec![
+            condition("Ready", "False", "ReconciliationFailed", "simulated: the artifact could not be fetched"),
+            condition("Stalled", "True", "ReconciliationFailed", "simulated: retries exhausted"),
+        ],
+        7 => vec![
+            condition("Reconciling", "True", "Progressing", "simulated: reconciliation in progress"),
+            condition("Ready", "Unknown", "Progressing", "simulated: reconciliation in progress"),
+        ],
+        8 if flux => {
+            object["spec"]["suspend"] = json!(true);
+            vec![condition("Ready", "True", "ReconciliationSucceeded", "simulated: applied")]
+        }
+        8 => vec![condition("Ready", "False", "Failed", "simulated: not ready")],
+        _ => vec![condition("Ready", "True", "ReconciliationSucceeded", "simulated: applied")],
+    };
+    object["status"]["conditions"] = json!(conditions);
+    object
 }

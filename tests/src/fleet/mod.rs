@@ -18,11 +18,13 @@ pub mod home;
 mod objects;
 pub mod rbac;
 mod server;
+mod spec;
 mod store;
 mod tls;
 mod workloads;
 
 pub use churn::{Changed, ChurnLog, WorkloadChurn};
+pub use spec::{FleetSpec, NamespaceObjects};
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -66,8 +68,13 @@ pub fn served_resources(catalog: &Catalog) -> impl Iterator<Item = &Resource> {
 /// The APIs the cluster at `index` (0-based) serves: [`served_resources`] of `catalog`, and the
 /// custom kinds when [`cluster_runs_custom_resources`].
 pub fn served_apis(catalog: &Catalog, index: usize) -> Vec<ApiRef> {
+    apis_served(catalog, custom::runs_custom_resources(index))
+}
+
+/// [`served_resources`] of `catalog`, and with `custom`, the custom kinds.
+fn apis_served(catalog: &Catalog, custom: bool) -> Vec<ApiRef> {
     let mut apis: Vec<ApiRef> = served_resources(catalog).map(|r| r.api.clone()).collect();
-    if custom::runs_custom_resources(index) {
+    if custom {
         apis.extend(custom::apis());
     }
     apis
@@ -81,52 +88,6 @@ pub fn cluster_runs_custom_resources(index: usize) -> bool {
 
 /// Regions given to clusters in turn, in the registry's `fields` and the nodes' labels.
 const REGIONS: &[&str] = &["us-east", "eu-west", "ap-south"];
-
-/// What fleet to simulate.
-#[derive(Debug, Clone)]
-pub struct FleetSpec {
-    pub clusters: usize,
-    /// Namespaces per cluster (at least `kube-system` and `default`).
-    pub namespaces: usize,
-    /// Nodes per cluster.
-    pub nodes: usize,
-    /// Pods per cluster.
-    pub pods: usize,
-    /// Custom resources (Flux, Argo CD, cert-manager) per cluster, with their CRDs; every third
-    /// cluster runs none ([`cluster_runs_custom_resources`]).
-    pub custom_resources: usize,
-    /// Seeds the generated content: the same seed gives the same objects.
-    pub seed: u64,
-    /// Serve the objects of the JSON files in this folder instead of generated ones.
-    pub objects: Option<PathBuf>,
-    /// Clusters are named `<prefix>-01`, `<prefix>-02`, …
-    pub name_prefix: String,
-    /// How long a list's continue tokens stay valid, from its first page.
-    pub continue_ttl: Duration,
-    /// The first this many clusters take a client certificate instead of a bearer token.
-    pub client_certificate_clusters: usize,
-    /// How long an event lasts after its last update (the API server's `--event-ttl`), applied
-    /// at each [`Fleet::step_events`].
-    pub event_lifetime: Duration,
-}
-
-impl Default for FleetSpec {
-    fn default() -> Self {
-        Self {
-            clusters: 3,
-            namespaces: 5,
-            nodes: 3,
-            pods: 50,
-            custom_resources: 20,
-            seed: 1,
-            objects: None,
-            name_prefix: "sim".to_owned(),
-            continue_ttl: Duration::from_secs(5 * 60),
-            client_certificate_clusters: 0,
-            event_lifetime: Duration::from_secs(60 * 60),
-        }
-    }
-}
 
 /// How a client reaches one simulated cluster.
 #[derive(Debug, Clone)]
@@ -177,8 +138,9 @@ impl Fleet {
         };
         let catalog = Catalog::builtin();
         // Building content is the slow part (100 clusters x 1000 pods): use every core.
-        let prepared =
-            parallel_map(spec.clusters, |index| prepare_cluster(&spec, &source, &served_apis(&catalog, index), index));
+        let prepared = parallel_map(spec.clusters, |index| {
+            prepare_cluster(&spec, &source, &apis_served(&catalog, spec.runs_custom_resources(index)), index)
+        });
         if let Some(first) = prepared.first() {
             for (kind, count) in &first.skipped {
                 tracing::warn!(kind, count, "skipped objects of a kind the catalog does not list");
@@ -423,10 +385,11 @@ fn prepare_cluster(spec: &FleetSpec, source: &Source, resources: &[ApiRef], inde
     let (objects, pod_factory) = match source {
         Source::Generated => {
             let counts = (spec.namespaces, spec.nodes, spec.pods);
-            let mut generated = content::generate(&name, region, &uid, counts, &mut rng);
+            let workloads = spec.namespace_objects == NamespaceObjects::Workloads;
+            let mut generated = content::generate(&name, region, &uid, counts, workloads, &mut rng);
             generated.objects.extend(rbac::defaults(&name, &content::timestamp(content::epoch())));
             rbac::aggregate(&mut generated.objects);
-            if custom::runs_custom_resources(index) {
+            if spec.runs_custom_resources(index) {
                 let namespaces: Vec<String> = generated
                     .objects
                     .iter()
@@ -435,6 +398,9 @@ fn prepare_cluster(spec: &FleetSpec, source: &Source, resources: &[ApiRef], inde
                     .collect();
                 generated.objects.extend(custom::definitions(&mut rng));
                 generated.objects.extend(custom::objects(spec.custom_resources, &namespaces, &mut rng));
+                if spec.namespace_objects == NamespaceObjects::Flux {
+                    generated.objects.extend(custom::flux_per_namespace(&namespaces, &mut rng));
+                }
             }
             (generated.objects, generated.pod_factory)
         }

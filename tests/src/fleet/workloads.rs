@@ -13,11 +13,19 @@ use super::content::{IMAGES, NAME_SUFFIX_ALPHABET, Rng, epoch, timestamp};
 const WORKLOADS: &[(&str, usize, u16)] =
     &[("web", 1, 8080), ("api", 21, 8443), ("cache", 2, 6379), ("worker", 23, 9090)];
 
-/// Everything but namespaces, nodes and pods, for a cluster with these namespaces and nodes.
-pub fn generate(cluster: &str, namespaces: &[Value], nodes: &[Value], rng: &mut Rng) -> Vec<Value> {
+/// Everything but namespaces, nodes and pods, for a cluster with these namespaces and nodes:
+/// the cluster's objects, and with `per_namespace`, each namespace's workloads.
+pub fn generate(
+    cluster: &str,
+    namespaces: &[Value],
+    nodes: &[Value],
+    per_namespace: bool,
+    rng: &mut Rng,
+) -> Vec<Value> {
     let mut objects = Vec::new();
     let created = timestamp(epoch() + Duration::days(2));
     let names: Vec<&str> = namespaces.iter().filter_map(|ns| ns["metadata"]["name"].as_str()).collect();
+    let names = if per_namespace { &names[..] } else { &[] };
     for (i, namespace) in names.iter().enumerate().filter(|(_, ns)| **ns != "kube-system") {
         let (app, image, port) = WORKLOADS[i % WORKLOADS.len()];
         let image = IMAGES[image];
