@@ -431,20 +431,12 @@ impl<'a> Refresh<'a> {
         table: &TableChanges<'_>,
         history: Option<&changes::Recorded<'_>>,
     ) -> Result<(RowCounts, Vec<Uuid>)> {
-        let (name, cluster, hash) =
-            (&table.shape.name, Ident::derived(&[CLUSTER_COLUMN]), Ident::derived(&[ROW_HASH_COLUMN]));
-        let removed: Vec<Uuid> = table
-            .current
-            .iter()
-            .filter(|hash| !table.listed.contains(hash))
-            .map(|hash| Uuid::from_u128(*hash))
-            .collect();
-        let inserted: Vec<Uuid> = table
-            .listed
-            .iter()
-            .filter(|hash| !table.current.contains(hash))
-            .map(|hash| Uuid::from_u128(*hash))
-            .collect();
+        let name = &table.shape.name;
+        // The hashes of `of` that `other` lacks.
+        let missing = |of: &HashSet128, other: &HashSet128| -> Vec<Uuid> {
+            of.iter().filter(|hash| !other.contains(hash)).map(|hash| Uuid::from_u128(*hash)).collect()
+        };
+        let (removed, inserted) = (missing(&table.current, &table.listed), missing(&table.listed, &table.current));
         if history.is_none() {
             self.delete(tx, table, &removed).await?;
         }
@@ -458,13 +450,7 @@ impl<'a> Refresh<'a> {
         if let Some(recorded) = history {
             changes::record(tx, &table.shape, recorded, &removed, &inserted).await?;
             // The new rows are in: only the old ones go, by hash.
-            if !removed.is_empty() {
-                sqlx::query(&format!("DELETE FROM {name} WHERE {cluster} = $1 AND {hash} = ANY($2)"))
-                    .bind(&self.cluster)
-                    .bind(&removed)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            self.delete_hashes(tx, table, &removed).await?;
         }
         let counts =
             RowCounts { total: table.listed.len() as u64, inserted: table.inserted, deleted: removed.len() as u64 };
@@ -474,13 +460,20 @@ impl<'a> Refresh<'a> {
     /// Deletes `removed` (hashes) of the table, before its new rows go in: all of the scope's
     /// rows at once when none stays.
     async fn delete(&self, tx: &mut PgConnection, table: &TableChanges<'_>, removed: &[Uuid]) -> Result<()> {
-        let (name, cluster, hash) =
-            (&table.shape.name, Ident::derived(&[CLUSTER_COLUMN]), Ident::derived(&[ROW_HASH_COLUMN]));
         if removed.len() == table.current.len() && !removed.is_empty() {
-            let sql = format!("DELETE FROM {name} WHERE {cluster} = $1{}", self.scope.condition(2));
+            let cluster = Ident::derived(&[CLUSTER_COLUMN]);
+            let sql = format!("DELETE FROM {} WHERE {cluster} = $1{}", table.shape.name, self.scope.condition(2));
             sqlx::query_with(&sql, self.scope.arguments(&self.cluster)?).execute(&mut *tx).await?;
-        } else if !removed.is_empty() {
-            sqlx::query(&format!("DELETE FROM {name} WHERE {cluster} = $1 AND {hash} = ANY($2)"))
+            return Ok(());
+        }
+        self.delete_hashes(tx, table, removed).await
+    }
+
+    /// Deletes the rows of the table whose hashes are `removed`.
+    async fn delete_hashes(&self, tx: &mut PgConnection, table: &TableChanges<'_>, removed: &[Uuid]) -> Result<()> {
+        if !removed.is_empty() {
+            let (cluster, hash) = (Ident::derived(&[CLUSTER_COLUMN]), Ident::derived(&[ROW_HASH_COLUMN]));
+            sqlx::query(&format!("DELETE FROM {} WHERE {cluster} = $1 AND {hash} = ANY($2)", table.shape.name))
                 .bind(&self.cluster)
                 .bind(removed)
                 .execute(&mut *tx)
