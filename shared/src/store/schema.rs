@@ -43,10 +43,6 @@ pub const HASH_PARTITIONS: u32 = 16;
 /// The column holding each row's content hash (a `uuid` of 128 bits, see [`super::replace`]).
 pub const ROW_HASH_COLUMN: &str = "row_hash";
 
-/// The last word of the name of an index that includes columns beyond its key
-/// (`CREATE INDEX ... INCLUDE`).
-const INCLUDED_SUFFIX: &str = "incl";
-
 /// The schema a table of the earlier layout is moved into while it is converted.
 const LEGACY_SCHEMA: &str = "kubecensus_legacy";
 
@@ -181,26 +177,25 @@ impl<'a> TableShape<'a> {
             (false, true) => vec![vec!["name"]],
             (false, false) => vec![],
         };
-        let index = |columns: &[&str], include: &[&str]| {
+        let index = |columns: &[&str]| {
             let mut name = vec![table.name.as_str()];
             name.extend(columns);
             let idents: Vec<Ident> = columns.iter().map(|c| column(c)).collect();
-            let included: Vec<Ident> = include.iter().filter(|c| !columns.contains(c)).map(|c| column(c)).collect();
-            if included.is_empty() {
-                return (Ident::derived(&name), format!("({})", list(&idents)));
-            }
-            name.push(INCLUDED_SUFFIX);
-            (Ident::derived(&name), format!("({}) INCLUDE ({})", list(&idents), list(&included)))
+            (Ident::derived(&name), format!("({})", list(&idents)))
         };
-        let mut indexes: Vec<(Ident, String)> = lookups.iter().map(|columns| index(columns, &[])).collect();
+        let mut indexes: Vec<(Ident, String)> = lookups.iter().map(|columns| index(columns)).collect();
         // The catalog's own indexes serve fleet-wide questions (most popular images) from the
-        // index alone; they carry the columns row-level security reads, so that a viewer's query
-        // stays an index-only scan too (`super::access::policies`).
+        // index alone; their keys end with the columns row-level security reads, so that a
+        // viewer's query stays an index-only scan too (`super::access::policies`). Keys, not
+        // `INCLUDE`: a B-tree with included columns keeps no deduplicated entries, and the image
+        // index grew ninefold (1.8 to 17 MB at 100 clusters, BENCHMARKS.md), twice as slow to scan.
         let mut secured = vec![CLUSTER_COLUMN];
         secured.extend(table.namespace_column.as_ref().map(|(name, _)| name.as_str()));
         for columns in &table.indexes {
-            let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
-            indexes.push(index(&columns, &secured));
+            let mut columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+            let missing: Vec<&str> = secured.iter().copied().filter(|c| !columns.contains(c)).collect();
+            columns.extend(missing);
+            indexes.push(index(&columns));
         }
         if table.has_column("labels") {
             indexes.push((Ident::derived(&[&table.name, "labels"]), "USING gin (labels)".into()));
@@ -285,7 +280,7 @@ async fn ensure_table(tx: &mut PgConnection, shape: &TableShape<'_>) -> Result<(
     for (name, definition) in shape.indexes() {
         execute(tx, format!("CREATE INDEX IF NOT EXISTS {name} ON {} {definition}", shape.name)).await?;
     }
-    // The catalog's indexes as earlier releases made them, without the included columns.
+    // The catalog's indexes as earlier releases made them, without the columns row security reads.
     for columns in &shape.table.indexes {
         let mut name = vec![shape.table.name.as_str()];
         name.extend(columns.iter().map(String::as_str));

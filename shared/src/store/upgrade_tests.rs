@@ -1,6 +1,7 @@
 //! Schema upgrades while the services run, against a real PostgreSQL (`#[sqlx::test]`): DDL
 //! waits for its locks a bounded time and tries again, rewrites no row, and a job whose base
-//! predates a column change retries instead of mixing old and new rows.
+//! predates a column change retries instead of mixing old and new rows; an earlier release's
+//! catalog index gives way to the current one.
 
 use std::{sync::LazyLock, time::Duration};
 
@@ -161,4 +162,27 @@ async fn processes_preparing_the_schema_at_once_all_succeed_and_viewers_keep_the
         }
     }
     assert!(reads > 0 && viewers_read().await);
+}
+
+/// A catalog index of an earlier release, `(image)` alone, is replaced at start-up by the one
+/// whose key ends with the columns row-level security reads.
+#[sqlx::test(migrator = "crate::store::MIGRATOR")]
+async fn a_catalog_index_of_an_earlier_release_gives_way_to_one_ending_with_cluster_and_namespace(pool: PgPool) {
+    let definitions = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT regexp_replace(indexdef, '^.* USING btree ', '') FROM pg_indexes
+             WHERE schemaname = 'public' AND tablename = 'kubernetes_pod_containers' AND indexdef LIKE '%(image%'",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    ensure_tables(&pool, &CATALOG, &REGION, &[]).await.unwrap();
+    assert_eq!(definitions().await, vec!["(image, cluster_name, namespace)"]);
+    sqlx::raw_sql("CREATE INDEX kubernetes_pod_containers_image ON kubernetes_pod_containers (image)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    ensure_tables(&pool, &CATALOG, &REGION, &[]).await.unwrap();
+    assert_eq!(definitions().await, vec!["(image, cluster_name, namespace)"], "the earlier index is dropped");
 }
