@@ -13,7 +13,7 @@ use super::{
     standby::StandbyFigures,
     stats::mib,
 };
-use crate::fleet::NamespaceObjects;
+use crate::fleet::{FleetSpec, NamespaceObjects};
 
 /// The fleet shapes `bench-scale` runs; each sets the knobs of [`ProfileKnobs`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -31,12 +31,8 @@ pub enum Profile {
 /// The knobs a profile sets (explicit flags override each) and its own target.
 #[derive(Debug, Clone)]
 pub struct ProfileKnobs {
-    pub clusters: usize,
-    pub namespaces: usize,
-    pub nodes: usize,
-    pub pods: usize,
-    pub custom_resources: usize,
-    pub namespace_objects: NamespaceObjects,
+    /// The simulated fleet's shape.
+    pub fleet: FleetSpec,
     /// Pods deleted and as many added in every cluster before each refresh.
     pub churn: usize,
     /// Pods refreshes with churn in all (the first is the full refresh).
@@ -54,24 +50,30 @@ impl Profile {
     pub fn knobs(self) -> ProfileKnobs {
         match self {
             Self::Default => ProfileKnobs {
-                clusters: 1000,
-                namespaces: 20,
-                nodes: 5,
-                pods: 200,
-                custom_resources: 20,
-                namespace_objects: NamespaceObjects::Workloads,
+                fleet: FleetSpec {
+                    clusters: 1000,
+                    namespaces: 20,
+                    nodes: 5,
+                    pods: 200,
+                    custom_resources: 20,
+                    namespace_objects: NamespaceObjects::Workloads,
+                    ..FleetSpec::default()
+                },
                 churn: 10,
                 pod_refreshes: 20,
                 pod_interval_s: 60,
                 refresh_target_s: 600.0,
             },
             Self::Rfc => ProfileKnobs {
-                clusters: 300,
-                namespaces: 2000,
-                nodes: 40,
-                pods: 4000,
-                custom_resources: 0,
-                namespace_objects: NamespaceObjects::Flux,
+                fleet: FleetSpec {
+                    clusters: 300,
+                    namespaces: 2000,
+                    nodes: 40,
+                    pods: 4000,
+                    custom_resources: 0,
+                    namespace_objects: NamespaceObjects::Flux,
+                    ..FleetSpec::default()
+                },
                 churn: 40,
                 pod_refreshes: 2,
                 pod_interval_s: 300,

@@ -136,16 +136,17 @@ impl Args {
     /// `--namespaces` (two per namespace) and its churn the pods (1 %), unless given.
     fn knobs(&self) -> ProfileKnobs {
         let mut knobs = self.profile.knobs();
-        knobs.clusters = self.clusters.unwrap_or(knobs.clusters);
-        knobs.namespaces = self.namespaces.unwrap_or(knobs.namespaces);
+        let fleet = &mut knobs.fleet;
+        fleet.clusters = self.clusters.unwrap_or(fleet.clusters);
+        fleet.namespaces = self.namespaces.unwrap_or(fleet.namespaces);
         if self.profile == Profile::Rfc {
-            knobs.pods = 2 * knobs.namespaces;
+            fleet.pods = 2 * fleet.namespaces;
         }
-        knobs.pods = self.pods.unwrap_or(knobs.pods);
+        fleet.pods = self.pods.unwrap_or(fleet.pods);
+        fleet.nodes = self.nodes.unwrap_or(fleet.nodes);
         if self.profile == Profile::Rfc {
-            knobs.churn = (knobs.pods / 100).max(1);
+            knobs.churn = (knobs.fleet.pods / 100).max(1);
         }
-        knobs.nodes = self.nodes.unwrap_or(knobs.nodes);
         knobs.churn = self.churn.unwrap_or(knobs.churn);
         knobs.pod_refreshes = self.pod_refreshes.unwrap_or(knobs.pod_refreshes);
         knobs.pod_interval_s = self.pod_interval.unwrap_or(knobs.pod_interval_s);
@@ -223,16 +224,7 @@ async fn run(
     let client = connect_nats(&env.services.nats_url, &Default::default()).await.map_err(anyhow::Error::msg)?;
     let js = async_nats::jetstream::new(client);
     let knobs = args.knobs();
-    let spec = FleetSpec {
-        clusters: knobs.clusters,
-        namespaces: knobs.namespaces,
-        nodes: knobs.nodes,
-        pods: knobs.pods,
-        custom_resources: knobs.custom_resources,
-        namespace_objects: knobs.namespace_objects,
-        name_prefix: "sim".into(),
-        ..FleetSpec::default()
-    };
+    let spec = FleetSpec { name_prefix: "sim".into(), ..knobs.fleet.clone() };
     tracing::info!(profile = ?args.profile, clusters = spec.clusters, namespaces = spec.namespaces, pods = spec.pods, "generating the fleet");
     let fleet_dir = args.dir.join("fleet");
     let fleet = Fleet::start(spec, &fleet_dir).await?;
