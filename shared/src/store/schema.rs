@@ -178,10 +178,8 @@ impl<'a> TableShape<'a> {
             (false, false) => vec![],
         };
         let index = |columns: &[&str]| {
-            let mut name = vec![table.name.as_str()];
-            name.extend(columns);
             let idents: Vec<Ident> = columns.iter().map(|c| column(c)).collect();
-            (Ident::derived(&name), format!("({})", list(&idents)))
+            (index_name(&table.name, columns), format!("({})", list(&idents)))
         };
         let mut indexes: Vec<(Ident, String)> = lookups.iter().map(|columns| index(columns)).collect();
         // The catalog's own indexes serve fleet-wide questions (most popular images) from the
@@ -277,19 +275,26 @@ async fn ensure_table(tx: &mut PgConnection, shape: &TableShape<'_>) -> Result<(
         Some(strategy) if strategy == "l" => convert(tx, shape).await?,
         Some(_) => upgrade(tx, shape).await?,
     }
-    for (name, definition) in shape.indexes() {
+    let indexes = shape.indexes();
+    for (name, definition) in &indexes {
         execute(tx, format!("CREATE INDEX IF NOT EXISTS {name} ON {} {definition}", shape.name)).await?;
     }
     // The catalog's indexes as earlier releases made them, without the columns row security reads.
     for columns in &shape.table.indexes {
-        let mut name = vec![shape.table.name.as_str()];
-        name.extend(columns.iter().map(String::as_str));
-        let earlier = Qualified { schema: shape.name.schema.clone(), name: Ident::derived(&name) };
-        if !shape.indexes().iter().any(|(index, _)| *index == earlier.name) {
+        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+        let earlier = Qualified { schema: shape.name.schema.clone(), name: index_name(&shape.table.name, &columns) };
+        if !indexes.iter().any(|(index, _)| *index == earlier.name) {
             execute(tx, format!("DROP INDEX IF EXISTS {earlier}")).await?;
         }
     }
     Ok(())
+}
+
+/// The name of `table`'s index on `columns`: `<table>_<column>_...` ([`Ident::derived`]).
+fn index_name(table: &str, columns: &[&str]) -> Ident {
+    let mut name = vec![table];
+    name.extend(columns);
+    Ident::derived(&name)
 }
 
 /// How the table is partitioned now (`h` hash, `l` list: the earlier layout); `None` when it

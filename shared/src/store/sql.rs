@@ -122,13 +122,14 @@ pub fn keyset(columns: &[String], forward: bool) -> Vec<Piece> {
     pieces
 }
 
-/// [`keyset`] with the values written as [`literal`]s, for SQL text run as it is.
-pub fn keyset_literal(columns: &[String], values: &[String], forward: bool) -> String {
+/// [`keyset`] as SQL text, the `n`-th value written as `value(n)` (a [`literal`], or a
+/// parameter such as `$1`).
+pub fn keyset_sql(columns: &[String], forward: bool, value: impl Fn(usize) -> String) -> String {
     keyset(columns, forward)
         .into_iter()
         .map(|piece| match piece {
             Piece::Text(text) => text,
-            Piece::Value(n) => literal(&values[n]),
+            Piece::Value(n) => value(n),
         })
         .collect()
 }
@@ -141,11 +142,12 @@ mod tests {
     fn a_keyset_condition_spells_the_row_comparison_out() {
         let columns = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
         let values = ["x".to_owned(), "y".to_owned(), "z".to_owned()];
+        let literal_value = |n: usize| literal(&values[n]);
         assert_eq!(
-            keyset_literal(&columns, &values, true),
+            keyset_sql(&columns, true, literal_value),
             "a >= 'x' AND (a > 'x' OR (a = 'x' AND (b > 'y' OR (b = 'y' AND (c > 'z')))))"
         );
-        assert_eq!(keyset_literal(&columns[..1], &values[..1], false), "a <= 'x' AND (a < 'x')");
+        assert_eq!(keyset_sql(&columns[..1], false, literal_value), "a <= 'x' AND (a < 'x')");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use kubecensus::store::sql::{Piece, keyset, keyset_literal};
+use kubecensus::store::sql::{keyset_sql, literal};
 use sqlx::{Connection, Executor, PgConnection};
 
 use super::env::BenchEnv;
@@ -25,14 +25,7 @@ const KEY_COLUMNS: [&str; 4] = ["cluster_name", "namespace", "name", "uid"];
 
 /// The view's page query with bind parameters `$1`..`$4` (the key), as an application runs it.
 fn view_page() -> String {
-    let columns = KEY_COLUMNS.map(str::to_owned);
-    let after: String = keyset(&columns, true)
-        .into_iter()
-        .map(|piece| match piece {
-            Piece::Text(text) => text,
-            Piece::Value(n) => format!("${}", n + 1),
-        })
-        .collect();
+    let after = keyset_sql(&KEY_COLUMNS.map(str::to_owned), true, |n| format!("${}", n + 1));
     format!(
         "select cluster_name, namespace, api_group, kind, name, health, message, since from fleet_objects \
          where health <> 'Current' and {after} order by cluster_name, namespace, name, uid limit 50"
@@ -46,7 +39,7 @@ pub fn page_sql(source: &str, filter: &str, after: &Key) -> String {
     format!(
         "select cluster_name, namespace, api_group, kind, name, health, message, since from {source} \
          where {filter}{} order by cluster_name, namespace, name, uid limit 50",
-        keyset_literal(&KEY_COLUMNS.map(str::to_owned), &values, true)
+        keyset_sql(&KEY_COLUMNS.map(str::to_owned), true, |n| literal(&values[n]))
     )
 }
 

@@ -3,8 +3,8 @@
 //! cluster's own RBAC (issue 22).
 //!
 //! - [`permissions`]: `access_permissions`, replayed in SQL from the cluster's RBAC tables as
-//!   the RBAC authorizer decides, and `access_visible_namespaces`, what each role may see; both rewritten
-//!   for a cluster inside the transaction of every replace of its RBAC or discovery tables
+//!   the RBAC authorizer decides, and `access_visible_namespaces`, what each role may see; both
+//!   rewritten for a cluster inside the transaction of every replace of its RBAC or discovery tables
 //!   ([`on_swap`], called by `store::derived`), so they agree with the RBAC rows at every commit.
 //! - [`identities`]: `access_identities`, which PostgreSQL role is which Kubernetes user and
 //!   groups (fleet-wide or per cluster), and `scheduler access grant|revoke|list|explain`.

@@ -6,7 +6,8 @@
 //! subqueries (InitPlans), which PostgreSQL runs once per query however many partitions it
 //! scans, each a `jsonb` object probed per row by key (BENCHMARKS.md, "Access control": a hashed
 //! `IN (SELECT ...)` is built again for every partition, 16 times a table, and an array's
-//! `= ANY` compares a row with each element). Policies are `AS RESTRICTIVE ... TO kubecensus_viewer`, beside a
+//! `= ANY` compares a row with each element). Policies are `AS RESTRICTIVE ...
+//! TO kubecensus_viewer`, beside a
 //! permissive `USING (true)`: a role outside `kubecensus_viewer` with `SELECT` sees what it saw
 //! before; a viewer sees only what its policy lets through
 //! (<https://www.postgresql.org/docs/15/sql-createpolicy.html>).
@@ -114,14 +115,17 @@ fn keys_of(key: &str, condition: &str) -> String {
     format!("(SELECT jsonb_object_agg({key}, true) {MINE}{condition})")
 }
 
-/// `jsonb`: each place the current role sees something at (its [`place`] key) mapped to the kind
-/// sets of the rows that apply there, joined by `+` (a "combination").
+/// The kind sets of a group of the current role's rows (those at one place), joined by `+`: a
+/// "combination".
+const COMBINATION: &str = "string_agg(DISTINCT v.kind_set, '+' ORDER BY v.kind_set)";
+
+/// `jsonb`: each place the current role sees something at (its [`place`] key) mapped to the
+/// [`COMBINATION`] of the rows that apply there.
 fn places() -> String {
     let key = place("CASE v.namespace WHEN '*' THEN '' ELSE v.namespace END", "v.cluster_name");
     format!(
         "(SELECT jsonb_object_agg(p.place, p.combination) FROM \
-         (SELECT {key} AS place, string_agg(DISTINCT v.kind_set, '+' ORDER BY v.kind_set) AS combination \
-         {MINE} GROUP BY 1) p)"
+         (SELECT {key} AS place, {COMBINATION} AS combination {MINE} GROUP BY 1) p)"
     )
 }
 
@@ -130,8 +134,7 @@ fn places() -> String {
 fn combinations(key: &str, join: &str) -> String {
     format!(
         "(SELECT jsonb_object_agg(c.combination || '/' || {key}, true) FROM \
-         (SELECT DISTINCT string_agg(DISTINCT v.kind_set, '+' ORDER BY v.kind_set) AS combination \
-         {MINE} GROUP BY v.cluster_name, v.namespace) c \
+         (SELECT DISTINCT {COMBINATION} AS combination {MINE} GROUP BY v.cluster_name, v.namespace) c \
          JOIN (SELECT DISTINCT ON (v.kind_set) v.kind_set, v.kinds {MINE}) s \
          ON s.kind_set = ANY (string_to_array(c.combination, '+')) \
          CROSS JOIN LATERAL unnest(s.kinds) AS k{join})"
