@@ -68,7 +68,7 @@ pub async fn time_viewers(env: &BenchEnv, clusters: &[String], runs: usize) -> a
     identities::grant(&env.pool, &identity).await?;
     // As autovacuum would on a server (the bench's has it off): the grants rewrote the rows the
     // policies read.
-    sqlx::raw_sql("VACUUM ANALYZE access_visible_namespaces").execute(&env.pool).await?;
+    sqlx::raw_sql("VACUUM ANALYZE access_visible_namespaces, access_lookups").execute(&env.pool).await?;
     let pod: (String, String) = sqlx::query_as(
         "SELECT cluster_name, name FROM kubernetes_pods WHERE cluster_name = $1 AND namespace = $2 ORDER BY name LIMIT 1",
     )

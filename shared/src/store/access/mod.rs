@@ -19,6 +19,7 @@
 //! privilege on those schemas).
 
 pub mod identities;
+pub mod lookups;
 pub mod permissions;
 pub mod policies;
 #[cfg(test)]
@@ -48,7 +49,7 @@ const ALL_POLICY: &str = "kubecensus_all";
 /// The name of the restrictive policy for viewers.
 const VIEWER_POLICY: &str = "kubecensus_viewer";
 /// Tables viewers read besides the protected ones: the policies' own.
-const POLICY_TABLES: [&str; 3] = ["access_visible", "access_visible_namespaces", "access_tables"];
+const POLICY_TABLES: [&str; 4] = ["access_visible", "access_visible_namespaces", "access_lookups", "access_tables"];
 
 /// Rewrites the permissions of `swap`'s cluster when it replaced RBAC rows (or what roles see,
 /// when it replaced the cluster's discovery), in the replace's transaction.
@@ -100,7 +101,7 @@ async fn roles_exist(pool: &PgPool) -> Result<bool> {
 
 /// Turns row security on and writes the viewers' policy of every protected table of `catalog`
 /// (and of the extra tables that exist), grants viewers `SELECT` on them and on the views, and
-/// fills `access_tables`. A table whose policy is already the current one is not touched (no
+/// fills `access_tables` and the roles' missing `access_lookups`. A table whose policy is already the current one is not touched (no
 /// lock taken); one whose policy changed is altered in one transaction, under [`DDL_LOCKS`].
 /// Without the group roles (a service role that may not create roles) it logs a warning and
 /// does nothing: nobody can be a viewer then.
@@ -112,7 +113,8 @@ pub async fn ensure(pool: &PgPool, catalog: &Catalog) -> Result<()> {
         tracing::warn!("roles {VIEWER_ROLE} and {EXPLORER_ROLE} do not exist: access control is off");
         return Ok(());
     }
-    fill_tables(pool, catalog).await?;
+    let tables_changed = fill_tables(pool, catalog).await?;
+    lookups::fill(pool, tables_changed).await?;
     // Processes start together: concurrent GRANTs or policy changes of one table fail ("tuple
     // concurrently updated"), so they take turns on a session lock of a connection of their own.
     let mut lock = SessionLock::acquire(pool, "kubecensus access policies").await?;
@@ -179,7 +181,7 @@ async fn grant_readable(conn: &mut PgConnection, viewer: &Ident) -> Result<()> {
         }
     }
     // A viewer reads its own rows of where its grants apply and what they show.
-    let own = [("access_visible_namespaces", "role_name = current_user::text")];
+    let own = ["access_visible_namespaces", "access_lookups"].map(|table| (table, "role_name = current_user::text"));
     let policy = Ident::new("kubecensus_own")?;
     for (table, using) in own {
         let has_policy: bool =
@@ -203,8 +205,9 @@ async fn grant_readable(conn: &mut PgConnection, viewer: &Ident) -> Result<()> {
     Ok(())
 }
 
-/// Rewrites `access_tables`: the API group and kind of each catalog table of a listed resource.
-async fn fill_tables(pool: &PgPool, catalog: &Catalog) -> Result<()> {
+/// Rewrites `access_tables`: the API group and kind of each catalog table of a listed resource;
+/// returns whether a row changed.
+async fn fill_tables(pool: &PgPool, catalog: &Catalog) -> Result<bool> {
     let (mut tables, mut groups, mut kinds) = (Vec::new(), Vec::new(), Vec::new());
     for (resource, table) in catalog.tables() {
         if resource.source == ResourceSource::List {
@@ -213,7 +216,7 @@ async fn fill_tables(pool: &PgPool, catalog: &Catalog) -> Result<()> {
             kinds.push(resource.api.kind.clone());
         }
     }
-    sqlx::query(
+    let changed = sqlx::query(
         "INSERT INTO access_tables (table_name, api_group, kind) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
          ON CONFLICT (table_name) DO UPDATE SET api_group = EXCLUDED.api_group, kind = EXCLUDED.kind
          WHERE (access_tables.api_group, access_tables.kind) IS DISTINCT FROM (EXCLUDED.api_group, EXCLUDED.kind)",
@@ -223,5 +226,5 @@ async fn fill_tables(pool: &PgPool, catalog: &Catalog) -> Result<()> {
     .bind(&kinds)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(changed.rows_affected() > 0)
 }

@@ -38,6 +38,7 @@ use std::sync::LazyLock;
 
 use sqlx::PgConnection;
 
+use super::lookups;
 use crate::{Result, model::catalog::Catalog, model::catalog::ResourceSource, store::sql::Ident};
 
 /// The catalog's listed resources, as the universe of every cluster (with its discovery):
@@ -175,14 +176,15 @@ identities AS (
 pub(super) const APPLIES: &str = "((p.subject_kind = 'Group' AND p.subject_name = ANY (i.k8s_groups))
    OR (p.subject_kind <> 'Group' AND p.subject_name = i.k8s_user))";
 
-/// Where each role's grants apply, for `$1` (a cluster or NULL) and `$2` (a role or NULL), with
-/// the kinds each row shows (`<api group>/<Kind>`, sorted: all of the grant's where it applies
-/// cluster-wide, its namespaced ones in a namespace) and their md5 (`kind_set`). A grant that
-/// shows no kind there writes no row.
+/// Rewrites where each role's grants apply, for `$1` (a cluster or NULL) and `$2` (a role or
+/// NULL): each row with the kinds it shows (`<api group>/<Kind>`, sorted: all of the grant's
+/// where it applies cluster-wide, its namespaced ones in a namespace) and their md5
+/// (`kind_set`); a grant that shows no kind there has no row. Only rows that differ are deleted
+/// or inserted (every part of the statement sees the rows as they were before it); returns the
+/// roles whose rows changed, once each.
 fn visible_sql() -> String {
     format!(
-        "INSERT INTO access_visible_namespaces (role_name, cluster_name, grant_key, namespace, kinds, kind_set)
-         WITH {IDENTITIES},
+        "WITH {IDENTITIES},
          grants AS (
            SELECT DISTINCT i.role_name, i.cluster_name, p.grant_key, coalesce(p.namespace, '*') AS namespace
            FROM identities i JOIN access_bindings p ON p.cluster_name = i.cluster_name AND {APPLIES}
@@ -196,13 +198,32 @@ fn visible_sql() -> String {
            GROUP BY 1, 2
          ),
          shown AS (
-           SELECT g.*, CASE g.namespace WHEN '*' THEN k.everywhere ELSE k.in_namespace END AS kinds
+           SELECT g.role_name, g.cluster_name, g.grant_key, g.namespace,
+                  CASE g.namespace WHEN '*' THEN k.everywhere ELSE k.in_namespace END AS kinds
            FROM grants g JOIN kinds k USING (cluster_name, grant_key)
+         ),
+         new AS (
+           SELECT s.*, md5(array_to_string(s.kinds, ',')) AS kind_set FROM shown s WHERE s.kinds IS NOT NULL
+         ),
+         gone AS (
+           DELETE FROM access_visible_namespaces o
+           WHERE ($1::text IS NULL OR o.cluster_name = $1) AND ($2::text IS NULL OR o.role_name = $2)
+             AND NOT EXISTS (SELECT 1 FROM new n WHERE {SAME_ROW})
+           RETURNING o.role_name
+         ),
+         added AS (
+           INSERT INTO access_visible_namespaces (role_name, cluster_name, grant_key, namespace, kinds, kind_set)
+           SELECT * FROM new n
+           WHERE NOT EXISTS (SELECT 1 FROM access_visible_namespaces o WHERE {SAME_ROW})
+           RETURNING role_name
          )
-         SELECT role_name, cluster_name, grant_key, namespace, kinds, md5(array_to_string(kinds, ','))
-         FROM shown WHERE kinds IS NOT NULL"
+         SELECT role_name FROM gone UNION SELECT role_name FROM added"
     )
 }
+
+/// Whether visible rows `o` (kept) and `n` (computed) are the same.
+const SAME_ROW: &str = "(o.role_name, o.cluster_name, o.grant_key, o.namespace, o.kinds)
+                      = (n.role_name, n.cluster_name, n.grant_key, n.namespace, n.kinds)";
 
 /// Takes the transaction-level lock of `cluster`'s permissions: recomputations of one cluster
 /// (two RBAC tables replaced at once, a grant) run one after the other, each statement after it
@@ -215,18 +236,11 @@ async fn lock_cluster(tx: &mut PgConnection, cluster: &str) -> Result<()> {
     Ok(())
 }
 
-/// Rewrites the visible rows of `cluster` and/or `role` (`None`: all).
-async fn write_visible(tx: &mut PgConnection, cluster: Option<&str>, role: Option<&str>) -> Result<u64> {
-    sqlx::query(
-        "DELETE FROM access_visible_namespaces
-         WHERE ($1::text IS NULL OR cluster_name = $1) AND ($2::text IS NULL OR role_name = $2)",
-    )
-    .bind(cluster)
-    .bind(role)
-    .execute(&mut *tx)
-    .await?;
-    let written = sqlx::query(&visible_sql()).bind(cluster).bind(role).execute(&mut *tx).await?;
-    Ok(written.rows_affected())
+/// Rewrites the visible rows of `cluster` and/or `role` (`None`: all), then the lookups of the
+/// roles whose rows changed ([`lookups::rebuild`]).
+async fn write_visible(tx: &mut PgConnection, cluster: Option<&str>, role: Option<&str>) -> Result<()> {
+    let changed: Vec<String> = sqlx::query_scalar(&visible_sql()).bind(cluster).bind(role).fetch_all(&mut *tx).await?;
+    lookups::rebuild(tx, &changed).await
 }
 
 /// Recomputes `cluster`'s permissions (when `rbac_changed`: its RBAC tables were replaced), the
@@ -274,5 +288,10 @@ pub async fn recompute_role(tx: &mut PgConnection, role: &str) -> Result<u64> {
     for cluster in &clusters {
         lock_cluster(tx, cluster).await?;
     }
-    write_visible(tx, None, Some(role)).await
+    write_visible(tx, None, Some(role)).await?;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM access_visible_namespaces WHERE role_name = $1")
+        .bind(role)
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(rows as u64)
 }

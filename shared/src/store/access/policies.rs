@@ -2,11 +2,11 @@
 //! a row of each table, one [`Rule`] per table, decided from the catalog (data tables) or listed
 //! here ([`EXTRA_TABLES`]: the registry, runs, derived and history tables).
 //!
-//! Every policy reads `access_visible_namespaces` for `current_user` through uncorrelated scalar
-//! subqueries (InitPlans), which PostgreSQL runs once per query however many partitions it
-//! scans, each a `jsonb` object probed per row by key (BENCHMARKS.md, "Access control": a hashed
-//! `IN (SELECT ...)` is built again for every partition, 16 times a table, and an array's
-//! `= ANY` compares a row with each element). Policies are `AS RESTRICTIVE ...
+//! Every policy reads `current_user`'s rows of `access_lookups` ([`super::lookups`]) through
+//! uncorrelated scalar subqueries (InitPlans), which PostgreSQL runs once per query however many
+//! partitions it scans, each a `jsonb` object probed per row by key (BENCHMARKS.md, "Access
+//! control": a hashed `IN (SELECT ...)` is built again for every partition, 16 times a table,
+//! and an array's `= ANY` compares a row with each element). Policies are `AS RESTRICTIVE ...
 //! TO kubecensus_viewer`, beside a
 //! permissive `USING (true)`: a role outside `kubecensus_viewer` with `SELECT` sees what it saw
 //! before; a viewer sees only what its policy lets through
@@ -96,103 +96,69 @@ pub fn protected(catalog: &Catalog) -> Vec<Protected> {
     tables
 }
 
-/// `access_visible_namespaces`' rows of the current role (its own policy shows a viewer no
-/// other).
-const MINE: &str = "FROM access_visible_namespaces v WHERE v.role_name = current_user::text";
-
 /// The key of a row's place in `jsonb` lookups: `<namespace>/<cluster>`, and `/<cluster>` for
 /// where a grant applies cluster-wide (namespaces are DNS labels: no `/`, never empty).
 fn place(namespace: &str, cluster: &str) -> String {
     format!("{namespace} || '/' || {cluster}")
 }
 
-/// `jsonb`: an object whose keys are `key` (SQL over `v`) of the current role's rows meeting
-/// `condition` (` AND ...`), for `?` (key exists: a binary search of the sorted keys), NULL when
-/// there is none. An uncorrelated scalar subquery, which PostgreSQL plans as an InitPlan: run
-/// once per query and shared by every partition's scan (a hashed `IN (SELECT ...)` is built again
-/// for each partition, and an array's `= ANY` compares each element in turn).
-fn keys_of(key: &str, condition: &str) -> String {
-    format!("(SELECT jsonb_object_agg({key}, true) {MINE}{condition})")
-}
-
-/// The kind sets of a group of the current role's rows (those at one place), joined by `+`: a
-/// "combination".
-const COMBINATION: &str = "string_agg(DISTINCT v.kind_set, '+' ORDER BY v.kind_set)";
-
-/// `jsonb`: each place the current role sees something at (its [`place`] key) mapped to the
-/// [`COMBINATION`] of the rows that apply there.
-fn places() -> String {
-    let key = place("CASE v.namespace WHEN '*' THEN '' ELSE v.namespace END", "v.cluster_name");
+/// `jsonb`: column `column` of the current role's `access_lookups` row for `kind`
+/// (`<api group>/<Kind>`, or '' for the role's row of every kind), NULL when there is none. An
+/// uncorrelated scalar subquery, which PostgreSQL plans as an InitPlan: one primary-key probe
+/// per query, shared by every partition's scan (a hashed `IN (SELECT ...)` is built again for
+/// each partition, and an array's `= ANY` compares each element in turn).
+fn lookup(column: &str, kind: &str) -> String {
     format!(
-        "(SELECT jsonb_object_agg(p.place, p.combination) FROM \
-         (SELECT {key} AS place, {COMBINATION} AS combination {MINE} GROUP BY 1) p)"
-    )
-}
-
-/// `jsonb`: every `<combination>/<key>` of [`places`]' combinations, `key` an expression over
-/// `k` (one `<api group>/<Kind>` of a kind set) and `join` (more tables to join, `k` in scope).
-fn combinations(key: &str, join: &str) -> String {
-    format!(
-        "(SELECT jsonb_object_agg(c.combination || '/' || {key}, true) FROM \
-         (SELECT DISTINCT {COMBINATION} AS combination {MINE} GROUP BY v.cluster_name, v.namespace) c \
-         JOIN (SELECT DISTINCT ON (v.kind_set) v.kind_set, v.kinds {MINE}) s \
-         ON s.kind_set = ANY (string_to_array(c.combination, '+')) \
-         CROSS JOIN LATERAL unnest(s.kinds) AS k{join})"
+        "(SELECT l.{column} FROM access_lookups l WHERE l.role_name = current_user::text AND l.kind = {})",
+        literal(kind)
     )
 }
 
 impl Rule {
     /// The policy's `USING` expression.
     ///
-    /// Every subquery in it is uncorrelated ([`keys_of`]): what the role sees is read once per
+    /// Every subquery in it is uncorrelated ([`lookup`]): what the role sees is read once per
     /// query, and a row costs a few `jsonb` key lookups. A resource's rows are those of the
     /// clusters where a grant of it applies cluster-wide, or of a (namespace, cluster) where one
-    /// applies. Rows naming their kind (or table) look up the kind sets at their place and
-    /// cluster-wide, then the kind in them.
+    /// applies. Rows naming their kind (or table) look up the combinations at their place and
+    /// cluster-wide, then the kind (or table) in them.
     pub fn using(&self) -> String {
         let column = |name: &str| Ident::derived(&[name]).to_string();
         let (cluster, group, kind_column) = (column(CLUSTER_COLUMN), column(GROUP_COLUMN), column(KIND_COLUMN));
         let namespace_column = column("namespace");
-        // Through the kind sets at the row's place and cluster-wide: `key` the row's key in them.
-        // First whether the role has a grant in the row's cluster cluster-wide or in a namespace
-        // of its name anywhere (two lookups, no string built), which most rows of a role that
-        // sees a few namespaces or clusters fail.
-        let near = format!(
-            "({} ? {cluster} OR {} ? {namespace_column})",
-            keys_of("v.cluster_name", " AND v.namespace = '*'"),
-            keys_of("v.namespace", " AND v.namespace <> '*'")
-        );
-        let by_kind_sets = |key: String, combinations: String| {
-            let at = |place: String| format!("({} ->> ({place})) || '/' || {key}", places());
+        // Through the combinations at the row's place and cluster-wide: `key` the row's key in
+        // them. First whether the role has a grant in the row's cluster cluster-wide or in a
+        // namespace of its name anywhere (two lookups, no string built), which most rows of a
+        // role that sees a few namespaces or clusters fail.
+        let by_combinations = |key: String, combinations: &str| {
+            let at = |place: String| format!("({} ->> ({place})) || '/' || {key}", lookup("places", ""));
             format!(
-                "{near} AND {combinations} ?| ARRAY[{}, {}]",
+                "({} ? {cluster} OR {} ? {namespace_column}) AND {} ?| ARRAY[{}, {}]",
+                lookup("clusters", ""),
+                lookup("namespaces", ""),
+                lookup(combinations, ""),
                 at(place(&format!("coalesce({namespace_column}, '')"), &cluster)),
                 at(place("''", &cluster))
             )
         };
         match self {
             Rule::Resource { api_group, kind, namespace } => {
-                let shows = format!(" AND {} = ANY (v.kinds)", literal(&format!("{api_group}/{kind}")));
-                let everywhere =
-                    format!("{} ? {cluster}", keys_of("v.cluster_name", &format!("{shows} AND v.namespace = '*'")));
+                let kind = format!("{api_group}/{kind}");
+                let everywhere = format!("{} ? {cluster}", lookup("clusters", &kind));
                 let Some(name) = namespace else { return everywhere };
                 let namespace = column(name);
-                let in_namespace = format!("{shows} AND v.namespace <> '*'");
                 // A namespace's name first: most rows of a role that sees some namespaces are in
                 // none of them, and this check needs no string built.
                 format!(
                     "{everywhere} OR ({} ? {namespace} AND {} ? ({}))",
-                    keys_of("v.namespace", &in_namespace),
-                    keys_of(&place("v.namespace", "v.cluster_name"), &in_namespace),
+                    lookup("namespaces", &kind),
+                    lookup("places", &kind),
                     place(&namespace, &cluster)
                 )
             }
-            Rule::KindColumns => by_kind_sets(format!("{group} || '/' || {kind_column}"), combinations("k", "")),
-            Rule::TableName => by_kind_sets(
-                column("table_name"),
-                combinations("t.table_name", " JOIN access_tables t ON t.api_group || '/' || t.kind = k"),
-            ),
-            Rule::Cluster(name) => format!("{} ? {}", keys_of("v.cluster_name", ""), column(name)),
+            Rule::KindColumns => by_combinations(format!("{group} || '/' || {kind_column}"), "combinations"),
+            Rule::TableName => by_combinations(column("table_name"), "table_combinations"),
+            Rule::Cluster(name) => format!("{} ? {}", lookup("seen", ""), column(name)),
         }
     }
 }
