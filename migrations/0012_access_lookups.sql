@@ -16,3 +16,7 @@ CREATE TABLE access_lookups (
     table_combinations jsonb,
     PRIMARY KEY (role_name, kind)
 );
+
+-- The union of `jsonb` objects (`||` of each; NULLs skipped, NULL when all are), for the
+-- lookups of a kind shown by several kind sets.
+CREATE AGGREGATE jsonb_merge_agg(jsonb) (SFUNC = jsonb_concat, STYPE = jsonb);

@@ -28,7 +28,9 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::Result;
 
-/// Rebuilds the rows of the roles in `$1` (after their old rows were deleted).
+/// Rebuilds the rows of the roles in `$1` (after their old rows were deleted). A role's rows of
+/// one `kind_set` show the same kinds: their objects are built once per set, and a kind's are
+/// the union of its sets' (`jsonb_merge_agg`, migration 0012), never one row per (row, kind).
 const REBUILD: &str = r#"
 INSERT INTO access_lookups (role_name, kind, clusters, namespaces, places, seen, combinations, table_combinations)
 WITH mine AS (
@@ -40,19 +42,22 @@ at_place AS (
   SELECT role_name, place, string_agg(DISTINCT kind_set, '+' ORDER BY kind_set) AS combination
   FROM mine GROUP BY 1, 2
 ),
-kind_sets AS (SELECT DISTINCT ON (role_name, kind_set) role_name, kind_set, kinds FROM mine),
+kind_sets AS (
+  SELECT role_name, kind_set, kinds,
+         jsonb_object_agg(cluster_name, true) FILTER (WHERE namespace = '*') AS clusters,
+         jsonb_object_agg(namespace, true) FILTER (WHERE namespace <> '*') AS namespaces,
+         jsonb_object_agg(place, true) FILTER (WHERE namespace <> '*') AS places
+  FROM mine GROUP BY role_name, kind_set, kinds
+),
 combined AS (
   SELECT DISTINCT c.role_name, c.combination, k.kind
   FROM (SELECT DISTINCT role_name, combination FROM at_place) c
   JOIN kind_sets s ON s.role_name = c.role_name AND s.kind_set = ANY (string_to_array(c.combination, '+'))
   CROSS JOIN LATERAL unnest(s.kinds) AS k(kind)
 )
-SELECT m.role_name, k.kind,
-       jsonb_object_agg(m.cluster_name, true) FILTER (WHERE m.namespace = '*'),
-       jsonb_object_agg(m.namespace, true) FILTER (WHERE m.namespace <> '*'),
-       jsonb_object_agg(m.place, true) FILTER (WHERE m.namespace <> '*'),
+SELECT s.role_name, k.kind, jsonb_merge_agg(s.clusters), jsonb_merge_agg(s.namespaces), jsonb_merge_agg(s.places),
        NULL::jsonb, NULL::jsonb, NULL::jsonb
-FROM mine m CROSS JOIN LATERAL unnest(m.kinds) AS k(kind)
+FROM kind_sets s CROSS JOIN LATERAL unnest(s.kinds) AS k(kind)
 GROUP BY 1, 2
 UNION ALL
 SELECT m.role_name, '',
