@@ -5,6 +5,9 @@
 -- the transaction that changes its rows there, under that role's advisory lock; filled for every
 -- role at start-up when missing (so this migration leaves it empty). A viewer reads only its own
 -- rows (policy `kubecensus_own`, created at start-up like that of `access_visible_namespaces`).
+-- (A correction of 0011's header, which cannot change: its UPDATE rewrites the rows written
+-- before it, so they go on showing what they showed; only rows of grants that show no kind are
+-- deleted.)
 CREATE TABLE access_lookups (
     role_name          text NOT NULL,
     kind               text NOT NULL,

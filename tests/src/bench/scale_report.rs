@@ -238,12 +238,13 @@ pub fn markdown(report: &ScaleReport) -> String {
     if let Some(standby) = &report.standby {
         out.push_str(&format!(
             "\nWith a hot standby attached for the first load and the refresh: replay lag p50 {:.0} ms, p99 {:.0} ms, \
-             max {:.0} ms ({} samples); {} readers on it, {} reads, {} torn, {} errors{}, {} conflicts (cancelled queries).\n",
+             max {:.0} ms ({} samples); {} readers on it ({} ms between reads), {} reads, {} torn, {} errors{}, {} conflicts (cancelled queries).\n",
             standby.lag_p50_ms,
             standby.lag_p99_ms,
             standby.lag_max_ms,
             standby.lag_samples,
             standby.readers,
+            standby.reader_pause_ms,
             standby.reads,
             standby.torn,
             standby.errors,

@@ -24,6 +24,8 @@ pub struct StandbyFigures {
     pub lag_p99_ms: f64,
     pub lag_max_ms: f64,
     pub readers: usize,
+    /// What each reader waited between reads, in milliseconds.
+    pub reader_pause_ms: u128,
     /// Reads: one REPEATABLE READ snapshot each, every cluster's pods counted against its
     /// snapshot's `row_count`.
     pub reads: usize,
@@ -40,6 +42,7 @@ pub struct StandbyWatch {
     stop: Arc<AtomicBool>,
     lag: JoinHandle<Vec<f64>>,
     readers: Vec<JoinHandle<ReaderCount>>,
+    pause: Duration,
     standby_url: String,
 }
 
@@ -52,8 +55,8 @@ struct ReaderCount {
 }
 
 /// One reader's loop: waits for the pods table (the workers make the schema), then reads until
-/// `stop`.
-async fn read(url: String, stop: Arc<AtomicBool>) -> ReaderCount {
+/// `stop`, waiting `pause` after each read.
+async fn read(url: String, pause: Duration, stop: Arc<AtomicBool>) -> ReaderCount {
     let mut count = ReaderCount::default();
     let fail = |count: &mut ReaderCount, err: sqlx::Error| {
         count.errors += 1;
@@ -84,6 +87,9 @@ async fn read(url: String, stop: Arc<AtomicBool>) -> ReaderCount {
             Err(err) => fail(&mut count, err),
         }
         count.reads += 1;
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
     }
     count
 }
@@ -104,9 +110,9 @@ async fn torn_clusters(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
 }
 
 impl StandbyWatch {
-    /// Starts `readers` readers on `standby_url` and samples the replay lag on `primary` every
-    /// 100 ms.
-    pub fn start(primary: &PgPool, standby_url: &str, readers: usize) -> Self {
+    /// Starts `readers` readers on `standby_url`, each waiting `pause` between reads, and
+    /// samples the replay lag on `primary` every 100 ms.
+    pub fn start(primary: &PgPool, standby_url: &str, readers: usize, pause: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let (pool, flag) = (primary.clone(), stop.clone());
         let lag = tokio::spawn(async move {
@@ -123,8 +129,8 @@ impl StandbyWatch {
             }
             samples
         });
-        let readers = (0..readers).map(|_| tokio::spawn(read(standby_url.to_owned(), stop.clone()))).collect();
-        Self { stop, lag, readers, standby_url: standby_url.to_owned() }
+        let readers = (0..readers).map(|_| tokio::spawn(read(standby_url.to_owned(), pause, stop.clone()))).collect();
+        Self { stop, lag, readers, pause, standby_url: standby_url.to_owned() }
     }
 
     /// Stops the readers and the sampler; the figures, with the standby's conflicts.
@@ -138,6 +144,7 @@ impl StandbyWatch {
             lag_p99_ms: percentile(&lag, 0.99),
             lag_max_ms: lag.last().copied().unwrap_or_default(),
             readers: self.readers.len(),
+            reader_pause_ms: self.pause.as_millis(),
             reads: 0,
             torn: 0,
             errors: 0,

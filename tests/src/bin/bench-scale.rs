@@ -90,6 +90,10 @@ struct Args {
     /// Seconds the concurrent readers run.
     #[arg(long, default_value_t = 15)]
     reader_secs: u64,
+    /// Milliseconds each standby reader (`--standby`) waits between reads, as a dashboard
+    /// refreshes (0: back to back, which on one machine takes the workers' cores).
+    #[arg(long, default_value_t = 0)]
+    reader_pause: u64,
     /// Timed runs of each query (after one warm-up).
     #[arg(long, default_value_t = 5)]
     query_runs: usize,
@@ -246,7 +250,8 @@ async fn run(
         worker_args: Vec::new(),
     };
 
-    let watch = standby.map(|url| StandbyWatch::start(&env.pool, url, args.readers));
+    let watch =
+        standby.map(|url| StandbyWatch::start(&env.pool, url, args.readers, Duration::from_millis(args.reader_pause)));
     tracing::info!("first load, from empty");
     let since = now(env).await?;
     let (first_load, nats_cluster) = first_load(env, &js, &round("load", Vec::new()), nats).await?;

@@ -180,8 +180,9 @@ pub(super) const APPLIES: &str = "((p.subject_kind = 'Group' AND p.subject_name 
 /// NULL): each row with the kinds it shows (`<api group>/<Kind>`, sorted: all of the grant's
 /// where it applies cluster-wide, its namespaced ones in a namespace) and their md5
 /// (`kind_set`); a grant that shows no kind there has no row. Only rows that differ are deleted
-/// or inserted (every part of the statement sees the rows as they were before it); returns the
-/// roles whose rows changed, once each.
+/// or inserted (every part of the statement sees the rows as they were before it), found by
+/// `EXCEPT` (hashed or sorted, never a row-by-row search); returns the roles whose rows changed,
+/// once each.
 fn visible_sql() -> String {
     format!(
         "WITH {IDENTITIES},
@@ -203,27 +204,26 @@ fn visible_sql() -> String {
            FROM grants g JOIN kinds k USING (cluster_name, grant_key)
          ),
          new AS (
-           SELECT s.*, md5(array_to_string(s.kinds, ',')) AS kind_set FROM shown s WHERE s.kinds IS NOT NULL
+           SELECT role_name, cluster_name, grant_key, namespace, kinds FROM shown WHERE kinds IS NOT NULL
+         ),
+         old AS (
+           SELECT role_name, cluster_name, grant_key, namespace, kinds FROM access_visible_namespaces
+           WHERE ($1::text IS NULL OR cluster_name = $1) AND ($2::text IS NULL OR role_name = $2)
          ),
          gone AS (
-           DELETE FROM access_visible_namespaces o
-           WHERE ($1::text IS NULL OR o.cluster_name = $1) AND ($2::text IS NULL OR o.role_name = $2)
-             AND NOT EXISTS (SELECT 1 FROM new n WHERE {SAME_ROW})
+           DELETE FROM access_visible_namespaces o USING (SELECT * FROM old EXCEPT SELECT * FROM new) g
+           WHERE (o.role_name, o.cluster_name, o.grant_key, o.namespace, o.kinds)
+               = (g.role_name, g.cluster_name, g.grant_key, g.namespace, g.kinds)
            RETURNING o.role_name
          ),
          added AS (
            INSERT INTO access_visible_namespaces (role_name, cluster_name, grant_key, namespace, kinds, kind_set)
-           SELECT * FROM new n
-           WHERE NOT EXISTS (SELECT 1 FROM access_visible_namespaces o WHERE {SAME_ROW})
+           SELECT a.*, md5(array_to_string(a.kinds, ',')) FROM (SELECT * FROM new EXCEPT SELECT * FROM old) a
            RETURNING role_name
          )
          SELECT role_name FROM gone UNION SELECT role_name FROM added"
     )
 }
-
-/// Whether visible rows `o` (kept) and `n` (computed) are the same.
-const SAME_ROW: &str = "(o.role_name, o.cluster_name, o.grant_key, o.namespace, o.kinds)
-                      = (n.role_name, n.cluster_name, n.grant_key, n.namespace, n.kinds)";
 
 /// Takes the transaction-level lock of `cluster`'s permissions: recomputations of one cluster
 /// (two RBAC tables replaced at once, a grant) run one after the other, each statement after it

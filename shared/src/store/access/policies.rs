@@ -106,10 +106,13 @@ fn place(namespace: &str, cluster: &str) -> String {
 /// (`<api group>/<Kind>`, or '' for the role's row of every kind), NULL when there is none. An
 /// uncorrelated scalar subquery, which PostgreSQL plans as an InitPlan: one primary-key probe
 /// per query, shared by every partition's scan (a hashed `IN (SELECT ...)` is built again for
-/// each partition, and an array's `= ANY` compares each element in turn).
+/// each partition, and an array's `= ANY` compares each element in turn). `|| '{}'` hands on a
+/// decompressed copy made once: an object of more than 2 kB is stored compressed (TOAST), and
+/// a parameter is decompressed again at every use, once per row (a 1,000-key object probed for
+/// 13,000 rows: 158 ms, the copy 4 ms).
 fn lookup(column: &str, kind: &str) -> String {
     format!(
-        "(SELECT l.{column} FROM access_lookups l WHERE l.role_name = current_user::text AND l.kind = {})",
+        "(SELECT l.{column} || '{{}}' FROM access_lookups l WHERE l.role_name = current_user::text AND l.kind = {})",
         literal(kind)
     )
 }
