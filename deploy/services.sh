@@ -73,5 +73,5 @@ if ! port_open "$NATS_PORT"; then
 fi
 port_open "$NATS_PORT" || { say "nats-server did not come up; see $STATE_DIR/nats.log"; exit 1; }
 port_open "$NATS_MONITOR_PORT" \
-  || say "no NATS monitoring on 127.0.0.1:$NATS_MONITOR_PORT (only KEDA's nats-jetstream scaler needs it): start nats-server with -m $NATS_MONITOR_PORT"
+  || say "note: no NATS monitoring on 127.0.0.1:$NATS_MONITOR_PORT; nothing here needs it (only KEDA's nats-jetstream scaler in deploy/kubernetes does: nats-server -m $NATS_MONITOR_PORT)"
 say "PostgreSQL on 127.0.0.1:$PG_PORT (database $DB_NAME, role $DB_ROLE), NATS on 127.0.0.1:$NATS_PORT: ready"

@@ -8,7 +8,7 @@ export NATS_URL=${NATS_URL:-nats://127.0.0.1:4222}
 # KUBECTL and PYTHON exported for the tests.
 source deploy/test-deps.sh
 # The runner: cargo-nextest runs tests of every binary side by side, each in its own process
-# (.config/nextest.toml); `cargo test` would run the 40 test binaries one after another. Built
+# (.config/nextest.toml); `cargo test` would run the test binaries (38) one after another. Built
 # from crates.io where missing (a few minutes, once). The workspace has no doc tests.
 NEXTEST_VERSION=0.9.143
 if ! cargo nextest --version >/dev/null 2>&1; then
