@@ -1,8 +1,9 @@
 //! `access_lookups`: what each role sees, kept as the `jsonb` objects the policies probe, so a
 //! policy's subquery is one primary-key probe however many clusters and namespaces the role
-//! sees (BENCHMARKS.md, "Access control": built from `access_visible_namespaces` in every query,
-//! the objects cost a viewer of one namespace in each of 1,000 clusters about 1 ms a subquery,
-//! most of a point lookup).
+//! sees (BENCHMARKS.md, "Viewers at a primary-key probe": built from `access_visible_namespaces`
+//! in every query, the objects cost a viewer of one namespace in each of 1,000 clusters about
+//! 1 ms a subquery, most of a point lookup). The policies read them decompressed once per query
+//! (`policies::lookup`).
 //!
 //! A role has one row per kind (`<api group>/<Kind>`) it is shown somewhere:
 //! - `clusters`: the clusters where a grant shows the kind cluster-wide;

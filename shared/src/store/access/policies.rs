@@ -1,15 +1,15 @@
-//! The row-level security policies: which of `access_visible_namespaces`' rows let a viewer see
-//! a row of each table, one [`Rule`] per table, decided from the catalog (data tables) or listed
+//! The row-level security policies: what of a role's `access_lookups` lets a viewer see a row of
+//! each table, one [`Rule`] per table, decided from the catalog (data tables) or listed
 //! here ([`EXTRA_TABLES`]: the registry, runs, derived and history tables).
 //!
 //! Every policy reads `current_user`'s rows of `access_lookups` ([`super::lookups`]) through
 //! uncorrelated scalar subqueries (InitPlans), which PostgreSQL runs once per query however many
 //! partitions it scans, each a `jsonb` object probed per row by key (BENCHMARKS.md, "Access
-//! control": a hashed `IN (SELECT ...)` is built again for every partition, 16 times a table,
-//! and an array's `= ANY` compares a row with each element). Policies are `AS RESTRICTIVE ...
-//! TO kubecensus_viewer`, beside a
-//! permissive `USING (true)`: a role outside `kubecensus_viewer` with `SELECT` sees what it saw
-//! before; a viewer sees only what its policy lets through
+//! control and history made cheap": a hashed `IN (SELECT ...)` is built again for every
+//! partition, 16 times a table, and an array's `= ANY` compares a row with each element).
+//! Policies are `AS RESTRICTIVE ... TO kubecensus_viewer`, beside a permissive `USING (true)`: a
+//! role outside `kubecensus_viewer` with `SELECT` sees what it saw before; a viewer sees only
+//! what its policy lets through
 //! (<https://www.postgresql.org/docs/15/sql-createpolicy.html>).
 
 use crate::model::catalog::{CLUSTER_COLUMN, Catalog, GROUP_COLUMN, KIND_COLUMN, ResourceSource};
