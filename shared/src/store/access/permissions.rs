@@ -278,7 +278,8 @@ pub async fn recompute_cluster(tx: &mut PgConnection, cluster: &str, rbac_change
 
 /// Recomputes what `role` may see in every cluster (its identities changed), in `tx`, holding
 /// every cluster's lock (in name order, so two grants never wait for each other in a cycle);
-/// returns how many visible rows it has.
+/// returns how many (cluster, API group, kind, namespace) it sees, as the view `access_visible`
+/// lists them.
 ///
 /// # Errors
 /// Any SQL error.
@@ -289,9 +290,11 @@ pub async fn recompute_role(tx: &mut PgConnection, role: &str) -> Result<u64> {
         lock_cluster(tx, cluster).await?;
     }
     write_visible(tx, None, Some(role)).await?;
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM access_visible_namespaces WHERE role_name = $1")
-        .bind(role)
-        .fetch_one(&mut *tx)
-        .await?;
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(cardinality(kinds)), 0)::int8 FROM access_visible_namespaces WHERE role_name = $1",
+    )
+    .bind(role)
+    .fetch_one(&mut *tx)
+    .await?;
     Ok(rows as u64)
 }
