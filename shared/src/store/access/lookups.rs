@@ -97,9 +97,10 @@ pub async fn rebuild(tx: &mut PgConnection, roles: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Rebuilds the lookups of every role that has visible rows, in one transaction: at start-up,
-/// where `refill` (the catalog's tables changed, so `table_combinations` may have) or where
-/// some role has none yet (the release that added them; 0012 leaves the table empty).
+/// At start-up, in one transaction, builds the lookups of each role that has visible rows but
+/// no lookups yet (the release that added them: 0012 leaves the table empty), or, when
+/// `refill` (the catalog's tables changed, so `table_combinations` may have), rebuilds those of
+/// every role that has visible rows.
 ///
 /// # Errors
 /// Any SQL error.

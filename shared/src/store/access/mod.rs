@@ -101,8 +101,9 @@ async fn roles_exist(pool: &PgPool) -> Result<bool> {
 
 /// Turns row security on and writes the viewers' policy of every protected table of `catalog`
 /// (and of the extra tables that exist), grants viewers `SELECT` on them and on the views, and
-/// fills `access_tables` and the roles' missing `access_lookups`. A table whose policy is already the current one is not touched (no
-/// lock taken); one whose policy changed is altered in one transaction, under [`DDL_LOCKS`].
+/// fills `access_tables` and the roles' missing `access_lookups`. A table whose policy is
+/// already the current one is not touched (no lock taken); one whose policy changed is altered
+/// in one transaction, under [`DDL_LOCKS`].
 /// Without the group roles (a service role that may not create roles) it logs a warning and
 /// does nothing: nobody can be a viewer then.
 ///
