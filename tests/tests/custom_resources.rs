@@ -33,6 +33,28 @@ async fn unhealthy_objects(pool: &PgPool) -> Vec<Vec<Option<String>>> {
     table
 }
 
+/// `fleet_counts`' rows of custom resources (cluster, group, kind, rows, namespaces, and the
+/// row's version), after checking that they count `kubernetes_custom_resources`' rows.
+async fn custom_counts(pool: &PgPool) -> Vec<(String, String, String, i64, Option<i64>, String)> {
+    let counted: Vec<(String, String, String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT cluster_name, api_group, kind, count(*), count(DISTINCT namespace) FROM kubernetes_custom_resources
+         GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let rows: Vec<(String, String, String, i64, Option<i64>, String)> = sqlx::query_as(
+        "SELECT cluster_name, api_group, kind, row_count, namespace_count, xmin::text FROM fleet_counts
+         WHERE table_name = 'kubernetes_custom_resources' ORDER BY 1, 2, 3",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let summary: Vec<_> = rows.iter().map(|r| (r.0.clone(), r.1.clone(), r.2.clone(), r.3, r.4)).collect();
+    assert_eq!(summary, counted, "fleet_counts counts each cluster's objects of each kind");
+    rows
+}
+
 /// A private environment, a simulated fleet of `spec`, and the fleet's registry file.
 async fn simulated_fleet(spec: FleetSpec) -> (TestEnv, Fleet, PathBuf) {
     let env = TestEnv::new().await.unwrap();
@@ -79,6 +101,8 @@ async fn one_kinds_refresh_leaves_other_kinds_rows_untouched_and_a_cluster_witho
     assert!(rows_of("sim-03").await.is_empty(), "a cluster without Flux has no custom resources");
     let before = rows_of("sim-01").await;
     assert_eq!(before.len(), 45);
+    let counts_before = custom_counts(&env.pool).await;
+    assert!(counts_before.iter().any(|row| row.2 == "Kustomization"), "{counts_before:?}");
 
     // Make every Kustomization row of sim-01 look stale: its next refresh replaces all of them,
     // by the path that deletes every row of its scope.
@@ -106,6 +130,14 @@ async fn one_kinds_refresh_leaves_other_kinds_rows_untouched_and_a_cluster_witho
         after.iter().filter(|r| r.0 == "Kustomization").map(|r| (&r.1, &r.2)).collect(),
     );
     assert_eq!(old, new, "the Kustomizations are back with their own hashes");
+    let counts_after = custom_counts(&env.pool).await;
+    let refreshed =
+        |row: &&(String, String, String, i64, Option<i64>, String)| row.0 == "sim-01" && row.2 == "Kustomization";
+    let (rewritten, kept): (Vec<_>, Vec<_>) = counts_after.iter().partition(refreshed);
+    let untouched: Vec<_> = counts_before.iter().filter(|row| !refreshed(row)).collect();
+    assert_eq!(kept, untouched, "other kinds' and clusters' counts are untouched: same versions");
+    assert_eq!(rewritten.len(), 1);
+    assert!(!counts_before.contains(rewritten[0]), "sim-01's Kustomizations are counted again");
     assert!(!old.is_empty());
     let unhealthy = unhealthy_objects(&env.pool).await;
     assert!(unhealthy.iter().any(|row| row[3].as_deref() == Some("Kustomization")), "{unhealthy:?}");

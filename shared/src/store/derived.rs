@@ -4,7 +4,8 @@
 //!
 //! [`write`] is called once per committed replace, after every table of the resource has its new
 //! rows and before the run's outcome is recorded. It rewrites the cluster's rows of
-//! `fleet_unhealthy_objects` ([`super::fleet_view`]) for each table whose rows changed, keeps
+//! `fleet_unhealthy_objects` ([`super::fleet_view`]) and the summaries ([`super::summaries`])
+//! for each table whose rows changed, keeps
 //! the events a listing saw, and the gaps between listings, in [`super::event_history`],
 //! records a first load's baseline of the change history (the replace itself records the
 //! objects that changed, [`super::changes`]), and recomputes the
@@ -14,7 +15,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{access, changes, event_history, fleet_view, schema::TableShape, scope::Scope};
+use super::{access, changes, event_history, fleet_view, schema::TableShape, scope::Scope, summaries};
 use crate::{Result, model::catalog::Resource, queue::job::Job, store::runs::RowCounts};
 
 /// One committed replace of a cluster's rows of a resource, as the derived tables see it.
@@ -60,6 +61,7 @@ pub async fn write(tx: &mut PgConnection, swap: &Swap<'_>) -> Result<()> {
     for table in &swap.tables {
         if table.counts.inserted + table.counts.deleted > 0 {
             rewrite_unhealthy(tx, swap, table).await?;
+            rewrite_summaries(tx, swap, table).await?;
         }
     }
     event_history::write(tx, swap).await?;
@@ -72,6 +74,14 @@ pub async fn write(tx: &mut PgConnection, swap: &Swap<'_>) -> Result<()> {
 async fn rewrite_unhealthy(tx: &mut PgConnection, swap: &Swap<'_>, table: &TableWrite<'_>) -> Result<()> {
     for sql in fleet_view::unhealthy_rewrite(swap.resource, table.shape, &swap.scope.condition(2)).into_iter().flatten()
     {
+        sqlx::query_with(&sql, swap.scope.arguments(swap.cluster)?).execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Rewrites the scope's summary rows of the table ([`super::summaries`]).
+async fn rewrite_summaries(tx: &mut PgConnection, swap: &Swap<'_>, table: &TableWrite<'_>) -> Result<()> {
+    for sql in summaries::rewrite(swap.resource, table.shape, swap.scope) {
         sqlx::query_with(&sql, swap.scope.arguments(swap.cluster)?).execute(&mut *tx).await?;
     }
     Ok(())

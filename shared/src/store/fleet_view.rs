@@ -25,7 +25,7 @@ use sqlx::{PgConnection, PgPool};
 use super::{
     access::VIEWER_ROLE,
     execute,
-    schema::{DDL_LOCKS, PARTITION_STORAGE, TableShape, column_names},
+    schema::{DDL_LOCKS, PARTITION_STORAGE, TableShape, add_text_columns, column_names},
     sql::{Ident, literal},
 };
 use crate::{
@@ -245,15 +245,8 @@ async fn write(
         .await?;
     }
     let existing = column_names(tx, "public", UNHEALTHY_TABLE).await?;
-    let added: Vec<String> = fields
-        .iter()
-        .chain(namespace_fields)
-        .filter(|field| !existing.contains(field))
-        .map(|field| format!("ADD COLUMN {} text", column(field)))
-        .collect();
-    if !added.is_empty() {
-        execute(tx, format!("ALTER TABLE {table} {}", added.join(", "))).await?;
-    }
+    let field_columns: Vec<String> = fields.iter().chain(namespace_fields).cloned().collect();
+    add_text_columns(tx, UNHEALTHY_TABLE, &field_columns).await?;
     // A table made before it had labels gets them, and its rows again with their labels.
     let refill = exists && !existing.iter().any(|column| column == LABELS_COLUMN);
     if refill {

@@ -6,6 +6,8 @@
 //! [`JobConnection`]), and [`derived`] what the same transaction derives from them; [`sql`] is the one way names get into SQL text;
 //! [`freshness`] says how old the snapshots are; [`fleet_view`] is the `fleet_objects` view of
 //! every object's health and the `fleet_unhealthy_objects` table of those not Current;
+//! [`summaries`] keeps `fleet_counts` and `fleet_images`, a few rows per cluster for fleet-wide
+//! counts;
 //! [`event_history`] keeps events past their lifetime and records the gaps between listings;
 //! [`changes`] records each object's changes; [`retention`] keeps the history tables' daily
 //! partitions.
@@ -34,6 +36,9 @@ mod session_lock;
 #[cfg(test)]
 mod shard_tests;
 pub mod sql;
+pub mod summaries;
+#[cfg(test)]
+mod summaries_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -95,8 +100,8 @@ pub async fn prepare(pool: &PgPool, catalog: &Catalog, registry: &Registry) -> R
 }
 
 /// Creates, converts or upgrades every table of `catalog` for the registry's `fields` and
-/// `namespace_fields`, then `fleet_unhealthy_objects`, the `fleet_objects` view and
-/// `event_history`, then the row-level security policies and the viewers' grants
+/// `namespace_fields`, then `fleet_unhealthy_objects`, the `fleet_objects` view, the summaries
+/// and `event_history`, then the row-level security policies and the viewers' grants
 /// ([`access::ensure`]).
 ///
 /// Processes that start together take turns, on a session advisory lock of a connection of its
@@ -112,6 +117,7 @@ pub async fn ensure_schema(
     let result = async {
         ensure_tables(pool, catalog, fields, namespace_fields).await?;
         fleet_view::ensure(pool, catalog, fields, namespace_fields).await?;
+        summaries::ensure(pool, catalog, fields).await?;
         event_history::ensure(pool, catalog).await?;
         access::ensure(pool, catalog).await
     }
@@ -121,7 +127,8 @@ pub async fn ensure_schema(
 }
 
 /// Adds the columns of the fields `now` declares and `before` did not (a registry read again
-/// while the services run), to the data tables and `fleet_unhealthy_objects`, and recreates
+/// while the services run), to the data tables, `fleet_unhealthy_objects` and the summaries, and
+/// recreates
 /// `fleet_objects` with them; nothing when they declare the same fields.
 pub async fn ensure_new_fields(pool: &PgPool, catalog: &Catalog, before: &Registry, now: &Registry) -> Result<()> {
     let (fields, namespace_fields) = (now.field_names(), now.namespace_field_names());

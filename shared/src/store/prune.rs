@@ -1,5 +1,5 @@
 //! Decommissioned clusters: a cluster missing from every registry source for `--prune-after` is
-//! pruned. Its rows in every table (`fleet_unhealthy_objects` too) and its `snapshots` are deleted in one transaction, its
+//! pruned. Its rows in every table (`fleet_unhealthy_objects` and the summaries too) and its `snapshots` are deleted in one transaction, its
 //! `clusters` row is marked `removed_at`, and a `runs` row with status `pruned` records it. Until
 //! then its rows stay, and `snapshots` shows them ageing.
 //!
@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::{
     fleet_view,
     sql::{Ident, Qualified},
+    summaries,
 };
 use crate::{
     Result,
@@ -94,8 +95,10 @@ async fn prune(
             sqlx::query(&format!("DELETE FROM {name} WHERE {column} = $1")).bind(cluster).execute(&mut *tx).await?;
         rows_deleted += deleted.rows_affected();
     }
-    let unhealthy = Ident::new(fleet_view::UNHEALTHY_TABLE)?;
-    sqlx::query(&format!("DELETE FROM {unhealthy} WHERE {column} = $1")).bind(cluster).execute(&mut *tx).await?;
+    for derived in std::iter::once(fleet_view::UNHEALTHY_TABLE).chain(summaries::TABLES) {
+        let derived = Ident::new(derived)?;
+        sqlx::query(&format!("DELETE FROM {derived} WHERE {column} = $1")).bind(cluster).execute(&mut *tx).await?;
+    }
     sqlx::query("DELETE FROM snapshots WHERE cluster_name = $1").bind(cluster).execute(&mut *tx).await?;
     super::access::permissions::recompute_cluster(&mut tx, cluster, true).await?;
     sqlx::query("UPDATE clusters SET removed_at = now() WHERE name = $1").bind(cluster).execute(&mut *tx).await?;

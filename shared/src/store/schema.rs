@@ -396,10 +396,21 @@ pub(super) async fn column_set(conn: &mut PgConnection, shape: &TableShape<'_>) 
     .await?)
 }
 
-/// Converts a table of the earlier layout (a LIST partition per cluster, each itself
-/// partitioned) in one transaction: the old table moves aside, the new one is created and
-/// filled with its rows, the old one and every partition under it are dropped. Each moved row
-/// gets a random `row_hash`, so the cluster's next refresh replaces all of its rows at once.
+/// Adds to `public.<table>` a `text` column for each of `names` it lacks (the registry's fields,
+/// on a table derived from the data tables).
+pub(super) async fn add_text_columns(conn: &mut PgConnection, table: &str, names: &[String]) -> Result<()> {
+    let existing = column_names(conn, "public", table).await?;
+    let added: Vec<String> = names
+        .iter()
+        .filter(|name| !existing.contains(name))
+        .map(|name| format!("ADD COLUMN {} text", Ident::derived(&[name])))
+        .collect();
+    if !added.is_empty() {
+        execute(conn, format!("ALTER TABLE {} {}", Ident::derived(&[table]), added.join(", "))).await?;
+    }
+    Ok(())
+}
+
 /// The names of the columns of table `schema.table` (none when it does not exist).
 pub(super) async fn column_names(conn: &mut PgConnection, schema: &str, table: &str) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(
@@ -411,6 +422,10 @@ pub(super) async fn column_names(conn: &mut PgConnection, schema: &str, table: &
     .await?)
 }
 
+/// Converts a table of the earlier layout (a LIST partition per cluster, each itself
+/// partitioned) in one transaction: the old table moves aside, the new one is created and
+/// filled with its rows, the old one and every partition under it are dropped. Each moved row
+/// gets a random `row_hash`, so the cluster's next refresh replaces all of its rows at once.
 async fn convert(conn: &mut PgConnection, shape: &TableShape<'_>) -> Result<()> {
     tracing::info!(table = shape.name.name.as_str(), "converting a table of the earlier layout");
     let legacy = Qualified { schema: Ident::derived(&[LEGACY_SCHEMA]), name: shape.name.name.clone() };

@@ -25,6 +25,10 @@ pub enum Rule {
     /// Rows naming their own `api_group` and `kind` (custom resources, `fleet_unhealthy_objects`),
     /// and their namespace in `namespace`.
     KindColumns,
+    /// Rows of a whole cluster naming their own `api_group` and `kind` (the summaries
+    /// `fleet_counts` and `fleet_images`): only a grant of the kind cluster-wide shows them, since
+    /// a count of every namespace's objects tells of those a viewer of some may not list.
+    KindColumnsClusterWide,
     /// Rows naming the catalog table they come from in `table_name`, and their namespace in
     /// `namespace` (`object_changes`): `access_tables` maps the table to its group and kind.
     TableName,
@@ -47,6 +51,8 @@ pub const EXTRA_TABLES: &[(&str, Extra)] = &[
     ("snapshots", Extra::Rule(Rule::Cluster(CLUSTER_COLUMN))),
     ("runs", Extra::Rule(Rule::Cluster(CLUSTER_COLUMN))),
     ("fleet_unhealthy_objects", Extra::Rule(Rule::KindColumns)),
+    ("fleet_counts", Extra::Rule(Rule::KindColumnsClusterWide)),
+    ("fleet_images", Extra::Rule(Rule::KindColumnsClusterWide)),
     ("event_history", Extra::SameAs("kubernetes_events")),
     ("object_changes", Extra::Rule(Rule::TableName)),
     ("event_gaps", Extra::Rule(Rule::Cluster(CLUSTER_COLUMN))),
@@ -133,8 +139,9 @@ impl Rule {
         // them. First whether the role has a grant in the row's cluster cluster-wide or in a
         // namespace of its name anywhere (two lookups, no string built), which most rows of a
         // role that sees a few namespaces or clusters fail.
+        let at = |place: String, key: &str| format!("({} ->> ({place})) || '/' || {key}", lookup("places", ""));
         let by_combinations = |key: String, combinations: &str| {
-            let at = |place: String| format!("({} ->> ({place})) || '/' || {key}", lookup("places", ""));
+            let at = |place: String| at(place, &key);
             format!(
                 "({} ? {cluster} OR {} ? {namespace_column}) AND {} ?| ARRAY[{}, {}]",
                 lookup("clusters", ""),
@@ -160,6 +167,12 @@ impl Rule {
                 )
             }
             Rule::KindColumns => by_combinations(format!("{group} || '/' || {kind_column}"), "combinations"),
+            Rule::KindColumnsClusterWide => format!(
+                "{} ? {cluster} AND {} ? ({})",
+                lookup("clusters", ""),
+                lookup("combinations", ""),
+                at(place("''", &cluster), &format!("{group} || '/' || {kind_column}"))
+            ),
             Rule::TableName => by_combinations(column("table_name"), "table_combinations"),
             Rule::Cluster(name) => format!("{} ? {}", lookup("seen", ""), column(name)),
         }

@@ -1,6 +1,7 @@
-//! The policies of the tables whose rows name their own kind (`fleet_unhealthy_objects`) or
-//! table (`object_changes`), as a viewer reads them on a real PostgreSQL: a row shows when a
-//! grant whose kinds include the row's applies at its namespace or cluster-wide, exactly.
+//! The policies of the tables whose rows name their own kind (`fleet_unhealthy_objects`, the
+//! summaries) or table (`object_changes`), as a viewer reads them on a real PostgreSQL: a row
+//! shows when a grant whose kinds include the row's applies at its namespace or cluster-wide
+//! (the summaries: cluster-wide only), exactly.
 
 use serde_json::json;
 use sqlx::PgPool;
@@ -72,6 +73,19 @@ async fn rows_naming_their_kind_or_table_show_where_a_grant_of_that_kind_applies
         .execute(&pool)
         .await
         .unwrap();
+        for summary in ["fleet_counts", "fleet_images"] {
+            let value = if summary == "fleet_counts" { "row_count" } else { "container_count" };
+            sqlx::query(&format!(
+                "INSERT INTO {summary} (table_name, cluster_name, api_group, kind, {value}) VALUES ($1, $2, $3, $4, 1)"
+            ))
+            .bind(table)
+            .bind(cluster)
+            .bind(group)
+            .bind(kind)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
         sqlx::query(
             "INSERT INTO object_changes (changed_at, cluster_name, table_name, namespace, name, uid, change, job_id, run_id)
              VALUES (now(), $1, $2, nullif($3, ''), $4, $4, 'updated', gen_random_uuid(), gen_random_uuid())",
@@ -91,4 +105,11 @@ async fn rows_naming_their_kind_or_table_show_where_a_grant_of_that_kind_applies
     // The change history of custom resources is not shown (their table names no kind).
     let changes: Vec<String> = shown.iter().filter(|n| !n.starts_with("helmrelease")).cloned().collect();
     assert_eq!(seen(&pool, "object_changes").await, changes, "by each row's table");
+    // A summary counts a whole cluster: only a grant of its kind cluster-wide shows it.
+    for summary in ["fleet_counts", "fleet_images"] {
+        assert_eq!(
+            seen(&pool, &format!("(SELECT kind || '@' || cluster_name AS name FROM {summary}) s")).await,
+            ["ConfigMap@a", "Node@a"]
+        );
+    }
 }
