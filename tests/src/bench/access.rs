@@ -86,7 +86,7 @@ pub async fn time_viewers(env: &BenchEnv, clusters: &[String], runs: usize) -> a
         pod.0, pod.1
     );
     let mut queries: Vec<(String, String)> =
-        QUERIES[..2].iter().map(|(n, s)| ((*n).to_owned(), (*s).to_owned())).collect();
+        QUERIES[..4].iter().map(|(n, s)| ((*n).to_owned(), (*s).to_owned())).collect();
     queries.push((
         "fleet_objects: first page not Current".into(),
         page_sql("fleet_objects", "health <> 'Current' and ", &Key::default()),

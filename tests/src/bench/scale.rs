@@ -10,7 +10,11 @@ use sqlx::{Connection, PgConnection};
 
 use kubecensus::store::sql::literal;
 
-use super::{env::BenchEnv, queries::timed_runs, stats::percentile};
+use super::{
+    env::BenchEnv,
+    queries::{QUERIES, timed_runs},
+    stats::percentile,
+};
 
 /// Jobs/s in each tenth of a round's runs, by the order they finished.
 #[derive(Debug, Clone, Serialize)]
@@ -101,23 +105,17 @@ pub async fn footprint(env: &BenchEnv) -> anyhow::Result<Footprint> {
     Ok(Footprint { database_bytes, relations, pods_table_bytes, pods_index_bytes, pods_rows })
 }
 
-/// The fleet-wide queries `bench-scale` times, by name: the two design examples, pods × nodes,
-/// and a point lookup of one pod (picked from the loaded rows) by cluster, namespace and name.
+/// The fleet-wide queries `bench-scale` times, by name: the two design examples (from the
+/// summaries and as the design's text, [`QUERIES`]), pods × nodes, and a point lookup of one pod
+/// (picked from the loaded rows) by cluster, namespace and name.
 pub async fn scale_queries(env: &BenchEnv) -> anyhow::Result<Vec<(String, String)>> {
     let (cluster, namespace, name): (String, String, String) = sqlx::query_as(
         "SELECT cluster_name, namespace, name FROM kubernetes_pods ORDER BY cluster_name DESC, name LIMIT 1",
     )
     .fetch_one(&env.pool)
     .await?;
+    let design = QUERIES[..4].iter().map(|(name, sql)| (*name, (*sql).to_owned()));
     let queries = [
-        (
-            "pods by region (design example)",
-            "select region, count(distinct cluster_name) cluster_cnt, count(distinct namespace) ns_count, count(*) pod_cnt from kubernetes_pods group by region".to_owned(),
-        ),
-        (
-            "most popular images (design example)",
-            "select c.image, count(*) pod_cnt from kubernetes_pod_containers c group by c.image order by count(*) desc limit 10".to_owned(),
-        ),
         (
             "pods x nodes (count)",
             "select count(*) from kubernetes_pods p join kubernetes_nodes n on n.cluster_name = p.cluster_name and n.name = p.node_name".to_owned(),
@@ -132,7 +130,7 @@ pub async fn scale_queries(env: &BenchEnv) -> anyhow::Result<Vec<(String, String
             ),
         ),
     ];
-    Ok(queries.into_iter().map(|(name, sql)| (name.to_owned(), sql)).collect())
+    Ok(design.chain(queries).map(|(name, sql)| (name.to_owned(), sql)).collect())
 }
 
 /// One query: median of the runs, and planning and execution time of one `EXPLAIN ANALYZE`.
