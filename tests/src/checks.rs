@@ -66,12 +66,33 @@ pub async fn count(pool: &PgPool, table: &str, cluster: &str) -> usize {
     n as usize
 }
 
-/// PostgreSQL holds exactly what the simulator serves, for every cluster and table.
+/// What the summaries hold of `cluster`: `fleet_counts`' pods, namespaces with pods, and
+/// `fleet_images`' pod containers.
+async fn summarized(pool: &PgPool, cluster: &str) -> (usize, usize, usize) {
+    let (pods, namespaces, containers): (i64, i64, i64) = sqlx::query_as(
+        "SELECT coalesce(sum(row_count), 0)::bigint, coalesce(sum(namespace_count), 0)::bigint,
+                (SELECT coalesce(sum(container_count), 0)::bigint FROM fleet_images
+                 WHERE cluster_name = $1 AND table_name = 'kubernetes_pod_containers')
+         FROM fleet_counts WHERE cluster_name = $1 AND table_name = 'kubernetes_pods'",
+    )
+    .bind(cluster)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    (pods as usize, namespaces as usize, containers as usize)
+}
+
+/// PostgreSQL holds exactly what the simulator serves, for every cluster and table, and the
+/// summaries count it.
 pub async fn assert_postgres_equals_simulator(pool: &PgPool, fleet: &Fleet) {
     for cluster in fleet.clusters() {
         let name = &cluster.name;
         assert_same_pods(pool, fleet, name).await;
-        assert_eq!(count(pool, "kubernetes_pod_containers", name).await, simulator_containers(fleet, name), "{name}");
+        let containers = simulator_containers(fleet, name);
+        assert_eq!(count(pool, "kubernetes_pod_containers", name).await, containers, "{name}");
+        let pods = simulator_pods(fleet, name);
+        let namespaces = pods.iter().map(|pod| &pod.0).collect::<BTreeSet<_>>().len();
+        assert_eq!(summarized(pool, name).await, (pods.len(), namespaces, containers), "{name}: the summaries");
         assert_eq!(count(pool, "kubernetes_nodes", name).await, fleet.count(name, "nodes"), "{name}");
         assert_eq!(count(pool, "kubernetes_namespaces", name).await, fleet.count(name, "namespaces"), "{name}");
         let uid: String =

@@ -5,7 +5,7 @@
 //! [`certs`], [`nats_jwt`]); [`probes`] reads the admin endpoint and makes HTTPS GETs with client
 //! certificates; [`manifests`] renders and reads the Kubernetes manifests; [`connect_proxy`] is
 //! an HTTP proxy on loopback; [`nats_cluster`] a three-node JetStream cluster; [`programs`] finds
-//! kubectl and Python; [`bench`] holds the pieces of the `bench` and `bench-scale` binaries.
+//! kubectl and Python; [`readme`] the README's SQL; [`bench`] holds the pieces of the `bench` and `bench-scale` binaries.
 
 pub mod bench;
 pub mod certs;
@@ -20,5 +20,6 @@ pub mod nats_cluster;
 pub mod nats_jwt;
 pub mod probes;
 pub mod programs;
+pub mod readme;
 pub mod servers;
 pub mod webdriver;

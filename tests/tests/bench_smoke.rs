@@ -49,9 +49,9 @@ fn bench_smoke_produces_every_figure() {
     let queries = report["queries"].as_array().unwrap();
     assert_eq!(
         queries.len(),
-        6 + 6 + 8 + 1 + 3 * 5 + 1,
-        "six queries, six pages of unhealthy objects, eight explorer API requests, the page's load in \
-         Chromium, five queries as each of two viewers and unrestricted, and the permissions' recompute"
+        8 + 6 + 8 + 1 + 3 * 7 + 1,
+        "eight queries, six pages of unhealthy objects, eight explorer API requests, the page's load in \
+         Chromium, seven queries as each of two viewers and unrestricted, and the permissions' recompute"
     );
     let load = queries.iter().find(|q| q["name"].as_str().unwrap().contains("loaded in headless Chromium")).unwrap();
     assert!(load["median_ms"].as_f64().unwrap() > 0.0 && load["rows_returned"].as_u64().unwrap() > 0, "{load}");
@@ -85,9 +85,9 @@ fn a_tiny_bench_scale_produces_every_figure() {
     }
     assert!(report["after_refresh"]["relations"].as_i64().unwrap() > 0);
     assert_eq!(report["pod_refreshes"].as_array().unwrap().len(), 2);
-    assert_eq!(report["queries"].as_array().unwrap().len(), 4 + 2, "four queries and the README's two History queries");
+    assert_eq!(report["queries"].as_array().unwrap().len(), 6 + 2, "six queries and the README's two History queries");
     let viewers = report["viewers"].as_array().unwrap();
-    assert_eq!(viewers.len(), 8 + 1 + 3 * 5 + 1, "the explorer's API and page, the queries as viewers, the recompute");
+    assert_eq!(viewers.len(), 8 + 1 + 3 * 7 + 1, "the explorer's API and page, the queries as viewers, the recompute");
     assert_eq!(report["pages"].as_array().unwrap().len(), 6, "first and deep pages: table, view, prepared view");
     assert!(report["readers"]["queries"].as_u64().unwrap() > 0);
     assert!(!report["verdicts"].as_array().unwrap().is_empty());

@@ -8,7 +8,6 @@ use std::{path::Path, time::Duration};
 use kubecensus_tests::{
     fleet::{EventChanges, FailResource, Faults, Fleet, FleetSpec},
     harness::TestEnv,
-    manifests::repo_root,
 };
 use serde_json::Value;
 
@@ -186,12 +185,9 @@ async fn a_failed_or_superseded_events_job_writes_no_history() {
     assert_eq!(history(&env).await.len(), before.len() + 3);
 }
 
-/// The SQL blocks of the README's "Events kept past their hour", in order.
+/// The SQL statements of the README's "Events kept past their hour", in order.
 fn readme_queries() -> Vec<String> {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let section = readme.split("### Events kept past their hour").nth(1).expect("the README's event history section");
-    let section = section.split("\n## ").next().unwrap().split("\n### ").next().unwrap();
-    section.split("```sql\n").skip(1).map(|block| block.split("```").next().unwrap().trim().to_owned()).collect()
+    kubecensus_tests::readme::sql_statements("### Events kept past their hour")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,7 @@ use kubecensus_tests::{
     },
     fleet::{Fleet, FleetSpec},
     harness::{BASIC_TABLES, TestEnv},
+    readme,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,23 +86,32 @@ async fn a_tick_loads_every_table_and_a_refresh_replaces_it_without_readers_seei
         .sum();
     assert_eq!(snapshots as usize, 3 * tables, "one snapshot per cluster and table of the three resources");
 
-    // The two example queries of the kubequery-postgres design run verbatim.
-    let by_region: Vec<(Option<String>, i64, i64, i64)> = sqlx::query_as(
-        "select region, count(distinct cluster_name) cluster_cnt, count(distinct namespace) ns_count, count(*) pod_cnt from kubernetes_pods group by region;",
-    )
-    .fetch_all(&env.pool)
-    .await
-    .unwrap();
-    assert_eq!(by_region.len(), 3, "one row per region: {by_region:?}");
-    assert_eq!(by_region.iter().map(|r| r.3).sum::<i64>(), after.values().sum::<i64>());
-    let images: Vec<(Option<String>, i64)> = sqlx::query_as(
-        "select c.image, count(*) pod_cnt from kubernetes_pod_containers c group by c.image order by count(*) desc limit 10;",
-    )
-    .fetch_all(&env.pool)
-    .await
-    .unwrap();
-    assert_eq!(images.len(), 10);
-    assert!(images.windows(2).all(|w| w[0].1 >= w[1].1));
+    // The README's example queries run verbatim; the design's two give the same figures from the
+    // summaries as from every row (namespaces aside: the summary counts each cluster's).
+    let examples = readme::sql_statements("## Example queries");
+    assert!(examples.len() >= 7, "{examples:#?}");
+    for sql in &examples {
+        sqlx::raw_sql(sql).fetch_all(&env.pool).await.unwrap_or_else(|err| panic!("{sql}: {err}"));
+    }
+    type ByRegion = (Option<String>, i64, i64);
+    let by_region = |sql: &str| {
+        let sql = format!("SELECT region, cluster_cnt::bigint, pod_cnt::bigint FROM ({sql}) q ORDER BY 1");
+        let pool = env.pool.clone();
+        async move { sqlx::query_as::<_, ByRegion>(&sql).fetch_all(&pool).await.unwrap() }
+    };
+    let (summary, text) = (by_region(&examples[0]).await, by_region(&examples[2]).await);
+    assert_eq!(summary.len(), 3, "one row per region: {summary:?}");
+    assert_eq!(summary, text, "pods by region from fleet_counts and from the pods");
+    assert_eq!(summary.iter().map(|r| r.2).sum::<i64>(), after.values().sum::<i64>());
+    let images = |sql: &str| {
+        let sql = format!("SELECT pod_cnt::bigint FROM ({sql}) q");
+        let pool = env.pool.clone();
+        async move { sqlx::query_scalar::<_, i64>(&sql).fetch_all(&pool).await.unwrap() }
+    };
+    let (summary, text) = (images(&examples[1]).await, images(&examples[3]).await);
+    assert_eq!(summary.len(), 10);
+    assert_eq!(summary, text, "the most popular images' counts from fleet_images and from the containers");
+    assert!(summary.windows(2).all(|w| w[0] >= w[1]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,22 +14,10 @@ use super::{
 };
 use crate::fleet::{Fleet, WorkloadChurn};
 
-/// The README, for its History queries.
-const README: &str = include_str!("../../../README.md");
-
-/// The SQL statements of the README's "History" section before its events subsection (its
-/// ```sql blocks, split at `;`), each with its leading comment line.
+/// The SQL statements of the README's "History" section before its events subsection, each
+/// with its leading comment line.
 pub fn readme_history_queries() -> Vec<String> {
-    let section = README.split("\n## History\n").nth(1).unwrap_or_default();
-    let section = section.split("\n## ").next().unwrap_or_default();
-    let section = section.split("\n### Events kept past their hour").next().unwrap_or_default();
-    section
-        .split("```sql\n")
-        .skip(1)
-        .flat_map(|block| block.split("```").next().unwrap_or_default().split(';').map(str::trim))
-        .filter(|statement| !statement.is_empty())
-        .map(str::to_owned)
-        .collect()
+    crate::readme::sql_statements("## History")
 }
 
 /// The README's History queries named by their comment line, with its example names
