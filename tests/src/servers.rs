@@ -150,10 +150,11 @@ impl TempPostgres {
     }
 
     /// A hot standby of this server on another port: `pg_basebackup -R -X stream
-    /// --checkpoint=fast` (which writes `standby.signal` and `primary_conninfo`), started with
-    /// `hot_standby_feedback = on` so that vacuum on the primary keeps the rows its readers'
-    /// snapshots need (PostgreSQL docs, "Hot Standby", Handling Query Conflicts). Stopped and
-    /// removed on drop like the primary.
+    /// --checkpoint=fast` (which writes `standby.signal` and `primary_conninfo`) through a
+    /// replication slot of its own (`-C -S`: the primary keeps the WAL a standby that fell
+    /// behind still needs), started with `hot_standby_feedback = on` so that vacuum on the
+    /// primary keeps the rows its readers' snapshots need (PostgreSQL docs, "Hot Standby",
+    /// Handling Query Conflicts). Stopped and removed on drop like the primary.
     pub async fn standby(&self) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("kubecensus-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)?;
@@ -178,6 +179,9 @@ impl TempPostgres {
             // `checkpoint_completion_target` × `checkpoint_timeout` (4.5 min by default) when the
             // primary has just been written to (pg_basebackup docs, `--checkpoint`).
             "--checkpoint=fast",
+            "-C",
+            "-S",
+            &format!("standby_{}", standby.port),
             "-D",
         ])?;
         run(backup.arg(&standby.data))?;
@@ -185,6 +189,19 @@ impl TempPostgres {
         writeln!(conf, "hot_standby_feedback = on")?;
         standby.start_server().await?;
         Ok(standby)
+    }
+
+    /// Gives the server's processes the nice value `nice` (`renice`): the postmaster and its
+    /// children now, and so every process it starts later (a fork keeps its parent's). At 19 a
+    /// server on a busy machine runs on what the others leave.
+    pub fn renice(&self, nice: i32) -> anyhow::Result<()> {
+        let pid_file = std::fs::read_to_string(self.data.join("postmaster.pid"))?;
+        let pid = pid_file.lines().next().context("empty postmaster.pid")?.trim().to_owned();
+        let children = Command::new("pgrep").args(["-P", &pid]).output()?;
+        let children = String::from_utf8_lossy(&children.stdout);
+        let mut renice = Command::new("renice");
+        renice.args(["-n", &nice.to_string(), "-p", &pid]).args(children.split_whitespace());
+        run(renice.stdout(Stdio::null()))
     }
 
     /// The URL of a database on this server.

@@ -123,6 +123,12 @@ struct Args {
     /// errors and cancellations. Compare with a run without it for the cost.
     #[arg(long)]
     standby: bool,
+    /// The standby's processes at this nice value (with `--standby`; 19: they run on what the
+    /// primary, the workers and the scheduler leave of the machine's cores). An estimate, on one
+    /// machine, of the primary's cost with its standby on a machine of its own: the replay
+    /// then lags, and the two servers still share the disk.
+    #[arg(long, default_value_t = 0)]
+    standby_nice: i32,
     /// Run on a three-node JetStream cluster of its own on loopback (`nats-server` from
     /// NATS_SERVER, 2.11 or newer) instead of --nats-url, the stream and consumer with three
     /// replicas, and kill the stream's leader once 40 % of the first load's jobs have finished
@@ -193,7 +199,13 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut env = BenchEnv::new(config).await?;
     let standby = match (&private, args.standby) {
-        (Some(server), true) => Some(server.standby().await.context("starting a hot standby")?),
+        (Some(server), true) => {
+            let standby = server.standby().await.context("starting a hot standby")?;
+            if args.standby_nice != 0 {
+                standby.renice(args.standby_nice).context("renicing the standby")?;
+            }
+            Some(standby)
+        }
         (None, true) => anyhow::bail!("--standby needs the private server (no --database-url)"),
         (_, false) => None,
     };
