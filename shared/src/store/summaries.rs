@@ -17,7 +17,8 @@
 //!
 //! A replace that changed a cluster's rows of a table rewrites that cluster's (and scope's)
 //! summary rows of the table from the table itself, in its transaction ([`rewrite`]): a
-//! `DELETE` and an `INSERT ... SELECT ... GROUP BY`, an index scan of the cluster's rows. A
+//! `DELETE` and an `INSERT ... SELECT ... GROUP BY` in one statement, an index scan of the
+//! cluster's rows. A
 //! viewer sees a summary row only where a grant shows its kind cluster-wide (a count of a whole
 //! cluster would tell a viewer of one namespace about the others; see `access::policies`).
 
@@ -157,23 +158,25 @@ impl Summary {
 }
 
 /// The statements that rewrite one cluster's summary rows of `shape`'s table, in the replace's
-/// transaction: for each summary that counts the table, a `DELETE` and an `INSERT ... SELECT`,
-/// both limited to `cluster_name = $1` and the replace's `scope` (its parameters from `$2`).
-/// `resource` is the one that fills the table.
+/// transaction: for each summary that counts the table, one `WITH gone AS (DELETE ...) INSERT
+/// ... SELECT` (one round trip, one plan; both parts see the statement's snapshot, so the
+/// `INSERT` writes the new rows beside the old ones it deletes), limited to `cluster_name = $1`
+/// and the replace's `scope` (its parameters from `$2`). `resource` is the one that fills the
+/// table.
 pub(super) fn rewrite(resource: &Resource, shape: &TableShape<'_>, scope: &Scope) -> Vec<String> {
     let table = shape.table;
     let condition = format!(" AND {} = $1{}", Ident::derived(&[CLUSTER_COLUMN]), scope.condition(2));
     SUMMARIES
         .iter()
         .filter(|summary| summary.counts(resource, table))
-        .flat_map(|summary| {
-            let delete = format!(
-                "DELETE FROM {} WHERE {} = {}{condition}",
+        .map(|summary| {
+            format!(
+                "WITH gone AS (DELETE FROM {} WHERE {} = {}{condition}) {}",
                 Ident::derived(&[summary.table]),
                 Ident::derived(&[TABLE_NAME_COLUMN]),
-                literal(&table.name)
-            );
-            [delete, summary.insert(resource, table, shape.fields, &condition)]
+                literal(&table.name),
+                summary.insert(resource, table, shape.fields, &condition)
+            )
         })
         .collect()
 }
