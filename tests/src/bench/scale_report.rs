@@ -238,7 +238,8 @@ pub fn markdown(report: &ScaleReport) -> String {
     if let Some(standby) = &report.standby {
         out.push_str(&format!(
             "\nWith a hot standby attached for the first load and the refresh: replay lag p50 {:.0} ms, p99 {:.0} ms, \
-             max {:.0} ms ({} samples); {} readers on it ({} ms between reads), {} reads, {} torn, {} errors{}, {} conflicts (cancelled queries).\n",
+             max {:.0} ms ({} samples); {} readers on it ({} ms between reads), {} reads, {} torn, {} errors{}, {} conflicts (cancelled queries); \
+             the primary's walsender used {:.1} CPU s of the machine's {:.0} busy CPU s ({:.2} %).\n",
             standby.lag_p50_ms,
             standby.lag_p99_ms,
             standby.lag_max_ms,
@@ -249,7 +250,10 @@ pub fn markdown(report: &ScaleReport) -> String {
             standby.torn,
             standby.errors,
             standby.first_error.as_ref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
-            standby.conflicts
+            standby.conflicts,
+            standby.walsender_cpu_s,
+            standby.machine_busy_cpu_s,
+            100.0 * standby.walsender_cpu_s / standby.machine_busy_cpu_s.max(f64::EPSILON)
         ));
     }
     out

@@ -1,6 +1,8 @@
 //! `bench-scale --standby`: a hot standby of the private server, attached for the first load and
 //! the full refresh, with readers on it and the replay lag sampled on the primary
-//! (`pg_stat_replication.replay_lag`, NULL once the standby has caught up: zero).
+//! (`pg_stat_replication.replay_lag`, NULL once the standby has caught up: zero), and what the
+//! standby costs the primary: the CPU time of its walsender, the one process a standby adds
+//! there, against the machine's (Linux's `/proc`, proc(5)).
 
 use std::{
     sync::{
@@ -35,6 +37,38 @@ pub struct StandbyFigures {
     pub first_error: Option<String>,
     /// `pg_stat_database_conflicts` on the standby, all causes: queries cancelled by replay.
     pub conflicts: i64,
+    /// CPU seconds the primary's walsender used while the readers ran (user and system).
+    pub walsender_cpu_s: f64,
+    /// CPU seconds the whole machine was busy meanwhile (every core, all but idle and iowait).
+    pub machine_busy_cpu_s: f64,
+}
+
+/// CPU seconds from `/proc`: process `pid`'s (`/proc/<pid>/stat` fields 14 and 15, utime and
+/// stime) or, with `None`, the machine's busy time (`/proc/stat`'s `cpu` line less idle and
+/// iowait); both in clock ticks of `getconf CLK_TCK`. `None` where `/proc` cannot say (another
+/// system, or a server on another machine).
+fn cpu_seconds(pid: Option<i32>) -> Option<f64> {
+    let ticks: f64 = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())?;
+    let busy: u64 = match pid {
+        Some(pid) => {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The command name, field 2, is in parentheses and may hold spaces: count after it.
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?
+        }
+        None => {
+            let stat = std::fs::read_to_string("/proc/stat").ok()?;
+            let ticks: Vec<u64> =
+                stat.lines().next()?.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+            // user nice system idle iowait irq softirq steal (guest time is counted in user).
+            ticks.iter().take(8).sum::<u64>() - ticks.get(3)? - ticks.get(4)?
+        }
+    };
+    Some(busy as f64 / ticks)
 }
 
 /// The readers and the lag sampler while they run.
@@ -44,6 +78,8 @@ pub struct StandbyWatch {
     readers: Vec<JoinHandle<ReaderCount>>,
     pause: Duration,
     standby_url: String,
+    /// The walsender's process id, and its and the machine's CPU seconds at the start.
+    walsender: Option<(i32, f64, f64)>,
 }
 
 #[derive(Default)]
@@ -110,9 +146,16 @@ async fn torn_clusters(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
 }
 
 impl StandbyWatch {
-    /// Starts `readers` readers on `standby_url`, each waiting `pause` between reads, and
-    /// samples the replay lag on `primary` every 100 ms.
-    pub fn start(primary: &PgPool, standby_url: &str, readers: usize, pause: Duration) -> Self {
+    /// Starts `readers` readers on `standby_url`, each waiting `pause` between reads, samples
+    /// the replay lag on `primary` every 100 ms, and notes the CPU time of the primary's
+    /// walsender and of the machine so far.
+    ///
+    /// # Errors
+    /// From PostgreSQL, reading `pg_stat_replication`.
+    pub async fn start(primary: &PgPool, standby_url: &str, readers: usize, pause: Duration) -> anyhow::Result<Self> {
+        let pid: Option<i32> =
+            sqlx::query_scalar("SELECT pid FROM pg_stat_replication LIMIT 1").fetch_optional(primary).await?;
+        let walsender = pid.and_then(|pid| Some((pid, cpu_seconds(Some(pid))?, cpu_seconds(None)?)));
         let stop = Arc::new(AtomicBool::new(false));
         let (pool, flag) = (primary.clone(), stop.clone());
         let lag = tokio::spawn(async move {
@@ -130,7 +173,7 @@ impl StandbyWatch {
             samples
         });
         let readers = (0..readers).map(|_| tokio::spawn(read(standby_url.to_owned(), pause, stop.clone()))).collect();
-        Self { stop, lag, readers, pause, standby_url: standby_url.to_owned() }
+        Ok(Self { stop, lag, readers, pause, standby_url: standby_url.to_owned(), walsender })
     }
 
     /// Stops the readers and the sampler; the figures, with the standby's conflicts.
@@ -150,7 +193,13 @@ impl StandbyWatch {
             errors: 0,
             first_error: None,
             conflicts: 0,
+            walsender_cpu_s: 0.0,
+            machine_busy_cpu_s: 0.0,
         };
+        if let Some((pid, walsender, machine)) = self.walsender {
+            figures.walsender_cpu_s = cpu_seconds(Some(pid)).map_or(0.0, |now| now - walsender);
+            figures.machine_busy_cpu_s = cpu_seconds(None).map_or(0.0, |now| now - machine);
+        }
         for reader in self.readers {
             let count = reader.await?;
             figures.reads += count.reads;

@@ -262,8 +262,12 @@ async fn run(
         worker_args: Vec::new(),
     };
 
-    let watch =
-        standby.map(|url| StandbyWatch::start(&env.pool, url, args.readers, Duration::from_millis(args.reader_pause)));
+    let watch = match standby {
+        Some(url) => {
+            Some(StandbyWatch::start(&env.pool, url, args.readers, Duration::from_millis(args.reader_pause)).await?)
+        }
+        None => None,
+    };
     tracing::info!("first load, from empty");
     let since = now(env).await?;
     let (first_load, nats_cluster) = first_load(env, &js, &round("load", Vec::new()), nats).await?;
