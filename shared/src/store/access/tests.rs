@@ -12,7 +12,7 @@ use crate::{
     model::catalog::Catalog,
     model::flatten::{ClusterContext, Layout},
     queue::job::{Job, Trigger},
-    store::{Refresh, Scope, ensure_tables, runs},
+    store::{Refresh, Scope, ensure_schema, runs},
 };
 
 pub(super) static CATALOG: std::sync::LazyLock<Catalog> = std::sync::LazyLock::new(Catalog::builtin);
@@ -118,7 +118,7 @@ struct Case {
 }
 
 async fn run(pool: &PgPool, cases: Vec<Case>) {
-    ensure_tables(pool, &CATALOG, &[], &[]).await.unwrap();
+    ensure_schema(pool, &CATALOG, &[], &[]).await.unwrap();
     for (index, case) in cases.iter().enumerate() {
         let cluster = format!("case-{index}");
         load(pool, &cluster, &case.objects).await;
@@ -326,7 +326,7 @@ async fn the_documentations_examples(pool: PgPool) {
 /// fleet-wide identity not on a `webhook` cluster; a binding removed by the next replace.
 #[sqlx::test(migrator = "crate::store::MIGRATOR")]
 async fn visible_kinds_come_from_discovery_and_follow_each_replace(pool: PgPool) {
-    ensure_tables(&pool, &CATALOG, &[], &[]).await.unwrap();
+    ensure_schema(&pool, &CATALOG, &[], &[]).await.unwrap();
     let rules = json!([{"apiGroups": ["", "helm.toolkit.fluxcd.io"], "resources": ["nodes", "pods", "helmreleases"], "verbs": ["list"]}]);
     let objects = vec![role("r", None, rules), binding("b", Some("payments"), "ClusterRole", "r", user("alice"))];
     load(&pool, "a", &objects).await;
