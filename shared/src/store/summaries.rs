@@ -12,7 +12,7 @@
 //! `api_group` and `kind` (the catalog's for a native resource, the row's for custom resources).
 //! A cluster with 5,000 pods has one row of pods in `fleet_counts` and one per image in
 //! `fleet_images`: a fleet-wide aggregate reads thousands of rows, not millions (BENCHMARKS.md,
-//! "Summaries kept by the swap": the RFC's 1.2 M pods, pods by region 1.1 s from the pods, ~1 ms
+//! "Summaries kept by the swap": the RFC's 1.2 M pods, pods by region 1.2 s from the pods, 0.5 ms
 //! from `fleet_counts`).
 //!
 //! A replace that changed a cluster's rows of a table rewrites that cluster's (and scope's)
