@@ -5,8 +5,8 @@
 //! [`write`] is called once per committed replace, after every table of the resource has its new
 //! rows and before the run's outcome is recorded. It rewrites the cluster's rows of
 //! `fleet_unhealthy_objects` ([`super::fleet_view`]) and the summaries ([`super::summaries`])
-//! for each table whose rows changed, keeps
-//! the events a listing saw, and the gaps between listings, in [`super::event_history`],
+//! for each table whose rows changed, keeps the events a listing saw, and the gaps between
+//! listings, in [`super::event_history`],
 //! records a first load's baseline of the change history (the replace itself records the
 //! objects that changed, [`super::changes`]), and recomputes the
 //! cluster's effective permissions when its RBAC or discovery rows changed ([`super::access`]).
@@ -60,8 +60,7 @@ pub struct TableWrite<'a> {
 pub async fn write(tx: &mut PgConnection, swap: &Swap<'_>) -> Result<()> {
     for table in &swap.tables {
         if table.counts.inserted + table.counts.deleted > 0 {
-            rewrite_unhealthy(tx, swap, table).await?;
-            rewrite_summaries(tx, swap, table).await?;
+            rewrite_derived(tx, swap, table).await?;
         }
     }
     event_history::write(tx, swap).await?;
@@ -69,19 +68,13 @@ pub async fn write(tx: &mut PgConnection, swap: &Swap<'_>) -> Result<()> {
     access::on_swap(tx, swap).await
 }
 
-/// Rewrites the scope's rows of `fleet_unhealthy_objects` from the table's rows not Current,
-/// when the table is one of `fleet_objects`' (see [`super::fleet_view`]).
-async fn rewrite_unhealthy(tx: &mut PgConnection, swap: &Swap<'_>, table: &TableWrite<'_>) -> Result<()> {
-    for sql in fleet_view::unhealthy_rewrite(swap.resource, table.shape, &swap.scope.condition(2)).into_iter().flatten()
-    {
-        sqlx::query_with(&sql, swap.scope.arguments(swap.cluster)?).execute(&mut *tx).await?;
-    }
-    Ok(())
-}
-
-/// Rewrites the scope's summary rows of the table ([`super::summaries`]).
-async fn rewrite_summaries(tx: &mut PgConnection, swap: &Swap<'_>, table: &TableWrite<'_>) -> Result<()> {
-    for sql in summaries::rewrite(swap.resource, table.shape, swap.scope) {
+/// Rewrites the scope's rows, derived from the table's, of `fleet_unhealthy_objects` (its rows
+/// not Current, when the table is one of `fleet_objects`': [`super::fleet_view`]) and of the
+/// summaries that count the table ([`super::summaries`]).
+async fn rewrite_derived(tx: &mut PgConnection, swap: &Swap<'_>, table: &TableWrite<'_>) -> Result<()> {
+    let scope = swap.scope.condition(2);
+    let unhealthy = fleet_view::unhealthy_rewrite(swap.resource, table.shape, &scope).into_iter().flatten();
+    for sql in unhealthy.chain(summaries::rewrite(swap.resource, table.shape, &scope)) {
         sqlx::query_with(&sql, swap.scope.arguments(swap.cluster)?).execute(&mut *tx).await?;
     }
     Ok(())

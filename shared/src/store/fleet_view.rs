@@ -25,7 +25,7 @@ use sqlx::{PgConnection, PgPool};
 use super::{
     access::VIEWER_ROLE,
     execute,
-    schema::{DDL_LOCKS, PARTITION_STORAGE, TableShape, add_text_columns, column_names},
+    schema::{DDL_LOCKS, PARTITION_STORAGE, TableShape, add_text_columns, column_names, table_exists},
     sql::{Ident, literal},
 };
 use crate::{
@@ -53,6 +53,16 @@ fn in_view(table: &Table) -> bool {
     table.has_column(HEALTH_COLUMN) && table.rows.is_empty()
 }
 
+/// The SQL expressions of a row's API group and kind in a table of `resource`: its own columns
+/// for custom resources, the catalog's group and kind as constants for a native resource.
+pub(super) fn group_and_kind(resource: &Resource) -> (String, String) {
+    if resource.source == ResourceSource::Custom {
+        (Ident::derived(&[GROUP_COLUMN]).to_string(), Ident::derived(&[KIND_COLUMN]).to_string())
+    } else {
+        (literal(&resource.api.group), literal(&resource.api.kind))
+    }
+}
+
 /// The view's columns as one catalog table fills them: each a name and the SQL expression
 /// over the table's columns.
 fn columns(
@@ -63,11 +73,7 @@ fn columns(
 ) -> Vec<(String, String)> {
     let column = |name: &str| Ident::derived(&[name]).to_string();
     let namespaced = table.has_column("namespace");
-    let (group, kind) = if resource.source == ResourceSource::Custom {
-        (column(GROUP_COLUMN), column(KIND_COLUMN))
-    } else {
-        (literal(&resource.api.group), literal(&resource.api.kind))
-    };
+    let (group, kind) = group_and_kind(resource);
     let mut columns = vec![(CLUSTER_COLUMN.to_owned(), column(CLUSTER_COLUMN))];
     columns.extend(fields.iter().map(|field| (field.clone(), column(field))));
     let namespace = if namespaced { format!("coalesce({}, '')", column("namespace")) } else { "''".to_owned() };
@@ -221,10 +227,7 @@ async fn write(
         execute(tx, format!("GRANT SELECT ON {view} TO {}", Ident::new(VIEWER_ROLE)?)).await?;
     }
     let table = column(UNHEALTHY_TABLE);
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(format!("public.{table}"))
-        .fetch_one(&mut *tx)
-        .await?;
+    let exists = table_exists(tx, &format!("public.{table}")).await?;
     if !exists {
         execute(
             tx,

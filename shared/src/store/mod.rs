@@ -135,8 +135,7 @@ pub async fn ensure_schema(
 
 /// Adds the columns of the fields `now` declares and `before` did not (a registry read again
 /// while the services run), to the data tables, `fleet_unhealthy_objects` and the summaries, and
-/// recreates
-/// `fleet_objects` with them; nothing when they declare the same fields.
+/// recreates `fleet_objects` with them; nothing when they declare the same fields.
 pub async fn ensure_new_fields(pool: &PgPool, catalog: &Catalog, before: &Registry, now: &Registry) -> Result<()> {
     let (fields, namespace_fields) = (now.field_names(), now.namespace_field_names());
     if fields == before.field_names() && namespace_fields == before.namespace_field_names() {

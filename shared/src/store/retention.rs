@@ -34,7 +34,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 use super::{
     execute,
-    schema::DDL_LOCKS,
+    schema::{DDL_LOCKS, table_exists},
     sql::{Ident, Qualified, literal},
 };
 use crate::{Error, Result};
@@ -137,11 +137,7 @@ async fn upkeep_table(
         return Ok(None);
     }
     let default = Qualified { schema: Ident::new(HISTORY_SCHEMA)?, name: Ident::derived(&[table.name, "default"]) };
-    let has_default: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(default.to_string())
-        .fetch_one(&mut *conn)
-        .await?;
-    let default = has_default.then_some(default);
+    let default = table_exists(conn, &default.to_string()).await?.then_some(default);
     let column = Ident::new(table.column)?;
     let today = now.date_naive();
     let cutoff = chrono::Duration::from_std(keep)

@@ -411,6 +411,12 @@ pub(super) async fn add_text_columns(conn: &mut PgConnection, table: &str, names
     Ok(())
 }
 
+/// Whether the relation `name` exists (schema-qualified, or found in the search path;
+/// `to_regclass`, NULL for none).
+pub(super) async fn table_exists(conn: &mut PgConnection, name: &str) -> Result<bool> {
+    Ok(sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(name).fetch_one(conn).await?)
+}
+
 /// The names of the columns of table `schema.table` (none when it does not exist).
 pub(super) async fn column_names(conn: &mut PgConnection, schema: &str, table: &str) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(

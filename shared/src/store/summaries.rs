@@ -18,16 +18,15 @@
 //! A replace that changed a cluster's rows of a table rewrites that cluster's (and scope's)
 //! summary rows of the table from the table itself, in its transaction ([`rewrite`]): a
 //! `DELETE` and an `INSERT ... SELECT ... GROUP BY` in one statement, an index scan of the
-//! cluster's rows. A
-//! viewer sees a summary row only where a grant shows its kind cluster-wide (a count of a whole
-//! cluster would tell a viewer of one namespace about the others; see `access::policies`).
+//! cluster's rows. A viewer sees a summary row only where a grant shows its kind cluster-wide (a
+//! count of a whole cluster would tell a viewer of one namespace about the others; see
+//! `access::policies`).
 
 use sqlx::{PgConnection, PgPool};
 
 use super::{
-    execute,
-    schema::{DDL_LOCKS, PARTITION_STORAGE, TableShape, add_text_columns},
-    scope::Scope,
+    execute, fleet_view,
+    schema::{DDL_LOCKS, PARTITION_STORAGE, TableShape, add_text_columns, table_exists},
     sql::{Ident, literal},
 };
 use crate::{
@@ -108,11 +107,7 @@ impl Summary {
     /// the summary's rows of `table`, for the rows `condition` (` AND ...`) selects.
     fn insert(&self, resource: &Resource, table: &Table, fields: &[String], condition: &str) -> String {
         let column = |name: &str| Ident::derived(&[name]).to_string();
-        let (group, kind) = if resource.source == ResourceSource::Custom {
-            (column(GROUP_COLUMN), column(KIND_COLUMN))
-        } else {
-            (literal(&resource.api.group), literal(&resource.api.kind))
-        };
+        let (group, kind) = fleet_view::group_and_kind(resource);
         let mut keys = vec![(column(CLUSTER_COLUMN), column(CLUSTER_COLUMN))];
         keys.extend(fields.iter().map(|field| (column(field), column(field))));
         keys.extend([(column(GROUP_COLUMN), group), (column(KIND_COLUMN), kind)]);
@@ -161,11 +156,11 @@ impl Summary {
 /// transaction: for each summary that counts the table, one `WITH gone AS (DELETE ...) INSERT
 /// ... SELECT` (one round trip, one plan; both parts see the statement's snapshot, so the
 /// `INSERT` writes the new rows beside the old ones it deletes), limited to `cluster_name = $1`
-/// and the replace's `scope` (its parameters from `$2`). `resource` is the one that fills the
-/// table.
-pub(super) fn rewrite(resource: &Resource, shape: &TableShape<'_>, scope: &Scope) -> Vec<String> {
+/// followed by `scope` (` AND "api_group" = $2 ...`, the replace's scope). `resource` is the
+/// one that fills the table.
+pub(super) fn rewrite(resource: &Resource, shape: &TableShape<'_>, scope: &str) -> Vec<String> {
     let table = shape.table;
-    let condition = format!(" AND {} = $1{}", Ident::derived(&[CLUSTER_COLUMN]), scope.condition(2));
+    let condition = format!(" AND {} = $1{scope}", Ident::derived(&[CLUSTER_COLUMN]));
     SUMMARIES
         .iter()
         .filter(|summary| summary.counts(resource, table))
@@ -207,10 +202,7 @@ pub async fn ensure(pool: &PgPool, catalog: &Catalog, fields: &[String]) -> Resu
 
 /// The DDL of [`ensure`] for one summary, in its transaction `tx`.
 async fn write(tx: &mut PgConnection, catalog: &Catalog, summary: &Summary, fields: &[String]) -> Result<()> {
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(format!("public.{}", Ident::derived(&[summary.table])))
-        .fetch_one(&mut *tx)
-        .await?;
+    let exists = table_exists(tx, &format!("public.{}", Ident::derived(&[summary.table]))).await?;
     if !exists {
         execute(tx, summary.create()).await?;
     }

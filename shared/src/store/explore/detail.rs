@@ -6,7 +6,10 @@
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use super::{Source, field_columns, list::Object};
-use crate::{Result, store::sql::Ident};
+use crate::{
+    Result,
+    store::{schema::table_exists, sql::Ident},
+};
 
 /// How many changes and events a detail shows, newest first.
 pub const HISTORY_ROWS: i64 = 20;
@@ -37,22 +40,17 @@ pub async fn detail(conn: &mut PgConnection, cluster: &str, uid: &str) -> Result
     query.push(" WHERE cluster_name = ").push_bind(cluster).push(" AND uid = ").push_bind(uid).push(" LIMIT 1");
     let Some(row) = query.build().fetch_optional(&mut *conn).await? else { return Ok(None) };
     let object = Object::from_row(&row, &fields)?;
-    let changes = if exists(conn, "object_changes").await? {
+    let changes = if table_exists(conn, "object_changes").await? {
         Some(history(conn, "object_changes", "changed_at", "uid", cluster, uid).await?)
     } else {
         None
     };
-    let events = if exists(conn, "event_history").await? {
+    let events = if table_exists(conn, "event_history").await? {
         history(conn, "event_history", "last_seen", "regarding_uid", cluster, uid).await?
     } else {
         history(conn, "kubernetes_events", "time", "regarding_uid", cluster, uid).await?
     };
     Ok(Some(Detail { kubectl: kubectl(&object), object, changes, events }))
-}
-
-/// Whether the table `name` exists (in the search path).
-async fn exists(conn: &mut PgConnection, name: &str) -> Result<bool> {
-    Ok(sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(name).fetch_one(conn).await?)
 }
 
 /// The newest [`HISTORY_ROWS`] rows of `table` about `uid` of `cluster`, as JSON.
