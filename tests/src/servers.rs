@@ -195,13 +195,18 @@ impl TempPostgres {
     /// children now, and so every process it starts later (a fork keeps its parent's). At 19 a
     /// server on a busy machine runs on what the others leave.
     pub fn renice(&self, nice: i32) -> anyhow::Result<()> {
-        let pid_file = std::fs::read_to_string(self.data.join("postmaster.pid"))?;
-        let pid = pid_file.lines().next().context("empty postmaster.pid")?.trim().to_owned();
+        let pid = self.postmaster_pid()?;
         let children = Command::new("pgrep").args(["-P", &pid]).output()?;
         let children = String::from_utf8_lossy(&children.stdout);
         let mut renice = Command::new("renice");
         renice.args(["-n", &nice.to_string(), "-p", &pid]).args(children.split_whitespace());
         run(renice.stdout(Stdio::null()))
+    }
+
+    /// The postmaster's process id: the first line of `postmaster.pid` in the data folder.
+    fn postmaster_pid(&self) -> anyhow::Result<String> {
+        let pid_file = std::fs::read_to_string(self.data.join("postmaster.pid"))?;
+        Ok(pid_file.lines().next().context("empty postmaster.pid")?.trim().to_owned())
     }
 
     /// The URL of a database on this server.
@@ -227,8 +232,7 @@ impl TempPostgres {
 
     /// A crash: SIGKILL to the postmaster, then a start, which runs crash recovery.
     pub async fn crash_and_recover(&self) -> anyhow::Result<()> {
-        let pid_file = std::fs::read_to_string(self.data.join("postmaster.pid"))?;
-        let pid = pid_file.lines().next().context("empty postmaster.pid")?.trim().to_owned();
+        let pid = self.postmaster_pid()?;
         run(Command::new("kill").args(["-KILL", &pid]))?;
         // The postmaster's children notice its death and exit; until they all have, a new
         // postmaster refuses to start on the same data folder. Try for a while.
