@@ -19,6 +19,8 @@ pub mod changes;
 #[cfg(test)]
 mod changes_tests;
 pub mod derived;
+#[cfg(test)]
+mod derived_tests;
 pub mod event_history;
 #[cfg(test)]
 mod event_history_tests;
@@ -37,8 +39,6 @@ mod session_lock;
 mod shard_tests;
 pub mod sql;
 pub mod summaries;
-#[cfg(test)]
-mod summaries_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -39,7 +39,7 @@ pub(super) fn at(seconds: i64) -> DateTime<Utc> {
 }
 
 /// Pod `i` of `cluster`, with one container; `version` changes its phase.
-fn pod(cluster: &str, i: usize, version: usize) -> Value {
+pub(super) fn pod(cluster: &str, i: usize, version: usize) -> Value {
     json!({"metadata": {"name": format!("p{i}"), "namespace": "ns", "uid": format!("{cluster}-{i}")},
            "spec": {"containers": [{"name": "c", "image": "nginx:1"}]},
            "status": {"phase": format!("v{version}")}})
@@ -400,65 +400,6 @@ async fn a_job_that_lists_while_its_cluster_is_pruned_writes_nothing(pool: PgPoo
     assert!(err.to_string().contains("was pruned"), "{err}");
     assert_eq!(pods_of(&pool, "c1").await, 0);
     assert_eq!(count(&pool, "SELECT count(*) FROM snapshots WHERE cluster_name = $1", "c1").await, 0);
-}
-
-/// Pod `i` of `cluster` in `phase` (`Succeeded` is Current, `Pending` InProgress).
-fn pod_in(cluster: &str, i: usize, phase: &str) -> Value {
-    let mut pod = pod(cluster, i, 0);
-    pod["status"]["phase"] = json!(phase);
-    // What the worker sets on each item of a list before it flattens it; health rules need it.
-    pod["apiVersion"] = json!("v1");
-    pod["kind"] = json!("Pod");
-    pod
-}
-
-/// A row of `fleet_unhealthy_objects`: cluster, region, name, health, message, since.
-type UnhealthyRow = (String, String, String, String, String, Option<String>);
-
-/// `fleet_unhealthy_objects`' rows, after checking that they are `fleet_objects`' rows not
-/// Current: equal at every commit.
-async fn unhealthy(pool: &PgPool) -> Vec<UnhealthyRow> {
-    let sql = |source: &str, filter: &str| {
-        format!(
-            "SELECT cluster_name, region, name, health, coalesce(message, ''), since::text FROM {source} {filter}
-             ORDER BY cluster_name, namespace, name, uid"
-        )
-    };
-    let table = sqlx::query_as(&sql(fleet_view::UNHEALTHY_TABLE, "")).fetch_all(pool).await.unwrap();
-    let view: Vec<_> =
-        sqlx::query_as(&sql(fleet_view::VIEW, "WHERE health <> 'Current'")).fetch_all(pool).await.unwrap();
-    assert_eq!(table, view, "the table holds the view's rows not Current");
-    table
-}
-
-#[sqlx::test(migrator = "crate::store::MIGRATOR")]
-async fn unhealthy_objects_follow_each_replace_and_leave_with_a_pruned_cluster(pool: PgPool) {
-    prepared(&pool).await;
-    sqlx::query("INSERT INTO clusters (name) VALUES ('c1'), ('c2')").execute(&pool).await.unwrap();
-    let first = [pod_in("c1", 0, "Succeeded"), pod_in("c1", 1, "Pending"), pod_in("c1", 2, "Pending")];
-    refresh(&pool, "c1", &first, at(1)).await;
-    refresh(&pool, "c2", &[pod_in("c2", 0, "Pending")], at(1)).await;
-    let names = |rows: &[UnhealthyRow]| -> Vec<String> {
-        rows.iter().map(|row| format!("{}/{} {}", row.0, row.2, row.3)).collect()
-    };
-    let rows = unhealthy(&pool).await;
-    assert_eq!(names(&rows), ["c1/p1 InProgress", "c1/p2 InProgress", "c2/p0 InProgress"]);
-    assert!(rows.iter().all(|row| row.1 == "eu" && row.4 == "Pod is in the Pending phase"), "{rows:?}");
-
-    // p1 completes, p2 stays, p3 is new and pending; c2 is not touched.
-    let second = [pod_in("c1", 1, "Succeeded"), pod_in("c1", 2, "Pending"), pod_in("c1", 3, "Pending")];
-    refresh(&pool, "c1", &second, at(2)).await;
-    assert_eq!(names(&unhealthy(&pool).await), ["c1/p2 InProgress", "c1/p3 InProgress", "c2/p0 InProgress"]);
-
-    // An unchanged listing rewrites nothing.
-    let version = "SELECT max(xmin::text::bigint) FROM fleet_unhealthy_objects WHERE cluster_name = $1";
-    let before = count(&pool, version, "c1").await;
-    refresh(&pool, "c1", &second, at(3)).await;
-    assert_eq!(count(&pool, version, "c1").await, before);
-
-    crate::store::prune::prune_absent(&pool, &CATALOG, &["c2".to_owned()], Duration::ZERO, "test").await.unwrap();
-    crate::store::prune::prune_absent(&pool, &CATALOG, &["c2".to_owned()], Duration::ZERO, "test").await.unwrap();
-    assert_eq!(names(&unhealthy(&pool).await), ["c2/p0 InProgress"], "c1's rows left with it");
 }
 
 /// Adds three pods of `c1` to `refresh`'s first table.
